@@ -1,0 +1,46 @@
+# mlgate developer commands. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV ?= $(shell command -v uv 2>/dev/null || echo $(BIN)/uv)
+# uv verifies TLS with the system's certificates (works behind corporate TLS inspection too).
+export UV_NATIVE_TLS := 1
+# Resolution is frozen at this date so that regenerating the lock is reproducible
+# (tests/unit/test_lock.py regenerates it and fails when it is stale).
+LOCK_DATE := 2026-11-20T00:00:00Z
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --exclude-newer $(LOCK_DATE) --quiet
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+
+.PHONY: install
+install: $(BIN)/python ## Install the dev lock and mlgate (editable) into .venv
+	$(UV) pip sync --python $(BIN)/python --require-hashes requirements-dev.lock
+	$(UV) pip install --python $(BIN)/python --no-deps --editable .
+
+.PHONY: lock
+lock: ## Regenerate requirements.lock and requirements-dev.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --custom-compile-command 'make lock' -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --custom-compile-command 'make lock' -o requirements-dev.lock
+	$(UV) pip compile .github/actions/setup/uv-requirements.in $(LOCK_FLAGS) --custom-compile-command 'make lock' -o .github/actions/setup/uv-requirements.txt
+
+.PHONY: demo
+demo: install ## Run the whole pipeline on the embedded defaults (local MLflow, local DVC remote, shipped data)
+	$(BIN)/mlgate demo
+
+.PHONY: test
+test: install ## Run the whole test suite (unit, then integration, then workflows with act)
+	$(BIN)/python -m pytest
+
+.PHONY: test-unit
+test-unit: install ## Run the fast unit tests only
+	$(BIN)/python -m pytest -m 'not integration and not workflow'

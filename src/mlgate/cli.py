@@ -1,0 +1,87 @@
+"""The `mlgate` command: one subcommand per stage, each a module with `main(argv) -> int`.
+
+Errors are caught here, once: printed with their fix, written as a GitHub `::error::`
+annotation, and turned into the exit code of their class (see `mlgate.errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+
+from mlgate import __version__, github
+from mlgate.errors import EXIT_CODES, MlgateError
+from mlgate.settings import Settings, load_settings
+
+COMMANDS = {
+    "validate": ("mlgate.validate", "pull the data named by data.dvc and validate it"),
+    "train": ("mlgate.train", "validate, train XGBoost, log to MLflow and register a version"),
+    "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
+}
+# Named flags shared by every stage, and the settings key each one sets.
+FLAGS = {
+    "--model-name": "model.name",
+    "--tracking-uri": "tracking.uri",
+    "--data-dvc": "data.dvc_file",
+    "--dvc-remote": "dvc.remote",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="mlgate",
+        description="Take an XGBoost model from a data change to Production.",
+        epilog="exit codes: " + ", ".join(f"{c}={n}" for n, c in EXIT_CODES.items()),
+    )
+    parser.add_argument("--version", action="version", version=f"mlgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    args, rest = parser.parse_known_args(argv[:1])
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.main(argv[1:] + rest))
+
+
+def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"mlgate {name}", description=description)
+    parser.add_argument("--params", metavar="PATH",
+                        help="params file (default: params.yaml, or $MLGATE_PARAMS)")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help="override one setting; repeatable")
+    for flag, key in FLAGS.items():
+        parser.add_argument(flag, metavar="VALUE", help=f"same as --set {key}=VALUE")
+    parser.add_argument("--no-pull", action="store_true",
+                        help="use the data in the workspace instead of `dvc pull` (dvc.pull=false)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    flags = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key in FLAGS.items()}
+    if args.no_pull:
+        flags["dvc.pull"] = "false"
+    return load_settings(env=os.environ if env is None else env, params_file=args.params,
+                         overrides=args.overrides, flags=flags)
+
+
+def run(action: Callable[[], int | None]) -> int:
+    """Run a stage: errors become a message with its fix, an annotation and an exit code.
+    SIGTERM (a cancelled job) unwinds like an error, so open MLflow runs end as FAILED."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return action() or 0
+    except MlgateError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        github.annotate("error", str(exc), title=f"mlgate: {type(exc).__name__}")
+        return exc.exit_code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

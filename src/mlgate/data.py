@@ -1,0 +1,207 @@
+"""Stage 1a: get the data version named by data.dvc, through DVC's own Python API.
+
+`pull` reads data.dvc, pulls from the configured remote (local directory by default, S3 by
+configuration) and returns the `DataVersion` that lineage records: the data.dvc md5, the data
+file's own md5 and its object URL in the remote. Every DVC failure becomes a `DataError` that
+says which of the usual causes it is and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from mlgate.errors import DataError
+from mlgate.settings import Settings
+
+
+@dataclass(frozen=True)
+class DvcOutput:
+    """The single `outs:` entry of a .dvc file."""
+
+    md5: str
+    path: str
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    dvc_file: str  # relative to the project
+    dvc_md5: str  # the md5 written in data.dvc ("….dir" for a tracked directory)
+    path: str  # the data file, relative to the project
+    file_md5: str  # md5 of the data file itself: its object name in the DVC remote
+    remote: str
+    remote_url: str
+
+    @property
+    def object_url(self) -> str:
+        """Where the data file's object lives in the remote (DVC 3 layout)."""
+        base = self.remote_url.rstrip("/")
+        return f"{base}/files/md5/{self.file_md5[:2]}/{self.file_md5[2:]}"
+
+
+def read_dvc_file(path: Path) -> DvcOutput:
+    """Parse a .dvc file, failing with the fix for each way it can be wrong."""
+    fix = "restore it with `git checkout -- {0}`, or recreate it with `dvc add {1}`"
+    if not path.is_file():
+        raise DataError(
+            f"{path.name} not found at {path}",
+            fix=fix.format(path.name, "<data dir>") + "; or set data.dvc_file",
+        )
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path.name} is not valid YAML: {exc}",
+                        fix=fix.format(path.name, "<data dir>")) from exc
+    outs = doc.get("outs") if isinstance(doc, dict) else None
+    if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict):
+        raise DataError(
+            f"{path.name} must have exactly one entry under 'outs:'",
+            fix=fix.format(path.name, "<data dir>"),
+        )
+    out = outs[0]
+    md5, out_path = out.get("md5"), out.get("path")
+    if not isinstance(out_path, str) or not out_path:
+        raise DataError(f"{path.name} has no 'path' under 'outs:'",
+                        fix=fix.format(path.name, "<data dir>"))
+    if not isinstance(md5, str) or len(md5.removesuffix(".dir")) != 32:
+        raise DataError(f"{path.name} has no valid md5 for '{out_path}'",
+                        fix=fix.format(path.name, out_path))
+    return DvcOutput(md5=md5, path=out_path, is_dir=md5.endswith(".dir"))
+
+
+def pull(settings: Settings) -> DataVersion:
+    """Pull the data that data.dvc names and describe the version that was pulled."""
+    from dvc.exceptions import CheckoutError, DvcException, NotDvcRepoError
+    from dvc.repo import Repo
+
+    dvc_file = settings.path(settings.data.dvc_file)
+    out = read_dvc_file(dvc_file)
+    data_path = settings.path(settings.data.path)
+    out_root = (dvc_file.parent / out.path).resolve()
+    if data_path.resolve() != out_root and out_root not in data_path.resolve().parents:
+        raise DataError(
+            f"data.path {settings.data.path} is not inside '{out.path}', which "
+            f"{dvc_file.name} tracks",
+            fix=f"set data.path to a file under {out.path}/ or point data.dvc_file at its .dvc file",
+        )
+
+    config: dict[str, Any] = {}
+    try:
+        repo = Repo(str(dvc_file.parent))
+    except NotDvcRepoError as exc:
+        raise DataError(f"{dvc_file.parent} is not a DVC repository",
+                        fix="run `dvc init` and commit .dvc/") from exc
+    remote = settings.dvc.remote or repo.config["core"].get("remote")
+    if not remote:
+        raise DataError("no DVC remote is configured",
+                        fix="add one with `dvc remote add -d NAME URL`, or set dvc.remote")
+    remotes = repo.config["remote"]
+    if remote not in remotes:
+        raise DataError(f"DVC remote '{remote}' is not configured",
+                        fix=f"use one of: {', '.join(remotes) or '(none)'}; or `dvc remote add`")
+    if settings.dvc.endpoint_url:
+        config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
+        repo.close()
+        repo = Repo(str(dvc_file.parent), config=config)
+    remote_url = str(repo.config["remote"][remote]["url"])
+
+    with repo, _dvc_messages() as messages:
+        try:
+            if settings.dvc.pull:
+                repo.pull(targets=[str(dvc_file)], remote=remote)
+            elif repo.status(targets=[str(dvc_file)]):
+                raise DataError(
+                    f"the workspace data differs from {dvc_file.name} and dvc.pull is off",
+                    fix=f"run `dvc checkout {dvc_file.name}` or turn dvc.pull back on",
+                )
+        except CheckoutError as exc:
+            raise DataError(
+                f"the data version {out.md5} is missing from DVC remote '{remote}' "
+                f"({remote_url}){_details(messages)}",
+                fix="push it from the commit that changed data.dvc: `dvc push` "
+                f"(to remote '{remote}'), then re-run",
+            ) from exc
+        except DvcException as exc:
+            raise DataError(
+                f"could not pull from DVC remote '{remote}' ({remote_url}): "
+                f"{exc}{_details(messages)}",
+                fix="check that the remote is reachable and its credentials are set "
+                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3, dvc.endpoint_url for "
+                "S3-compatible stores)",
+            ) from exc
+
+    if not data_path.is_file():
+        raise DataError(f"{settings.data.path} is not in the pulled data '{out.path}'",
+                        fix=f"set data.path to one of the files under {out.path}/")
+    return DataVersion(
+        dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
+        dvc_md5=out.md5,
+        path=str(PurePosixPath(data_path.relative_to(settings.project_dir))),
+        file_md5=file_md5(data_path),
+        remote=remote,
+        remote_url=remote_url,
+    )
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_frame(path: Path) -> pd.DataFrame:
+    """Read the data file (CSV, or Parquet by extension) with errors that name the fix."""
+    try:
+        if path.suffix in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+        return pd.read_csv(path, encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DataError(f"data file {path} does not exist",
+                        fix="run `dvc pull` or correct data.path") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"data file {path} is empty",
+                        fix="push a data version with a header row and rows") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        fix="re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from exc
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        raise DataError(f"cannot parse data file {path}: {exc}",
+                        fix="write it as a CSV with one header row and a fixed number of "
+                        "columns") from exc
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _dvc_messages() -> Iterator[list[str]]:
+    """Collect what DVC logs during a pull: its exceptions carry only a summary."""
+    handler = _Collect()
+    logger = logging.getLogger("dvc")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def _details(messages: list[str]) -> str:
+    lines = [line.strip() for message in messages for line in message.splitlines() if line.strip()]
+    return (":\n    " + "\n    ".join(lines[:10])) if lines else ""

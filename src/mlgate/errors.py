@@ -1,0 +1,61 @@
+"""The error hierarchy. Each class is one kind of failure with its own exit code.
+
+Messages say what happened *and* what to change. They are caught once, in `mlgate.cli.main`,
+printed, and also written as a GitHub `::error::` annotation.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MlgateError(Exception):
+    """Base class. `exit_code` is what the process exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+
+
+class ConfigError(MlgateError):
+    """params.yaml, environment variables or command-line flags are wrong."""
+
+    exit_code = 2
+
+
+class DataError(MlgateError):
+    """The data cannot be had: data.dvc missing or malformed, the remote unreachable, a
+    missing object, an unreadable file."""
+
+    exit_code = 3
+
+
+class ValidationFailed(MlgateError):
+    """The data was read but breaks the schema. Nothing was trained."""
+
+    exit_code = 4
+
+
+class TrackingError(MlgateError):
+    """The MLflow tracking server or model registry failed or could not be reached."""
+
+    exit_code = 5
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (MlgateError, ConfigError, DataError, ValidationFailed, TrackingError)
+}
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest candidate, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""

@@ -1,0 +1,92 @@
+"""What makes a model version auditable: where its code and data came from, and what ran it.
+
+`lineage_tags` is the one list of tags written on the training run and on the model version
+(the `mlgate.` namespace); later stages read them back from the registry.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from mlgate import __version__
+from mlgate.data import DataVersion
+from mlgate.settings import GitHubContext
+
+# What a pyfunc load of an XGBoost Booster needs, pinned to the versions that trained it.
+SERVING_DISTRIBUTIONS = ("mlflow", "xgboost-cpu", "xgboost", "numpy", "pandas", "scipy")
+
+
+@dataclass(frozen=True)
+class GitInfo:
+    commit: str | None
+    dirty: bool | None
+    ref: str | None
+
+
+def git_info(project_dir: Path, github: GitHubContext) -> GitInfo:
+    """The commit the data and params came from. Untracked files (pulled data, a virtual
+    environment, mlgate's own checkout) do not make the tree dirty: only tracked changes do."""
+    commit = _git(project_dir, "rev-parse", "HEAD") or github.sha
+    status = _git(project_dir, "status", "--porcelain", "--untracked-files=no")
+    ref = github.ref or _git(project_dir, "symbolic-ref", "-q", "HEAD")
+    return GitInfo(commit=commit, dirty=None if status is None else bool(status), ref=ref)
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-c", f"safe.directory={cwd}", *args], cwd=cwd,
+                              capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def lineage_tags(*, git: GitInfo, data: DataVersion, github: GitHubContext,
+                 extra: dict[str, object]) -> dict[str, str]:
+    tags: dict[str, object] = {
+        "mlgate.version": __version__,
+        "mlgate.git.commit": git.commit or "unknown",
+        "mlgate.git.dirty": "unknown" if git.dirty is None else str(git.dirty).lower(),
+        "mlgate.git.ref": git.ref,
+        "mlgate.data.dvc_file": data.dvc_file,
+        "mlgate.data.md5": data.dvc_md5,
+        "mlgate.data.path": data.path,
+        "mlgate.data.file_md5": data.file_md5,
+        "mlgate.data.remote": data.remote,
+        "mlgate.data.remote_url": data.remote_url,
+        "mlgate.data.object_url": data.object_url,
+        "mlgate.github.repository": github.repository,
+        "mlgate.github.run_url": github.run_url,
+        "mlgate.github.run_attempt": github.run_attempt,
+        "mlgate.github.workflow_ref": github.workflow_ref,
+        "mlgate.github.event": github.event_name,
+        "mlgate.github.actor": github.actor,
+        "mlgate.python": platform.python_version(),
+        **extra,
+    }
+    if git.commit:
+        tags["mlflow.source.git.commit"] = git.commit
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def serving_requirements() -> list[str]:
+    """Pinned pip requirements for the logged model, from the environment that trained it
+    (installed from the lock), so MLflow's slow requirement inference never runs."""
+    pins = []
+    for name in SERVING_DISTRIBUTIONS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def installed_distributions() -> str:
+    """Every installed distribution as `name==version`, one a line, sorted."""
+    pins = {f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions()
+            if d.metadata["Name"]}
+    return "\n".join(sorted(pins)) + "\n"

@@ -1,0 +1,466 @@
+"""The one place where strings become typed settings.
+
+Every stage reads a frozen `Settings`; nothing else in mlgate reads `os.environ`, params files or
+flags. Precedence, highest first:
+
+1. command-line flags: `--set SECTION.KEY=VALUE` (repeatable; `--set train.params.max_depth=6`
+   reaches into a mapping) and the named flags of each subcommand (`--model-name`, ...);
+2. environment variables `MLGATE_<SECTION>_<KEY>`, e.g. `MLGATE_TRACKING_URI`,
+   `MLGATE_SPLIT_SEED`; `MLFLOW_TRACKING_URI` is honoured as a lower-priority alias of
+   `tracking.uri`; an empty variable counts as unset;
+3. the params file: `params.yaml` in the working directory, or `--params PATH` / `MLGATE_PARAMS`;
+4. the defaults written in the dataclasses below.
+
+Mappings (`train.params`, `metrics.slices`) are merged key by key across the layers; every other
+value is replaced. Relative paths are relative to the directory holding the params file.
+An unknown section or key anywhere is an error that names the closest known one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlgate.errors import ConfigError, did_you_mean
+
+ENV_PREFIX = "MLGATE_"
+PARAMS_ENV = "MLGATE_PARAMS"
+DEFAULT_PARAMS = "params.yaml"
+# Registered model names become URIs, tags and image names: keep them to a safe alphabet.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str = "mlgate-model"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    dvc_file: Path = Path("data.dvc")
+    path: Path = Path("data/data.csv")
+    target: str = "label"
+    id_column: str | None = None
+
+
+@dataclass(frozen=True)
+class DvcSettings:
+    remote: str | None = None  # None: the repository's default remote
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, moto, ...)
+    pull: bool = True  # False: use the data already in the workspace (checked against data.dvc)
+
+
+@dataclass(frozen=True)
+class SchemaSettings:
+    path: Path = Path("schema.yaml")
+    min_rows: int = 50
+    min_class_count: int = 10
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    seed: int = 42
+    validation_fraction: float = 0.2
+    holdout_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    num_boost_round: int = 500
+    early_stopping_rounds: int = 25
+    params: dict[str, Any] = field(
+        default_factory=lambda: {
+            "objective": "binary:logistic",
+            "eval_metric": "logloss",
+            "tree_method": "hist",
+            "max_depth": 4,
+            "eta": 0.05,
+            "seed": 42,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    threshold: float = 0.5
+    slices: dict[str, str] = field(default_factory=dict)  # name -> pandas query
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "mlgate"
+    artifact_location: str | None = None  # None: mlartifacts/ beside a local sqlite store
+    retries: int = 4
+    backoff: float = 0.5  # seconds; doubles on each retry
+    timeout: float = 10.0  # seconds per HTTP request
+
+
+@dataclass(frozen=True)
+class ReportsSettings:
+    dir: Path = Path("reports")
+
+
+@dataclass(frozen=True)
+class GitHubContext:
+    """What the Actions runner tells a step through its environment (empty outside Actions)."""
+
+    output_file: Path | None = None
+    summary_file: Path | None = None
+    sha: str | None = None
+    ref: str | None = None
+    repository: str | None = None
+    server_url: str = "https://github.com"
+    run_id: str | None = None
+    run_attempt: str | None = None
+    actor: str | None = None
+    event_name: str | None = None
+    workflow_ref: str | None = None
+
+    @property
+    def run_url(self) -> str | None:
+        if not (self.repository and self.run_id):
+            return None
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GitHubContext:
+        def get(name: str) -> str | None:
+            return env.get(name) or None
+
+        output, summary = get("GITHUB_OUTPUT"), get("GITHUB_STEP_SUMMARY")
+        return cls(
+            output_file=Path(output) if output else None,
+            summary_file=Path(summary) if summary else None,
+            sha=get("GITHUB_SHA"),
+            ref=get("GITHUB_REF"),
+            repository=get("GITHUB_REPOSITORY"),
+            server_url=get("GITHUB_SERVER_URL") or cls.server_url,
+            run_id=get("GITHUB_RUN_ID"),
+            run_attempt=get("GITHUB_RUN_ATTEMPT"),
+            actor=get("GITHUB_ACTOR"),
+            event_name=get("GITHUB_EVENT_NAME"),
+            workflow_ref=get("GITHUB_WORKFLOW_REF"),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    params_file: Path | None
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    dvc: DvcSettings = field(default_factory=DvcSettings)
+    schema: SchemaSettings = field(default_factory=SchemaSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    reports: ReportsSettings = field(default_factory=ReportsSettings)
+    github: GitHubContext = field(default_factory=GitHubContext)
+
+    def path(self, relative: Path) -> Path:
+        """A settings path, resolved against the project directory."""
+        return relative if relative.is_absolute() else self.project_dir / relative
+
+    @property
+    def tracking_uri(self) -> str:
+        """tracking.uri with a relative sqlite path made absolute against the project."""
+        uri = self.tracking.uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+            return prefix + str(self.project_dir / uri[len(prefix) :])
+        return uri
+
+
+SECTIONS: dict[str, type] = {
+    name: hint
+    for name, hint in typing.get_type_hints(Settings).items()
+    if name not in {"project_dir", "params_file", "github"}
+}
+# Keys whose values are mappings, merged key by key across layers.
+MAPPING_KEYS = {("train", "params"), ("metrics", "slices")}
+
+
+def known_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def load_settings(
+    *,
+    env: Mapping[str, str],
+    params_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build the settings from every layer. `overrides` are `SECTION.KEY=VALUE` strings;
+    `flags` maps `SECTION.KEY` to values from named command-line flags (None: not given)."""
+    cwd = cwd or Path.cwd()
+    path, explicit = _params_path(params_file, env, cwd)
+    layers: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    if path.is_file():
+        layers.append((str(path.name), _read_params_file(path)))
+    elif explicit:
+        raise ConfigError(
+            f"params file {path} does not exist",
+            fix="pass --params with the path of an existing params.yaml (or unset MLGATE_PARAMS)",
+        )
+    layers.append(("environment", _env_layer(env)))
+    layers.append(("--set", _override_layer(overrides)))
+    flag_layer: dict[str, dict[str, Any]] = {}
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            section, key = dotted.split(".", 1)
+            flag_layer.setdefault(section, {})[key] = _Raw(str(value), f"flag for {dotted}")
+    layers.append(("flags", flag_layer))
+
+    merged: dict[str, dict[str, Any]] = {}
+    for source, layer in layers:
+        for section, values in layer.items():
+            _check_key(section, None, source)
+            for key, value in values.items():
+                _check_key(section, key, source)
+                target = merged.setdefault(section, {})
+                if (section, key) in MAPPING_KEYS and key in target:
+                    target[key] = _merge_mapping(target[key], value, f"{section}.{key}")
+                else:
+                    target[key] = value
+
+    project_dir = path.parent if path.is_file() else cwd
+    sections = {name: _build_section(name, merged.get(name, {})) for name in SECTIONS}
+    settings = Settings(
+        project_dir=project_dir.resolve(),
+        params_file=path.resolve() if path.is_file() else None,
+        github=GitHubContext.from_env(env),
+        **sections,
+    )
+    _check_consistency(settings)
+    return settings
+
+
+class _Raw(str):
+    """A string from the environment or the command line, still to be parsed for its type."""
+
+    source: str
+
+    def __new__(cls, value: str, source: str) -> _Raw:
+        obj = super().__new__(cls, value)
+        obj.source = source
+        return obj
+
+
+def _params_path(given: str | Path | None, env: Mapping[str, str], cwd: Path) -> tuple[Path, bool]:
+    raw = given or env.get(PARAMS_ENV)
+    path = Path(raw) if raw else Path(DEFAULT_PARAMS)
+    return (path if path.is_absolute() else cwd / path), bool(raw)
+
+
+def _read_params_file(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{path.name} is not valid YAML: {exc}", fix=f"correct the YAML syntax of {path}"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", fix="check the file's path") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path.name} must be a mapping of sections (model:, data:, train:, ...)",
+            fix=f"see the README for the layout of {DEFAULT_PARAMS}",
+        )
+    for section, values in data.items():
+        if values is not None and not isinstance(values, dict):
+            _check_key(str(section), None, path.name)
+            raise ConfigError(
+                f"section '{section}' in {path.name} must be a mapping of keys",
+                fix=f"write it as '{section}:' followed by indented 'key: value' lines",
+            )
+    return {str(s): dict(v or {}) for s, v in data.items()}
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    if env.get("MLFLOW_TRACKING_URI"):  # MLflow's own variable, below MLGATE_TRACKING_URI
+        layer.setdefault("tracking", {})["uri"] = _Raw(
+            env["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+        )
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name == PARAMS_ENV or value == "":
+            continue  # an empty variable counts as unset (an Actions input left empty)
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if not key:
+            candidates = [f"{ENV_PREFIX}{k.replace('.', '_').upper()}" for k in known_keys()]
+            raise ConfigError(
+                f"unknown environment variable {name}{did_you_mean(name, candidates)}",
+                fix=f"use {ENV_PREFIX}<SECTION>_<KEY>, e.g. {ENV_PREFIX}TRACKING_URI",
+            )
+        _check_key(section, key, f"environment variable {name}")
+        layer.setdefault(section, {})[key] = _Raw(value, f"environment variable {name}")
+    return layer
+
+
+def _override_layer(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    layer: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        parts = dotted.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(
+                f"--set {item!r} is not SECTION.KEY=VALUE",
+                fix="write it like --set train.num_boost_round=200",
+            )
+        section, key, *deeper = parts
+        source = f"--set {dotted}"
+        if deeper:
+            if (section, key) not in MAPPING_KEYS:
+                _check_key(section, key, source)
+                raise ConfigError(
+                    f"{section}.{key} is not a mapping, so {dotted} cannot be set",
+                    fix=f"use --set {section}.{key}=VALUE",
+                )
+            nested = layer.setdefault(section, {}).setdefault(key, {})
+            nested[".".join(deeper)] = _parse_scalar(_Raw(value, source))
+        else:
+            layer.setdefault(section, {})[key] = _Raw(value, source)
+    return layer
+
+
+def _check_key(section: str, key: str | None, source: str) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"unknown section '{section}' in {source}{did_you_mean(section, SECTIONS)}",
+            fix=f"known sections: {', '.join(SECTIONS)}",
+        )
+    if key is None:
+        return
+    names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+    if key not in names:
+        raise ConfigError(
+            f"unknown key '{section}.{key}' in {source}{did_you_mean(key, names)}",
+            fix=f"keys of '{section}': {', '.join(names)}",
+        )
+
+
+def _parse_scalar(raw: _Raw) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return str(raw)
+
+
+def _merge_mapping(base: Any, update: Any, name: str) -> dict[str, Any]:
+    return {**_as_mapping(base, name), **_as_mapping(update, name)}
+
+
+def _as_mapping(value: Any, name: str) -> dict[str, Any]:
+    if isinstance(value, _Raw):
+        value = _parse_scalar(value) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{name} must be a mapping, got {value!r}",
+            fix=f"write {name} as 'key: value' pairs (in the environment: YAML like '{{a: 1}}')",
+        )
+    return {str(k): v for k, v in value.items()}
+
+
+def _build_section(section: str, values: dict[str, Any]) -> Any:
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        name = f"{section}.{f.name}"
+        value = values[f.name]
+        if (section, f.name) in MAPPING_KEYS:
+            default = f.default_factory()  # type: ignore[misc]
+            kwargs[f.name] = {**default, **_as_mapping(value, name)}
+        else:
+            kwargs[f.name] = _coerce(value, hints[f.name], name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    source = getattr(value, "source", None)
+    where = f" (from {source})" if source else ""
+    optional = _is_optional(hint)
+    base = _strip_optional(hint)
+    if isinstance(value, _Raw):
+        if optional and value.strip() == "":
+            return None
+        if base not in (str, Path):
+            value = _parse_scalar(value)
+        else:
+            value = str(value)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} must be set{where}", fix=f"give {name} a value")
+    if base is bool and isinstance(value, bool):
+        return value
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if base is Path and isinstance(value, str) and value:
+        return Path(value)
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            Path: "a path"}[base]
+    raise ConfigError(f"{name} must be {kind}, got {value!r}{where}", fix=f"set {name} to {kind}")
+
+
+def _is_optional(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _strip_optional(hint: Any) -> Any:
+    if _is_optional(hint):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _check_consistency(s: Settings) -> None:
+    if not MODEL_NAME.match(s.model.name):
+        raise ConfigError(
+            f"model.name {s.model.name!r} is not a safe registered-model name",
+            fix="use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    for key in ("validation_fraction", "holdout_fraction"):
+        value = getattr(s.split, key)
+        if not 0 < value < 1:
+            raise ConfigError(f"split.{key} must be between 0 and 1, got {value}",
+                              fix=f"set split.{key} to a fraction such as 0.2")
+    if s.split.validation_fraction + s.split.holdout_fraction >= 0.9:
+        raise ConfigError(
+            "split.validation_fraction + split.holdout_fraction leave under 10% to train on",
+            fix="lower one of them so that their sum is below 0.9",
+        )
+    if not 0 < s.metrics.threshold < 1:
+        raise ConfigError(f"metrics.threshold must be between 0 and 1, got {s.metrics.threshold}",
+                          fix="set metrics.threshold to a probability such as 0.5")
+    for key in ("num_boost_round", "early_stopping_rounds"):
+        if getattr(s.train, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1", fix=f"raise train.{key}")
+    if s.tracking.retries < 0 or s.tracking.backoff < 0 or s.tracking.timeout <= 0:
+        raise ConfigError("tracking.retries and tracking.backoff must be >= 0 and tracking.timeout > 0",
+                          fix="correct the tracking section")
+    for name, query in s.metrics.slices.items():
+        if not isinstance(query, str) or not query.strip():
+            raise ConfigError(f"metrics.slices.{name} must be a pandas query string",
+                              fix=f"write it like  {name}: \"mean_radius >= 15\"")

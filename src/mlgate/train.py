@@ -1,0 +1,300 @@
+"""Stage 2: train XGBoost on validated data, log what an auditor needs, register a version.
+
+Order is what keeps failures clean: validation, parameter checks and the tracking-server check
+all happen before an MLflow run exists; inside the run, registration is the last write, and a
+failure anywhere ends the run FAILED and leaves no model version behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlgate import cli, github, lineage, tracking, validate
+from mlgate.data import DataVersion
+from mlgate.errors import ConfigError, did_you_mean
+from mlgate.metrics import classification_metrics, slice_metrics
+from mlgate.settings import GitHubContext, Settings
+from mlgate.split import Split, row_keys, split_frame
+
+MODEL_ARTIFACT = "model"
+_UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    model_version: str
+    model_uri: str
+    data_hash: str
+    best_iteration: int
+    metrics: dict[str, float]
+
+
+def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """The model's inputs, all as float64: the signature then declares doubles, so a float sent
+    to an integer column at serving time is never silently truncated."""
+    drop = [settings.data.target] + ([settings.data.id_column] if settings.data.id_column else [])
+    return frame.drop(columns=drop).astype("float64")
+
+
+def check_xgboost_params(params: Mapping[str, Any]) -> None:
+    """XGBoost only warns about unknown parameters; make them an error, before any run."""
+    import xgboost as xgb
+
+    probe = xgb.DMatrix(np.array([[0.0], [1.0]]), label=np.array([0.0, 1.0]))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            booster = xgb.train(dict(params), probe, num_boost_round=1)
+    except xgb.core.XGBoostError as exc:
+        raise ConfigError(f"train.params is rejected by XGBoost: {str(exc).splitlines()[0]}",
+                          fix="correct the value in the train.params section") from exc
+    unused = [m.group("names") for w in caught if (m := _UNUSED.search(str(w.message)))]
+    if unused:
+        known = _config_keys(json.loads(booster.save_config()))
+        names = [n.strip().strip('"') for n in ",".join(unused).split(",") if n.strip()]
+        hints = "; ".join(f"'{n}'{did_you_mean(n, known)}" for n in names)
+        raise ConfigError(f"unknown XGBoost parameter(s) in train.params: {hints}",
+                          fix="see https://xgboost.readthedocs.io/en/stable/parameter.html")
+    if params.get("objective", "binary:logistic") != "binary:logistic":
+        raise ConfigError("train.params.objective must be binary:logistic (mlgate serves "
+                          "probabilities of the positive class)",
+                          fix="remove objective from train.params or set it to binary:logistic")
+
+
+def _config_keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | {k for v in node.values() for k in _config_keys(v)}
+    if isinstance(node, list):
+        return {k for v in node for k in _config_keys(v)}
+    return set()
+
+
+def fit(split: Split, settings: Settings):  # -> xgboost.Booster
+    """Train with early stopping on the validation set; return the booster cut at its best
+    iteration, so what is logged is exactly what was measured."""
+    import xgboost as xgb
+
+    target = settings.data.target
+    dtrain = xgb.DMatrix(features_of(split.train, settings), label=split.train[target])
+    dvalid = xgb.DMatrix(features_of(split.validation, settings), label=split.validation[target])
+    booster = xgb.train(dict(settings.train.params), dtrain,
+                        num_boost_round=settings.train.num_boost_round,
+                        evals=[(dtrain, "train"), (dvalid, "validation")],
+                        early_stopping_rounds=settings.train.early_stopping_rounds,
+                        verbose_eval=False)
+    best = int(booster.best_iteration)
+    trimmed = booster[: best + 1]
+    trimmed.set_attr(best_iteration=str(best))
+    return trimmed, best
+
+
+def predict(booster, frame: pd.DataFrame, settings: Settings) -> np.ndarray:
+    import xgboost as xgb
+
+    return booster.predict(xgb.DMatrix(features_of(frame, settings)))
+
+
+def train(settings: Settings) -> TrainResult:
+    import mlflow
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    frame, version, _ = validate.check(settings)  # bad data stops here, before any run
+    check_xgboost_params(settings.train.params)
+    target = settings.data.target
+    split = split_frame(frame, target=target, seed=settings.split.seed,
+                        validation_fraction=settings.split.validation_fraction,
+                        holdout_fraction=settings.split.holdout_fraction)
+    client = tracking.connect(settings)  # unreachable server: fail here, no run started
+    git = lineage.git_info(settings.project_dir, settings.github)
+
+    run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
+    with tracking.errors("logging the training run"), mlflow.start_run(run_name=run_name) as run:
+        run_id = run.info.run_id
+        booster, best = fit(split, settings)
+        proba = predict(booster, split.holdout, settings)
+        y = split.holdout[target].to_numpy()
+        overall = classification_metrics(y, proba, settings.metrics.threshold)
+        slices = slice_metrics(split.holdout, y, proba, settings.metrics.slices,
+                               settings.metrics.threshold)
+
+        extra = {
+            "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
+            "mlgate.model.library": _library_pin(),
+            "mlgate.data.rows": len(frame),
+            "mlgate.data.positive_rate": f"{frame[target].mean():.6f}",
+            "mlgate.split.seed": settings.split.seed,
+            "mlgate.split.holdout_rows": len(split.holdout),
+            "mlgate.split.holdout_digest": split.holdout_digest,
+            "mlgate.params.sha256": _file_sha256(settings.params_file),
+        }
+        tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
+        mlflow.set_tags(tags)
+        mlflow.log_params(_flat_params(settings, booster))
+
+        with _quiet_mlflow_hints():
+            sources = {name: mlflow.data.from_pandas(part, source=version.object_url,
+                                                     targets=target,
+                                                     name=f"{name}@{version.dvc_md5[:12]}")
+                       for name, part in (("train", split.train),
+                                          ("validation", split.validation),
+                                          ("holdout", split.holdout))}
+            for context, dataset in sources.items():
+                mlflow.log_input(dataset, context=context)
+
+        inputs = features_of(split.train, settings)
+        signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
+        model_info = mlflow.xgboost.log_model(
+            booster, name=MODEL_ARTIFACT, signature=signature, input_example=inputs.head(3),
+            pip_requirements=lineage.serving_requirements(), model_format="ubj")
+
+        metric_values = {f"holdout_{k}": v for k, v in overall.items()}
+        for name, values in slices.items():
+            metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
+        metric_values["best_iteration"] = float(best)
+        mlflow.log_metrics(metric_values, model_id=model_info.model_id,
+                           dataset=sources["holdout"])
+        _log_artifacts(settings, split, version)
+
+        description = _description(settings, version, git.commit, overall, settings.github)
+        model_version = tracking.register(
+            client, name=settings.model.name, description=description,
+            model_uri=model_info.model_uri, model_id=model_info.model_id, run_id=run_id,
+            tags={**tags, "mlgate.run_id": run_id,
+                  **{f"mlgate.metrics.holdout_{k}": f"{v:.6f}" for k, v in overall.items()}})
+
+    return TrainResult(run_id=run_id, model_name=settings.model.name,
+                       model_version=str(model_version.version),
+                       model_uri=f"models:/{settings.model.name}/{model_version.version}",
+                       data_hash=version.dvc_md5, best_iteration=best, metrics=overall)
+
+
+@contextmanager
+def _quiet_mlflow_hints() -> Iterator[None]:
+    """Two MLflow hints that do not apply here: a local DVC object path matches two equivalent
+    dataset-source classes, and the dataset profile (not the signature, which is all doubles)
+    holds the integer label column."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified dataset source can be "
+                                "interpreted in multiple ways", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer",
+                                category=UserWarning)
+        yield
+
+
+def _library_pin() -> str:
+    for name in ("xgboost-cpu", "xgboost"):
+        try:
+            return f"{name}=={metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "xgboost"
+
+
+def _file_sha256(path: Path | None) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else None
+
+
+def _flat_params(settings: Settings, booster) -> dict[str, object]:
+    params: dict[str, object] = {f"xgb.{k}": v for k, v in settings.train.params.items()}
+    params.update({
+        "num_boost_round": settings.train.num_boost_round,
+        "early_stopping_rounds": settings.train.early_stopping_rounds,
+        "split.seed": settings.split.seed,
+        "split.validation_fraction": settings.split.validation_fraction,
+        "split.holdout_fraction": settings.split.holdout_fraction,
+        "metrics.threshold": settings.metrics.threshold,
+        "data.target": settings.data.target,
+        "data.id_column": settings.data.id_column,
+        "model.num_trees": booster.num_boosted_rounds(),
+        "model.num_features": booster.num_features(),
+    })
+    return params
+
+
+def _log_artifacts(settings: Settings, split: Split, version: DataVersion) -> None:
+    import mlflow
+
+    key = settings.data.id_column
+    manifest = {
+        "schema_version": 1,
+        "data_md5": version.dvc_md5,
+        "data_path": version.path,
+        "seed": settings.split.seed,
+        "validation_fraction": settings.split.validation_fraction,
+        "holdout_fraction": settings.split.holdout_fraction,
+        "key": key or "row position",
+        "holdout_digest": split.holdout_digest,
+        "holdout": row_keys(split.holdout, key),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "split").mkdir()
+        (root / "split" / "holdout.json").write_text(json.dumps(manifest, default=str))
+        (root / "environment").mkdir()
+        (root / "environment" / "installed.txt").write_text(lineage.installed_distributions())
+        report = settings.path(settings.reports.dir) / "validation.json"
+        if report.is_file():
+            (root / "validation").mkdir()
+            (root / "validation" / "report.json").write_bytes(report.read_bytes())
+        mlflow.log_artifacts(str(root))
+        if settings.params_file:
+            mlflow.log_artifact(str(settings.params_file), artifact_path="config")
+        schema = settings.path(settings.schema.path)
+        if schema.is_file():
+            mlflow.log_artifact(str(schema), artifact_path="config")
+
+
+def _description(settings: Settings, version: DataVersion, commit: str | None,
+                 overall: Mapping[str, float], gh: GitHubContext) -> str:
+    auc = overall.get("auc")
+    where = f" by {gh.run_url}" if gh.run_url else ""
+    score = f" Holdout AUC {auc:.4f}." if auc is not None else ""
+    return (f"XGBoost binary classifier trained on {version.path} (DVC md5 {version.dvc_md5}) "
+            f"at commit {(commit or 'unknown')[:12]}{where}.{score}")
+
+
+def report(result: TrainResult, settings: Settings) -> None:
+    print(f"registered {result.model_uri} (run {result.run_id}, data {result.data_hash})")
+    github.write_outputs(settings.github, {
+        "run-id": result.run_id,
+        "model-name": result.model_name,
+        "model-version": result.model_version,
+        "model-uri": result.model_uri,
+        "data-hash": result.data_hash,
+    })
+    rows = [("model", f"`{result.model_uri}`"), ("run", f"`{result.run_id}`"),
+            ("data (DVC md5)", f"`{result.data_hash}`"),
+            ("best iteration", result.best_iteration)]
+    rows += [(f"holdout {k}", f"{v:.4f}") for k, v in result.metrics.items()]
+    github.write_summary(settings.github, "### 🧪 Trained and registered\n"
+                         + github.markdown_table(["", "value"], rows))
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """mlgate train: validate the data, train XGBoost, log to MLflow and register a version."""
+    parser = cli.stage_parser("train", main.__doc__)
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        settings = cli.settings_from(args, env)
+        report(train(settings), settings)
+        return 0
+
+    return cli.run(action)
+
