@@ -12,6 +12,8 @@ export UV_NATIVE_TLS := 1
 # Resolution is frozen at this date so that regenerating the lock is reproducible
 # (tests/unit/test_lock.py regenerates it and fails when it is stale).
 LOCK_DATE := 2026-11-20T00:00:00Z
+# `make lock LOCK_OUT=DIR/` writes the locks into DIR instead (the staleness test does).
+LOCK_OUT ?=
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --exclude-newer $(LOCK_DATE) --quiet
 
 .PHONY: help
@@ -29,9 +31,9 @@ install: $(BIN)/python ## Install the dev lock and mlgate (editable) into .venv
 
 .PHONY: lock
 lock: ## Regenerate requirements.lock and requirements-dev.lock from pyproject.toml
-	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --custom-compile-command 'make lock' -o requirements.lock
-	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --custom-compile-command 'make lock' -o requirements-dev.lock
-	$(UV) pip compile .github/actions/setup/uv-requirements.in $(LOCK_FLAGS) --custom-compile-command 'make lock' -o .github/actions/setup/uv-requirements.txt
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(LOCK_OUT)requirements.lock
+	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(LOCK_OUT)requirements-dev.lock
+	$(UV) pip compile .github/actions/setup/uv-requirements.in $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(or $(LOCK_OUT),.github/actions/setup/)uv-requirements.txt
 
 .PHONY: demo
 demo: install ## Run the whole pipeline on the embedded defaults (local MLflow, local DVC remote, shipped data)

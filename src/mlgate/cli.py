@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mlgate",
         description="Take an XGBoost model from a data change to Production.",
-        epilog="exit codes: " + ", ".join(f"{c}={n}" for n, c in EXIT_CODES.items()),
+        epilog="exit codes: " + ", ".join(f"{code} {what}" for code, what in EXIT_CODES.items()),
     )
     parser.add_argument("--version", action="version", version=f"mlgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -112,7 +112,7 @@ def pull(settings: Settings) -> DataVersion:
         config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
         repo.close()
         repo = Repo(str(dvc_file.parent), config=config)
-    remote_url = str(repo.config["remote"][remote]["url"])
+    remote_url = _portable(str(repo.config["remote"][remote]["url"]), settings.project_dir)
 
     with repo, _dvc_messages() as messages:
         try:
@@ -152,6 +152,16 @@ def pull(settings: Settings) -> DataVersion:
     )
 
 
+def _portable(url: str, project_dir: Path) -> str:
+    """A local remote inside the project is recorded relative to it, not as a machine path."""
+    if "://" in url:
+        return url
+    try:
+        return str(PurePosixPath(Path(url).resolve().relative_to(project_dir.resolve())))
+    except ValueError:
+        return url
+
+
 def file_md5(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as handle:
@@ -187,19 +197,24 @@ class _Collect(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f" - {record.exc_info[1]}"  # as DVC's own console formatter shows it
+        self.messages.append(message)
 
 
 @contextmanager
 def _dvc_messages() -> Iterator[list[str]]:
     """Collect what DVC logs during a pull: its exceptions carry only a summary."""
     handler = _Collect()
-    logger = logging.getLogger("dvc")
-    logger.addHandler(handler)
+    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_data", "dvc_objects")]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         yield handler.messages
     finally:
-        logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def _details(messages: list[str]) -> str:

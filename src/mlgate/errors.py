@@ -49,9 +49,13 @@ class TrackingError(MlgateError):
     exit_code = 5
 
 
-EXIT_CODES: dict[str, int] = {
-    cls.__name__: cls.exit_code
-    for cls in (MlgateError, ConfigError, DataError, ValidationFailed, TrackingError)
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    MlgateError.exit_code: "unexpected error",
+    ConfigError.exit_code: "bad configuration or usage",
+    DataError.exit_code: "data unavailable",
+    ValidationFailed.exit_code: "data invalid",
+    TrackingError.exit_code: "MLflow unreachable or failing",
 }
 
 

@@ -325,9 +325,9 @@ def _override_layer(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
             )
         section, key, *deeper = parts
         source = f"--set {dotted}"
+        _check_key(section, key, source)
         if deeper:
             if (section, key) not in MAPPING_KEYS:
-                _check_key(section, key, source)
                 raise ConfigError(
                     f"{section}.{key} is not a mapping, so {dotted} cannot be set",
                     fix=f"use --set {section}.{key}=VALUE",

@@ -7,6 +7,7 @@ seconds with a clear error and leaves no run behind.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +46,7 @@ def connect(settings: Settings):  # -> mlflow.MlflowClient
     t = settings.tracking
     # MLflow reads these at request time; they bound its HTTP retries.
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(t.retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(t.backoff)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(math.ceil(t.backoff))  # int there
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, t.timeout)))
     scheme = urlparse(uri).scheme
     if scheme in {"http", "https"}:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from mlgate import cli, github
 from mlgate.data import DataVersion, load_frame, pull
@@ -73,12 +74,19 @@ def load_schema(path: Path):  # -> pandera DataFrameSchema
     if not path.is_file():
         raise ConfigError(f"schema file {path} not found",
                           fix="set schema.path to the pandera YAML schema of your data")
+    fix = "write it in pandera's YAML format (see schema/breast_cancer.yaml)"
     try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("columns"), dict) or not doc["columns"]:
+            # pandera accepts such a file and would then check nothing at all
+            raise ConfigError(f"schema file {path} is not a valid pandera YAML schema: it has "
+                              "no 'columns:' mapping", fix=fix)
         return pa.DataFrameSchema.from_yaml(path)
-    except Exception as exc:  # pandera raises many types for a bad schema file
+    except ConfigError:
+        raise
+    except Exception as exc:  # pandera and yaml raise many types for a bad schema file
         raise ConfigError(f"schema file {path} is not a valid pandera YAML schema: {exc}",
-                          fix="write it in pandera's YAML format (see schema/breast_cancer.yaml)"
-                          ) from exc
+                          fix=fix) from exc
 
 
 def validate_frame(frame: pd.DataFrame, schema, settings: Settings, *, name: str

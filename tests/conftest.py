@@ -1,0 +1,196 @@
+"""Shared fixtures. Tests are split by cost (see README "Tests"):
+
+- tests/unit: no services, seconds;
+- tests/integration: a real `mlflow server` and a real S3 endpoint (moto), started once per
+  session and only when a test asks for them;
+- tests/workflows: the workflows run by act against the same services.
+
+They run in that order, so a quick failure shows before the slow tests start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# What a repository using mlgate holds: params, schema, data.dvc, the DVC config and remote.
+PROJECT_FILES = ("params.yaml", "schema", "data.dvc", ".dvc/config", ".dvc/.gitignore",
+                 ".dvcignore", "dvc-remote", ".gitignore")
+ORDER = {"unit": 0, "integration": 1, "workflows": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
+        if tier == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif tier == "workflows":
+            item.add_marker(pytest.mark.workflow)
+    items.sort(key=lambda item: ORDER.get(
+        Path(str(item.fspath)).relative_to(REPO / "tests").parts[0], 0))
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def make_project(dest: Path, files: tuple[str, ...] = PROJECT_FILES) -> Path:
+    """A fresh git repository holding the files a repository using mlgate has."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        source = REPO / name
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "config", "user.email", "test@mlgate.invalid")
+    git(dest, "config", "user.name", "mlgate tests")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "project")
+    return dest
+
+
+def push_data(project: Path, frame: pd.DataFrame | None = None, *, remote: str | None = None,
+              raw: bytes | None = None, message: str = "new data version") -> str:
+    """Write a new data version, `dvc add` and `dvc push` it, commit data.dvc; return its md5."""
+    from dvc.repo import Repo
+
+    path = project / "data" / "breast_cancer.csv"
+    path.parent.mkdir(exist_ok=True)
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        assert frame is not None
+        frame.to_csv(path, index=False)
+    with Repo(str(project)) as repo:
+        repo.add([str(project / "data")])
+        repo.push(remote=remote)
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", message)
+    import yaml
+
+    return yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+
+
+@pytest.fixture(scope="session")
+def breast_cancer() -> pd.DataFrame:
+    """The data set that ships with the project, read through DVC from the embedded remote."""
+    import io
+
+    import dvc.api
+
+    raw = dvc.api.read("data/breast_cancer.csv", repo=str(REPO), mode="rb")
+    return pd.read_csv(io.BytesIO(raw))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture
+def clean_env() -> dict[str, str]:
+    """The process environment without mlgate's or MLflow's own variables."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("MLGATE_", "MLFLOW_", "GITHUB_"))}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer in {seconds}s:\n{log.read_text()[-3000:]}")
+
+
+def start(args: list[str], url: str, log: Path, seconds: float = 120) -> subprocess.Popen:
+    handle = log.open("w")
+    process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    wait_for(url, process, seconds, log)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server and registry (sqlite backend, proxied artifacts)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    process = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                     "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+                     "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                    f"{uri}/health", root / "server.log")
+    yield uri
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 endpoint (moto's server) with credentials in the environment for DVC."""
+    root = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    process = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                    f"{endpoint}/moto-api/", root / "moto.log", seconds=60)
+    yield endpoint
+    stop(process)
+
+
+@pytest.fixture
+def s3_remote(s3_server: str, project: Path) -> str:
+    """A fresh bucket configured as the project's default DVC remote, holding the data."""
+    import boto3
+    from dvc.repo import Repo
+
+    bucket = f"data-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    with Repo(str(project)) as repo:
+        repo.pull(remote="embedded")
+        with repo.config.edit() as conf:
+            conf["remote"]["s3"] = {"url": f"s3://{bucket}/dvc", "endpointurl": s3_server}
+            conf["core"]["remote"] = "s3"
+    with Repo(str(project)) as repo:
+        repo.push(remote="s3")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "use the S3 remote")
+    return bucket

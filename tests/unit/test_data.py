@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlgate import data
+from mlgate.errors import DataError
+from mlgate.settings import load_settings
+
+
+def settings_for(project: Path, **env: str):
+    return load_settings(env=env, params_file=project / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("outs: [", "is not valid YAML"),
+        ("just text", "exactly one entry under 'outs:'"),
+        ("outs: []", "exactly one entry under 'outs:'"),
+        ("outs:\n- md5: abc\n  path: data", "no valid md5 for 'data'"),
+        ("outs:\n- md5: " + "a" * 32 + ".dir", "no 'path' under 'outs:'"),
+    ],
+)
+def test_malformed_dvc_file(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "data.dvc").write_text(text)
+    with pytest.raises(DataError, match=message) as info:
+        data.read_dvc_file(tmp_path / "data.dvc")
+    assert "dvc add" in info.value.fix and info.value.exit_code == 3
+
+
+def test_missing_dvc_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="data.dvc not found") as info:
+        data.read_dvc_file(tmp_path / "data.dvc")
+    assert "git checkout -- data.dvc" in info.value.fix
+
+
+def test_pull_from_the_embedded_remote(project: Path) -> None:
+    version = data.pull(settings_for(project))
+    assert (project / "data" / "breast_cancer.csv").is_file()
+    assert version.dvc_md5.endswith(".dir") and version.remote == "embedded"
+    assert version.remote_url == "dvc-remote"  # a remote inside the project: no machine path
+    assert version.file_md5 == data.file_md5(project / "data" / "breast_cancer.csv")
+    assert (project / version.object_url).is_file()
+
+
+def test_object_missing_from_the_remote(project: Path) -> None:
+    shutil.rmtree(project / "dvc-remote")
+    with pytest.raises(DataError, match="missing from DVC remote 'embedded'") as info:
+        data.pull(settings_for(project))
+    assert "dvc push" in info.value.fix
+    assert "67373ef1f5eaff3475417c6c0f287ba2.dir" in str(info.value)
+
+
+def test_unknown_remote(project: Path) -> None:
+    with pytest.raises(DataError, match="DVC remote 'nope' is not configured"):
+        data.pull(settings_for(project, MLGATE_DVC_REMOTE="nope"))
+
+
+def test_data_path_outside_the_tracked_directory(project: Path) -> None:
+    with pytest.raises(DataError, match="is not inside 'data'"):
+        data.pull(settings_for(project, MLGATE_DATA_PATH="elsewhere/x.csv"))
+
+
+def test_data_path_not_in_the_pulled_directory(project: Path) -> None:
+    with pytest.raises(DataError, match="is not in the pulled data"):
+        data.pull(settings_for(project, MLGATE_DATA_PATH="data/other.csv"))
+
+
+def test_no_pull_refuses_a_workspace_that_differs(project: Path) -> None:
+    data.pull(settings_for(project))
+    (project / "data" / "breast_cancer.csv").write_text("changed\n")
+    with pytest.raises(DataError, match="workspace data differs"):
+        data.pull(settings_for(project, MLGATE_DVC_PULL="false"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        ("a,b\n1,\xe9\n".encode("latin-1"), "is not UTF-8 text"),
+        (b'a,b\n1,2\n"3,4\n', "cannot parse"),
+    ],
+)
+def test_unreadable_data_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.load_frame(path)

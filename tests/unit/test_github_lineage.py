@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from mlgate import github, lineage
+from mlgate.data import DataVersion
+from mlgate.settings import GitHubContext
+from tests.conftest import REPO, git
+
+
+def test_outputs_and_summary_are_appended(tmp_path: Path) -> None:
+    ctx = GitHubContext(output_file=tmp_path / "out", summary_file=tmp_path / "summary")
+    github.write_outputs(ctx, {"run-id": "abc", "report": "line1\nline2"})
+    github.write_summary(ctx, "### one")
+    github.write_summary(ctx, "### two")
+    text = (tmp_path / "out").read_text()
+    assert text.startswith("run-id=abc\nreport<<ghadelimiter_")
+    assert "\nline1\nline2\nghadelimiter_" in text
+    assert (tmp_path / "summary").read_text() == "### one\n\n### two\n\n"
+
+
+def test_nothing_is_written_outside_actions(tmp_path: Path) -> None:
+    github.write_outputs(GitHubContext(), {"a": "b"})
+    github.write_summary(GitHubContext(), "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_annotations_escape_newlines(capsys) -> None:
+    github.annotate("error", "bad\nthing 100%", title="a: b, c")
+    assert capsys.readouterr().out == "::error title=a%3A b%2C c::bad%0Athing 100%25\n"
+
+
+def test_markdown_table_escapes_pipes() -> None:
+    assert github.markdown_table(["a"], [["x|y"]]) == "| a |\n|---|\n| x\\|y |"
+
+
+def test_git_info_ignores_untracked_files(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "f").write_text("1")
+    git(tmp_path, "add", "f")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    (tmp_path / "untracked").write_text("x")
+    info = lineage.git_info(tmp_path, GitHubContext())
+    assert info.commit == git(tmp_path, "rev-parse", "HEAD") and info.dirty is False
+    (tmp_path / "f").write_text("2")
+    assert lineage.git_info(tmp_path, GitHubContext()).dirty is True
+
+
+def test_git_info_falls_back_to_github_sha(tmp_path: Path) -> None:
+    info = lineage.git_info(tmp_path, GitHubContext(sha="f" * 40))
+    assert info.commit == "f" * 40 and info.dirty is None
+
+
+def test_lineage_tags() -> None:
+    data = DataVersion(dvc_file="data.dvc", dvc_md5="a" * 32 + ".dir", path="data/x.csv",
+                       file_md5="0123" + "b" * 28, remote="s3", remote_url="s3://bucket/dvc")
+    tags = lineage.lineage_tags(
+        git=lineage.GitInfo(commit="c" * 40, dirty=False, ref="refs/heads/main"), data=data,
+        github=GitHubContext(repository="acme/m", run_id="9"), extra={"mlgate.data.rows": 5})
+    assert tags["mlgate.data.object_url"] == "s3://bucket/dvc/files/md5/01/23" + "b" * 28
+    assert tags["mlgate.github.run_url"] == "https://github.com/acme/m/actions/runs/9"
+    assert tags["mlflow.source.git.commit"] == "c" * 40
+    assert tags["mlgate.data.rows"] == "5" and tags["mlgate.git.dirty"] == "false"
+    assert all(isinstance(v, str) for v in tags.values())
+    assert "mlgate.github.actor" not in tags  # unset values are left out
+
+
+def test_serving_requirements_are_the_lock_pins() -> None:
+    """The model's pip requirements equal requirements.lock for this Python."""
+    lock = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            spec, _, marker = line.rstrip(" \\").partition(";")
+            name, version = spec.strip().split("==")
+            from packaging.markers import Marker
+
+            if not marker.strip() or Marker(marker.strip()).evaluate():
+                lock[name] = version
+    pins = dict(p.split("==") for p in lineage.serving_requirements())
+    assert {"mlflow", "numpy", "pandas", "scipy"} <= set(pins)
+    assert pins == {name: lock[name] for name in pins}
+    assert pins["mlflow"] == metadata.version("mlflow")
+
+
+def test_installed_distributions_lists_this_environment() -> None:
+    text = lineage.installed_distributions()
+    assert f"mlflow=={metadata.version('mlflow')}" in text.splitlines()
+    assert subprocess.run(["git", "--version"], capture_output=True).returncode == 0

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mlgate.errors import ConfigError, DataError
+from mlgate.metrics import classification_metrics, slice_metrics
+from mlgate.split import frame_digest, holdout_from_keys, row_keys, split_frame
+
+
+def split(frame, seed=42):
+    return split_frame(frame, target="diagnosis", seed=seed, validation_fraction=0.2,
+                       holdout_fraction=0.25)
+
+
+def test_split_is_deterministic_disjoint_and_stratified(breast_cancer) -> None:
+    a, b = split(breast_cancer), split(breast_cancer)
+    assert a.holdout.index.equals(b.holdout.index) and a.train.index.equals(b.train.index)
+    parts = [set(a.train.index), set(a.validation.index), set(a.holdout.index)]
+    assert sum(map(len, parts)) == len(breast_cancer) == len(set().union(*parts))
+    assert len(a.holdout) == math.ceil(0.25 * len(breast_cancer))  # sklearn rounds up
+    rate = breast_cancer.diagnosis.mean()
+    for part in (a.train, a.validation, a.holdout):
+        assert abs(part.diagnosis.mean() - rate) < 0.02
+    assert not split(breast_cancer, seed=7).holdout.index.equals(a.holdout.index)
+
+
+def test_holdout_is_rebuilt_from_logged_keys(breast_cancer) -> None:
+    s = split(breast_cancer)
+    keys = row_keys(s.holdout, None)
+    rebuilt = holdout_from_keys(breast_cancer, keys, id_column=None, digest=s.holdout_digest)
+    assert rebuilt.equals(s.holdout)
+
+
+def test_holdout_by_id_column(breast_cancer) -> None:
+    frame = breast_cancer.assign(case_id=[f"c{i}" for i in range(len(breast_cancer))])
+    s = split(frame)
+    keys = row_keys(s.holdout, "case_id")
+    assert keys[0].startswith("c")
+    rebuilt = holdout_from_keys(frame, keys, id_column="case_id", digest=s.holdout_digest)
+    assert frame_digest(rebuilt) == s.holdout_digest
+    with pytest.raises(DataError, match="missing from the data"):
+        holdout_from_keys(frame, [*keys, "nope"], id_column="case_id", digest=s.holdout_digest)
+
+
+def test_a_changed_data_version_is_refused(breast_cancer) -> None:
+    s = split(breast_cancer)
+    changed = breast_cancer.copy()
+    changed.loc[s.holdout.index[0], "mean_radius"] += 1
+    with pytest.raises(DataError, match="does not match the digest"):
+        holdout_from_keys(changed, row_keys(s.holdout, None), id_column=None,
+                          digest=s.holdout_digest)
+    with pytest.raises(DataError, match="missing from the data"):
+        holdout_from_keys(breast_cancer.head(10), row_keys(s.holdout, None), id_column=None,
+                          digest=s.holdout_digest)
+
+
+def test_classification_metrics() -> None:
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.6, 0.4, 0.9])
+    m = classification_metrics(y, p, 0.5)
+    assert m["auc"] == pytest.approx(0.75)
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
+    assert set(m) == {"auc", "pr_auc", "log_loss", "f1", "precision", "recall"}
+    one_class = classification_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)
+    assert "auc" not in one_class and one_class["recall"] == pytest.approx(0.5)
+
+
+def test_slice_metrics(breast_cancer) -> None:
+    y = breast_cancer.diagnosis.to_numpy()
+    p = np.clip(y * 0.8 + 0.1, 0, 1)
+    out = slice_metrics(breast_cancer, y, p, {"big": "mean_radius >= 15", "none": "mean_radius < 0"},
+                        0.5)
+    assert out["big"]["rows"] == float((breast_cancer.mean_radius >= 15).sum())
+    assert out["big"]["auc"] == pytest.approx(1.0)
+    assert out["none"] == {"rows": 0.0}
+    with pytest.raises(ConfigError, match="metrics.slices.bad"):
+        slice_metrics(breast_cancer, y, p, {"bad": "no_such_column > 1"}, 0.5)

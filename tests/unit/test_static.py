@@ -1,0 +1,131 @@
+"""Static checks of what ships: workflows, actions, Dockerfile, lock and README."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = sorted([*REPO.glob(".github/workflows/*.yml"),
+                         *REPO.glob(".github/actions/*/action.yml"),
+                         *REPO.glob("examples/**/.github/workflows/*.yml")])
+
+
+def tool(name: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / name), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_actionlint_is_clean() -> None:
+    # actionlint checks run: scripts only when shellcheck is there (.ci/run installs it)
+    assert shutil.which("shellcheck"), "install shellcheck (apt-get install shellcheck)"
+    done = tool("actionlint", "-no-color")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_checks_the_example_workflow(tmp_path: Path) -> None:
+    done = tool("actionlint", "-no-color",
+                *map(str, REPO.glob("examples/**/.github/workflows/*.yml")))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_zizmor_finds_nothing_even_pedantic() -> None:
+    done = tool("zizmor", "--offline", "--persona=pedantic", "--no-progress", ".github",
+                "examples")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No findings" in done.stdout + done.stderr
+
+
+def test_hadolint_is_clean() -> None:
+    done = tool("hadolint", "Dockerfile")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_expression_inside_run(path: Path) -> None:
+    """Every ${{ }} reaches a script through env:, never spliced into run:."""
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "run":
+                    assert "${{" not in str(value), f"{path.name}: expression in run: {value}"
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+    walk(yaml.safe_load(path.read_text()))
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_remote_actions_are_pinned_by_sha_with_a_version_comment(path: Path) -> None:
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*-?\s*uses:\s*(\S+)(.*)", line)
+        if not match or match.group(1).startswith(("./", "$/")):
+            continue
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)), line
+        assert re.search(r"#\s*v\d", match.group(2)), f"no version comment: {line}"
+
+
+def test_workflows_start_with_no_permissions_and_every_job_has_a_timeout() -> None:
+    for path in REPO.glob(".github/workflows/*.yml"):
+        doc = yaml.safe_load(path.read_text())
+        assert doc["permissions"] == {}, path.name
+        for name, job in doc["jobs"].items():
+            assert "permissions" in job, f"{path.name}:{name} has no permissions"
+            if "uses" not in job:  # a called workflow sets its own timeouts
+                assert "timeout-minutes" in job, f"{path.name}:{name} has no timeout"
+
+
+def test_reusable_workflow_inputs_outputs_and_secrets_are_described() -> None:
+    doc = yaml.safe_load((REPO / ".github/workflows/train.yml").read_text())
+    call = doc[True]["workflow_call"]  # PyYAML reads `on:` as True
+    for kind in ("inputs", "outputs", "secrets"):
+        for name, spec in call[kind].items():
+            assert spec.get("description"), f"{kind}.{name} has no description"
+            if kind == "inputs":
+                assert spec.get("type"), f"inputs.{name} has no type"
+    assert set(call["outputs"]) == {"run-id", "model-name", "model-version", "model-uri",
+                                    "data-hash"}
+
+
+def test_lock_header_names_the_regenerating_command() -> None:
+    for name in ("requirements.lock", "requirements-dev.lock"):
+        head = (REPO / name).read_text().splitlines()[:2]
+        assert head[1].strip("# ") == "make lock", head
+
+
+def test_lock_is_not_stale(tmp_path: Path) -> None:
+    """Regenerate both locks from pyproject.toml (resolution frozen by --exclude-newer in the
+    Makefile) and compare: a dependency edited without `make lock` fails here."""
+    done = subprocess.run(["make", "-s", "lock", f"UV={BIN / 'uv'}",
+                           f"LOCK_OUT={tmp_path}/"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    locks = {"requirements.lock": REPO / "requirements.lock",
+             "requirements-dev.lock": REPO / "requirements-dev.lock",
+             "uv-requirements.txt": REPO / ".github/actions/setup/uv-requirements.txt"}
+    for name, committed in locks.items():
+        assert (tmp_path / name).read_text() == committed.read_text(), \
+            f"{name} is stale: run `make lock`"
+
+
+def test_readme_holds_the_example_caller_verbatim() -> None:
+    readme = (REPO / "README.md").read_text()
+    example = (REPO / "examples/consumer/.github/workflows/train.yml").read_text()
+    assert example in readme
+    assert len(example.strip().splitlines()) <= 15
+
+
+def test_readme_documents_the_first_commands() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    ci = (REPO / ".ci/run").read_text()
+    assert "make test" in ci

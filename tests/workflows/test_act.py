@@ -1,0 +1,191 @@
+"""The workflows, run for real by act in host mode against the session's MLflow and S3 servers.
+
+What act cannot do, and how the harness stands in (see ../../TESTBED notes in the README):
+- `uses: $/X` (GitHub's self-reference: mlgate's own repository at the commit the workflow was
+  called at) is rejected by act. The harness rewrites it to `mlgate/mlgate/X@SHA` and maps that
+  repository to the local copy with --local-repository: the resolution GitHub itself performs.
+- Remote actions cannot be downloaded: actions/setup-python and actions/cache are mapped to the
+  stand-ins in stand-ins/; actions/checkout of the caller's repository is act's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from tests.conftest import REPO, git, make_project, push_data
+from tests.integration.test_train import LINEAGE_TAGS
+
+ACT = Path(sys.executable).parent / "act"
+STAND_INS = Path(__file__).parent / "stand-ins"
+SELF_REF = re.compile(r"uses: \$/(\S+)")
+
+
+@dataclass
+class ActResult:
+    returncode: int
+    log: str
+
+
+def pinned(action: str) -> str:
+    """`owner/repo@sha` as pinned in mlgate's own files, so the mapping follows the pins."""
+    for path in REPO.glob(".github/**/*.yml"):
+        if match := re.search(rf"uses: ({re.escape(action)}@[0-9a-f]{{40}})", path.read_text()):
+            return match.group(1)
+    raise AssertionError(f"{action} is not used")
+
+
+def export_mlgate(dest: Path) -> tuple[Path, str]:
+    """mlgate's working tree (tracked and untracked-not-ignored files) as a git repository,
+    with `$/` mapped to `mlgate/mlgate/...@SHA`; returns the path and SHA."""
+    files = git(REPO, "ls-files", "-co", "--exclude-standard").splitlines()
+    for name in files:
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "config", "user.email", "test@mlgate.invalid")
+    git(dest, "config", "user.name", "mlgate tests")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "mlgate")
+    sha = git(dest, "rev-parse", "HEAD")
+    for path in (dest / ".github").rglob("*.yml"):
+        path.write_text(SELF_REF.sub(rf"uses: mlgate/mlgate/\1@{sha}", path.read_text()))
+    git(dest, "commit", "-q", "-am", "act: resolve $/ as GitHub does")
+    return dest, sha
+
+
+def run_act(repo: Path, workflow: str, *, mlgate: tuple[Path, str], tracking_uri: str,
+            secrets: dict[str, str] | None = None, tmp: Path) -> ActResult:
+    source, sha = mlgate
+    event = tmp / "event.json"
+    head = git(repo, "rev-parse", "HEAD")
+    event.write_text(json.dumps({
+        "ref": "refs/heads/main", "before": git(repo, "rev-parse", "HEAD~1"), "after": head,
+        "head_commit": {"id": head, "message": git(repo, "log", "-1", "--format=%s")},
+        "repository": {"full_name": "acme/models", "default_branch": "main"},
+    }))
+    args = [str(ACT), "push", "-W", workflow, "-e", str(event),
+            "-P", "ubuntu-latest=-self-hosted", "--action-offline-mode", "--no-cache-server",
+            "--local-repository", f"mlgate/mlgate@{sha}={source}",
+            "--local-repository", f"{pinned('actions/setup-python')}={STAND_INS / 'setup-python'}",
+            "--local-repository", f"{pinned('actions/cache')}={STAND_INS / 'cache'}",
+            "--var", f"MLFLOW_TRACKING_URI={tracking_uri}",
+            # the host's warm uv cache, as actions/cache would restore it
+            "--env", f"UV_CACHE_DIR={os.environ.get('UV_CACHE_DIR', Path.home() / '.cache/uv')}",
+            "--env", "UV_NATIVE_TLS=1"]
+    for name, value in (secrets or {}).items():
+        args += ["-s", f"{name}={value}"]
+    done = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HOME": str(Path.home())})
+    (tmp / "act.log").write_text(done.stdout + done.stderr)
+    return ActResult(done.returncode, done.stdout + done.stderr)
+
+
+def version_for_commit(server: str, model: str, commit: str):
+    mlflow.set_tracking_uri(server)
+    client = mlflow.MlflowClient()
+    found = [v for v in client.search_model_versions(f"name='{model}'")
+             if v.tags.get("mlgate.git.commit") == commit]
+    return found
+
+
+@pytest.fixture(scope="module")
+def mlgate_source(tmp_path_factory) -> tuple[Path, str]:
+    return export_mlgate(tmp_path_factory.mktemp("mlgate"))
+
+
+def caller_repo(tmp_path: Path, mlgate_source: tuple[Path, str]) -> Path:
+    """This repository as its users have it: mlgate's files, remote origin acme/models."""
+    repo = tmp_path / "repo"
+    shutil.copytree(mlgate_source[0], repo)
+    git(repo, "remote", "add", "origin", "https://github.com/acme/models.git")
+    return repo
+
+
+def test_a_data_change_in_this_repository_registers_a_version(tmp_path, mlgate_source,
+                                                              mlflow_server,
+                                                              breast_cancer) -> None:
+    repo = caller_repo(tmp_path, mlgate_source)
+    md5 = push_data(repo, breast_cancer.iloc[30:], message="data: drop 30 rows")
+    commit = git(repo, "rev-parse", "HEAD")
+    result = run_act(repo, ".github/workflows/on-data-change.yml", mlgate=mlgate_source,
+                     tracking_uri=mlflow_server, tmp=tmp_path)
+    assert result.returncode == 0, result.log[-5000:]
+    assert "Job succeeded" in result.log
+    [version] = version_for_commit(mlflow_server, "breast-cancer-xgb", commit)
+    assert LINEAGE_TAGS <= set(version.tags), LINEAGE_TAGS - set(version.tags)
+    assert version.tags["mlgate.data.md5"] == md5
+    assert version.tags["mlgate.data.rows"] == "539"
+    assert version.tags["mlgate.git.dirty"] == "false"
+    assert version.tags["mlgate.github.repository"] == "acme/models"
+    assert version.tags["mlgate.github.event"] == "push"
+    assert re.search(r"::set-output:: model-uri=models:/breast-cancer-xgb/\d+", result.log)
+
+
+def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_source,
+                                                            mlflow_server, s3_server) -> None:
+    """Another repository, with its data on S3, calls mlgate's workflow by SHA."""
+    import boto3
+    from dvc.repo import Repo
+
+    consumer = make_project(tmp_path / "consumer")
+    git(consumer, "remote", "add", "origin", "https://github.com/acme/consumer.git")
+    params = yaml.safe_load((consumer / "params.yaml").read_text())
+    params["model"]["name"] = "consumer-xgb"
+    (consumer / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="consumer-data")
+    with Repo(str(consumer)) as repo:
+        repo.pull(remote="embedded")
+        with repo.config.edit() as conf:
+            conf["remote"] = {"storage": {"url": "s3://consumer-data/dvc",
+                                          "endpointurl": s3_server}}
+            conf["core"]["remote"] = "storage"
+    with Repo(str(consumer)) as repo:
+        repo.push()
+    shutil.rmtree(consumer / "dvc-remote")
+    shutil.rmtree(consumer / ".dvc" / "cache")
+    workflow = consumer / ".github/workflows/train.yml"
+    workflow.parent.mkdir(parents=True)
+    example = (REPO / "examples/consumer/.github/workflows/train.yml").read_text()
+    workflow.write_text(re.sub(r"@0{40}", f"@{mlgate_source[1]}", example))
+    git(consumer, "add", "-A")
+    git(consumer, "commit", "-q", "-m", "train with mlgate")
+    commit = git(consumer, "rev-parse", "HEAD")
+
+    result = run_act(consumer, ".github/workflows/train.yml", mlgate=mlgate_source,
+                     tracking_uri=mlflow_server, tmp=tmp_path,
+                     secrets={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    assert result.returncode == 0, result.log[-5000:]
+    [version] = version_for_commit(mlflow_server, "consumer-xgb", commit)
+    assert LINEAGE_TAGS <= set(version.tags), LINEAGE_TAGS - set(version.tags)
+    assert version.tags["mlgate.data.remote"] == "storage"
+    assert version.tags["mlgate.data.remote_url"] == "s3://consumer-data/dvc"
+    assert version.tags["mlgate.github.repository"] == "acme/consumer"
+    assert "testing" not in json.dumps(dict(version.tags)), "secrets never reach MLflow"
+
+
+def test_bad_data_fails_the_job_and_registers_nothing(tmp_path, mlgate_source, mlflow_server,
+                                                      breast_cancer) -> None:
+    repo = caller_repo(tmp_path, mlgate_source)
+    bad = breast_cancer.copy()
+    bad.loc[3, "mean_radius"] = -1.0
+    push_data(repo, bad, message="data: a negative radius")
+    commit = git(repo, "rev-parse", "HEAD")
+    result = run_act(repo, ".github/workflows/on-data-change.yml", mlgate=mlgate_source,
+                     tracking_uri=mlflow_server, tmp=tmp_path)
+    assert result.returncode != 0
+    assert "mean_radius: greater_than_or_equal_to(0) failed 1x" in result.log
+    assert "::error title=data validation::mean_radius" in result.log
+    assert version_for_commit(mlflow_server, "breast-cancer-xgb", commit) == []
