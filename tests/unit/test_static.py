@@ -129,3 +129,11 @@ def test_readme_documents_the_first_commands() -> None:
     assert "make demo" in readme and "make test" in readme
     ci = (REPO / ".ci/run").read_text()
     assert "make test" in ci
+
+
+def test_readme_tables_name_every_input_secret_and_output() -> None:
+    readme = (REPO / "README.md").read_text()
+    call = yaml.safe_load((REPO / ".github/workflows/train.yml").read_text())[True]["workflow_call"]
+    for kind in ("inputs", "secrets", "outputs"):
+        for name in call[kind]:
+            assert f"| `{name}` |" in readme, f"README has no row for {kind}.{name}"
