@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV ?= $(shell command -v uv 2>/dev/null || echo $(BIN)/uv)
 # uv verifies TLS with the system's certificates (works behind corporate TLS inspection too).
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 # Resolution is frozen at this date so that regenerating the lock is reproducible
 # (tests/unit/test_lock.py regenerates it and fails when it is stale).
 LOCK_DATE := 2026-11-20T00:00:00Z

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from mlgate import cli, train
 
@@ -23,7 +24,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         result = train.train(settings)
         train.report(result, settings)
         uri = settings.tracking_uri
-        ui = f"{shlex.quote(sys.executable.rsplit('/', 1)[0] + '/mlflow')} ui --backend-store-uri {uri}"
+        ui = f"{shlex.quote(str(Path(sys.executable).with_name('mlflow')))} ui --backend-store-uri {uri}"
         if uri.startswith("sqlite:"):
             ui += f" --default-artifact-root {(settings.project_dir / 'mlartifacts').as_uri()}"
         print(f"""

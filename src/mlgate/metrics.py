@@ -33,17 +33,27 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
     return {k: float(v) for k, v in out.items() if not math.isnan(v)}
 
 
-def slice_metrics(frame: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray,
-                  slices: Mapping[str, str], threshold: float) -> dict[str, dict[str, float]]:
-    """Metrics for each slice, a named pandas query over the same rows, plus its row count."""
-    out = {}
+def slice_masks(frame: pd.DataFrame, slices: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Evaluate each slice's pandas query to a row mask; a bad query is a ConfigError."""
+    masks = {}
     for name, query in slices.items():
         try:
-            mask = frame.eval(query).to_numpy(dtype=bool)
+            masks[name] = np.asarray(frame.eval(query), dtype=bool)
         except Exception as exc:  # pandas raises many types for a bad expression
             raise ConfigError(f"metrics.slices.{name} ({query!r}) cannot be evaluated: {exc}",
                               fix="write a pandas query over the data's columns, e.g. "
                               "\"mean_radius >= 15\"") from exc
+        if masks[name].shape != (len(frame),):
+            raise ConfigError(f"metrics.slices.{name} ({query!r}) is not a row condition",
+                              fix="compare a column with a value, e.g. \"mean_radius >= 15\"")
+    return masks
+
+
+def slice_metrics(frame: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray,
+                  slices: Mapping[str, str], threshold: float) -> dict[str, dict[str, float]]:
+    """Metrics for each slice, a named pandas query over the same rows, plus its row count."""
+    out = {}
+    for name, mask in slice_masks(frame, slices).items():
         values = classification_metrics(y_true[mask], proba[mask], threshold) if mask.any() else {}
         out[name] = {"rows": float(mask.sum()), **values}
     return out

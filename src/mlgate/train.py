@@ -25,7 +25,7 @@ import pandas as pd
 from mlgate import cli, github, lineage, tracking, validate
 from mlgate.data import DataVersion
 from mlgate.errors import ConfigError, did_you_mean
-from mlgate.metrics import classification_metrics, slice_metrics
+from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.settings import GitHubContext, Settings
 from mlgate.split import Split, row_keys, split_frame
 
@@ -116,6 +116,7 @@ def train(settings: Settings) -> TrainResult:
 
     frame, version, _ = validate.check(settings)  # bad data stops here, before any run
     check_xgboost_params(settings.train.params)
+    slice_masks(frame, settings.metrics.slices)  # a bad slice query too
     target = settings.data.target
     split = split_frame(frame, target=target, seed=settings.split.seed,
                         validation_fraction=settings.split.validation_fraction,
@@ -138,6 +139,7 @@ def train(settings: Settings) -> TrainResult:
             "mlgate.model.library": _library_pin(),
             "mlgate.data.rows": len(frame),
             "mlgate.data.positive_rate": f"{frame[target].mean():.6f}",
+            "mlgate.data.class_counts": _class_counts(frame[target]),
             "mlgate.split.seed": settings.split.seed,
             "mlgate.split.holdout_rows": len(split.holdout),
             "mlgate.split.holdout_digest": split.holdout_digest,
@@ -195,6 +197,11 @@ def _quiet_mlflow_hints() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer",
                                 category=UserWarning)
         yield
+
+
+def _class_counts(labels: pd.Series) -> str:
+    """Class balance as `label:count` pairs, e.g. `0:357,1:212`."""
+    return ",".join(f"{label}:{count}" for label, count in labels.value_counts().sort_index().items())
 
 
 def _library_pin() -> str:

@@ -22,6 +22,7 @@ LINEAGE_TAGS = {
     "mlgate.git.commit", "mlgate.git.dirty", "mlgate.data.md5", "mlgate.data.dvc_file",
     "mlgate.data.path", "mlgate.data.file_md5", "mlgate.data.remote", "mlgate.data.remote_url",
     "mlgate.data.object_url", "mlgate.data.rows", "mlgate.data.positive_rate",
+    "mlgate.data.class_counts",
     "mlgate.split.seed", "mlgate.split.holdout_digest", "mlgate.split.holdout_rows",
     "mlgate.model.class", "mlgate.model.library", "mlgate.params.sha256", "mlgate.python",
     "mlgate.version", "mlgate.run_id", "mlgate.metrics.holdout_auc", "mlflow.source.git.commit",
@@ -118,6 +119,7 @@ def test_version_carries_every_lineage_tag(trained) -> None:
     assert tags["mlgate.git.dirty"] == "false"
     assert tags["mlgate.data.remote"] == "embedded" and tags["mlgate.data.remote_url"] == "dvc-remote"
     assert tags["mlgate.data.rows"] == "569"
+    assert tags["mlgate.data.class_counts"] == "0:357,1:212"
     assert tags["mlgate.model.class"] == "xgboost.core.Booster"
     assert tags["mlgate.github.run_url"] == "https://github.com/acme/models/actions/runs/42"
     assert tags["mlgate.data.md5"] in version.description
@@ -239,13 +241,17 @@ def test_bad_data_dvc_exits_3_and_leaves_nothing(damage, project, mlflow_server,
     assert_nothing_left(mlflow_server, model)
 
 
-@pytest.mark.parametrize("override", ["train.num_boost_rounds=3", "train.params.max_dept=3"])
-def test_unknown_params_exit_2_and_leave_nothing(override, project, mlflow_server, clean_env,
-                                                 capsys) -> None:
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.num_boost_rounds=3", "did you mean"),
+    ("train.params.max_dept=3", "did you mean"),
+    ("metrics.slices.big=no_such_column > 3", "metrics.slices.big ('no_such_column > 3') cannot"),
+])
+def test_bad_params_exit_2_and_leave_nothing(override, message, project, mlflow_server,
+                                             clean_env, capsys) -> None:
     model = unique("params")
     assert train.main(train_args(project, mlflow_server, model, "--set", override),
                       env=clean_env) == 2
-    assert "did you mean" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert_nothing_left(mlflow_server, model)
 
 

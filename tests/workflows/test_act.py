@@ -84,7 +84,7 @@ def run_act(repo: Path, workflow: str, *, mlgate: tuple[Path, str], tracking_uri
             "--var", f"MLFLOW_TRACKING_URI={tracking_uri}",
             # the host's warm uv cache, as actions/cache would restore it
             "--env", f"UV_CACHE_DIR={os.environ.get('UV_CACHE_DIR', Path.home() / '.cache/uv')}",
-            "--env", "UV_NATIVE_TLS=1"]
+            "--env", "UV_SYSTEM_CERTS=1"]
     for name, value in (secrets or {}).items():
         args += ["-s", f"{name}={value}"]
     done = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=900,
