@@ -96,6 +96,25 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class GateSettings:
+    """The promotion policy: every check is optional; None switches one off."""
+
+    mode: str = "enabled"  # enabled: a failed gate fails; dry-run: report only
+    first_model: str = "absolute"  # no champion: absolute (thresholds only) or reject
+    min_auc: float | None = 0.80
+    max_auc_drop: float | None = 0.0  # non-inferiority: candidate >= champion - this
+    min_auc_gain: float | None = None  # superiority: candidate >= champion + this
+    require_significance: bool = False  # the AUC gain must be significant (DeLong)
+    confidence: float = 0.95  # of the AUC-difference interval
+    min_f1_ratio: float | None = None  # candidate F1 >= this x champion F1
+    max_latency_p95_ms: float | None = 10.0  # candidate, single-row predict
+    slice_min_auc: dict[str, float] = field(default_factory=dict)  # slice name -> floor
+    fairness_column: str | None = None  # group column for disparate impact
+    fairness_min_ratio: float = 0.8
+    fairness_max_ratio: float = 1.25
+
+
+@dataclass(frozen=True)
 class TrackingSettings:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "mlgate"
@@ -164,6 +183,7 @@ class Settings:
     split: SplitSettings = field(default_factory=SplitSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     reports: ReportsSettings = field(default_factory=ReportsSettings)
     github: GitHubContext = field(default_factory=GitHubContext)
@@ -188,7 +208,7 @@ SECTIONS: dict[str, type] = {
     if name not in {"project_dir", "params_file", "github"}
 }
 # Keys whose values are mappings, merged key by key across layers.
-MAPPING_KEYS = {("train", "params"), ("metrics", "slices")}
+MAPPING_KEYS = {("train", "params"), ("metrics", "slices"), ("gate", "slice_min_auc")}
 
 
 def known_keys() -> list[str]:
@@ -460,6 +480,23 @@ def _check_consistency(s: Settings) -> None:
     if s.tracking.retries < 0 or s.tracking.backoff < 0 or s.tracking.timeout <= 0:
         raise ConfigError("tracking.retries and tracking.backoff must be >= 0 and tracking.timeout > 0",
                           fix="correct the tracking section")
+    choices = {"gate.mode": (s.gate.mode, ("enabled", "dry-run")),
+               "gate.first_model": (s.gate.first_model, ("absolute", "reject"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}"
+                              f"{did_you_mean(value, allowed)}", fix=f"set {key} to {allowed[0]}")
+    if not 0.5 <= s.gate.confidence < 1:
+        raise ConfigError(f"gate.confidence must be in [0.5, 1), got {s.gate.confidence}",
+                          fix="set gate.confidence to e.g. 0.95")
+    for name, floor in s.gate.slice_min_auc.items():
+        if name not in s.metrics.slices:
+            raise ConfigError(f"gate.slice_min_auc names slice '{name}', which metrics.slices does "
+                              f"not declare{did_you_mean(name, s.metrics.slices)}",
+                              fix="declare the slice under metrics.slices or remove the floor")
+        if not isinstance(floor, (int, float)) or isinstance(floor, bool) or not 0 <= floor <= 1:
+            raise ConfigError(f"gate.slice_min_auc.{name} must be an AUC in [0, 1], got {floor!r}",
+                              fix=f"set gate.slice_min_auc.{name} to e.g. 0.85")
     for name, query in s.metrics.slices.items():
         if not isinstance(query, str) or not query.strip():
             raise ConfigError(f"metrics.slices.{name} must be a pandas query string",

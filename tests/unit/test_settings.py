@@ -109,6 +109,14 @@ def test_github_context_from_env(tmp_path: Path) -> None:
         ("- 1\n- 2", {}, (), "must be a mapping of sections"),
         ("train: {params: {", {}, (), "params.yaml is not valid YAML"),
         ("train: {num_boost_round: 0}", {}, (), "train.num_boost_round must be at least 1"),
+        ("gate: {mode: dryrun}", {}, (), "gate.mode must be one of enabled, dry-run, got 'dryrun' "
+         '(did you mean "dry-run"?)'),
+        ("gate: {first_model: promote}", {}, (), "gate.first_model must be one of"),
+        ("gate: {min_auc_gian: 0.1}", {}, (), '(did you mean "min_auc_gain"?)'),
+        ("gate: {slice_min_auc: {big: 0.9}}", {}, (), "names slice 'big', which metrics.slices"),
+        ("metrics: {slices: {big: 'a > 1'}}\ngate: {slice_min_auc: {big: 2}}", {}, (),
+         "gate.slice_min_auc.big must be an AUC in [0, 1]"),
+        ("gate: {confidence: 1.5}", {}, (), "gate.confidence must be in [0.5, 1)"),
     ],
 )
 def test_bad_settings_name_the_fix(tmp_path, params, env, overrides, message) -> None:
@@ -124,6 +132,13 @@ def test_explicit_params_file_must_exist(tmp_path: Path) -> None:
         load_settings(env={"MLGATE_PARAMS": "nope.yaml"}, cwd=tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(env={}, params_file="nope.yaml", cwd=tmp_path)
+
+
+def test_gate_defaults_and_none_switches_a_check_off(tmp_path: Path) -> None:
+    gate = load(tmp_path, "gate: {max_latency_p95_ms: null, min_f1_ratio: 1.02}").gate
+    assert gate.min_auc == 0.80 and gate.mode == "enabled" and gate.first_model == "absolute"
+    assert gate.max_latency_p95_ms is None and gate.min_f1_ratio == 1.02
+    assert load(tmp_path, env={"MLGATE_GATE_MIN_AUC": ""}).gate.min_auc == 0.80
 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
