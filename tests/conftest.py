@@ -30,6 +30,8 @@ BIN = Path(sys.executable).parent
 PROJECT_FILES = ("params.yaml", "schema", "data.dvc", ".dvc/config", ".dvc/.gitignore",
                  ".dvcignore", "dvc-remote", ".gitignore")
 ORDER = {"unit": 0, "integration": 1, "workflows": 2}
+# Where the session's services keep their files, for tests that damage them on purpose.
+SERVICE_PATHS: dict[str, Path] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -152,6 +154,7 @@ def stop(process: subprocess.Popen) -> None:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server and registry (sqlite backend, proxied artifacts)."""
     root = tmp_path_factory.mktemp("mlflow")
+    SERVICE_PATHS["mlflow-artifacts"] = root / "artifacts"
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     process = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),

@@ -21,6 +21,8 @@ from mlgate.settings import Settings, load_settings
 COMMANDS = {
     "validate": ("mlgate.validate", "pull the data named by data.dvc and validate it"),
     "train": ("mlgate.train", "validate, train XGBoost, log to MLflow and register a version"),
+    "evaluate": ("mlgate.evaluate", "score a candidate against the champion; write the decision"),
+    "promote": ("mlgate.promote", "move the staging alias to a candidate that passed the gate"),
     "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
 }
 # Named flags shared by every stage, and the settings key each one sets.
@@ -59,6 +61,13 @@ def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--no-pull", action="store_true",
                         help="use the data in the workspace instead of `dvc pull` (dvc.pull=false)")
     return parser
+
+
+def model_version(value: str) -> str:
+    """argparse type of a model version: a positive integer, never a path or a URI."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a model version (1, 2, ...)")
+    return str(int(value))
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:

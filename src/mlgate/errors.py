@@ -49,6 +49,18 @@ class TrackingError(MlgateError):
     exit_code = 5
 
 
+class GateFailed(MlgateError):
+    """The candidate failed the promotion policy, or the decision no longer holds."""
+
+    exit_code = 6
+
+
+class ModelError(MlgateError):
+    """A registered model cannot be loaded or cannot score the data."""
+
+    exit_code = 7
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     MlgateError.exit_code: "unexpected error",
@@ -56,6 +68,8 @@ EXIT_CODES: dict[int, str] = {
     DataError.exit_code: "data unavailable",
     ValidationFailed.exit_code: "data invalid",
     TrackingError.exit_code: "MLflow unreachable or failing",
+    GateFailed.exit_code: "gate failed or decision stale",
+    ModelError.exit_code: "model unloadable or incompatible",
 }
 
 

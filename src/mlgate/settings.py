@@ -102,7 +102,7 @@ class GateSettings:
     mode: str = "enabled"  # enabled: a failed gate fails; dry-run: report only
     first_model: str = "absolute"  # no champion: absolute (thresholds only) or reject
     min_auc: float | None = 0.80
-    max_auc_drop: float | None = 0.0  # non-inferiority: candidate >= champion - this
+    max_auc_drop: float | None = 0.01  # non-inferiority: candidate >= champion - this
     min_auc_gain: float | None = None  # superiority: candidate >= champion + this
     require_significance: bool = False  # the AUC gain must be significant (DeLong)
     confidence: float = 0.95  # of the AUC-difference interval

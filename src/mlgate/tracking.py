@@ -48,6 +48,7 @@ def connect(settings: Settings):  # -> mlflow.MlflowClient
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(t.retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(math.ceil(t.backoff))  # int there
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, t.timeout)))
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # progress bars clutter logs
     scheme = urlparse(uri).scheme
     if scheme in {"http", "https"}:
         wait_until_healthy(uri, retries=t.retries, backoff=t.backoff, timeout=t.timeout)

@@ -1,0 +1,200 @@
+"""Evaluation and promotion against a real MLflow server, over several data versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import numpy as np
+import pytest
+
+from mlgate import evaluate, promote, train
+from tests.conftest import SERVICE_PATHS, make_project, push_data
+from tests.integration.test_train import client, train_args, unique
+
+WEAK = ("--set", "train.params.max_depth=1", "--set", "train.num_boost_round=2",
+        "--set", "train.early_stopping_rounds=1")
+
+
+class Registry:
+    """One registered model worked through the pipeline, step by step."""
+
+    def __init__(self, project: Path, server: str, env: dict[str, str]) -> None:
+        self.project, self.server, self.env = project, server, env
+        self.model = unique("gate")
+        self.client = client(server)
+
+    def args(self, *extra: str) -> list[str]:
+        return train_args(self.project, self.server, self.model, *extra)
+
+    def train(self, *extra: str) -> str:
+        assert train.main(self.args(*extra), env=self.env) == 0
+        versions = self.client.search_model_versions(f"name='{self.model}'")
+        return str(max(int(v.version) for v in versions))
+
+    def evaluate(self, version: str, *extra: str) -> int:
+        return evaluate.main([*self.args(*extra), "--candidate-version", version], env=self.env)
+
+    def promote(self, version: str) -> int:
+        return promote.main([*self.args(), "--candidate-version", version], env=self.env)
+
+    def staging(self) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.model, "staging").version)
+        except Exception:
+            return None
+
+    def decision(self, version: str, tmp: Path) -> dict:
+        run_id = self.client.get_model_version(self.model, version).run_id
+        return json.loads(Path(self.client.download_artifacts(
+            run_id, "decision/decision.json", str(tmp))).read_text())
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, mlflow_server, clean_env_module) -> Registry:
+    project = make_project(tmp_path_factory.mktemp("gate") / "project")
+    return Registry(project, mlflow_server, clean_env_module)
+
+
+@pytest.fixture(scope="module")
+def clean_env_module():
+    import os
+
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("MLGATE_", "MLFLOW_", "GITHUB_"))}
+
+
+def test_first_model_goes_to_staging(registry: Registry, tmp_path: Path, capsys) -> None:
+    v1 = registry.train(*WEAK)
+    assert registry.evaluate(v1) == 0
+    decision = registry.decision(v1, tmp_path)
+    assert decision["verdict"] == "pass" and decision["champion"] is None
+    assert {c["name"] for c in decision["checks"]} == {"auc", "latency p95 (ms)"}
+    assert registry.promote(v1) == 0
+    assert registry.staging() == v1
+    version = registry.client.get_model_version(registry.model, v1)
+    assert version.current_stage == "Staging"
+    assert version.tags["mlgate.decision.verdict"] == "pass"
+    assert version.tags["mlgate.promotion"] == "staging"
+    assert "is now 'staging'" in capsys.readouterr().out
+
+
+def test_promotion_is_idempotent(registry: Registry, capsys) -> None:
+    v1 = registry.staging()
+    assert registry.promote(v1) == 0
+    assert "already holds 'staging': nothing to do" in capsys.readouterr().out
+    assert registry.staging() == v1
+
+
+def test_a_better_model_on_new_data_replaces_the_champion(registry: Registry, breast_cancer,
+                                                         tmp_path: Path) -> None:
+    v1 = registry.staging()
+    push_data(registry.project, breast_cancer.iloc[10:], message="data v2")
+    v2 = registry.train()
+    assert registry.evaluate(v2) == 0
+    decision = registry.decision(v2, tmp_path)
+    assert decision["champion"]["version"] == v1 and decision["champion"]["alias"] == "staging"
+    significance = decision["significance"]
+    assert significance["method"] == "DeLong" and significance["difference"] > 0
+    assert decision["metrics"]["champion"]["overall"]["auc"] < decision["metrics"][
+        "candidate"]["overall"]["auc"]
+    assert set(decision["metrics"]["candidate"]["slices"]) == {"large_masses", "small_masses",
+                                                               "smooth_texture"}
+    run_id = registry.client.get_model_version(registry.model, v2).run_id
+    logged = {a.path for a in registry.client.list_artifacts(run_id, "decision")}
+    assert logged == {"decision/decision.json", "decision/curves.png",
+                      "decision/evidently-quality.html", "decision/evidently-drift.html"}
+    assert registry.promote(v2) == 0
+    assert registry.staging() == v2
+    old = registry.client.get_model_version(registry.model, v1)
+    assert old.current_stage == "Archived" and old.tags["mlgate.promotion.superseded_by"] == v2
+    new = registry.client.get_model_version(registry.model, v2)
+    assert new.tags["mlgate.promotion.replaced"] == v1
+
+
+def test_a_worse_model_is_rejected_and_the_champion_untouched(registry: Registry,
+                                                             tmp_path: Path, capsys) -> None:
+    champion = registry.staging()
+    v3 = registry.train(*WEAK)
+    assert registry.evaluate(v3) == 6
+    out = capsys.readouterr().out
+    assert "::error title=mlgate gate::auc vs champion (non-inferiority)" in out
+    assert registry.decision(v3, tmp_path)["verdict"] == "fail"
+    assert registry.promote(v3) == 6
+    assert registry.staging() == champion
+    version = registry.client.get_model_version(registry.model, v3)
+    assert version.tags["mlgate.promotion"] == "rejected"
+    assert "non-inferiority" in version.tags["mlgate.promotion.reasons"]
+    assert version.current_stage == "None"
+
+
+def test_dry_run_reports_without_failing_or_moving(registry: Registry, capsys) -> None:
+    champion = registry.staging()
+    v4 = registry.train(*WEAK)
+    assert registry.evaluate(v4, "--set", "gate.mode=dry-run") == 0
+    assert "::warning title=mlgate gate::" in capsys.readouterr().out
+    assert registry.promote(v4) == 0
+    assert "dry run: version" in capsys.readouterr().out
+    assert registry.staging() == champion
+
+
+def test_a_stale_comparison_is_refused(registry: Registry, capsys) -> None:
+    """Evaluated against one champion; another took Staging since: do not promote."""
+    v5 = registry.train()
+    assert registry.evaluate(v5, "--set", "gate.max_auc_drop=1") == 0
+    v6 = registry.train()
+    assert registry.evaluate(v6, "--set", "gate.max_auc_drop=1") == 0
+    assert registry.promote(v6) == 0
+    assert registry.promote(v5) == 6
+    assert "the champion changed since the evaluation" in capsys.readouterr().err
+    assert registry.staging() == v6
+
+
+def test_an_unknown_version_is_a_usage_error(registry: Registry) -> None:
+    with pytest.raises(SystemExit) as info:
+        registry.evaluate("../1")
+    assert info.value.code == 2
+
+
+def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -> None:
+    """A champion that takes other columns cannot be scored on the same rows."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    booster = xgb.train({"objective": "binary:logistic"},
+                        xgb.DMatrix(rng.normal(size=(50, 3)), label=rng.integers(0, 2, 50),
+                                    feature_names=["a", "b", "c"]), 2)
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(registry.server)
+    mlflow.set_experiment(registry.model)
+    with mlflow.start_run():
+        example = pd.DataFrame(rng.normal(size=(3, 3)), columns=["a", "b", "c"])
+        info = mlflow.xgboost.log_model(booster, name="model",
+                                        signature=infer_signature(example, np.zeros(3)),
+                                        registered_model_name=registry.model)
+    odd = str(info.registered_model_version)
+    registry.client.set_registered_model_alias(registry.model, "production", odd)
+    candidate = registry.train()
+    champion_before = registry.staging()
+    assert registry.evaluate(candidate) == 7
+    assert "take different features" in capsys.readouterr().err
+    assert registry.staging() == champion_before
+    registry.client.delete_registered_model_alias(registry.model, "production")
+
+
+def test_an_unloadable_champion_is_refused(registry: Registry, capsys) -> None:
+    """The champion's model files vanished from the artifact store."""
+    champion = registry.staging()
+    source = registry.client.get_model_version(registry.model, champion).source
+    location = registry.client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    # mlflow-artifacts:/<experiment>/models/<id>/artifacts, under the server's destination
+    shutil.rmtree(SERVICE_PATHS["mlflow-artifacts"] / urlparse(location).path.lstrip("/"))
+    candidate = registry.train()
+    assert registry.evaluate(candidate) == 7
+    assert "cannot load the champion" in capsys.readouterr().err
+    assert registry.staging() == champion
