@@ -459,7 +459,7 @@ def plot_curves(path: Path, y: np.ndarray, cand: np.ndarray, champ: np.ndarray |
     plt.close(fig)
 
 
-def report(decision: Decision, settings: Settings) -> None:
+def report(decision: Decision, settings: Settings, *, fail: bool = True) -> None:
     print(decision.to_markdown(), flush=True)
     github.write_summary(settings.github, decision.to_markdown())
     github.write_outputs(settings.github, {
@@ -471,10 +471,10 @@ def report(decision: Decision, settings: Settings) -> None:
     })
     if decision.passed:
         return
+    enforced = fail and decision.mode == "enabled"
     for reason in decision.reasons:
-        github.annotate("error" if decision.mode == "enabled" else "warning", reason,
-                        title="mlgate gate")
-    if decision.mode == "enabled":
+        github.annotate("error" if enforced else "warning", reason, title="mlgate gate")
+    if enforced:
         raise GateFailed(f"{decision.candidate.uri} failed the gate: "
                          + "; ".join(decision.reasons),
                          fix="see the decision table; change the model or data, or the gate: "
@@ -486,11 +486,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser = cli.stage_parser("evaluate", main.__doc__)
     parser.add_argument("--candidate-version", required=True, metavar="N", type=cli.model_version,
                         help="the model version to evaluate (model.name's)")
+    parser.add_argument("--fail-on-gate", choices=("true", "false"), default="true",
+                        help="false: exit 0 when the gate fails (the pipeline's promote step "
+                        "enforces it); default true")
     args = parser.parse_args(argv)
 
     def action() -> int:
         settings = cli.settings_from(args, env)
-        report(evaluate(settings, args.candidate_version), settings)
+        report(evaluate(settings, args.candidate_version), settings, fail=args.fail_on_gate == "true")
         return 0
 
     return cli.run(action)

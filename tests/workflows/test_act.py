@@ -4,8 +4,9 @@ What act cannot do, and how the harness stands in (see ../../TESTBED notes in th
 - `uses: $/X` (GitHub's self-reference: mlgate's own repository at the commit the workflow was
   called at) is rejected by act. The harness rewrites it to `mlgate/mlgate/X@SHA` and maps that
   repository to the local copy with --local-repository: the resolution GitHub itself performs.
-- Remote actions cannot be downloaded: actions/setup-python and actions/cache are mapped to the
-  stand-ins in stand-ins/; actions/checkout of the caller's repository is act's own.
+- Remote actions cannot be downloaded: actions/setup-python, actions/cache and
+  actions/upload-artifact are mapped to the stand-ins in stand-ins/; actions/checkout of the
+  caller's repository is act's own.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def run_act(repo: Path, workflow: str, *, mlgate: tuple[Path, str], tracking_uri
             "--local-repository", f"mlgate/mlgate@{sha}={source}",
             "--local-repository", f"{pinned('actions/setup-python')}={STAND_INS / 'setup-python'}",
             "--local-repository", f"{pinned('actions/cache')}={STAND_INS / 'cache'}",
+            "--local-repository",
+            f"{pinned('actions/upload-artifact')}={STAND_INS / 'upload-artifact'}",
             "--var", f"MLFLOW_TRACKING_URI={tracking_uri}",
             # the host's warm uv cache, as actions/cache would restore it
             "--env", f"UV_CACHE_DIR={os.environ.get('UV_CACHE_DIR', Path.home() / '.cache/uv')}",
@@ -114,9 +117,9 @@ def caller_repo(tmp_path: Path, mlgate_source: tuple[Path, str]) -> Path:
     return repo
 
 
-def test_a_data_change_in_this_repository_registers_a_version(tmp_path, mlgate_source,
-                                                              mlflow_server,
-                                                              breast_cancer) -> None:
+def test_a_data_change_runs_the_pipeline_to_staging(tmp_path, mlgate_source, mlflow_server,
+                                                    breast_cancer) -> None:
+    """This repository's caller: train, evaluate and promote, for a new data version."""
     repo = caller_repo(tmp_path, mlgate_source)
     md5 = push_data(repo, breast_cancer.iloc[30:], message="data: drop 30 rows")
     commit = git(repo, "rev-parse", "HEAD")
@@ -132,6 +135,12 @@ def test_a_data_change_in_this_repository_registers_a_version(tmp_path, mlgate_s
     assert version.tags["mlgate.github.repository"] == "acme/models"
     assert version.tags["mlgate.github.event"] == "push"
     assert re.search(r"::set-output:: model-uri=models:/breast-cancer-xgb/\d+", result.log)
+    assert "::set-output:: verdict=pass" in result.log
+    assert f"upload-artifact stand-in: mlgate-decision-v{version.version}/decision.json" in result.log
+    mlflow.set_tracking_uri(mlflow_server)
+    staged = mlflow.MlflowClient().get_model_version_by_alias("breast-cancer-xgb", "staging")
+    assert staged.version == version.version
+    assert staged.tags["mlgate.promotion"] == "staging"
 
 
 def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_source,
