@@ -9,12 +9,13 @@ BIN := $(VENV)/bin
 UV ?= $(shell command -v uv 2>/dev/null || echo $(BIN)/uv)
 # uv verifies TLS with the system's certificates (works behind corporate TLS inspection too).
 export UV_SYSTEM_CERTS := 1
-# Resolution is frozen at this date so that regenerating the lock is reproducible
-# (tests/unit/test_lock.py regenerates it and fails when it is stale).
+# Resolution is frozen at this date, against a fresh index (--refresh: a cached index page can
+# miss releases made before the date), so that regenerating the lock is reproducible
+# (tests/integration/test_lock.py regenerates it and fails when it is stale).
 LOCK_DATE := 2026-11-20T00:00:00Z
 # `make lock LOCK_OUT=DIR/` writes the locks into DIR instead (the staleness test does).
 LOCK_OUT ?=
-LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --exclude-newer $(LOCK_DATE) --quiet
+LOCK_FLAGS := --refresh --universal --python-version 3.11 --generate-hashes --exclude-newer $(LOCK_DATE) --quiet
 
 .PHONY: help
 help: ## List the targets

@@ -107,11 +107,20 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
 
 
-@pytest.fixture
-def clean_env() -> dict[str, str]:
-    """The process environment without mlgate's or MLflow's own variables."""
+def without_tool_variables() -> dict[str, str]:
+    """The process environment without mlgate's, MLflow's or the runner's own variables."""
     return {k: v for k, v in os.environ.items()
             if not k.startswith(("MLGATE_", "MLFLOW_", "GITHUB_"))}
+
+
+@pytest.fixture
+def clean_env() -> dict[str, str]:
+    return without_tool_variables()
+
+
+@pytest.fixture(scope="module")
+def clean_env_module() -> dict[str, str]:
+    return without_tool_variables()
 
 
 def free_port() -> int:

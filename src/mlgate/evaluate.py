@@ -29,6 +29,7 @@ from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.settings import GateSettings, Settings
 from mlgate.significance import PairedAuc, delong
 from mlgate.split import holdout_from_keys
+from mlgate.train import features_of
 
 SCHEMA_VERSION = 1
 CHAMPION_ALIASES = ("production", "staging")
@@ -138,16 +139,9 @@ def _negate(comparison: str) -> str:
 
 def find_champion(client, name: str, candidate_version: str) -> ModelRef | None:
     """The version holding `production`, else `staging`; the candidate itself never counts."""
-    from mlflow.exceptions import MlflowException
-
     for alias in CHAMPION_ALIASES:
-        try:
-            version = client.get_model_version_by_alias(name, alias)
-        except MlflowException as exc:
-            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                continue
-            raise
-        if str(version.version) != str(candidate_version):
+        version = tracking.version_by_alias(client, name, alias)
+        if version is not None and str(version.version) != str(candidate_version):
             return ModelRef(name, str(version.version), version.run_id, alias)
     return None
 
@@ -177,11 +171,6 @@ def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None)
             raise DataError(f"{path} at commit {commit} is not the data version the model was "
                             "trained on", fix="re-train the model from a clean commit")
         return load_frame(Path(tmp.name))
-
-
-def _features(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    drop = [settings.data.target] + ([settings.data.id_column] if settings.data.id_column else [])
-    return frame.drop(columns=[c for c in drop if c in frame.columns]).astype("float64")
 
 
 def load_model(ref: ModelRef, role: str):
@@ -306,8 +295,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         run = client.get_run(version.run_id)
     candidate = ModelRef(name, str(version.version), version.run_id)
     tags = dict(version.tags)
-    with tracking.errors("finding the champion"):
-        champion = find_champion(client, name, candidate.version)
+    champion = find_champion(client, name, candidate.version)
 
     pulled = settings.path(Path(pull(settings).path))
     frame = data_of(settings, tags, pulled=pulled)
@@ -320,7 +308,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
     if len(np.unique(y)) < 2:
         raise DataError("the holdout has a single class, so AUC is undefined",
                         fix="raise split.holdout_fraction or add rows of the missing class")
-    features = _features(holdout, settings)
+    features = features_of(holdout, settings)
     slice_masks(holdout, settings.metrics.slices)
 
     cand_model = load_model(candidate, "candidate")
@@ -403,7 +391,7 @@ def quality_report(settings: Settings, decision: Decision, holdout: pd.DataFrame
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
     target = settings.data.target
-    features = list(_features(holdout, settings).columns)
+    features = list(features_of(holdout, settings).columns)
     out = settings.path(settings.reports.dir)
     written = []
     scored = DataDefinition(numerical_columns=features, classification=[

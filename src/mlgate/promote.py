@@ -58,18 +58,10 @@ def load_decision(client, settings: Settings, candidate_version: str) -> dict[st
 
 
 def promote(settings: Settings, candidate_version: str) -> Promotion:
-    from mlflow.exceptions import MlflowException
-
     client = tracking.connect(settings)
     name = settings.model.name
     decision = load_decision(client, settings, candidate_version)
-    with tracking.errors("reading the staging alias"):
-        try:
-            staged = client.get_model_version_by_alias(name, STAGING)
-        except MlflowException as exc:
-            if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                raise
-            staged = None
+    staged = tracking.version_by_alias(client, name, STAGING)
     if staged is not None and str(staged.version) == str(candidate_version):
         return Promotion(candidate_version, True, False, None,
                          f"{name} version {candidate_version} already holds '{STAGING}': "
@@ -89,8 +81,7 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
         raise GateFailed(f"{name} version {candidate_version} was not promoted: {reasons}",
                          fix="see the decision table of the evaluation; aliases are untouched")
 
-    with tracking.errors("checking the champion"):
-        champion = find_champion(client, name, candidate_version)
+    champion = find_champion(client, name, candidate_version)
     then = decision["champion"]["version"] if decision["champion"] else None
     now = champion.version if champion else None
     if then != now:

@@ -1,4 +1,10 @@
-"""Deterministic, stratified train / validation / holdout split.
+"""Deterministic train / validation / holdout split, stable across data versions.
+
+Each row's part is decided by a seeded hash of its key (the id column, else its feature
+values), never by its position. So a row keeps its part in every data version: a row in today's
+holdout was never in an earlier model's training set, and a champion is not flattered by being
+scored on rows it learned from. Exact duplicates always share a part. The hash is uniform within
+each class, so the split is stratified in expectation; every part must still hold both classes.
 
 The holdout must be reproducible later (evaluation scores champion and candidate on the same
 rows), so training logs the split's seed and fractions, the holdout's row keys and its digest.
@@ -10,8 +16,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from mlgate.errors import DataError
 
@@ -27,15 +33,34 @@ class Split:
         return frame_digest(self.holdout)
 
 
+BUCKETS = 1_000_000
+
+
 def split_frame(frame: pd.DataFrame, *, target: str, seed: int, validation_fraction: float,
-                holdout_fraction: float) -> Split:
-    """Holdout first, then validation from the rest, both stratified on the target."""
-    rest, holdout = train_test_split(frame, test_size=holdout_fraction, random_state=seed,
-                                     stratify=frame[target])
-    relative = validation_fraction / (1.0 - holdout_fraction)
-    train, validation = train_test_split(rest, test_size=relative, random_state=seed,
-                                         stratify=rest[target])
-    return Split(train=train, validation=validation, holdout=holdout)
+                holdout_fraction: float, id_column: str | None = None) -> Split:
+    """Assign each row by the seeded hash of its key: holdout, then validation, then train."""
+    position = row_hash(frame, target=target, seed=seed, id_column=id_column) % BUCKETS / BUCKETS
+    holdout = position < holdout_fraction
+    validation = ~holdout & (position < holdout_fraction + validation_fraction)
+    split = Split(train=frame[~holdout & ~validation], validation=frame[validation],
+                  holdout=frame[holdout])
+    for name, part in (("train", split.train), ("validation", split.validation),
+                       ("holdout", split.holdout)):
+        if part[target].nunique() < 2:
+            raise DataError(f"the {name} part of the split holds {len(part)} rows and not both "
+                            "classes", fix="add rows of the rarer class, or raise "
+                            "split.holdout_fraction / split.validation_fraction")
+    return split
+
+
+def row_hash(frame: pd.DataFrame, *, target: str, seed: int, id_column: str | None) -> np.ndarray:
+    """A seeded 64-bit hash of each row's key: its id, else its values without the label (a
+    corrected label keeps the row in its part)."""
+    keys = frame[[id_column]] if id_column else frame.drop(columns=[target])
+    rows = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    # pandas only salts text with hash_key, so mix the seed in and hash once more
+    salt = pd.util.hash_array(np.array([seed], dtype="uint64"))[0]
+    return pd.util.hash_array(rows ^ salt)
 
 
 def row_keys(frame: pd.DataFrame, id_column: str | None) -> list:

@@ -84,6 +84,19 @@ def wait_until_healthy(uri: str, *, retries: int, backoff: float, timeout: float
             ) from exc
 
 
+def version_by_alias(client, name: str, alias: str):  # -> ModelVersion | None
+    """The version holding `alias`, or None when no version holds it."""
+    from mlflow.exceptions import MlflowException
+
+    with errors(f"reading alias '{alias}' of '{name}'"):
+        try:
+            return client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise
+
+
 def register(client, *, name: str, description: str, model_uri: str, model_id: str | None,
              run_id: str, tags: dict[str, str], timeout: int = 300):  # -> ModelVersion
     """Create a version with its tags and description in one call, wait until READY, and

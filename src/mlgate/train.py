@@ -120,7 +120,8 @@ def train(settings: Settings) -> TrainResult:
     target = settings.data.target
     split = split_frame(frame, target=target, seed=settings.split.seed,
                         validation_fraction=settings.split.validation_fraction,
-                        holdout_fraction=settings.split.holdout_fraction)
+                        holdout_fraction=settings.split.holdout_fraction,
+                        id_column=settings.data.id_column)
     client = tracking.connect(settings)  # unreachable server: fail here, no run started
     git = lineage.git_info(settings.project_dir, settings.github)
 
@@ -242,6 +243,7 @@ def _log_artifacts(settings: Settings, split: Split, version: DataVersion) -> No
         "schema_version": 1,
         "data_md5": version.dvc_md5,
         "data_path": version.path,
+        "method": "seeded hash of the row key (id column, else feature values)",
         "seed": settings.split.seed,
         "validation_fraction": settings.split.validation_fraction,
         "holdout_fraction": settings.split.holdout_fraction,

@@ -59,13 +59,6 @@ def registry(tmp_path_factory, mlflow_server, clean_env_module) -> Registry:
     return Registry(project, mlflow_server, clean_env_module)
 
 
-@pytest.fixture(scope="module")
-def clean_env_module():
-    import os
-
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("MLGATE_", "MLFLOW_", "GITHUB_"))}
-
 
 def test_first_model_goes_to_staging(registry: Registry, tmp_path: Path, capsys) -> None:
     v1 = registry.train(*WEAK)

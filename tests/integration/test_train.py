@@ -75,13 +75,6 @@ def trained(tmp_path_factory, mlflow_server, clean_env_module):
             "run": c.get_run(version.run_id), "client": c, "root": root}
 
 
-@pytest.fixture(scope="module")
-def clean_env_module():
-    import os
-
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("MLGATE_", "MLFLOW_", "GITHUB_"))}
-
 
 def test_outputs_and_summary(trained) -> None:
     out = trained["outputs"]
@@ -256,11 +249,19 @@ def test_bad_params_exit_2_and_leave_nothing(override, message, project, mlflow_
 
 
 def test_demo_runs_on_the_embedded_defaults(project, clean_env, capsys) -> None:
-    """`make demo`: local sqlite store, embedded DVC remote, shipped data; no server."""
+    """`make demo`: two data versions through train, evaluate and promote, in a scratch copy
+    with a local sqlite store; the checkout itself is not changed."""
+    before = git(project, "status", "--porcelain")
     assert demo.main(["--params", str(project / "params.yaml")], env=clean_env) == 0
     out = capsys.readouterr().out
-    assert f"--backend-store-uri sqlite:///{project}/mlflow.db" in out
-    assert "Model version 1 of 'breast-cancer-xgb' is registered" in out
-    c = client(f"sqlite:///{project}/mlflow.db")
-    assert c.get_model_version("breast-cancer-xgb", "1").tags["mlgate.data.remote"] == "embedded"
-    assert (project / "mlartifacts").is_dir()
+    root = project / ".demo"
+    assert f"--backend-store-uri sqlite:///{root}/mlflow.db" in out
+    assert "=== data version 2: candidate against the champion" in out
+    assert "against `models:/breast-cancer-xgb/1` (staging)" in out
+    assert "AUC difference" in out and "(DeLong)" in out
+    c = client(f"sqlite:///{root}/mlflow.db")
+    first, second = (c.get_model_version("breast-cancer-xgb", v) for v in ("1", "2"))
+    assert first.tags["mlgate.promotion"] == "staging"
+    assert second.tags["mlgate.data.rows"] == "529"
+    assert second.tags["mlgate.decision.verdict"] in {"pass", "fail"}
+    assert git(project, "status", "--porcelain") == before

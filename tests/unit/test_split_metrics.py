@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlgate.errors import ConfigError, DataError
@@ -20,11 +19,40 @@ def test_split_is_deterministic_disjoint_and_stratified(breast_cancer) -> None:
     assert a.holdout.index.equals(b.holdout.index) and a.train.index.equals(b.train.index)
     parts = [set(a.train.index), set(a.validation.index), set(a.holdout.index)]
     assert sum(map(len, parts)) == len(breast_cancer) == len(set().union(*parts))
-    assert len(a.holdout) == math.ceil(0.25 * len(breast_cancer))  # sklearn rounds up
-    rate = breast_cancer.diagnosis.mean()
+    assert abs(len(a.holdout) / len(breast_cancer) - 0.25) < 0.05
+    assert abs(len(a.validation) / len(breast_cancer) - 0.20) < 0.05
+    rate = breast_cancer.diagnosis.mean()  # stratified in expectation: within ~2.5 sigma here
     for part in (a.train, a.validation, a.holdout):
-        assert abs(part.diagnosis.mean() - rate) < 0.02
+        assert abs(part.diagnosis.mean() - rate) < 0.12
     assert not split(breast_cancer, seed=7).holdout.index.equals(a.holdout.index)
+
+
+def test_rows_keep_their_part_across_data_versions(breast_cancer) -> None:
+    """A row in the new version's holdout was never in the old version's training rows."""
+    old = split(breast_cancer)
+    new_data = pd.concat([breast_cancer.iloc[40:], breast_cancer.iloc[:5].assign(
+        mean_radius=lambda f: f.mean_radius + 0.5)])  # 40 rows withdrawn, 5 new ones
+    new = split(new_data.reset_index(drop=True))
+    old_train = {tuple(r) for r in old.train.drop(columns="diagnosis").itertuples(index=False)}
+    new_holdout = {tuple(r) for r in new.holdout.drop(columns="diagnosis").itertuples(index=False)}
+    assert not old_train & new_holdout
+    old_holdout = {tuple(r) for r in old.holdout.drop(columns="diagnosis").itertuples(index=False)}
+    kept = {tuple(r) for r in breast_cancer.iloc[40:].drop(columns="diagnosis").itertuples(index=False)}
+    assert old_holdout & kept == new_holdout & kept  # unchanged rows stay where they were
+
+
+def test_a_corrected_label_keeps_its_row_in_place(breast_cancer) -> None:
+    flipped = breast_cancer.copy()
+    row = split(breast_cancer).holdout.index[0]
+    flipped.loc[row, "diagnosis"] = 1 - flipped.loc[row, "diagnosis"]
+    assert row in split(flipped).holdout.index
+
+
+def test_a_part_without_both_classes_is_refused(breast_cancer) -> None:
+    tiny = pd.concat([breast_cancer[breast_cancer.diagnosis == 1].head(2),
+                      breast_cancer[breast_cancer.diagnosis == 0].head(30)])
+    with pytest.raises(DataError, match="not both classes"):
+        split(tiny)
 
 
 def test_holdout_is_rebuilt_from_logged_keys(breast_cancer) -> None:

@@ -94,6 +94,10 @@ def test_reusable_workflow_inputs_outputs_and_secrets_are_described() -> None:
                 assert spec.get("type"), f"inputs.{name} has no type"
     assert set(call["outputs"]) == {"run-id", "model-name", "model-version", "model-uri",
                                     "data-hash"}
+    pipeline = yaml.safe_load((REPO / ".github/workflows/pipeline.yml").read_text())
+    outputs = pipeline[True]["workflow_call"]["outputs"]
+    assert {"model-version", "decision", "staged"} <= set(outputs)
+    assert all(spec.get("description") for spec in outputs.values())
 
 
 def test_lock_header_names_the_regenerating_command() -> None:
@@ -104,7 +108,7 @@ def test_lock_header_names_the_regenerating_command() -> None:
 
 def test_readme_holds_the_example_caller_verbatim() -> None:
     readme = (REPO / "README.md").read_text()
-    example = (REPO / "examples/consumer/.github/workflows/train.yml").read_text()
+    example = (REPO / "examples/consumer/.github/workflows/pipeline.yml").read_text()
     assert example in readme
     assert len(example.strip().splitlines()) <= 15
 
@@ -116,9 +120,20 @@ def test_readme_documents_the_first_commands() -> None:
     assert "make test" in ci
 
 
-def test_readme_tables_name_every_input_secret_and_output() -> None:
+@pytest.mark.parametrize("workflow", ["train.yml", "pipeline.yml"])
+def test_readme_tables_name_every_input_secret_and_output(workflow: str) -> None:
     readme = (REPO / "README.md").read_text()
-    call = yaml.safe_load((REPO / ".github/workflows/train.yml").read_text())[True]["workflow_call"]
+    call = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())[True]["workflow_call"]
     for kind in ("inputs", "secrets", "outputs"):
         for name in call[kind]:
-            assert f"| `{name}` |" in readme, f"README has no row for {kind}.{name}"
+            assert f"| `{name}` |" in readme, f"README has no row for {workflow} {kind}.{name}"
+
+
+def test_readme_policy_table_names_every_gate_key() -> None:
+    import dataclasses
+
+    from mlgate.settings import GateSettings
+
+    readme = (REPO / "README.md").read_text()
+    for field in dataclasses.fields(GateSettings):
+        assert f"| `{field.name}` |" in readme, f"README policy table lacks gate.{field.name}"

@@ -145,7 +145,8 @@ def test_a_data_change_runs_the_pipeline_to_staging(tmp_path, mlgate_source, mlf
 
 def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_source,
                                                             mlflow_server, s3_server) -> None:
-    """Another repository, with its data on S3, calls mlgate's workflow by SHA."""
+    """Another repository, with its data on S3, calls mlgate's pipeline by SHA: every job
+    gets the secrets it needs to pull from S3, and the first model reaches Staging."""
     import boto3
     from dvc.repo import Repo
 
@@ -165,15 +166,15 @@ def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_sour
         repo.push()
     shutil.rmtree(consumer / "dvc-remote")
     shutil.rmtree(consumer / ".dvc" / "cache")
-    workflow = consumer / ".github/workflows/train.yml"
+    workflow = consumer / ".github/workflows/pipeline.yml"
     workflow.parent.mkdir(parents=True)
-    example = (REPO / "examples/consumer/.github/workflows/train.yml").read_text()
+    example = (REPO / "examples/consumer/.github/workflows/pipeline.yml").read_text()
     workflow.write_text(re.sub(r"@0{40}", f"@{mlgate_source[1]}", example))
     git(consumer, "add", "-A")
     git(consumer, "commit", "-q", "-m", "train with mlgate")
     commit = git(consumer, "rev-parse", "HEAD")
 
-    result = run_act(consumer, ".github/workflows/train.yml", mlgate=mlgate_source,
+    result = run_act(consumer, ".github/workflows/pipeline.yml", mlgate=mlgate_source,
                      tracking_uri=mlflow_server, tmp=tmp_path,
                      secrets={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
     assert result.returncode == 0, result.log[-5000:]
@@ -183,6 +184,9 @@ def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_sour
     assert version.tags["mlgate.data.remote_url"] == "s3://consumer-data/dvc"
     assert version.tags["mlgate.github.repository"] == "acme/consumer"
     assert "testing" not in json.dumps(dict(version.tags)), "secrets never reach MLflow"
+    mlflow.set_tracking_uri(mlflow_server)
+    staged = mlflow.MlflowClient().get_model_version_by_alias("consumer-xgb", "staging")
+    assert staged.version == version.version
 
 
 def test_bad_data_fails_the_job_and_registers_nothing(tmp_path, mlgate_source, mlflow_server,
