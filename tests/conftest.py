@@ -27,8 +27,16 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a repository using mlgate holds: params, schema, data.dvc, the DVC config and remote.
-PROJECT_FILES = ("params.yaml", "schema", "data.dvc", ".dvc/config", ".dvc/.gitignore",
-                 ".dvcignore", "dvc-remote", ".gitignore")
+PROJECT_FILES = (
+    "params.yaml",
+    "schema",
+    "data.dvc",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    "dvc-remote",
+    ".gitignore",
+)
 ORDER = {"unit": 0, "integration": 1, "workflows": 2}
 # Where the session's services keep their files, for tests that damage them on purpose.
 SERVICE_PATHS: dict[str, Path] = {}
@@ -41,13 +49,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif tier == "workflows":
             item.add_marker(pytest.mark.workflow)
-    items.sort(key=lambda item: ORDER.get(
-        Path(str(item.fspath)).relative_to(REPO / "tests").parts[0], 0))
+    items.sort(
+        key=lambda item: ORDER.get(Path(str(item.fspath)).relative_to(REPO / "tests").parts[0], 0)
+    )
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def make_project(dest: Path, files: tuple[str, ...] = PROJECT_FILES) -> Path:
@@ -69,8 +79,14 @@ def make_project(dest: Path, files: tuple[str, ...] = PROJECT_FILES) -> Path:
     return dest
 
 
-def push_data(project: Path, frame: pd.DataFrame | None = None, *, remote: str | None = None,
-              raw: bytes | None = None, message: str = "new data version") -> str:
+def push_data(
+    project: Path,
+    frame: pd.DataFrame | None = None,
+    *,
+    remote: str | None = None,
+    raw: bytes | None = None,
+    message: str = "new data version",
+) -> str:
     """Write a new data version, `dvc add` and `dvc push` it, commit data.dvc; return its md5."""
     from dvc.repo import Repo
 
@@ -109,8 +125,9 @@ def project(tmp_path: Path) -> Path:
 
 def without_tool_variables() -> dict[str, str]:
     """The process environment without mlgate's, MLflow's or the runner's own variables."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("MLGATE_", "MLFLOW_", "GITHUB_"))}
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_", "GITHUB_"))
+    }
 
 
 @pytest.fixture
@@ -145,8 +162,9 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float, log: Path) -> 
 
 def start(args: list[str], url: str, log: Path, seconds: float = 120) -> subprocess.Popen:
     handle = log.open("w")
-    process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
     wait_for(url, process, seconds, log)
     return process
 
@@ -166,10 +184,24 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     SERVICE_PATHS["mlflow-artifacts"] = root / "artifacts"
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    process = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                     "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-                     "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                    f"{uri}/health", root / "server.log")
+    process = start(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        f"{uri}/health",
+        root / "server.log",
+    )
     yield uri
     stop(process)
 
@@ -180,10 +212,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("s3")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
-    process = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                    f"{endpoint}/moto-api/", root / "moto.log", seconds=60)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    process = start(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        f"{endpoint}/moto-api/",
+        root / "moto.log",
+        seconds=60,
+    )
     yield endpoint
     stop(process)
 

@@ -52,14 +52,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"mlgate {name}", description=description)
-    parser.add_argument("--params", metavar="PATH",
-                        help="params file (default: params.yaml, or $MLGATE_PARAMS)")
-    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                        dest="overrides", help="override one setting; repeatable")
+    parser.add_argument(
+        "--params", metavar="PATH", help="params file (default: params.yaml, or $MLGATE_PARAMS)"
+    )
+    parser.add_argument(
+        "--set",
+        metavar="SECTION.KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one setting; repeatable",
+    )
     for flag, key in FLAGS.items():
         parser.add_argument(flag, metavar="VALUE", help=f"same as --set {key}=VALUE")
-    parser.add_argument("--no-pull", action="store_true",
-                        help="use the data in the workspace instead of `dvc pull` (dvc.pull=false)")
+    parser.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="use the data in the workspace instead of `dvc pull` (dvc.pull=false)",
+    )
     return parser
 
 
@@ -74,8 +84,12 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
     flags = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key in FLAGS.items()}
     if args.no_pull:
         flags["dvc.pull"] = "false"
-    return load_settings(env=os.environ if env is None else env, params_file=args.params,
-                         overrides=args.overrides, flags=flags)
+    return load_settings(
+        env=os.environ if env is None else env,
+        params_file=args.params,
+        overrides=args.overrides,
+        flags=flags,
+    )
 
 
 def run(action: Callable[[], int | None]) -> int:

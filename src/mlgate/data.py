@@ -59,8 +59,9 @@ def read_dvc_file(path: Path) -> DvcOutput:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path.name} is not valid YAML: {exc}",
-                        fix=fix.format(path.name, "<data dir>")) from exc
+        raise DataError(
+            f"{path.name} is not valid YAML: {exc}", fix=fix.format(path.name, "<data dir>")
+        ) from exc
     outs = doc.get("outs") if isinstance(doc, dict) else None
     if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict):
         raise DataError(
@@ -70,11 +71,13 @@ def read_dvc_file(path: Path) -> DvcOutput:
     out = outs[0]
     md5, out_path = out.get("md5"), out.get("path")
     if not isinstance(out_path, str) or not out_path:
-        raise DataError(f"{path.name} has no 'path' under 'outs:'",
-                        fix=fix.format(path.name, "<data dir>"))
+        raise DataError(
+            f"{path.name} has no 'path' under 'outs:'", fix=fix.format(path.name, "<data dir>")
+        )
     if not isinstance(md5, str) or len(md5.removesuffix(".dir")) != 32:
-        raise DataError(f"{path.name} has no valid md5 for '{out_path}'",
-                        fix=fix.format(path.name, out_path))
+        raise DataError(
+            f"{path.name} has no valid md5 for '{out_path}'", fix=fix.format(path.name, out_path)
+        )
     return DvcOutput(md5=md5, path=out_path, is_dir=md5.endswith(".dir"))
 
 
@@ -98,16 +101,21 @@ def pull(settings: Settings) -> DataVersion:
     try:
         repo = Repo(str(dvc_file.parent))
     except NotDvcRepoError as exc:
-        raise DataError(f"{dvc_file.parent} is not a DVC repository",
-                        fix="run `dvc init` and commit .dvc/") from exc
+        raise DataError(
+            f"{dvc_file.parent} is not a DVC repository", fix="run `dvc init` and commit .dvc/"
+        ) from exc
     remote = settings.dvc.remote or repo.config["core"].get("remote")
     if not remote:
-        raise DataError("no DVC remote is configured",
-                        fix="add one with `dvc remote add -d NAME URL`, or set dvc.remote")
+        raise DataError(
+            "no DVC remote is configured",
+            fix="add one with `dvc remote add -d NAME URL`, or set dvc.remote",
+        )
     remotes = repo.config["remote"]
     if remote not in remotes:
-        raise DataError(f"DVC remote '{remote}' is not configured",
-                        fix=f"use one of: {', '.join(remotes) or '(none)'}; or `dvc remote add`")
+        raise DataError(
+            f"DVC remote '{remote}' is not configured",
+            fix=f"use one of: {', '.join(remotes) or '(none)'}; or `dvc remote add`",
+        )
     if settings.dvc.endpoint_url:
         config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
         repo.close()
@@ -140,8 +148,10 @@ def pull(settings: Settings) -> DataVersion:
             ) from exc
 
     if not data_path.is_file():
-        raise DataError(f"{settings.data.path} is not in the pulled data '{out.path}'",
-                        fix=f"set data.path to one of the files under {out.path}/")
+        raise DataError(
+            f"{settings.data.path} is not in the pulled data '{out.path}'",
+            fix=f"set data.path to one of the files under {out.path}/",
+        )
     return DataVersion(
         dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
         dvc_md5=out.md5,
@@ -177,18 +187,23 @@ def load_frame(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, encoding="utf-8")
     except FileNotFoundError as exc:
-        raise DataError(f"data file {path} does not exist",
-                        fix="run `dvc pull` or correct data.path") from exc
+        raise DataError(
+            f"data file {path} does not exist", fix="run `dvc pull` or correct data.path"
+        ) from exc
     except pd.errors.EmptyDataError as exc:
-        raise DataError(f"data file {path} is empty",
-                        fix="push a data version with a header row and rows") from exc
+        raise DataError(
+            f"data file {path} is empty", fix="push a data version with a header row and rows"
+        ) from exc
     except UnicodeDecodeError as exc:
-        raise DataError(f"data file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                        fix="re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from exc
+        raise DataError(
+            f"data file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            fix="re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`",
+        ) from exc
     except (pd.errors.ParserError, ValueError, OSError) as exc:
-        raise DataError(f"cannot parse data file {path}: {exc}",
-                        fix="write it as a CSV with one header row and a fixed number of "
-                        "columns") from exc
+        raise DataError(
+            f"cannot parse data file {path}: {exc}",
+            fix="write it as a CSV with one header row and a fixed number of columns",
+        ) from exc
 
 
 class _Collect(logging.Handler):

@@ -26,8 +26,15 @@ from mlgate.settings import Settings
 
 WORKSPACE = ".demo"
 # What a repository using mlgate holds, copied into the scratch workspace.
-PROJECT_FILES = ("params.yaml", "data.dvc", ".dvc/config", ".dvcignore", ".gitignore", "schema",
-                 "dvc-remote")
+PROJECT_FILES = (
+    "params.yaml",
+    "data.dvc",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+    "schema",
+    "dvc-remote",
+)
 WITHDRAWN_ROWS = 40
 
 
@@ -38,8 +45,10 @@ def scratch_project(source: Path) -> Path:
     for name in PROJECT_FILES:
         src, dest = source / name, root / name
         if not src.exists():
-            raise MlgateError(f"{name} is missing from {source}",
-                              fix="run the demo from the root of the mlgate repository")
+            raise MlgateError(
+                f"{name} is missing from {source}",
+                fix="run the demo from the root of the mlgate repository",
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
     _git(root, "init", "-q", "-b", "main")
@@ -95,8 +104,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         publish_second_version(settings)
         version = round_trip(settings, "data version 2: candidate against the champion")
         uri = settings.tracking_uri
-        ui = (f"{shlex.quote(str(Path(sys.executable).with_name('mlflow')))} ui "
-              f"--backend-store-uri {uri}")
+        ui = (
+            f"{shlex.quote(str(Path(sys.executable).with_name('mlflow')))} ui "
+            f"--backend-store-uri {uri}"
+        )
         if uri.startswith("sqlite:"):
             ui += f" --default-artifact-root {(root / 'mlartifacts').as_uri()}"
         print(f"""

@@ -84,44 +84,73 @@ class Decision:
 
     @property
     def reasons(self) -> list[str]:
-        return [f"{c.name}: {_fmt(c.value)} {_negate(c.comparison)} {_fmt(c.threshold)}"
-                + (f" ({c.detail})" if c.detail else "") for c in self.checks if not c.passed]
+        return [
+            f"{c.name}: {_fmt(c.value)} {_negate(c.comparison)} {_fmt(c.threshold)}"
+            + (f" ({c.detail})" if c.detail else "")
+            for c in self.checks
+            if not c.passed
+        ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "verdict": self.verdict, "mode": self.mode,
-                "created_at": self.created_at,
-                "candidate": asdict(self.candidate) | {"uri": self.candidate.uri},
-                "champion": (asdict(self.champion) | {"uri": self.champion.uri})
-                if self.champion else None,
-                "data_md5": self.data_md5, "holdout_digest": self.holdout_digest,
-                "holdout_rows": self.holdout_rows, "checks": [asdict(c) for c in self.checks],
-                "reasons": self.reasons, "metrics": self.metrics,
-                "significance": self.significance, "latency_ms": self.latency_ms,
-                "model_size_bytes": self.model_size_bytes}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "verdict": self.verdict,
+            "mode": self.mode,
+            "created_at": self.created_at,
+            "candidate": asdict(self.candidate) | {"uri": self.candidate.uri},
+            "champion": (asdict(self.champion) | {"uri": self.champion.uri})
+            if self.champion
+            else None,
+            "data_md5": self.data_md5,
+            "holdout_digest": self.holdout_digest,
+            "holdout_rows": self.holdout_rows,
+            "checks": [asdict(c) for c in self.checks],
+            "reasons": self.reasons,
+            "metrics": self.metrics,
+            "significance": self.significance,
+            "latency_ms": self.latency_ms,
+            "model_size_bytes": self.model_size_bytes,
+        }
 
     def to_markdown(self) -> str:
         icon = "✅" if self.passed else ("🟡" if self.mode == "dry-run" else "❌")
         champion = f"`{self.champion.uri}` ({self.champion.alias})" if self.champion else "none"
-        head = (f"### {icon} Gate {self.verdict.upper()}{' (dry run)' if self.mode == 'dry-run' else ''}"
-                f": `{self.candidate.uri}` against {champion}\n"
-                f"Holdout: {self.holdout_rows} rows of data `{self.data_md5}`\n\n")
+        head = (
+            f"### {icon} Gate {self.verdict.upper()}{' (dry run)' if self.mode == 'dry-run' else ''}"
+            f": `{self.candidate.uri}` against {champion}\n"
+            f"Holdout: {self.holdout_rows} rows of data `{self.data_md5}`\n\n"
+        )
         checks = github.markdown_table(
             ["check", "value", "threshold", "verdict"],
-            [(c.name, _fmt(c.value), f"{c.comparison} {_fmt(c.threshold)}",
-              "✅ pass" if c.passed else f"❌ fail{' — ' + c.detail if c.detail else ''}")
-             for c in self.checks])
-        cand, champ = self.metrics["candidate"]["overall"], (
-            self.metrics.get("champion") or {}).get("overall", {})
+            [
+                (
+                    c.name,
+                    _fmt(c.value),
+                    f"{c.comparison} {_fmt(c.threshold)}",
+                    "✅ pass" if c.passed else f"❌ fail{' — ' + c.detail if c.detail else ''}",
+                )
+                for c in self.checks
+            ],
+        )
+        cand, champ = (
+            self.metrics["candidate"]["overall"],
+            (self.metrics.get("champion") or {}).get("overall", {}),
+        )
         metrics = github.markdown_table(
             ["metric", "candidate", "champion", "Δ"],
-            [(k, _fmt(v), _fmt(champ.get(k)), _fmt(v - champ[k]) if k in champ else "")
-             for k, v in cand.items()])
+            [
+                (k, _fmt(v), _fmt(champ.get(k)), _fmt(v - champ[k]) if k in champ else "")
+                for k, v in cand.items()
+            ],
+        )
         sig = ""
         if self.significance:
             s = self.significance
-            sig = (f"\n\nAUC difference {s['difference']:+.4f}, {int(s['confidence'] * 100)}% CI "
-                   f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], p = {s['p_value']:.3g} "
-                   f"({s['method']}): {'significant' if s['significant'] else 'not significant'}.")
+            sig = (
+                f"\n\nAUC difference {s['difference']:+.4f}, {int(s['confidence'] * 100)}% CI "
+                f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], p = {s['p_value']:.3g} "
+                f"({s['method']}): {'significant' if s['significant'] else 'not significant'}."
+            )
         return head + checks + "\n\n" + metrics + sig
 
 
@@ -146,6 +175,23 @@ def find_champion(client, name: str, candidate_version: str) -> ModelRef | None:
     return None
 
 
+def get_version(client, name: str, version: str):  # -> ModelVersion
+    """A registered version; one that does not exist is the caller's mistake, not MLflow's."""
+    from mlflow.exceptions import MlflowException
+
+    with tracking.errors(f"reading {name} version {version}"):
+        try:
+            return client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+    raise ConfigError(
+        f"model '{name}' has no version {version}",
+        fix="pass --candidate-version with a registered version (the train step's "
+        "model-version output), and the same model.name",
+    )
+
+
 def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None) -> pd.DataFrame:
     """The data version a model was trained on: the pulled workspace file when it is that
     version, else read through DVC at the commit that trained it."""
@@ -160,16 +206,20 @@ def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None)
         with dvc.api.open(path, repo=str(settings.project_dir), rev=commit, mode="rb") as handle:
             raw = handle.read()
     except Exception as exc:  # DVC and git raise many types here
-        raise DataError(f"cannot read data version {tags.get('mlgate.data.md5')} ({path} at "
-                        f"commit {commit}): {exc}",
-                        fix="check out the full history (actions/checkout with fetch-depth: 0) "
-                        "and make sure that version was pushed to the DVC remote") from exc
+        raise DataError(
+            f"cannot read data version {tags.get('mlgate.data.md5')} ({path} at "
+            f"commit {commit}): {exc}",
+            fix="check out the full history (actions/checkout with fetch-depth: 0) "
+            "and make sure that version was pushed to the DVC remote",
+        ) from exc
     with tempfile.NamedTemporaryFile(suffix=Path(path).suffix) as tmp:
         tmp.write(raw)
         tmp.flush()
         if file_md5(Path(tmp.name)) != wanted:
-            raise DataError(f"{path} at commit {commit} is not the data version the model was "
-                            "trained on", fix="re-train the model from a clean commit")
+            raise DataError(
+                f"{path} at commit {commit} is not the data version the model was trained on",
+                fix="re-train the model from a clean commit",
+            )
         return load_frame(Path(tmp.name))
 
 
@@ -179,9 +229,11 @@ def load_model(ref: ModelRef, role: str):
     try:
         return mlflow.pyfunc.load_model(ref.uri)
     except Exception as exc:  # a missing or corrupt artifact surfaces as many types
-        raise ModelError(f"cannot load the {role} {ref.uri}: {str(exc).splitlines()[0]}",
-                         fix=f"check the artifact store of run {ref.run_id}; re-register the "
-                         f"{role} or move its alias to a loadable version") from exc
+        raise ModelError(
+            f"cannot load the {role} {ref.uri}: {str(exc).splitlines()[0]}",
+            fix=f"check the artifact store of run {ref.run_id}; re-register the "
+            f"{role} or move its alias to a loadable version",
+        ) from exc
 
 
 def input_names(model) -> list[str]:
@@ -193,9 +245,10 @@ def predict(model, features: pd.DataFrame, role: str, ref: ModelRef) -> np.ndarr
     try:
         return np.asarray(model.predict(features), dtype=float).reshape(-1)
     except Exception as exc:
-        raise ModelError(f"the {role} {ref.uri} cannot score the holdout: "
-                         f"{str(exc).splitlines()[0]}",
-                         fix="candidate and champion must take the same features") from exc
+        raise ModelError(
+            f"the {role} {ref.uri} cannot score the holdout: {str(exc).splitlines()[0]}",
+            fix="candidate and champion must take the same features",
+        ) from exc
 
 
 def latency(ref: ModelRef, features: pd.DataFrame, rows: int = LATENCY_ROWS) -> dict[str, float]:
@@ -211,18 +264,24 @@ def latency(ref: ModelRef, features: pd.DataFrame, rows: int = LATENCY_ROWS) -> 
     times = []
     for i in range(len(sample)):
         start = time.perf_counter()
-        booster.inplace_predict(sample[i:i + 1])
+        booster.inplace_predict(sample[i : i + 1])
         times.append((time.perf_counter() - start) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
-            "rows": float(len(times))}
+    return {
+        "p50": float(np.percentile(times, 50)),
+        "p95": float(np.percentile(times, 95)),
+        "rows": float(len(times)),
+    }
 
 
-def disparate_impact(frame: pd.DataFrame, proba: np.ndarray, column: str, threshold: float
-                     ) -> tuple[float | None, dict[str, float]]:
+def disparate_impact(
+    frame: pd.DataFrame, proba: np.ndarray, column: str, threshold: float
+) -> tuple[float | None, dict[str, float]]:
     """Lowest group positive-prediction rate over the highest (1.0 is parity)."""
     if column not in frame.columns:
-        raise ConfigError(f"gate.fairness_column '{column}' is not a column of the data",
-                          fix="name a column of the data, or remove gate.fairness_column")
+        raise ConfigError(
+            f"gate.fairness_column '{column}' is not a column of the data",
+            fix="name a column of the data, or remove gate.fairness_column",
+        )
     predicted = pd.Series(proba >= threshold, index=frame.index)
     rates = predicted.groupby(frame[column]).mean().to_dict()
     rates = {str(k): float(v) for k, v in rates.items()}
@@ -231,67 +290,139 @@ def disparate_impact(frame: pd.DataFrame, proba: np.ndarray, column: str, thresh
     return min(rates.values()) / max(rates.values()), rates
 
 
-def policy_checks(gate: GateSettings, *, candidate: dict[str, Any], champion: dict[str, Any] | None,
-                  paired: PairedAuc | None, latency_ms: dict[str, float],
-                  fairness: tuple[float | None, dict[str, float]] | None) -> list[Check]:
+def policy_checks(
+    gate: GateSettings,
+    *,
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    paired: PairedAuc | None,
+    latency_ms: dict[str, float],
+    fairness: tuple[float | None, dict[str, float]] | None,
+) -> list[Check]:
     """The policy, applied. Pure: everything it judges is passed in."""
     checks: list[Check] = []
     auc = candidate["overall"].get("auc")
     if gate.min_auc is not None:
-        checks.append(Check("auc", auc, gate.min_auc, ">=",
-                            auc is not None and auc >= gate.min_auc,
-                            "" if auc is not None else "AUC undefined: the holdout has one class"))
+        checks.append(
+            Check(
+                "auc",
+                auc,
+                gate.min_auc,
+                ">=",
+                auc is not None and auc >= gate.min_auc,
+                "" if auc is not None else "AUC undefined: the holdout has one class",
+            )
+        )
     for name, floor in gate.slice_min_auc.items():
         value = candidate["slices"].get(name, {}).get("auc")
-        checks.append(Check(f"auc[{name}]", value, floor, ">=",
-                            value is not None and value >= floor,
-                            "" if value is not None else "slice has one class or no rows"))
+        checks.append(
+            Check(
+                f"auc[{name}]",
+                value,
+                floor,
+                ">=",
+                value is not None and value >= floor,
+                "" if value is not None else "slice has one class or no rows",
+            )
+        )
     if gate.max_latency_p95_ms is not None:
-        checks.append(Check("latency p95 (ms)", latency_ms["p95"], gate.max_latency_p95_ms, "<=",
-                            latency_ms["p95"] <= gate.max_latency_p95_ms))
+        checks.append(
+            Check(
+                "latency p95 (ms)",
+                latency_ms["p95"],
+                gate.max_latency_p95_ms,
+                "<=",
+                latency_ms["p95"] <= gate.max_latency_p95_ms,
+            )
+        )
     if fairness is not None:
         ratio, rates = fairness
         detail = ", ".join(f"{k}: {v:.3f}" for k, v in rates.items())
-        checks.append(Check("disparate impact", ratio, gate.fairness_min_ratio, ">=",
-                            ratio is not None and gate.fairness_min_ratio <= ratio
-                            and 1 / ratio <= gate.fairness_max_ratio if ratio else False,
-                            f"positive rate by group: {detail}"))
+        # ratio is lowest / highest group rate, so it is at most 1
+        fair = (
+            bool(ratio)
+            and gate.fairness_min_ratio <= ratio
+            and 1 / ratio <= gate.fairness_max_ratio
+        )
+        checks.append(
+            Check(
+                "disparate impact",
+                ratio,
+                gate.fairness_min_ratio,
+                ">=",
+                fair,
+                f"positive rate by group: {detail}",
+            )
+        )
     if champion is None:
         if gate.first_model == "reject":
-            checks.append(Check("champion exists", None, None, "is", False,
-                                "no champion and gate.first_model is reject"))
+            checks.append(
+                Check(
+                    "champion exists",
+                    None,
+                    None,
+                    "is",
+                    False,
+                    "no champion and gate.first_model is reject",
+                )
+            )
         return checks
-    champ_auc = champion["overall"].get("auc")
     if paired is not None and gate.max_auc_drop is not None:
         floor = paired.auc_champion - gate.max_auc_drop
-        checks.append(Check("auc vs champion (non-inferiority)", paired.auc_candidate, floor, ">=",
-                            paired.auc_candidate >= floor,
-                            f"champion {paired.auc_champion:.4f} - margin {gate.max_auc_drop}"))
+        checks.append(
+            Check(
+                "auc vs champion (non-inferiority)",
+                paired.auc_candidate,
+                floor,
+                ">=",
+                paired.auc_candidate >= floor,
+                f"champion {paired.auc_champion:.4f} - margin {gate.max_auc_drop}",
+            )
+        )
     if paired is not None and gate.min_auc_gain is not None:
         floor = paired.auc_champion + gate.min_auc_gain
-        checks.append(Check("auc gain over champion", paired.auc_candidate, floor, ">=",
-                            paired.auc_candidate >= floor,
-                            f"champion {paired.auc_champion:.4f} + {gate.min_auc_gain}"))
+        checks.append(
+            Check(
+                "auc gain over champion",
+                paired.auc_candidate,
+                floor,
+                ">=",
+                paired.auc_candidate >= floor,
+                f"champion {paired.auc_champion:.4f} + {gate.min_auc_gain}",
+            )
+        )
     if gate.require_significance:
-        checks.append(Check("auc gain significant", paired.ci_low if paired else None, 0.0, ">",
-                            bool(paired and paired.ci_low > 0),
-                            "lower end of the AUC-difference interval"))
+        checks.append(
+            Check(
+                "auc gain significant",
+                paired.ci_low if paired else None,
+                0.0,
+                ">",
+                bool(paired and paired.ci_low > 0),
+                "lower end of the AUC-difference interval",
+            )
+        )
     if gate.min_f1_ratio is not None:
         f1, champ_f1 = candidate["overall"]["f1"], champion["overall"]["f1"]
         ratio = f1 / champ_f1 if champ_f1 > 0 else (float("inf") if f1 > 0 else 1.0)
-        checks.append(Check("f1 ratio vs champion", ratio, gate.min_f1_ratio, ">=",
-                            ratio >= gate.min_f1_ratio, f"{f1:.4f} / {champ_f1:.4f}"))
-    if champ_auc is None and paired is None:
-        checks.append(Check("auc vs champion", None, None, "defined", False,
-                            "AUC undefined on this holdout"))
+        checks.append(
+            Check(
+                "f1 ratio vs champion",
+                ratio,
+                gate.min_f1_ratio,
+                ">=",
+                ratio >= gate.min_f1_ratio,
+                f"{f1:.4f} / {champ_f1:.4f}",
+            )
+        )
     return checks
 
 
 def evaluate(settings: Settings, candidate_version: str) -> Decision:
     client = tracking.connect(settings)
     name = settings.model.name
-    with tracking.errors(f"reading {name} version {candidate_version}"):
-        version = client.get_model_version(name, candidate_version)
+    version = get_version(client, name, candidate_version)
+    with tracking.errors(f"reading the run of {name} version {candidate_version}"):
         run = client.get_run(version.run_id)
     candidate = ModelRef(name, str(version.version), version.run_id)
     tags = dict(version.tags)
@@ -300,14 +431,21 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
     pulled = settings.path(Path(pull(settings).path))
     frame = data_of(settings, tags, pulled=pulled)
     with tempfile.TemporaryDirectory() as tmp, tracking.errors("reading the logged split"):
-        manifest = json.loads(Path(client.download_artifacts(
-            run.info.run_id, "split/holdout.json", tmp)).read_text())
-    holdout = holdout_from_keys(frame, manifest["holdout"], id_column=settings.data.id_column,
-                                digest=tags["mlgate.split.holdout_digest"])
+        manifest = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "split/holdout.json", tmp)).read_text()
+        )
+    holdout = holdout_from_keys(
+        frame,
+        manifest["holdout"],
+        id_column=settings.data.id_column,
+        digest=tags["mlgate.split.holdout_digest"],
+    )
     y = holdout[settings.data.target].to_numpy().astype(int)
     if len(np.unique(y)) < 2:
-        raise DataError("the holdout has a single class, so AUC is undefined",
-                        fix="raise split.holdout_fraction or add rows of the missing class")
+        raise DataError(
+            "the holdout has a single class, so AUC is undefined",
+            fix="raise split.holdout_fraction or add rows of the missing class",
+        )
     features = features_of(holdout, settings)
     slice_masks(holdout, settings.metrics.slices)
 
@@ -322,45 +460,79 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
             champion_tags = dict(client.get_model_version(name, champion.version).tags)
         if set(input_names(champ_model)) != set(input_names(cand_model)):
             missing = sorted(set(input_names(champ_model)) ^ set(input_names(cand_model)))
-            raise ModelError(f"candidate {candidate.uri} and champion {champion.uri} take "
-                             f"different features (differing: {', '.join(missing[:10])})",
-                             fix="a model with new features cannot be compared on the same "
-                             "rows: promote it deliberately (move the alias by hand) or keep "
-                             "the features")
+            raise ModelError(
+                f"candidate {candidate.uri} and champion {champion.uri} take "
+                f"different features (differing: {', '.join(missing[:10])})",
+                fix="a model with new features cannot be compared on the same "
+                "rows: promote it deliberately (move the alias by hand) or keep "
+                "the features",
+            )
         champ_proba = predict(champ_model, features, "champion", champion)
         metrics["champion"] = _metrics(holdout, y, champ_proba, settings)
         paired = delong(y, cand_proba, champ_proba, settings.gate.confidence)
     latency_ms = latency(candidate, features)
-    fairness = (disparate_impact(holdout, cand_proba, settings.gate.fairness_column, threshold)
-                if settings.gate.fairness_column else None)
-    checks = policy_checks(settings.gate, candidate=metrics["candidate"],
-                           champion=metrics.get("champion"), paired=paired,
-                           latency_ms=latency_ms, fairness=fairness)
-    decision = Decision(candidate=candidate, champion=champion,
-                        data_md5=tags["mlgate.data.md5"],
-                        holdout_digest=tags["mlgate.split.holdout_digest"],
-                        holdout_rows=len(holdout), mode=settings.gate.mode, checks=checks,
-                        metrics=metrics, significance=paired.to_dict() if paired else None,
-                        latency_ms=latency_ms,
-                        model_size_bytes=cand_model.metadata.model_size_bytes)
+    fairness = (
+        disparate_impact(holdout, cand_proba, settings.gate.fairness_column, threshold)
+        if settings.gate.fairness_column
+        else None
+    )
+    checks = policy_checks(
+        settings.gate,
+        candidate=metrics["candidate"],
+        champion=metrics.get("champion"),
+        paired=paired,
+        latency_ms=latency_ms,
+        fairness=fairness,
+    )
+    decision = Decision(
+        candidate=candidate,
+        champion=champion,
+        data_md5=tags["mlgate.data.md5"],
+        holdout_digest=tags["mlgate.split.holdout_digest"],
+        holdout_rows=len(holdout),
+        mode=settings.gate.mode,
+        checks=checks,
+        metrics=metrics,
+        significance=paired.to_dict() if paired else None,
+        latency_ms=latency_ms,
+        model_size_bytes=cand_model.metadata.model_size_bytes,
+    )
     reference = data_of(settings, champion_tags, pulled=pulled) if champion else None
     record(settings, client, decision, y, cand_proba, champ_proba)
-    quality_report(settings, decision, holdout, cand_proba, champ_proba, current=frame,
-                   reference=reference, client=client)
+    quality_report(
+        settings,
+        decision,
+        holdout,
+        cand_proba,
+        champ_proba,
+        current=frame,
+        reference=reference,
+        client=client,
+    )
     return decision
 
 
-def _metrics(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, settings: Settings
-             ) -> dict[str, Any]:
+def _metrics(
+    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, settings: Settings
+) -> dict[str, Any]:
     overall = classification_metrics(y, proba, settings.metrics.threshold)
     overall["brier"] = float(np.mean((proba - y) ** 2))
-    return {"overall": overall,
-            "slices": slice_metrics(frame, y, proba, settings.metrics.slices,
-                                    settings.metrics.threshold)}
+    return {
+        "overall": overall,
+        "slices": slice_metrics(
+            frame, y, proba, settings.metrics.slices, settings.metrics.threshold
+        ),
+    }
 
 
-def record(settings: Settings, client, decision: Decision, y: np.ndarray, cand: np.ndarray,
-           champ: np.ndarray | None) -> Path:
+def record(
+    settings: Settings,
+    client,
+    decision: Decision,
+    y: np.ndarray,
+    cand: np.ndarray,
+    champ: np.ndarray | None,
+) -> Path:
     """Write the decision JSON and curves, log them to the candidate's run, tag the version."""
     out = settings.path(settings.reports.dir)
     path = out / "decision.json"
@@ -377,14 +549,23 @@ def record(settings: Settings, client, decision: Decision, y: np.ndarray, cand: 
             "mlgate.decision.reasons": "; ".join(decision.reasons)[:4900] or "all checks passed",
             "mlgate.decision.created_at": decision.created_at,
         }.items():
-            client.set_model_version_tag(decision.candidate.name, decision.candidate.version,
-                                         key, value)
+            client.set_model_version_tag(
+                decision.candidate.name, decision.candidate.version, key, value
+            )
     return path
 
 
-def quality_report(settings: Settings, decision: Decision, holdout: pd.DataFrame,
-                   cand: np.ndarray, champ: np.ndarray | None, *, current: pd.DataFrame,
-                   reference: pd.DataFrame | None, client) -> list[Path]:
+def quality_report(
+    settings: Settings,
+    decision: Decision,
+    holdout: pd.DataFrame,
+    cand: np.ndarray,
+    champ: np.ndarray | None,
+    *,
+    current: pd.DataFrame,
+    reference: pd.DataFrame | None,
+    client,
+) -> list[Path]:
     """evidently HTML reports: data drift from the champion's training data to the
     candidate's, and classification quality of both models on the holdout."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
@@ -394,8 +575,10 @@ def quality_report(settings: Settings, decision: Decision, holdout: pd.DataFrame
     features = list(features_of(holdout, settings).columns)
     out = settings.path(settings.reports.dir)
     written = []
-    scored = DataDefinition(numerical_columns=features, classification=[
-        BinaryClassification(target=target, prediction_probas="probability")])
+    scored = DataDefinition(
+        numerical_columns=features,
+        classification=[BinaryClassification(target=target, prediction_probas="probability")],
+    )
 
     def dataset(proba: np.ndarray) -> Dataset:
         return Dataset.from_pandas(holdout.assign(probability=proba), data_definition=scored)
@@ -403,14 +586,16 @@ def quality_report(settings: Settings, decision: Decision, holdout: pd.DataFrame
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quality = Report([ClassificationPreset()]).run(
-            current_data=dataset(cand), reference_data=dataset(champ) if champ is not None else None)
+            current_data=dataset(cand), reference_data=dataset(champ) if champ is not None else None
+        )
         written.append(out / "evidently-quality.html")
         quality.save_html(str(written[-1]))
         if reference is not None:
             plain = DataDefinition(numerical_columns=features)
             drift = Report([DataDriftPreset()]).run(
                 current_data=Dataset.from_pandas(current[features], data_definition=plain),
-                reference_data=Dataset.from_pandas(reference[features], data_definition=plain))
+                reference_data=Dataset.from_pandas(reference[features], data_definition=plain),
+            )
             written.append(out / "evidently-drift.html")
             drift.save_html(str(written[-1]))
     with tracking.errors("logging the evidently reports"):
@@ -419,8 +604,9 @@ def quality_report(settings: Settings, decision: Decision, holdout: pd.DataFrame
     return written
 
 
-def plot_curves(path: Path, y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None,
-                decision: Decision) -> None:
+def plot_curves(
+    path: Path, y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None, decision: Decision
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -450,38 +636,54 @@ def plot_curves(path: Path, y: np.ndarray, cand: np.ndarray, champ: np.ndarray |
 def report(decision: Decision, settings: Settings, *, fail: bool = True) -> None:
     print(decision.to_markdown(), flush=True)
     github.write_summary(settings.github, decision.to_markdown())
-    github.write_outputs(settings.github, {
-        "verdict": decision.verdict,
-        "candidate-version": decision.candidate.version,
-        "champion-version": decision.champion.version if decision.champion else "",
-        "decision": github.relative(settings.path(settings.reports.dir) / "decision.json",
-                                    Path.cwd()),
-    })
+    github.write_outputs(
+        settings.github,
+        {
+            "verdict": decision.verdict,
+            "candidate-version": decision.candidate.version,
+            "champion-version": decision.champion.version if decision.champion else "",
+            "decision": github.relative(
+                settings.path(settings.reports.dir) / "decision.json", Path.cwd()
+            ),
+        },
+    )
     if decision.passed:
         return
     enforced = fail and decision.mode == "enabled"
     for reason in decision.reasons:
         github.annotate("error" if enforced else "warning", reason, title="mlgate gate")
     if enforced:
-        raise GateFailed(f"{decision.candidate.uri} failed the gate: "
-                         + "; ".join(decision.reasons),
-                         fix="see the decision table; change the model or data, or the gate: "
-                         "policy in params.yaml if the policy is what is wrong")
+        raise GateFailed(
+            f"{decision.candidate.uri} failed the gate: " + "; ".join(decision.reasons),
+            fix="see the decision table; change the model or data, or the gate: "
+            "policy in params.yaml if the policy is what is wrong",
+        )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """mlgate evaluate: score a candidate version against the champion and write the decision."""
     parser = cli.stage_parser("evaluate", main.__doc__)
-    parser.add_argument("--candidate-version", required=True, metavar="N", type=cli.model_version,
-                        help="the model version to evaluate (model.name's)")
-    parser.add_argument("--fail-on-gate", choices=("true", "false"), default="true",
-                        help="false: exit 0 when the gate fails (the pipeline's promote step "
-                        "enforces it); default true")
+    parser.add_argument(
+        "--candidate-version",
+        required=True,
+        metavar="N",
+        type=cli.model_version,
+        help="the model version to evaluate (model.name's)",
+    )
+    parser.add_argument(
+        "--fail-on-gate",
+        choices=("true", "false"),
+        default="true",
+        help="false: exit 0 when the gate fails (the pipeline's promote step "
+        "enforces it); default true",
+    )
     args = parser.parse_args(argv)
 
     def action() -> int:
         settings = cli.settings_from(args, env)
-        report(evaluate(settings, args.candidate_version), settings, fail=args.fail_on_gate == "true")
+        report(
+            evaluate(settings, args.candidate_version), settings, fail=args.fail_on_gate == "true"
+        )
         return 0
 
     return cli.run(action)

@@ -50,8 +50,9 @@ def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def annotate(level: str, message: str, *, title: str | None = None,
-             stream: TextIO | None = None) -> None:
+def annotate(
+    level: str, message: str, *, title: str | None = None, stream: TextIO | None = None
+) -> None:
     """Print a workflow command (`::error::`, `::warning::`, `::notice::`)."""
     props = f" title={_escape_data(title).replace(',', '%2C').replace(':', '%3A')}" if title else ""
     print(f"::{level}{props}::{_escape_data(message)}", file=stream or sys.stdout, flush=True)

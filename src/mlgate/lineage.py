@@ -38,15 +38,22 @@ def git_info(project_dir: Path, github: GitHubContext) -> GitInfo:
 
 def _git(cwd: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-c", f"safe.directory={cwd}", *args], cwd=cwd,
-                              capture_output=True, text=True, timeout=30, check=True)
+        done = subprocess.run(
+            ["git", "-c", f"safe.directory={cwd}", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()
 
 
-def lineage_tags(*, git: GitInfo, data: DataVersion, github: GitHubContext,
-                 extra: dict[str, object]) -> dict[str, str]:
+def lineage_tags(
+    *, git: GitInfo, data: DataVersion, github: GitHubContext, extra: dict[str, object]
+) -> dict[str, str]:
     tags: dict[str, object] = {
         "mlgate.version": __version__,
         "mlgate.git.commit": git.commit or "unknown",
@@ -87,6 +94,9 @@ def serving_requirements() -> list[str]:
 
 def installed_distributions() -> str:
     """Every installed distribution as `name==version`, one a line, sorted."""
-    pins = {f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions()
-            if d.metadata["Name"]}
+    pins = {
+        f"{d.metadata['Name'].lower()}=={d.version}"
+        for d in metadata.distributions()
+        if d.metadata["Name"]
+    }
     return "\n".join(sorted(pins)) + "\n"

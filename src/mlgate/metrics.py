@@ -17,8 +17,9 @@ from mlgate.errors import ConfigError
 METRICS = ("auc", "pr_auc", "log_loss", "f1", "precision", "recall")
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float
-                           ) -> dict[str, float]:
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float
+) -> dict[str, float]:
     """AUC, PR-AUC, log loss, and F1 / precision / recall at `threshold`. Metrics that need
     both classes are left out when a set has one class only."""
     predicted = (proba >= threshold).astype(int)
@@ -40,17 +41,25 @@ def slice_masks(frame: pd.DataFrame, slices: Mapping[str, str]) -> dict[str, np.
         try:
             masks[name] = np.asarray(frame.eval(query), dtype=bool)
         except Exception as exc:  # pandas raises many types for a bad expression
-            raise ConfigError(f"metrics.slices.{name} ({query!r}) cannot be evaluated: {exc}",
-                              fix="write a pandas query over the data's columns, e.g. "
-                              "\"mean_radius >= 15\"") from exc
+            raise ConfigError(
+                f"metrics.slices.{name} ({query!r}) cannot be evaluated: {exc}",
+                fix='write a pandas query over the data\'s columns, e.g. "mean_radius >= 15"',
+            ) from exc
         if masks[name].shape != (len(frame),):
-            raise ConfigError(f"metrics.slices.{name} ({query!r}) is not a row condition",
-                              fix="compare a column with a value, e.g. \"mean_radius >= 15\"")
+            raise ConfigError(
+                f"metrics.slices.{name} ({query!r}) is not a row condition",
+                fix='compare a column with a value, e.g. "mean_radius >= 15"',
+            )
     return masks
 
 
-def slice_metrics(frame: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray,
-                  slices: Mapping[str, str], threshold: float) -> dict[str, dict[str, float]]:
+def slice_metrics(
+    frame: pd.DataFrame,
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    slices: Mapping[str, str],
+    threshold: float,
+) -> dict[str, dict[str, float]]:
     """Metrics for each slice, a named pandas query over the same rows, plus its row count."""
     out = {}
     for name, mask in slice_masks(frame, slices).items():

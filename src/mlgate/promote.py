@@ -20,7 +20,7 @@ from typing import Any
 
 from mlgate import cli, github, tracking
 from mlgate.errors import ConfigError, GateFailed
-from mlgate.evaluate import DECISION_ARTIFACT, SCHEMA_VERSION, find_champion
+from mlgate.evaluate import DECISION_ARTIFACT, SCHEMA_VERSION, find_champion, get_version
 from mlgate.settings import Settings
 
 STAGING = "staging"
@@ -38,22 +38,28 @@ class Promotion:
 def load_decision(client, settings: Settings, candidate_version: str) -> dict[str, Any]:
     """The decision evaluation logged on the candidate's run."""
     name = settings.model.name
+    version = get_version(client, name, candidate_version)
     with tracking.errors(f"reading the decision of {name} version {candidate_version}"):
-        version = client.get_model_version(name, candidate_version)
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = client.download_artifacts(version.run_id,
-                                                 f"{DECISION_ARTIFACT}/decision.json", tmp)
+                path = client.download_artifacts(
+                    version.run_id, f"{DECISION_ARTIFACT}/decision.json", tmp
+                )
             except Exception as exc:
-                raise GateFailed(f"{name} version {candidate_version} has no decision",
-                                 fix="run `mlgate evaluate` on it first") from exc
+                raise GateFailed(
+                    f"{name} version {candidate_version} has no decision",
+                    fix="run `mlgate evaluate` on it first",
+                ) from exc
             decision = json.loads(Path(path).read_text())
     if decision.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(f"decision schema_version {decision.get('schema_version')} is not "
-                          f"{SCHEMA_VERSION}", fix="re-run `mlgate evaluate` with this mlgate")
+        raise ConfigError(
+            f"decision schema_version {decision.get('schema_version')} is not {SCHEMA_VERSION}",
+            fix="re-run `mlgate evaluate` with this mlgate",
+        )
     if decision["candidate"]["version"] != str(candidate_version):
-        raise GateFailed("the decision on the run is for another version",
-                         fix="re-run `mlgate evaluate`")
+        raise GateFailed(
+            "the decision on the run is for another version", fix="re-run `mlgate evaluate`"
+        )
     return decision
 
 
@@ -63,23 +69,35 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
     decision = load_decision(client, settings, candidate_version)
     staged = tracking.version_by_alias(client, name, STAGING)
     if staged is not None and str(staged.version) == str(candidate_version):
-        return Promotion(candidate_version, True, False, None,
-                         f"{name} version {candidate_version} already holds '{STAGING}': "
-                         "nothing to do")
+        return Promotion(
+            candidate_version,
+            True,
+            False,
+            None,
+            f"{name} version {candidate_version} already holds '{STAGING}': nothing to do",
+        )
 
     if decision["verdict"] != "pass":
         reasons = "; ".join(decision["reasons"])
         if decision["mode"] == "dry-run":
-            return Promotion(candidate_version, False, False, None,
-                             f"dry run: version {candidate_version} would be rejected: {reasons}")
+            return Promotion(
+                candidate_version,
+                False,
+                False,
+                None,
+                f"dry run: version {candidate_version} would be rejected: {reasons}",
+            )
         with tracking.errors("recording the rejection"):
             client.set_model_version_tag(name, candidate_version, "mlgate.promotion", "rejected")
-            client.set_model_version_tag(name, candidate_version, "mlgate.promotion.reasons",
-                                         reasons[:4900])
+            client.set_model_version_tag(
+                name, candidate_version, "mlgate.promotion.reasons", reasons[:4900]
+            )
         for reason in decision["reasons"]:
             github.annotate("error", reason, title="mlgate: not promoted")
-        raise GateFailed(f"{name} version {candidate_version} was not promoted: {reasons}",
-                         fix="see the decision table of the evaluation; aliases are untouched")
+        raise GateFailed(
+            f"{name} version {candidate_version} was not promoted: {reasons}",
+            fix="see the decision table of the evaluation; aliases are untouched",
+        )
 
     champion = find_champion(client, name, candidate_version)
     then = decision["champion"]["version"] if decision["champion"] else None
@@ -89,16 +107,25 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
             f"the champion changed since the evaluation (was {then or 'none'}, now "
             f"{now or 'none'}): the comparison is stale, so version {candidate_version} was not "
             "promoted",
-            fix=f"re-run `mlgate evaluate --candidate-version {candidate_version}`, then promote")
+            fix=f"re-run `mlgate evaluate --candidate-version {candidate_version}`, then promote",
+        )
     if decision["mode"] == "dry-run":
-        return Promotion(candidate_version, False, False, None,
-                         f"dry run: version {candidate_version} would be promoted to Staging")
+        return Promotion(
+            candidate_version,
+            False,
+            False,
+            None,
+            f"dry run: version {candidate_version} would be promoted to Staging",
+        )
 
     previous = staged.version if staged is not None else None
     when = datetime.now(UTC).isoformat(timespec="seconds")
-    tags = {"mlgate.promotion": "staging", "mlgate.promotion.staging_at": when,
-            "mlgate.promotion.replaced": previous or "none",
-            "mlgate.promotion.champion_at_evaluation": then or "none"}
+    tags = {
+        "mlgate.promotion": "staging",
+        "mlgate.promotion.staging_at": when,
+        "mlgate.promotion.replaced": previous or "none",
+        "mlgate.promotion.champion_at_evaluation": then or "none",
+    }
     if settings.github.run_url:
         tags["mlgate.promotion.run_url"] = settings.github.run_url
     with tracking.errors(f"promoting version {candidate_version} to Staging"):
@@ -107,32 +134,49 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
         client.set_registered_model_alias(name, STAGING, candidate_version)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
-            client.transition_model_version_stage(name, candidate_version, "Staging",
-                                                  archive_existing_versions=True)
+            client.transition_model_version_stage(
+                name, candidate_version, "Staging", archive_existing_versions=True
+            )
         if previous:
-            client.set_model_version_tag(name, previous, "mlgate.promotion.superseded_by",
-                                         candidate_version)
-    return Promotion(candidate_version, True, True, previous,
-                     f"{name} version {candidate_version} is now '{STAGING}'"
-                     + (f" (replacing version {previous})" if previous else ""))
+            client.set_model_version_tag(
+                name, previous, "mlgate.promotion.superseded_by", candidate_version
+            )
+    return Promotion(
+        candidate_version,
+        True,
+        True,
+        previous,
+        f"{name} version {candidate_version} is now '{STAGING}'"
+        + (f" (replacing version {previous})" if previous else ""),
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """mlgate promote: give the staging alias to a candidate whose decision passed."""
     parser = cli.stage_parser("promote", main.__doc__)
-    parser.add_argument("--candidate-version", required=True, metavar="N", type=cli.model_version,
-                        help="the evaluated model version (model.name's)")
+    parser.add_argument(
+        "--candidate-version",
+        required=True,
+        metavar="N",
+        type=cli.model_version,
+        help="the evaluated model version (model.name's)",
+    )
     args = parser.parse_args(argv)
 
     def action() -> int:
         settings = cli.settings_from(args, env)
         result = promote(settings, args.candidate_version)
         print(result.message, flush=True)
-        github.write_outputs(settings.github, {"staged": str(result.staged).lower(),
-                                               "staging-version": result.version
-                                               if result.staged else ""})
-        github.write_summary(settings.github, f"### {'⬆️' if result.changed else 'ℹ️'} "
-                             f"Promotion\n{result.message}")
+        github.write_outputs(
+            settings.github,
+            {
+                "staged": str(result.staged).lower(),
+                "staging-version": result.version if result.staged else "",
+            },
+        )
+        github.write_summary(
+            settings.github, f"### {'⬆️' if result.changed else 'ℹ️'} Promotion\n{result.message}"
+        )
         return 0
 
     return cli.run(action)

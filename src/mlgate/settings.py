@@ -440,8 +440,13 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         return str(value)
     if base is Path and isinstance(value, str) and value:
         return Path(value)
-    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            Path: "a path"}[base]
+    kind = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        Path: "a path",
+    }[base]
     raise ConfigError(f"{name} must be {kind}, got {value!r}{where}", fix=f"set {name} to {kind}")
 
 
@@ -464,40 +469,59 @@ def _check_consistency(s: Settings) -> None:
     for key in ("validation_fraction", "holdout_fraction"):
         value = getattr(s.split, key)
         if not 0 < value < 1:
-            raise ConfigError(f"split.{key} must be between 0 and 1, got {value}",
-                              fix=f"set split.{key} to a fraction such as 0.2")
+            raise ConfigError(
+                f"split.{key} must be between 0 and 1, got {value}",
+                fix=f"set split.{key} to a fraction such as 0.2",
+            )
     if s.split.validation_fraction + s.split.holdout_fraction >= 0.9:
         raise ConfigError(
             "split.validation_fraction + split.holdout_fraction leave under 10% to train on",
             fix="lower one of them so that their sum is below 0.9",
         )
     if not 0 < s.metrics.threshold < 1:
-        raise ConfigError(f"metrics.threshold must be between 0 and 1, got {s.metrics.threshold}",
-                          fix="set metrics.threshold to a probability such as 0.5")
+        raise ConfigError(
+            f"metrics.threshold must be between 0 and 1, got {s.metrics.threshold}",
+            fix="set metrics.threshold to a probability such as 0.5",
+        )
     for key in ("num_boost_round", "early_stopping_rounds"):
         if getattr(s.train, key) < 1:
             raise ConfigError(f"train.{key} must be at least 1", fix=f"raise train.{key}")
     if s.tracking.retries < 0 or s.tracking.backoff < 0 or s.tracking.timeout <= 0:
-        raise ConfigError("tracking.retries and tracking.backoff must be >= 0 and tracking.timeout > 0",
-                          fix="correct the tracking section")
-    choices = {"gate.mode": (s.gate.mode, ("enabled", "dry-run")),
-               "gate.first_model": (s.gate.first_model, ("absolute", "reject"))}
+        raise ConfigError(
+            "tracking.retries and tracking.backoff must be >= 0 and tracking.timeout > 0",
+            fix="correct the tracking section",
+        )
+    choices = {
+        "gate.mode": (s.gate.mode, ("enabled", "dry-run")),
+        "gate.first_model": (s.gate.first_model, ("absolute", "reject")),
+    }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}"
-                              f"{did_you_mean(value, allowed)}", fix=f"set {key} to {allowed[0]}")
+            raise ConfigError(
+                f"{key} must be one of {', '.join(allowed)}, got {value!r}"
+                f"{did_you_mean(value, allowed)}",
+                fix=f"set {key} to {allowed[0]}",
+            )
     if not 0.5 <= s.gate.confidence < 1:
-        raise ConfigError(f"gate.confidence must be in [0.5, 1), got {s.gate.confidence}",
-                          fix="set gate.confidence to e.g. 0.95")
+        raise ConfigError(
+            f"gate.confidence must be in [0.5, 1), got {s.gate.confidence}",
+            fix="set gate.confidence to e.g. 0.95",
+        )
     for name, floor in s.gate.slice_min_auc.items():
         if name not in s.metrics.slices:
-            raise ConfigError(f"gate.slice_min_auc names slice '{name}', which metrics.slices does "
-                              f"not declare{did_you_mean(name, s.metrics.slices)}",
-                              fix="declare the slice under metrics.slices or remove the floor")
+            raise ConfigError(
+                f"gate.slice_min_auc names slice '{name}', which metrics.slices does "
+                f"not declare{did_you_mean(name, s.metrics.slices)}",
+                fix="declare the slice under metrics.slices or remove the floor",
+            )
         if not isinstance(floor, (int, float)) or isinstance(floor, bool) or not 0 <= floor <= 1:
-            raise ConfigError(f"gate.slice_min_auc.{name} must be an AUC in [0, 1], got {floor!r}",
-                              fix=f"set gate.slice_min_auc.{name} to e.g. 0.85")
+            raise ConfigError(
+                f"gate.slice_min_auc.{name} must be an AUC in [0, 1], got {floor!r}",
+                fix=f"set gate.slice_min_auc.{name} to e.g. 0.85",
+            )
     for name, query in s.metrics.slices.items():
         if not isinstance(query, str) or not query.strip():
-            raise ConfigError(f"metrics.slices.{name} must be a pandas query string",
-                              fix=f"write it like  {name}: \"mean_radius >= 15\"")
+            raise ConfigError(
+                f"metrics.slices.{name} must be a pandas query string",
+                fix=f'write it like  {name}: "mean_radius >= 15"',
+            )

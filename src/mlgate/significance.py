@@ -35,8 +35,9 @@ class PairedAuc:
         return {**asdict(self), "significant": self.significant}
 
 
-def delong(y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
-           confidence: float = 0.95) -> PairedAuc:
+def delong(
+    y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray, confidence: float = 0.95
+) -> PairedAuc:
     """DeLong's test of AUC(candidate) - AUC(champion), with a `confidence` interval."""
     y = np.asarray(y_true).astype(int)
     scores = np.vstack([np.asarray(candidate, float), np.asarray(champion, float)])
@@ -62,6 +63,15 @@ def delong(y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
         z = difference / std_error
         p_value = float(2 * stats.norm.sf(abs(z)))
     half = float(stats.norm.ppf(0.5 + confidence / 2)) * std_error
-    return PairedAuc(method="DeLong", auc_candidate=float(aucs[0]), auc_champion=float(aucs[1]),
-                     difference=difference, std_error=std_error, z=float(z), p_value=p_value,
-                     ci_low=difference - half, ci_high=difference + half, confidence=confidence)
+    return PairedAuc(
+        method="DeLong",
+        auc_candidate=float(aucs[0]),
+        auc_champion=float(aucs[1]),
+        difference=difference,
+        std_error=std_error,
+        z=float(z),
+        p_value=p_value,
+        ci_low=difference - half,
+        ci_high=difference + half,
+        confidence=confidence,
+    )

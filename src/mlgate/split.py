@@ -36,20 +36,33 @@ class Split:
 BUCKETS = 1_000_000
 
 
-def split_frame(frame: pd.DataFrame, *, target: str, seed: int, validation_fraction: float,
-                holdout_fraction: float, id_column: str | None = None) -> Split:
+def split_frame(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    seed: int,
+    validation_fraction: float,
+    holdout_fraction: float,
+    id_column: str | None = None,
+) -> Split:
     """Assign each row by the seeded hash of its key: holdout, then validation, then train."""
     position = row_hash(frame, target=target, seed=seed, id_column=id_column) % BUCKETS / BUCKETS
     holdout = position < holdout_fraction
     validation = ~holdout & (position < holdout_fraction + validation_fraction)
-    split = Split(train=frame[~holdout & ~validation], validation=frame[validation],
-                  holdout=frame[holdout])
-    for name, part in (("train", split.train), ("validation", split.validation),
-                       ("holdout", split.holdout)):
+    split = Split(
+        train=frame[~holdout & ~validation], validation=frame[validation], holdout=frame[holdout]
+    )
+    for name, part in (
+        ("train", split.train),
+        ("validation", split.validation),
+        ("holdout", split.holdout),
+    ):
         if part[target].nunique() < 2:
-            raise DataError(f"the {name} part of the split holds {len(part)} rows and not both "
-                            "classes", fix="add rows of the rarer class, or raise "
-                            "split.holdout_fraction / split.validation_fraction")
+            raise DataError(
+                f"the {name} part of the split holds {len(part)} rows and not both classes",
+                fix="add rows of the rarer class, or raise "
+                "split.holdout_fraction / split.validation_fraction",
+            )
     return split
 
 
@@ -68,8 +81,9 @@ def row_keys(frame: pd.DataFrame, id_column: str | None) -> list:
     return frame[id_column].tolist() if id_column else [int(i) for i in frame.index]
 
 
-def holdout_from_keys(frame: pd.DataFrame, keys: list, *, id_column: str | None,
-                      digest: str) -> pd.DataFrame:
+def holdout_from_keys(
+    frame: pd.DataFrame, keys: list, *, id_column: str | None, digest: str
+) -> pd.DataFrame:
     """Rebuild the logged holdout from the same data version, refusing one that differs."""
     fix = "evaluate against the data version the model was trained on (mlgate.data.md5)"
     if id_column:
@@ -81,11 +95,11 @@ def holdout_from_keys(frame: pd.DataFrame, keys: list, *, id_column: str | None,
         try:
             holdout = frame.loc[keys]
         except KeyError as exc:
-            raise DataError("holdout rows logged at training are missing from the data",
-                            fix=fix) from exc
+            raise DataError(
+                "holdout rows logged at training are missing from the data", fix=fix
+            ) from exc
     if frame_digest(holdout) != digest:
-        raise DataError("the rebuilt holdout does not match the digest logged at training",
-                        fix=fix)
+        raise DataError("the rebuilt holdout does not match the digest logged at training", fix=fix)
     return holdout
 
 

@@ -21,9 +21,11 @@ from urllib3.util.retry import Retry
 from mlgate.errors import TrackingError
 from mlgate.settings import Settings
 
-FIX_UNREACHABLE = ("start the server, or point tracking.uri (MLGATE_TRACKING_URI / "
-                   "--tracking-uri) at a running one; credentials go in "
-                   "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN")
+FIX_UNREACHABLE = (
+    "start the server, or point tracking.uri (MLGATE_TRACKING_URI / "
+    "--tracking-uri) at a running one; credentials go in "
+    "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"
+)
 
 
 @contextmanager
@@ -68,9 +70,16 @@ def connect(settings: Settings):  # -> mlflow.MlflowClient
 
 
 def wait_until_healthy(uri: str, *, retries: int, backoff: float, timeout: float) -> None:
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries,
-                  backoff_factor=backoff, status_forcelist=(429, 500, 502, 503, 504),
-                  allowed_methods=frozenset({"GET"}), raise_on_status=True)
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=backoff,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        raise_on_status=True,
+    )
     with requests.Session() as session:
         session.mount("http://", HTTPAdapter(max_retries=retry))
         session.mount("https://", HTTPAdapter(max_retries=retry))
@@ -97,8 +106,17 @@ def version_by_alias(client, name: str, alias: str):  # -> ModelVersion | None
             raise
 
 
-def register(client, *, name: str, description: str, model_uri: str, model_id: str | None,
-             run_id: str, tags: dict[str, str], timeout: int = 300):  # -> ModelVersion
+def register(
+    client,
+    *,
+    name: str,
+    description: str,
+    model_uri: str,
+    model_id: str | None,
+    run_id: str,
+    tags: dict[str, str],
+    timeout: int = 300,
+):  # -> ModelVersion
     """Create a version with its tags and description in one call, wait until READY, and
     delete it again if anything fails: a version never exists without its lineage."""
     from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
@@ -107,21 +125,29 @@ def register(client, *, name: str, description: str, model_uri: str, model_id: s
     with errors(f"creating registered model '{name}'"):
         try:
             client.create_registered_model(
-                name, description="Registered by mlgate; each version carries its lineage tags.")
+                name, description="Registered by mlgate; each version carries its lineage tags."
+            )
         except MlflowException as exc:
             if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
                 raise
     try:
         with errors(f"registering a version of '{name}'"):
             version = client.create_model_version(
-                name=name, source=model_uri, run_id=run_id, tags=tags, description=description,
-                model_id=model_id, await_creation_for=timeout)
+                name=name,
+                source=model_uri,
+                run_id=run_id,
+                tags=tags,
+                description=description,
+                model_id=model_id,
+                await_creation_for=timeout,
+            )
             if ModelVersionStatus.from_string(version.status) != ModelVersionStatus.READY:
                 version = client.get_model_version(name, version.version)
             if ModelVersionStatus.from_string(version.status) != ModelVersionStatus.READY:
-                raise TrackingError(f"model version {name}/{version.version} is "
-                                    f"{version.status}, not READY",
-                                    fix="check the registry's artifact store, then re-run")
+                raise TrackingError(
+                    f"model version {name}/{version.version} is {version.status}, not READY",
+                    fix="check the registry's artifact store, then re-run",
+                )
             return version
     except BaseException:
         _delete_versions_of_run(client, name, run_id)

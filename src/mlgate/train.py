@@ -61,19 +61,25 @@ def check_xgboost_params(params: Mapping[str, Any]) -> None:
             warnings.simplefilter("always")
             booster = xgb.train(dict(params), probe, num_boost_round=1)
     except xgb.core.XGBoostError as exc:
-        raise ConfigError(f"train.params is rejected by XGBoost: {str(exc).splitlines()[0]}",
-                          fix="correct the value in the train.params section") from exc
+        raise ConfigError(
+            f"train.params is rejected by XGBoost: {str(exc).splitlines()[0]}",
+            fix="correct the value in the train.params section",
+        ) from exc
     unused = [m.group("names") for w in caught if (m := _UNUSED.search(str(w.message)))]
     if unused:
         known = _config_keys(json.loads(booster.save_config()))
         names = [n.strip().strip('"') for n in ",".join(unused).split(",") if n.strip()]
         hints = "; ".join(f"'{n}'{did_you_mean(n, known)}" for n in names)
-        raise ConfigError(f"unknown XGBoost parameter(s) in train.params: {hints}",
-                          fix="see https://xgboost.readthedocs.io/en/stable/parameter.html")
+        raise ConfigError(
+            f"unknown XGBoost parameter(s) in train.params: {hints}",
+            fix="see https://xgboost.readthedocs.io/en/stable/parameter.html",
+        )
     if params.get("objective", "binary:logistic") != "binary:logistic":
-        raise ConfigError("train.params.objective must be binary:logistic (mlgate serves "
-                          "probabilities of the positive class)",
-                          fix="remove objective from train.params or set it to binary:logistic")
+        raise ConfigError(
+            "train.params.objective must be binary:logistic (mlgate serves "
+            "probabilities of the positive class)",
+            fix="remove objective from train.params or set it to binary:logistic",
+        )
 
 
 def _config_keys(node: Any) -> set[str]:
@@ -92,11 +98,14 @@ def fit(split: Split, settings: Settings):  # -> xgboost.Booster
     target = settings.data.target
     dtrain = xgb.DMatrix(features_of(split.train, settings), label=split.train[target])
     dvalid = xgb.DMatrix(features_of(split.validation, settings), label=split.validation[target])
-    booster = xgb.train(dict(settings.train.params), dtrain,
-                        num_boost_round=settings.train.num_boost_round,
-                        evals=[(dtrain, "train"), (dvalid, "validation")],
-                        early_stopping_rounds=settings.train.early_stopping_rounds,
-                        verbose_eval=False)
+    booster = xgb.train(
+        dict(settings.train.params),
+        dtrain,
+        num_boost_round=settings.train.num_boost_round,
+        evals=[(dtrain, "train"), (dvalid, "validation")],
+        early_stopping_rounds=settings.train.early_stopping_rounds,
+        verbose_eval=False,
+    )
     best = int(booster.best_iteration)
     trimmed = booster[: best + 1]
     trimmed.set_attr(best_iteration=str(best))
@@ -118,10 +127,14 @@ def train(settings: Settings) -> TrainResult:
     check_xgboost_params(settings.train.params)
     slice_masks(frame, settings.metrics.slices)  # a bad slice query too
     target = settings.data.target
-    split = split_frame(frame, target=target, seed=settings.split.seed,
-                        validation_fraction=settings.split.validation_fraction,
-                        holdout_fraction=settings.split.holdout_fraction,
-                        id_column=settings.data.id_column)
+    split = split_frame(
+        frame,
+        target=target,
+        seed=settings.split.seed,
+        validation_fraction=settings.split.validation_fraction,
+        holdout_fraction=settings.split.holdout_fraction,
+        id_column=settings.data.id_column,
+    )
     client = tracking.connect(settings)  # unreachable server: fail here, no run started
     git = lineage.git_info(settings.project_dir, settings.github)
 
@@ -132,8 +145,9 @@ def train(settings: Settings) -> TrainResult:
         proba = predict(booster, split.holdout, settings)
         y = split.holdout[target].to_numpy()
         overall = classification_metrics(y, proba, settings.metrics.threshold)
-        slices = slice_metrics(split.holdout, y, proba, settings.metrics.slices,
-                               settings.metrics.threshold)
+        slices = slice_metrics(
+            split.holdout, y, proba, settings.metrics.slices, settings.metrics.threshold
+        )
 
         extra = {
             "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
@@ -151,40 +165,64 @@ def train(settings: Settings) -> TrainResult:
         mlflow.log_params(_flat_params(settings, booster))
 
         with _quiet_mlflow_hints():
-            sources = {name: mlflow.data.from_pandas(part, source=version.object_url,
-                                                     targets=target,
-                                                     name=f"{name}@{version.dvc_md5[:12]}")
-                       for name, part in (("train", split.train),
-                                          ("validation", split.validation),
-                                          ("holdout", split.holdout))}
+            sources = {
+                name: mlflow.data.from_pandas(
+                    part,
+                    source=version.object_url,
+                    targets=target,
+                    name=f"{name}@{version.dvc_md5[:12]}",
+                )
+                for name, part in (
+                    ("train", split.train),
+                    ("validation", split.validation),
+                    ("holdout", split.holdout),
+                )
+            }
             for context, dataset in sources.items():
                 mlflow.log_input(dataset, context=context)
 
         inputs = features_of(split.train, settings)
         signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
         model_info = mlflow.xgboost.log_model(
-            booster, name=MODEL_ARTIFACT, signature=signature, input_example=inputs.head(3),
-            pip_requirements=lineage.serving_requirements(), model_format="ubj")
+            booster,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=inputs.head(3),
+            pip_requirements=lineage.serving_requirements(),
+            model_format="ubj",
+        )
 
         metric_values = {f"holdout_{k}": v for k, v in overall.items()}
         for name, values in slices.items():
             metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
         metric_values["best_iteration"] = float(best)
-        mlflow.log_metrics(metric_values, model_id=model_info.model_id,
-                           dataset=sources["holdout"])
+        mlflow.log_metrics(metric_values, model_id=model_info.model_id, dataset=sources["holdout"])
         _log_artifacts(settings, split, version)
 
         description = _description(settings, version, git.commit, overall, settings.github)
         model_version = tracking.register(
-            client, name=settings.model.name, description=description,
-            model_uri=model_info.model_uri, model_id=model_info.model_id, run_id=run_id,
-            tags={**tags, "mlgate.run_id": run_id,
-                  **{f"mlgate.metrics.holdout_{k}": f"{v:.6f}" for k, v in overall.items()}})
+            client,
+            name=settings.model.name,
+            description=description,
+            model_uri=model_info.model_uri,
+            model_id=model_info.model_id,
+            run_id=run_id,
+            tags={
+                **tags,
+                "mlgate.run_id": run_id,
+                **{f"mlgate.metrics.holdout_{k}": f"{v:.6f}" for k, v in overall.items()},
+            },
+        )
 
-    return TrainResult(run_id=run_id, model_name=settings.model.name,
-                       model_version=str(model_version.version),
-                       model_uri=f"models:/{settings.model.name}/{model_version.version}",
-                       data_hash=version.dvc_md5, best_iteration=best, metrics=overall)
+    return TrainResult(
+        run_id=run_id,
+        model_name=settings.model.name,
+        model_version=str(model_version.version),
+        model_uri=f"models:/{settings.model.name}/{model_version.version}",
+        data_hash=version.dvc_md5,
+        best_iteration=best,
+        metrics=overall,
+    )
 
 
 @contextmanager
@@ -193,16 +231,22 @@ def _quiet_mlflow_hints() -> Iterator[None]:
     dataset-source classes, and the dataset profile (not the signature, which is all doubles)
     holds the integer label column."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The specified dataset source can be "
-                                "interpreted in multiple ways", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer",
-                                category=UserWarning)
+        warnings.filterwarnings(
+            "ignore",
+            message="The specified dataset source can be interpreted in multiple ways",
+            category=UserWarning,
+        )
+        warnings.filterwarnings(
+            "ignore", message="Hint: Inferred schema contains integer", category=UserWarning
+        )
         yield
 
 
 def _class_counts(labels: pd.Series) -> str:
     """Class balance as `label:count` pairs, e.g. `0:357,1:212`."""
-    return ",".join(f"{label}:{count}" for label, count in labels.value_counts().sort_index().items())
+    return ",".join(
+        f"{label}:{count}" for label, count in labels.value_counts().sort_index().items()
+    )
 
 
 def _library_pin() -> str:
@@ -220,18 +264,20 @@ def _file_sha256(path: Path | None) -> str | None:
 
 def _flat_params(settings: Settings, booster) -> dict[str, object]:
     params: dict[str, object] = {f"xgb.{k}": v for k, v in settings.train.params.items()}
-    params.update({
-        "num_boost_round": settings.train.num_boost_round,
-        "early_stopping_rounds": settings.train.early_stopping_rounds,
-        "split.seed": settings.split.seed,
-        "split.validation_fraction": settings.split.validation_fraction,
-        "split.holdout_fraction": settings.split.holdout_fraction,
-        "metrics.threshold": settings.metrics.threshold,
-        "data.target": settings.data.target,
-        "data.id_column": settings.data.id_column,
-        "model.num_trees": booster.num_boosted_rounds(),
-        "model.num_features": booster.num_features(),
-    })
+    params.update(
+        {
+            "num_boost_round": settings.train.num_boost_round,
+            "early_stopping_rounds": settings.train.early_stopping_rounds,
+            "split.seed": settings.split.seed,
+            "split.validation_fraction": settings.split.validation_fraction,
+            "split.holdout_fraction": settings.split.holdout_fraction,
+            "metrics.threshold": settings.metrics.threshold,
+            "data.target": settings.data.target,
+            "data.id_column": settings.data.id_column,
+            "model.num_trees": booster.num_boosted_rounds(),
+            "model.num_features": booster.num_features(),
+        }
+    )
     return params
 
 
@@ -269,30 +315,45 @@ def _log_artifacts(settings: Settings, split: Split, version: DataVersion) -> No
             mlflow.log_artifact(str(schema), artifact_path="config")
 
 
-def _description(settings: Settings, version: DataVersion, commit: str | None,
-                 overall: Mapping[str, float], gh: GitHubContext) -> str:
+def _description(
+    settings: Settings,
+    version: DataVersion,
+    commit: str | None,
+    overall: Mapping[str, float],
+    gh: GitHubContext,
+) -> str:
     auc = overall.get("auc")
     where = f" by {gh.run_url}" if gh.run_url else ""
     score = f" Holdout AUC {auc:.4f}." if auc is not None else ""
-    return (f"XGBoost binary classifier trained on {version.path} (DVC md5 {version.dvc_md5}) "
-            f"at commit {(commit or 'unknown')[:12]}{where}.{score}")
+    return (
+        f"XGBoost binary classifier trained on {version.path} (DVC md5 {version.dvc_md5}) "
+        f"at commit {(commit or 'unknown')[:12]}{where}.{score}"
+    )
 
 
 def report(result: TrainResult, settings: Settings) -> None:
     print(f"registered {result.model_uri} (run {result.run_id}, data {result.data_hash})")
-    github.write_outputs(settings.github, {
-        "run-id": result.run_id,
-        "model-name": result.model_name,
-        "model-version": result.model_version,
-        "model-uri": result.model_uri,
-        "data-hash": result.data_hash,
-    })
-    rows = [("model", f"`{result.model_uri}`"), ("run", f"`{result.run_id}`"),
-            ("data (DVC md5)", f"`{result.data_hash}`"),
-            ("best iteration", result.best_iteration)]
+    github.write_outputs(
+        settings.github,
+        {
+            "run-id": result.run_id,
+            "model-name": result.model_name,
+            "model-version": result.model_version,
+            "model-uri": result.model_uri,
+            "data-hash": result.data_hash,
+        },
+    )
+    rows = [
+        ("model", f"`{result.model_uri}`"),
+        ("run", f"`{result.run_id}`"),
+        ("data (DVC md5)", f"`{result.data_hash}`"),
+        ("best iteration", result.best_iteration),
+    ]
     rows += [(f"holdout {k}", f"{v:.4f}") for k, v in result.metrics.items()]
-    github.write_summary(settings.github, "### 🧪 Trained and registered\n"
-                         + github.markdown_table(["", "value"], rows))
+    github.write_summary(
+        settings.github,
+        "### 🧪 Trained and registered\n" + github.markdown_table(["", "value"], rows),
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -306,4 +367,3 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 0
 
     return cli.run(action)
-

@@ -50,21 +50,34 @@ class Report:
             return f"### ✅ Data valid\n`{self.data}`: {self.rows} rows, {self.columns} columns"
         table = github.markdown_table(
             ["column", "check", "failures", "sample values", "sample rows"],
-            [(v.column, f"`{v.check}`", v.count, ", ".join(v.samples), ", ".join(map(str, v.rows)))
-             for v in self.violations],
+            [
+                (
+                    v.column,
+                    f"`{v.check}`",
+                    v.count,
+                    ", ".join(v.samples),
+                    ", ".join(map(str, v.rows)),
+                )
+                for v in self.violations
+            ],
         )
-        return (f"### ❌ Data invalid: {len(self.violations)} checks failed\n"
-                f"`{self.data}`: {self.rows} rows, {self.columns} columns\n\n{table}")
+        return (
+            f"### ❌ Data invalid: {len(self.violations)} checks failed\n"
+            f"`{self.data}`: {self.rows} rows, {self.columns} columns\n\n{table}"
+        )
 
     def to_text(self) -> str:
         if self.ok:
             return f"data valid: {self.data} ({self.rows} rows, {self.columns} columns)"
-        lines = [f"data invalid: {self.data} ({self.rows} rows, {self.columns} columns), "
-                 f"{len(self.violations)} checks failed:"]
+        lines = [
+            f"data invalid: {self.data} ({self.rows} rows, {self.columns} columns), "
+            f"{len(self.violations)} checks failed:"
+        ]
         for v in self.violations:
             rows = f" at rows {', '.join(map(str, v.rows))}" if v.rows else ""
-            lines.append(f"  - {v.column}: {v.check} failed {v.count}x, "
-                         f"e.g. {', '.join(v.samples)}{rows}")
+            lines.append(
+                f"  - {v.column}: {v.check} failed {v.count}x, e.g. {', '.join(v.samples)}{rows}"
+            )
         return "\n".join(lines)
 
 
@@ -72,25 +85,36 @@ def load_schema(path: Path):  # -> pandera DataFrameSchema
     import pandera.pandas as pa
 
     if not path.is_file():
-        raise ConfigError(f"schema file {path} not found",
-                          fix="set schema.path to the pandera YAML schema of your data")
+        raise ConfigError(
+            f"schema file {path} not found",
+            fix="set schema.path to the pandera YAML schema of your data",
+        )
     fix = "write it in pandera's YAML format (see schema/breast_cancer.yaml)"
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("columns"), dict) or not doc["columns"]:
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("columns"), dict)
+            or not doc["columns"]
+        ):
             # pandera accepts such a file and would then check nothing at all
-            raise ConfigError(f"schema file {path} is not a valid pandera YAML schema: it has "
-                              "no 'columns:' mapping", fix=fix)
+            raise ConfigError(
+                f"schema file {path} is not a valid pandera YAML schema: it has "
+                "no 'columns:' mapping",
+                fix=fix,
+            )
         return pa.DataFrameSchema.from_yaml(path)
     except ConfigError:
         raise
     except Exception as exc:  # pandera and yaml raise many types for a bad schema file
-        raise ConfigError(f"schema file {path} is not a valid pandera YAML schema: {exc}",
-                          fix=fix) from exc
+        raise ConfigError(
+            f"schema file {path} is not a valid pandera YAML schema: {exc}", fix=fix
+        ) from exc
 
 
-def validate_frame(frame: pd.DataFrame, schema, settings: Settings, *, name: str
-                   ) -> tuple[pd.DataFrame, Report]:
+def validate_frame(
+    frame: pd.DataFrame, schema, settings: Settings, *, name: str
+) -> tuple[pd.DataFrame, Report]:
     """Validate lazily and return the validated (coerced) frame with a report of every failure."""
     import pandera.errors
 
@@ -103,8 +127,13 @@ def validate_frame(frame: pd.DataFrame, schema, settings: Settings, *, name: str
     except pandera.errors.SchemaError as exc:  # non-lazy failures (e.g. an empty frame)
         violations.append(Violation(DATAFRAME, str(exc).splitlines()[0], 1, ()))
     violations += _training_checks(frame, settings)
-    report = Report(schema_version=1, data=name, rows=len(frame), columns=frame.shape[1],
-                    violations=tuple(violations))
+    report = Report(
+        schema_version=1,
+        data=name,
+        rows=len(frame),
+        columns=frame.shape[1],
+        violations=tuple(violations),
+    )
     return validated, report
 
 
@@ -118,8 +147,10 @@ def _group(failure_cases: pd.DataFrame) -> list[Violation]:
         rows = tuple(int(i) for i in group["index"].dropna().head(SAMPLES))
         samples = tuple(dict.fromkeys(repr(v) for v in group["failure_case"].head(SAMPLES)))
         if check in {"column_in_schema", "column_in_dataframe"}:
-            check = {"column_in_schema": "unexpected column (schema is strict)",
-                     "column_in_dataframe": "required column missing"}[check]
+            check = {
+                "column_in_schema": "unexpected column (schema is strict)",
+                "column_in_dataframe": "required column missing",
+            }[check]
             samples = ()
         out.append(Violation(str(column), str(check), len(group), samples, rows))
     return out
@@ -130,8 +161,14 @@ def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]
     for a stratified three-way split."""
     out = []
     if len(frame) < settings.schema.min_rows:
-        out.append(Violation(DATAFRAME, f"at least {settings.schema.min_rows} rows "
-                             "(schema.min_rows)", 1, (f"{len(frame)} rows",)))
+        out.append(
+            Violation(
+                DATAFRAME,
+                f"at least {settings.schema.min_rows} rows (schema.min_rows)",
+                1,
+                (f"{len(frame)} rows",),
+            )
+        )
     target = settings.data.target
     if target not in frame.columns:
         out.append(Violation(target, "target column present (data.target)", 1, ()))
@@ -143,8 +180,15 @@ def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]
     else:
         small = counts[counts < settings.schema.min_class_count]
         for label, count in small.items():
-            out.append(Violation(target, f"at least {settings.schema.min_class_count} rows per "
-                                 "class (schema.min_class_count)", 1, (f"{label!r}: {count}",)))
+            out.append(
+                Violation(
+                    target,
+                    f"at least {settings.schema.min_class_count} rows per "
+                    "class (schema.min_class_count)",
+                    1,
+                    (f"{label!r}: {count}",),
+                )
+            )
     return out
 
 
@@ -155,17 +199,22 @@ def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
     frame = load_frame(settings.path(Path(version.path)))
     validated, report = validate_frame(frame, schema, settings, name=version.path)
     report_path = settings.path(settings.reports.dir) / "validation.json"
-    write_json_atomic(report_path, {**asdict(report), "ok": report.ok,
-                                    "data_md5": version.dvc_md5})
+    write_json_atomic(report_path, {**asdict(report), "ok": report.ok, "data_md5": version.dvc_md5})
     print(report.to_text(), flush=True)
     github.write_summary(settings.github, report.to_markdown())
-    github.write_outputs(settings.github, {"valid": str(report.ok).lower(),
-                                           "report": github.relative(report_path, Path.cwd()),
-                                           "data-hash": version.dvc_md5})
+    github.write_outputs(
+        settings.github,
+        {
+            "valid": str(report.ok).lower(),
+            "report": github.relative(report_path, Path.cwd()),
+            "data-hash": version.dvc_md5,
+        },
+    )
     if not report.ok:
         for v in report.violations[:10]:
-            github.annotate("error", f"{v.column}: {v.check} failed {v.count}x",
-                            title="data validation")
+            github.annotate(
+                "error", f"{v.column}: {v.check} failed {v.count}x", title="data validation"
+            )
         raise ValidationFailed(
             f"{version.path} breaks the schema in {len(report.violations)} checks "
             "(listed above); nothing was trained",

@@ -15,8 +15,14 @@ from mlgate import evaluate, promote, train
 from tests.conftest import SERVICE_PATHS, make_project, push_data
 from tests.integration.test_train import client, train_args, unique
 
-WEAK = ("--set", "train.params.max_depth=1", "--set", "train.num_boost_round=2",
-        "--set", "train.early_stopping_rounds=1")
+WEAK = (
+    "--set",
+    "train.params.max_depth=1",
+    "--set",
+    "train.num_boost_round=2",
+    "--set",
+    "train.early_stopping_rounds=1",
+)
 
 
 class Registry:
@@ -49,15 +55,17 @@ class Registry:
 
     def decision(self, version: str, tmp: Path) -> dict:
         run_id = self.client.get_model_version(self.model, version).run_id
-        return json.loads(Path(self.client.download_artifacts(
-            run_id, "decision/decision.json", str(tmp))).read_text())
+        return json.loads(
+            Path(
+                self.client.download_artifacts(run_id, "decision/decision.json", str(tmp))
+            ).read_text()
+        )
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, mlflow_server, clean_env_module) -> Registry:
     project = make_project(tmp_path_factory.mktemp("gate") / "project")
     return Registry(project, mlflow_server, clean_env_module)
-
 
 
 def test_first_model_goes_to_staging(registry: Registry, tmp_path: Path, capsys) -> None:
@@ -82,8 +90,9 @@ def test_promotion_is_idempotent(registry: Registry, capsys) -> None:
     assert registry.staging() == v1
 
 
-def test_a_better_model_on_new_data_replaces_the_champion(registry: Registry, breast_cancer,
-                                                         tmp_path: Path) -> None:
+def test_a_better_model_on_new_data_replaces_the_champion(
+    registry: Registry, breast_cancer, tmp_path: Path
+) -> None:
     v1 = registry.staging()
     push_data(registry.project, breast_cancer.iloc[10:], message="data v2")
     v2 = registry.train()
@@ -92,14 +101,23 @@ def test_a_better_model_on_new_data_replaces_the_champion(registry: Registry, br
     assert decision["champion"]["version"] == v1 and decision["champion"]["alias"] == "staging"
     significance = decision["significance"]
     assert significance["method"] == "DeLong" and significance["difference"] > 0
-    assert decision["metrics"]["champion"]["overall"]["auc"] < decision["metrics"][
-        "candidate"]["overall"]["auc"]
-    assert set(decision["metrics"]["candidate"]["slices"]) == {"large_masses", "small_masses",
-                                                               "smooth_texture"}
+    assert (
+        decision["metrics"]["champion"]["overall"]["auc"]
+        < decision["metrics"]["candidate"]["overall"]["auc"]
+    )
+    assert set(decision["metrics"]["candidate"]["slices"]) == {
+        "large_masses",
+        "small_masses",
+        "smooth_texture",
+    }
     run_id = registry.client.get_model_version(registry.model, v2).run_id
     logged = {a.path for a in registry.client.list_artifacts(run_id, "decision")}
-    assert logged == {"decision/decision.json", "decision/curves.png",
-                      "decision/evidently-quality.html", "decision/evidently-drift.html"}
+    assert logged == {
+        "decision/decision.json",
+        "decision/curves.png",
+        "decision/evidently-quality.html",
+        "decision/evidently-drift.html",
+    }
     assert registry.promote(v2) == 0
     assert registry.staging() == v2
     old = registry.client.get_model_version(registry.model, v1)
@@ -108,8 +126,9 @@ def test_a_better_model_on_new_data_replaces_the_champion(registry: Registry, br
     assert new.tags["mlgate.promotion.replaced"] == v1
 
 
-def test_a_worse_model_is_rejected_and_the_champion_untouched(registry: Registry,
-                                                             tmp_path: Path, capsys) -> None:
+def test_a_worse_model_is_rejected_and_the_champion_untouched(
+    registry: Registry, tmp_path: Path, capsys
+) -> None:
     champion = registry.staging()
     v3 = registry.train(*WEAK)
     assert registry.evaluate(v3) == 6
@@ -146,10 +165,13 @@ def test_a_stale_comparison_is_refused(registry: Registry, capsys) -> None:
     assert registry.staging() == v6
 
 
-def test_an_unknown_version_is_a_usage_error(registry: Registry) -> None:
+def test_an_unknown_version_is_a_usage_error(registry: Registry, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         registry.evaluate("../1")
     assert info.value.code == 2
+    assert registry.evaluate("999") == 2
+    assert registry.promote("999") == 2
+    assert "has no version 999" in capsys.readouterr().err
 
 
 def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -> None:
@@ -157,9 +179,13 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
     import xgboost as xgb
 
     rng = np.random.default_rng(0)
-    booster = xgb.train({"objective": "binary:logistic"},
-                        xgb.DMatrix(rng.normal(size=(50, 3)), label=rng.integers(0, 2, 50),
-                                    feature_names=["a", "b", "c"]), 2)
+    booster = xgb.train(
+        {"objective": "binary:logistic"},
+        xgb.DMatrix(
+            rng.normal(size=(50, 3)), label=rng.integers(0, 2, 50), feature_names=["a", "b", "c"]
+        ),
+        2,
+    )
     import pandas as pd
     from mlflow.models import infer_signature
 
@@ -167,9 +193,12 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
     mlflow.set_experiment(registry.model)
     with mlflow.start_run():
         example = pd.DataFrame(rng.normal(size=(3, 3)), columns=["a", "b", "c"])
-        info = mlflow.xgboost.log_model(booster, name="model",
-                                        signature=infer_signature(example, np.zeros(3)),
-                                        registered_model_name=registry.model)
+        info = mlflow.xgboost.log_model(
+            booster,
+            name="model",
+            signature=infer_signature(example, np.zeros(3)),
+            registered_model_name=registry.model,
+        )
     odd = str(info.registered_model_version)
     registry.client.set_registered_model_alias(registry.model, "production", odd)
     candidate = registry.train()

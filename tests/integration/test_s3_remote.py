@@ -19,8 +19,9 @@ def forget_local_data(project: Path) -> None:
     shutil.rmtree(project / "dvc-remote")
 
 
-def test_train_pulls_from_s3_and_records_the_remote(project, s3_remote, mlflow_server,
-                                                    clean_env) -> None:
+def test_train_pulls_from_s3_and_records_the_remote(
+    project, s3_remote, mlflow_server, clean_env
+) -> None:
     forget_local_data(project)
     model = unique("s3")
     assert train.main(train_args(project, mlflow_server, model), env=clean_env) == 0
@@ -29,9 +30,11 @@ def test_train_pulls_from_s3_and_records_the_remote(project, s3_remote, mlflow_s
     assert version.tags["mlgate.data.remote_url"] == f"s3://{s3_remote}/dvc"
     md5 = version.tags["mlgate.data.file_md5"]
     assert version.tags["mlgate.data.object_url"] == (
-        f"s3://{s3_remote}/dvc/files/md5/{md5[:2]}/{md5[2:]}")
+        f"s3://{s3_remote}/dvc/files/md5/{md5[:2]}/{md5[2:]}"
+    )
     boto3.client("s3", endpoint_url=client_endpoint(project)).head_object(
-        Bucket=s3_remote, Key=f"dvc/files/md5/{md5[:2]}/{md5[2:]}")
+        Bucket=s3_remote, Key=f"dvc/files/md5/{md5[:2]}/{md5[2:]}"
+    )
 
 
 def client_endpoint(project: Path) -> str:
@@ -41,13 +44,16 @@ def client_endpoint(project: Path) -> str:
         return repo.config["remote"]["s3"]["endpointurl"]
 
 
-def test_s3_unreachable_exits_3_and_leaves_nothing(project, s3_remote, mlflow_server, clean_env,
-                                                   capsys) -> None:
+def test_s3_unreachable_exits_3_and_leaves_nothing(
+    project, s3_remote, mlflow_server, clean_env, capsys
+) -> None:
     forget_local_data(project)
     model = unique("s3-down")
     dead = f"http://127.0.0.1:{free_port()}"
-    code = train.main(train_args(project, mlflow_server, model, "--set",
-                                 f"dvc.endpoint_url={dead}"), env=clean_env)
+    code = train.main(
+        train_args(project, mlflow_server, model, "--set", f"dvc.endpoint_url={dead}"),
+        env=clean_env,
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert f"could not pull from DVC remote 's3' (s3://{s3_remote}/dvc)" in err
@@ -56,8 +62,9 @@ def test_s3_unreachable_exits_3_and_leaves_nothing(project, s3_remote, mlflow_se
     assert_nothing_left(mlflow_server, model)
 
 
-def test_object_missing_from_s3_exits_3_and_leaves_nothing(project, s3_remote, mlflow_server,
-                                                           clean_env, capsys) -> None:
+def test_object_missing_from_s3_exits_3_and_leaves_nothing(
+    project, s3_remote, mlflow_server, clean_env, capsys
+) -> None:
     forget_local_data(project)
     s3 = boto3.resource("s3", endpoint_url=client_endpoint(project))
     s3.Bucket(s3_remote).objects.all().delete()

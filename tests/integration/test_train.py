@@ -19,14 +19,31 @@ from mlgate.split import holdout_from_keys
 from tests.conftest import git, push_data
 
 LINEAGE_TAGS = {
-    "mlgate.git.commit", "mlgate.git.dirty", "mlgate.data.md5", "mlgate.data.dvc_file",
-    "mlgate.data.path", "mlgate.data.file_md5", "mlgate.data.remote", "mlgate.data.remote_url",
-    "mlgate.data.object_url", "mlgate.data.rows", "mlgate.data.positive_rate",
+    "mlgate.git.commit",
+    "mlgate.git.dirty",
+    "mlgate.data.md5",
+    "mlgate.data.dvc_file",
+    "mlgate.data.path",
+    "mlgate.data.file_md5",
+    "mlgate.data.remote",
+    "mlgate.data.remote_url",
+    "mlgate.data.object_url",
+    "mlgate.data.rows",
+    "mlgate.data.positive_rate",
     "mlgate.data.class_counts",
-    "mlgate.split.seed", "mlgate.split.holdout_digest", "mlgate.split.holdout_rows",
-    "mlgate.model.class", "mlgate.model.library", "mlgate.params.sha256", "mlgate.python",
-    "mlgate.version", "mlgate.run_id", "mlgate.metrics.holdout_auc", "mlflow.source.git.commit",
-    "mlgate.github.repository", "mlgate.github.run_url",
+    "mlgate.split.seed",
+    "mlgate.split.holdout_digest",
+    "mlgate.split.holdout_rows",
+    "mlgate.model.class",
+    "mlgate.model.library",
+    "mlgate.params.sha256",
+    "mlgate.python",
+    "mlgate.version",
+    "mlgate.run_id",
+    "mlgate.metrics.holdout_auc",
+    "mlflow.source.git.commit",
+    "mlgate.github.repository",
+    "mlgate.github.run_url",
 }
 
 
@@ -35,8 +52,17 @@ def unique(prefix: str) -> str:
 
 
 def train_args(project: Path, server: str, model: str, *extra: str) -> list[str]:
-    return ["--params", str(project / "params.yaml"), "--tracking-uri", server,
-            "--model-name", model, "--set", f"tracking.experiment={model}", *extra]
+    return [
+        "--params",
+        str(project / "params.yaml"),
+        "--tracking-uri",
+        server,
+        "--model-name",
+        model,
+        "--set",
+        f"tracking.experiment={model}",
+        *extra,
+    ]
 
 
 def client(server: str) -> mlflow.MlflowClient:
@@ -63,25 +89,39 @@ def trained(tmp_path_factory, mlflow_server, clean_env_module):
     root = tmp_path_factory.mktemp("trained")
     project = make_project(root / "project")
     model = unique("lineage")
-    env = {**clean_env_module, "GITHUB_OUTPUT": str(root / "out"),
-           "GITHUB_STEP_SUMMARY": str(root / "summary"), "GITHUB_REPOSITORY": "acme/models",
-           "GITHUB_RUN_ID": "42", "GITHUB_SHA": git(project, "rev-parse", "HEAD")}
+    env = {
+        **clean_env_module,
+        "GITHUB_OUTPUT": str(root / "out"),
+        "GITHUB_STEP_SUMMARY": str(root / "summary"),
+        "GITHUB_REPOSITORY": "acme/models",
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_SHA": git(project, "rev-parse", "HEAD"),
+    }
     assert train.main(train_args(project, mlflow_server, model), env=env) == 0
-    outputs = dict(line.split("=", 1) for line in (root / "out").read_text().splitlines()
-                   if "=" in line)
+    outputs = dict(
+        line.split("=", 1) for line in (root / "out").read_text().splitlines() if "=" in line
+    )
     c = client(mlflow_server)
     version = c.get_model_version(model, outputs["model-version"])
-    return {"project": project, "model": model, "outputs": outputs, "version": version,
-            "run": c.get_run(version.run_id), "client": c, "root": root}
-
+    return {
+        "project": project,
+        "model": model,
+        "outputs": outputs,
+        "version": version,
+        "run": c.get_run(version.run_id),
+        "client": c,
+        "root": root,
+    }
 
 
 def test_outputs_and_summary(trained) -> None:
     out = trained["outputs"]
     assert out["model-uri"] == f"models:/{trained['model']}/{out['model-version']}"
     assert out["run-id"] == trained["version"].run_id
-    assert out["data-hash"] == yaml.safe_load(
-        (trained["project"] / "data.dvc").read_text())["outs"][0]["md5"]
+    assert (
+        out["data-hash"]
+        == yaml.safe_load((trained["project"] / "data.dvc").read_text())["outs"][0]["md5"]
+    )
     summary = (trained["root"] / "summary").read_text()
     assert "Data valid" in summary and "Trained and registered" in summary
 
@@ -110,7 +150,9 @@ def test_version_carries_every_lineage_tag(trained) -> None:
     tags = version.tags
     assert tags["mlgate.git.commit"] == git(project, "rev-parse", "HEAD")
     assert tags["mlgate.git.dirty"] == "false"
-    assert tags["mlgate.data.remote"] == "embedded" and tags["mlgate.data.remote_url"] == "dvc-remote"
+    assert (
+        tags["mlgate.data.remote"] == "embedded" and tags["mlgate.data.remote_url"] == "dvc-remote"
+    )
     assert tags["mlgate.data.rows"] == "569"
     assert tags["mlgate.data.class_counts"] == "0:357,1:212"
     assert tags["mlgate.model.class"] == "xgboost.core.Booster"
@@ -134,11 +176,16 @@ def test_model_reloads_with_signature_example_and_pinned_environment(trained, tm
 def test_holdout_is_reproduced_from_what_was_logged(trained, tmp_path) -> None:
     """The next stage scores champion and candidate on these exact rows."""
     run, c = trained["run"], trained["client"]
-    manifest = json.loads(Path(c.download_artifacts(run.info.run_id, "split/holdout.json",
-                                                    str(tmp_path))).read_text())
+    manifest = json.loads(
+        Path(c.download_artifacts(run.info.run_id, "split/holdout.json", str(tmp_path))).read_text()
+    )
     frame = pd.read_csv(trained["project"] / manifest["data_path"])
-    holdout = holdout_from_keys(frame, manifest["holdout"], id_column=None,
-                                digest=run.data.tags["mlgate.split.holdout_digest"])
+    holdout = holdout_from_keys(
+        frame,
+        manifest["holdout"],
+        id_column=None,
+        digest=run.data.tags["mlgate.split.holdout_digest"],
+    )
     assert len(holdout) == int(run.data.tags["mlgate.split.holdout_rows"])
     model = mlflow.pyfunc.load_model(trained["outputs"]["model-uri"])
     proba = np.asarray(model.predict(holdout.drop(columns=["diagnosis"]).astype("float64")))
@@ -149,15 +196,23 @@ def test_holdout_is_reproduced_from_what_was_logged(trained, tmp_path) -> None:
 
 def test_artifacts_for_the_auditor(trained) -> None:
     c, run_id = trained["client"], trained["run"].info.run_id
-    paths = {a.path for folder in ("config", "environment", "split", "validation")
-             for a in c.list_artifacts(run_id, folder)}
-    assert paths == {"config/params.yaml", "config/breast_cancer.yaml",
-                     "environment/installed.txt", "split/holdout.json",
-                     "validation/report.json"}
+    paths = {
+        a.path
+        for folder in ("config", "environment", "split", "validation")
+        for a in c.list_artifacts(run_id, folder)
+    }
+    assert paths == {
+        "config/params.yaml",
+        "config/breast_cancer.yaml",
+        "environment/installed.txt",
+        "split/holdout.json",
+        "validation/report.json",
+    }
 
 
-def test_a_second_data_version_registers_a_second_version(trained, mlflow_server,
-                                                          breast_cancer, clean_env) -> None:
+def test_a_second_data_version_registers_a_second_version(
+    trained, mlflow_server, breast_cancer, clean_env
+) -> None:
     project, model = trained["project"], trained["model"]
     md5 = push_data(project, breast_cancer.iloc[20:])
     assert train.main(train_args(project, mlflow_server, model), env=clean_env) == 0
@@ -171,8 +226,18 @@ def test_mlflow_unreachable_fails_after_bounded_retries(project, clean_env, caps
     from tests.conftest import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
-    code = train.main(train_args(project, dead, unique("dead"), "--set", "tracking.retries=2",
-                                 "--set", "tracking.backoff=0.05"), env=clean_env)
+    code = train.main(
+        train_args(
+            project,
+            dead,
+            unique("dead"),
+            "--set",
+            "tracking.retries=2",
+            "--set",
+            "tracking.backoff=0.05",
+        ),
+        env=clean_env,
+    )
     err = capsys.readouterr().err
     assert code == 5
     assert f"MLflow tracking server {dead} is unreachable after 3 attempts" in err
@@ -198,10 +263,12 @@ def corrupt(breast_cancer: pd.DataFrame, how: str) -> pd.DataFrame:
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["missing-column", "wrong-dtype", "nan-label",
-                                 "non-binary-label", "single-class"])
-def test_schema_violations_exit_4_and_leave_nothing(how, project, breast_cancer, mlflow_server,
-                                                    clean_env, capsys) -> None:
+@pytest.mark.parametrize(
+    "how", ["missing-column", "wrong-dtype", "nan-label", "non-binary-label", "single-class"]
+)
+def test_schema_violations_exit_4_and_leave_nothing(
+    how, project, breast_cancer, mlflow_server, clean_env, capsys
+) -> None:
     push_data(project, corrupt(breast_cancer, how))
     model = unique(how)
     assert train.main(train_args(project, mlflow_server, model), env=clean_env) == 4
@@ -210,8 +277,9 @@ def test_schema_violations_exit_4_and_leave_nothing(how, project, breast_cancer,
     assert_nothing_left(mlflow_server, model)
 
 
-def test_empty_data_file_exits_3_and_leaves_nothing(project, mlflow_server, clean_env,
-                                                    capsys) -> None:
+def test_empty_data_file_exits_3_and_leaves_nothing(
+    project, mlflow_server, clean_env, capsys
+) -> None:
     push_data(project, raw=b"")
     model = unique("empty")
     assert train.main(train_args(project, mlflow_server, model), env=clean_env) == 3
@@ -220,8 +288,9 @@ def test_empty_data_file_exits_3_and_leaves_nothing(project, mlflow_server, clea
 
 
 @pytest.mark.parametrize("damage", ["missing", "malformed", "object-missing"])
-def test_bad_data_dvc_exits_3_and_leaves_nothing(damage, project, mlflow_server, clean_env,
-                                                 capsys) -> None:
+def test_bad_data_dvc_exits_3_and_leaves_nothing(
+    damage, project, mlflow_server, clean_env, capsys
+) -> None:
     if damage == "missing":
         (project / "data.dvc").unlink()
     elif damage == "malformed":
@@ -234,16 +303,24 @@ def test_bad_data_dvc_exits_3_and_leaves_nothing(damage, project, mlflow_server,
     assert_nothing_left(mlflow_server, model)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("train.num_boost_rounds=3", "did you mean"),
-    ("train.params.max_dept=3", "did you mean"),
-    ("metrics.slices.big=no_such_column > 3", "metrics.slices.big ('no_such_column > 3') cannot"),
-])
-def test_bad_params_exit_2_and_leave_nothing(override, message, project, mlflow_server,
-                                             clean_env, capsys) -> None:
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.num_boost_rounds=3", "did you mean"),
+        ("train.params.max_dept=3", "did you mean"),
+        (
+            "metrics.slices.big=no_such_column > 3",
+            "metrics.slices.big ('no_such_column > 3') cannot",
+        ),
+    ],
+)
+def test_bad_params_exit_2_and_leave_nothing(
+    override, message, project, mlflow_server, clean_env, capsys
+) -> None:
     model = unique("params")
-    assert train.main(train_args(project, mlflow_server, model, "--set", override),
-                      env=clean_env) == 2
+    assert (
+        train.main(train_args(project, mlflow_server, model, "--set", override), env=clean_env) == 2
+    )
     assert message in capsys.readouterr().err
     assert_nothing_left(mlflow_server, model)
 

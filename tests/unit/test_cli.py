@@ -13,27 +13,36 @@ from tests.conftest import push_data
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlgate", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mlgate", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_help_lists_every_stage() -> None:
-    out = subprocess.run([sys.executable, "-m", "mlgate", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mlgate", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for name in cli.COMMANDS:
         assert name in out
     assert "4 data invalid" in out
 
 
 def test_unknown_command_is_a_usage_error() -> None:
-    done = subprocess.run([sys.executable, "-m", "mlgate", "trian"], capture_output=True,
-                          text=True)
+    done = subprocess.run([sys.executable, "-m", "mlgate", "trian"], capture_output=True, text=True)
     assert done.returncode == 2 and "invalid choice: 'trian'" in done.stderr
 
 
 def test_validate_passes_on_the_shipped_data(project: Path, clean_env, tmp_path: Path) -> None:
-    env = {**clean_env, "GITHUB_OUTPUT": str(tmp_path / "out"),
-           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}
+    env = {
+        **clean_env,
+        "GITHUB_OUTPUT": str(tmp_path / "out"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+    }
     assert validate.main(["--params", str(project / "params.yaml")], env=env) == 0
     assert "valid=true" in (tmp_path / "out").read_text()
     assert "Data valid" in (tmp_path / "summary").read_text()
@@ -58,8 +67,10 @@ def test_bad_data_exits_4_with_every_violation(project, breast_cancer, clean_env
 def test_unknown_params_key_exits_2(project: Path, clean_env) -> None:
     done = run_cli("train", "--set", "train.num_boost_rounds=5", cwd=project, env=clean_env)
     assert done.returncode == 2
-    assert 'unknown key \'train.num_boost_rounds\' in --set train.num_boost_rounds ' \
-           '(did you mean "num_boost_round"?)' in done.stderr
+    assert (
+        "unknown key 'train.num_boost_rounds' in --set train.num_boost_rounds "
+        '(did you mean "num_boost_round"?)' in done.stderr
+    )
     assert not (project / "data").exists(), "nothing was pulled"
 
 

@@ -6,8 +6,21 @@ import importlib
 
 import pytest
 
-MODULES = ["mlflow", "mlflow.xgboost", "dvc.repo", "dvc.api", "dvc_s3", "xgboost", "sklearn",
-           "pandera.pandas", "evidently", "evidently.presets", "yaml", "requests", "docker"]
+MODULES = [
+    "mlflow",
+    "mlflow.xgboost",
+    "dvc.repo",
+    "dvc.api",
+    "dvc_s3",
+    "xgboost",
+    "sklearn",
+    "pandera.pandas",
+    "evidently",
+    "evidently.presets",
+    "yaml",
+    "requests",
+    "docker",
+]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -54,11 +54,20 @@ def test_git_info_falls_back_to_github_sha(tmp_path: Path) -> None:
 
 
 def test_lineage_tags() -> None:
-    data = DataVersion(dvc_file="data.dvc", dvc_md5="a" * 32 + ".dir", path="data/x.csv",
-                       file_md5="0123" + "b" * 28, remote="s3", remote_url="s3://bucket/dvc")
+    data = DataVersion(
+        dvc_file="data.dvc",
+        dvc_md5="a" * 32 + ".dir",
+        path="data/x.csv",
+        file_md5="0123" + "b" * 28,
+        remote="s3",
+        remote_url="s3://bucket/dvc",
+    )
     tags = lineage.lineage_tags(
-        git=lineage.GitInfo(commit="c" * 40, dirty=False, ref="refs/heads/main"), data=data,
-        github=GitHubContext(repository="acme/m", run_id="9"), extra={"mlgate.data.rows": 5})
+        git=lineage.GitInfo(commit="c" * 40, dirty=False, ref="refs/heads/main"),
+        data=data,
+        github=GitHubContext(repository="acme/m", run_id="9"),
+        extra={"mlgate.data.rows": 5},
+    )
     assert tags["mlgate.data.object_url"] == "s3://bucket/dvc/files/md5/01/23" + "b" * 28
     assert tags["mlgate.github.run_url"] == "https://github.com/acme/m/actions/runs/9"
     assert tags["mlflow.source.git.commit"] == "c" * 40

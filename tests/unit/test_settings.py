@@ -14,8 +14,13 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def load(tmp_path: Path, params: str = "", env: dict[str, str] | None = None,
-         overrides: tuple[str, ...] = (), flags: dict | None = None) -> Settings:
+def load(
+    tmp_path: Path,
+    params: str = "",
+    env: dict[str, str] | None = None,
+    overrides: tuple[str, ...] = (),
+    flags: dict | None = None,
+) -> Settings:
     write(tmp_path, params)
     return load_settings(env=env or {}, overrides=overrides, flags=flags, cwd=tmp_path)
 
@@ -52,9 +57,12 @@ def test_mlflow_tracking_uri_is_a_lower_priority_alias(tmp_path: Path) -> None:
 
 
 def test_mappings_merge_key_by_key(tmp_path: Path) -> None:
-    settings = load(tmp_path, "train: {params: {max_depth: 3, eta: 0.1}}",
-                    env={"MLGATE_TRAIN_PARAMS": "{eta: 0.2}"},
-                    overrides=("train.params.subsample=0.5",))
+    settings = load(
+        tmp_path,
+        "train: {params: {max_depth: 3, eta: 0.1}}",
+        env={"MLGATE_TRAIN_PARAMS": "{eta: 0.2}"},
+        overrides=("train.params.subsample=0.5",),
+    )
     assert settings.train.params["max_depth"] == 3
     assert settings.train.params["eta"] == 0.2
     assert settings.train.params["subsample"] == 0.5
@@ -74,8 +82,12 @@ def test_relative_paths_resolve_against_the_params_file(tmp_path: Path) -> None:
 
 
 def test_github_context_from_env(tmp_path: Path) -> None:
-    env = {"GITHUB_OUTPUT": "/o", "GITHUB_REPOSITORY": "acme/m", "GITHUB_RUN_ID": "7",
-           "GITHUB_SHA": "abc"}
+    env = {
+        "GITHUB_OUTPUT": "/o",
+        "GITHUB_REPOSITORY": "acme/m",
+        "GITHUB_RUN_ID": "7",
+        "GITHUB_SHA": "abc",
+    }
     gh = load(tmp_path, env=env).github
     assert gh.output_file == Path("/o")
     assert gh.run_url == "https://github.com/acme/m/actions/runs/7"
@@ -85,20 +97,37 @@ def test_github_context_from_env(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("params", "env", "overrides", "message"),
     [
-        ("trian: {}", {}, (), 'unknown section \'trian\' in params.yaml (did you mean "train"?)'),
-        ("train: {num_boost_rounds: 3}", {}, (),
-         "unknown key 'train.num_boost_rounds' in params.yaml (did you mean \"num_boost_round\"?)"),
-        ("", {"MLGATE_SPLIT_SED": "1"}, (),
-         "unknown key 'split.sed' in environment variable MLGATE_SPLIT_SED (did you mean \"seed\"?)"),
+        ("trian: {}", {}, (), "unknown section 'trian' in params.yaml (did you mean \"train\"?)"),
+        (
+            "train: {num_boost_rounds: 3}",
+            {},
+            (),
+            "unknown key 'train.num_boost_rounds' in params.yaml (did you mean \"num_boost_round\"?)",
+        ),
+        (
+            "",
+            {"MLGATE_SPLIT_SED": "1"},
+            (),
+            "unknown key 'split.sed' in environment variable MLGATE_SPLIT_SED (did you mean \"seed\"?)",
+        ),
         ("", {"MLGATE_TRACKING": "x"}, (), "unknown environment variable MLGATE_TRACKING"),
         ("", {}, ("split.sed=1",), "unknown key 'split.sed' in --set split.sed"),
         ("", {}, ("seed=1",), "is not SECTION.KEY=VALUE"),
         ("", {}, ("split.seed.x=1",), "split.seed is not a mapping"),
         ("split: {seed: abc}", {}, (), "split.seed must be an integer, got 'abc'"),
-        ("", {"MLGATE_SPLIT_SEED": "1.5"}, (),
-         "split.seed must be an integer, got 1.5 (from environment variable MLGATE_SPLIT_SEED)"),
+        (
+            "",
+            {"MLGATE_SPLIT_SEED": "1.5"},
+            (),
+            "split.seed must be an integer, got 1.5 (from environment variable MLGATE_SPLIT_SEED)",
+        ),
         ("dvc: {pull: maybe}", {}, (), "dvc.pull must be true or false"),
-        ("split: {holdout_fraction: 1.5}", {}, (), "split.holdout_fraction must be between 0 and 1"),
+        (
+            "split: {holdout_fraction: 1.5}",
+            {},
+            (),
+            "split.holdout_fraction must be between 0 and 1",
+        ),
         ("split: {holdout_fraction: 0.5, validation_fraction: 0.45}", {}, (), "under 10% to train"),
         ("metrics: {threshold: 0}", {}, (), "metrics.threshold must be between 0 and 1"),
         ("model: {name: '../../etc'}", {}, (), "is not a safe registered-model name"),
@@ -109,13 +138,21 @@ def test_github_context_from_env(tmp_path: Path) -> None:
         ("- 1\n- 2", {}, (), "must be a mapping of sections"),
         ("train: {params: {", {}, (), "params.yaml is not valid YAML"),
         ("train: {num_boost_round: 0}", {}, (), "train.num_boost_round must be at least 1"),
-        ("gate: {mode: dryrun}", {}, (), "gate.mode must be one of enabled, dry-run, got 'dryrun' "
-         '(did you mean "dry-run"?)'),
+        (
+            "gate: {mode: dryrun}",
+            {},
+            (),
+            "gate.mode must be one of enabled, dry-run, got 'dryrun' (did you mean \"dry-run\"?)",
+        ),
         ("gate: {first_model: promote}", {}, (), "gate.first_model must be one of"),
         ("gate: {min_auc_gian: 0.1}", {}, (), '(did you mean "min_auc_gain"?)'),
         ("gate: {slice_min_auc: {big: 0.9}}", {}, (), "names slice 'big', which metrics.slices"),
-        ("metrics: {slices: {big: 'a > 1'}}\ngate: {slice_min_auc: {big: 2}}", {}, (),
-         "gate.slice_min_auc.big must be an AUC in [0, 1]"),
+        (
+            "metrics: {slices: {big: 'a > 1'}}\ngate: {slice_min_auc: {big: 2}}",
+            {},
+            (),
+            "gate.slice_min_auc.big must be an AUC in [0, 1]",
+        ),
         ("gate: {confidence: 1.5}", {}, (), "gate.confidence must be in [0.5, 1)"),
     ],
 )

@@ -33,9 +33,9 @@ def test_matches_the_definition_with_ties(seed) -> None:
     result = delong(y, a, b)
     difference, variance = by_definition(y, a, b)
     assert result.difference == pytest.approx(difference, abs=1e-12)
-    assert result.std_error ** 2 == pytest.approx(variance, rel=1e-9)
+    assert result.std_error**2 == pytest.approx(variance, rel=1e-9)
     assert result.auc_candidate == pytest.approx(roc_auc_score(y, a), abs=1e-12)
-    assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(difference) / variance ** 0.5))
+    assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(difference) / variance**0.5))
     assert result.ci_low < result.difference < result.ci_high
 
 

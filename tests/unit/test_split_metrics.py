@@ -10,8 +10,9 @@ from mlgate.split import frame_digest, holdout_from_keys, row_keys, split_frame
 
 
 def split(frame, seed=42):
-    return split_frame(frame, target="diagnosis", seed=seed, validation_fraction=0.2,
-                       holdout_fraction=0.25)
+    return split_frame(
+        frame, target="diagnosis", seed=seed, validation_fraction=0.2, holdout_fraction=0.25
+    )
 
 
 def test_split_is_deterministic_disjoint_and_stratified(breast_cancer) -> None:
@@ -30,14 +31,20 @@ def test_split_is_deterministic_disjoint_and_stratified(breast_cancer) -> None:
 def test_rows_keep_their_part_across_data_versions(breast_cancer) -> None:
     """A row in the new version's holdout was never in the old version's training rows."""
     old = split(breast_cancer)
-    new_data = pd.concat([breast_cancer.iloc[40:], breast_cancer.iloc[:5].assign(
-        mean_radius=lambda f: f.mean_radius + 0.5)])  # 40 rows withdrawn, 5 new ones
+    new_data = pd.concat(
+        [
+            breast_cancer.iloc[40:],
+            breast_cancer.iloc[:5].assign(mean_radius=lambda f: f.mean_radius + 0.5),
+        ]
+    )  # 40 rows withdrawn, 5 new ones
     new = split(new_data.reset_index(drop=True))
     old_train = {tuple(r) for r in old.train.drop(columns="diagnosis").itertuples(index=False)}
     new_holdout = {tuple(r) for r in new.holdout.drop(columns="diagnosis").itertuples(index=False)}
     assert not old_train & new_holdout
     old_holdout = {tuple(r) for r in old.holdout.drop(columns="diagnosis").itertuples(index=False)}
-    kept = {tuple(r) for r in breast_cancer.iloc[40:].drop(columns="diagnosis").itertuples(index=False)}
+    kept = {
+        tuple(r) for r in breast_cancer.iloc[40:].drop(columns="diagnosis").itertuples(index=False)
+    }
     assert old_holdout & kept == new_holdout & kept  # unchanged rows stay where they were
 
 
@@ -49,8 +56,12 @@ def test_a_corrected_label_keeps_its_row_in_place(breast_cancer) -> None:
 
 
 def test_a_part_without_both_classes_is_refused(breast_cancer) -> None:
-    tiny = pd.concat([breast_cancer[breast_cancer.diagnosis == 1].head(2),
-                      breast_cancer[breast_cancer.diagnosis == 0].head(30)])
+    tiny = pd.concat(
+        [
+            breast_cancer[breast_cancer.diagnosis == 1].head(2),
+            breast_cancer[breast_cancer.diagnosis == 0].head(30),
+        ]
+    )
     with pytest.raises(DataError, match="not both classes"):
         split(tiny)
 
@@ -78,11 +89,16 @@ def test_a_changed_data_version_is_refused(breast_cancer) -> None:
     changed = breast_cancer.copy()
     changed.loc[s.holdout.index[0], "mean_radius"] += 1
     with pytest.raises(DataError, match="does not match the digest"):
-        holdout_from_keys(changed, row_keys(s.holdout, None), id_column=None,
-                          digest=s.holdout_digest)
+        holdout_from_keys(
+            changed, row_keys(s.holdout, None), id_column=None, digest=s.holdout_digest
+        )
     with pytest.raises(DataError, match="missing from the data"):
-        holdout_from_keys(breast_cancer.head(10), row_keys(s.holdout, None), id_column=None,
-                          digest=s.holdout_digest)
+        holdout_from_keys(
+            breast_cancer.head(10),
+            row_keys(s.holdout, None),
+            id_column=None,
+            digest=s.holdout_digest,
+        )
 
 
 def test_classification_metrics() -> None:
@@ -99,8 +115,9 @@ def test_classification_metrics() -> None:
 def test_slice_metrics(breast_cancer) -> None:
     y = breast_cancer.diagnosis.to_numpy()
     p = np.clip(y * 0.8 + 0.1, 0, 1)
-    out = slice_metrics(breast_cancer, y, p, {"big": "mean_radius >= 15", "none": "mean_radius < 0"},
-                        0.5)
+    out = slice_metrics(
+        breast_cancer, y, p, {"big": "mean_radius >= 15", "none": "mean_radius < 0"}, 0.5
+    )
     assert out["big"]["rows"] == float((breast_cancer.mean_radius >= 15).sum())
     assert out["big"]["auc"] == pytest.approx(1.0)
     assert out["none"] == {"rows": 0.0}

@@ -14,14 +14,19 @@ import yaml
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = sorted([*REPO.glob(".github/workflows/*.yml"),
-                         *REPO.glob(".github/actions/*/action.yml"),
-                         *REPO.glob("examples/**/.github/workflows/*.yml")])
+WORKFLOW_FILES = sorted(
+    [
+        *REPO.glob(".github/workflows/*.yml"),
+        *REPO.glob(".github/actions/*/action.yml"),
+        *REPO.glob("examples/**/.github/workflows/*.yml"),
+    ]
+)
 
 
 def tool(name: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / name), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(BIN / name), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_actionlint_is_clean() -> None:
@@ -32,14 +37,14 @@ def test_actionlint_is_clean() -> None:
 
 
 def test_actionlint_checks_the_example_workflow(tmp_path: Path) -> None:
-    done = tool("actionlint", "-no-color",
-                *map(str, REPO.glob("examples/**/.github/workflows/*.yml")))
+    done = tool(
+        "actionlint", "-no-color", *map(str, REPO.glob("examples/**/.github/workflows/*.yml"))
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_zizmor_finds_nothing_even_pedantic() -> None:
-    done = tool("zizmor", "--offline", "--persona=pedantic", "--no-progress", ".github",
-                "examples")
+    done = tool("zizmor", "--offline", "--persona=pedantic", "--no-progress", ".github", "examples")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "No findings" in done.stdout + done.stderr
 
@@ -52,6 +57,7 @@ def test_hadolint_is_clean() -> None:
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_expression_inside_run(path: Path) -> None:
     """Every ${{ }} reaches a script through env:, never spliced into run:."""
+
     def walk(node):
         if isinstance(node, dict):
             for key, value in node.items():
@@ -61,6 +67,7 @@ def test_no_expression_inside_run(path: Path) -> None:
         elif isinstance(node, list):
             for item in node:
                 walk(item)
+
     walk(yaml.safe_load(path.read_text()))
 
 
@@ -92,8 +99,13 @@ def test_reusable_workflow_inputs_outputs_and_secrets_are_described() -> None:
             assert spec.get("description"), f"{kind}.{name} has no description"
             if kind == "inputs":
                 assert spec.get("type"), f"inputs.{name} has no type"
-    assert set(call["outputs"]) == {"run-id", "model-name", "model-version", "model-uri",
-                                    "data-hash"}
+    assert set(call["outputs"]) == {
+        "run-id",
+        "model-name",
+        "model-version",
+        "model-uri",
+        "data-hash",
+    }
     pipeline = yaml.safe_load((REPO / ".github/workflows/pipeline.yml").read_text())
     outputs = pipeline[True]["workflow_call"]["outputs"]
     assert {"model-version", "decision", "staged"} <= set(outputs)
@@ -123,7 +135,9 @@ def test_readme_documents_the_first_commands() -> None:
 @pytest.mark.parametrize("workflow", ["train.yml", "pipeline.yml"])
 def test_readme_tables_name_every_input_secret_and_output(workflow: str) -> None:
     readme = (REPO / "README.md").read_text()
-    call = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())[True]["workflow_call"]
+    call = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())[True][
+        "workflow_call"
+    ]
     for kind in ("inputs", "secrets", "outputs"):
         for name in call[kind]:
             assert f"| `{name}` |" in readme, f"README has no row for {workflow} {kind}.{name}"

@@ -73,8 +73,12 @@ def test_a_single_class_is_refused(breast_cancer, schema, settings) -> None:
 
 
 def test_a_tiny_class_and_too_few_rows_are_refused(breast_cancer, schema, settings) -> None:
-    frame = pd.concat([breast_cancer[breast_cancer.diagnosis == 0].head(60),
-                       breast_cancer[breast_cancer.diagnosis == 1].head(3)])
+    frame = pd.concat(
+        [
+            breast_cancer[breast_cancer.diagnosis == 0].head(60),
+            breast_cancer[breast_cancer.diagnosis == 1].head(3),
+        ]
+    )
     found = checks(run(frame, schema, settings))
     assert ("(data frame)", "at least 100 rows (schema.min_rows)") in found
     assert ("diagnosis", "at least 20 rows per class (schema.min_class_count)") in found

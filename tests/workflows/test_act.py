@@ -67,31 +67,66 @@ def export_mlgate(dest: Path) -> tuple[Path, str]:
     return dest, sha
 
 
-def run_act(repo: Path, workflow: str, *, mlgate: tuple[Path, str], tracking_uri: str,
-            secrets: dict[str, str] | None = None, tmp: Path) -> ActResult:
+def run_act(
+    repo: Path,
+    workflow: str,
+    *,
+    mlgate: tuple[Path, str],
+    tracking_uri: str,
+    secrets: dict[str, str] | None = None,
+    tmp: Path,
+) -> ActResult:
     source, sha = mlgate
     event = tmp / "event.json"
     head = git(repo, "rev-parse", "HEAD")
-    event.write_text(json.dumps({
-        "ref": "refs/heads/main", "before": git(repo, "rev-parse", "HEAD~1"), "after": head,
-        "head_commit": {"id": head, "message": git(repo, "log", "-1", "--format=%s")},
-        "repository": {"full_name": "acme/models", "default_branch": "main"},
-    }))
-    args = [str(ACT), "push", "-W", workflow, "-e", str(event),
-            "-P", "ubuntu-latest=-self-hosted", "--action-offline-mode", "--no-cache-server",
-            "--local-repository", f"mlgate/mlgate@{sha}={source}",
-            "--local-repository", f"{pinned('actions/setup-python')}={STAND_INS / 'setup-python'}",
-            "--local-repository", f"{pinned('actions/cache')}={STAND_INS / 'cache'}",
-            "--local-repository",
-            f"{pinned('actions/upload-artifact')}={STAND_INS / 'upload-artifact'}",
-            "--var", f"MLFLOW_TRACKING_URI={tracking_uri}",
-            # the host's warm uv cache, as actions/cache would restore it
-            "--env", f"UV_CACHE_DIR={os.environ.get('UV_CACHE_DIR', Path.home() / '.cache/uv')}",
-            "--env", "UV_SYSTEM_CERTS=1"]
+    event.write_text(
+        json.dumps(
+            {
+                "ref": "refs/heads/main",
+                "before": git(repo, "rev-parse", "HEAD~1"),
+                "after": head,
+                "head_commit": {"id": head, "message": git(repo, "log", "-1", "--format=%s")},
+                "repository": {"full_name": "acme/models", "default_branch": "main"},
+            }
+        )
+    )
+    args = [
+        str(ACT),
+        "push",
+        "-W",
+        workflow,
+        "-e",
+        str(event),
+        "-P",
+        "ubuntu-latest=-self-hosted",
+        "--action-offline-mode",
+        "--no-cache-server",
+        "--local-repository",
+        f"mlgate/mlgate@{sha}={source}",
+        "--local-repository",
+        f"{pinned('actions/setup-python')}={STAND_INS / 'setup-python'}",
+        "--local-repository",
+        f"{pinned('actions/cache')}={STAND_INS / 'cache'}",
+        "--local-repository",
+        f"{pinned('actions/upload-artifact')}={STAND_INS / 'upload-artifact'}",
+        "--var",
+        f"MLFLOW_TRACKING_URI={tracking_uri}",
+        # the host's warm uv cache, as actions/cache would restore it
+        "--env",
+        f"UV_CACHE_DIR={os.environ.get('UV_CACHE_DIR', Path.home() / '.cache/uv')}",
+        "--env",
+        "UV_SYSTEM_CERTS=1",
+    ]
     for name, value in (secrets or {}).items():
         args += ["-s", f"{name}={value}"]
-    done = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HOME": str(Path.home())})
+    done = subprocess.run(
+        args,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HOME": str(Path.home())},
+    )
     (tmp / "act.log").write_text(done.stdout + done.stderr)
     return ActResult(done.returncode, done.stdout + done.stderr)
 
@@ -99,8 +134,11 @@ def run_act(repo: Path, workflow: str, *, mlgate: tuple[Path, str], tracking_uri
 def version_for_commit(server: str, model: str, commit: str):
     mlflow.set_tracking_uri(server)
     client = mlflow.MlflowClient()
-    found = [v for v in client.search_model_versions(f"name='{model}'")
-             if v.tags.get("mlgate.git.commit") == commit]
+    found = [
+        v
+        for v in client.search_model_versions(f"name='{model}'")
+        if v.tags.get("mlgate.git.commit") == commit
+    ]
     return found
 
 
@@ -117,14 +155,20 @@ def caller_repo(tmp_path: Path, mlgate_source: tuple[Path, str]) -> Path:
     return repo
 
 
-def test_a_data_change_runs_the_pipeline_to_staging(tmp_path, mlgate_source, mlflow_server,
-                                                    breast_cancer) -> None:
+def test_a_data_change_runs_the_pipeline_to_staging(
+    tmp_path, mlgate_source, mlflow_server, breast_cancer
+) -> None:
     """This repository's caller: train, evaluate and promote, for a new data version."""
     repo = caller_repo(tmp_path, mlgate_source)
     md5 = push_data(repo, breast_cancer.iloc[30:], message="data: drop 30 rows")
     commit = git(repo, "rev-parse", "HEAD")
-    result = run_act(repo, ".github/workflows/on-data-change.yml", mlgate=mlgate_source,
-                     tracking_uri=mlflow_server, tmp=tmp_path)
+    result = run_act(
+        repo,
+        ".github/workflows/on-data-change.yml",
+        mlgate=mlgate_source,
+        tracking_uri=mlflow_server,
+        tmp=tmp_path,
+    )
     assert result.returncode == 0, result.log[-5000:]
     assert "Job succeeded" in result.log
     [version] = version_for_commit(mlflow_server, "breast-cancer-xgb", commit)
@@ -136,15 +180,18 @@ def test_a_data_change_runs_the_pipeline_to_staging(tmp_path, mlgate_source, mlf
     assert version.tags["mlgate.github.event"] == "push"
     assert re.search(r"::set-output:: model-uri=models:/breast-cancer-xgb/\d+", result.log)
     assert "::set-output:: verdict=pass" in result.log
-    assert f"upload-artifact stand-in: mlgate-decision-v{version.version}/decision.json" in result.log
+    assert (
+        f"upload-artifact stand-in: mlgate-decision-v{version.version}/decision.json" in result.log
+    )
     mlflow.set_tracking_uri(mlflow_server)
     staged = mlflow.MlflowClient().get_model_version_by_alias("breast-cancer-xgb", "staging")
     assert staged.version == version.version
     assert staged.tags["mlgate.promotion"] == "staging"
 
 
-def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_source,
-                                                            mlflow_server, s3_server) -> None:
+def test_a_consumer_repository_calls_the_reusable_workflow(
+    tmp_path, mlgate_source, mlflow_server, s3_server
+) -> None:
     """Another repository, with its data on S3, calls mlgate's pipeline by SHA: every job
     gets the secrets it needs to pull from S3, and the first model reaches Staging."""
     import boto3
@@ -159,8 +206,9 @@ def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_sour
     with Repo(str(consumer)) as repo:
         repo.pull(remote="embedded")
         with repo.config.edit() as conf:
-            conf["remote"] = {"storage": {"url": "s3://consumer-data/dvc",
-                                          "endpointurl": s3_server}}
+            conf["remote"] = {
+                "storage": {"url": "s3://consumer-data/dvc", "endpointurl": s3_server}
+            }
             conf["core"]["remote"] = "storage"
     with Repo(str(consumer)) as repo:
         repo.push()
@@ -174,9 +222,14 @@ def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_sour
     git(consumer, "commit", "-q", "-m", "train with mlgate")
     commit = git(consumer, "rev-parse", "HEAD")
 
-    result = run_act(consumer, ".github/workflows/pipeline.yml", mlgate=mlgate_source,
-                     tracking_uri=mlflow_server, tmp=tmp_path,
-                     secrets={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    result = run_act(
+        consumer,
+        ".github/workflows/pipeline.yml",
+        mlgate=mlgate_source,
+        tracking_uri=mlflow_server,
+        tmp=tmp_path,
+        secrets={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+    )
     assert result.returncode == 0, result.log[-5000:]
     [version] = version_for_commit(mlflow_server, "consumer-xgb", commit)
     assert LINEAGE_TAGS <= set(version.tags), LINEAGE_TAGS - set(version.tags)
@@ -189,15 +242,21 @@ def test_a_consumer_repository_calls_the_reusable_workflow(tmp_path, mlgate_sour
     assert staged.version == version.version
 
 
-def test_bad_data_fails_the_job_and_registers_nothing(tmp_path, mlgate_source, mlflow_server,
-                                                      breast_cancer) -> None:
+def test_bad_data_fails_the_job_and_registers_nothing(
+    tmp_path, mlgate_source, mlflow_server, breast_cancer
+) -> None:
     repo = caller_repo(tmp_path, mlgate_source)
     bad = breast_cancer.copy()
     bad.loc[3, "mean_radius"] = -1.0
     push_data(repo, bad, message="data: a negative radius")
     commit = git(repo, "rev-parse", "HEAD")
-    result = run_act(repo, ".github/workflows/on-data-change.yml", mlgate=mlgate_source,
-                     tracking_uri=mlflow_server, tmp=tmp_path)
+    result = run_act(
+        repo,
+        ".github/workflows/on-data-change.yml",
+        mlgate=mlgate_source,
+        tracking_uri=mlflow_server,
+        tmp=tmp_path,
+    )
     assert result.returncode != 0
     assert "mean_radius: greater_than_or_equal_to(0) failed 1x" in result.log
     assert "::error title=data validation::mean_radius" in result.log
