@@ -11,7 +11,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(BIN)/uv)
 export UV_SYSTEM_CERTS := 1
 # Resolution is frozen at this date, against a fresh index (--refresh: a cached index page can
 # miss releases made before the date), so that regenerating the lock is reproducible
-# (tests/integration/test_lock.py regenerates it and fails when it is stale).
+# (tests/unit/test_lock.py checks the locks against pyproject.toml).
 LOCK_DATE := 2026-11-20T00:00:00Z
 # `make lock LOCK_OUT=DIR/` writes the locks into DIR instead (the staleness test does).
 LOCK_OUT ?=
