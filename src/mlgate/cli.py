@@ -73,6 +73,16 @@ def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def add_candidate_version(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--candidate-version",
+        required=True,
+        metavar="N",
+        type=model_version,
+        help=f"the model version {what} (model.name's)",
+    )
+
+
 def model_version(value: str) -> str:
     """argparse type of a model version: a positive integer, never a path or a URI."""
     if not value.isdigit() or int(value) < 1:

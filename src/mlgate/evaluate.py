@@ -663,13 +663,7 @@ def report(decision: Decision, settings: Settings, *, fail: bool = True) -> None
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """mlgate evaluate: score a candidate version against the champion and write the decision."""
     parser = cli.stage_parser("evaluate", main.__doc__)
-    parser.add_argument(
-        "--candidate-version",
-        required=True,
-        metavar="N",
-        type=cli.model_version,
-        help="the model version to evaluate (model.name's)",
-    )
+    cli.add_candidate_version(parser, "to evaluate")
     parser.add_argument(
         "--fail-on-gate",
         choices=("true", "false"),

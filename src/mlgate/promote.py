@@ -29,10 +29,10 @@ STAGING = "staging"
 @dataclass(frozen=True)
 class Promotion:
     version: str
-    staged: bool
-    changed: bool
-    previous: str | None
     message: str
+    staged: bool = False  # the candidate holds the staging alias afterwards
+    changed: bool = False  # this call moved it
+    previous: str | None = None  # the version that held it before
 
 
 def load_decision(client, settings: Settings, candidate_version: str) -> dict[str, Any]:
@@ -71,10 +71,8 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
     if staged is not None and str(staged.version) == str(candidate_version):
         return Promotion(
             candidate_version,
-            True,
-            False,
-            None,
             f"{name} version {candidate_version} already holds '{STAGING}': nothing to do",
+            staged=True,
         )
 
     if decision["verdict"] != "pass":
@@ -82,9 +80,6 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
         if decision["mode"] == "dry-run":
             return Promotion(
                 candidate_version,
-                False,
-                False,
-                None,
                 f"dry run: version {candidate_version} would be rejected: {reasons}",
             )
         with tracking.errors("recording the rejection"):
@@ -111,11 +106,7 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
         )
     if decision["mode"] == "dry-run":
         return Promotion(
-            candidate_version,
-            False,
-            False,
-            None,
-            f"dry run: version {candidate_version} would be promoted to Staging",
+            candidate_version, f"dry run: version {candidate_version} would be promoted to Staging"
         )
 
     previous = staged.version if staged is not None else None
@@ -143,24 +134,18 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
             )
     return Promotion(
         candidate_version,
-        True,
-        True,
-        previous,
         f"{name} version {candidate_version} is now '{STAGING}'"
         + (f" (replacing version {previous})" if previous else ""),
+        staged=True,
+        changed=True,
+        previous=previous,
     )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """mlgate promote: give the staging alias to a candidate whose decision passed."""
     parser = cli.stage_parser("promote", main.__doc__)
-    parser.add_argument(
-        "--candidate-version",
-        required=True,
-        metavar="N",
-        type=cli.model_version,
-        help="the evaluated model version (model.name's)",
-    )
+    cli.add_candidate_version(parser, "that was evaluated")
     args = parser.parse_args(argv)
 
     def action() -> int:

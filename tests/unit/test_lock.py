@@ -23,9 +23,14 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 RUNTIME = PYPROJECT["project"]["dependencies"]
 TEST = PYPROJECT["project"]["optional-dependencies"]["test"]
 ENVIRONMENTS = {
-    f"{platform}-py{python}": {**default_environment(), "sys_platform": platform,
-                               "python_version": python, "python_full_version": f"{python}.0"}
-    for platform in ("linux", "darwin") for python in ("3.11", "3.12")
+    f"{platform}-py{python}": {
+        **default_environment(),
+        "sys_platform": platform,
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+    }
+    for platform in ("linux", "darwin")
+    for python in ("3.11", "3.12")
 }
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>[^ ;\\]+)\s*(?:;\s*(?P<marker>[^\\]+))?")
 
@@ -36,12 +41,15 @@ def pins(path) -> dict[str, list[tuple[Version, Marker | None]]]:
         if match := PIN.match(line):
             marker = Marker(match["marker"].strip()) if match["marker"] else None
             out.setdefault(canonicalize_name(match["name"]), []).append(
-                (Version(match["version"]), marker))
+                (Version(match["version"]), marker)
+            )
     return out
 
 
-@pytest.mark.parametrize(("lock", "requirements"), [
-    ("requirements.lock", RUNTIME), ("requirements-dev.lock", RUNTIME + TEST)])
+@pytest.mark.parametrize(
+    ("lock", "requirements"),
+    [("requirements.lock", RUNTIME), ("requirements-dev.lock", RUNTIME + TEST)],
+)
 @pytest.mark.parametrize("env_name", sorted(ENVIRONMENTS))
 def test_lock_pins_every_declared_requirement(lock, requirements, env_name) -> None:
     env = ENVIRONMENTS[env_name]
@@ -55,11 +63,14 @@ def test_lock_pins_every_declared_requirement(lock, requirements, env_name) -> N
         assert versions, f"{name} is not in {lock} for {env_name}: run `make lock`"
         for version in versions:
             assert requirement.specifier.contains(version, prereleases=True), (
-                f"{lock} pins {name}=={version}, outside {requirement.specifier}: run `make lock`")
+                f"{lock} pins {name}=={version}, outside {requirement.specifier}: run `make lock`"
+            )
 
 
 def test_the_uv_pin_is_the_same_everywhere() -> None:
     wanted = (REPO / ".github/actions/setup/uv-requirements.in").read_text().strip()
     [(version, _)] = pins(REPO / ".github/actions/setup/uv-requirements.txt")["uv"]
     assert wanted == f"uv=={version}"
-    assert f"install --quiet --disable-pip-version-check {wanted}" in (REPO / "Makefile").read_text()
+    assert (
+        f"install --quiet --disable-pip-version-check {wanted}" in (REPO / "Makefile").read_text()
+    )

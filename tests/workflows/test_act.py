@@ -155,19 +155,26 @@ def caller_repo(tmp_path: Path, mlgate_source: tuple[Path, str]) -> Path:
     return repo
 
 
-def test_a_data_change_runs_the_pipeline_to_staging(
-    tmp_path, mlgate_source, mlflow_server, breast_cancer
-) -> None:
-    """This repository's caller: train, evaluate and promote, for a new data version."""
+def data_change(tmp_path, mlgate_source, server, frame, message) -> tuple[str, str, ActResult]:
+    """Push a data version in a copy of this repository and run its caller workflow."""
     repo = caller_repo(tmp_path, mlgate_source)
-    md5 = push_data(repo, breast_cancer.iloc[30:], message="data: drop 30 rows")
-    commit = git(repo, "rev-parse", "HEAD")
+    md5 = push_data(repo, frame, message=message)
     result = run_act(
         repo,
         ".github/workflows/on-data-change.yml",
         mlgate=mlgate_source,
-        tracking_uri=mlflow_server,
+        tracking_uri=server,
         tmp=tmp_path,
+    )
+    return md5, git(repo, "rev-parse", "HEAD"), result
+
+
+def test_a_data_change_runs_the_pipeline_to_staging(
+    tmp_path, mlgate_source, mlflow_server, breast_cancer
+) -> None:
+    """This repository's caller: train, evaluate and promote, for a new data version."""
+    md5, commit, result = data_change(
+        tmp_path, mlgate_source, mlflow_server, breast_cancer.iloc[30:], "data: drop 30 rows"
     )
     assert result.returncode == 0, result.log[-5000:]
     assert "Job succeeded" in result.log
@@ -245,17 +252,10 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
 def test_bad_data_fails_the_job_and_registers_nothing(
     tmp_path, mlgate_source, mlflow_server, breast_cancer
 ) -> None:
-    repo = caller_repo(tmp_path, mlgate_source)
     bad = breast_cancer.copy()
     bad.loc[3, "mean_radius"] = -1.0
-    push_data(repo, bad, message="data: a negative radius")
-    commit = git(repo, "rev-parse", "HEAD")
-    result = run_act(
-        repo,
-        ".github/workflows/on-data-change.yml",
-        mlgate=mlgate_source,
-        tracking_uri=mlflow_server,
-        tmp=tmp_path,
+    _, commit, result = data_change(
+        tmp_path, mlgate_source, mlflow_server, bad, "data: a negative radius"
     )
     assert result.returncode != 0
     assert "mean_radius: greater_than_or_equal_to(0) failed 1x" in result.log
