@@ -24,19 +24,10 @@ import pandas as pd
 import pytest
 import requests
 
+from mlgate.demo import PROJECT_FILES  # what a repository using mlgate holds
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# What a repository using mlgate holds: params, schema, data.dvc, the DVC config and remote.
-PROJECT_FILES = (
-    "params.yaml",
-    "schema",
-    "data.dvc",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    ".dvcignore",
-    "dvc-remote",
-    ".gitignore",
-)
 ORDER = {"unit": 0, "integration": 1, "workflows": 2}
 # Where the session's services keep their files, for tests that damage them on purpose.
 SERVICE_PATHS: dict[str, Path] = {}

@@ -28,12 +28,13 @@ WORKSPACE = ".demo"
 # What a repository using mlgate holds, copied into the scratch workspace.
 PROJECT_FILES = (
     "params.yaml",
+    "schema",
     "data.dvc",
     ".dvc/config",
+    ".dvc/.gitignore",
     ".dvcignore",
-    ".gitignore",
-    "schema",
     "dvc-remote",
+    ".gitignore",
 )
 WITHDRAWN_ROWS = 40
 

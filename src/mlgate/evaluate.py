@@ -515,10 +515,8 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
 def _metrics(
     frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, settings: Settings
 ) -> dict[str, Any]:
-    overall = classification_metrics(y, proba, settings.metrics.threshold)
-    overall["brier"] = float(np.mean((proba - y) ** 2))
     return {
-        "overall": overall,
+        "overall": classification_metrics(y, proba, settings.metrics.threshold),
         "slices": slice_metrics(
             frame, y, proba, settings.metrics.slices, settings.metrics.threshold
         ),

@@ -14,20 +14,19 @@ from sklearn import metrics as skm
 
 from mlgate.errors import ConfigError
 
-METRICS = ("auc", "pr_auc", "log_loss", "f1", "precision", "recall")
-
 
 def classification_metrics(
     y_true: np.ndarray, proba: np.ndarray, threshold: float
 ) -> dict[str, float]:
-    """AUC, PR-AUC, log loss, and F1 / precision / recall at `threshold`. Metrics that need
-    both classes are left out when a set has one class only."""
+    """AUC, PR-AUC, log loss, Brier score, and F1 / precision / recall at `threshold`.
+    Metrics that need both classes are left out when a set has one class only."""
     predicted = (proba >= threshold).astype(int)
     out: dict[str, float] = {}
     if len(np.unique(y_true)) == 2:
         out["auc"] = skm.roc_auc_score(y_true, proba)
         out["pr_auc"] = skm.average_precision_score(y_true, proba)
         out["log_loss"] = skm.log_loss(y_true, proba, labels=[0, 1])
+    out["brier"] = skm.brier_score_loss(y_true, proba, pos_label=1)
     out["f1"] = skm.f1_score(y_true, predicted, zero_division=0)
     out["precision"] = skm.precision_score(y_true, predicted, zero_division=0)
     out["recall"] = skm.recall_score(y_true, predicted, zero_division=0)

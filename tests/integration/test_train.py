@@ -133,7 +133,7 @@ def test_run_finished_with_params_metrics_and_inputs(trained) -> None:
     assert params["xgb.max_depth"] == "3" and params["num_boost_round"] == "400"
     assert params["split.seed"] == "42" and params["model.num_features"] == "30"
     metrics = run.data.metrics
-    for name in ("auc", "pr_auc", "log_loss", "f1", "precision", "recall"):
+    for name in ("auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"):
         assert f"holdout_{name}" in metrics
         for slice_name in ("large_masses", "small_masses", "smooth_texture"):
             assert f"slice_{slice_name}_{name}" in metrics

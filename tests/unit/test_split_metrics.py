@@ -107,7 +107,8 @@ def test_classification_metrics() -> None:
     m = classification_metrics(y, p, 0.5)
     assert m["auc"] == pytest.approx(0.75)
     assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
-    assert set(m) == {"auc", "pr_auc", "log_loss", "f1", "precision", "recall"}
+    assert set(m) == {"auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"}
+    assert m["brier"] == pytest.approx((0.1**2 + 0.6**2 + 0.6**2 + 0.1**2) / 4)
     one_class = classification_metrics(np.array([1, 1]), np.array([0.2, 0.9]), 0.5)
     assert "auc" not in one_class and one_class["recall"] == pytest.approx(0.5)
 
