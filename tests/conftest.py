@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from mlgate.demo import PROJECT_FILES  # what a repository using mlgate holds
+from tests.github_openapi import OpenAPIStandIn, description, serve
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -234,3 +235,18 @@ def s3_remote(s3_server: str, project: Path) -> str:
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "use the S3 remote")
     return bucket
+
+
+@pytest.fixture(scope="session")
+def github_api_session() -> Iterator[OpenAPIStandIn]:
+    """The GitHub REST API stand-in: every request validated against GitHub's description."""
+    with serve(OpenAPIStandIn(description(REPO / ".cache"))) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def github_api(github_api_session: OpenAPIStandIn) -> Iterator[OpenAPIStandIn]:
+    """The stand-in, emptied for this test; the test fails if any request broke the contract."""
+    github_api_session.reset()
+    yield github_api_session
+    assert github_api_session.violations == []

@@ -23,6 +23,7 @@ COMMANDS = {
     "train": ("mlgate.train", "validate, train XGBoost, log to MLflow and register a version"),
     "evaluate": ("mlgate.evaluate", "score a candidate against the champion; write the decision"),
     "promote": ("mlgate.promote", "move the staging alias to a candidate that passed the gate"),
+    "comment": ("mlgate.comment", "post or update the pull-request gate's sticky comment"),
     "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
 }
 # Named flags shared by every stage, and the settings key each one sets.

@@ -61,6 +61,12 @@ class ModelError(MlgateError):
     exit_code = 7
 
 
+class GitHubError(MlgateError):
+    """The GitHub REST API refused a request or could not be reached."""
+
+    exit_code = 8
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     MlgateError.exit_code: "unexpected error",
@@ -70,6 +76,7 @@ EXIT_CODES: dict[int, str] = {
     TrackingError.exit_code: "MLflow unreachable or failing",
     GateFailed.exit_code: "gate failed or decision stale",
     ModelError.exit_code: "model unloadable or incompatible",
+    GitHubError.exit_code: "GitHub API refused or unreachable",
 }
 
 

@@ -13,8 +13,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import pandas as pd
 
 from mlgate import cli, github, tracking
 from mlgate.data import file_md5, load_frame, pull
+from mlgate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
@@ -31,139 +30,8 @@ from mlgate.significance import PairedAuc, delong
 from mlgate.split import holdout_from_keys
 from mlgate.train import features_of
 
-SCHEMA_VERSION = 1
 CHAMPION_ALIASES = ("production", "staging")
-DECISION_ARTIFACT = "decision"
 LATENCY_ROWS = 200
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: float | None
-    threshold: float | None
-    comparison: str  # how value is held against threshold, e.g. ">="
-    passed: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    name: str
-    version: str
-    run_id: str
-    alias: str | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-@dataclass
-class Decision:
-    candidate: ModelRef
-    champion: ModelRef | None
-    data_md5: str
-    holdout_digest: str
-    holdout_rows: int
-    mode: str
-    checks: list[Check]
-    metrics: dict[str, dict[str, Any]]
-    significance: dict[str, Any] | None
-    latency_ms: dict[str, float]
-    model_size_bytes: int | None
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def verdict(self) -> str:
-        return "pass" if self.passed else "fail"
-
-    @property
-    def reasons(self) -> list[str]:
-        return [
-            f"{c.name}: {_fmt(c.value)} {_negate(c.comparison)} {_fmt(c.threshold)}"
-            + (f" ({c.detail})" if c.detail else "")
-            for c in self.checks
-            if not c.passed
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "verdict": self.verdict,
-            "mode": self.mode,
-            "created_at": self.created_at,
-            "candidate": asdict(self.candidate) | {"uri": self.candidate.uri},
-            "champion": (asdict(self.champion) | {"uri": self.champion.uri})
-            if self.champion
-            else None,
-            "data_md5": self.data_md5,
-            "holdout_digest": self.holdout_digest,
-            "holdout_rows": self.holdout_rows,
-            "checks": [asdict(c) for c in self.checks],
-            "reasons": self.reasons,
-            "metrics": self.metrics,
-            "significance": self.significance,
-            "latency_ms": self.latency_ms,
-            "model_size_bytes": self.model_size_bytes,
-        }
-
-    def to_markdown(self) -> str:
-        icon = "✅" if self.passed else ("🟡" if self.mode == "dry-run" else "❌")
-        champion = f"`{self.champion.uri}` ({self.champion.alias})" if self.champion else "none"
-        head = (
-            f"### {icon} Gate {self.verdict.upper()}{' (dry run)' if self.mode == 'dry-run' else ''}"
-            f": `{self.candidate.uri}` against {champion}\n"
-            f"Holdout: {self.holdout_rows} rows of data `{self.data_md5}`\n\n"
-        )
-        checks = github.markdown_table(
-            ["check", "value", "threshold", "verdict"],
-            [
-                (
-                    c.name,
-                    _fmt(c.value),
-                    f"{c.comparison} {_fmt(c.threshold)}",
-                    "✅ pass" if c.passed else f"❌ fail{' — ' + c.detail if c.detail else ''}",
-                )
-                for c in self.checks
-            ],
-        )
-        cand, champ = (
-            self.metrics["candidate"]["overall"],
-            (self.metrics.get("champion") or {}).get("overall", {}),
-        )
-        metrics = github.markdown_table(
-            ["metric", "candidate", "champion", "Δ"],
-            [
-                (k, _fmt(v), _fmt(champ.get(k)), _fmt(v - champ[k]) if k in champ else "")
-                for k, v in cand.items()
-            ],
-        )
-        sig = ""
-        if self.significance:
-            s = self.significance
-            sig = (
-                f"\n\nAUC difference {s['difference']:+.4f}, {int(s['confidence'] * 100)}% CI "
-                f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], p = {s['p_value']:.3g} "
-                f"({s['method']}): {'significant' if s['significant'] else 'not significant'}."
-            )
-        return head + checks + "\n\n" + metrics + sig
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _negate(comparison: str) -> str:
-    return {">=": "<", "<=": ">", "in": "not in"}.get(comparison, f"not {comparison}")
 
 
 def find_champion(client, name: str, candidate_version: str) -> ModelRef | None:
@@ -496,6 +364,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         significance=paired.to_dict() if paired else None,
         latency_ms=latency_ms,
         model_size_bytes=cand_model.metadata.model_size_bytes,
+        links=mlflow_links(settings.tracking_uri, candidate, champion, run.info.experiment_id),
     )
     reference = data_of(settings, champion_tags, pulled=pulled) if champion else None
     record(settings, client, decision, y, cand_proba, champ_proba)

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mlgate import cli, github, tracking
-from mlgate.errors import ConfigError, GateFailed
-from mlgate.evaluate import DECISION_ARTIFACT, SCHEMA_VERSION, find_champion, get_version
+from mlgate.decision import DECISION_ARTIFACT, check_schema
+from mlgate.errors import GateFailed
+from mlgate.evaluate import find_champion, get_version
 from mlgate.settings import Settings
 
 STAGING = "staging"
@@ -51,11 +52,7 @@ def load_decision(client, settings: Settings, candidate_version: str) -> dict[st
                     fix="run `mlgate evaluate` on it first",
                 ) from exc
             decision = json.loads(Path(path).read_text())
-    if decision.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(
-            f"decision schema_version {decision.get('schema_version')} is not {SCHEMA_VERSION}",
-            fix="re-run `mlgate evaluate` with this mlgate",
-        )
+    check_schema(decision)
     if decision["candidate"]["version"] != str(candidate_version):
         raise GateFailed(
             "the decision on the run is for another version", fix="re-run `mlgate evaluate`"

@@ -143,7 +143,10 @@ class GitHubContext:
     run_attempt: str | None = None
     actor: str | None = None
     event_name: str | None = None
+    event_path: Path | None = None  # the webhook payload of the triggering event
     workflow_ref: str | None = None
+    api_url: str = "https://api.github.com"
+    token: str | None = field(default=None, repr=False)  # GITHUB_TOKEN; never printed
 
     @property
     def run_url(self) -> str | None:
@@ -157,6 +160,7 @@ class GitHubContext:
             return env.get(name) or None
 
         output, summary = get("GITHUB_OUTPUT"), get("GITHUB_STEP_SUMMARY")
+        event = get("GITHUB_EVENT_PATH")
         return cls(
             output_file=Path(output) if output else None,
             summary_file=Path(summary) if summary else None,
@@ -168,7 +172,10 @@ class GitHubContext:
             run_attempt=get("GITHUB_RUN_ATTEMPT"),
             actor=get("GITHUB_ACTOR"),
             event_name=get("GITHUB_EVENT_NAME"),
+            event_path=Path(event) if event else None,
             workflow_ref=get("GITHUB_WORKFLOW_REF"),
+            api_url=(get("GITHUB_API_URL") or cls.api_url).rstrip("/"),
+            token=get("GITHUB_TOKEN"),
         )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate.evaluate import Check, Decision, ModelRef, policy_checks
+from mlgate.decision import Check, Decision, ModelRef
+from mlgate.evaluate import policy_checks
 from mlgate.settings import GateSettings
 from mlgate.significance import PairedAuc
 

@@ -23,6 +23,9 @@ WORKFLOW_FILES = sorted(
 )
 
 
+REUSABLE = ["train.yml", "pipeline.yml", "pr-gate.yml"]
+
+
 def tool(name: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / name), *args], cwd=cwd, capture_output=True, text=True, timeout=300
@@ -91,14 +94,19 @@ def test_workflows_start_with_no_permissions_and_every_job_has_a_timeout() -> No
                 assert "timeout-minutes" in job, f"{path.name}:{name} has no timeout"
 
 
-def test_reusable_workflow_inputs_outputs_and_secrets_are_described() -> None:
-    doc = yaml.safe_load((REPO / ".github/workflows/train.yml").read_text())
+@pytest.mark.parametrize("workflow", REUSABLE)
+def test_reusable_workflow_inputs_outputs_and_secrets_are_described(workflow: str) -> None:
+    doc = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())
     call = doc[True]["workflow_call"]  # PyYAML reads `on:` as True
     for kind in ("inputs", "outputs", "secrets"):
         for name, spec in call[kind].items():
             assert spec.get("description"), f"{kind}.{name} has no description"
             if kind == "inputs":
                 assert spec.get("type"), f"inputs.{name} has no type"
+
+
+def test_workflow_outputs() -> None:
+    call = yaml.safe_load((REPO / ".github/workflows/train.yml").read_text())[True]["workflow_call"]
     assert set(call["outputs"]) == {
         "run-id",
         "model-name",
@@ -107,9 +115,33 @@ def test_reusable_workflow_inputs_outputs_and_secrets_are_described() -> None:
         "data-hash",
     }
     pipeline = yaml.safe_load((REPO / ".github/workflows/pipeline.yml").read_text())
-    outputs = pipeline[True]["workflow_call"]["outputs"]
-    assert {"model-version", "decision", "staged"} <= set(outputs)
-    assert all(spec.get("description") for spec in outputs.values())
+    assert {"model-version", "decision", "staged"} <= set(
+        pipeline[True]["workflow_call"]["outputs"]
+    )
+    gate = yaml.safe_load((REPO / ".github/workflows/pr-gate.yml").read_text())
+    assert set(gate[True]["workflow_call"]["outputs"]) == {
+        "model-version",
+        "decision",
+        "comment-url",
+    }
+
+
+def test_only_the_comment_job_may_write_to_pull_requests() -> None:
+    """Least privilege: one job in the reusable workflows writes PR comments; callers grant it
+    at the call site (a caller's grant caps the callee's jobs)."""
+    writers = []
+    for path in REPO.glob(".github/workflows/*.yml"):
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            permissions = job.get("permissions") or {}
+            if any(v == "write" for v in permissions.values()):
+                writers.append((path.name, name, "uses" in job, dict(permissions)))
+    direct = [(f, n, p) for f, n, calls, p in writers if not calls]
+    assert direct == [("pr-gate.yml", "comment", {"pull-requests": "write"})], direct
+    gate = yaml.safe_load((REPO / ".github/workflows/pr-gate.yml").read_text())
+    assert gate["jobs"]["gate"]["if"] == "${{ always() }}", "a skipped check must not pass"
+    assert gate["jobs"]["gate"]["permissions"] == {}
+    on = yaml.safe_load((REPO / ".github/workflows/on-pull-request.yml").read_text())[True]
+    assert "pull_request" in on and "pull_request_target" not in on
 
 
 def test_lock_header_names_the_regenerating_command() -> None:
@@ -118,11 +150,12 @@ def test_lock_header_names_the_regenerating_command() -> None:
         assert head[1].strip("# ") == "make lock", head
 
 
-def test_readme_holds_the_example_caller_verbatim() -> None:
+@pytest.mark.parametrize("example", ["pipeline.yml", "pr-gate.yml"])
+def test_readme_holds_the_example_callers_verbatim(example: str) -> None:
     readme = (REPO / "README.md").read_text()
-    example = (REPO / "examples/consumer/.github/workflows/pipeline.yml").read_text()
-    assert example in readme
-    assert len(example.strip().splitlines()) <= 15
+    text = (REPO / "examples/consumer/.github/workflows" / example).read_text()
+    assert text in readme
+    assert len(text.strip().splitlines()) <= 15
 
 
 def test_readme_documents_the_first_commands() -> None:
@@ -132,7 +165,7 @@ def test_readme_documents_the_first_commands() -> None:
     assert "make test" in ci
 
 
-@pytest.mark.parametrize("workflow", ["train.yml", "pipeline.yml"])
+@pytest.mark.parametrize("workflow", REUSABLE)
 def test_readme_tables_name_every_input_secret_and_output(workflow: str) -> None:
     readme = (REPO / "README.md").read_text()
     call = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())[True][
@@ -151,3 +184,11 @@ def test_readme_policy_table_names_every_gate_key() -> None:
     readme = (REPO / "README.md").read_text()
     for field in dataclasses.fields(GateSettings):
         assert f"| `{field.name}` |" in readme, f"README policy table lacks gate.{field.name}"
+
+
+def test_readme_lists_every_exit_code() -> None:
+    from mlgate.errors import EXIT_CODES
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code} {meaning}" in readme, f"README lacks exit code {code} ({meaning})"

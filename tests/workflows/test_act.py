@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, git, make_project, push_data
+from tests.github_openapi import VALID_TOKEN
 from tests.integration.test_train import LINEAGE_TAGS
 
 ACT = Path(sys.executable).parent / "act"
@@ -75,13 +76,18 @@ def run_act(
     tracking_uri: str,
     secrets: dict[str, str] | None = None,
     tmp: Path,
+    event_name: str = "push",
+    payload: dict | None = None,
+    env: dict[str, str] | None = None,
 ) -> ActResult:
     source, sha = mlgate
+    tmp.mkdir(parents=True, exist_ok=True)
     event = tmp / "event.json"
     head = git(repo, "rev-parse", "HEAD")
     event.write_text(
         json.dumps(
-            {
+            payload
+            or {
                 "ref": "refs/heads/main",
                 "before": git(repo, "rev-parse", "HEAD~1"),
                 "after": head,
@@ -92,7 +98,7 @@ def run_act(
     )
     args = [
         str(ACT),
-        "push",
+        event_name,
         "-W",
         workflow,
         "-e",
@@ -109,6 +115,10 @@ def run_act(
         f"{pinned('actions/cache')}={STAND_INS / 'cache'}",
         "--local-repository",
         f"{pinned('actions/upload-artifact')}={STAND_INS / 'upload-artifact'}",
+        "--local-repository",
+        f"{pinned('actions/download-artifact')}={STAND_INS / 'download-artifact'}",
+        "--env",
+        f"ACT_STAND_IN_ARTIFACTS={tmp / 'artifacts'}",
         "--var",
         f"MLFLOW_TRACKING_URI={tracking_uri}",
         # the host's warm uv cache, as actions/cache would restore it
@@ -117,6 +127,8 @@ def run_act(
         "--env",
         "UV_SYSTEM_CERTS=1",
     ]
+    for name, value in (env or {}).items():
+        args += ["--env", f"{name}={value}"]
     for name, value in (secrets or {}).items():
         args += ["-s", f"{name}={value}"]
     done = subprocess.run(
@@ -261,3 +273,83 @@ def test_bad_data_fails_the_job_and_registers_nothing(
     assert "mean_radius: greater_than_or_equal_to(0) failed 1x" in result.log
     assert "::error title=data validation::mean_radius" in result.log
     assert version_for_commit(mlflow_server, "breast-cancer-xgb", commit) == []
+
+
+def staging(client) -> str | None:
+    from mlgate.tracking import version_by_alias
+
+    version = version_by_alias(client, "breast-cancer-xgb", "staging")
+    return version.version if version else None
+
+
+def pull_request_event(repo: Path, number: int) -> dict:
+    head = git(repo, "rev-parse", "HEAD")
+    repository = {"full_name": "acme/models", "default_branch": "main"}
+    return {
+        "action": "synchronize",
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "head": {"ref": "data-update", "sha": head, "repo": repository},
+            "base": {"ref": "main", "sha": git(repo, "rev-parse", "HEAD~1"), "repo": repository},
+        },
+        "repository": repository,
+    }
+
+
+def test_the_pr_gate_comments_once_and_is_the_check(
+    tmp_path, mlgate_source, mlflow_server, breast_cancer, github_api
+) -> None:
+    """A pull request with new data: a candidate is trained and evaluated without moving any
+    alias, one comment is created; a later push that fails the gate edits that comment and
+    fails the check."""
+    mlflow.set_tracking_uri(mlflow_server)
+    client = mlflow.MlflowClient()
+    staging_before = staging(client)
+    repo = caller_repo(tmp_path, mlgate_source)
+    push_data(repo, breast_cancer.iloc[10:], message="data: drop 10 rows")
+    gate = dict(
+        mlgate=mlgate_source,
+        tracking_uri=mlflow_server,
+        event_name="pull_request",
+        env={"GITHUB_API_URL": github_api.url},
+        secrets={"GITHUB_TOKEN": VALID_TOKEN},
+    )
+
+    first = run_act(
+        repo,
+        ".github/workflows/on-pull-request.yml",
+        payload=pull_request_event(repo, 12),
+        tmp=tmp_path / "first",
+        **gate,
+    )
+    assert first.returncode == 0, first.log[-5000:]
+    (comment,) = github_api.issue_comments("acme/models", 12)
+    assert comment["body"].startswith("<!-- mlgate:pr-gate key=params.yaml: -->")
+    assert "✅ Gate PASS" in comment["body"]
+    assert ("(staging)" in comment["body"]) == (staging_before is not None)
+    [candidate] = version_for_commit(
+        mlflow_server, "breast-cancer-xgb", git(repo, "rev-parse", "HEAD")
+    )
+    assert candidate.tags["mlgate.github.event"] == "pull_request"
+    assert candidate.tags["mlgate.decision.verdict"] == "pass"
+    assert not candidate.aliases, "the PR gate never moves an alias"
+    assert staging(client) == staging_before
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params.setdefault("gate", {})["min_auc"] = 0.9999
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "commit", "-qam", "gate: demand the impossible")
+    second = run_act(
+        repo,
+        ".github/workflows/on-pull-request.yml",
+        payload=pull_request_event(repo, 12),
+        tmp=tmp_path / "second",
+        **gate,
+    )
+    assert second.returncode != 0, "a failed gate fails the required check"
+    assert "train: success, evaluate: failure" in second.log, second.log[-5000:]
+    (comment,) = github_api.issue_comments("acme/models", 12)
+    assert "❌ Gate FAIL" in comment["body"] and "| >= 0.9999 | ❌ fail |" in comment["body"]
+    assert [r.method for r in github_api.requests if r.method != "GET"] == ["POST", "PATCH"]
+    assert staging(client) == staging_before
