@@ -1,12 +1,54 @@
-# Serving image for a registered model version (the serving issue fills in the server).
-# Build: docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t mlgate-serve .
+# Serving image for one registered model version: `mlgate deploy` (or `mlgate image build`)
+# assembles the build context (this file, requirements-serve.lock, src/mlgate, the model bundle)
+# and passes the labels. Only the server and the model are inside: no MLflow, DVC or pandera.
+#
+#   docker build --build-arg MODEL_NAME=... --build-arg MODEL_VERSION=... -t IMAGE CONTEXT
+#   docker run --read-only -p 8080:8080 IMAGE
+#
+# Offline builds: put wheels matching the lock in wheels/ and pass --build-arg PIP_OFFLINE=1.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+ARG PIP_OFFLINE=0
+COPY requirements-serve.lock /tmp/requirements-serve.lock
+COPY wheels/ /tmp/wheels/
+RUN python3 -m venv /opt/venv \
+    && if [ "$PIP_OFFLINE" = "1" ]; then set -- --no-index --find-links /tmp/wheels; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes \
+       --only-binary=:all: "$@" -r /tmp/requirements-serve.lock \
+    && find /opt/venv -name "__pycache__" -prune -exec rm -rf {} +
+
 FROM ${BASE_IMAGE}
-LABEL org.opencontainers.image.title="mlgate-serve" \
-      org.opencontainers.image.description="XGBoost model served by mlgate" \
-      org.opencontainers.image.licenses="Apache-2.0"
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin mlgate
-USER 10001
-WORKDIR /srv
+ARG MODEL_NAME=unknown
+ARG MODEL_VERSION=0
+ARG MODEL_RUN_ID=""
+ARG DATA_MD5=""
+ARG GIT_COMMIT=""
+ARG SOURCE_URL=""
+LABEL org.opencontainers.image.title="mlgate-serve ${MODEL_NAME}" \
+      org.opencontainers.image.description="XGBoost model ${MODEL_NAME} version ${MODEL_VERSION}, served by mlgate" \
+      org.opencontainers.image.version="${MODEL_VERSION}" \
+      org.opencontainers.image.revision="${GIT_COMMIT}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      dev.mlgate.model.name="${MODEL_NAME}" \
+      dev.mlgate.model.version="${MODEL_VERSION}" \
+      dev.mlgate.model.run-id="${MODEL_RUN_ID}" \
+      dev.mlgate.data.md5="${DATA_MD5}" \
+      dev.mlgate.git.commit="${GIT_COMMIT}"
+COPY --from=build /opt/venv /opt/venv
+COPY src/mlgate /opt/mlgate/mlgate
+COPY bundle/ /model/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/mlgate \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MLGATE_SERVE_BUNDLE=/model \
+    MLGATE_SERVE_HOST=0.0.0.0 \
+    MLGATE_SERVE_PORT=8080
+USER 10001:10001
+WORKDIR /model
 EXPOSE 8080
-CMD ["python3", "-c", "print('mlgate serving image: the model server lands with the serving issue')"]
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/ping', timeout=2)"]
+ENTRYPOINT ["python", "-m", "mlgate", "serve"]

@@ -34,6 +34,7 @@ install: $(BIN)/python ## Install the dev lock and mlgate (editable) into .venv
 lock: $(BIN)/python ## Regenerate requirements.lock and requirements-dev.lock from pyproject.toml
 	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(LOCK_OUT)requirements.lock
 	$(UV) pip compile pyproject.toml --extra test $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(LOCK_OUT)requirements-dev.lock
+	$(UV) pip compile requirements-serve.in $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(LOCK_OUT)requirements-serve.lock
 	$(UV) pip compile .github/actions/setup/uv-requirements.in $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(or $(LOCK_OUT),.github/actions/setup/)uv-requirements.txt
 
 .PHONY: demo

@@ -250,3 +250,179 @@ def github_api(github_api_session: OpenAPIStandIn) -> Iterator[OpenAPIStandIn]:
     github_api_session.reset()
     yield github_api_session
     assert github_api_session.violations == []
+
+
+# -- Docker engine, base image, registry (the serving image and deployment) -------------------
+BASE_IMAGE = "local/python:3.11-bookworm"
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Docker engine: the running one, else dockerd started as TESTBED.md says."""
+    import docker
+
+    started = None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException:
+        dockerd = shutil.which("dockerd")
+        assert dockerd, "install the Docker engine (apt-get install docker.io)"
+        log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+        started = subprocess.Popen(
+            [
+                dockerd,
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = docker.from_env()
+                client.ping()
+                break
+            except docker.errors.DockerException:
+                assert started.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(1)
+    yield client
+    if started is not None:
+        stop(started)
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine) -> str:
+    """python3 on Debian bookworm, built with debootstrap (no image can be pulled here)."""
+    import docker
+
+    try:
+        docker_engine.images.get(BASE_IMAGE)
+        return BASE_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    sources = Path("/etc/apt/sources.list.d/debian.sources").read_text()
+    mirror = next(line.split()[1] for line in sources.splitlines() if line.startswith("URIs:"))
+    root = REPO / ".cache" / "rootfs"
+    if root.exists():
+        shutil.rmtree(root)
+    subprocess.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            "bookworm",
+            str(root),
+            mirror,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+    subprocess.run(
+        ["docker", "import", "-", BASE_IMAGE],
+        stdin=tar.stdout,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    tar.wait()
+    shutil.rmtree(root)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def serve_wheels() -> Path:
+    """Wheels of requirements-serve.lock for linux, for the offline image build (the build
+    container does not trust this machine's TLS interception)."""
+    import hashlib
+
+    lock = REPO / "requirements-serve.lock"
+    dest = REPO / ".cache" / f"serve-wheels-{hashlib.sha256(lock.read_bytes()).hexdigest()[:12]}"
+    if not (dest / ".complete").is_file():
+        platforms = [
+            "manylinux_2_28_x86_64",
+            "manylinux_2_27_x86_64",
+            "manylinux_2_17_x86_64",
+            "manylinux2014_x86_64",
+        ]
+        subprocess.run(
+            [
+                str(BIN / "uvx"),
+                "--from",
+                "pip",
+                "pip",
+                "download",
+                "--quiet",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "--no-deps",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                *[f"--platform={p}" for p in platforms],
+                "-r",
+                str(lock),
+                "-d",
+                str(dest),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
+            env={**os.environ, "UV_SYSTEM_CERTS": "1"},
+        )
+        (dest / ".complete").write_text("")
+    return dest
+
+
+class LocalRegistry:
+    """The CNCF distribution registry with htpasswd authentication, on loopback."""
+
+    username = "mlgate"
+    password = "registry-test-password"
+
+    def __init__(self, root: Path) -> None:
+        import bcrypt
+
+        self.root = root
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=5)).decode()
+        (root / "htpasswd").write_text(f"{self.username}:{hashed}\n")
+        (root / "config.yml").write_text(
+            "version: 0.1\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+            f"auth:\n  htpasswd:\n    realm: mlgate-tests\n    path: {root / 'htpasswd'}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = start(
+            ["docker-registry", "serve", str(self.root / "config.yml")],
+            f"http://{self.host}/v2/",
+            self.root / "registry.log",
+            seconds=30,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def env(self) -> dict[str, str]:
+        return {"REGISTRY_USERNAME": self.username, "REGISTRY_PASSWORD": self.password}
+
+
+@pytest.fixture(scope="session")
+def container_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    registry = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    registry.start()
+    yield registry
+    registry.stop()

@@ -37,6 +37,7 @@ INTEGRITY = "sha512-pV8M7L9GY23AybNvTmo2nyjmpmnt6+2sRE/tqr0ZLQcPS4lnw7u5eZGNmwRN
 MEMBER = "package/generated/api.github.com.json"
 SERVER = "https://api.github.com"  # the description's server URL
 VALID_TOKEN = "ghs_test-token-for-the-stand-in"
+STATEFUL = {"issues/list-comments", "issues/create-comment", "issues/update-comment"}
 
 
 def description(cache: Path) -> Path:
@@ -237,8 +238,11 @@ class OpenAPIStandIn:
             headers=out_headers,
             content_type="application/json",
         )
+        # Answers the stand-in builds from its own state are held to the response schema; the
+        # description's examples are answered as they are (some, e.g. users/get-by-username,
+        # lack a property their own schema requires).
         checked = self.api.unmarshal_response(request, response)
-        if checked.errors:  # the stand-in itself strayed from the description
+        if operation["operationId"] in STATEFUL and checked.errors:
             self.violations.append(
                 f"stand-in answer to {operation['operationId']}: "
                 + "; ".join(_explain(e) for e in checked.errors)

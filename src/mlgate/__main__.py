@@ -1,5 +1,5 @@
-import sys
+"""`python -m mlgate`: the same as the `mlgate` command (the serving image uses it)."""
 
 from mlgate.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

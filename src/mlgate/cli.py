@@ -23,6 +23,17 @@ COMMANDS = {
     "train": ("mlgate.train", "validate, train XGBoost, log to MLflow and register a version"),
     "evaluate": ("mlgate.evaluate", "score a candidate against the champion; write the decision"),
     "promote": ("mlgate.promote", "move the staging alias to a candidate that passed the gate"),
+    "deploy": (
+        "mlgate.deploy",
+        "build and push the serving image, then move the model to Production",
+    ),
+    "rollback": ("mlgate.rollback", "move Production back to the version it replaced"),
+    "setup-environment": (
+        "mlgate.environment",
+        "create or update the GitHub Environment that gates Production",
+    ),
+    "bundle": ("mlgate.bundle", "export a registered version as a serving bundle"),
+    "serve": ("mlgate.serve", "serve a model bundle: MLflow scoring protocol, OIP v2, /metrics"),
     "comment": ("mlgate.comment", "post or update the pull-request gate's sticky comment"),
     "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
 }

@@ -67,6 +67,12 @@ class GitHubError(MlgateError):
     exit_code = 8
 
 
+class DeployError(MlgateError):
+    """The serving image could not be built, pushed or found in the registry."""
+
+    exit_code = 9
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     MlgateError.exit_code: "unexpected error",
@@ -77,6 +83,7 @@ EXIT_CODES: dict[int, str] = {
     GateFailed.exit_code: "gate failed or decision stale",
     ModelError.exit_code: "model unloadable or incompatible",
     GitHubError.exit_code: "GitHub API refused or unreachable",
+    DeployError.exit_code: "image build, push or registry failed",
 }
 
 

@@ -125,6 +125,34 @@ class TrackingSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """The model server (`mlgate serve`, the serving image)."""
+
+    bundle: Path = Path("bundle")  # the image sets /model
+    host: str = "127.0.0.1"  # the image binds 0.0.0.0
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_rows: int = 100_000
+    allow_missing: bool = False  # null/NaN inputs: refuse (False) or let XGBoost treat as missing
+    graceful_seconds: float = 20.0  # on SIGTERM: finish in-flight requests this long
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """The serving image and where it goes (`mlgate deploy`, `mlgate rollback`)."""
+
+    # Image repository without tag; None: ghcr.io/OWNER/REPO/MODEL in Actions, else
+    # localhost:5000/mlgate/MODEL. Each model version is pushed as :vN and recorded by digest.
+    image: str | None = None
+    base_image: str = "python:3.11-slim-bookworm"
+    wheels_dir: Path | None = None  # offline builds: wheels matching requirements-serve.lock
+    push_retries: int = 3
+    backoff: float = 2.0  # seconds; doubles on each retry of a push
+    require_staging: bool = True  # deploy only the version holding the staging alias
+
+
+@dataclass(frozen=True)
 class ReportsSettings:
     dir: Path = Path("reports")
 
@@ -180,6 +208,24 @@ class GitHubContext:
 
 
 @dataclass(frozen=True)
+class RegistryCredentials:
+    """Container registry login, from REGISTRY_USERNAME / REGISTRY_PASSWORD (never printed,
+    never passed on a command line: docker-py sends them to the engine)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RegistryCredentials:
+        return cls(env.get("REGISTRY_USERNAME") or None, env.get("REGISTRY_PASSWORD") or None)
+
+    def auth_config(self) -> dict[str, str] | None:
+        if not (self.username and self.password):
+            return None
+        return {"username": self.username, "password": self.password}
+
+
+@dataclass(frozen=True)
 class Settings:
     project_dir: Path
     params_file: Path | None
@@ -193,7 +239,10 @@ class Settings:
     gate: GateSettings = field(default_factory=GateSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     reports: ReportsSettings = field(default_factory=ReportsSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
     github: GitHubContext = field(default_factory=GitHubContext)
+    registry: RegistryCredentials = field(default_factory=lambda: RegistryCredentials())
 
     def path(self, relative: Path) -> Path:
         """A settings path, resolved against the project directory."""
@@ -209,10 +258,13 @@ class Settings:
         return uri
 
 
+# REGISTRY[:PORT]/PATH, lower case, no tag or digest (docker's reference grammar, simplified).
+IMAGE = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+")
+
 SECTIONS: dict[str, type] = {
     name: hint
     for name, hint in typing.get_type_hints(Settings).items()
-    if name not in {"project_dir", "params_file", "github"}
+    if name not in {"project_dir", "params_file", "github", "registry"}
 }
 # Keys whose values are mappings, merged key by key across layers.
 MAPPING_KEYS = {("train", "params"), ("metrics", "slices"), ("gate", "slice_min_auc")}
@@ -269,6 +321,7 @@ def load_settings(
         project_dir=project_dir.resolve(),
         params_file=path.resolve() if path.is_file() else None,
         github=GitHubContext.from_env(env),
+        registry=RegistryCredentials.from_env(env),
         **sections,
     )
     _check_consistency(settings)
@@ -497,6 +550,24 @@ def _check_consistency(s: Settings) -> None:
         raise ConfigError(
             "tracking.retries and tracking.backoff must be >= 0 and tracking.timeout > 0",
             fix="correct the tracking section",
+        )
+    if not 0 < s.serve.port < 65536 or not 1 <= s.serve.workers <= 64:
+        raise ConfigError(
+            f"serve.port must be 1-65535 and serve.workers 1-64, got {s.serve.port} and "
+            f"{s.serve.workers}",
+            fix="correct the serve section (MLGATE_SERVE_PORT / MLGATE_SERVE_WORKERS)",
+        )
+    if s.deploy.image is not None and not IMAGE.fullmatch(s.deploy.image):
+        raise ConfigError(
+            f"deploy.image {s.deploy.image!r} is not an image repository",
+            fix="write it as REGISTRY/PATH in lower case, without a tag, e.g. "
+            "ghcr.io/acme/models/churn",
+        )
+    if s.serve.max_body_bytes < 1024 or s.serve.max_rows < 1 or s.serve.graceful_seconds < 0:
+        raise ConfigError(
+            "serve.max_body_bytes must be at least 1024, serve.max_rows at least 1 and "
+            "serve.graceful_seconds at least 0",
+            fix="correct the serve section",
         )
     choices = {
         "gate.mode": (s.gate.mode, ("enabled", "dry-run")),

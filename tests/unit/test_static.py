@@ -23,7 +23,7 @@ WORKFLOW_FILES = sorted(
 )
 
 
-REUSABLE = ["train.yml", "pipeline.yml", "pr-gate.yml"]
+REUSABLE = ["train.yml", "pipeline.yml", "pr-gate.yml", "deploy.yml", "rollback.yml"]
 
 
 def tool(name: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -126,22 +126,37 @@ def test_workflow_outputs() -> None:
     }
 
 
-def test_only_the_comment_job_may_write_to_pull_requests() -> None:
-    """Least privilege: one job in the reusable workflows writes PR comments; callers grant it
-    at the call site (a caller's grant caps the callee's jobs)."""
+def test_write_permissions_live_on_two_jobs_only() -> None:
+    """Least privilege: in the reusable workflows, only the comment job writes to pull requests
+    and only the Environment-gated deploy job writes packages; callers grant them at the call
+    site (a caller's grant caps the callee's jobs). act ignores permissions, so read them."""
     writers = []
     for path in REPO.glob(".github/workflows/*.yml"):
         for name, job in yaml.safe_load(path.read_text())["jobs"].items():
             permissions = job.get("permissions") or {}
-            if any(v == "write" for v in permissions.values()):
-                writers.append((path.name, name, "uses" in job, dict(permissions)))
-    direct = [(f, n, p) for f, n, calls, p in writers if not calls]
-    assert direct == [("pr-gate.yml", "comment", {"pull-requests": "write"})], direct
+            if "uses" not in job and any(v == "write" for v in permissions.values()):
+                writers.append((path.name, name, dict(permissions)))
+    assert sorted(writers) == [
+        ("deploy.yml", "deploy", {"contents": "read", "packages": "write", "actions": "read"}),
+        ("pr-gate.yml", "comment", {"pull-requests": "write"}),
+    ], writers
+    for workflow, job in (("deploy.yml", "deploy"), ("rollback.yml", "rollback")):
+        spec = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())["jobs"][job]
+        assert spec["environment"]["name"] == "${{ inputs.environment }}", workflow
+        assert spec["concurrency"]["cancel-in-progress"] is False, workflow
+    groups = {
+        yaml.safe_load((REPO / ".github/workflows" / w).read_text())["jobs"][j]["concurrency"][
+            "group"
+        ]
+        for w, j in (("deploy.yml", "deploy"), ("rollback.yml", "rollback"))
+    }
+    assert len(groups) == 1, "a rollback and a deployment of one model never run at once"
     gate = yaml.safe_load((REPO / ".github/workflows/pr-gate.yml").read_text())
     assert gate["jobs"]["gate"]["if"] == "${{ always() }}", "a skipped check must not pass"
     assert gate["jobs"]["gate"]["permissions"] == {}
-    on = yaml.safe_load((REPO / ".github/workflows/on-pull-request.yml").read_text())[True]
-    assert "pull_request" in on and "pull_request_target" not in on
+    for path in REPO.glob(".github/workflows/*.yml"):
+        on = yaml.safe_load(path.read_text())[True]
+        assert "pull_request_target" not in on, path.name
 
 
 def test_lock_header_names_the_regenerating_command() -> None:
@@ -150,7 +165,7 @@ def test_lock_header_names_the_regenerating_command() -> None:
         assert head[1].strip("# ") == "make lock", head
 
 
-@pytest.mark.parametrize("example", ["pipeline.yml", "pr-gate.yml"])
+@pytest.mark.parametrize("example", ["pipeline.yml", "pr-gate.yml", "rollback.yml"])
 def test_readme_holds_the_example_callers_verbatim(example: str) -> None:
     readme = (REPO / "README.md").read_text()
     text = (REPO / "examples/consumer/.github/workflows" / example).read_text()

@@ -275,13 +275,6 @@ def test_bad_data_fails_the_job_and_registers_nothing(
     assert version_for_commit(mlflow_server, "breast-cancer-xgb", commit) == []
 
 
-def staging(client) -> str | None:
-    from mlgate.tracking import version_by_alias
-
-    version = version_by_alias(client, "breast-cancer-xgb", "staging")
-    return version.version if version else None
-
-
 def pull_request_event(repo: Path, number: int) -> dict:
     head = git(repo, "rev-parse", "HEAD")
     repository = {"full_name": "acme/models", "default_branch": "main"}
@@ -298,15 +291,21 @@ def pull_request_event(repo: Path, number: int) -> dict:
 
 
 def test_the_pr_gate_comments_once_and_is_the_check(
-    tmp_path, mlgate_source, mlflow_server, breast_cancer, github_api
+    tmp_path, mlgate_source, mlflow_server, breast_cancer, github_api, clean_env
 ) -> None:
-    """A pull request with new data: a candidate is trained and evaluated without moving any
-    alias, one comment is created; a later push that fails the gate edits that comment and
-    fails the check."""
-    mlflow.set_tracking_uri(mlflow_server)
-    client = mlflow.MlflowClient()
-    staging_before = staging(client)
+    """A pull request with new data: a candidate is trained and evaluated against the champion
+    without moving any alias, and one comment is created; a later push that fails the gate
+    edits that comment and fails the check."""
+    from tests.integration.test_gate import Registry
+
     repo = caller_repo(tmp_path, mlgate_source)
+    champion = Registry(repo, mlflow_server, clean_env)  # a model of this repository's own
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"]["name"] = champion.model
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "commit", "-qam", f"model: {champion.model}")
+    v1 = champion.train()
+    assert champion.evaluate(v1) == 0 and champion.promote(v1) == 0
     push_data(repo, breast_cancer.iloc[10:], message="data: drop 10 rows")
     gate = dict(
         mlgate=mlgate_source,
@@ -327,14 +326,13 @@ def test_the_pr_gate_comments_once_and_is_the_check(
     (comment,) = github_api.issue_comments("acme/models", 12)
     assert comment["body"].startswith("<!-- mlgate:pr-gate key=params.yaml: -->")
     assert "✅ Gate PASS" in comment["body"]
-    assert ("(staging)" in comment["body"]) == (staging_before is not None)
-    [candidate] = version_for_commit(
-        mlflow_server, "breast-cancer-xgb", git(repo, "rev-parse", "HEAD")
-    )
+    assert f"`models:/{champion.model}/{v1}` (staging)" in comment["body"]
+    assert "AUC difference" in comment["body"]
+    [candidate] = version_for_commit(mlflow_server, champion.model, git(repo, "rev-parse", "HEAD"))
     assert candidate.tags["mlgate.github.event"] == "pull_request"
     assert candidate.tags["mlgate.decision.verdict"] == "pass"
     assert not candidate.aliases, "the PR gate never moves an alias"
-    assert staging(client) == staging_before
+    assert champion.staging() == v1
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params.setdefault("gate", {})["min_auc"] = 0.9999
@@ -352,4 +350,4 @@ def test_the_pr_gate_comments_once_and_is_the_check(
     (comment,) = github_api.issue_comments("acme/models", 12)
     assert "❌ Gate FAIL" in comment["body"] and "| >= 0.9999 | ❌ fail |" in comment["body"]
     assert [r.method for r in github_api.requests if r.method != "GET"] == ["POST", "PATCH"]
-    assert staging(client) == staging_before
+    assert champion.staging() == v1

@@ -1,0 +1,210 @@
+"""The serving bundle: what the image bakes in, exported from a registered model version.
+
+A directory with the booster (`model.ubj`, the file MLflow logged, byte for byte) and
+`bundle.json` (schema version 1): model name and version, run id, data md5, commit, the input
+columns in signature order, the decision threshold and the mlgate version. Exporting needs
+MLflow; loading needs only xgboost and numpy, so the serving image carries no MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlgate import __version__
+from mlgate.errors import ConfigError, ModelError
+from mlgate.files import write_json_atomic
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.ubj"
+META_FILE = "bundle.json"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    name: str
+    version: str
+    run_id: str
+    features: list[str]
+    threshold: float
+    data_md5: str
+    commit: str
+    model_sha256: str
+    mlgate_version: str
+    booster: Any  # xgboost.Booster
+
+    def describe(self) -> dict[str, Any]:
+        """GET /version: what is served, and where it came from."""
+        return {
+            "model": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "data_md5": self.data_md5,
+            "commit": self.commit,
+            "model_sha256": self.model_sha256,
+            "threshold": self.threshold,
+            "mlgate": self.mlgate_version,
+            "inputs": [{"name": f, "type": "double"} for f in self.features],
+        }
+
+    def v2_metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "xgboost",
+            "inputs": [{"name": f, "datatype": "FP64", "shape": [-1]} for f in self.features],
+            "outputs": [
+                {"name": "probability", "datatype": "FP64", "shape": [-1]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]},
+            ],
+            "parameters": {"threshold": self.threshold, "run_id": self.run_id},
+        }
+
+
+def load_bundle(path: Path) -> Bundle:
+    import xgboost as xgb
+
+    meta_file, model_file = path / META_FILE, path / MODEL_FILE
+    if not meta_file.is_file() or not model_file.is_file():
+        raise ConfigError(
+            f"{path} is not a model bundle (no {META_FILE} or {MODEL_FILE})",
+            fix="export one with `mlgate bundle --version N --out DIR`, or point "
+            "serve.bundle (MLGATE_SERVE_BUNDLE) at one",
+        )
+    meta = json.loads(meta_file.read_text())
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ConfigError(
+            f"{meta_file}: schema_version {meta.get('schema_version')} is not {SCHEMA_VERSION}",
+            fix="re-export the bundle with this mlgate",
+        )
+    raw = model_file.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != meta["model_sha256"]:
+        raise ModelError(
+            f"{model_file} does not match the sha256 recorded in {META_FILE}",
+            fix="re-export the bundle; the model file was changed or truncated",
+        )
+    booster = xgb.Booster()
+    booster.load_model(bytearray(raw))
+    if booster.num_features() != len(meta["features"]):
+        raise ModelError(
+            f"the booster takes {booster.num_features()} features, the bundle lists "
+            f"{len(meta['features'])}",
+            fix="re-export the bundle",
+        )
+    return Bundle(
+        name=meta["name"],
+        version=str(meta["version"]),
+        run_id=meta["run_id"],
+        features=list(meta["features"]),
+        threshold=float(meta["threshold"]),
+        data_md5=meta.get("data_md5", ""),
+        commit=meta.get("commit", ""),
+        model_sha256=digest,
+        mlgate_version=meta.get("mlgate_version", __version__),
+        booster=booster,
+    )
+
+
+def export_bundle(client, name: str, version: str, dest: Path) -> dict[str, Any]:
+    """Write the bundle of `name` version `version` into `dest` (replaced); return its meta."""
+    from mlgate import tracking
+    from mlgate.evaluate import get_version
+
+    model_version = get_version(client, name, version)
+    tags = dict(model_version.tags)
+    with tempfile.TemporaryDirectory() as tmp, tracking.errors(f"downloading {name} v{version}"):
+        import mlflow
+        import yaml
+
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+            )
+        )
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+        flavor = (mlmodel.get("flavors") or {}).get("xgboost") or {}
+        if flavor.get("model_class") != "xgboost.core.Booster" or not flavor.get("data"):
+            raise ModelError(
+                f"models:/{name}/{version} is not an XGBoost Booster logged by mlgate",
+                fix="register models with `mlgate train`",
+            )
+        inputs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
+        features = [column["name"] for column in inputs]
+        if not features:
+            raise ModelError(
+                f"models:/{name}/{version} has no input signature",
+                fix="register models with `mlgate train`",
+            )
+        raw = (local / flavor["data"]).read_bytes()
+        params = client.get_run(model_version.run_id).data.params
+    return write_bundle(
+        dest,
+        raw,
+        name=name,
+        version=str(version),
+        run_id=model_version.run_id,
+        features=features,
+        threshold=float(params.get("metrics.threshold", 0.5)),
+        data_md5=tags.get("mlgate.data.md5", ""),
+        commit=tags.get("mlgate.git.commit", ""),
+    )
+
+
+def write_bundle(dest: Path, raw_model: bytes, **meta: Any) -> dict[str, Any]:
+    """Write `dest` (replaced) from the booster's bytes and its metadata."""
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        **meta,
+        "model_sha256": hashlib.sha256(raw_model).hexdigest(),
+        "mlgate_version": __version__,
+    }
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    (dest / MODEL_FILE).write_bytes(raw_model)
+    write_json_atomic(dest / META_FILE, meta)
+    for path in (dest, dest / MODEL_FILE, dest / META_FILE):  # the server runs as another user
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return meta
+
+
+def main(argv=None, env=None) -> int:
+    """mlgate bundle: export a registered model version as a serving bundle."""
+    import os
+
+    from mlgate import cli, tracking
+
+    parser = cli.stage_parser("bundle", main.__doc__)
+    parser.add_argument(
+        "--version",
+        required=True,
+        type=cli.model_version,
+        metavar="N",
+        help="the model version to export (model.name's)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bundle"),
+        metavar="DIR",
+        help="where to write it (default: bundle/)",
+    )
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        settings = cli.settings_from(args, os.environ if env is None else env)
+        client = tracking.connect(settings)
+        meta = export_bundle(client, settings.model.name, args.version, args.out)
+        print(
+            f"exported models:/{meta['name']}/{meta['version']} to {args.out} "
+            f"({len(meta['features'])} inputs, sha256 {meta['model_sha256'][:12]})"
+        )
+        return 0
+
+    return cli.run(action)

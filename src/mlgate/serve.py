@@ -1,0 +1,687 @@
+"""Stage: serve a model bundle over HTTP, fast, with strict input checks.
+
+A bare ASGI application on uvicorn (httptools, uvloop): no web framework between the socket and
+`Booster.inplace_predict`, because at single-row traffic the model call, then the framework, is
+the cost. It speaks:
+
+- MLflow's scoring protocol: `POST /invocations` with `dataframe_split`, `dataframe_records`,
+  `instances` or `inputs` JSON, or CSV with a header; `GET /ping`, `/health`, `/version`.
+  Answers `{"predictions": [p, ...]}`, the probability of the positive class (as `mlflow models
+  serve` answers for this model), plus `"labels"` at the model's threshold when asked
+  (`?labels=true` or `"params": {"labels": true}`).
+- The Open Inference Protocol v2 (KServe, Triton): `/v2/health/live`, `/v2/health/ready`,
+  `/v2`, `/v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer`.
+- Prometheus metrics at `/metrics`.
+
+Bad input is a 4xx JSON error that says what is wrong, never a 500: wrong or missing columns,
+non-numbers, nulls (unless `serve.allow_missing`), ragged rows, malformed JSON, bodies over
+`serve.max_body_bytes`, unsupported content types, unknown models. The image needs only numpy,
+xgboost, uvicorn, orjson, prometheus-client and pyyaml: no MLflow, DVC or pandera at run time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import numpy as np
+import orjson
+
+from mlgate.bundle import Bundle, load_bundle
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+SMALL_BATCH = 256  # below this many rows one thread predicts fastest (no OpenMP hand-off)
+OIP_NUMERIC = {
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class BadRequest(Exception):
+    """A client error: answered with `status` and a message naming the fix."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_rows: int = 100_000
+    allow_missing: bool = False
+
+
+class Metrics:
+    """Prometheus counters and a latency histogram per route, children cached up front."""
+
+    ROUTES = ("invocations", "v2_infer", "health", "metadata", "metrics", "other")
+
+    def __init__(self, bundle: Bundle) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mlgate_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        latency = Histogram(
+            "mlgate_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.latency = {route: latency.labels(route) for route in self.ROUTES}
+        self.rows = Counter("mlgate_prediction_rows", "Rows scored", registry=self.registry)
+        self.errors = Counter(
+            "mlgate_request_errors",
+            "Requests answered 4xx or 5xx",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        info = Gauge(
+            "mlgate_model_info",
+            "The model this server serves",
+            ["name", "version"],
+            registry=self.registry,
+        )
+        info.labels(bundle.name, bundle.version).set(1)
+        self._counted: dict[tuple[str, int], Any] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.requests.labels(route, str(status))
+        child.inc()
+        self.latency[route].observe(seconds)
+        if status >= 400:
+            self.errors.labels(route, str(status)).inc()
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class App:
+    """The ASGI application for one bundle."""
+
+    def __init__(self, bundle: Bundle, limits: Limits | None = None) -> None:
+        self.bundle = bundle
+        self.limits = limits or Limits()
+        self.features = bundle.features
+        self.index = {name: i for i, name in enumerate(self.features)}
+        self.metrics = Metrics(bundle)
+        self.booster = bundle.booster
+        self.threads = os.cpu_count() or 1
+        self.booster.set_param({"nthread": 1})
+        self.nthread = 1
+        self.ready = True
+        prefix = f"/v2/models/{bundle.name}"
+        self.v2_model_paths = {prefix, f"{prefix}/versions/{bundle.version}"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        start = time.perf_counter()
+        route = _route_name(scope["path"])
+        try:
+            status, body, headers = await self._dispatch(scope, receive)
+        except BadRequest as exc:
+            status, headers = exc.status, JSON_HEADERS
+            body = orjson.dumps(self._error_body(scope["path"], str(exc), status))
+        except Exception as exc:  # a bug, not the client's fault: say so, keep serving
+            status, headers = 500, JSON_HEADERS
+            body = orjson.dumps(
+                {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(route, status, time.perf_counter() - start)
+
+    @staticmethod
+    def _error_body(path: str, message: str, status: int) -> dict[str, Any]:
+        if path.startswith("/v2"):
+            return {"error": message}  # the OIP v2 error shape
+        code = {
+            404: "RESOURCE_DOES_NOT_EXIST",
+            405: "BAD_REQUEST",
+            413: "BAD_REQUEST",
+            415: "BAD_REQUEST",
+        }.get(status, "BAD_REQUEST")
+        return {"error_code": code, "message": message}
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.ready = False
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, scope: Scope, receive: Receive):
+        method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        if path == "/invocations":
+            self._method(method, "POST")
+            body = await self._body(scope, receive)
+            kind = self._content_type(scope, ("application/json", "text/csv"))
+            query = parse_qs(scope.get("query_string", b"").decode())
+            return 200, self.invocations(body, kind, query), JSON_HEADERS
+        if path in {"/ping", "/health", "/v2/health/live", "/v2/health/ready"}:
+            self._method(method, "GET", "HEAD")
+            if path.endswith("ready") and not self.ready:
+                raise BadRequest("shutting down", 503)
+            return 200, b"{}" if path.startswith("/v2") else b"", JSON_HEADERS
+        if path == "/version":
+            self._method(method, "GET")
+            return 200, orjson.dumps(self.bundle.describe()), JSON_HEADERS
+        if path == "/metrics":
+            self._method(method, "GET")
+            return (
+                200,
+                self.metrics.render(),
+                [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+            )
+        if path == "/v2":
+            self._method(method, "GET")
+            server = {"name": "mlgate", "version": self.bundle.mlgate_version, "extensions": []}
+            return 200, orjson.dumps(server), JSON_HEADERS
+        if path.startswith("/v2/models/"):
+            return await self._v2(method, path, scope, receive)
+        raise BadRequest(
+            f"no route {path}; see /invocations, /v2/models/{self.bundle.name}/infer", 404
+        )
+
+    async def _v2(self, method: str, path: str, scope: Scope, receive: Receive):
+        model_path, _, action = path.rpartition("/")
+        if action not in {"infer", "ready"}:
+            model_path, action = path, ""
+        if model_path not in self.v2_model_paths:
+            raise BadRequest(
+                f"model '{path.removeprefix('/v2/models/').split('/')[0]}' (or that version) "
+                f"is not served here; this server serves '{self.bundle.name}' version "
+                f"{self.bundle.version}",
+                404,
+            )
+        if action == "ready":
+            self._method(method, "GET")
+            return 200, b"{}", JSON_HEADERS
+        if action == "":
+            self._method(method, "GET")
+            return 200, orjson.dumps(self.bundle.v2_metadata()), JSON_HEADERS
+        self._method(method, "POST")
+        body = await self._body(scope, receive)
+        self._content_type(scope, ("application/json",))
+        return 200, self.v2_infer(body), JSON_HEADERS
+
+    @staticmethod
+    def _method(method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise BadRequest(f"method {method} not allowed here; use {' or '.join(allowed)}", 405)
+
+    def _content_type(self, scope: Scope, allowed: Sequence[str]) -> str:
+        raw = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        kind = raw.split(";")[0].strip().lower()
+        if kind not in allowed:
+            raise BadRequest(
+                f"content type '{kind or 'none'}' is not supported; send "
+                + " or ".join(f"Content-Type: {a}" for a in allowed),
+                415,
+            )
+        return kind
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BadRequest(self._too_big(int(declared)), 413)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("client went away", 400)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(self._too_big(size), 413)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_big(self, size: int) -> str:
+        return (
+            f"body of {size} bytes exceeds serve.max_body_bytes "
+            f"({self.limits.max_body_bytes}); split the batch"
+        )
+
+    # -- MLflow scoring protocol --------------------------------------------------------------
+    def invocations(self, body: bytes, kind: str, query: Mapping[str, list[str]]) -> bytes:
+        labels = query.get("labels", ["false"])[-1].lower() in {"1", "true", "yes"}
+        if kind == "text/csv":
+            matrix = self.from_csv(body)
+        else:
+            payload = _parse_json(body)
+            if not isinstance(payload, dict):
+                raise BadRequest(
+                    "the JSON body must be an object with one of dataframe_split, "
+                    "dataframe_records, instances, inputs"
+                )
+            params = payload.get("params") or {}
+            if isinstance(params, dict) and params.get("labels") is True:
+                labels = True
+            matrix = self.from_mlflow(payload)
+        proba = self.predict(matrix)
+        out: dict[str, Any] = {"predictions": proba}
+        if labels:
+            out["labels"] = (proba >= self.bundle.threshold).astype(np.int64)
+        return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def from_mlflow(self, payload: dict[str, Any]) -> np.ndarray:
+        keys = [
+            k
+            for k in ("dataframe_split", "dataframe_records", "instances", "inputs")
+            if k in payload
+        ]
+        if len(keys) != 1:
+            raise BadRequest(
+                "the JSON body needs exactly one of dataframe_split, dataframe_records, "
+                f"instances, inputs (found {', '.join(keys) or 'none'})"
+            )
+        value = payload[keys[0]]
+        if keys[0] == "dataframe_split":
+            if not isinstance(value, dict) or "data" not in value:
+                raise BadRequest('dataframe_split must be {"columns": [...], "data": [[...]]}')
+            columns = value.get("columns")
+            if columns is None:
+                return self.matrix(value["data"], "dataframe_split.data")
+            return self.matrix(value["data"], "dataframe_split.data", columns=columns)
+        if keys[0] == "dataframe_records":
+            return self.from_records(value, "dataframe_records")
+        if isinstance(value, dict):  # inputs: {column: [values]}
+            return self.from_columns(value, keys[0])
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return self.from_records(value, keys[0])
+        return self.matrix(value, keys[0])
+
+    def from_records(self, records: Any, where: str) -> np.ndarray:
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise BadRequest(f"{where} must be a list of objects, one per row")
+        wanted = self.index
+        rows = []
+        for i, record in enumerate(records):
+            if record.keys() != wanted.keys():
+                self._columns_error(list(record), f"{where}[{i}]")
+            rows.append([record[name] for name in self.features])
+        return self.matrix(rows, where)
+
+    def from_columns(self, columns: dict[str, Any], where: str) -> np.ndarray:
+        self._check_columns(list(columns), where)
+        lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise BadRequest(f"{where}: every column must be a list of the same length")
+        return self.matrix([columns[name] for name in self.features], where, by_column=True)
+
+    def from_csv(self, body: bytes) -> np.ndarray:
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"CSV body is not UTF-8: {exc}") from exc
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        if not header:
+            raise BadRequest("CSV body is empty; send a header row and data rows")
+        self._check_columns(header, "CSV header")
+        order = [header.index(name) for name in self.features]
+        rows = []
+        for n, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise BadRequest(f"CSV line {n} has {len(row)} fields, the header {len(header)}")
+            try:
+                rows.append([float(row[i]) if row[i] != "" else math.nan for i in order])
+            except ValueError as exc:
+                raise BadRequest(f"CSV line {n}: {exc}") from exc
+        return self.matrix(rows, "CSV")
+
+    # -- Open Inference Protocol v2 -----------------------------------------------------------
+    def v2_infer(self, body: bytes) -> bytes:
+        payload = _parse_json(body)
+        if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+            raise BadRequest('the body must be {"inputs": [{"name", "shape", "datatype", "data"}]}')
+        tensors = payload["inputs"]
+        for t in tensors:
+            if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
+                raise BadRequest("each input needs name, shape, datatype and data")
+            if t["datatype"] not in OIP_NUMERIC:
+                raise BadRequest(
+                    f"input '{t['name']}': datatype {t['datatype']} is not numeric; "
+                    "use FP64, FP32 or an integer type"
+                )
+        if len(tensors) == 1:
+            t = tensors[0]
+            shape = _shape(t)
+            if len(shape) != 2 or shape[1] != len(self.features):
+                raise BadRequest(
+                    f"input '{t['name']}' has shape {shape}; one input carries "
+                    f"[rows, {len(self.features)}] (features in the order of /v2/models/"
+                    f"{self.bundle.name}), or send one input per feature"
+                )
+            matrix = self.matrix(_flat(t), f"input '{t['name']}'", shape=shape)
+        else:
+            by_name = {t["name"]: t for t in tensors}
+            self._check_columns(list(by_name), "inputs")
+            columns = []
+            for name in self.features:
+                shape = _shape(by_name[name])
+                if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+                    raise BadRequest(f"input '{name}' has shape {shape}; use [rows] or [rows, 1]")
+                columns.append(_flat(by_name[name]))
+            if len({len(c) for c in columns}) != 1:
+                raise BadRequest("every input must have the same number of rows")
+            matrix = self.matrix(columns, "inputs", by_column=True)
+        proba = self.predict(matrix)
+        requested = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
+        unknown = requested - {"probability", "label"}
+        if unknown:
+            raise BadRequest(
+                f"unknown outputs {sorted(unknown)}; this model has probability, label"
+            )
+        outputs = []
+        if not requested or "probability" in requested:
+            outputs.append(
+                {"name": "probability", "datatype": "FP64", "shape": [len(proba)], "data": proba}
+            )
+        if "label" in requested:
+            outputs.append(
+                {
+                    "name": "label",
+                    "datatype": "INT64",
+                    "shape": [len(proba)],
+                    "data": (proba >= self.bundle.threshold).astype(np.int64),
+                }
+            )
+        out: dict[str, Any] = {
+            "model_name": self.bundle.name,
+            "model_version": self.bundle.version,
+            "outputs": outputs,
+        }
+        if "id" in payload:
+            out["id"] = payload["id"]
+        return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    # -- shared -------------------------------------------------------------------------------
+    def _check_columns(self, given: list[str], where: str) -> None:
+        if len(given) != len(self.features) or set(given) != self.index.keys():
+            self._columns_error(given, where)
+
+    def _columns_error(self, given: list[Any], where: str) -> None:
+        missing = [f for f in self.features if f not in set(given)]
+        extra = [str(g) for g in given if g not in self.index]
+        duplicated = sorted({str(g) for g in given if given.count(g) > 1})
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if extra:
+            parts.append(f"unknown {_few(extra)}")
+        if duplicated:
+            parts.append(f"repeated {_few(duplicated)}")
+        raise BadRequest(
+            f"{where}: columns do not match the model's signature: "
+            f"{'; '.join(parts)}. GET /version lists the {len(self.features)} inputs"
+        )
+
+    def matrix(
+        self,
+        data: Any,
+        where: str,
+        columns: list[Any] | None = None,
+        by_column: bool = False,
+        shape: list[int] | None = None,
+    ) -> np.ndarray:
+        """A 2-D float64 array from JSON rows (or columns), checked: numbers only, rectangular,
+        finite."""
+        if not isinstance(data, list) or not data:
+            raise BadRequest(f"{where} must be a non-empty list of rows")
+        if len(data) > self.limits.max_rows:
+            raise BadRequest(
+                f"{where} has {len(data)} rows; serve.max_rows is "
+                f"{self.limits.max_rows}: split the batch",
+                413,
+            )
+        try:
+            array = np.asarray(data)
+        except ValueError as exc:  # ragged
+            raise BadRequest(f"{where}: rows have different lengths ({exc})") from None
+        if array.dtype.kind in "fiub":  # JSON true/false count as 1/0, as in numpy and pandas
+            array = array.astype(np.float64, copy=False)
+        elif array.dtype.kind == "O":
+            array = self._objects(array, where)
+        else:
+            raise BadRequest(f"{where}: values must be numbers (found {_kind(array)})")
+        if shape is not None:  # OIP v2 sends a flat tensor and its shape
+            array = array.reshape(shape)
+        if array.ndim != 2:
+            raise BadRequest(
+                f"{where}: expected rows of {len(self.features)} numbers, "
+                f"got an array of shape {list(array.shape)}"
+            )
+        if by_column:
+            array = np.ascontiguousarray(array.T)
+        if columns is not None:
+            if not isinstance(columns, list):
+                raise BadRequest(f"{where}: columns must be a list of names")
+            self._check_columns(columns, f"{where.rsplit('.', 1)[0]}.columns")
+            if columns != self.features:
+                array = array[:, [columns.index(name) for name in self.features]]
+        if array.shape[1] != len(self.features):
+            raise BadRequest(
+                f"{where}: rows have {array.shape[1]} values; the model takes "
+                f"{len(self.features)} ({_few(self.features)})"
+            )
+        if not self.limits.allow_missing and not np.isfinite(array).all():
+            row, col = (int(i) for i in np.argwhere(~np.isfinite(array))[0])
+            raise BadRequest(
+                f"{where}: row {row}, column '{self.features[col]}' is null, NaN or infinite; "
+                "the model was trained without missing values (serve.allow_missing=true to "
+                "let XGBoost treat them as missing)"
+            )
+        if np.isinf(array).any():
+            raise BadRequest(f"{where}: infinite values are not valid inputs")
+        return array
+
+    def _objects(self, array: np.ndarray, where: str) -> np.ndarray:
+        flat = array.ravel()
+        for value in flat:
+            if value is not None and not isinstance(value, (int, float)):
+                raise BadRequest(
+                    f"{where}: values must be numbers (found {type(value).__name__}"
+                    f" {str(value)[:40]!r})"
+                )
+        return np.array([math.nan if v is None else v for v in flat], dtype=np.float64).reshape(
+            array.shape
+        )
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        threads = 1 if len(matrix) < SMALL_BATCH else self.threads
+        if threads != self.nthread:
+            self.booster.set_param({"nthread": threads})
+            self.nthread = threads
+        proba = self.booster.inplace_predict(matrix, validate_features=False)
+        self.metrics.rows.inc(len(matrix))
+        return np.asarray(proba, dtype=np.float64)
+
+
+def _route_name(path: str) -> str:
+    """The metrics label of a path (a fixed set, so clients cannot grow the label space)."""
+    if path == "/invocations":
+        return "invocations"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "v2_infer"
+    if path in {"/ping", "/health", "/v2/health/live", "/v2/health/ready"} or path.endswith(
+        "/ready"
+    ):
+        return "health"
+    if path == "/metrics":
+        return "metrics"
+    if path in {"/version", "/v2"} or path.startswith("/v2/models/"):
+        return "metadata"
+    return "other"
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("empty body; send JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def _shape(tensor: dict[str, Any]) -> list[int]:
+    shape = tensor["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise BadRequest(f"input '{tensor['name']}': shape must be a list of sizes")
+    return shape
+
+
+def _flat(tensor: dict[str, Any]) -> list[Any]:
+    data = tensor["data"]
+    if not isinstance(data, list):
+        raise BadRequest(f"input '{tensor['name']}': data must be a list")
+    flat = (
+        data
+        if not data or not isinstance(data[0], list)
+        else np.asarray(data, dtype=object).ravel().tolist()
+    )
+    expected = math.prod(_shape(tensor))
+    if len(flat) != expected:
+        raise BadRequest(
+            f"input '{tensor['name']}': {len(flat)} values for shape {tensor['shape']} ({expected})"
+        )
+    return flat
+
+
+def _few(names: Sequence[Any], n: int = 5) -> str:
+    shown = ", ".join(f"'{x}'" for x in names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _kind(array: np.ndarray) -> str:
+    return {"U": "text", "S": "bytes", "b": "booleans"}.get(array.dtype.kind, str(array.dtype))
+
+
+def create_app() -> App:
+    """uvicorn factory: the bundle and limits from the settings (MLGATE_SERVE_* variables)."""
+    from mlgate.settings import load_settings
+
+    settings = load_settings(env=os.environ, params_file=None)
+    s = settings.serve
+    return App(
+        load_bundle(settings.path(s.bundle)),
+        Limits(s.max_body_bytes, s.max_rows, s.allow_missing),
+    )
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """mlgate serve: serve a model bundle (MLflow scoring protocol, OIP v2, /metrics)."""
+    from mlgate import cli
+
+    parser = cli.stage_parser("serve", main.__doc__)
+    parser.add_argument("--bundle", metavar="DIR", help="model bundle (serve.bundle)")
+    parser.add_argument("--host", help="address to bind (serve.host)")
+    parser.add_argument("--port", type=int, help="port (serve.port)")
+    parser.add_argument("--workers", type=int, help="worker processes (serve.workers)")
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        import uvicorn
+
+        environ = dict(os.environ if env is None else env)
+        overrides = {
+            "bundle": args.bundle,
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+        }
+        for key, value in overrides.items():
+            if value is not None:
+                args.overrides.append(f"serve.{key}={value}")
+        settings = cli.settings_from(args, environ)
+        s = settings.serve
+        bundle_dir = settings.path(s.bundle).resolve()
+        load_bundle(bundle_dir)  # fail here, with the fix, not inside a worker
+        # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
+        # previous handler: make that a no-op, so a stopped server exits 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        os.environ.update(
+            {
+                "MLGATE_SERVE_BUNDLE": str(bundle_dir),
+                "MLGATE_SERVE_MAX_BODY_BYTES": str(s.max_body_bytes),
+                "MLGATE_SERVE_MAX_ROWS": str(s.max_rows),
+                "MLGATE_SERVE_ALLOW_MISSING": str(s.allow_missing).lower(),
+            }
+        )
+        uvicorn.run(
+            "mlgate.serve:create_app",
+            factory=True,
+            host=s.host,
+            port=s.port,
+            workers=s.workers,
+            http="httptools",
+            loop="uvloop" if _has("uvloop") else "asyncio",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=int(s.graceful_seconds),
+            server_header=False,
+        )
+        return 0
+
+    return cli.run(action)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

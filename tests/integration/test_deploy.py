@@ -1,0 +1,211 @@
+"""Deploy and roll back with real parts: the Docker engine builds the serving image from the
+top-level Dockerfile (local base image, wheels from the host), the distribution registry with
+htpasswd authentication stores it, MLflow holds the aliases. The image is pulled back by
+digest, run read-only as its non-root user, and must answer both protocols with the registry
+model's own probabilities."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+
+from mlgate import deploy, rollback
+from tests.conftest import REPO, free_port, push_data
+from tests.integration.test_gate import WEAK, Registry
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory,
+    mlflow_server,
+    clean_env_module,
+    docker_engine,
+    base_image,
+    serve_wheels,
+    container_registry,
+):
+    from tests.conftest import make_project
+
+    project = make_project(tmp_path_factory.mktemp("deploy") / "project")
+    models = Registry(project, mlflow_server, clean_env_module)
+    image = f"{container_registry.host}/mlgate/{models.model}"
+    env = (
+        clean_env_module
+        | container_registry.env()
+        | {
+            "MLGATE_DEPLOY_IMAGE": image,
+            "MLGATE_DEPLOY_BASE_IMAGE": base_image,
+            "MLGATE_DEPLOY_WHEELS_DIR": str(serve_wheels),
+            "MLGATE_DEPLOY_BACKOFF": "0.1",
+        }
+    )
+    return models, env, image
+
+
+def deploy_cli(models: Registry, env: dict, version: str, *extra: str) -> int:
+    return deploy.main(
+        [
+            *models.args(),
+            "--candidate-version",
+            version,
+            "--source",
+            str(REPO),
+            "--approved-by",
+            "alice",
+            *extra,
+        ],
+        env=env,
+    )
+
+
+def production(models: Registry) -> str | None:
+    try:
+        return str(models.client.get_model_version_by_alias(models.model, "production").version)
+    except Exception:
+        return None
+
+
+def test_deploy_then_serve_then_roll_back(
+    site, docker_engine, container_registry, breast_cancer, capsys, tmp_path
+) -> None:
+    models, env, image = site
+    v1 = models.train(*WEAK)
+    assert models.evaluate(v1) == 0 and models.promote(v1) == 0
+
+    # Credentials wrong: refused before anything is built; nothing moves.
+    assert deploy_cli(models, env | {"REGISTRY_PASSWORD": "wrong"}, v1) == 9
+    assert "refused the credentials" in capsys.readouterr().err
+    assert production(models) is None
+
+    # Deploy: build, push, read the digest back, then Production.
+    assert deploy_cli(models, env, v1) == 0, capsys.readouterr().err
+    version = models.client.get_model_version(models.model, v1)
+    assert production(models) == v1 and version.current_stage == "Production"
+    digest = version.tags["mlgate.image.digest"]
+    assert version.tags["mlgate.production.image"] == f"{image}@{digest}"
+    assert version.tags["mlgate.production.approved_by"] == "alice"
+    assert version.tags["mlgate.production.previous"] == "none"
+
+    # A re-run changes nothing and builds nothing.
+    images_before = len(docker_engine.images.list())
+    assert deploy_cli(models, env, v1) == 0
+    assert "already in Production" in capsys.readouterr().out
+    assert len(docker_engine.images.list()) == images_before
+
+    # The image, pulled back by digest, serves the registry model's probabilities.
+    pulled = docker_engine.images.pull(
+        f"{image}@{digest}",
+        auth_config={
+            "username": container_registry.username,
+            "password": container_registry.password,
+        },
+    )
+    config = pulled.attrs["Config"]
+    assert config["User"] == "10001:10001"
+    assert config["Labels"]["dev.mlgate.model.version"] == v1
+    assert config["Labels"]["dev.mlgate.model.name"] == models.model
+    assert "8080/tcp" in config["ExposedPorts"] and config["Healthcheck"]["Test"]
+    holdout = breast_cancer.drop(columns=["diagnosis"]).head(50)
+    expected = mlflow.pyfunc.load_model(f"models:/{models.model}/{v1}").predict(holdout)
+    port = free_port()
+    container = docker_engine.containers.run(
+        f"{image}@{digest}",
+        detach=True,
+        network_mode="host",
+        read_only=True,
+        environment={"MLGATE_SERVE_PORT": str(port)},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/ping", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, container.logs().decode()[-3000:]
+            time.sleep(0.5)
+        split = json.loads(holdout.to_json(orient="split", index=False))
+        answer = requests.post(f"{url}/invocations", json={"dataframe_split": split}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json()["predictions"], expected, atol=1e-6)
+        tensor = {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(holdout.shape),
+                    "datatype": "FP64",
+                    "data": holdout.to_numpy().ravel().tolist(),
+                }
+            ]
+        }
+        answer = requests.post(f"{url}/v2/models/{models.model}/infer", json=tensor, timeout=10)
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json()["outputs"][0]["data"], expected, atol=1e-6)
+        bad = requests.post(
+            f"{url}/invocations", data="{", timeout=10, headers={"Content-Type": "application/json"}
+        )
+        assert bad.status_code == 400 and "malformed JSON" in bad.json()["message"]
+        assert requests.get(f"{url}/version", timeout=5).json()["version"] == v1
+        container.kill(signal="SIGTERM")
+        assert container.wait(timeout=30)["StatusCode"] == 0, "graceful shutdown on SIGTERM"
+    finally:
+        container.remove(force=True)
+
+    # Version 2 while the registry is down: nothing half done, and a re-run converges.
+    push_data(models.project, breast_cancer.iloc[20:], message="data: v2")
+    v2 = models.train()
+    assert models.evaluate(v2) == 0 and models.promote(v2) == 0
+    container_registry.stop()
+    try:
+        assert deploy_cli(models, env, v2) == 9
+    finally:
+        container_registry.start()
+    assert "fix:" in capsys.readouterr().err
+    assert production(models) == v1
+    assert "mlgate.image.digest" not in models.client.get_model_version(models.model, v2).tags
+    assert deploy_cli(models, env, v2) == 0
+    assert production(models) == v2
+    v2_tags = models.client.get_model_version(models.model, v2).tags
+    assert v2_tags["mlgate.production.previous"] == v1
+    assert models.client.get_model_version(models.model, v1).current_stage == "Archived"
+
+    # Roll back: one step to the version Production replaced, its image still pullable.
+    capsys.readouterr()
+    assert (
+        rollback.main(
+            [*models.args(), "--reason", "latency regression", "--approved-by", "bob"], env=env
+        )
+        == 0
+    )
+    assert production(models) == v1
+    back = models.client.get_model_version(models.model, v1)
+    assert back.current_stage == "Production"
+    assert back.tags["mlgate.rollback.from"] == v2
+    assert back.tags["mlgate.rollback.reason"] == "latency regression"
+    assert back.tags["mlgate.rollback.by"] == "bob"
+    assert back.tags["mlgate.production.image"] == f"{image}@{digest}"
+    withdrawn = models.client.get_model_version(models.model, v2)
+    assert withdrawn.tags["mlgate.rollback.rolled_back"] == "true"
+    assert models.staging() == v2, "rollback leaves Staging alone"
+    # v1 replaced nothing: a second rollback has nowhere to go and says so.
+    assert rollback.main([*models.args(), "--reason", "again"], env=env) == 2
+    assert "replaced no earlier Production version" in capsys.readouterr().err
+
+
+def test_deploy_refuses_a_version_that_is_not_staging(site, capsys) -> None:
+    models, env, _ = site
+    v = models.train(*WEAK)  # trained, never evaluated or promoted
+    assert deploy_cli(models, env, v) == 6
+    assert "does not hold 'staging'" in capsys.readouterr().err
+    assert production(models) != v

@@ -1,0 +1,484 @@
+"""The model server's protocol handling, driven through its ASGI interface (no socket): every
+accepted request shape gives the booster's own probabilities, and every bad input in the
+catalogue gets a 4xx JSON error that names the problem, after which the server still answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlgate.bundle import load_bundle, write_bundle
+from mlgate.errors import ConfigError, ModelError
+from mlgate.serve import App, Limits
+
+FEATURES = ["alpha", "beta", "gamma"]
+
+
+def make_bundle(dest: Path) -> Path:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgb.DMatrix(x, label=y, feature_names=FEATURES),
+        num_boost_round=20,
+    )
+    write_bundle(
+        dest,
+        bytes(booster.save_raw("ubj")),
+        name="toy",
+        version="3",
+        run_id="r3",
+        features=FEATURES,
+        threshold=0.5,
+        data_md5="d",
+        commit="c",
+    )
+    return dest
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> App:
+    bundle = load_bundle(make_bundle(tmp_path_factory.mktemp("bundle") / "b"))
+    return App(bundle, Limits(max_body_bytes=4096, max_rows=50))
+
+
+ROWS = [[0.5, -1.0, 2.0], [-2.0, 0.1, 0.0]]
+
+
+def expected(app: App, rows=ROWS) -> list[float]:
+    return app.booster.inplace_predict(np.asarray(rows, dtype=np.float64)).tolist()
+
+
+def call(
+    app: App,
+    method: str,
+    path: str,
+    body: bytes | str | dict | list | None = None,
+    content_type: str = "application/json",
+    query: str = "",
+) -> tuple[int, dict | str]:
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    raw = body.encode() if isinstance(body, str) else (body or b"")
+    headers = [(b"content-type", content_type.encode())] if content_type else []
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": headers,
+        "query_string": query.encode(),
+    }
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": raw, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = sent[0]["status"]
+    text = sent[1]["body"].decode()
+    try:
+        return status, json.loads(text) if text else {}
+    except ValueError:
+        return status, text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": FEATURES, "data": ROWS}},
+        {
+            "dataframe_split": {
+                "columns": ["gamma", "alpha", "beta"],
+                "data": [[r[2], r[0], r[1]] for r in ROWS],
+            }
+        },
+        {"dataframe_split": {"data": ROWS}},
+        {"dataframe_records": [dict(zip(FEATURES, r, strict=True)) for r in ROWS]},
+        {"instances": ROWS},
+        {"instances": [dict(zip(FEATURES, r, strict=True)) for r in ROWS]},
+        {"inputs": ROWS},
+        {"inputs": {f: [r[i] for r in ROWS] for i, f in enumerate(FEATURES)}},
+        {"inputs": [[1, 0, 2], [0, 0, 0]]},  # integers are numbers
+    ],
+    ids=[
+        "split",
+        "split-reordered",
+        "split-no-columns",
+        "records",
+        "instances",
+        "instances-dicts",
+        "inputs",
+        "inputs-columns",
+        "integers",
+    ],
+)
+def test_mlflow_protocol_answers_the_boosters_probabilities(app: App, body: dict) -> None:
+    status, out = call(app, "POST", "/invocations", body)
+    assert status == 200, out
+    rows = ROWS if "integers" not in json.dumps(body) else ROWS
+    data = body.get("inputs")
+    if data == [[1, 0, 2], [0, 0, 0]]:
+        rows = data
+    np.testing.assert_allclose(out["predictions"], expected(app, rows), atol=1e-7)
+
+
+def test_csv_and_labels(app: App) -> None:
+    csv = "gamma,alpha,beta\n" + "\n".join(f"{r[2]},{r[0]},{r[1]}" for r in ROWS) + "\n"
+    status, out = call(app, "POST", "/invocations", csv, "text/csv", query="labels=true")
+    assert status == 200, out
+    np.testing.assert_allclose(out["predictions"], expected(app), atol=1e-7)
+    assert out["labels"] == [int(p >= 0.5) for p in expected(app)]
+    status, out = call(app, "POST", "/invocations", {"inputs": ROWS, "params": {"labels": True}})
+    assert "labels" in out
+
+
+def test_oip_v2(app: App) -> None:
+    flat = [v for r in ROWS for v in r]
+    body = {
+        "id": "q1",
+        "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": flat}],
+        "outputs": [{"name": "probability"}, {"name": "label"}],
+    }
+    status, out = call(app, "POST", "/v2/models/toy/infer", body)
+    assert status == 200, out
+    assert out["model_name"] == "toy" and out["model_version"] == "3" and out["id"] == "q1"
+    np.testing.assert_allclose(out["outputs"][0]["data"], expected(app), atol=1e-7)
+    assert out["outputs"][1]["name"] == "label" and out["outputs"][1]["datatype"] == "INT64"
+    per_feature = {
+        "inputs": [
+            {"name": f, "shape": [2], "datatype": "FP32", "data": [r[i] for r in ROWS]}
+            for i, f in enumerate(FEATURES)
+        ]
+    }
+    status, out = call(app, "POST", "/v2/models/toy/versions/3/infer", per_feature)
+    assert status == 200, out
+    np.testing.assert_allclose(out["outputs"][0]["data"], expected(app), atol=1e-7)
+    assert call(app, "GET", "/v2/models/toy")[1]["inputs"][0] == {
+        "name": "alpha",
+        "datatype": "FP64",
+        "shape": [-1],
+    }
+    for path in (
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/toy/ready",
+        "/ping",
+        "/health",
+        "/v2",
+    ):
+        assert call(app, "GET", path)[0] == 200, path
+    version = call(app, "GET", "/version")[1]
+    assert version["model"] == "toy" and version["version"] == "3"
+    assert [i["name"] for i in version["inputs"]] == FEATURES
+
+
+def test_metrics_count_requests_and_errors(app: App) -> None:
+    call(app, "POST", "/invocations", {"inputs": ROWS})
+    call(app, "POST", "/invocations", "{")
+    status, text = call(app, "GET", "/metrics")
+    assert status == 200
+    assert 'mlgate_requests_total{route="invocations",status="200"}' in text
+    assert 'mlgate_request_errors_total{route="invocations",status="400"}' in text
+    assert "mlgate_request_seconds_bucket" in text and "mlgate_prediction_rows_total" in text
+    assert 'mlgate_model_info{name="toy",version="3"} 1.0' in text
+
+
+BAD = [
+    # (method, path, body, content type, status, words in the message)
+    ("POST", "/invocations", "{", "application/json", 400, "malformed JSON"),
+    ("POST", "/invocations", "", "application/json", 400, "empty body"),
+    ("POST", "/invocations", "[1, 2]", "application/json", 400, "must be an object"),
+    ("POST", "/invocations", {"rows": ROWS}, "application/json", 400, "exactly one of"),
+    (
+        "POST",
+        "/invocations",
+        {"inputs": ROWS, "instances": ROWS},
+        "application/json",
+        400,
+        "found instances, inputs",
+    ),
+    ("POST", "/invocations", {"inputs": [[1, 2]]}, "application/json", 400, "rows have 2 values"),
+    (
+        "POST",
+        "/invocations",
+        {"inputs": [[1, 2, 3], [1, 2]]},
+        "application/json",
+        400,
+        "different lengths",
+    ),
+    ("POST", "/invocations", {"inputs": [[1, "x", 3]]}, "application/json", 400, "must be numbers"),
+    (
+        "POST",
+        "/invocations",
+        {"inputs": [[1, None, 3]]},
+        "application/json",
+        400,
+        "column 'beta' is null",
+    ),
+    ("POST", "/invocations", {"inputs": [[{"a": 1}, 1, 3]]}, "application/json", 400, "found dict"),
+    ("POST", "/invocations", {"inputs": [[[1, 2, 3]]]}, "application/json", 400, "shape"),
+    ("POST", "/invocations", {"inputs": []}, "application/json", 400, "non-empty"),
+    (
+        "POST",
+        "/invocations",
+        {"inputs": [[1, 2, 3]] * 51},
+        "application/json",
+        413,
+        "serve.max_rows",
+    ),
+    ("POST", "/invocations", "x" * 5000, "application/json", 413, "serve.max_body_bytes"),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": ["alpha", "beta"], "data": [[1, 2]]}},
+        "application/json",
+        400,
+        "missing 'gamma'",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": [*FEATURES, "delta"], "data": [[1, 2, 3, 4]]}},
+        "application/json",
+        400,
+        "unknown 'delta'",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": FEATURES}},
+        "application/json",
+        400,
+        "dataframe_split must be",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_records": [{"alpha": 1, "beta": 2}]},
+        "application/json",
+        400,
+        "dataframe_records[0]: columns do not match",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_records": "alpha"},
+        "application/json",
+        400,
+        "list of objects",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"inputs": {"alpha": [1], "beta": [2], "gamma": [3, 4]}},
+        "application/json",
+        400,
+        "same length",
+    ),
+    ("POST", "/invocations", "alpha,beta\n1,2\n", "text/csv", 400, "missing 'gamma'"),
+    ("POST", "/invocations", "alpha,beta,gamma\n1,2\n", "text/csv", 400, "line 2 has 2 fields"),
+    ("POST", "/invocations", "alpha,beta,gamma\n1,x,3\n", "text/csv", 400, "CSV line 2"),
+    ("POST", "/invocations", "alpha,beta,gamma\n1,inf,3\n", "text/csv", 400, "infinite"),
+    ("POST", "/invocations", "alpha,beta,gamma\n1,,3\n", "text/csv", 400, "is null"),
+    ("POST", "/invocations", "", "text/csv", 400, "CSV body is empty"),
+    ("POST", "/invocations", b"\xff\xfe", "text/csv", 400, "not UTF-8"),
+    ("POST", "/invocations", {"inputs": ROWS}, "text/plain", 415, "Content-Type: application/json"),
+    ("POST", "/invocations", {"inputs": ROWS}, "", 415, "content type 'none'"),
+    ("GET", "/invocations", None, "", 405, "use POST"),
+    ("POST", "/ping", None, "", 405, "use GET"),
+    ("GET", "/nowhere", None, "", 404, "no route"),
+    (
+        "POST",
+        "/v2/models/other/infer",
+        {"inputs": []},
+        "application/json",
+        404,
+        "'other' (or that version) is not served here",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/versions/9/infer",
+        {"inputs": []},
+        "application/json",
+        404,
+        "version 3",
+    ),
+    ("GET", "/v2/models/other", None, "", 404, "is not served here"),
+    ("POST", "/v2/models/toy/infer", {"data": []}, "application/json", 400, '{"inputs"'),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {"inputs": [{"name": "x"}]},
+        "application/json",
+        400,
+        "needs name, shape, datatype and data",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}]},
+        "application/json",
+        400,
+        "not numeric",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2]}]},
+        "application/json",
+        400,
+        "2 values for shape",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]},
+        "application/json",
+        400,
+        "[rows, 3]",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {"inputs": [{"name": "x", "shape": "1x3", "datatype": "FP64", "data": [1, 2, 3]}]},
+        "application/json",
+        400,
+        "shape must be a list",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [
+                {"name": f, "shape": [1], "datatype": "FP64", "data": [1]}
+                for f in ["alpha", "beta", "delta"]
+            ]
+        },
+        "application/json",
+        400,
+        "unknown 'delta'",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+            "outputs": [{"name": "logits"}],
+        },
+        "application/json",
+        400,
+        "unknown outputs",
+    ),
+    ("POST", "/v2/models/toy/infer", {"inputs": ROWS}, "text/csv", 415, "application/json"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "kind", "status", "words"),
+    BAD,
+    ids=[f"{i}-{b[4]}-{b[5][:24]}" for i, b in enumerate(BAD)],
+)
+def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
+    app: App, method, path, body, kind, status, words
+) -> None:
+    got, out = call(app, method, path, body, kind)
+    assert got == status, out
+    message = out.get("message") or out.get("error")
+    assert words in message, message
+    if not path.startswith("/v2"):
+        assert out["error_code"] in {"BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST"}
+    assert call(app, "POST", "/invocations", {"inputs": ROWS})[0] == 200
+
+
+def test_missing_values_pass_when_allowed(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "b"))
+    lenient = App(bundle, Limits(allow_missing=True))
+    status, out = call(lenient, "POST", "/invocations", {"inputs": [[1, None, 3]]})
+    assert status == 200 and 0 <= out["predictions"][0] <= 1
+
+
+def test_a_damaged_bundle_is_refused(tmp_path: Path) -> None:
+    path = make_bundle(tmp_path / "b")
+    with (path / "model.ubj").open("ab") as handle:
+        handle.write(b"junk")
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        load_bundle(path)
+    with pytest.raises(ConfigError, match="is not a model bundle"):
+        load_bundle(tmp_path / "nothing")
+
+
+numbers = st.floats(allow_nan=False, allow_infinity=False, width=32)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload=st.dictionaries(
+        st.sampled_from(
+            ["inputs", "instances", "dataframe_split", "dataframe_records", "params", "x"]
+        ),
+        json_values,
+        max_size=3,
+    )
+)
+def test_any_json_gets_an_answer_never_a_500(app: App, payload: dict) -> None:
+    status, _ = call(
+        app,
+        "POST",
+        "/invocations",
+        json.dumps(payload, allow_nan=False) if _finite(payload) else "{}",
+    )
+    assert status in {200, 400, 413}
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.lists(numbers, min_size=3, max_size=3), min_size=1, max_size=20))
+def test_any_numeric_rows_score_like_the_booster(app: App, rows: list) -> None:
+    status, out = call(app, "POST", "/invocations", {"inputs": rows})
+    assert status == 200
+    np.testing.assert_allclose(out["predictions"], expected(app, rows), atol=1e-7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    tensors=st.lists(
+        st.fixed_dictionaries(
+            {
+                "name": st.sampled_from([*FEATURES, "x"]),
+                "shape": st.lists(st.integers(0, 4), max_size=3),
+                "datatype": st.sampled_from(["FP64", "INT32", "BYTES", "BOOL"]),
+                "data": st.lists(numbers | st.text(max_size=2), max_size=12),
+            }
+        ),
+        max_size=4,
+    )
+)
+def test_any_v2_request_gets_an_answer_never_a_500(app: App, tensors: list) -> None:
+    status, _ = call(app, "POST", "/v2/models/toy/infer", {"inputs": tensors})
+    assert status in {200, 400, 413}
+
+
+def _finite(value) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+        return True
+    except ValueError:
+        return False
