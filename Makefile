@@ -38,8 +38,8 @@ lock: $(BIN)/python ## Regenerate requirements.lock and requirements-dev.lock fr
 	$(UV) pip compile .github/actions/setup/uv-requirements.in $(LOCK_FLAGS) --custom-compile-command 'make lock' -o $(or $(LOCK_OUT),.github/actions/setup/)uv-requirements.txt
 
 .PHONY: demo
-demo: install ## Run the whole pipeline on the embedded defaults (local MLflow, local DVC remote, shipped data)
-	$(BIN)/mlgate demo
+demo: install ## Run the whole pipeline on the embedded defaults (local MLflow, local DVC remote, shipped data); APPROVE=1 deploys
+	$(BIN)/mlgate demo $(if $(APPROVE),--approve)
 
 .PHONY: test
 test: install ## Run the whole test suite (unit, then integration, then workflows with act)

@@ -6,7 +6,12 @@ dvc-remote/, the data set that ships with the project.
 
 1. data version 1 -> model 1 -> evaluated (no champion yet) -> Staging;
 2. a second data version (the first 40 rows withdrawn) -> model 2 -> evaluated against model 1
-   on the same holdout rows -> promoted or rejected, with the decision table printed.
+   on the same holdout rows -> promoted or rejected, with the decision table printed;
+3. Production: it stops for an approval (`--approve`, or a y/N prompt stands in for the GitHub
+   Environment's reviewers), then builds and pushes the serving image to the registry of
+   deploy.image (default localhost:5000) when a Docker engine and that registry answer, and
+   moves the model to Production. Without them it says what it skipped and how to enable it,
+   and serves the bundle with `mlgate serve` instead. Either way it ends by scoring one row.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -92,9 +98,123 @@ def round_trip(settings: Settings, title: str) -> str:
     return result.model_version
 
 
+def approved(version: str, approve: bool) -> bool:
+    if approve:
+        print(f"approved (--approve): deploying version {version}", flush=True)
+        return True
+    if not sys.stdin.isatty():
+        print(
+            "not approved: nothing deployed (run `make demo APPROVE=1` or "
+            "`mlgate demo --approve`, as a reviewer would approve the Environment)",
+            flush=True,
+        )
+        return False
+    answer = input(f"Approve deploying version {version} to Production? [y/N] ")
+    return answer.strip().lower() in {"y", "yes"}
+
+
+def docker_unavailable(settings: Settings) -> str | None:
+    """Why the image cannot be built and pushed here, or None when it can."""
+    import requests
+
+    from mlgate.deploy import connect_docker, image_repository
+
+    try:
+        connect_docker()
+    except MlgateError:
+        return "no Docker engine answers (start Docker, or set DOCKER_HOST)"
+    registry = image_repository(settings).split("/")[0]
+    try:
+        requests.get(f"http://{registry}/v2/", timeout=3)
+    except requests.RequestException:
+        return (
+            f"no registry answers at {registry} (start one: "
+            "`docker run -d -p 5000:5000 registry:2`, or set MLGATE_DEPLOY_IMAGE)"
+        )
+    return None
+
+
+def score_one_row(url: str, frame) -> None:
+    """POST the first row of `frame` (the model's inputs) and print the answer."""
+    import requests
+
+    row = frame.head(1)
+    body = {"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}}
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            answer = requests.post(f"{url}/invocations", json=body, timeout=5)
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    answer.raise_for_status()
+    print(f"scored one row at {url}/invocations: {answer.json()}", flush=True)
+
+
+def production(settings: Settings, approve: bool) -> None:
+    from mlgate import bundle, deploy, tracking
+
+    print("\n=== Production: the deploy job waits for the Environment's reviewers", flush=True)
+    client = tracking.connect(settings)
+    staged = tracking.version_by_alias(client, settings.model.name, "staging")
+    if staged is None or not approved(str(staged.version), approve):
+        return
+    version = str(staged.version)
+    frame = load_frame(settings.path(settings.data.path)).drop(columns=[settings.data.target])
+    port = _free_port()
+    reason = docker_unavailable(settings)
+    if reason is None:
+        result = deploy.deploy(settings, version, approved_by=["demo"])
+        print(result.message, flush=True)
+        container = deploy.connect_docker().containers.run(
+            result.image.pinned,
+            detach=True,
+            read_only=True,
+            ports={"8080/tcp": port},
+            auth_config=settings.registry.auth_config(),
+        )
+        try:
+            score_one_row(f"http://127.0.0.1:{port}", frame)
+        finally:
+            container.remove(force=True)
+        return
+    print(
+        f"skipped the image and Production: {reason}; then re-run `make demo APPROVE=1`.\n"
+        f"Serving version {version} with `mlgate serve` instead:",
+        flush=True,
+    )
+    out = settings.project_dir / "bundle"
+    bundle.export_bundle(client, settings.model.name, version, out)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlgate", "serve", "--bundle", str(out), "--port", str(port)],
+        cwd=settings.project_dir,
+    )
+    try:
+        score_one_row(f"http://127.0.0.1:{port}", frame)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """mlgate demo: two data versions through train, evaluate and promote, in .demo/."""
+    """mlgate demo: two data versions through train, evaluate and promote, in .demo/, then
+    Production behind an approval."""
     parser = cli.stage_parser("demo", main.__doc__)
+    parser.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve the deployment (stands in for the Environment's reviewers)",
+    )
     args = parser.parse_args(argv)
 
     def action() -> int:
@@ -104,6 +224,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         round_trip(settings, "data version 1: first model")
         publish_second_version(settings)
         version = round_trip(settings, "data version 2: candidate against the champion")
+        production(settings, args.approve)
         uri = settings.tracking_uri
         ui = (
             f"{shlex.quote(str(Path(sys.executable).with_name('mlflow')))} ui "

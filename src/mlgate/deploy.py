@@ -22,7 +22,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -344,20 +343,15 @@ def deploy(
 def move_production(
     client, name: str, version: str, record: Mapping[str, str], previous: str | None
 ) -> None:
-    """Point `production` (alias and stage, the previous one archived) at `version`, then tag
-    both versions. A crash in between leaves the alias right and a re-run adds the tags."""
-    with tracking.errors(f"moving {name} version {version} to Production"):
-        client.set_registered_model_alias(name, PRODUCTION, version)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
-            client.transition_model_version_stage(
-                name, version, "Production", archive_existing_versions=True
-            )
-        for key, value in record.items():
-            client.set_model_version_tag(name, version, key, value)
-        if previous:
-            client.set_model_version_tag(name, previous, "mlgate.production.replaced_by", version)
-            client.set_model_version_tag(name, previous, "mlgate.production.until", _now())
+    tracking.move_alias(
+        client,
+        name,
+        PRODUCTION,
+        version,
+        tags=record,
+        previous=previous,
+        previous_tags={"mlgate.production.replaced_by": version, "mlgate.production.until": _now()},
+    )
 
 
 def _now() -> str:

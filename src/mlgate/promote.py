@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,19 +115,15 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
     }
     if settings.github.run_url:
         tags["mlgate.promotion.run_url"] = settings.github.run_url
-    with tracking.errors(f"promoting version {candidate_version} to Staging"):
-        for key, value in tags.items():
-            client.set_model_version_tag(name, candidate_version, key, value)
-        client.set_registered_model_alias(name, STAGING, candidate_version)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
-            client.transition_model_version_stage(
-                name, candidate_version, "Staging", archive_existing_versions=True
-            )
-        if previous:
-            client.set_model_version_tag(
-                name, previous, "mlgate.promotion.superseded_by", candidate_version
-            )
+    tracking.move_alias(
+        client,
+        name,
+        STAGING,
+        candidate_version,
+        tags=tags,
+        previous=previous,
+        previous_tags={"mlgate.promotion.superseded_by": candidate_version},
+    )
     return Promotion(
         candidate_version,
         f"{name} version {candidate_version} is now '{STAGING}'"

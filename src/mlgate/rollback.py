@@ -1,7 +1,8 @@
 """Stage: move Production back to the version it replaced, in one step.
 
 The target is the version recorded as `mlgate.production.previous` on the current Production
-version (or `--to N`). It must have been in Production before and its image, by digest, must
+version (or `--to N`); rolling back again goes further back, never forward to a withdrawn
+version. It must have been in Production before and its image, by digest, must
 still be in the registry: a rollback never points Production at a model that cannot be served.
 Who rolled back, why and from which version are tagged on both versions. Staging is untouched.
 """
@@ -74,9 +75,10 @@ def rollback(
             "with --to N",
         )
     who = approvers(settings, approved_by) or [settings.github.actor or "unknown"]
+    # mlgate.production.previous keeps what the target replaced when it was first deployed, so
+    # a second rollback goes further back instead of forward to the withdrawn version.
     record = {
         "mlgate.production.since": _now(),
-        "mlgate.production.previous": current_version,
         "mlgate.production.approved_by": ", ".join(who),
         "mlgate.production.image": image.pinned,
         "mlgate.rollback.from": current_version,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -160,3 +160,32 @@ def _delete_versions_of_run(client, name: str, run_id: str) -> None:
             client.delete_model_version(name, version.version)
     except Exception:  # best effort: the registry may be the thing that failed
         pass
+
+
+def move_alias(
+    client,
+    name: str,
+    alias: str,
+    version: str,
+    *,
+    tags: Mapping[str, str],
+    previous: str | None = None,
+    previous_tags: Mapping[str, str] | None = None,
+) -> None:
+    """The one place registry pointers move: `alias` to `version`, the matching stage with the
+    previous holder archived (for users of stages), then the tags of both versions. The alias
+    moves first, so a crash leaves the pointer right and a re-run only adds the tags."""
+    import warnings
+
+    with errors(f"moving '{alias}' of {name} to version {version}"):
+        client.set_registered_model_alias(name, alias, version)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
+            client.transition_model_version_stage(
+                name, version, alias.capitalize(), archive_existing_versions=True
+            )
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        if previous:
+            for key, value in (previous_tags or {}).items():
+                client.set_model_version_tag(name, previous, key, value)

@@ -329,7 +329,8 @@ def test_demo_runs_on_the_embedded_defaults(project, clean_env, capsys) -> None:
     """`make demo`: two data versions through train, evaluate and promote, in a scratch copy
     with a local sqlite store; the checkout itself is not changed."""
     before = git(project, "status", "--porcelain")
-    assert demo.main(["--params", str(project / "params.yaml")], env=clean_env) == 0
+    env = clean_env | {"MLGATE_DEPLOY_IMAGE": "127.0.0.1:9/mlgate/demo"}  # no registry there
+    assert demo.main(["--params", str(project / "params.yaml"), "--approve"], env=env) == 0
     out = capsys.readouterr().out
     root = project / ".demo"
     assert f"--backend-store-uri sqlite:///{root}/mlflow.db" in out
@@ -341,4 +342,6 @@ def test_demo_runs_on_the_embedded_defaults(project, clean_env, capsys) -> None:
     assert first.tags["mlgate.promotion"] == "staging"
     assert second.tags["mlgate.data.rows"] == "529"
     assert second.tags["mlgate.decision.verdict"] in {"pass", "fail"}
+    assert "skipped the image and Production" in out and "scored one row at" in out
+    assert '"predictions": [' in out or "'predictions': [" in out
     assert git(project, "status", "--porcelain") == before

@@ -79,6 +79,7 @@ def run_act(
     event_name: str = "push",
     payload: dict | None = None,
     env: dict[str, str] | None = None,
+    variables: dict[str, str] | None = None,
 ) -> ActResult:
     source, sha = mlgate
     tmp.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,8 @@ def run_act(
     ]
     for name, value in (env or {}).items():
         args += ["--env", f"{name}={value}"]
+    for name, value in (variables or {}).items():
+        args += ["--var", f"{name}={value}"]
     for name, value in (secrets or {}).items():
         args += ["-s", f"{name}={value}"]
     done = subprocess.run(
@@ -167,7 +170,9 @@ def caller_repo(tmp_path: Path, mlgate_source: tuple[Path, str]) -> Path:
     return repo
 
 
-def data_change(tmp_path, mlgate_source, server, frame, message) -> tuple[str, str, ActResult]:
+def data_change(
+    tmp_path, mlgate_source, server, frame, message, **act
+) -> tuple[str, str, ActResult]:
     """Push a data version in a copy of this repository and run its caller workflow."""
     repo = caller_repo(tmp_path, mlgate_source)
     md5 = push_data(repo, frame, message=message)
@@ -177,16 +182,34 @@ def data_change(tmp_path, mlgate_source, server, frame, message) -> tuple[str, s
         mlgate=mlgate_source,
         tracking_uri=server,
         tmp=tmp_path,
+        **act,
     )
     return md5, git(repo, "rev-parse", "HEAD"), result
 
 
-def test_a_data_change_runs_the_pipeline_to_staging(
-    tmp_path, mlgate_source, mlflow_server, breast_cancer
+def test_a_data_change_runs_the_pipeline_to_production(
+    tmp_path,
+    mlgate_source,
+    mlflow_server,
+    breast_cancer,
+    github_api,
+    base_image,
+    serve_wheels,
+    container_registry,
 ) -> None:
-    """This repository's caller: train, evaluate and promote, for a new data version."""
+    """This repository's caller: train, evaluate, promote, then deploy (act does not hold the
+    job for the Environment's reviewers; the approvers are read from the API stand-in): the
+    image is pushed to the registry and the version is in Production."""
+    image = f"{container_registry.host}/mlgate/breast-cancer-xgb"
     md5, commit, result = data_change(
-        tmp_path, mlgate_source, mlflow_server, breast_cancer.iloc[30:], "data: drop 30 rows"
+        tmp_path,
+        mlgate_source,
+        mlflow_server,
+        breast_cancer.iloc[30:],
+        "data: drop 30 rows",
+        variables={"MLGATE_IMAGE": image, "MLGATE_BASE_IMAGE": base_image},
+        env={"MLGATE_DEPLOY_WHEELS_DIR": str(serve_wheels), "GITHUB_API_URL": github_api.url},
+        secrets={"GITHUB_TOKEN": VALID_TOKEN, **container_registry.env()},
     )
     assert result.returncode == 0, result.log[-5000:]
     assert "Job succeeded" in result.log
@@ -203,9 +226,17 @@ def test_a_data_change_runs_the_pipeline_to_staging(
         f"upload-artifact stand-in: mlgate-decision-v{version.version}/decision.json" in result.log
     )
     mlflow.set_tracking_uri(mlflow_server)
-    staged = mlflow.MlflowClient().get_model_version_by_alias("breast-cancer-xgb", "staging")
+    client = mlflow.MlflowClient()
+    staged = client.get_model_version_by_alias("breast-cancer-xgb", "staging")
     assert staged.version == version.version
     assert staged.tags["mlgate.promotion"] == "staging"
+    live = client.get_model_version_by_alias("breast-cancer-xgb", "production")
+    assert live.version == version.version and live.current_stage == "Production"
+    assert live.tags["mlgate.production.image"].startswith(f"{image}@sha256:")
+    assert live.tags["mlgate.production.approved_by"] == "octocat"
+    assert live.tags["mlgate.production.run_url"].startswith("https://github.com/acme/models/")
+    assert "actions/get-reviews-for-run" in {r.operation for r in github_api.requests}
+    assert container_registry.password not in result.log, "registry password never logged"
 
 
 def test_a_consumer_repository_calls_the_reusable_workflow(
@@ -236,6 +267,12 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
     workflow = consumer / ".github/workflows/pipeline.yml"
     workflow.parent.mkdir(parents=True)
     example = (REPO / "examples/consumer/.github/workflows/pipeline.yml").read_text()
+    # Deployment is exercised by this repository's own caller run above.
+    example = example.replace(
+        'with: {tracking-uri: "${{ vars.MLFLOW_TRACKING_URI }}"}',
+        'with: {tracking-uri: "${{ vars.MLFLOW_TRACKING_URI }}", deploy: false}',
+    )
+    assert "deploy: false" in example
     workflow.write_text(re.sub(r"@0{40}", f"@{mlgate_source[1]}", example))
     git(consumer, "add", "-A")
     git(consumer, "commit", "-q", "-m", "train with mlgate")
