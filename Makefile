@@ -41,6 +41,10 @@ lock: $(BIN)/python ## Regenerate requirements.lock and requirements-dev.lock fr
 demo: install ## Run the whole pipeline on the embedded defaults (local MLflow, local DVC remote, shipped data); APPROVE=1 deploys
 	$(BIN)/mlgate demo $(if $(APPROVE),--approve)
 
+.PHONY: bench
+bench: install ## Benchmarks against the alternatives, side by side (QUICK=1: a few minutes)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
 .PHONY: test
 test: install ## Run the whole test suite (unit, then integration, then workflows with act)
 	$(BIN)/python -m pytest

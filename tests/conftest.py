@@ -279,6 +279,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             ],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # stop() signals the process group
         )
         deadline = time.monotonic() + 60
         while True:
@@ -383,7 +384,7 @@ def serve_wheels() -> Path:
 class LocalRegistry:
     """The CNCF distribution registry with htpasswd authentication, on loopback."""
 
-    username = "mlgate"
+    username = "registry-user"  # act masks secret values in its log: keep it distinctive
     password = "registry-test-password"
 
     def __init__(self, root: Path) -> None:

@@ -1,0 +1,523 @@
+"""`make bench`: mlgate against what a user would use instead, side by side in one run.
+
+Every figure is a ratio of two things measured here, now, on the same data and model, because
+absolute times on a shared machine drift from run to run. Each is the median of several
+repetitions, reported with min and max. Load comes from wrk (bounded in time, loopback only).
+
+Figures (see README "Benchmarks"; issue 8 lists the goals):
+  serve-1w / serve-all   single-row POST /invocations at 8 connections, mlgate vs
+                         `mlflow models serve` of the same version (one worker pinned to a core,
+                         load generator on another; then every core)
+  serve-1conn            the same at 1 connection: p50 and p99
+  oip-v2                 single-row POST /v2/models/NAME/infer vs MLflow's /invocations
+  batch-10k              one request of 10,000 rows: rows/s vs MLflow, and time vs orjson alone
+                         decoding the same body (decoding is the floor)
+  startup                `mlgate --help` wall time (imports are paid by every workflow step)
+  parity                 the served probabilities equal the registry model's (to 1e-6)
+
+Usage: python bench/run.py [--quick] [--out DIR]; writes DIR/results.json and DIR/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FEATURES = 85  # a Caravan-style insurance table: 85 small integer-coded columns
+TREES, DEPTH = 200, 6
+MODEL = "bench-caravan"
+
+
+@dataclass
+class Figure:
+    name: str
+    what: str
+    mlgate: float
+    alternative: float | None
+    unit: str
+    goal: str
+    met: bool | None
+    runs: list[float] = field(default_factory=list)
+    alternative_runs: list[float] = field(default_factory=list)
+    notes: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.alternative in (None, 0):
+            return None
+        return self.mlgate / self.alternative
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):,.4g}–{max(values):,.4g}" if len(values) > 1 else ""
+
+
+# -- the model -----------------------------------------------------------------------------
+def caravan(rows: int, seed: int = 0):
+    """Seeded data shaped like the Caravan insurance table: 85 integer-coded columns."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 10, size=(rows, FEATURES)).astype(np.float64)
+    logit = 0.35 * x[:, 0] - 0.25 * x[:, 4] + 0.15 * x[:, 42] - 0.1 * x[:, 60] - 1.0
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame(x, columns=[f"f{i:02d}" for i in range(FEATURES)]), y
+
+
+def register(store: Path):
+    """Train the named shape and register it in a local MLflow store; return the version."""
+    import mlflow
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    frame, y = caravan(20_000)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": DEPTH, "eta": 0.1, "nthread": 2},
+        xgb.DMatrix(frame, label=y),
+        num_boost_round=TREES,
+    )
+    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+    mlflow.set_experiment("bench")
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(
+            booster,
+            name="model",
+            signature=infer_signature(frame, booster.predict(xgb.DMatrix(frame.head(5)))),
+            model_format="ubj",
+            pip_requirements=["xgboost"],
+            registered_model_name=MODEL,
+        )
+    return frame, info.registered_model_version
+
+
+# -- servers ------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server(
+    args: list[str],
+    port: int,
+    env: dict[str, str],
+    cpus: str | None,
+    ready: str = "/ping",
+    seconds: float = 180,
+) -> Iterator[str]:
+    prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [*prefix, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                if requests.get(url + ready, timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{args[0]} did not start:\n{Path(log.name).read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield url
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        Path(log.name).unlink(missing_ok=True)
+
+
+def mlgate_server(bundle: Path, port: int, workers: int, cpus: str | None, env):
+    return server(
+        [
+            str(BIN / "mlgate"),
+            "serve",
+            "--bundle",
+            str(bundle),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        port,
+        env,
+        cpus,
+    )
+
+
+def mlflow_server(store: Path, version: str, port: int, workers: int, cpus: str | None, env):
+    env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
+    return server(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}/{version}",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+        ],
+        port,
+        env,
+        cpus,
+    )
+
+
+# -- load ---------------------------------------------------------------------------------
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}"):read("*a")
+"""
+
+
+def wrk(url: str, body: bytes, connections: int, seconds: int, cpus: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "body.json").write_bytes(body)
+        script = Path(tmp) / "post.lua"
+        script.write_text(LUA.format(body=Path(tmp) / "body.json"))
+        prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+        done = subprocess.run(
+            [
+                *prefix,
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error answers under load:\n{out}")
+    latency = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
+    return {"rps": rps, "p50": latency.get("50"), "p99": latency.get("99")}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+# -- figures ------------------------------------------------------------------------------
+def repeat(times: int, measure: Callable[[], dict]) -> list[dict]:
+    return [measure() for _ in range(times)]
+
+
+def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Figure]:
+    import orjson
+
+    cores = os.cpu_count() or 1
+    seconds, reps = (2, 2) if quick else (10, 3)
+    row = frame.head(1)
+    single = orjson.dumps(
+        {"dataframe_split": {"columns": list(row.columns), "data": row.to_numpy().tolist()}}
+    )
+    v2 = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [1, FEATURES],
+                    "datatype": "FP64",
+                    "data": row.to_numpy().ravel().tolist(),
+                }
+            ]
+        }
+    )
+    big = frame.head(10_000)
+    batch = orjson.dumps(
+        {"dataframe_split": {"columns": list(big.columns), "data": big.to_numpy().tolist()}}
+    )
+    figures: list[Figure] = []
+    results: dict[str, dict[str, list[dict]]] = {}
+    plans = [("1w", 1, "0", "1")] + ([("all", cores, None, None)] if cores > 1 else [])
+    for label, workers, server_cpus, load_cpus in plans:
+        for tool in ("mlgate", "mlflow"):
+            port = free_port()
+            start = (
+                mlgate_server(bundle, port, workers, server_cpus, env)
+                if tool == "mlgate"
+                else mlflow_server(store, version, port, workers, server_cpus, env)
+            )
+            with start as url:
+                runs = results.setdefault(label, {}).setdefault(tool, [])
+                for _ in range(reps):
+                    runs.append(wrk(url + "/invocations", single, 8, seconds, load_cpus))
+                if label == "1w":
+                    conn1 = repeat(
+                        reps, lambda u=url, c=load_cpus: wrk(u + "/invocations", single, 1, seconds, c)
+                    )
+                    results.setdefault("1conn", {})[tool] = conn1
+                    if tool == "mlgate":
+                        results["v2"] = {
+                            "mlgate": repeat(
+                                reps,
+                                lambda u=url, c=load_cpus: wrk(
+                                    f"{u}/v2/models/{MODEL}/infer", v2, 8, seconds, c
+                                ),
+                            )
+                        }
+                        parity(url, frame.head(2000), version)
+                    results.setdefault("batch", {})[tool] = repeat(
+                        reps, lambda u=url: {"seconds": _post(u + "/invocations", batch)}
+                    )
+    for label, goal_ratio in (("1w", 150), ("all", 250)):
+        if label not in results:
+            continue
+        ours = [r["rps"] for r in results[label]["mlgate"]]
+        theirs = [r["rps"] for r in results[label]["mlflow"]]
+        p99 = median([r["p99"] for r in results[label]["mlgate"]])
+        ratio = median(ours) / median(theirs)
+        figures.append(
+            Figure(
+                f"serve-{label}",
+                f"single-row req/s at 8 connections, "
+                f"{'1 worker pinned' if label == '1w' else f'{cores} workers'} (p99 {p99:.2f} ms)",
+                median(ours),
+                median(theirs),
+                "req/s",
+                f"≥ {goal_ratio}× and p99 ≤ 3 ms",
+                ratio >= goal_ratio and p99 <= 3,
+                ours,
+                theirs,
+            )
+        )
+    ours1 = results["1conn"]["mlgate"]
+    theirs1 = results["1conn"]["mlflow"]
+    figures.append(
+        Figure(
+            "serve-1conn",
+            "single-row p50 at 1 connection (ms), mlgate vs MLflow",
+            median([r["p50"] for r in ours1]),
+            median([r["p50"] for r in theirs1]),
+            "ms",
+            "report",
+            None,
+            [r["p50"] for r in ours1],
+            [r["p50"] for r in theirs1],
+            notes=f"p99 {median([r['p99'] for r in ours1]):.2f} vs "
+            f"{median([r['p99'] for r in theirs1]):.2f} ms",
+        )
+    )
+    v2_rps = [r["rps"] for r in results["v2"]["mlgate"]]
+    mlflow_1w = [r["rps"] for r in results["1w"]["mlflow"]]
+    v2_p99 = median([r["p99"] for r in results["v2"]["mlgate"]])
+    figures.append(
+        Figure(
+            "oip-v2",
+            f"OIP v2 infer req/s, 1 worker, 8 connections (p99 {v2_p99:.2f} ms) vs "
+            "MLflow /invocations",
+            median(v2_rps),
+            median(mlflow_1w),
+            "req/s",
+            "≥ 150× and p99 ≤ 3 ms",
+            median(v2_rps) / median(mlflow_1w) >= 150 and v2_p99 <= 3,
+            v2_rps,
+            mlflow_1w,
+        )
+    )
+    ours_b = [10_000 / r["seconds"] for r in results["batch"]["mlgate"]]
+    theirs_b = [10_000 / r["seconds"] for r in results["batch"]["mlflow"]]
+    figures.append(
+        Figure(
+            "batch-10k",
+            "rows/s for one request of 10,000 rows",
+            median(ours_b),
+            median(theirs_b),
+            "rows/s",
+            "≥ 10×",
+            median(ours_b) / median(theirs_b) >= 10,
+            ours_b,
+            theirs_b,
+        )
+    )
+    decode = [_timed(lambda: orjson.loads(batch)) for _ in range(5)]
+    end_to_end = [r["seconds"] for r in results["batch"]["mlgate"]]
+    figures.append(
+        Figure(
+            "batch-vs-decode",
+            "10,000-row request end to end vs orjson decoding the body alone (s)",
+            median(end_to_end),
+            median(decode),
+            "s",
+            "≤ 1.5×",
+            median(end_to_end) / median(decode) <= 1.5,
+            end_to_end,
+            decode,
+        )
+    )
+    return figures
+
+
+def parity(url: str, frame, version: str) -> None:
+    """The served probabilities equal the booster's (the registry model's) to 1e-6."""
+    import mlflow
+
+    expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").predict(frame)
+    body = {"dataframe_split": {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}}
+    got = requests.post(url + "/invocations", json=body, timeout=60).json()["predictions"]
+    worst = float(np.max(np.abs(np.asarray(got) - np.asarray(expected))))
+    if worst > 1e-6:
+        raise AssertionError(f"served probabilities differ from the registry model by {worst}")
+
+
+def _post(url: str, body: bytes) -> float:
+    start = time.perf_counter()
+    answer = requests.post(
+        url, data=body, headers={"Content-Type": "application/json"}, timeout=300
+    )
+    elapsed = time.perf_counter() - start
+    answer.raise_for_status()
+    return elapsed
+
+
+def _timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def startup_figure(quick: bool, env) -> Figure:
+    reps = 3 if quick else 7
+    ours = [
+        _timed(
+            lambda: subprocess.run(
+                [str(BIN / "mlgate"), "--help"], env=env, capture_output=True, check=True
+            )
+        )
+        for _ in range(reps)
+    ]
+    python = [
+        _timed(
+            lambda: subprocess.run(
+                [sys.executable, "-c", "pass"], env=env, capture_output=True, check=True
+            )
+        )
+        for _ in range(reps)
+    ]
+    return Figure(
+        "startup",
+        "`mlgate --help` wall time vs a bare `python -c pass` (s)",
+        median(ours),
+        median(python),
+        "s",
+        "≤ 0.5 s",
+        median(ours) <= 0.5,
+        ours,
+        python,
+    )
+
+
+# -- report -------------------------------------------------------------------------------
+def table(figures: list[Figure]) -> str:
+    lines = [
+        "| figure | what | mlgate | alternative | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        ratio = f"{f.ratio:,.3g}×" if f.ratio is not None else "–"
+        met = {True: "yes", False: "**no**", None: "–"}[f.met]
+        ours = f"{f.mlgate:,.4g} {f.unit}" + (f" ({spread(f.runs)})" if spread(f.runs) else "")
+        alt = (
+            "–"
+            if f.alternative is None
+            else f"{f.alternative:,.4g}"
+            + (f" ({spread(f.alternative_runs)})" if spread(f.alternative_runs) else "")
+        )
+        lines.append(
+            f"| {f.name} | {f.what}{'; ' + f.notes if f.notes else ''} | {ours} | "
+            f"{alt} | {ratio} | {f.goal} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few minutes: shorter loads")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed for the serving figures (Debian: apt-get install wrk)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGATE_", "MLFLOW_"))}
+    # MLflow's server starts `uvicorn` by name: the environment's bin/ comes first on PATH
+    env |= {
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    }
+    with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
+        store = Path(tmp)
+        print("training and registering the benchmark model ...", flush=True)
+        frame, version = register(store)
+        import mlflow
+
+        from mlgate.bundle import export_bundle
+
+        bundle = store / "bundle"
+        export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
+        figures = [startup_figure(args.quick, env)]
+        print("serving figures (wrk) ...", flush=True)
+        figures += serving_figures(frame, bundle, store, str(version), args.quick, env)
+    markdown = table(figures)
+    results = {
+        "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "model": {"features": FEATURES, "trees": TREES, "depth": DEPTH},
+        "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.md").write_text(markdown + "\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
