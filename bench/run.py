@@ -13,6 +13,8 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
   batch-10k              one request of 10,000 rows: rows/s vs MLflow, and time vs orjson alone
                          decoding the same body (decoding is the floor)
   startup                `mlgate --help` wall time (imports are paid by every workflow step)
+  register               log + register with lineage tags vs log_model(registered_model_name=)
+  gate                   metrics, slices and DeLong on 1,000,000 holdout rows
   parity                 the served probabilities equal the registry model's (to 1e-6)
 
 Usage: python bench/run.py [--quick] [--out DIR]; writes DIR/results.json and DIR/results.md.
@@ -292,7 +294,8 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
                     runs.append(wrk(url + "/invocations", single, 8, seconds, load_cpus))
                 if label == "1w":
                     conn1 = repeat(
-                        reps, lambda u=url, c=load_cpus: wrk(u + "/invocations", single, 1, seconds, c)
+                        reps,
+                        lambda u=url, c=load_cpus: wrk(u + "/invocations", single, 1, seconds, c),
                     )
                     results.setdefault("1conn", {})[tool] = conn1
                     if tool == "mlgate":
@@ -424,6 +427,116 @@ def _timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def registration_figure(store: Path, quick: bool) -> Figure:
+    """mlgate's registration (explicit pinned requirements, then one create_model_version with
+    every lineage tag, deleted again on failure) vs log_model(registered_model_name=...) with
+    MLflow's default requirement inference."""
+    import mlflow
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    from mlgate import lineage, tracking
+
+    frame, y = caravan(2_000, seed=1)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgb.DMatrix(frame, label=y),
+        num_boost_round=20,
+    )
+    signature = infer_signature(frame, booster.predict(xgb.DMatrix(frame.head(5))))
+    client = mlflow.MlflowClient()
+    tags = {f"mlgate.bench.tag_{i:02d}": "x" * 40 for i in range(30)}  # as many as train sets
+    reps = 2 if quick else 5
+
+    def ours() -> float:
+        start = time.perf_counter()
+        with mlflow.start_run() as run:
+            info = mlflow.xgboost.log_model(
+                booster,
+                name="model",
+                signature=signature,
+                input_example=frame.head(3),
+                pip_requirements=lineage.serving_requirements(),
+                model_format="ubj",
+            )
+            tracking.register(
+                client,
+                name="bench-register-mlgate",
+                description="bench",
+                model_uri=info.model_uri,
+                model_id=info.model_id,
+                run_id=run.info.run_id,
+                tags=tags,
+            )
+        return time.perf_counter() - start
+
+    def theirs() -> float:
+        start = time.perf_counter()
+        with mlflow.start_run():
+            mlflow.xgboost.log_model(
+                booster,
+                name="model",
+                signature=signature,
+                input_example=frame.head(3),
+                model_format="ubj",
+                registered_model_name="bench-register-mlflow",
+            )
+        return time.perf_counter() - start
+
+    ours(), theirs()  # warm both paths (imports, first registry calls)
+    mine = [ours() for _ in range(reps)]
+    alt = [theirs() for _ in range(reps)]
+    return Figure(
+        "register",
+        "log + register a version with its lineage tags vs "
+        "log_model(registered_model_name=...) with requirement inference (s)",
+        median(mine),
+        median(alt),
+        "s",
+        "≤ 2 s",
+        median(mine) <= 2,
+        mine,
+        alt,
+    )
+
+
+def gate_figure(quick: bool) -> Figure:
+    """The champion-vs-candidate computation (metrics overall and on 3 slices for both models,
+    DeLong) on 1,000,000 holdout rows (100,000 in quick mode)."""
+    import pandas as pd
+
+    from mlgate.metrics import classification_metrics, slice_metrics
+    from mlgate.significance import delong
+
+    rows = 100_000 if quick else 1_000_000
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, rows)
+    cand = np.clip(0.5 * y + rng.normal(0.25, 0.2, rows), 0, 1)
+    champ = np.clip(0.45 * y + rng.normal(0.27, 0.2, rows), 0, 1)
+    frame = pd.DataFrame({"a": rng.normal(size=rows), "b": rng.integers(0, 5, rows)})
+    slices = {"high_a": "a > 0.5", "low_a": "a < -0.5", "b_zero": "b == 0"}
+
+    def once() -> float:
+        start = time.perf_counter()
+        for proba in (cand, champ):
+            classification_metrics(y, proba, 0.5)
+            slice_metrics(frame, y, proba, slices, 0.5)
+        delong(y, cand, champ, 0.95)
+        return time.perf_counter() - start
+
+    runs = [once() for _ in range(2 if quick else 3)]
+    return Figure(
+        "gate",
+        f"the gate's metrics, 3 slices and DeLong on {rows:,} rows (s)",
+        median(runs),
+        None,
+        "s",
+        "≤ 5 s" + (" (at 1M rows)" if quick else ""),
+        None if quick else median(runs) <= 5,
+        runs,
+    )
+
+
 def startup_figure(quick: bool, env) -> Figure:
     reps = 3 if quick else 7
     ours = [
@@ -503,7 +616,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bundle = store / "bundle"
         export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
-        figures = [startup_figure(args.quick, env)]
+        figures = [startup_figure(args.quick, env), gate_figure(args.quick)]
+        print("registration ...", flush=True)
+        figures.append(registration_figure(store, args.quick))
         print("serving figures (wrk) ...", flush=True)
         figures += serving_figures(frame, bundle, store, str(version), args.quick, env)
     markdown = table(figures)

@@ -20,17 +20,24 @@ def classification_metrics(
 ) -> dict[str, float]:
     """AUC, PR-AUC, log loss, Brier score, and F1 / precision / recall at `threshold`.
     Metrics that need both classes are left out when a set has one class only."""
-    predicted = (proba >= threshold).astype(int)
+    y = np.asarray(y_true).astype(bool)
+    proba = np.asarray(proba, dtype=np.float64)
     out: dict[str, float] = {}
-    if len(np.unique(y_true)) == 2:
-        out["auc"] = skm.roc_auc_score(y_true, proba)
-        out["pr_auc"] = skm.average_precision_score(y_true, proba)
-        out["log_loss"] = skm.log_loss(y_true, proba, labels=[0, 1])
-    out["brier"] = skm.brier_score_loss(y_true, proba, pos_label=1)
-    out["f1"] = skm.f1_score(y_true, predicted, zero_division=0)
-    out["precision"] = skm.precision_score(y_true, predicted, zero_division=0)
-    out["recall"] = skm.recall_score(y_true, predicted, zero_division=0)
-    return {k: float(v) for k, v in out.items() if not math.isnan(v)}
+    positives = int(y.sum())
+    if 0 < positives < len(y):
+        out["auc"] = skm.roc_auc_score(y, proba)
+        out["pr_auc"] = skm.average_precision_score(y, proba)
+        out["log_loss"] = skm.log_loss(y, proba, labels=[False, True])
+    out["brier"] = float(np.mean((proba - y) ** 2))
+    # Counts, not sklearn's scorers: these validate their input with several passes of
+    # np.unique each, which was a third of the gate's time on 1,000,000 rows (make bench).
+    predicted = proba >= threshold
+    tp = int(np.count_nonzero(predicted & y))
+    fp, fn = int(np.count_nonzero(predicted)) - tp, positives - tp
+    out["precision"] = tp / (tp + fp) if tp + fp else 0.0
+    out["recall"] = tp / (tp + fn) if tp + fn else 0.0
+    out["f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return {k: float(v) for k, v in sorted(out.items()) if not math.isnan(v)}
 
 
 def slice_masks(frame: pd.DataFrame, slices: Mapping[str, str]) -> dict[str, np.ndarray]:

@@ -113,6 +113,24 @@ def test_classification_metrics() -> None:
     assert "auc" not in one_class and one_class["recall"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_counted_metrics_equal_sklearns(seed: int) -> None:
+    """Precision, recall, F1 and Brier are computed from counts (fast); they must equal
+    sklearn's scorers, edge cases included (nothing predicted positive, one class)."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(seed)
+    n = [1, 2, 7, 50, 500, 5000][seed]
+    y = rng.integers(0, 2, n) if seed != 2 else np.ones(n, dtype=int)
+    p = rng.random(n) * (0.4 if seed == 3 else 1.0)  # seed 3: nothing reaches 0.5
+    m = classification_metrics(y, p, 0.5)
+    pred = (p >= 0.5).astype(int)
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred, zero_division=0))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, pred, zero_division=0))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, zero_division=0))
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(y, p, pos_label=1))
+
+
 def test_slice_metrics(breast_cancer) -> None:
     y = breast_cancer.diagnosis.to_numpy()
     p = np.clip(y * 0.8 + 0.1, 0, 1)
