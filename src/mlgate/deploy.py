@@ -53,6 +53,15 @@ class Image:
     def pinned(self) -> str:
         return f"{self.repository}@{self.digest}"
 
+    @classmethod
+    def recorded(cls, tags: Mapping[str, str]) -> Image | None:
+        """The image a version's `mlgate.image.*` tags record, if any."""
+        if not tags.get("mlgate.image.digest"):
+            return None
+        return cls(
+            tags["mlgate.image.repository"], tags["mlgate.image.tag"], tags["mlgate.image.digest"]
+        )
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -139,6 +148,12 @@ def registry_digest(client, ref: str, auth: dict[str, str] | None) -> str | None
                 "workflow token with `packages: write`)",
             ) from exc
         raise
+
+
+def registry_holds(settings: Settings, ref: str) -> str | None:
+    """The digest the registry holds for `ref` (a tag or a digest), with errors explained."""
+    with docker_errors(f"checking {ref}"):
+        return registry_digest(connect_docker(), ref, settings.registry.auth_config())
 
 
 def build_context(settings: Settings, client_mlflow, version: str, source: Path, dest: Path):
@@ -288,14 +303,9 @@ def deploy(
         )
     tags = dict(model_version.tags)
     image = None
-    if tags.get("mlgate.image.digest"):
-        recorded = Image(
-            tags["mlgate.image.repository"], tags["mlgate.image.tag"], tags["mlgate.image.digest"]
-        )
-        with docker_errors(f"checking {recorded.pinned}"):
-            found = registry_digest(connect_docker(), recorded.ref, settings.registry.auth_config())
-        if found == recorded.digest:
-            image = recorded
+    recorded = Image.recorded(tags)
+    if recorded and registry_holds(settings, recorded.ref) == recorded.digest:
+        image = recorded
     reused = image is not None
     if image is None:
         image = build_and_push(settings, client, version, source_dir(source))

@@ -19,10 +19,8 @@ from mlgate.deploy import (
     Image,
     _now,
     approvers,
-    connect_docker,
-    docker_errors,
     move_production,
-    registry_digest,
+    registry_holds,
     report,
 )
 from mlgate.errors import ConfigError, DeployError
@@ -57,18 +55,14 @@ def rollback(
             f"version {target} is already in Production", fix="name another version with --to N"
         )
     tags = dict(get_version(client, name, target).tags)
-    if "mlgate.image.digest" not in tags or "mlgate.production.since" not in tags:
+    image = Image.recorded(tags)
+    if image is None or "mlgate.production.since" not in tags:
         raise ConfigError(
             f"{name} version {target} was never deployed (no image or Production record)",
             fix="roll back to a version that was in Production, or deploy it with the "
             "deploy workflow",
         )
-    image = Image(
-        tags["mlgate.image.repository"], tags["mlgate.image.tag"], tags["mlgate.image.digest"]
-    )
-    with docker_errors(f"checking {image.pinned}"):
-        found = registry_digest(connect_docker(), image.pinned, settings.registry.auth_config())
-    if found != image.digest:
+    if registry_holds(settings, image.pinned) != image.digest:
         raise DeployError(
             f"the image of version {target} ({image.pinned}) is no longer in the registry",
             fix="re-deploy that version (it rebuilds the image), or roll back to another "
