@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -152,10 +153,12 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float, log: Path) -> 
     raise RuntimeError(f"{url} did not answer in {seconds}s:\n{log.read_text()[-3000:]}")
 
 
-def start(args: list[str], url: str, log: Path, seconds: float = 120) -> subprocess.Popen:
+def start(
+    args: list[str], url: str, log: Path, seconds: float = 120, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     handle = log.open("w")
     process = subprocess.Popen(
-        args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
     wait_for(url, process, seconds, log)
     return process
@@ -193,6 +196,79 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ],
         f"{uri}/health",
         root / "server.log",
+    )
+    yield uri
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL cluster of its own (Debian's server binaries, a free port), as teams run
+    MLflow's backend store. Root cannot run PostgreSQL: as root it runs as `postgres`."""
+    import psycopg2
+
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    assert bins, "install PostgreSQL (apt-get install postgresql)"
+    bindir = bins[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="mlgate-pg-"))  # not under pytest's 0700 tree
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+    subprocess.run(
+        [*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "mlgate", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        [*as_owner, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root)]
+        + ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connection = psycopg2.connect(
+                host="127.0.0.1", port=port, user="mlgate", dbname="postgres"
+            )
+            break
+        except psycopg2.OperationalError:
+            assert process.poll() is None and time.monotonic() < deadline, (
+                "PostgreSQL did not start"
+            )
+            time.sleep(0.5)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE DATABASE mlflow")
+    connection.close()
+    yield f"postgresql+psycopg2://mlgate@127.0.0.1:{port}/mlflow"
+    os.killpg(process.pid, 2)  # fast shutdown
+    process.wait(timeout=30)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres(tmp_path_factory, postgres: str, s3_server: str) -> Iterator[str]:
+    """The MLflow server as teams run it: PostgreSQL backend, artifacts in S3, several workers
+    (so requests from racing clients really run at the same time)."""
+    import boto3
+
+    root = tmp_path_factory.mktemp("mlflow-postgres")
+    bucket = f"mlflow-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    process = start(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", postgres, "--artifacts-destination", f"s3://{bucket}/mlflow"]
+        + ["--workers", "4"],
+        f"{uri}/health",
+        root / "server.log",
+        seconds=180,
+        env=os.environ | {"MLFLOW_S3_ENDPOINT_URL": s3_server},
     )
     yield uri
     stop(process)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -95,9 +96,12 @@ def add_candidate_version(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+VERSION = re.compile(r"0*[1-9][0-9]{0,8}")
+
+
 def model_version(value: str) -> str:
     """argparse type of a model version: a positive integer, never a path or a URI."""
-    if not value.isdigit() or int(value) < 1:
+    if not VERSION.fullmatch(value):  # ASCII digits only: str.isdigit() accepts '²'
         raise argparse.ArgumentTypeError(f"{value!r} is not a model version (1, 2, ...)")
     return str(int(value))
 

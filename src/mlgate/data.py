@@ -180,9 +180,18 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_frame(path: Path) -> pd.DataFrame:
-    """Read the data file (CSV, or Parquet by extension) with errors that name the fix."""
+def load_frame(path: Path, max_bytes: int | None = None) -> pd.DataFrame:
+    """Read the data file (CSV, or Parquet by extension) with errors that name the fix. A file
+    over `max_bytes` is refused before reading: a runner out of memory says nothing useful."""
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise DataError(
+                f"data file {path} is {size / 1e6:,.1f} MB, over data.max_bytes "
+                f"({max_bytes / 1e6:,.1f} MB)",
+                fix="raise data.max_bytes if the runner has the memory for it, or train on a "
+                "sample of the data",
+            )
         if path.suffix in {".parquet", ".pq"}:
             return pd.read_parquet(path)
         return pd.read_csv(path, encoding="utf-8")

@@ -287,20 +287,8 @@ def deploy(
     name = settings.model.name
     model_version = get_version(client, name, version)
     production = tracking.version_by_alias(client, name, PRODUCTION)
-    staging = tracking.version_by_alias(client, name, STAGING)
-    already = production is not None and str(production.version) == version
-    if (
-        settings.deploy.require_staging
-        and not already
-        and (staging is None or str(staging.version) != version)
-    ):
-        raise GateFailed(
-            f"{name} version {version} does not hold '{STAGING}' "
-            f"(staging is {staging.version if staging else 'none'}): only the version that "
-            "passed the gate is deployed",
-            fix="deploy the staging version, or set deploy.require_staging=false to deploy "
-            "another one deliberately",
-        )
+    if production is None or str(production.version) != version:
+        _check_deployable(client, settings, version, production)  # before a long build
     tags = dict(model_version.tags)
     image = None
     recorded = Image.recorded(tags)
@@ -318,27 +306,32 @@ def deploy(
                 "mlgate.image.pushed_at": _now(),
             }.items():
                 client.set_model_version_tag(name, version, key, value)
-    if already and tags.get("mlgate.production.since"):
-        return Deployment(
-            version,
-            image,
-            f"{name} version {version} is already in Production with {image.pinned}: nothing to do",
-            reused_image=reused,
-        )
-
-    previous = None if production is None or already else str(production.version)
     who = approvers(settings, approved_by)
-    g = settings.github
-    record = {
-        "mlgate.production.since": _now(),
-        "mlgate.production.previous": previous or "none",
-        "mlgate.production.approved_by": ", ".join(who) or "unknown",
-        "mlgate.production.image": image.pinned,
-        "mlgate.production.commit": g.sha or tags.get("mlgate.git.commit", "unknown"),
-    }
-    if g.run_url:
-        record["mlgate.production.run_url"] = g.run_url
-    move_production(client, name, version, record, previous)
+    # The build took minutes: read the pointers again, under the lock, and decide on those.
+    with tracking.pointer_lock(client, settings, f"deploy of version {version}") as lock:
+        production = tracking.version_by_alias(client, name, PRODUCTION)
+        if production is not None and str(production.version) == version:
+            tracking.finish_pending(client, name, PRODUCTION, production)
+            return Deployment(
+                version,
+                image,
+                f"{name} version {version} is already in Production with {image.pinned}: "
+                "nothing to do",
+                reused_image=reused,
+            )
+        _check_deployable(client, settings, version, production)
+        previous = None if production is None else str(production.version)
+        g = settings.github
+        record = {
+            "mlgate.production.since": _now(),
+            "mlgate.production.previous": previous or "none",
+            "mlgate.production.approved_by": ", ".join(who) or "unknown",
+            "mlgate.production.image": image.pinned,
+            "mlgate.production.commit": g.sha or tags.get("mlgate.git.commit", "unknown"),
+        }
+        if g.run_url:
+            record["mlgate.production.run_url"] = g.run_url
+        move_production(client, name, version, record, previous, lock)
     return Deployment(
         version,
         image,
@@ -350,14 +343,46 @@ def deploy(
     )
 
 
+def _check_deployable(client, settings: Settings, version: str, production) -> None:
+    """Only the version holding staging goes to Production, and only while the decision that
+    put it there compared it with the version now in Production: a Production model that
+    changed since (another deploy, a rollback) makes that comparison stale."""
+    from mlgate.promote import load_decision
+
+    if not settings.deploy.require_staging:
+        return  # a deliberate deploy of another version (documented)
+    name = settings.model.name
+    staging = tracking.version_by_alias(client, name, STAGING)
+    if staging is None or str(staging.version) != version:
+        raise GateFailed(
+            f"{name} version {version} does not hold '{STAGING}' "
+            f"(staging is {staging.version if staging else 'none'}): only the version that "
+            "passed the gate is deployed",
+            fix="deploy the staging version, or set deploy.require_staging=false to deploy "
+            "another one deliberately",
+        )
+    if production is None:
+        return
+    champion = load_decision(client, settings, version)["champion"]
+    then = champion["version"] if champion else None
+    if then != str(production.version):
+        raise GateFailed(
+            f"version {version} was evaluated against {f'version {then}' if then else 'no champion'}"
+            f", but version {production.version} is in Production now: the comparison is stale",
+            fix=f"re-run `mlgate evaluate --candidate-version {version}` and promote it, then "
+            "deploy",
+        )
+
+
 def move_production(
-    client, name: str, version: str, record: Mapping[str, str], previous: str | None
+    client, name: str, version: str, record: Mapping[str, str], previous: str | None, lock
 ) -> None:
     tracking.move_alias(
         client,
         name,
         PRODUCTION,
         version,
+        lock=lock,
         tags=record,
         previous=previous,
         previous_tags={"mlgate.production.replaced_by": version, "mlgate.production.until": _now()},

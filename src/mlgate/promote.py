@@ -61,10 +61,22 @@ def load_decision(client, settings: Settings, candidate_version: str) -> dict[st
 
 def promote(settings: Settings, candidate_version: str) -> Promotion:
     client = tracking.connect(settings)
-    name = settings.model.name
     decision = load_decision(client, settings, candidate_version)
+    # Reading the champion and moving the alias must not interleave with another promotion:
+    # both would compare against the same champion and the later would win on a stale check.
+    with tracking.pointer_lock(
+        client, settings, f"promotion of version {candidate_version}"
+    ) as lock:
+        return _promote(client, settings, candidate_version, decision, lock)
+
+
+def _promote(
+    client, settings: Settings, candidate_version: str, decision: dict[str, Any], lock
+) -> Promotion:
+    name = settings.model.name
     staged = tracking.version_by_alias(client, name, STAGING)
     if staged is not None and str(staged.version) == str(candidate_version):
+        tracking.finish_pending(client, name, STAGING, staged)
         return Promotion(
             candidate_version,
             f"{name} version {candidate_version} already holds '{STAGING}': nothing to do",
@@ -78,11 +90,7 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
                 candidate_version,
                 f"dry run: version {candidate_version} would be rejected: {reasons}",
             )
-        with tracking.errors("recording the rejection"):
-            client.set_model_version_tag(name, candidate_version, "mlgate.promotion", "rejected")
-            client.set_model_version_tag(
-                name, candidate_version, "mlgate.promotion.reasons", reasons[:4900]
-            )
+        _refuse(client, name, candidate_version, "rejected", reasons)
         for reason in decision["reasons"]:
             github.annotate("error", reason, title="mlgate: not promoted")
         raise GateFailed(
@@ -94,10 +102,15 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
     then = decision["champion"]["version"] if decision["champion"] else None
     now = champion.version if champion else None
     if then != now:
-        raise GateFailed(
+        message = (
             f"the champion changed since the evaluation (was {then or 'none'}, now "
             f"{now or 'none'}): the comparison is stale, so version {candidate_version} was not "
-            "promoted",
+            "promoted"
+        )
+        if decision["mode"] != "dry-run":
+            _refuse(client, name, candidate_version, "stale", message)
+        raise GateFailed(
+            message,
             fix=f"re-run `mlgate evaluate --candidate-version {candidate_version}`, then promote",
         )
     if decision["mode"] == "dry-run":
@@ -120,6 +133,7 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
         name,
         STAGING,
         candidate_version,
+        lock=lock,
         tags=tags,
         previous=previous,
         previous_tags={"mlgate.promotion.superseded_by": candidate_version},
@@ -132,6 +146,13 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
         changed=True,
         previous=previous,
     )
+
+
+def _refuse(client, name: str, version: str, outcome: str, reasons: str) -> None:
+    """Say on the version why it did not move, for whoever reads the registry later."""
+    with tracking.errors(f"recording why version {version} was not promoted"):
+        client.set_model_version_tag(name, version, "mlgate.promotion", outcome)
+        client.set_model_version_tag(name, version, "mlgate.promotion.reasons", reasons[:4900])
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -36,6 +36,13 @@ def rollback(
     approved_by: Sequence[str] = (),
 ) -> Deployment:
     client = tracking.connect(settings)
+    with tracking.pointer_lock(client, settings, "rollback") as lock:
+        return _rollback(client, settings, reason=reason, to=to, approved_by=approved_by, lock=lock)
+
+
+def _rollback(
+    client, settings: Settings, *, reason: str, to: str | None, approved_by: Sequence[str], lock
+) -> Deployment:
     name = settings.model.name
     current = tracking.version_by_alias(client, name, PRODUCTION)
     if current is None:
@@ -44,6 +51,15 @@ def rollback(
             fix="deploy a version first (`mlgate deploy`)",
         )
     current_version = str(current.version)
+    if tracking.finish_pending(client, name, PRODUCTION, current):
+        image = Image.recorded(current.tags)
+        return Deployment(
+            current_version,
+            image,
+            f"completed the record of the interrupted move of {name} to version "
+            f"{current_version}; nothing else moved (run again to roll back from it)",
+            reused_image=True,
+        )
     target = to or current.tags.get("mlgate.production.previous")
     if not target or target == "none":
         raise ConfigError(
@@ -81,7 +97,7 @@ def rollback(
     }
     if settings.github.run_url:
         record["mlgate.production.run_url"] = settings.github.run_url
-    move_production(client, name, target, record, current_version)
+    move_production(client, name, target, record, current_version, lock)
     with tracking.errors(f"recording the rollback on version {current_version}"):
         client.set_model_version_tag(name, current_version, "mlgate.rollback.rolled_back", "true")
         client.set_model_version_tag(name, current_version, "mlgate.rollback.reason", reason[:4900])

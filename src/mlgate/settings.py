@@ -35,7 +35,7 @@ ENV_PREFIX = "MLGATE_"
 PARAMS_ENV = "MLGATE_PARAMS"
 DEFAULT_PARAMS = "params.yaml"
 # Registered model names become URIs, tags and image names: keep them to a safe alphabet.
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fullmatch: no trailing newline
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class DataSettings:
     path: Path = Path("data/data.csv")
     target: str = "label"
     id_column: str | None = None
+    max_bytes: int = 2 * 1024**3  # a bigger file is refused before it is read (runner memory)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,10 @@ class TrackingSettings:
     retries: int = 4
     backoff: float = 0.5  # seconds; doubles on each retry
     timeout: float = 10.0  # seconds per HTTP request
+    # Registry pointer moves (staging, production, rollback) hold a lock in the registry:
+    # wait this long for another holder, and count a holder dead after its lease.
+    lock_wait: float = 180.0  # seconds
+    lock_lease: float = 120.0  # seconds; far longer than any move takes
 
 
 @dataclass(frozen=True)
@@ -521,7 +526,7 @@ def _strip_optional(hint: Any) -> Any:
 
 
 def _check_consistency(s: Settings) -> None:
-    if not MODEL_NAME.match(s.model.name):
+    if not MODEL_NAME.fullmatch(s.model.name):
         raise ConfigError(
             f"model.name {s.model.name!r} is not a safe registered-model name",
             fix="use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -550,6 +555,12 @@ def _check_consistency(s: Settings) -> None:
         raise ConfigError(
             "tracking.retries and tracking.backoff must be >= 0 and tracking.timeout > 0",
             fix="correct the tracking section",
+        )
+    if s.tracking.lock_wait < 0 or s.tracking.lock_lease <= 0:
+        raise ConfigError(
+            "tracking.lock_wait must be >= 0 and tracking.lock_lease > 0 (seconds), got "
+            f"{s.tracking.lock_wait} and {s.tracking.lock_lease}",
+            fix="correct the tracking section; the lease must outlast one pointer move",
         )
     if not 0 < s.serve.port < 65536 or not 1 <= s.serve.workers <= 64:
         raise ConfigError(

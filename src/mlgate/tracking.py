@@ -7,10 +7,17 @@ seconds with a clear error and leaves no run behind.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import random
+import socket
+import sys
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -154,6 +161,24 @@ def register(
         raise
 
 
+def end_abandoned_runs(client, settings: Settings, run_name: str) -> list[str]:
+    """Runs of this same job (same run name: data version and commit) that a killed job or a
+    lost server left RUNNING: marked KILLED, and any version a cut-short registration left
+    deleted. A re-run so converges to one finished run and no RUNNING ghost."""
+    name = settings.model.name
+    with errors("looking for runs a killed job left RUNNING"):
+        experiment = client.get_experiment_by_name(settings.tracking.experiment)
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"attributes.run_name = '{run_name}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            _delete_versions_of_run(client, name, run.info.run_id)
+            client.set_tag(run.info.run_id, "mlgate.abandoned", "a re-run of this job ended it")
+            client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in runs]
+
+
 def _delete_versions_of_run(client, name: str, run_id: str) -> None:
     try:
         for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
@@ -162,30 +187,179 @@ def _delete_versions_of_run(client, name: str, run_id: str) -> None:
         pass
 
 
+LOCK_SUFFIX = ".mlgate-lock"
+HOLDER, EXPIRES = "mlgate.lock.holder", "mlgate.lock.expires_at"
+PENDING = "mlgate.pending."  # + alias: a move begun and not yet fully recorded
+
+
+class PointerLock:
+    """A lock on one registered model's pointers (aliases and stages), held in the registry.
+
+    MLflow has no compare-and-set on aliases, so "read the champion, compare, move" races
+    between two promotions: both read the same champion and the later one overwrites the
+    earlier on a stale comparison. Workflow `concurrency` groups only order jobs of one
+    repository. Creating a registered model, though, is atomic in every MLflow store (the name
+    is unique), so a registered model named `<name>.mlgate-lock` is a mutex that works for any
+    caller of the same registry. Its tags say who holds it and until when (a lease): a holder
+    that died is replaced once its lease ends, and a holder checks its lease before it moves a
+    pointer, so a process paused past its lease moves nothing.
+    """
+
+    def __init__(self, client, name: str, *, holder: str, wait: float, lease: float) -> None:
+        self.client, self.name, self.lock = client, name, name + LOCK_SUFFIX
+        self.token = f"{holder} #{uuid.uuid4().hex[:12]}"
+        self.wait, self.lease = wait, lease
+        self.expires = 0.0
+
+    def __enter__(self) -> PointerLock:
+        from mlflow.exceptions import MlflowException
+
+        deadline, delay, announced = time.monotonic() + self.wait, 0.05, False
+        while True:
+            now = time.time()
+            with errors(f"taking the lock on {self.name}'s aliases"):
+                try:
+                    self.client.create_registered_model(
+                        self.lock,
+                        tags={HOLDER: self.token, EXPIRES: str(now + self.lease)},
+                        description=f"Held by mlgate while it moves the aliases of {self.name}; "
+                        "deleted when the move ends. Safe to delete once its holder is gone.",
+                    )
+                    self.expires = now + self.lease
+                    return self
+                except MlflowException as exc:
+                    if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
+                        raise
+                holder, expires = self._holder()
+            if holder == self.token:  # our create was retried after it had succeeded
+                self.expires = expires
+                return self
+            if holder is None:
+                continue  # released in between: try again at once
+            if expires < now:
+                with errors(f"freeing the expired lock on {self.name}'s aliases"):
+                    self._delete_if_held_by(holder)  # its holder died: the lease ran out
+                continue
+            if not announced:
+                print(
+                    f"waiting for the lock on {self.name}'s aliases, held by {holder}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                announced = True
+            if time.monotonic() > deadline:
+                until = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
+                raise TrackingError(
+                    f"{self.name}'s aliases are locked by {holder} (lease until {until}); "
+                    f"waited {self.wait:g} s",
+                    fix="another promotion, deploy or rollback of this model is running: "
+                    "re-run when it ends. If its process died, the lock frees itself when the "
+                    f"lease ends, or delete the registered model '{self.lock}'",
+                )
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 2.0)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._delete_if_held_by(self.token)
+        except Exception:  # the lease frees it; never hide the error that got us here
+            pass
+
+    def check(self, action: str) -> None:
+        """Refuse to go on when the lease ran out (this process was paused or slow)."""
+        if time.time() >= self.expires:
+            raise TrackingError(
+                f"the lock on {self.name}'s aliases expired before {action}; nothing was moved",
+                fix="re-run; if moves take this long, raise tracking.lock_lease",
+            )
+
+    def _holder(self) -> tuple[str | None, float]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(self.lock).tags
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None, 0.0
+            raise
+        try:
+            return tags.get(HOLDER, "unknown"), float(tags.get(EXPIRES, "0"))
+        except ValueError:
+            return tags.get(HOLDER, "unknown"), 0.0
+
+    def _delete_if_held_by(self, holder: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if self._holder()[0] != holder:
+            return
+        try:
+            self.client.delete_registered_model(self.lock)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+
+def pointer_lock(client, settings: Settings, action: str) -> PointerLock:
+    """The lock on `settings.model.name`'s pointers, named after who takes it for what."""
+    g = settings.github
+    who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"
+    return PointerLock(
+        client,
+        settings.model.name,
+        holder=who,
+        wait=settings.tracking.lock_wait,
+        lease=settings.tracking.lock_lease,
+    )
+
+
 def move_alias(
     client,
     name: str,
     alias: str,
     version: str,
     *,
+    lock: PointerLock,
     tags: Mapping[str, str],
     previous: str | None = None,
     previous_tags: Mapping[str, str] | None = None,
 ) -> None:
-    """The one place registry pointers move: `alias` to `version`, the matching stage with the
-    previous holder archived (for users of stages), then the tags of both versions. The alias
-    moves first, so a crash leaves the pointer right and a re-run only adds the tags."""
+    """The one place registry pointers move, under `lock`: `alias` to `version`, the matching
+    stage with the previous holder archived (for users of stages), then the tags of both
+    versions. The whole move is first written as one pending tag on `version`, so a crash
+    between the pointer and its tags leaves a record that `finish_pending` completes."""
     import warnings
 
+    pending = json.dumps(
+        {"tags": dict(tags), "previous": previous, "previous_tags": dict(previous_tags or {})}
+    )
     with errors(f"moving '{alias}' of {name} to version {version}"):
+        client.set_model_version_tag(name, version, PENDING + alias, pending)
+        lock.check(f"moving '{alias}' to version {version}")
         client.set_registered_model_alias(name, alias, version)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
             client.transition_model_version_stage(
                 name, version, alias.capitalize(), archive_existing_versions=True
             )
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        if previous:
-            for key, value in (previous_tags or {}).items():
-                client.set_model_version_tag(name, previous, key, value)
+        _record(client, name, alias, version, pending)
+
+
+def finish_pending(client, name: str, alias: str, version) -> bool:  # version: ModelVersion
+    """Complete the record of a move to `version`, which holds `alias`, that a crash cut short
+    (the pointer moved, its tags were not all written). True when there was one."""
+    pending = version.tags.get(PENDING + alias)
+    if pending is None:
+        return False
+    with errors(f"completing the record of '{alias}' on version {version.version}"):
+        _record(client, name, alias, str(version.version), pending)
+    return True
+
+
+def _record(client, name: str, alias: str, version: str, pending: str) -> None:
+    move = json.loads(pending)
+    for key, value in move["tags"].items():
+        client.set_model_version_tag(name, version, key, value)
+    if move["previous"]:
+        for key, value in move["previous_tags"].items():
+            client.set_model_version_tag(name, move["previous"], key, value)
+    client.delete_model_version_tag(name, version, PENDING + alias)

@@ -139,6 +139,8 @@ def train(settings: Settings) -> TrainResult:
     git = lineage.git_info(settings.project_dir, settings.github)
 
     run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
+    for ghost in tracking.end_abandoned_runs(client, settings, run_name):
+        print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
     with tracking.errors("logging the training run"), mlflow.start_run(run_name=run_name) as run:
         run_id = run.info.run_id
         booster, best = fit(split, settings)

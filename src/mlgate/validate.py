@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -169,6 +170,19 @@ def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]
                 (f"{len(frame)} rows",),
             )
         )
+    numeric = frame.select_dtypes("number")
+    for column, count in np.isinf(numeric).sum().items():
+        if count:  # pandera's range checks let +inf through; XGBoost refuses it
+            bad = numeric[column][np.isinf(numeric[column])].head(5)
+            out.append(
+                Violation(
+                    str(column),
+                    "finite values",
+                    int(count),
+                    tuple(str(v) for v in bad),
+                    tuple(int(r) for r in bad.index),
+                )
+            )
     target = settings.data.target
     if target not in frame.columns:
         out.append(Violation(target, "target column present (data.target)", 1, ()))
@@ -196,7 +210,7 @@ def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
     """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad."""
     version = pull(settings)
     schema = load_schema(settings.path(settings.schema.path))
-    frame = load_frame(settings.path(Path(version.path)))
+    frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
     validated, report = validate_frame(frame, schema, settings, name=version.path)
     report_path = settings.path(settings.reports.dir) / "validation.json"
     write_json_atomic(report_path, {**asdict(report), "ok": report.ok, "data_md5": version.dvc_md5})

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from mlgate import deploy, rollback
+from mlgate import deploy, rollback, tracking
 from tests.conftest import REPO, free_port, push_data
 from tests.integration.test_gate import WEAK, Registry
 
@@ -209,3 +209,53 @@ def test_deploy_refuses_a_version_that_is_not_staging(site, capsys) -> None:
     assert deploy_cli(models, env, v) == 6
     assert "does not hold 'staging'" in capsys.readouterr().err
     assert production(models) != v
+
+
+def test_job_killed_around_the_production_move_converges(
+    site, docker_engine, breast_cancer, capsys, monkeypatch
+) -> None:
+    """The job dies (SIGKILL: no handler runs) after the push and before the move, then after
+    the move and before its tags. Each re-run finishes the work; nothing is half done."""
+    models, env, _ = site
+    before = production(models)
+    push_data(models.project, breast_cancer.iloc[40:], message="data: v3")
+    v3 = models.train()
+    assert models.evaluate(v3) == 0 and models.promote(v3) == 0
+
+    def killed(*args, **kwargs):
+        raise SystemExit(137)
+
+    # 1. Pushed, not moved: the image is recorded on the version, Production is untouched.
+    with monkeypatch.context() as patch:
+        patch.setattr(deploy, "move_production", killed)
+        with pytest.raises(SystemExit):
+            deploy_cli(models, env, v3)
+    tags = models.client.get_model_version(models.model, v3).tags
+    assert production(models) == before and "mlgate.image.digest" in tags
+    assert not [key for key in tags if key.startswith(("mlgate.production.", "mlgate.pending."))]
+
+    # 2. The re-run reuses the image; this time the job dies between the move and its tags.
+    images = len(docker_engine.images.list())
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking, "_record", killed)
+        with pytest.raises(SystemExit):
+            deploy_cli(models, env, v3)
+    assert len(docker_engine.images.list()) == images, "no second build"
+    moved = models.client.get_model_version(models.model, v3)
+    assert production(models) == v3 and moved.current_stage == "Production"
+    assert "mlgate.image.digest" in moved.tags, (
+        "Production never points at a version without its image"
+    )
+    assert "mlgate.pending.production" in moved.tags
+
+    # 3. The re-run completes the record from the pending move: who, what it replaced.
+    assert deploy_cli(models, env, v3) == 0
+    assert "already in Production" in capsys.readouterr().out
+    done = models.client.get_model_version(models.model, v3).tags
+    assert "mlgate.pending.production" not in done
+    assert done["mlgate.production.previous"] == before
+    assert done["mlgate.production.approved_by"] == "alice"
+    replaced = models.client.get_model_version(models.model, before).tags
+    assert replaced["mlgate.production.replaced_by"] == v3
+    locks = models.client.search_registered_models(f"name = '{models.model}.mlgate-lock'")
+    assert locks == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -212,13 +213,54 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
     registry.client.delete_registered_model_alias(registry.model, "production")
 
 
+def test_a_held_lock_stops_a_promotion_until_its_lease_ends(registry: Registry, capsys) -> None:
+    """Another mover holds the aliases: wait (bounded), then fail naming it. A holder that
+    died (its lease over) is replaced by the next promotion."""
+    candidate = registry.train()
+    assert registry.evaluate(candidate) == 0
+    lock = f"{registry.model}.mlgate-lock"
+    tags = {
+        "mlgate.lock.holder": "deploy by run 42",
+        "mlgate.lock.expires_at": str(time.time() + 600),
+    }
+    registry.client.create_registered_model(lock, tags=tags)
+    staged = registry.staging()
+    waiting = [*registry.args("--set", "tracking.lock_wait=1"), "--candidate-version", candidate]
+    assert promote.main(waiting, env=registry.env) == 5
+    err = capsys.readouterr().err
+    assert "waiting for the lock" in err and "locked by deploy by run 42" in err
+    assert f"delete the registered model '{lock}'" in err
+    assert registry.staging() == staged
+    registry.client.set_registered_model_tag(lock, "mlgate.lock.expires_at", str(time.time() - 1))
+    assert registry.promote(candidate) == 0
+    assert registry.staging() == candidate
+    assert registry.client.search_registered_models(f"name = '{lock}'") == []
+
+
+def champion_files(registry: Registry, version: str) -> Path:
+    source = registry.client.get_model_version(registry.model, version).source
+    location = registry.client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    # mlflow-artifacts:/<experiment>/models/<id>/artifacts, under the server's destination
+    return SERVICE_PATHS["mlflow-artifacts"] / urlparse(location).path.lstrip("/")
+
+
+def test_a_corrupt_champion_is_refused(registry: Registry, capsys) -> None:
+    """The champion's booster file was overwritten in the artifact store."""
+    champion = registry.staging()
+    boosters = list(champion_files(registry, champion).rglob("*.ubj"))
+    assert boosters
+    for path in boosters:
+        path.write_bytes(b"not a model")
+    candidate = registry.train()
+    assert registry.evaluate(candidate) == 7
+    assert "cannot load the champion" in capsys.readouterr().err
+    assert registry.staging() == champion
+
+
 def test_an_unloadable_champion_is_refused(registry: Registry, capsys) -> None:
     """The champion's model files vanished from the artifact store."""
     champion = registry.staging()
-    source = registry.client.get_model_version(registry.model, champion).source
-    location = registry.client.get_logged_model(source.removeprefix("models:/")).artifact_location
-    # mlflow-artifacts:/<experiment>/models/<id>/artifacts, under the server's destination
-    shutil.rmtree(SERVICE_PATHS["mlflow-artifacts"] / urlparse(location).path.lstrip("/"))
+    shutil.rmtree(champion_files(registry, champion))
     candidate = registry.train()
     assert registry.evaluate(candidate) == 7
     assert "cannot load the champion" in capsys.readouterr().err

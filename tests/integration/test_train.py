@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -81,6 +82,14 @@ def assert_nothing_left(server: str, model: str) -> None:
     assert c.search_model_versions(f"name='{model}'") == []
 
 
+# Credentials a job's environment holds; none may reach a tag, a param or an artifact.
+SECRETS = {
+    "GITHUB_TOKEN": "ghs_sentinelGitHubToken0123456789",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "sentinel-oidc-request-token",
+    "REGISTRY_PASSWORD": "sentinel-registry-password",
+}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mlflow_server, clean_env_module):
     """One real training run through `mlgate train`, shared by the assertions below."""
@@ -96,8 +105,15 @@ def trained(tmp_path_factory, mlflow_server, clean_env_module):
         "GITHUB_REPOSITORY": "acme/models",
         "GITHUB_RUN_ID": "42",
         "GITHUB_SHA": git(project, "rev-parse", "HEAD"),
+        **SECRETS,
     }
-    assert train.main(train_args(project, mlflow_server, model), env=env) == 0
+    saved = dict(os.environ)
+    os.environ.update(SECRETS)  # where MLflow and DVC would read them from, too
+    try:
+        assert train.main(train_args(project, mlflow_server, model), env=env) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     outputs = dict(
         line.split("=", 1) for line in (root / "out").read_text().splitlines() if "=" in line
     )
@@ -345,3 +361,22 @@ def test_demo_runs_on_the_embedded_defaults(project, clean_env, capsys) -> None:
     assert "skipped the image and Production" in out and "scored one row at" in out
     assert '"predictions": [' in out or "'predictions': [" in out
     assert git(project, "status", "--porcelain") == before
+
+
+def test_no_credential_reaches_mlflow(trained, tmp_path) -> None:
+    """Tags, params, the description and every artifact of the run and its model."""
+    c, run, version = trained["client"], trained["run"], trained["version"]
+    texts = [
+        json.dumps(run.data.tags),
+        json.dumps(run.data.params),
+        json.dumps(version.tags),
+        version.description or "",
+    ]
+    folder = Path(c.download_artifacts(run.info.run_id, "", str(tmp_path / "run")))
+    model = mlflow.artifacts.download_artifacts(version.source, dst_path=str(tmp_path / "model"))
+    for path in [*folder.rglob("*"), *Path(model).rglob("*")]:
+        if path.is_file():
+            texts.append(path.read_bytes().decode("utf-8", "replace"))
+    assert len(texts) > 10
+    for secret in SECRETS.values():
+        assert not [t for t in texts if secret in t], f"{secret} leaked"

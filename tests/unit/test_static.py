@@ -159,6 +159,19 @@ def test_write_permissions_live_on_two_jobs_only() -> None:
         assert "pull_request_target" not in on, path.name
 
 
+def test_registry_credentials_reach_only_the_environment_gated_jobs() -> None:
+    """Registry credentials are needed to push or check an image: only the deploy and rollback
+    jobs, behind the Environment, see them. No example reacts to pull_request_target."""
+    holders = set()
+    for path in REPO.glob(".github/workflows/*.yml"):
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            if "uses" not in job and "secrets.REGISTRY_" in yaml.safe_dump(job):
+                holders.add((path.name, name))
+    assert holders == {("deploy.yml", "deploy"), ("rollback.yml", "rollback")}, holders
+    for path in REPO.glob("examples/**/.github/workflows/*.yml"):
+        assert "pull_request_target" not in path.read_text(), path
+
+
 def test_lock_header_names_the_regenerating_command() -> None:
     for name in ("requirements.lock", "requirements-dev.lock"):
         head = (REPO / name).read_text().splitlines()[:2]

@@ -296,6 +296,10 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
     mlflow.set_tracking_uri(mlflow_server)
     staged = mlflow.MlflowClient().get_model_version_by_alias("consumer-xgb", "staging")
     assert staged.version == version.version
+    # The deploy job did not run (as when its approval is rejected): nothing else moved.
+    with pytest.raises(mlflow.exceptions.MlflowException, match="production"):
+        mlflow.MlflowClient().get_model_version_by_alias("consumer-xgb", "production")
+    assert not [k for k in staged.tags if k.startswith(("mlgate.production.", "mlgate.image."))]
 
 
 def test_bad_data_fails_the_job_and_registers_nothing(

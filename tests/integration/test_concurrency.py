@@ -1,0 +1,174 @@
+"""Sixteen promotions race on MLflow as teams run it: PostgreSQL backend, artifacts in S3, four
+server workers. Each racer is its own process running `mlgate promote` then `mlgate deploy`
+for its candidate, as sixteen CI jobs (or laptops) would. Some candidates beat the champion,
+some do not; every decision was made against the same Production version, so all but one
+comparison goes stale the moment the first deploy lands.
+
+Afterwards the registry must be in a state a single run could have produced: one version per
+alias and stage, Production moved exactly once and by a candidate that beat the version it
+replaced, and the tags telling every move in order with none lost.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mlgate import deploy
+from tests.conftest import BIN, make_project
+from tests.integration.test_gate import WEAK, Registry
+
+pytestmark = pytest.mark.docker
+
+RACERS = 16
+# Better than the weak champion: the default parameters; worse: a single stump.
+STUMP = ("--set", "train.params.max_depth=1", "--set", "train.num_boost_round=1")
+RACER = """
+import json, sys
+from mlgate import deploy, promote
+args, approver = json.loads(sys.argv[1]), sys.argv[2]
+promoted = promote.main(args)
+deployed = deploy.main([*args, "--approved-by", approver])
+print(promoted, deployed)
+"""
+
+
+def tiny_image(docker_engine, repository: str, tag: str, registry) -> str:
+    """Push a one-file image as REPOSITORY:TAG; deploy only needs the registry to hold it."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("model-placeholder")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"ok"))
+    docker_engine.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
+    auth = {"username": registry.username, "password": registry.password}
+    docker_engine.images.push(repository, tag=tag, auth_config=auth)
+    digest = deploy.registry_digest(docker_engine, f"{repository}:{tag}", auth)
+    assert digest
+    return digest
+
+
+def record_image(models: Registry, version: str, repository: str, digest: str) -> None:
+    """What `mlgate deploy` records after it pushed `repository:vN` (an earlier run did)."""
+    for key, value in {
+        "mlgate.image.repository": repository,
+        "mlgate.image.tag": f"v{version}",
+        "mlgate.image.digest": digest,
+        "mlgate.image.ref": f"{repository}@{digest}",
+    }.items():
+        models.client.set_model_version_tag(models.model, version, key, value)
+
+
+def holder(models: Registry, alias: str) -> str | None:
+    try:
+        return str(models.client.get_model_version_by_alias(models.model, alias).version)
+    except Exception:
+        return None
+
+
+def test_sixteen_racing_promotions_leave_one_consistent_history(
+    tmp_path_factory, mlflow_postgres, clean_env_module, docker_engine, container_registry, tmp_path
+) -> None:
+    project = make_project(tmp_path_factory.mktemp("race") / "project")
+    models = Registry(project, mlflow_postgres, clean_env_module)
+    repository = f"{container_registry.host}/mlgate/{models.model}"
+    env = clean_env_module | container_registry.env() | {"MLGATE_DEPLOY_IMAGE": repository}
+
+    # The champion: a weak model, in Production with its image.
+    champion = models.train(*WEAK)
+    assert models.evaluate(champion) == 0 and models.promote(champion) == 0
+    record_image(
+        models,
+        champion,
+        repository,
+        tiny_image(docker_engine, repository, f"v{champion}", container_registry),
+    )
+    assert deploy.main([*models.args(), "--candidate-version", champion], env=env) == 0
+    assert holder(models, "production") == champion
+
+    # Sixteen candidates, each evaluated against that champion; images already pushed.
+    candidates = [models.train(*(STUMP if i % 2 else ())) for i in range(RACERS)]
+    verdicts = {}
+    for version in candidates:
+        models.evaluate(version)
+        decision = models.decision(version, tmp_path)
+        assert decision["champion"]["version"] == champion
+        verdicts[version] = decision["verdict"]
+        tag = f"v{version}"
+        record_image(
+            models,
+            version,
+            repository,
+            tiny_image(docker_engine, repository, tag, container_registry),
+        )
+    better = sorted(v for v, verdict in verdicts.items() if verdict == "pass")
+    worse = sorted(v for v, verdict in verdicts.items() if verdict != "pass")
+    assert better and worse, verdicts
+
+    # The race: sixteen processes, each `mlgate promote` then `mlgate deploy` of its candidate
+    # (one interpreter for both, as one CI job would run them back to back).
+    def race(version: str) -> tuple[str, int, int, str]:
+        args = [*models.args(), "--candidate-version", version]
+        done = subprocess.run(
+            [str(BIN / "python"), "-c", RACER, json.dumps(args), f"approver-{version}"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        promoted, deployed = (int(code) for code in done.stdout.split()[-2:])
+        return version, promoted, deployed, done.stderr
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        results = list(pool.map(race, candidates))
+    outcomes = {version: (promoted, deployed) for version, promoted, deployed, _ in results}
+    logs = "\n".join(log for *_, log in results)
+    assert "waiting for the lock" in logs, "the racers never contended: the test proves nothing"
+    assert "Traceback" not in logs, logs
+
+    # One version per alias, and per stage (transitions archive racily without the lock).
+    versions = models.client.search_model_versions(f"name='{models.model}'")
+    by_stage = {
+        stage: [str(v.version) for v in versions if v.current_stage == stage]
+        for stage in ("Production", "Staging")
+    }
+    production, staging = holder(models, "production"), holder(models, "staging")
+    # A version has one stage: the deployed staging holder shows Production.
+    expected = [staging] if staging != production else []
+    assert by_stage == {"Production": [production], "Staging": expected}, by_stage
+
+    # Production moved once, to a candidate that beat the version it replaced.
+    assert production in better
+    assert [v for v, (_, deployed) in outcomes.items() if deployed == 0] == [production]
+    assert all(deployed == 6 for v, (_, deployed) in outcomes.items() if v != production)
+    tags = {str(v.version): v.tags for v in versions}
+    assert tags[production]["mlgate.production.previous"] == champion
+    assert tags[production]["mlgate.production.approved_by"] == f"approver-{production}"
+    assert tags[champion]["mlgate.production.replaced_by"] == production
+    assert models.decision(production, tmp_path)["champion"]["version"] == champion
+
+    # Worse candidates were refused and say so; none ever held staging.
+    for version in worse:
+        assert outcomes[version][0] == 6
+        assert tags[version]["mlgate.promotion"] == "rejected"
+    # Every staging move is told by the tags, as one chain from the champion: none lost to a
+    # concurrent writer (two movers reading the same holder would both claim to replace it).
+    moved = {v for v, t in tags.items() if t.get("mlgate.promotion") == "staging"}
+    chain, at = [], staging
+    while at != "none":
+        chain.append(at)
+        at = tags[at]["mlgate.promotion.replaced"]
+    assert sorted(chain) == sorted(moved) and chain[-1] == champion, (chain, moved)
+    for newer, older in zip(chain, chain[1:], strict=False):
+        assert tags[older]["mlgate.promotion.superseded_by"] == newer
+    # A better candidate that did not get staging was refused on a stale comparison, and says so.
+    for version in set(better) - moved:
+        assert tags[version]["mlgate.promotion"] == "stale", tags[version]
+    # Nothing half done: no pending move, and the lock is gone.
+    assert not [k for t in tags.values() for k in t if k.startswith("mlgate.pending.")]
+    locks = models.client.search_registered_models(f"name = '{models.model}.mlgate-lock'")
+    assert locks == []
