@@ -15,6 +15,8 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
   startup                `mlgate --help` wall time (imports are paid by every workflow step)
   register               log + register with lineage tags vs log_model(registered_model_name=)
   gate                   metrics, slices and DeLong on 1,000,000 holdout rows
+  train                  `mlgate train` end to end vs bare xgboost.train, 1,000,000 x 50
+  setup                  the setup action's install step, warm uv cache, vs plain pip (warm)
   parity                 the served probabilities equal the registry model's (to 1e-6)
 
 Usage: python bench/run.py [--quick] [--out DIR]; writes DIR/results.json and DIR/results.md.
@@ -568,6 +570,221 @@ def startup_figure(quick: bool, env) -> Figure:
     )
 
 
+TRAIN_SCRIPT = """
+import sys, time
+import pandas as pd, xgboost as xgb, yaml
+from mlgate.split import split_frame
+settings = yaml.safe_load(open(sys.argv[1]))
+frame = pd.read_csv(sys.argv[2])
+s, t = settings["split"], settings["train"]
+split = split_frame(frame, target="label", seed=s["seed"],
+    validation_fraction=s["validation_fraction"], holdout_fraction=s["holdout_fraction"])
+train = xgb.DMatrix(split.train.drop(columns="label"), label=split.train["label"])
+valid = xgb.DMatrix(split.validation.drop(columns="label"), label=split.validation["label"])
+start = time.perf_counter()
+xgb.train(t["params"], train, t["num_boost_round"], evals=[(valid, "validation")],
+    early_stopping_rounds=t["early_stopping_rounds"], verbose_eval=False)
+print(time.perf_counter() - start)
+"""
+
+
+def train_project(root: Path, rows: int, columns: int, *, rounds: int, env) -> Path:
+    """A repository using mlgate, with ROWS x COLUMNS of seeded data tracked by DVC."""
+    import yaml
+
+    project = root / "project"
+    (project / "data").mkdir(parents=True)
+    x, y = caravan(rows, seed=3)
+    frame = x.iloc[:, :columns].assign(label=y)
+    frame.to_csv(project / "data" / "train.csv", index=False)
+    schema = {
+        "schema_type": "dataframe",
+        "api": "pandas",
+        "columns": {
+            **{
+                c: {"dtype": "float64", "coerce": True, "greater_than_or_equal_to": 0}
+                for c in frame.columns[:-1]
+            },
+            "label": {"dtype": "int64", "isin": [0, 1]},
+        },
+    }
+    (project / "schema.yaml").write_text(yaml.safe_dump(schema))
+    settings = {
+        "model": {"name": "bench-train"},
+        "data": {"path": "data/train.csv", "target": "label"},
+        "split": {"seed": 1, "validation_fraction": 0.2, "holdout_fraction": 0.2},
+        "train": {
+            "num_boost_round": rounds,
+            "early_stopping_rounds": 10,
+            "params": {
+                "objective": "binary:logistic",
+                "eval_metric": "logloss",
+                "tree_method": "hist",
+                "max_depth": 6,
+                "eta": 0.1,
+                "nthread": os.cpu_count(),
+                "seed": 1,
+            },
+        },
+        "gate": {"max_latency_p95_ms": None},
+        "tracking": {"uri": "sqlite:///mlflow.db"},
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(settings))
+    for command in (
+        ["git", "init", "-q"],
+        [str(BIN / "dvc"), "init", "-q"],
+        [str(BIN / "dvc"), "remote", "add", "-d", "local", str(root / "remote")],
+        [str(BIN / "dvc"), "add", "-q", "data"],
+        [str(BIN / "dvc"), "push", "-q"],
+        ["git", "add", "-A"],
+        [
+            "git",
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@localhost",
+            "commit",
+            "-qm",
+            "data",
+        ],
+    ):
+        subprocess.run(command, cwd=project, env=env, check=True, capture_output=True)
+    return project
+
+
+def train_figure(quick: bool, env) -> Figure:
+    """`mlgate train` end to end (a process: imports, read, validate, split, train, metrics,
+    logging, registration on a local sqlite store) vs the bare `xgboost.train` call with the
+    same parameters on the same training and validation rows, on 1,000,000 x 50."""
+    rows, columns = (50_000 if quick else 1_000_000), 50
+    reps = 1 if quick else 3
+    with tempfile.TemporaryDirectory(prefix="mlgate-bench-train-") as tmp:
+        project = train_project(Path(tmp), rows, columns, rounds=50 if quick else 200, env=env)
+
+        def ours() -> float:
+            return _timed(
+                lambda: subprocess.run(
+                    [str(BIN / "mlgate"), "train", "--no-pull"],
+                    cwd=project,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+            )
+
+        def bare() -> float:
+            done = subprocess.run(
+                [sys.executable, "-c", TRAIN_SCRIPT, "params.yaml", "data/train.csv"],
+                cwd=project,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            return float(done.stdout.split()[-1])
+
+        mine = [ours() for _ in range(reps)]
+        theirs = [bare() for _ in range(reps)]
+    ratio = median(mine) / median(theirs)
+    return Figure(
+        "train",
+        f"`mlgate train` (whole process) vs bare `xgboost.train`, same params and rows, "
+        f"{rows:,} x {columns} (s)",
+        median(mine),
+        median(theirs),
+        "s",
+        "≤ 1.15×" + (" (at 1M rows)" if quick else ""),
+        None if quick else ratio <= 1.15,
+        mine,
+        theirs,
+    )
+
+
+def setup_figure(quick: bool, env) -> Figure:
+    """The setup action's install step (`.github/actions/setup/install.sh`: uv pinned by hash,
+    a venv, `uv pip sync` of requirements.lock, mlgate) with a warm uv cache, as after
+    actions/cache restored it, vs plain pip installing the same lock with a warm pip cache.
+    Each side is warmed once first. Quick mode measures mlgate's side once and skips pip."""
+    reps = 1 if quick else 3
+    with tempfile.TemporaryDirectory(prefix="mlgate-bench-setup-") as tmp:
+        root = Path(tmp)
+        caches = {"UV_CACHE_DIR": str(root / "uv-cache"), "PIP_CACHE_DIR": str(root / "pip-cache")}
+
+        def ours() -> float:
+            run = root / f"runner-{time.monotonic_ns()}"
+            run.mkdir()
+            step = (
+                env
+                | caches
+                | {
+                    "MLGATE_SOURCE": str(ROOT),
+                    "GITHUB_ACTION_PATH": str(ROOT / ".github/actions/setup"),
+                    "RUNNER_TEMP": str(run),
+                    "GITHUB_PATH": str(run / "path"),
+                    "GITHUB_OUTPUT": str(run / "output"),
+                    "UV_SYSTEM_CERTS": "1",
+                }
+            )
+            script = ROOT / ".github/actions/setup/install.sh"
+            took = _timed(
+                lambda: subprocess.run(
+                    ["bash", str(script)], env=step, check=True, capture_output=True
+                )
+            )
+            shutil.rmtree(run)
+            return took
+
+        def pip() -> float:
+            venv = root / f"pip-venv-{time.monotonic_ns()}"
+            # The pins as listed (--no-deps), as `uv pip sync` installs them: pip cannot resolve
+            # the universal lock under --require-hashes (an extra, pandas[parquet], is unpinned).
+
+            def install() -> None:
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+                for args in (
+                    ["--no-deps", "--require-hashes", "-r", str(ROOT / "requirements.lock")],
+                    ["--no-deps", str(ROOT)],
+                ):
+                    subprocess.run(
+                        [
+                            str(venv / "bin/python"),
+                            "-m",
+                            "pip",
+                            "install",
+                            "--quiet",
+                            "--disable-pip-version-check",
+                            *args,
+                        ],
+                        env=env | caches,
+                        check=True,
+                        capture_output=True,
+                    )
+
+            took = _timed(install)
+            shutil.rmtree(venv)
+            return took
+
+        ours()  # warm the uv cache
+        mine = [ours() for _ in range(reps)]
+        theirs: list[float] = []
+        if not quick:
+            pip()  # warm the pip cache
+            theirs = [pip() for _ in range(reps)]
+    return Figure(
+        "setup",
+        "setup step (install.sh: uv, venv, requirements.lock, mlgate), warm cache, vs plain "
+        "pip with a warm cache (s)",
+        median(mine),
+        median(theirs) if theirs else None,
+        "s",
+        "≤ 10 s",
+        median(mine) <= 10,
+        mine,
+        theirs,
+        notes="pip skipped in quick mode" if quick else "",
+    )
+
+
 # -- report -------------------------------------------------------------------------------
 def table(figures: list[Figure]) -> str:
     lines = [
@@ -617,6 +834,10 @@ def main(argv: list[str] | None = None) -> int:
         bundle = store / "bundle"
         export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
         figures = [startup_figure(args.quick, env), gate_figure(args.quick)]
+        print("training overhead ...", flush=True)
+        figures.append(train_figure(args.quick, env))
+        print("setup step ...", flush=True)
+        figures.append(setup_figure(args.quick, env))
         print("registration ...", flush=True)
         figures.append(registration_figure(store, args.quick))
         print("serving figures (wrk) ...", flush=True)

@@ -112,6 +112,16 @@ def fit(split: Split, settings: Settings):  # -> xgboost.Booster
     return trimmed, best
 
 
+def schema_sample(frame: pd.DataFrame, rows: int = 100) -> pd.DataFrame:
+    """Rows of `frame` from which MLflow infers the schema it would infer from all of it: the
+    first `rows`, plus, for each column with a missing value anywhere, the first row holding
+    one (a column is optional in the schema exactly when it has one). Inference on the whole
+    frame checks every value in Python."""
+    missing = frame.isna().to_numpy()
+    firsts = missing.argmax(axis=0)[missing.any(axis=0)]
+    return frame.iloc[sorted({*range(min(rows, len(frame))), *firsts.tolist()})]
+
+
 def predict(booster, frame: pd.DataFrame, settings: Settings) -> np.ndarray:
     import xgboost as xgb
 
@@ -181,10 +191,15 @@ def train(settings: Settings) -> TrainResult:
                 )
             }
             for context, dataset in sources.items():
+                # MLflow infers a dataset's schema value by value in Python (1.4 µs each:
+                # 18 s for three splits of 1M x 50); a schema sample gives the same schema.
+                dataset.schema = infer_signature(schema_sample(dataset.df)).inputs
                 mlflow.log_input(dataset, context=context)
 
         inputs = features_of(split.train, settings)
-        signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
+        signature = infer_signature(
+            schema_sample(inputs), booster.predict(xgb.DMatrix(inputs.head(5)))
+        )
         model_info = mlflow.xgboost.log_model(
             booster,
             name=MODEL_ARTIFACT,

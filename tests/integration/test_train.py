@@ -127,6 +127,7 @@ def trained(tmp_path_factory, mlflow_server, clean_env_module):
         "run": c.get_run(version.run_id),
         "client": c,
         "root": root,
+        "server": mlflow_server,
     }
 
 
@@ -373,7 +374,12 @@ def test_no_credential_reaches_mlflow(trained, tmp_path) -> None:
         version.description or "",
     ]
     folder = Path(c.download_artifacts(run.info.run_id, "", str(tmp_path / "run")))
-    model = mlflow.artifacts.download_artifacts(version.source, dst_path=str(tmp_path / "model"))
+    logged = c.get_logged_model(version.source.removeprefix("models:/"))
+    model = mlflow.artifacts.download_artifacts(
+        artifact_uri=logged.artifact_location,
+        dst_path=str(tmp_path / "model"),
+        tracking_uri=trained["server"],
+    )
     for path in [*folder.rglob("*"), *Path(model).rglob("*")]:
         if path.is_file():
             texts.append(path.read_bytes().decode("utf-8", "replace"))

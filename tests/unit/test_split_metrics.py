@@ -142,3 +142,23 @@ def test_slice_metrics(breast_cancer) -> None:
     assert out["none"] == {"rows": 0.0}
     with pytest.raises(ConfigError, match="metrics.slices.bad"):
         slice_metrics(breast_cancer, y, p, {"bad": "no_such_column > 1"}, 0.5)
+
+
+def test_the_schema_sample_gives_the_whole_frames_schema() -> None:
+    """MLflow's schema of a sample equals its schema of the frame: types, and optional exactly
+    for the columns with a missing value anywhere (here far past the first rows)."""
+    from mlflow.models import infer_signature
+
+    from mlgate.train import schema_sample
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(5_000, 4)), columns=list("abcd"))
+    frame["n"] = rng.integers(0, 3, 5_000)
+    frame.loc[4_321, "b"] = np.nan
+    frame.loc[4_999, "d"] = np.nan
+    frame.index = rng.permutation(10_000)[:5_000]  # not a range, not sorted
+    sample = schema_sample(frame)
+    assert len(sample) == 102
+    assert infer_signature(sample).inputs == infer_signature(frame).inputs
+    optional = {s.name for s in infer_signature(sample).inputs.inputs if not s.required}
+    assert optional == {"b", "d"}
