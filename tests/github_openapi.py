@@ -4,8 +4,10 @@ description (npm `@octokit/openapi`, pinned with its integrity hash).
 Each request is matched to an operation of the description and validated with openapi-core
 (path, query, headers, body); a request that does not match is answered 400 and recorded in
 `violations`, which every test asserts empty. Answers start from the description's own examples.
-Issue comments are kept in memory so that create, list and update behave as on GitHub, and each
-answer is validated against the operation's response schema before it is sent.
+Issues and issue comments are kept in memory so that create, list and update behave as on
+GitHub (list filters by state and label, and pull requests are issues too); workflow and
+repository dispatches are recorded in `dispatches` and answered 204 as GitHub does. Each answer
+built from that state is validated against the operation's response schema before it is sent.
 
 Faults are queued with `fail_next(status, headers)`: 401 as GitHub sends it for bad credentials,
 and the statuses the description declares (403, 404, 410, 422, 429), including rate limits.
@@ -37,7 +39,15 @@ INTEGRITY = "sha512-pV8M7L9GY23AybNvTmo2nyjmpmnt6+2sRE/tqr0ZLQcPS4lnw7u5eZGNmwRN
 MEMBER = "package/generated/api.github.com.json"
 SERVER = "https://api.github.com"  # the description's server URL
 VALID_TOKEN = "ghs_test-token-for-the-stand-in"
-STATEFUL = {"issues/list-comments", "issues/create-comment", "issues/update-comment"}
+STATEFUL = {
+    "issues/list-comments",
+    "issues/create-comment",
+    "issues/update-comment",
+    "issues/list-for-repo",
+    "issues/create",
+    "issues/update",
+}
+DISPATCH = {"actions/create-workflow-dispatch", "repos/create-dispatch-event"}
 
 
 def description(cache: Path) -> Path:
@@ -104,6 +114,8 @@ class OpenAPIStandIn:
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
         self.comments: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.issues: dict[str, list[dict[str, Any]]] = {}
+        self.dispatches: list[tuple[str, str, dict[str, Any]]] = []  # repo, operation, body
         self.faults: list[Fault] = []
         self.ids = itertools.count(1001)
         self.lock = threading.Lock()
@@ -127,6 +139,8 @@ class OpenAPIStandIn:
             self.requests.clear()
             self.violations.clear()
             self.comments.clear()
+            self.issues.clear()
+            self.dispatches.clear()
             self.faults.clear()
 
     def issue_comments(self, repository: str, number: int) -> list[dict[str, Any]]:
@@ -232,6 +246,8 @@ class OpenAPIStandIn:
             body,
             operation,
         )
+        if operation["operationId"] in DISPATCH:
+            return status, out_headers, payload  # 204: no content to check
         response = MockResponse(
             json.dumps(payload).encode(),
             status_code=status,
@@ -279,6 +295,56 @@ class OpenAPIStandIn:
         raise AssertionError(f"{operation['operationId']} declares no {fault.status} response")
 
     def _operate(self, operation_id, path, query, body, operation):
+        repo = f"{path.get('owner')}/{path.get('repo')}"
+        if operation_id in DISPATCH:
+            self.dispatches.append((repo, operation_id, {**path, **(body or {})}))
+            return 204, {}, None
+        if operation_id == "issues/list-for-repo":
+            items = [
+                i
+                for i in self.issues.get(repo, [])
+                if query.get("state", "open") in ("all", i["state"])
+                and all(
+                    label in {x["name"] for x in i["labels"]}
+                    for label in filter(None, str(query.get("labels") or "").split(","))
+                )
+            ]
+            per_page, page = int(query.get("per_page", 30)), int(query.get("page", 1))
+            return 200, {}, items[(page - 1) * per_page : page * per_page]
+        if operation_id == "issues/create":
+            issue = self.example(operation, 201)
+            number = len(self.issues.get(repo, [])) + 1
+            issue.update(
+                id=next(self.ids),
+                number=number,
+                title=body["title"],
+                body=body.get("body"),
+                state="open",
+                labels=[
+                    {**issue["labels"][0], "name": name} if issue.get("labels") else {"name": name}
+                    for name in body.get("labels") or []
+                ],
+                url=f"{SERVER}/repos/{repo}/issues/{number}",
+                html_url=f"https://github.com/{repo}/issues/{number}",
+                created_at=_now(),
+                updated_at=_now(),
+            )
+            issue.pop("pull_request", None)
+            self.issues.setdefault(repo, []).append(issue)
+            return 201, {"Location": issue["url"]}, issue
+        if operation_id == "issues/update":
+            for issue in self.issues.get(repo, []):
+                if issue["number"] == int(path["issue_number"]):
+                    issue.update(
+                        {k: v for k, v in (body or {}).items() if k in {"title", "body", "state"}}
+                    )
+                    issue["updated_at"] = _now()
+                    return 200, {}, issue
+            return (
+                404,
+                {},
+                {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"},
+            )
         if operation_id == "issues/list-comments":
             key = (f"{path['owner']}/{path['repo']}", int(path["issue_number"]))
             items = self.comments.get(key, [])
@@ -352,7 +418,7 @@ def serve(stand_in: OpenAPIStandIn) -> Iterator[OpenAPIStandIn]:
             status, headers, payload = stand_in.handle(
                 self.command, self.path, dict(self.headers.items()), raw
             )
-            data = json.dumps(payload).encode()
+            data = b"" if status == 204 else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))

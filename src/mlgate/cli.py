@@ -1,4 +1,5 @@
-"""The `mlgate` command: one subcommand per stage, each a module with `main(argv) -> int`.
+"""The `mlgate` command: one subcommand per stage, each a module with `main(argv) -> int` (or
+`MODULE:FUNCTION` where one module holds two commands of a stage).
 
 Errors are caught here, once: printed with their fix, written as a GitHub `::error::`
 annotation, and turned into the exit code of their class (see `mlgate.errors`).
@@ -36,6 +37,17 @@ COMMANDS = {
     "bundle": ("mlgate.bundle", "export a registered version as a serving bundle"),
     "serve": ("mlgate.serve", "serve a model bundle: MLflow scoring protocol, OIP v2, /metrics"),
     "comment": ("mlgate.comment", "post or update the pull-request gate's sticky comment"),
+    "drift": ("mlgate.drift", "compare recent production inputs with the training data"),
+    "backtest": (
+        "mlgate.drift:backtest_main",
+        "score the Production model on newly labelled data; compare with training",
+    ),
+    "alert": (
+        "mlgate.alert",
+        "after drift: dispatch retraining and open or update the drift issue",
+    ),
+    "lineage": ("mlgate.audit", "where a model version came from, and what it replaced"),
+    "metrics": ("mlgate.audit:metrics_main", "delivery metrics from the registry's history"),
     "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
 }
 # Named flags shared by every stage, and the settings key each one sets.
@@ -59,8 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv[:1])
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.main(argv[1:] + rest))
+    module, _, function = COMMANDS[args.command][0].partition(":")
+    entry = getattr(importlib.import_module(module), function or "main")
+    return int(entry(argv[1:] + rest))
 
 
 def stage_parser(name: str, description: str | None) -> argparse.ArgumentParser:
@@ -126,7 +139,7 @@ def run(action: Callable[[], int | None]) -> int:
         return action() or 0
     except MlgateError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        github.annotate("error", str(exc), title=f"mlgate: {type(exc).__name__}")
+        github.annotate(exc.level, str(exc), title=f"mlgate: {type(exc).__name__}")
         return exc.exit_code
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -14,6 +14,7 @@ class MlgateError(Exception):
     """Base class. `exit_code` is what the process exits with."""
 
     exit_code = 1
+    level = "error"  # of the GitHub annotation
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message)
@@ -73,6 +74,14 @@ class DeployError(MlgateError):
     exit_code = 9
 
 
+class ModelStale(MlgateError):
+    """Monitoring found the Production model stale: its inputs drifted, or its metrics on
+    newly labelled data fell. Not a failure of mlgate: a signal to retrain."""
+
+    exit_code = 10
+    level = "warning"
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     MlgateError.exit_code: "unexpected error",
@@ -84,6 +93,7 @@ EXIT_CODES: dict[int, str] = {
     ModelError.exit_code: "model unloadable or incompatible",
     GitHubError.exit_code: "GitHub API refused or unreachable",
     DeployError.exit_code: "image build, push or registry failed",
+    ModelStale.exit_code: "drift found or performance dropped",
 }
 
 

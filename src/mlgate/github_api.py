@@ -62,6 +62,12 @@ class GitHubRetry(Retry):
         return rate_limit_wait(response.headers)
 
 
+PR_PERMISSIONS = (
+    "the commenting job needs `permissions: pull-requests: write`; pull requests from forks "
+    "only get a read-only token"
+)
+
+
 class GitHubAPI:
     """`GitHubAPI(api_url, token)`; `request()` returns parsed JSON or raises GitHubError."""
 
@@ -74,6 +80,7 @@ class GitHubAPI:
         backoff: float = 1.0,
         max_wait: float = 90.0,
         timeout: float = 30.0,
+        permission_hint: str = PR_PERMISSIONS,
     ) -> None:
         if not token:
             raise GitHubError(
@@ -83,6 +90,7 @@ class GitHubAPI:
         self.api_url = api_url.rstrip("/")
         self.timeout = timeout
         self.max_wait = max_wait
+        self.permission_hint = permission_hint
         retry = GitHubRetry(
             total=retries,
             backoff_factor=backoff,
@@ -116,7 +124,9 @@ class GitHubAPI:
                 "already retried with backoff",
             ) from exc
         if response.status_code >= 400:
-            raise _error(method, _route(url, self.api_url), response, self.max_wait)
+            raise _error(
+                method, _route(url, self.api_url), response, self.max_wait, self.permission_hint
+            )
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -145,7 +155,9 @@ def _route(url: str, base: str) -> str:
     return url.removeprefix(base).split("?")[0]
 
 
-def _error(method: str, route: str, response: requests.Response, max_wait: float) -> GitHubError:
+def _error(
+    method: str, route: str, response: requests.Response, max_wait: float, permission_hint: str
+) -> GitHubError:
     try:
         body = response.json()
     except ValueError:
@@ -172,8 +184,7 @@ def _error(method: str, route: str, response: requests.Response, max_wait: float
     fixes = {
         401: "the token is invalid or expired: pass the workflow's own token "
         "(env GITHUB_TOKEN: ${{ github.token }})",
-        403: "the token lacks a permission: the commenting job needs "
-        "`permissions: pull-requests: write`; pull requests from forks only get a read-only token",
+        403: f"the token lacks a permission: {permission_hint}",
         404: "check the repository and pull request number; a token that cannot see a private "
         "repository also gets 404",
         410: "issues are disabled on this repository: enable them, since PR comments are issue "

@@ -25,6 +25,7 @@ class GitInfo:
     commit: str | None
     dirty: bool | None
     ref: str | None
+    committed_at: str | None = None  # the commit's committer date (ISO 8601): lead time
 
 
 def git_info(project_dir: Path, github: GitHubContext) -> GitInfo:
@@ -33,7 +34,13 @@ def git_info(project_dir: Path, github: GitHubContext) -> GitInfo:
     commit = _git(project_dir, "rev-parse", "HEAD") or github.sha
     status = _git(project_dir, "status", "--porcelain", "--untracked-files=no")
     ref = github.ref or _git(project_dir, "symbolic-ref", "-q", "HEAD")
-    return GitInfo(commit=commit, dirty=None if status is None else bool(status), ref=ref)
+    committed_at = _git(project_dir, "show", "-s", "--format=%cI", commit) if commit else None
+    return GitInfo(
+        commit=commit,
+        dirty=None if status is None else bool(status),
+        ref=ref,
+        committed_at=committed_at or None,
+    )
 
 
 def _git(cwd: Path, *args: str) -> str | None:
@@ -59,6 +66,7 @@ def lineage_tags(
         "mlgate.git.commit": git.commit or "unknown",
         "mlgate.git.dirty": "unknown" if git.dirty is None else str(git.dirty).lower(),
         "mlgate.git.ref": git.ref,
+        "mlgate.git.committed_at": git.committed_at,
         "mlgate.data.dvc_file": data.dvc_file,
         "mlgate.data.md5": data.dvc_md5,
         "mlgate.data.path": data.path,

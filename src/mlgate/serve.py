@@ -13,6 +13,10 @@ the cost. It speaks:
   `/v2`, `/v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer`.
 - Prometheus metrics at `/metrics`.
 
+With `monitor.log_sink` set, every answered prediction is also queued for the prediction log
+(`mlgate.predlog`): batched and written by a thread, off the request path; a failing sink never
+fails a request.
+
 Bad input is a 4xx JSON error that says what is wrong, never a 500: wrong or missing columns,
 non-numbers, nulls (unless `serve.allow_missing`), ragged rows, malformed JSON, bodies over
 `serve.max_body_bytes`, unsupported content types, unknown models. The image needs only numpy,
@@ -36,6 +40,7 @@ import numpy as np
 import orjson
 
 from mlgate.bundle import Bundle, load_bundle
+from mlgate.predlog import PredictionLog, Stats
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -78,7 +83,7 @@ class Metrics:
 
     ROUTES = ("invocations", "v2_infer", "health", "metadata", "metrics", "other")
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, log_stats: Stats | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
@@ -111,6 +116,8 @@ class Metrics:
         )
         info.labels(bundle.name, bundle.version).set(1)
         self._counted: dict[tuple[str, int], Any] = {}
+        if log_stats is not None:
+            self.registry.register(_LogCollector(log_stats))
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -128,15 +135,39 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _LogCollector:
+    """The prediction log's counters, read at scrape time."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.stats
+        for name, what, value in (
+            ("rows_written", "Rows written to the prediction log", s.rows_written),
+            ("rows_dropped", "Rows dropped while the sink failed", s.rows_dropped),
+            ("write_errors", "Failed writes to the prediction log sink", s.write_errors),
+        ):
+            yield CounterMetricFamily(f"mlgate_prediction_log_{name}", what, value=value)
+        yield GaugeMetricFamily(
+            "mlgate_prediction_log_pending_rows", "Rows waiting to be written", value=s.pending_rows
+        )
+
+
 class App:
     """The ASGI application for one bundle."""
 
-    def __init__(self, bundle: Bundle, limits: Limits | None = None) -> None:
+    def __init__(
+        self, bundle: Bundle, limits: Limits | None = None, log: PredictionLog | None = None
+    ) -> None:
         self.bundle = bundle
         self.limits = limits or Limits()
         self.features = bundle.features
         self.index = {name: i for i, name in enumerate(self.features)}
-        self.metrics = Metrics(bundle)
+        self.log = log
+        self.metrics = Metrics(bundle, log.stats if log else None)
         self.booster = bundle.booster
         self.threads = os.cpu_count() or 1
         self.booster.set_param({"nthread": 1})
@@ -189,9 +220,13 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.log is not None:
+                    self.log.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
+                if self.log is not None:
+                    self.log.close()  # in-flight requests are done: write what waits
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -544,9 +579,13 @@ class App:
         if threads != self.nthread:
             self.booster.set_param({"nthread": threads})
             self.nthread = threads
-        proba = self.booster.inplace_predict(matrix, validate_features=False)
+        proba = np.asarray(
+            self.booster.inplace_predict(matrix, validate_features=False), dtype=np.float64
+        )
         self.metrics.rows.inc(len(matrix))
-        return np.asarray(proba, dtype=np.float64)
+        if self.log is not None:
+            self.log.record(matrix, proba)
+        return proba
 
 
 def _route_name(path: str) -> str:
@@ -613,11 +652,22 @@ def create_app() -> App:
     from mlgate.settings import load_settings
 
     settings = load_settings(env=os.environ, params_file=None)
-    s = settings.serve
-    return App(
-        load_bundle(settings.path(s.bundle)),
-        Limits(s.max_body_bytes, s.max_rows, s.allow_missing),
-    )
+    s, m = settings.serve, settings.monitor
+    bundle = load_bundle(settings.path(s.bundle))
+    log = None
+    if settings.log_sink:
+        from mlgate.predlog import open_sink
+
+        log = PredictionLog(
+            open_sink(settings.log_sink, m.log_endpoint_url),
+            bundle.name,
+            bundle.version,
+            bundle.features,
+            batch_rows=m.log_batch_rows,
+            flush_seconds=m.log_flush_seconds,
+            max_pending_rows=m.log_max_pending_rows,
+        )
+    return App(bundle, Limits(s.max_body_bytes, s.max_rows, s.allow_missing), log)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -651,12 +701,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
         # previous handler: make that a no-op, so a stopped server exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)
+        # The workers read their settings from the environment only: pass on every one.
+        m = settings.monitor
         os.environ.update(
             {
                 "MLGATE_SERVE_BUNDLE": str(bundle_dir),
                 "MLGATE_SERVE_MAX_BODY_BYTES": str(s.max_body_bytes),
                 "MLGATE_SERVE_MAX_ROWS": str(s.max_rows),
                 "MLGATE_SERVE_ALLOW_MISSING": str(s.allow_missing).lower(),
+                "MLGATE_MONITOR_LOG_SINK": settings.log_sink or "",
+                "MLGATE_MONITOR_LOG_ENDPOINT_URL": m.log_endpoint_url or "",
+                "MLGATE_MONITOR_LOG_BATCH_ROWS": str(m.log_batch_rows),
+                "MLGATE_MONITOR_LOG_FLUSH_SECONDS": str(m.log_flush_seconds),
+                "MLGATE_MONITOR_LOG_MAX_PENDING_ROWS": str(m.log_max_pending_rows),
             }
         )
         uvicorn.run(

@@ -158,6 +158,28 @@ class DeploySettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """Production monitoring: the serving image's prediction log, `mlgate drift` and
+    `mlgate backtest`."""
+
+    # Where the model server writes its prediction log: a directory or s3://BUCKET/PREFIX;
+    # None: no log. Batched and written off the request path; a failing sink never fails a
+    # request (rows wait, up to log_max_pending_rows, then the oldest are dropped and counted).
+    log_sink: str | None = None
+    log_endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, moto, ...)
+    log_batch_rows: int = 5000  # write when this many rows wait ...
+    log_flush_seconds: float = 10.0  # ... or when the oldest waited this long
+    log_max_pending_rows: int = 200_000  # rows held while the sink fails (memory bound)
+    window_hours: float = 168.0  # `mlgate drift`: prediction-log rows this recent are current
+    min_rows: int = 100  # fewer current rows than this: too few to judge drift
+    max_rows: int = 100_000  # larger frames are sampled (seeded) to this many rows
+    drift_share: float = 0.5  # drift when at least this share of the features drifted
+    drift_method: str | None = None  # evidently stattest for every feature; None: its default
+    drift_threshold: float | None = None  # per-feature stattest threshold; None: the method's
+    max_auc_drop: float = 0.05  # `mlgate backtest`: AUC this far under training time is a drop
+
+
+@dataclass(frozen=True)
 class ReportsSettings:
     dir: Path = Path("reports")
 
@@ -244,6 +266,7 @@ class Settings:
     gate: GateSettings = field(default_factory=GateSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     reports: ReportsSettings = field(default_factory=ReportsSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     github: GitHubContext = field(default_factory=GitHubContext)
@@ -252,6 +275,14 @@ class Settings:
     def path(self, relative: Path) -> Path:
         """A settings path, resolved against the project directory."""
         return relative if relative.is_absolute() else self.project_dir / relative
+
+    @property
+    def log_sink(self) -> str | None:
+        """monitor.log_sink with a relative directory made absolute against the project."""
+        sink = self.monitor.log_sink
+        if sink is None or sink.startswith("s3://"):
+            return sink
+        return str(self.path(Path(sink)).resolve())
 
     @property
     def tracking_uri(self) -> str:
@@ -579,6 +610,30 @@ def _check_consistency(s: Settings) -> None:
             "serve.max_body_bytes must be at least 1024, serve.max_rows at least 1 and "
             "serve.graceful_seconds at least 0",
             fix="correct the serve section",
+        )
+    m = s.monitor
+    if m.log_sink is not None and "://" in m.log_sink and not m.log_sink.startswith("s3://"):
+        raise ConfigError(
+            f"monitor.log_sink {m.log_sink!r} is neither a directory nor an s3:// URL",
+            fix="write it as a directory (/var/log/mlgate) or s3://BUCKET/PREFIX",
+        )
+    if min(m.log_batch_rows, m.log_max_pending_rows, m.min_rows, m.max_rows) < 1:
+        raise ConfigError(
+            "monitor.log_batch_rows, log_max_pending_rows, min_rows and max_rows must be at "
+            "least 1",
+            fix="correct the monitor section",
+        )
+    if m.log_flush_seconds <= 0 or m.window_hours <= 0:
+        raise ConfigError(
+            "monitor.log_flush_seconds and monitor.window_hours must be positive, got "
+            f"{m.log_flush_seconds} and {m.window_hours}",
+            fix="correct the monitor section",
+        )
+    if not 0 < m.drift_share <= 1 or not 0 <= m.max_auc_drop < 1:
+        raise ConfigError(
+            f"monitor.drift_share must be in (0, 1] and monitor.max_auc_drop in [0, 1), got "
+            f"{m.drift_share} and {m.max_auc_drop}",
+            fix="set monitor.drift_share to e.g. 0.5 and monitor.max_auc_drop to e.g. 0.05",
         )
     choices = {
         "gate.mode": (s.gate.mode, ("enabled", "dry-run")),

@@ -190,6 +190,9 @@ def _delete_versions_of_run(client, name: str, run_id: str) -> None:
 LOCK_SUFFIX = ".mlgate-lock"
 HOLDER, EXPIRES = "mlgate.lock.holder", "mlgate.lock.expires_at"
 PENDING = "mlgate.pending."  # + alias: a move begun and not yet fully recorded
+# + ALIAS.STAMP.vVERSION on the registered model: one tag a move, never rewritten, so the
+# registry keeps the whole history of its pointers (`mlgate lineage`, `mlgate metrics`).
+HISTORY = "mlgate.history."
 
 
 class PointerLock:
@@ -330,7 +333,12 @@ def move_alias(
     import warnings
 
     pending = json.dumps(
-        {"tags": dict(tags), "previous": previous, "previous_tags": dict(previous_tags or {})}
+        {
+            "tags": dict(tags),
+            "previous": previous,
+            "previous_tags": dict(previous_tags or {}),
+            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        }
     )
     with errors(f"moving '{alias}' of {name} to version {version}"):
         client.set_model_version_tag(name, version, PENDING + alias, pending)
@@ -362,4 +370,29 @@ def _record(client, name: str, alias: str, version: str, pending: str) -> None:
     if move["previous"]:
         for key, value in move["previous_tags"].items():
             client.set_model_version_tag(name, move["previous"], key, value)
+    if "at" in move:  # written since the history was kept
+        at = datetime.fromisoformat(move["at"])
+        event = {
+            "alias": alias,
+            "version": version,
+            "previous": move["previous"],
+            "at": move["at"],
+            "tags": {k: v[:1000] for k, v in move["tags"].items() if k in HISTORY_TAGS},
+        }
+        key = f"{HISTORY}{alias}.{at:%Y%m%dT%H%M%S.%f}Z.v{version}"
+        client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
     client.delete_model_version_tag(name, version, PENDING + alias)
+
+
+# The tags of a move that its history event keeps (who, why, from which run).
+HISTORY_TAGS = {
+    "mlgate.production.approved_by",
+    "mlgate.production.image",
+    "mlgate.production.run_url",
+    "mlgate.production.commit",
+    "mlgate.rollback.from",
+    "mlgate.rollback.reason",
+    "mlgate.rollback.by",
+    "mlgate.promotion.run_url",
+    "mlgate.promotion.champion_at_evaluation",
+}

@@ -126,10 +126,12 @@ def test_workflow_outputs() -> None:
     }
 
 
-def test_write_permissions_live_on_two_jobs_only() -> None:
-    """Least privilege: in the reusable workflows, only the comment job writes to pull requests
-    and only the Environment-gated deploy job writes packages; callers grant them at the call
-    site (a caller's grant caps the callee's jobs). act ignores permissions, so read them."""
+def test_write_permissions_live_on_three_jobs_only() -> None:
+    """Least privilege: in the reusable workflows, only the comment job writes to pull requests,
+    only the Environment-gated deploy job writes packages, and only the drift monitor's alert job
+    (which checks out nothing and runs only when drift was found) writes issues and dispatches;
+    callers grant them at the call site (a caller's grant caps the callee's jobs). act ignores
+    permissions, so read them."""
     writers = []
     for path in REPO.glob(".github/workflows/*.yml"):
         for name, job in yaml.safe_load(path.read_text())["jobs"].items():
@@ -138,8 +140,12 @@ def test_write_permissions_live_on_two_jobs_only() -> None:
                 writers.append((path.name, name, dict(permissions)))
     assert sorted(writers) == [
         ("deploy.yml", "deploy", {"contents": "read", "packages": "write", "actions": "read"}),
+        ("drift-monitor.yml", "alert", {"issues": "write", "actions": "write"}),
         ("pr-gate.yml", "comment", {"pull-requests": "write"}),
     ], writers
+    alert = yaml.safe_load((REPO / ".github/workflows/drift-monitor.yml").read_text())["jobs"]
+    assert alert["alert"]["if"] == "${{ needs.check.outputs.stale == 'true' }}"
+    assert not any("checkout" in step.get("uses", "") for step in alert["alert"]["steps"])
     for workflow, job in (("deploy.yml", "deploy"), ("rollback.yml", "rollback")):
         spec = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())["jobs"][job]
         assert spec["environment"]["name"] == "${{ inputs.environment }}", workflow

@@ -392,3 +392,56 @@ def test_the_pr_gate_comments_once_and_is_the_check(
     assert "❌ Gate FAIL" in comment["body"] and "| >= 0.9999 | ❌ fail |" in comment["body"]
     assert [r.method for r in github_api.requests if r.method != "GET"] == ["POST", "PATCH"]
     assert champion.staging() == v1
+
+
+def test_the_drift_monitor_alerts_once_on_a_schedule(
+    tmp_path, mlgate_source, mlflow_server, breast_cancer, github_api, clean_env
+) -> None:
+    """The example caller, on its schedule: the check job reads the prediction log the serving
+    image wrote (inputs shifted on purpose), finds drift, uploads the report; the alert job
+    dispatches the retraining workflow and opens one issue through the API stand-in."""
+    from tests.integration.test_gate import Registry
+    from tests.integration.test_monitor import features, log_requests, shifted
+
+    repo = caller_repo(tmp_path, mlgate_source)
+    models = Registry(repo, mlflow_server, clean_env)
+    version = models.train()
+    sink = tmp_path / "predictions"
+    log_requests(sink, models.model, version, features(shifted(breast_cancer.head(300))))
+    example = (REPO / "examples/consumer/.github/workflows/monitor.yml").read_text()
+    caller = example.replace(
+        "retrain-workflow: pipeline.yml",
+        f"retrain-workflow: pipeline.yml\n      model-name: {models.model}\n"
+        f'      model-version: "{version}"',
+    )
+    assert f'model-version: "{version}"' in caller
+    workflow = repo / ".github/workflows/monitor-example.yml"
+    workflow.write_text(re.sub(r"@0{40}", f"@{mlgate_source[1]}", caller))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "monitor with mlgate")
+
+    result = run_act(
+        repo,
+        ".github/workflows/monitor-example.yml",
+        mlgate=mlgate_source,
+        tracking_uri=mlflow_server,
+        tmp=tmp_path / "act",
+        event_name="schedule",
+        payload={
+            "schedule": "17 6 * * *",
+            "repository": {"full_name": "acme/models", "default_branch": "main"},
+        },
+        env={"GITHUB_API_URL": github_api.url},
+        variables={"MLGATE_LOG_SINK": str(sink)},
+        secrets={"GITHUB_TOKEN": VALID_TOKEN},
+    )
+    assert result.returncode == 0, result.log[-5000:]
+    assert "upload-artifact stand-in: mlgate-drift-report/drift.html" in result.log
+    [(repository, operation, body)] = github_api.dispatches
+    assert (repository, operation) == ("acme/models", "actions/create-workflow-dispatch")
+    assert body["workflow_id"] == "pipeline.yml"
+    [issue] = github_api.issues["acme/models"]
+    assert f"{models.model} version {version} went stale" in issue["title"]
+    assert "mean_radius" in issue["body"]
+    tags = models.client.get_model_version(models.model, version).tags
+    assert tags["mlgate.drift.stale"] == "true"

@@ -1,0 +1,411 @@
+"""Stage: audit. `mlgate lineage` and `mlgate metrics`, read from the registry alone.
+
+`mlgate lineage [production|staging|N]` traces one model version back to its origin: the commit
+and `data.dvc` version it was trained from, the training run with its params and metrics, the
+decision that compared it with its champion, the image and its digest, who approved it and
+when, the workflow runs, and the versions it replaced. `--json` for machines; the deploy job
+writes the same block into its summary.
+
+`mlgate metrics` computes delivery metrics (DORA's four keys, for models) over a window from the
+registry's history of Production moves (`mlgate.history.*` tags on the registered model, one a
+move): deployment frequency, lead time from the data commit to Production, change failure rate
+(deployments later rolled back) and time to restore (how long a withdrawn version served).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mlgate import cli, github, tracking
+from mlgate.decision import DECISION_ARTIFACT, ModelRef, mlflow_links
+from mlgate.errors import ConfigError
+from mlgate.settings import Settings
+
+ALIASES = ("production", "staging")
+
+
+def history(client, name: str) -> list[dict[str, Any]]:
+    """Every recorded pointer move of `name`, oldest first."""
+    with tracking.errors(f"reading the history of {name}"):
+        model = client.get_registered_model(name)
+    events = [
+        json.loads(value) for key, value in model.tags.items() if key.startswith(tracking.HISTORY)
+    ]
+    return sorted(events, key=lambda e: e["at"])
+
+
+def resolve(client, name: str, which: str):  # -> ModelVersion
+    from mlgate.evaluate import get_version
+
+    if which in ALIASES:
+        held = tracking.version_by_alias(client, name, which)
+        if held is None:
+            raise ConfigError(
+                f"{name} has no version in {which}",
+                fix="name a version number instead, e.g. `mlgate lineage 3`",
+            )
+        return held
+    try:
+        version = cli.model_version(which)
+    except Exception:
+        raise ConfigError(
+            f"{which!r} is neither production, staging nor a version number",
+            fix="use `mlgate lineage production`, `staging` or a version such as 3",
+        ) from None
+    return get_version(client, name, version)
+
+
+def _tags(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
+
+
+def _decision(client, run_id: str) -> dict[str, Any] | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, f"{DECISION_ARTIFACT}/decision.json", tmp)
+        except Exception:  # never evaluated (or the artifact store lost it): say so, go on
+            return None
+        return json.loads(Path(path).read_text())
+
+
+def lineage(client, settings: Settings, which: str) -> dict[str, Any]:
+    """The lineage record of one version (see the module's docstring)."""
+    name = settings.model.name
+    version = resolve(client, name, which)
+    number = str(version.version)
+    tags = {k: v for k, v in version.tags.items() if not k.startswith(tracking.PENDING)}
+    with tracking.errors(f"reading the training run of {name} version {number}"):
+        run = client.get_run(version.run_id)
+    links = mlflow_links(
+        settings.tracking_uri, ModelRef(name, number, version.run_id), None, run.info.experiment_id
+    )
+    decision = _decision(client, version.run_id)
+    events = [e for e in history(client, name) if number in (e["version"], e["previous"])]
+    production, promotion = _tags(tags, "mlgate.production."), _tags(tags, "mlgate.promotion.")
+    replaced = sorted(
+        {e["previous"] for e in events if e["version"] == number and e["previous"]}
+        | {
+            v
+            for v in (production.get("previous"), promotion.get("replaced"))
+            if v not in (None, "none")
+        },
+        key=int,
+    )
+
+    def ms(value: int | None) -> str | None:
+        return None if value is None else _iso(datetime.fromtimestamp(value / 1000, UTC))
+
+    return {
+        "model": name,
+        "version": number,
+        "aliases": sorted(version.aliases),
+        "stage": version.current_stage,
+        "source": {
+            "commit": tags.get("mlgate.git.commit"),
+            "committed_at": tags.get("mlgate.git.committed_at"),
+            "ref": tags.get("mlgate.git.ref"),
+            "dirty": tags.get("mlgate.git.dirty"),
+            "repository": tags.get("mlgate.github.repository"),
+        },
+        "data": {
+            "dvc_file": tags.get("mlgate.data.dvc_file"),
+            "md5": tags.get("mlgate.data.md5"),
+            "path": tags.get("mlgate.data.path"),
+            "remote": tags.get("mlgate.data.remote"),
+            "remote_url": tags.get("mlgate.data.remote_url"),
+            "object_url": tags.get("mlgate.data.object_url"),
+            "rows": tags.get("mlgate.data.rows"),
+        },
+        "training": {
+            "run_id": version.run_id,
+            "run_name": run.info.run_name,
+            "status": run.info.status,
+            "started_at": ms(run.info.start_time),
+            "ended_at": ms(run.info.end_time),
+            "url": links.get("candidate_run"),
+            "params": dict(sorted(run.data.params.items())),
+            "metrics": dict(sorted(run.data.metrics.items())),
+        },
+        "decision": None
+        if decision is None
+        else {
+            "verdict": decision["verdict"],
+            "mode": decision["mode"],
+            "created_at": decision["created_at"],
+            "champion": decision["champion"]["version"] if decision["champion"] else None,
+            "reasons": decision["reasons"],
+            "metrics": decision["metrics"],
+        },
+        "promotion": promotion
+        | ({"outcome": tags["mlgate.promotion"]} if "mlgate.promotion" in tags else {}),
+        "image": {
+            "ref": tags.get("mlgate.image.ref"),
+            "digest": tags.get("mlgate.image.digest"),
+            "pushed_at": tags.get("mlgate.image.pushed_at"),
+        },
+        "production": production,
+        "rollback": _tags(tags, "mlgate.rollback."),
+        "monitoring": {
+            kind: _tags(tags, f"mlgate.{kind}.")
+            for kind in ("drift", "backtest")
+            if f"mlgate.{kind}.checked_at" in tags
+        },
+        "workflow_runs": {
+            key: value
+            for key, value in {
+                "train": tags.get("mlgate.github.run_url"),
+                "promotion": promotion.get("run_url"),
+                "production": production.get("run_url"),
+            }.items()
+            if value
+        },
+        "replaced": replaced,
+        "history": events,
+        "links": links,
+    }
+
+
+def lineage_markdown(record: Mapping[str, Any]) -> str:
+    """The lineage as a Markdown table (the deploy job's summary and `mlgate lineage`)."""
+    src, data, run = record["source"], record["data"], record["training"]
+    decision, image, prod = record["decision"], record["image"], record["production"]
+    rows: list[tuple[str, str]] = [
+        (
+            "model",
+            f"`{record['model']}` version {record['version']}"
+            + (f" ({', '.join(record['aliases'])})" if record["aliases"] else ""),
+        ),
+        (
+            "commit",
+            f"`{src['commit']}`" + (f" ({src['committed_at']})" if src["committed_at"] else ""),
+        ),
+        ("data", f"`{data['dvc_file']}` md5 `{data['md5']}`, {data['rows'] or '?'} rows"),
+        ("DVC remote", f"{data['remote']}: `{data['object_url'] or data['remote_url']}`"),
+        (
+            "training run",
+            f"`{run['run_id']}` ({run['status']}, {run['started_at']})"
+            + (f" [MLflow]({run['url']})" if run["url"] else ""),
+        ),
+        (
+            "holdout",
+            ", ".join(
+                f"{k.removeprefix('holdout_')} {v:.4f}"
+                for k, v in run["metrics"].items()
+                if k.startswith("holdout_")
+            )
+            or "–",
+        ),
+        (
+            "params",
+            ", ".join(
+                f"{k}={v}"
+                for k, v in run["params"].items()
+                if k.startswith("xgb.") or k.startswith("train.")
+            )
+            or f"{len(run['params'])} params",
+        ),
+    ]
+    if decision:
+        rows.append(
+            (
+                "decision",
+                f"{decision['verdict']} against "
+                + (f"version {decision['champion']}" if decision["champion"] else "no champion")
+                + f" ({decision['created_at']})",
+            )
+        )
+    if image["ref"]:
+        rows.append(("image", f"`{image['ref']}`"))
+    if prod:
+        rows.append(("approved", f"{prod.get('approved_by', '?')} at {prod.get('since', '?')}"))
+    if record["rollback"]:
+        rb = record["rollback"]
+        rows.append(("rollback", ", ".join(f"{k} {v}" for k, v in sorted(rb.items()))))
+    for what, url in record["workflow_runs"].items():
+        rows.append((f"{what} run", url))
+    rows.append(("replaced", ", ".join(record["replaced"]) or "none"))
+    return "### Lineage\n" + github.markdown_table(["", ""], rows) + "\n"
+
+
+def lineage_text(record: Mapping[str, Any]) -> str:
+    """The lineage for a terminal: one `key  value` line each, sections flattened."""
+    lines = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+            for i, inner in enumerate(value):
+                walk(f"{prefix}[{i}]", inner)
+        elif value not in (None, {}, []):
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            lines.append(f"{prefix:<34} {shown}")
+
+    walk("", {k: v for k, v in record.items() if k not in {"history", "links"}})
+    return "\n".join(lines) + "\n"
+
+
+def delivery_metrics(
+    client, settings: Settings, *, days: float, now: datetime | None = None
+) -> dict[str, Any]:
+    """Deployment frequency, lead time, change failure rate and time to restore over the last
+    `days`, from the registry's history of Production moves."""
+    name = settings.model.name
+    now = now or datetime.now(UTC)
+    since = now - timedelta(days=days)
+    moves = [e for e in history(client, name) if e["alias"] == "production"]
+    for event in moves:
+        event["when"] = datetime.fromisoformat(event["at"])
+    rollbacks = [e for e in moves if "mlgate.rollback.from" in e["tags"]]
+    deploys = [e for e in moves if "mlgate.rollback.from" not in e["tags"]]
+    recent = [e for e in deploys if e["when"] >= since]
+    failed = [d for d in recent if any(_withdrew(r, d, moves) for r in rollbacks)]
+    lead = []
+    for deploy in recent:
+        committed = _committed_at(client, name, deploy["version"])
+        if committed is not None:
+            lead.append((deploy["when"] - committed).total_seconds() / 3600)
+    restore = []
+    for rb in (r for r in rollbacks if r["when"] >= since):
+        served = [d for d in moves if _withdrew(rb, d, moves)]
+        if served:
+            restore.append((rb["when"] - served[-1]["when"]).total_seconds() / 3600)
+    return {
+        "model": name,
+        "window_days": days,
+        "from": _iso(since),
+        "to": _iso(now),
+        "deployments": len(recent),
+        "rollbacks": len([r for r in rollbacks if r["when"] >= since]),
+        "deployment_frequency_per_week": len(recent) / (days / 7),
+        "lead_time_hours": _spread(lead),
+        "change_failure_rate": len(failed) / len(recent) if recent else None,
+        "time_to_restore_hours": _spread(restore),
+        "moves_recorded": len(moves),
+    }
+
+
+def _withdrew(rollback: Mapping[str, Any], deploy: Mapping[str, Any], moves) -> bool:
+    """Whether `rollback` withdrew the version that `deploy` put in Production (the last move
+    to that version before the rollback)."""
+    if rollback["tags"].get("mlgate.rollback.from") != deploy["version"]:
+        return False
+    if deploy["when"] >= rollback["when"]:
+        return False
+    later = [m for m in moves if deploy["when"] < m["when"] < rollback["when"]]
+    return all(m["version"] != deploy["version"] for m in later)
+
+
+def _committed_at(client, name: str, version: str) -> datetime | None:
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception:  # a deleted version: no lead time for it
+        return None
+    if value := tags.get("mlgate.git.committed_at"):
+        stamp = datetime.fromisoformat(value)
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return None
+
+
+def _spread(hours: Sequence[float]) -> dict[str, float] | None:
+    if not hours:
+        return None
+    return {
+        "median": statistics.median(hours),
+        "min": min(hours),
+        "max": max(hours),
+        "n": len(hours),
+    }
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="seconds")
+
+
+def metrics_markdown(m: Mapping[str, Any]) -> str:
+    def hours(spread: Mapping[str, float] | None) -> str:
+        if spread is None:
+            return "–"
+        return (
+            f"{_duration(spread['median'])} median ({_duration(spread['min'])}–"
+            f"{_duration(spread['max'])}, n={spread['n']})"
+        )
+
+    rate = m["change_failure_rate"]
+    rows = [
+        (
+            "deployment frequency",
+            f"{m['deployment_frequency_per_week']:.2f} a week "
+            f"({m['deployments']} in {m['window_days']:g} days)",
+        ),
+        ("lead time (data commit → Production)", hours(m["lead_time_hours"])),
+        (
+            "change failure rate",
+            "–" if rate is None else f"{rate:.0%} ({m['rollbacks']} rollbacks)",
+        ),
+        ("time to restore", hours(m["time_to_restore_hours"])),
+    ]
+    return (
+        f"### Delivery metrics: {m['model']}, {m['from']} to {m['to']}\n"
+        + github.markdown_table(["metric", "value"], rows)
+        + "\n"
+    )
+
+
+def _duration(hours: float) -> str:
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} d"
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """mlgate lineage: where a model version came from (commit, data, run, decision, image,
+    approval) and what it replaced."""
+    parser = cli.stage_parser("lineage", main.__doc__)
+    parser.add_argument(
+        "which",
+        nargs="?",
+        default="production",
+        metavar="production|staging|N",
+        help="the version to trace (default: production)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        settings = cli.settings_from(args, env)
+        record = lineage(tracking.connect(settings), settings, args.which)
+        print(json.dumps(record, indent=2) if args.json else lineage_text(record), flush=True)
+        github.write_summary(settings.github, lineage_markdown(record))
+        return 0
+
+    return cli.run(action)
+
+
+def metrics_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """mlgate metrics: deployment frequency, lead time, change failure rate and time to
+    restore of the model, from the registry's history of Production moves."""
+    parser = cli.stage_parser("metrics", metrics_main.__doc__)
+    parser.add_argument("--days", type=float, default=90.0, help="the window (default: 90)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        if args.days <= 0:
+            raise ConfigError(f"--days must be positive, got {args.days}", fix="e.g. --days 30")
+        settings = cli.settings_from(args, env)
+        result = delivery_metrics(tracking.connect(settings), settings, days=args.days)
+        print(json.dumps(result, indent=2) if args.json else metrics_markdown(result), flush=True)
+        github.write_summary(settings.github, metrics_markdown(result))
+        return 0
+
+    return cli.run(action)
