@@ -120,7 +120,7 @@ def alert(
                 api.request(
                     "POST",
                     f"/repos/{repo}/actions/workflows/{quote(workflow, safe='')}/dispatches",
-                    json={"ref": ref or g.ref or "main"},
+                    json={"ref": _branch(ref or g.ref or "main")},
                 )
             else:
                 api.request(
@@ -167,6 +167,11 @@ def alert(
         issue_url=issue.get("html_url"),
         dispatched=dispatched,
     )
+
+
+def _branch(ref: str) -> str:
+    """The branch or tag name a workflow_dispatch takes (GitHub's docs: not a full ref)."""
+    return ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
 
 
 PERMISSIONS = (

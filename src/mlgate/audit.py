@@ -48,7 +48,7 @@ def resolve(client, name: str, which: str):  # -> ModelVersion
         if held is None:
             raise ConfigError(
                 f"{name} has no version in {which}",
-                fix="name a version number instead, e.g. `mlgate lineage 3`",
+                fix="deploy (or promote) one first, or name a version number instead, e.g. 3",
             )
         return held
     try:

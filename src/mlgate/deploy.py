@@ -30,7 +30,7 @@ from pathlib import Path
 
 from mlgate import cli, github, tracking
 from mlgate.bundle import export_bundle
-from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError
+from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, MlgateError
 from mlgate.evaluate import get_version
 from mlgate.settings import Settings
 
@@ -445,6 +445,20 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             settings, args.candidate_version, source=args.source, approved_by=args.approved_by
         )
         report(settings, result)
+        summarise_lineage(settings, result.version)
         return 0
 
     return cli.run(action)
+
+
+def summarise_lineage(settings: Settings, version: str) -> None:
+    """Append the version's lineage to the job summary: what is now serving, and from where.
+    The deployment is done by now, so a failure here is a warning, not a failed job."""
+    from mlgate import audit
+
+    try:
+        record = audit.lineage(tracking.connect(settings), settings, version)
+    except MlgateError as exc:
+        github.annotate("warning", f"could not write the lineage: {exc.message}")
+        return
+    github.write_summary(settings.github, audit.lineage_markdown(record))

@@ -47,18 +47,10 @@ class Result:
 
 
 def monitored_version(client, settings: Settings, version: str | None):  # -> ModelVersion
-    from mlgate.evaluate import get_version
+    """The version named, else the one in Production."""
+    from mlgate.audit import resolve
 
-    name = settings.model.name
-    if version is not None:
-        return get_version(client, name, version)
-    production = tracking.version_by_alias(client, name, PRODUCTION)
-    if production is None:
-        raise ConfigError(
-            f"{name} has no version in Production: there is nothing to monitor",
-            fix="deploy a version first, or name one with --version N",
-        )
-    return production
+    return resolve(client, settings.model.name, version or PRODUCTION)
 
 
 def current_frame(settings: Settings, source: str | None) -> tuple[pd.DataFrame, str]:

@@ -22,6 +22,7 @@ from mlgate.deploy import (
     move_production,
     registry_holds,
     report,
+    summarise_lineage,
 )
 from mlgate.errors import ConfigError, DeployError
 from mlgate.evaluate import get_version
@@ -144,6 +145,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             settings, reason=args.reason.strip(), to=args.to, approved_by=args.approved_by
         )
         report(settings, result, title="Rollback")
+        summarise_lineage(settings, result.version)
         return 0
 
     return cli.run(action)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
+import boto3
 import mlflow
 import numpy as np
 import pytest
 import requests
 
-from mlgate import deploy, rollback, tracking
+from mlgate import audit, deploy, rollback, tracking
+from mlgate.predlog import S3Sink, read_log
 from tests.conftest import REPO, free_port, push_data
 from tests.integration.test_gate import WEAK, Registry
 
 pytestmark = pytest.mark.docker
+START = datetime.now(UTC) - timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +76,29 @@ def production(models: Registry) -> str | None:
         return None
 
 
+def load(url: str, rows: list[list[float]], columns: list[str], connections: int = 8) -> int:
+    """Single-row requests from `connections` threads; every one must be answered 200."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def worker(chunk: list[list[float]]) -> int:
+        with requests.Session() as session:
+            for row in chunk:
+                body = {"dataframe_split": {"columns": columns, "data": [row]}}
+                answer = session.post(f"{url}/invocations", json=body, timeout=10)
+                assert answer.status_code == 200, answer.text
+        return len(chunk)
+
+    with ThreadPoolExecutor(connections) as pool:
+        return sum(pool.map(worker, [rows[i::connections] for i in range(connections)]))
+
+
+def log_metric(url: str, name: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+
+
 def test_deploy_then_serve_then_roll_back(
-    site, docker_engine, container_registry, breast_cancer, capsys, tmp_path
+    site, docker_engine, container_registry, breast_cancer, s3_server, capsys, tmp_path
 ) -> None:
     models, env, image = site
     v1 = models.train(*WEAK)
@@ -120,7 +145,16 @@ def test_deploy_then_serve_then_roll_back(
         detach=True,
         network_mode="host",
         read_only=True,
-        environment={"MLGATE_SERVE_PORT": str(port)},
+        environment={
+            "MLGATE_SERVE_PORT": str(port),
+            # The prediction log's bucket does not exist yet: the sink is unavailable.
+            "MLGATE_MONITOR_LOG_SINK": "s3://predictions/prod",
+            "MLGATE_MONITOR_LOG_ENDPOINT_URL": s3_server,
+            "MLGATE_MONITOR_LOG_FLUSH_SECONDS": "0.5",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
     )
@@ -157,6 +191,25 @@ def test_deploy_then_serve_then_roll_back(
         )
         assert bad.status_code == 400 and "malformed JSON" in bad.json()["message"]
         assert requests.get(f"{url}/version", timeout=5).json()["version"] == v1
+
+        # Under load with the log's sink unavailable: every request answered, rows held.
+        features = list(holdout.columns)
+        sample = breast_cancer.drop(columns=["diagnosis"]).to_numpy().tolist()
+        sent = 2 * len(holdout) + load(url, sample, features)
+        assert log_metric(url, "mlgate_prediction_log_write_errors_total") >= 1
+        assert log_metric(url, "mlgate_prediction_log_rows_written_total") == 0
+        # The sink comes back: everything held is written, nothing dropped.
+        boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="predictions")
+        deadline = time.monotonic() + 60
+        while log_metric(url, "mlgate_prediction_log_rows_written_total") < sent:
+            assert time.monotonic() < deadline, container.logs().decode()[-3000:]
+            time.sleep(0.5)
+        assert log_metric(url, "mlgate_prediction_log_rows_dropped_total") == 0
+        entries = list(
+            read_log(S3Sink("s3://predictions/prod", s3_server), models.model, since=START)
+        )
+        assert sum(len(e["data"]) for e in entries) == sent
+        assert {e["version"] for e in entries} == {v1} and entries[0]["columns"] == features
         container.kill(signal="SIGTERM")
         assert container.wait(timeout=30)["StatusCode"] == 0, "graceful shutdown on SIGTERM"
     finally:
@@ -174,8 +227,12 @@ def test_deploy_then_serve_then_roll_back(
     assert "fix:" in capsys.readouterr().err
     assert production(models) == v1
     assert "mlgate.image.digest" not in models.client.get_model_version(models.model, v2).tags
-    assert deploy_cli(models, env, v2) == 0
+    summary = tmp_path / "summary.md"
+    assert deploy_cli(models, env | {"GITHUB_STEP_SUMMARY": str(summary)}, v2) == 0
     assert production(models) == v2
+    assert "### Lineage" in summary.read_text() and f"`{models.model}` version {v2}" in (
+        summary.read_text()
+    )
     v2_tags = models.client.get_model_version(models.model, v2).tags
     assert v2_tags["mlgate.production.previous"] == v1
     assert models.client.get_model_version(models.model, v1).current_stage == "Archived"
@@ -198,9 +255,51 @@ def test_deploy_then_serve_then_roll_back(
     withdrawn = models.client.get_model_version(models.model, v2)
     assert withdrawn.tags["mlgate.rollback.rolled_back"] == "true"
     assert models.staging() == v2, "rollback leaves Staging alone"
+    check_lineage_and_metrics(models, env, v1, v2, digest, capsys)
     # v1 replaced nothing: a second rollback has nowhere to go and says so.
     assert rollback.main([*models.args(), "--reason", "again"], env=env) == 2
     assert "replaced no earlier Production version" in capsys.readouterr().err
+
+
+def check_lineage_and_metrics(models: Registry, env, v1: str, v2: str, digest: str, capsys) -> None:
+    """After two deployments and a rollback, both read from the registry alone."""
+    capsys.readouterr()
+    assert audit.main([*models.args(), "production", "--json"], env=env) == 0
+    live = json.loads(capsys.readouterr().out)
+    trained = models.client.get_model_version(models.model, v1).tags
+    assert live["version"] == v1 and live["aliases"] == ["production"]
+    assert live["source"]["commit"] == trained["mlgate.git.commit"]
+    assert live["source"]["committed_at"] == trained["mlgate.git.committed_at"]
+    assert live["data"]["md5"] == trained["mlgate.data.md5"]
+    assert live["data"]["remote_url"] == trained["mlgate.data.remote_url"]
+    assert "holdout_auc" in live["training"]["metrics"] and live["training"]["params"]
+    assert live["decision"]["verdict"] == "pass" and live["decision"]["champion"] is None
+    assert live["image"]["digest"] == digest and live["image"]["ref"].endswith(digest)
+    assert live["production"]["approved_by"] == "bob" and live["rollback"]["from"] == v2
+    assert [(e["alias"], e["version"], e["previous"]) for e in live["history"]] == [
+        ("staging", v1, None),
+        ("production", v1, None),
+        ("staging", v2, v1),
+        ("production", v2, v1),
+        ("production", v1, v2),
+    ]
+    assert audit.main([*models.args(), v2, "--json"], env=env) == 0
+    withdrawn = json.loads(capsys.readouterr().out)
+    assert withdrawn["replaced"] == [v1] and withdrawn["rollback"]["rolled_back"] == "true"
+    assert withdrawn["production"]["approved_by"] == "alice"
+    assert withdrawn["monitoring"] == {}
+    assert audit.main([*models.args()], env=env) == 0
+    text = capsys.readouterr().out
+    assert f"image.digest                       {digest}" in text
+    # Delivery metrics: two deployments, one rolled back, restored once.
+    assert audit.metrics_main([*models.args(), "--json"], env=env) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert (metrics["deployments"], metrics["rollbacks"]) == (2, 1)
+    assert metrics["change_failure_rate"] == 0.5
+    assert metrics["lead_time_hours"]["n"] == 2 and metrics["lead_time_hours"]["min"] > 0
+    assert metrics["time_to_restore_hours"]["n"] == 1
+    assert audit.metrics_main([*models.args(), "--days", "7"], env=env) == 0
+    assert "| change failure rate | 50% (1 rollbacks) |" in capsys.readouterr().out
 
 
 def test_deploy_refuses_a_version_that_is_not_staging(site, capsys) -> None:

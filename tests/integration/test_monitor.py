@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlgate import alert, drift
+from mlgate import alert, audit, drift
 from mlgate.predlog import DirectorySink, PredictionLog
 from tests.conftest import make_project
 from tests.github_openapi import VALID_TOKEN, OpenAPIStandIn
@@ -124,6 +124,12 @@ def test_missing_features_and_no_source_are_refused(
     assert "lacks 1 of the model's features: mean_radius" in capsys.readouterr().err
     assert run(drift.main, models, version) == 2
     assert "monitor.log_sink is not set" in capsys.readouterr().err
+    # Nothing in Production yet: nothing to watch by default, and lineage says the same.
+    assert drift.main([*models.args(), "--current", str(current)], env=models.env) == 2
+    assert f"{models.model} has no version in production" in capsys.readouterr().err
+    assert audit.main([*models.args(), "staging"], env=models.env) == 2
+    assert audit.main([*models.args(), "../1"], env=models.env) == 2
+    assert "neither production, staging nor a version number" in capsys.readouterr().err
 
 
 def test_a_backtest_on_late_labels(watched, breast_cancer, tmp_path, capsys) -> None:
@@ -213,7 +219,7 @@ def test_drift_dispatches_retraining_once_and_keeps_one_issue(
     assert "retraining dispatched; issue #1 opened" in capsys.readouterr().out
     [(repo, operation, body)] = github_api.dispatches
     assert (repo, operation) == (REPOSITORY, "actions/create-workflow-dispatch")
-    assert body["workflow_id"] == "on-data-change.yml" and body["ref"] == "refs/heads/main"
+    assert body["workflow_id"] == "on-data-change.yml" and body["ref"] == "main"
     [issue] = github_api.issues[REPOSITORY]
     assert "tenure" in issue["body"] and "`age`" not in issue["body"]
     assert [label["name"] for label in issue["labels"]] == [alert.LABEL]

@@ -23,7 +23,14 @@ WORKFLOW_FILES = sorted(
 )
 
 
-REUSABLE = ["train.yml", "pipeline.yml", "pr-gate.yml", "deploy.yml", "rollback.yml"]
+REUSABLE = [
+    "train.yml",
+    "pipeline.yml",
+    "pr-gate.yml",
+    "deploy.yml",
+    "rollback.yml",
+    "drift-monitor.yml",
+]
 
 
 def tool(name: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -184,7 +191,7 @@ def test_lock_header_names_the_regenerating_command() -> None:
         assert head[1].strip("# ") == "make lock", head
 
 
-@pytest.mark.parametrize("example", ["pipeline.yml", "pr-gate.yml", "rollback.yml"])
+@pytest.mark.parametrize("example", ["pipeline.yml", "pr-gate.yml", "rollback.yml", "monitor.yml"])
 def test_readme_holds_the_example_callers_verbatim(example: str) -> None:
     readme = (REPO / "README.md").read_text()
     text = (REPO / "examples/consumer/.github/workflows" / example).read_text()
