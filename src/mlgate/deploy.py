@@ -32,6 +32,7 @@ from mlgate import cli, github, tracking
 from mlgate.bundle import export_bundle
 from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, MlgateError
 from mlgate.evaluate import get_version
+from mlgate.promote import load_decision
 from mlgate.settings import Settings
 
 PRODUCTION = "production"
@@ -286,9 +287,6 @@ def deploy(
     client = tracking.connect(settings)
     name = settings.model.name
     model_version = get_version(client, name, version)
-    production = tracking.version_by_alias(client, name, PRODUCTION)
-    if production is None or str(production.version) != version:
-        _check_deployable(client, settings, version, production)  # before a long build
     tags = dict(model_version.tags)
     image = None
     recorded = Image.recorded(tags)
@@ -296,6 +294,9 @@ def deploy(
         image = recorded
     reused = image is not None
     if image is None:
+        production = tracking.version_by_alias(client, name, PRODUCTION)
+        if production is None or str(production.version) != version:
+            _check_deployable(client, settings, version, production)  # before a long build
         image = build_and_push(settings, client, version, source_dir(source))
         with tracking.errors(f"recording the image of version {version}"):
             for key, value in {
@@ -347,8 +348,6 @@ def _check_deployable(client, settings: Settings, version: str, production) -> N
     """Only the version holding staging goes to Production, and only while the decision that
     put it there compared it with the version now in Production: a Production model that
     changed since (another deploy, a rollback) makes that comparison stale."""
-    from mlgate.promote import load_decision
-
     if not settings.deploy.require_staging:
         return  # a deliberate deploy of another version (documented)
     name = settings.model.name
