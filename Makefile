@@ -42,8 +42,8 @@ demo: install ## Run the whole pipeline on the embedded defaults (local MLflow, 
 	$(BIN)/mlgate demo $(if $(APPROVE),--approve)
 
 .PHONY: bench
-bench: install ## Benchmarks against the alternatives, side by side (QUICK=1: a few minutes)
-	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+bench: install ## Benchmarks against the alternatives, side by side (QUICK=1: a few minutes; ONLY=serve,gate: some groups)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 .PHONY: test
 test: install ## Run the whole test suite (unit, then integration, then workflows with act)

@@ -17,9 +17,11 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
   gate                   metrics, slices and DeLong on 1,000,000 holdout rows
   train                  `mlgate train` end to end vs bare xgboost.train, 1,000,000 x 50
   setup                  the setup action's install step, warm uv cache, vs plain pip (warm)
+  serve-log              serve-1w with the prediction log on vs off (every answer logged)
   parity                 the served probabilities equal the registry model's (to 1e-6)
 
-Usage: python bench/run.py [--quick] [--out DIR]; writes DIR/results.json and DIR/results.md.
+Usage: python bench/run.py [--quick] [--only GROUP,...] [--out DIR]; writes DIR/results.json and
+DIR/results.md.
 """
 
 from __future__ import annotations
@@ -241,7 +243,8 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, cpus: str | None)
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} error answers under load:\n{out}")
     latency = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
-    return {"rps": rps, "p50": latency.get("50"), "p99": latency.get("99")}
+    answered = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50": latency.get("50"), "p99": latency.get("99"), "requests": answered}
 
 
 def _ms(text: str) -> float:
@@ -313,6 +316,8 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
                     results.setdefault("batch", {})[tool] = repeat(
                         reps, lambda u=url: {"seconds": _post(u + "/invocations", batch)}
                     )
+            if label == "1w" and tool == "mlgate":
+                results["log"] = logged_serving(bundle, single, reps, seconds, env, plans[0])
     for label, goal_ratio in (("1w", 150), ("all", 250)):
         if label not in results:
             continue
@@ -368,6 +373,22 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
             mlflow_1w,
         )
     )
+    with_log = [r["rps"] for r in results["log"]["runs"]]
+    without = [r["rps"] for r in results["1w"]["mlgate"]]
+    figures.append(
+        Figure(
+            "serve-log",
+            "single-row req/s, 1 worker, 8 connections, prediction log on vs off "
+            f"({results['log']['rows']} rows logged, every answer)",
+            median(with_log),
+            median(without),
+            "req/s",
+            "≥ 0.9×",
+            median(with_log) / median(without) >= 0.9,
+            with_log,
+            without,
+        )
+    )
     ours_b = [10_000 / r["seconds"] for r in results["batch"]["mlgate"]]
     theirs_b = [10_000 / r["seconds"] for r in results["batch"]["mlflow"]]
     figures.append(
@@ -399,6 +420,28 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
         )
     )
     return figures
+
+
+def logged_serving(bundle: Path, body: bytes, reps: int, seconds: int, env, plan) -> dict:
+    """The pinned one-worker server again, with the prediction log writing to a directory:
+    its throughput, and a check that every answered request was logged (the server writes what
+    waits when it stops)."""
+    import gzip
+
+    _, _, server_cpus, load_cpus = plan
+    with tempfile.TemporaryDirectory() as sink:
+        logged_env = env | {"MLGATE_MONITOR_LOG_SINK": sink}
+        with mlgate_server(bundle, free_port(), 1, server_cpus, logged_env) as url:
+            runs = repeat(reps, lambda: wrk(url + "/invocations", body, 8, seconds, load_cpus))
+        rows = sum(
+            len(json.loads(line)["data"])
+            for path in Path(sink).rglob("*.jsonl.gz")
+            for line in gzip.decompress(path.read_bytes()).splitlines()
+        )
+    answered = sum(r["requests"] for r in runs)
+    if rows < answered:
+        raise RuntimeError(f"the prediction log holds {rows} rows for {answered} answers")
+    return {"runs": runs, "rows": rows}
 
 
 def parity(url: str, frame, version: str) -> None:
@@ -808,11 +851,22 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+GROUPS = ("startup", "gate", "train", "setup", "register", "serve")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few minutes: shorter loads")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument(
+        "--only",
+        metavar="GROUP,...",
+        help=f"run these groups only ({', '.join(GROUPS)}); default: all",
+    )
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else set(GROUPS)
+    if only - set(GROUPS):
+        parser.error(f"unknown groups {sorted(only - set(GROUPS))}; choose from {GROUPS}")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the serving figures (Debian: apt-get install wrk)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -833,15 +887,19 @@ def main(argv: list[str] | None = None) -> int:
 
         bundle = store / "bundle"
         export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
-        figures = [startup_figure(args.quick, env), gate_figure(args.quick)]
-        print("training overhead ...", flush=True)
-        figures.append(train_figure(args.quick, env))
-        print("setup step ...", flush=True)
-        figures.append(setup_figure(args.quick, env))
-        print("registration ...", flush=True)
-        figures.append(registration_figure(store, args.quick))
-        print("serving figures (wrk) ...", flush=True)
-        figures += serving_figures(frame, bundle, store, str(version), args.quick, env)
+        groups = {
+            "startup": lambda: [startup_figure(args.quick, env)],
+            "gate": lambda: [gate_figure(args.quick)],
+            "train": lambda: [train_figure(args.quick, env)],
+            "setup": lambda: [setup_figure(args.quick, env)],
+            "register": lambda: [registration_figure(store, args.quick)],
+            "serve": lambda: serving_figures(frame, bundle, store, str(version), args.quick, env),
+        }
+        figures = []
+        for group in GROUPS:
+            if group in only:
+                print(f"{group} ...", flush=True)
+                figures += groups[group]()
     markdown = table(figures)
     results = {
         "quick": args.quick,

@@ -418,43 +418,11 @@ def serve_wheels() -> Path:
     container does not trust this machine's TLS interception)."""
     import hashlib
 
+    from mlgate.deploy import download_wheels
+
     lock = REPO / "requirements-serve.lock"
     dest = REPO / ".cache" / f"serve-wheels-{hashlib.sha256(lock.read_bytes()).hexdigest()[:12]}"
-    if not (dest / ".complete").is_file():
-        platforms = [
-            "manylinux_2_28_x86_64",
-            "manylinux_2_27_x86_64",
-            "manylinux_2_17_x86_64",
-            "manylinux2014_x86_64",
-        ]
-        subprocess.run(
-            [
-                str(BIN / "uvx"),
-                "--from",
-                "pip",
-                "pip",
-                "download",
-                "--quiet",
-                "--require-hashes",
-                "--only-binary=:all:",
-                "--no-deps",
-                "--python-version",
-                "3.11",
-                "--implementation",
-                "cp",
-                *[f"--platform={p}" for p in platforms],
-                "-r",
-                str(lock),
-                "-d",
-                str(dest),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=900,
-            env={**os.environ, "UV_SYSTEM_CERTS": "1"},
-        )
-        (dest / ".complete").write_text("")
-    return dest
+    return download_wheels(lock, dest)
 
 
 class LocalRegistry:

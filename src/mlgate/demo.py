@@ -237,7 +237,10 @@ Done. Both rounds are in the MLflow store of the scratch project {root}:
   runs, metrics, lineage tags, decisions (decision/ artifacts: JSON, curves, evidently reports)
 Look at it in the MLflow UI:
   {ui}
-  then open http://127.0.0.1:5000/#/models/{settings.model.name}/versions/{version}""")
+  then open http://127.0.0.1:5000/#/models/{settings.model.name}/versions/{version}
+Trace a version back to its commit, data, run and decision:
+  cd {shlex.quote(str(root))} && {shlex.quote(str(Path(sys.executable).with_name("mlgate")))} \
+lineage {version}""")
         return 0
 
     return cli.run(action)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from mlgate import cli, github, tracking
 from mlgate.bundle import export_bundle
-from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, MlgateError
+from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError
 from mlgate.evaluate import get_version
 from mlgate.promote import load_decision
 from mlgate.settings import Settings
@@ -155,6 +155,52 @@ def registry_holds(settings: Settings, ref: str) -> str | None:
     """The digest the registry holds for `ref` (a tag or a digest), with errors explained."""
     with docker_errors(f"checking {ref}"):
         return registry_digest(connect_docker(), ref, settings.registry.auth_config())
+
+
+LINUX_WHEELS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+)
+
+
+def download_wheels(lock: Path, dest: Path, python: str = "3.11") -> Path:
+    """Linux wheels of every pin in `lock` (hashes checked) into `dest`, for an offline image
+    build (deploy.wheels_dir). Done once: `dest/.complete` marks a finished download."""
+    import os
+    import subprocess
+    import sys
+
+    if (dest / ".complete").is_file():
+        return dest
+    uvx = Path(sys.executable).with_name("uvx")
+    command = [str(uvx), "--from", "pip", "pip"] if uvx.is_file() else [sys.executable, "-m", "pip"]
+    subprocess.run(
+        [
+            *command,
+            "download",
+            "--quiet",
+            "--require-hashes",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            *[f"--platform={p}" for p in LINUX_WHEELS],
+            "-r",
+            str(lock),
+            "-d",
+            str(dest),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env=os.environ | {"UV_SYSTEM_CERTS": "1"},  # uv verifies with the system's certificates
+    )
+    (dest / ".complete").write_text("")
+    return dest
 
 
 def build_context(settings: Settings, client_mlflow, version: str, source: Path, dest: Path):
@@ -287,6 +333,11 @@ def deploy(
     client = tracking.connect(settings)
     name = settings.model.name
     model_version = get_version(client, name, version)
+    production = tracking.version_by_alias(client, name, PRODUCTION)
+    if production is None or str(production.version) != version:
+        # Before a long build, and before queueing for the lock: a version that cannot go to
+        # Production fails here at once (16 racing deploys showed the queue otherwise).
+        _check_deployable(client, settings, version, production)
     tags = dict(model_version.tags)
     image = None
     recorded = Image.recorded(tags)
@@ -294,9 +345,6 @@ def deploy(
         image = recorded
     reused = image is not None
     if image is None:
-        production = tracking.version_by_alias(client, name, PRODUCTION)
-        if production is None or str(production.version) != version:
-            _check_deployable(client, settings, version, production)  # before a long build
         image = build_and_push(settings, client, version, source_dir(source))
         with tracking.errors(f"recording the image of version {version}"):
             for key, value in {
@@ -457,7 +505,7 @@ def summarise_lineage(settings: Settings, version: str) -> None:
 
     try:
         record = audit.lineage(tracking.connect(settings), settings, version)
-    except MlgateError as exc:
-        github.annotate("warning", f"could not write the lineage: {exc.message}")
+    except Exception as exc:  # the deployment is done: a summary must not fail the job
+        github.annotate("warning", f"could not write the lineage: {type(exc).__name__}: {exc}")
         return
     github.write_summary(settings.github, audit.lineage_markdown(record))

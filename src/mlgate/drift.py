@@ -154,10 +154,19 @@ def drift(settings: Settings, *, current: str | None = None, version: str | None
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        snapshot = Report([preset], include_tests=True).run(
-            current_data=Dataset.from_pandas(recent, data_definition=plain),
-            reference_data=Dataset.from_pandas(baseline, data_definition=plain),
-        )
+        try:
+            snapshot = Report([preset], include_tests=True).run(
+                current_data=Dataset.from_pandas(recent, data_definition=plain),
+                reference_data=Dataset.from_pandas(baseline, data_definition=plain),
+            )
+        except ValueError as exc:  # evidently's StatTestNotFoundError for an unknown method
+            if m.drift_method is None:
+                raise
+            raise ConfigError(
+                f"monitor.drift_method {m.drift_method!r} is not a test evidently knows: {exc}",
+                fix="use one of evidently's stattests (ks, wasserstein, psi, jensenshannon, "
+                "...), or leave it unset for evidently's choice per feature",
+            ) from exc
     summary = drift_summary(snapshot.dict(), features)
     summary.update(
         current={"source": source, "rows": len(recent), "window_hours": m.window_hours},

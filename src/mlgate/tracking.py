@@ -231,6 +231,11 @@ class PointerLock:
                     self.expires = now + self.lease
                     return self
                 except MlflowException as exc:
+                    if exc.error_code == "RESOURCE_DOES_NOT_EXIST" and time.monotonic() < deadline:
+                        # MLflow's SQL store answers a name clash by reading the holder back;
+                        # when the holder released the lock in between, that read fails so:
+                        # the lock is free again (16 racing processes on PostgreSQL hit this).
+                        continue
                     if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
                         raise
                 holder, expires = self._holder()

@@ -124,6 +124,10 @@ def test_missing_features_and_no_source_are_refused(
     assert "lacks 1 of the model's features: mean_radius" in capsys.readouterr().err
     assert run(drift.main, models, version) == 2
     assert "monitor.log_sink is not set" in capsys.readouterr().err
+    features(breast_cancer).to_csv(current, index=False)
+    unknown = ("--current", str(current), "--set", "monitor.drift_method=nope")
+    assert run(drift.main, models, version, *unknown) == 2
+    assert "monitor.drift_method 'nope' is not a test evidently knows" in capsys.readouterr().err
     # Nothing in Production yet: nothing to watch by default, and lineage says the same.
     assert drift.main([*models.args(), "--current", str(current)], env=models.env) == 2
     assert f"{models.model} has no version in production" in capsys.readouterr().err
