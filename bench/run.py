@@ -18,10 +18,13 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
   train                  `mlgate train` end to end vs bare xgboost.train, 1,000,000 x 50
   setup                  the setup action's install step, warm uv cache, vs plain pip (warm)
   serve-log              serve-1w with the prediction log on vs off (every answer logged)
+  image-size / cold-start  the serving image vs an image from the same base serving the same
+                         version with `mlflow models serve`: size, and container start to first
+                         answer (needs a Docker engine and --base-image; not in quick mode)
   parity                 the served probabilities equal the registry model's (to 1e-6)
 
-Usage: python bench/run.py [--quick] [--only GROUP,...] [--out DIR]; writes DIR/results.json and
-DIR/results.md.
+Usage: python bench/run.py [--quick] [--only GROUP,...] [--base-image REF] [--out DIR]; writes
+DIR/results.json and DIR/results.md.
 """
 
 from __future__ import annotations
@@ -444,6 +447,168 @@ def logged_serving(bundle: Path, body: bytes, reps: int, seconds: int, env, plan
     return {"runs": runs, "rows": rows}
 
 
+def image_figures(frame, store: Path, version: str, args) -> list[Figure]:
+    """Figure 7: mlgate's serving image against one from the same base that serves the same
+    version with `mlflow models serve` (base + mlflow + the model's requirements, installed the
+    same way: a venv from a hashed lock without bytecode caches, copied into a clean stage;
+    the model's requirements are xgboost-cpu, as in ours). Sizes as Docker reports
+    them; cold start from `container.start()` to the first answered request (the container is
+    created first, so the storage driver's copy of the image is not counted)."""
+    if args.quick:
+        return []
+    try:
+        import docker
+
+        engine = docker.from_env()
+        engine.images.get(args.base_image)
+    except Exception as exc:  # no engine, or no base image: say so in the table
+        print(f"image figures skipped: {type(exc).__name__}: {exc}", flush=True)
+        return []
+    import mlflow
+
+    from mlgate import deploy
+    from mlgate.settings import load_settings
+
+    tags = {"mlgate": f"mlgate-bench/serve:v{version}", "mlflow": f"mlgate-bench/mlflow:v{version}"}
+    with tempfile.TemporaryDirectory(prefix="mlgate-images-") as tmp:
+        ours, theirs = Path(tmp) / "mlgate", Path(tmp) / "mlflow"
+        ours.mkdir()
+        theirs.mkdir()
+        serve_lock = ROOT / "requirements-serve.lock"
+        settings = load_settings(
+            env={},
+            params_file=None,
+            overrides=[
+                f"model.name={MODEL}",
+                f"tracking.uri=sqlite:///{store}/mlflow.db",
+                f"deploy.wheels_dir={_wheels(serve_lock, 'serve')}",
+            ],
+        )
+        deploy.build_context(settings, mlflow.MlflowClient(), version, ROOT, ours)
+        lock = theirs / "requirements.txt"
+        lock.write_text(_mlflow_lock())
+        shutil.copytree(
+            _wheels(lock, "mlflow"), theirs / "wheels", ignore=shutil.ignore_patterns(".*")
+        )
+        (theirs / "Dockerfile").write_text(MLFLOW_DOCKERFILE)
+        mlflow.artifacts.download_artifacts(
+            f"models:/{MODEL}/{version}", dst_path=str(theirs / "model")
+        )
+        for name, context in (("mlgate", ours), ("mlflow", theirs)):
+            print(f"building the {name} image ...", flush=True)
+            engine.images.build(
+                path=str(context),
+                tag=tags[name],
+                buildargs={"BASE_IMAGE": args.base_image, "PIP_OFFLINE": "1"},
+                rm=True,
+                forcerm=True,
+                pull=False,
+            )
+    size = {name: engine.images.get(tag).attrs["Size"] / 1e6 for name, tag in tags.items()}
+    base = engine.images.get(args.base_image).attrs["Size"] / 1e6
+    row = frame.head(1)
+    body = {"dataframe_split": {"columns": list(row.columns), "data": row.to_numpy().tolist()}}
+    starts: dict[str, list[float]] = {"mlgate": [], "mlflow": []}
+    for _ in range(3):
+        for name in ("mlgate", "mlflow"):
+            starts[name].append(_cold_start(engine, tags[name], name, body))
+    ratio = size["mlgate"] / size["mlflow"]
+    return [
+        Figure(
+            "image-size",
+            f"serving image size vs the same base + mlflow + the model's requirements serving "
+            f"the same version (MB; both on a {base:.0f} MB base, which adds "
+            f"{size['mlgate'] - base:.0f} vs {size['mlflow'] - base:.0f} MB)",
+            size["mlgate"],
+            size["mlflow"],
+            "MB",
+            "≤ 0.3×",
+            ratio <= 0.3,
+            [size["mlgate"]],
+            [size["mlflow"]],
+        ),
+        Figure(
+            "cold-start",
+            "container start to first answered single-row request (s), mlgate vs MLflow image",
+            median(starts["mlgate"]),
+            median(starts["mlflow"]),
+            "s",
+            "≤ 2 s",
+            median(starts["mlgate"]) <= 2,
+            starts["mlgate"],
+            starts["mlflow"],
+        ),
+    ]
+
+
+def _wheels(lock: Path, name: str) -> Path:
+    import hashlib
+
+    from mlgate.deploy import download_wheels
+
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    return download_wheels(lock, ROOT / ".cache" / f"{name}-wheels-{digest}")
+
+
+def _mlflow_lock() -> str:
+    """mlflow and the model's requirements at the versions installed here, resolved for Linux
+    with hashes (what `mlflow models build-docker` would install, without its conda layer)."""
+    from importlib.metadata import version
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wanted = Path(tmp) / "in.txt"
+        wanted.write_text(f"mlflow=={version('mlflow')}\nxgboost-cpu=={version('xgboost-cpu')}\n")
+        subprocess.run(
+            [
+                str(BIN / "uv"),
+                "pip",
+                "compile",
+                str(wanted),
+                "--python-version",
+                "3.11",
+                "--python-platform",
+                "x86_64-manylinux_2_28",
+                "--generate-hashes",
+                "--quiet",
+                "-o",
+                str(Path(tmp) / "lock.txt"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+            env=os.environ | {"UV_SYSTEM_CERTS": "1"},
+        )
+        return (Path(tmp) / "lock.txt").read_text()
+
+
+def _cold_start(engine, tag: str, name: str, body: dict) -> float:
+    port = free_port()
+    if name == "mlgate":
+        container = engine.containers.create(
+            tag,
+            network_mode="host",
+            read_only=True,
+            environment={"MLGATE_SERVE_PORT": str(port)},
+        )
+    else:
+        container = engine.containers.create(tag, command=["-p", str(port)], network_mode="host")
+    url = f"http://127.0.0.1:{port}/invocations"
+    try:
+        start = time.perf_counter()
+        container.start()
+        deadline = start + 300
+        while time.perf_counter() < deadline:
+            try:
+                if requests.post(url, json=body, timeout=2).status_code == 200:
+                    return time.perf_counter() - start
+            except requests.RequestException:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"{tag} did not answer:\n{container.logs().decode()[-3000:]}")
+    finally:
+        container.remove(force=True)
+
+
 def parity(url: str, frame, version: str) -> None:
     """The served probabilities equal the booster's (the registry model's) to 1e-6."""
     import mlflow
@@ -851,13 +1016,32 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ("startup", "gate", "train", "setup", "register", "serve")
+GROUPS = ("startup", "gate", "train", "setup", "register", "serve", "image")
+MLFLOW_DOCKERFILE = """ARG BASE_IMAGE
+FROM ${BASE_IMAGE} AS build
+COPY requirements.txt /tmp/requirements.txt
+COPY wheels/ /tmp/wheels/
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --no-index \\
+    --find-links /tmp/wheels --require-hashes -r /tmp/requirements.txt \\
+    && find /opt/venv -name "__pycache__" -prune -exec rm -rf {} +
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/venv /opt/venv
+COPY model/ /model/
+ENV PATH=/opt/venv/bin:$PATH
+ENTRYPOINT ["mlflow", "models", "serve", "-m", "/model", "--env-manager", "local", "-h", "0.0.0.0"]
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few minutes: shorter loads")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument(
+        "--base-image",
+        default="local/python:3.11-bookworm",
+        help="base of both images in the image figures (the tests build this one; where "
+        "pulls work: python:3.11-slim-bookworm)",
+    )
     parser.add_argument(
         "--only",
         metavar="GROUP,...",
@@ -894,6 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
             "setup": lambda: [setup_figure(args.quick, env)],
             "register": lambda: [registration_figure(store, args.quick)],
             "serve": lambda: serving_figures(frame, bundle, store, str(version), args.quick, env),
+            "image": lambda: image_figures(frame, store, str(version), args),
         }
         figures = []
         for group in GROUPS:

@@ -22,6 +22,7 @@ import secrets
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -154,7 +155,7 @@ class PredictionLog:
     stats: Stats = field(default_factory=Stats)
 
     def __post_init__(self) -> None:
-        self._pending: list[_Batch] = []
+        self._pending: deque[_Batch] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -175,7 +176,7 @@ class PredictionLog:
 
     def _drop_oldest(self) -> None:  # holding the lock
         while self._pending and self.stats.pending_rows > self.max_pending_rows:
-            dropped = self._pending.pop(0)
+            dropped = self._pending.popleft()
             self.stats.pending_rows -= len(dropped.matrix)
             self.stats.rows_dropped += len(dropped.matrix)
 
@@ -215,7 +216,7 @@ class PredictionLog:
     def flush(self) -> bool:
         """Write everything waiting as one file. False when the sink failed (rows kept)."""
         with self._lock:
-            batches, self._pending = self._pending, []
+            batches, self._pending = list(self._pending), deque()
         if not batches:
             return True
         rows = sum(len(b.matrix) for b in batches)
@@ -232,7 +233,7 @@ class PredictionLog:
             self.sink.write(self._key(batches[0].ts), body)
         except Exception as exc:  # any sink failure: keep the rows, say why at /metrics
             with self._lock:
-                self._pending[:0] = batches
+                self._pending.extendleft(reversed(batches))  # back in front, oldest first
                 self._drop_oldest()
                 self.stats.write_errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
