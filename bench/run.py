@@ -517,8 +517,8 @@ def image_figures(frame, store: Path, version: str, args) -> list[Figure]:
         Figure(
             "image-size",
             f"serving image size vs the same base + mlflow + the model's requirements serving "
-            f"the same version (MB; both on a {base:.0f} MB base, which adds "
-            f"{size['mlgate'] - base:.0f} vs {size['mlflow'] - base:.0f} MB)",
+            f"the same version (MB; on top of a {base:.0f} MB base, mlgate adds "
+            f"{size['mlgate'] - base:.0f} MB and MLflow {size['mlflow'] - base:.0f})",
             size["mlgate"],
             size["mlflow"],
             "MB",
