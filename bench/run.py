@@ -461,7 +461,7 @@ def image_figures(frame, store: Path, version: str, args) -> list[Figure]:
 
         engine = docker.from_env()
         engine.images.get(args.base_image)
-    except Exception as exc:  # no engine, or no base image: say so in the table
+    except Exception as exc:  # no engine, or no base image: say so, and go on without them
         print(f"image figures skipped: {type(exc).__name__}: {exc}", flush=True)
         return []
     import mlflow
