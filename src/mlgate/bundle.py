@@ -1,9 +1,11 @@
 """The serving bundle: what the image bakes in, exported from a registered model version.
 
-A directory with the booster (`model.ubj`, the file MLflow logged, byte for byte) and
-`bundle.json` (schema version 1): model name and version, run id, data md5, commit, the input
-columns in signature order, the decision threshold and the mlgate version. Exporting needs
-MLflow; loading needs only xgboost and numpy, so the serving image carries no MLflow.
+A directory with the booster (`model.ubj`, the file MLflow logged, byte for byte), the same
+trees compiled to C (`model.so`, see mlgate.trees) and `bundle.json` (schema version 1): model
+name and version, run id, data md5, commit, the input columns in signature order, the decision
+threshold, the mlgate version, and the compiled library's digest, compiler and parity check.
+Exporting needs MLflow, tl2cgen and a C compiler; loading needs only numpy (and xgboost for a
+bundle without compiled trees), so the serving image carries neither MLflow nor xgboost.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from mlgate import __version__
 from mlgate.errors import ConfigError, ModelError
 from mlgate.files import write_json_atomic
+from mlgate.trees import LIBRARY, BoosterTrees, CompiledTrees, Trees, compile_trees
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.ubj"
@@ -36,7 +39,10 @@ class Bundle:
     commit: str
     model_sha256: str
     mlgate_version: str
-    booster: Any  # xgboost.Booster
+    trees: Trees  # compiled (model.so) or the booster
+
+    def predict(self, matrix: Any) -> Any:
+        return self.trees.predict(matrix)
 
     def describe(self) -> dict[str, Any]:
         """GET /version: what is served, and where it came from."""
@@ -49,6 +55,7 @@ class Bundle:
             "model_sha256": self.model_sha256,
             "threshold": self.threshold,
             "mlgate": self.mlgate_version,
+            "engine": self.trees.engine,
             "inputs": [{"name": f, "type": "double"} for f in self.features],
         }
 
@@ -66,9 +73,7 @@ class Bundle:
         }
 
 
-def load_bundle(path: Path) -> Bundle:
-    import xgboost as xgb
-
+def load_bundle(path: Path, threads: int | None = None) -> Bundle:
     meta_file, model_file = path / META_FILE, path / MODEL_FILE
     if not meta_file.is_file() or not model_file.is_file():
         raise ConfigError(
@@ -89,14 +94,26 @@ def load_bundle(path: Path) -> Bundle:
             f"{model_file} does not match the sha256 recorded in {META_FILE}",
             fix="re-export the bundle; the model file was changed or truncated",
         )
-    booster = xgb.Booster()
-    booster.load_model(bytearray(raw))
-    if booster.num_features() != len(meta["features"]):
-        raise ModelError(
-            f"the booster takes {booster.num_features()} features, the bundle lists "
-            f"{len(meta['features'])}",
-            fix="re-export the bundle",
-        )
+    compiled = meta.get("compiled")
+    if compiled:
+        library = path / compiled.get("file", LIBRARY)
+        if not library.is_file() or (
+            hashlib.sha256(library.read_bytes()).hexdigest() != compiled.get("sha256")
+        ):
+            raise ModelError(
+                f"{library} is missing or does not match the sha256 recorded in {META_FILE}",
+                fix="re-export the bundle; the compiled trees were changed or lost",
+            )
+        trees: Trees = CompiledTrees(library, len(meta["features"]), threads)
+    else:
+        booster = BoosterTrees.from_bytes(raw, threads)
+        if booster.booster.num_features() != len(meta["features"]):
+            raise ModelError(
+                f"the booster takes {booster.booster.num_features()} features, the bundle "
+                f"lists {len(meta['features'])}",
+                fix="re-export the bundle",
+            )
+        trees = booster
     return Bundle(
         name=meta["name"],
         version=str(meta["version"]),
@@ -107,12 +124,16 @@ def load_bundle(path: Path) -> Bundle:
         commit=meta.get("commit", ""),
         model_sha256=digest,
         mlgate_version=meta.get("mlgate_version", __version__),
-        booster=booster,
+        trees=trees,
     )
 
 
-def export_bundle(client, name: str, version: str, dest: Path) -> dict[str, Any]:
-    """Write the bundle of `name` version `version` into `dest` (replaced); return its meta."""
+def export_bundle(
+    client, name: str, version: str, dest: Path, *, compiler: str = "cc"
+) -> dict[str, Any]:
+    """Write the bundle of `name` version `version` into `dest` (replaced); return its meta.
+    The trees are compiled with `compiler` and checked against the booster on the logged
+    input example and on rows at every split threshold."""
     from mlgate import tracking
     from mlgate.evaluate import get_version
 
@@ -142,10 +163,13 @@ def export_bundle(client, name: str, version: str, dest: Path) -> dict[str, Any]
                 fix="register models with `mlgate train`",
             )
         raw = (local / flavor["data"]).read_bytes()
+        example = _input_example(local, features)
         params = client.get_run(model_version.run_id).data.params
     return write_bundle(
         dest,
         raw,
+        compiler=compiler,
+        example=example,
         name=name,
         version=str(version),
         run_id=model_version.run_id,
@@ -156,20 +180,48 @@ def export_bundle(client, name: str, version: str, dest: Path) -> dict[str, Any]
     )
 
 
-def write_bundle(dest: Path, raw_model: bytes, **meta: Any) -> dict[str, Any]:
-    """Write `dest` (replaced) from the booster's bytes and its metadata."""
+def _input_example(local: Path, features: list[str]) -> Any:
+    """The input example MLflow logged with the model, as rows in signature order (or None)."""
+    import mlflow.models
+
+    try:
+        frame = mlflow.models.Model.load(local).load_input_example(local)
+        return None if frame is None else frame[features].to_numpy(dtype="float64")
+    except Exception:  # an example is a bonus for the parity check, not a requirement
+        return None
+
+
+def write_bundle(
+    dest: Path,
+    raw_model: bytes,
+    *,
+    compile: bool = True,
+    compiler: str = "cc",
+    example: Any = None,
+    **meta: Any,
+) -> dict[str, Any]:
+    """Write `dest` (replaced) from the booster's bytes and its metadata, with the trees
+    compiled (unless `compile` is false). A failed compile or parity check leaves `dest` as
+    it was."""
     meta = {
         "schema_version": SCHEMA_VERSION,
         **meta,
         "model_sha256": hashlib.sha256(raw_model).hexdigest(),
         "mlgate_version": __version__,
     }
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    (dest / MODEL_FILE).write_bytes(raw_model)
+    with tempfile.TemporaryDirectory(prefix="mlgate-bundle-") as tmp:
+        if compile:
+            meta["compiled"] = compile_trees(
+                raw_model, Path(tmp), compiler=compiler, extra_rows=example
+            )
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        (dest / MODEL_FILE).write_bytes(raw_model)
+        if compile:
+            shutil.copy2(Path(tmp) / LIBRARY, dest / LIBRARY)
     write_json_atomic(dest / META_FILE, meta)
-    for path in (dest, dest / MODEL_FILE, dest / META_FILE):  # the server runs as another user
+    for path in (dest, *dest.iterdir()):  # the server runs as another user
         path.chmod(0o755 if path.is_dir() else 0o644)
     return meta
 
@@ -200,10 +252,15 @@ def main(argv=None, env=None) -> int:
     def action() -> int:
         settings = cli.settings_from(args, os.environ if env is None else env)
         client = tracking.connect(settings)
-        meta = export_bundle(client, settings.model.name, args.version, args.out)
+        meta = export_bundle(
+            client, settings.model.name, args.version, args.out, compiler=settings.serve.compiler
+        )
+        parity = meta["compiled"]["parity"]
         print(
             f"exported models:/{meta['name']}/{meta['version']} to {args.out} "
-            f"({len(meta['features'])} inputs, sha256 {meta['model_sha256'][:12]})"
+            f"({len(meta['features'])} inputs, sha256 {meta['model_sha256'][:12]}); trees "
+            f"compiled, equal to the booster within {parity['max_abs_diff']:.1g} on "
+            f"{parity['rows']} parity rows"
         )
         return 0
 

@@ -186,7 +186,9 @@ def production(settings: Settings, approve: bool) -> None:
         flush=True,
     )
     out = settings.project_dir / "bundle"
-    bundle.export_bundle(client, settings.model.name, version, out)
+    bundle.export_bundle(
+        client, settings.model.name, version, out, compiler=settings.serve.compiler
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "mlgate", "serve", "--bundle", str(out), "--port", str(port)],
         cwd=settings.project_dir,

@@ -222,7 +222,13 @@ def build_context(settings: Settings, client_mlflow, version: str, source: Path,
             )
         for wheel in wheels.glob("*.whl"):
             shutil.copy2(wheel, dest / "wheels" / wheel.name)
-    return export_bundle(client_mlflow, settings.model.name, version, dest / "bundle")
+    return export_bundle(
+        client_mlflow,
+        settings.model.name,
+        version,
+        dest / "bundle",
+        compiler=settings.serve.compiler,
+    )
 
 
 def build_and_push(settings: Settings, client_mlflow, version: str, source: Path) -> Image:

@@ -141,6 +141,7 @@ class ServeSettings:
     max_rows: int = 100_000
     allow_missing: bool = False  # null/NaN inputs: refuse (False) or let XGBoost treat as missing
     graceful_seconds: float = 20.0  # on SIGTERM: finish in-flight requests this long
+    compiler: str = "cc"  # C compiler for the bundle's compiled trees (mlgate bundle, deploy)
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,11 @@ def test_deploy_then_serve_then_roll_back(
             f"{url}/invocations", data="{", timeout=10, headers={"Content-Type": "application/json"}
         )
         assert bad.status_code == 400 and "malformed JSON" in bad.json()["message"]
-        assert requests.get(f"{url}/version", timeout=5).json()["version"] == v1
+        served = requests.get(f"{url}/version", timeout=5).json()
+        assert served["version"] == v1 and served["engine"] == "compiled"
+        # The compiled trees are all the image has: no xgboost (nor scipy) inside.
+        probe = container.exec_run(["python", "-c", "import xgboost"])
+        assert probe.exit_code != 0 and b"No module named 'xgboost'" in probe.output
 
         # Under load with the log's sink unavailable: every request answered, rows held.
         features = list(holdout.columns)

@@ -1,6 +1,7 @@
 """The model server's protocol handling, driven through its ASGI interface (no socket): every
-accepted request shape gives the booster's own probabilities, and every bad input in the
-catalogue gets a 4xx JSON error that names the problem, after which the server still answers."""
+accepted request shape gives the served trees' own probabilities (which equal the booster's, see
+test_trees), and every bad input in the catalogue gets a 4xx JSON error that names the problem,
+after which the server still answers."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from mlgate.serve import App, Limits
 FEATURES = ["alpha", "beta", "gamma"]
 
 
-def make_bundle(dest: Path) -> Path:
+def make_bundle(dest: Path, compile: bool = True) -> Path:
     import xgboost as xgb
 
     rng = np.random.default_rng(0)
@@ -34,6 +35,7 @@ def make_bundle(dest: Path) -> Path:
     write_bundle(
         dest,
         bytes(booster.save_raw("ubj")),
+        compile=compile,
         name="toy",
         version="3",
         run_id="r3",
@@ -55,7 +57,7 @@ ROWS = [[0.5, -1.0, 2.0], [-2.0, 0.1, 0.0]]
 
 
 def expected(app: App, rows=ROWS) -> list[float]:
-    return app.booster.inplace_predict(np.asarray(rows, dtype=np.float64)).tolist()
+    return app.bundle.predict(np.asarray(rows, dtype=np.float64)).tolist()
 
 
 def call(

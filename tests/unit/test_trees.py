@@ -1,0 +1,98 @@
+"""The compiled trees (tl2cgen, the machine's C compiler, ctypes) score like the booster to 1e-6,
+on rows at every split threshold and with missing values; a failed compile or parity check
+writes nothing; a bundle's compiled library is checked like its booster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlgate.bundle import LIBRARY, META_FILE, load_bundle, write_bundle
+from mlgate.errors import ConfigError, ModelError
+from mlgate.trees import BoosterTrees, CompiledTrees, compile_trees, parity_rows
+
+
+@pytest.fixture(scope="module")
+def model() -> tuple[bytes, list[str]]:
+    """An 85-feature model shaped like the benchmark's, fewer trees: depth 6, NaNs in training."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3000, 85))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + x[:, 1] ** 2 > 0.8).astype(int)
+    names = [f"x{i}" for i in range(85)]
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 6, "nthread": 1},
+        xgb.DMatrix(x, label=y, feature_names=names),
+        num_boost_round=60,
+    )
+    return bytes(booster.save_raw("ubj")), names
+
+
+@pytest.fixture(scope="module")
+def compiled(model, tmp_path_factory) -> tuple[dict, CompiledTrees]:
+    out = tmp_path_factory.mktemp("compiled")
+    record = compile_trees(model[0], out)
+    return record, CompiledTrees(out / LIBRARY, 85, threads=2)
+
+
+def test_compiled_trees_equal_the_booster_at_every_threshold_and_with_missing_values(
+    model, compiled
+) -> None:
+    record, trees = compiled
+    booster = BoosterTrees.from_bytes(model[0])
+    rows = parity_rows(booster.booster, seed=1)
+    assert len(rows) >= 4000 and np.isnan(rows).any()
+    np.testing.assert_allclose(trees.predict(rows), booster.predict(rows), rtol=0, atol=1e-6)
+    assert record["parity"]["rows"] >= 4000
+    assert 0 <= record["parity"]["max_abs_diff"] <= record["parity"]["tolerance"] == 1e-6
+    assert record["tl2cgen"] and record["compiler"] and len(record["sha256"]) == 64
+
+
+def test_a_large_request_is_split_across_threads_with_the_same_answer(model, compiled) -> None:
+    _, trees = compiled
+    rows = np.random.default_rng(2).normal(size=(5001, 85))
+    rows[::9, 4] = np.nan
+    single = np.concatenate([trees.predict(rows[i : i + 100]) for i in range(0, 5001, 100)])
+    np.testing.assert_array_equal(trees.predict(rows), single)
+    np.testing.assert_array_equal(trees.predict(np.asfortranarray(rows)), single)
+    with pytest.raises(ValueError, match="rows of 85 values"):
+        trees.predict(rows[:, :3])
+
+
+def test_a_failed_parity_check_writes_nothing(model, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="disagree with the booster") as caught:
+        compile_trees(model[0], tmp_path / "out", tolerance=-1.0)
+    assert "nothing was written" in caught.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_compiler_is_a_config_error_that_says_what_to_install(model, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "kept").write_text("the bundle that was there")
+    with pytest.raises(ConfigError, match="no C compiler 'no-such-cc'") as caught:
+        write_bundle(bundle, model[0], compiler="no-such-cc", name="m", features=model[1])
+    assert "apt-get install gcc" in caught.value.fix
+    assert (bundle / "kept").read_text() == "the bundle that was there"
+
+
+def test_a_bundle_serves_its_compiled_trees_and_refuses_a_changed_library(
+    model, tmp_path: Path
+) -> None:
+    raw, names = model
+    meta = {"name": "m", "version": "1", "run_id": "r", "features": names, "threshold": 0.5}
+    write_bundle(tmp_path / "b", raw, **meta)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.trees.engine == "compiled" and bundle.describe()["engine"] == "compiled"
+    (tmp_path / "b" / LIBRARY).write_bytes(b"\x7fELF not really")
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        load_bundle(tmp_path / "b")
+
+    write_bundle(tmp_path / "old", raw, compile=False, **meta)  # as bundles were before
+    assert not (tmp_path / "old" / LIBRARY).exists()
+    assert "compiled" not in (tmp_path / "old" / META_FILE).read_text()
+    assert load_bundle(tmp_path / "old").trees.engine == "xgboost"
