@@ -542,12 +542,9 @@ def image_figures(frame, store: Path, version: str, args) -> list[Figure]:
 
 
 def _wheels(lock: Path, name: str) -> Path:
-    import hashlib
-
     from mlgate.deploy import download_wheels
 
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
-    return download_wheels(lock, ROOT / ".cache" / f"{name}-wheels-{digest}")
+    return download_wheels(lock, ROOT / ".cache", name)
 
 
 def _mlflow_lock() -> str:

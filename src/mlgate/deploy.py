@@ -165,13 +165,16 @@ LINUX_WHEELS = (
 )
 
 
-def download_wheels(lock: Path, dest: Path, python: str = "3.11") -> Path:
-    """Linux wheels of every pin in `lock` (hashes checked) into `dest`, for an offline image
-    build (deploy.wheels_dir). Done once: `dest/.complete` marks a finished download."""
+def download_wheels(lock: Path, cache: Path, name: str, python: str = "3.11") -> Path:
+    """Linux wheels of every pin in `lock` (hashes checked), for an offline image build
+    (deploy.wheels_dir), into `cache/NAME-wheels-DIGEST` (the lock's sha256): a changed lock
+    gets a new folder. Done once: `.complete` marks a finished download. Returns the folder."""
+    import hashlib
     import os
     import subprocess
     import sys
 
+    dest = cache / f"{name}-wheels-{hashlib.sha256(lock.read_bytes()).hexdigest()[:12]}"
     if (dest / ".complete").is_file():
         return dest
     uvx = Path(sys.executable).with_name("uvx")

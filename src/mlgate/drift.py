@@ -127,6 +127,7 @@ def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 def drift(settings: Settings, *, current: str | None = None, version: str | None = None) -> Result:
     from evidently import DataDefinition, Dataset, Report
+    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
     from evidently.presets import DataDriftPreset
 
     from mlgate.evaluate import data_of
@@ -159,9 +160,7 @@ def drift(settings: Settings, *, current: str | None = None, version: str | None
                 current_data=Dataset.from_pandas(recent, data_definition=plain),
                 reference_data=Dataset.from_pandas(baseline, data_definition=plain),
             )
-        except ValueError as exc:  # evidently's StatTestNotFoundError for an unknown method
-            if m.drift_method is None:
-                raise
+        except StatTestNotFoundError as exc:  # an unknown monitor.drift_method
             raise ConfigError(
                 f"monitor.drift_method {m.drift_method!r} is not a test evidently knows: {exc}",
                 fix="use one of evidently's stattests (ks, wasserstein, psi, jensenshannon, "

@@ -200,7 +200,10 @@ def test_deploy_then_serve_then_roll_back(
         features = list(holdout.columns)
         sample = breast_cancer.drop(columns=["diagnosis"]).to_numpy().tolist()
         sent = 2 * len(holdout) + load(url, sample, features)
-        assert log_metric(url, "mlgate_prediction_log_write_errors_total") >= 1
+        deadline = time.monotonic() + 30  # the writer tries every 0.5 s, the load is quicker
+        while log_metric(url, "mlgate_prediction_log_write_errors_total") < 1:
+            assert time.monotonic() < deadline, container.logs().decode()[-3000:]
+            time.sleep(0.2)
         assert log_metric(url, "mlgate_prediction_log_rows_written_total") == 0
         # The sink comes back: everything held is written, nothing dropped.
         boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="predictions")

@@ -43,6 +43,32 @@ def test_rows_are_written_in_batches_and_read_back(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob(".*partial")), "no half-written file is left"
 
 
+def test_a_batch_is_one_line_in_columns_and_earlier_files_still_read(tmp_path: Path) -> None:
+    import gzip
+
+    import orjson
+
+    log = new_log(DirectorySink(tmp_path))
+    log.record(np.ones((2, 3)), np.array([0.1, 0.2]))
+    log.record(np.zeros((1, 3)), np.array([0.3]))
+    assert log.flush()
+    [key] = DirectorySink(tmp_path).keys("toy/")
+    [line] = gzip.decompress(DirectorySink(tmp_path).read(key)).splitlines()
+    block = orjson.loads(line)
+    assert block["columns"] == FEATURES and block["rows"] == [2, 1] and len(block["ts"]) == 2
+    assert block["data"] == [[1.0] * 3, [1.0] * 3, [0.0] * 3]
+    # A file from before (one line per request) reads back the same way.
+    old = {"ts": block["ts"][0], "model": "toy", "version": "2", "columns": FEATURES}
+    old |= {"data": [[5.0] * 3], "probability": [0.5]}
+    DirectorySink(tmp_path).write(
+        key.replace(".jsonl", "-old.jsonl"),
+        gzip.compress(orjson.dumps(old, option=orjson.OPT_APPEND_NEWLINE)),
+    )
+    entries = list(read_log(DirectorySink(tmp_path), "toy", since=datetime.now(UTC) - timedelta(1)))
+    assert sorted(e["version"] for e in entries) == ["2", "3", "3"]
+    assert [e["data"] for e in entries if e["version"] == "3"] == [[[1.0] * 3] * 2, [[0.0] * 3]]
+
+
 def test_column_ordered_matrices_are_logged(tmp_path: Path) -> None:
     log = new_log(DirectorySink(tmp_path))
     log.record(np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.array([0.1, 0.2]))
