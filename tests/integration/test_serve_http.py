@@ -4,6 +4,7 @@ model's probabilities, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -29,6 +30,9 @@ def test_an_exported_version_served_over_http(
     assert (
         bundle.main([*models.args(), "--version", version, "--out", str(out)], env=clean_env) == 0
     )
+    compiled = json.loads((out / "bundle.json").read_text())["compiled"]
+    assert (out / compiled["file"]).is_file() and compiled["parity"]["max_abs_diff"] <= 1e-6
+    assert compiled["parity"]["rows"] > 4000, "the logged input example is checked too"
     frame = breast_cancer.drop(columns=["diagnosis"]).head(40)
     expected = mlflow.pyfunc.load_model(f"models:/{models.model}/{version}").predict(frame)
 
