@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,7 +177,7 @@ def compile_trees(
     with tempfile.TemporaryDirectory(prefix="mlgate-trees-") as tmp:
         src = Path(tmp)
         units = max(1, min(os.cpu_count() or 1, booster.num_boosted_rounds() // 25))
-        with _quiet_stderr() as said:
+        with _quiet() as said:
             try:
                 model = treelite.frontend.from_xgboost(booster)
                 tl2cgen.generate_c_code(
@@ -278,14 +278,27 @@ def parity_rows(booster: Any, extra: np.ndarray | None = None, seed: int = 0) ->
 
 
 @contextmanager
-def _quiet_stderr() -> Iterator[Any]:
-    """treelite and tl2cgen log from C++ straight to file descriptor 2 (a version notice on
-    every load): keep it, and show it only with an error."""
+def _quiet() -> Iterator[Callable[[], str]]:
+    """treelite and tl2cgen talk as they work: from C++ straight to file descriptor 2 (a
+    version notice on every load), through `print` and through warnings. Keep all of it, and
+    show it only with an error."""
+    import contextlib
+    import io
+    import warnings
+
+    printed = io.StringIO()
     saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
+    with tempfile.TemporaryFile(mode="w+b") as native, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(native.fileno(), 2)
+
+        def said() -> str:
+            native.seek(0)
+            return (printed.getvalue() + native.read().decode(errors="replace"))[-2000:]
+
         try:
-            yield lambda: (sink.seek(0), sink.read().decode(errors="replace")[-2000:])[1]
+            with contextlib.redirect_stdout(printed):
+                yield said
         finally:
             os.dup2(saved, 2)
             os.close(saved)
