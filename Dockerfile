@@ -6,6 +6,8 @@
 #   docker run --read-only -p 8080:8080 IMAGE
 #
 # Offline builds: put wheels matching the lock in wheels/ and pass --build-arg PIP_OFFLINE=1.
+# The build stage keeps botocore's API models for S3 (the prediction log's sink) and for the
+# credential providers that call STS and SSO, and drops the other ~400 services (~25 MB).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -16,7 +18,9 @@ RUN python3 -m venv /opt/venv \
     && if [ "$PIP_OFFLINE" = "1" ]; then set -- --no-index --find-links /tmp/wheels; fi \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes \
        --only-binary=:all: "$@" -r /tmp/requirements-serve.lock \
-    && find /opt/venv -name "__pycache__" -prune -exec rm -rf {} +
+    && find /opt/venv -name "__pycache__" -prune -exec rm -rf {} + \
+    && find /opt/venv/lib/python3*/site-packages/botocore/data -mindepth 1 -maxdepth 1 -type d \
+       ! -name s3 ! -name sts ! -name sso ! -name sso-oidc -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
 ARG MODEL_NAME=unknown
