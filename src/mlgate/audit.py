@@ -40,15 +40,36 @@ def history(client, name: str) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: e["at"])
 
 
-def resolve(client, name: str, which: str):  # -> ModelVersion
+def existing(client, name: str, limit: int = 10) -> list[str]:
+    """The newest versions of `name`, each with the aliases it holds: `3 (staging)`."""
+    with tracking.errors(f"listing the versions of {name}"):
+        versions = client.search_model_versions(f"name = '{name}'")
+    newest = sorted(versions, key=lambda v: int(v.version), reverse=True)
+    return [
+        f"{v.version}" + (f" ({', '.join(sorted(v.aliases))})" if v.aliases else "")
+        for v in newest[:limit]
+    ]
+
+
+def _suggest(client, name: str) -> str:
+    found = existing(client, name)
+    if not found:
+        return f"model '{name}' has no versions: train one (`mlgate train`), or check model.name"
+    first = found[0].split(" ")[0]
+    return f"versions that exist (newest first): {', '.join(found)}; e.g. `mlgate lineage {first}`"
+
+
+def resolve(client, name: str, which: str | None):  # -> ModelVersion
     from mlgate.evaluate import get_version
 
-    if which in ALIASES:
-        held = tracking.version_by_alias(client, name, which)
+    if which is None or which in ALIASES:
+        alias = which or "production"
+        held = tracking.version_by_alias(client, name, alias)
         if held is None:
+            given = "no version named and " if which is None else ""
             raise ConfigError(
-                f"{name} has no version in {which}",
-                fix="deploy (or promote) one first, or name a version number instead, e.g. 3",
+                f"{given}{name} has no version in {alias}",
+                fix=_suggest(client, name),
             )
         return held
     try:
@@ -58,7 +79,10 @@ def resolve(client, name: str, which: str):  # -> ModelVersion
             f"{which!r} is neither production, staging nor a version number",
             fix="use `mlgate lineage production`, `staging` or a version such as 3",
         ) from None
-    return get_version(client, name, version)
+    try:
+        return get_version(client, name, version)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, fix=_suggest(client, name)) from None
 
 
 def _tags(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
@@ -74,7 +98,7 @@ def _decision(client, run_id: str) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
 
 
-def lineage(client, settings: Settings, which: str) -> dict[str, Any]:
+def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
     """The lineage record of one version (see the module's docstring)."""
     name = settings.model.name
     version = resolve(client, name, which)
@@ -374,9 +398,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser.add_argument(
         "which",
         nargs="?",
-        default="production",
+        default=None,
         metavar="production|staging|N",
-        help="the version to trace (default: production)",
+        help="the version to trace (default: production; without one, the versions that "
+        "exist are listed)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)

@@ -21,6 +21,8 @@ from typing import Any
 from mlgate import __version__
 from mlgate.errors import ConfigError, ModelError
 from mlgate.files import write_json_atomic
+from mlgate.threshold import DEFAULT as DEFAULT_THRESHOLD
+from mlgate.threshold import recorded
 from mlgate.trees import LIBRARY, BoosterTrees, CompiledTrees, Trees, compile_trees
 
 SCHEMA_VERSION = 1
@@ -174,7 +176,8 @@ def export_bundle(
         version=str(version),
         run_id=model_version.run_id,
         features=features,
-        threshold=float(params.get("metrics.threshold", 0.5)),
+        # The threshold chosen at training (tag, else the run's param), for ?labels=true.
+        threshold=recorded(tags, params)[0] or DEFAULT_THRESHOLD,
         data_md5=tags.get("mlgate.data.md5", ""),
         commit=tags.get("mlgate.git.commit", ""),
     )

@@ -1,6 +1,6 @@
 """The decision record: what `mlgate evaluate` concluded, as versioned JSON and as Markdown.
 
-The JSON (`"schema_version": 1`, written atomically) is what later jobs consume: promotion reads
+The JSON (`"schema_version": 2`, written atomically) is what later jobs consume: promotion reads
 it from the candidate's run, the pull-request gate renders it as the sticky comment. The
 Markdown is rendered from the JSON, not from live objects, so the job summary and the PR comment
 show the same table, whichever job renders it. This module imports no ML library, so the job
@@ -20,7 +20,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from mlgate import github
 from mlgate.errors import ConfigError
 
-SCHEMA_VERSION = 1
+# 2: non-inferiority on the DeLong interval, `statistics` (the comparison in words), `flags`,
+# latency in CPU time with its noise. Version 1 records are still read and rendered.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 DECISION_ARTIFACT = "decision"
 LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
 
@@ -58,9 +61,11 @@ class Decision:
     checks: list[Check]
     metrics: dict[str, dict[str, Any]]
     significance: dict[str, Any] | None
-    latency_ms: dict[str, float]
+    latency_ms: dict[str, Any]
     model_size_bytes: int | None
     links: dict[str, str] = field(default_factory=dict)  # MLflow UI pages, when it has one
+    statistics: dict[str, Any] | None = None  # significance.statement: test, margin, words
+    flags: list[str] = field(default_factory=list)  # warnings that do not fail the gate
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -98,6 +103,8 @@ class Decision:
             "reasons": self.reasons,
             "metrics": self.metrics,
             "significance": self.significance,
+            "statistics": self.statistics,
+            "flags": self.flags,
             "latency_ms": self.latency_ms,
             "model_size_bytes": self.model_size_bytes,
             "links": self.links,
@@ -122,11 +129,12 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def check_schema(record: Mapping[str, Any]) -> None:
-    if not isinstance(record, Mapping) or record.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(record, Mapping) or record.get("schema_version") not in READABLE_VERSIONS:
         found = record.get("schema_version") if isinstance(record, Mapping) else None
         raise ConfigError(
-            f"decision schema_version {found} is not {SCHEMA_VERSION}",
-            fix="re-run `mlgate evaluate` with this mlgate",
+            f"decision schema_version {found} is not one this mlgate reads "
+            f"({', '.join(map(str, READABLE_VERSIONS))})",
+            fix="re-run `mlgate evaluate` with this mlgate (or use the mlgate that wrote it)",
         )
 
 
@@ -201,12 +209,21 @@ def render_markdown(record: Mapping[str, Any]) -> str:
         ],
     )
     sig = ""
-    if s := record.get("significance"):
+    if st := record.get("statistics"):
+        margin = "none" if st["margin"] is None else f"{st['margin']:g} AUC"
+        sig = (
+            f"\n\n**Statistics.** Test: {st['test']}. Non-inferiority margin: {margin}. "
+            f"{st['conclusion'][0].upper()}{st['conclusion'][1:]}"
+        )
+    elif s := record.get("significance"):  # schema_version 1
         sig = (
             f"\n\nAUC difference {s['difference']:+.4f}, {int(s['confidence'] * 100)}% CI "
             f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}], p = {s['p_value']:.3g} "
             f"({s['method']}): {'significant' if s['significant'] else 'not significant'}."
         )
+    sig += _latency_markdown(record.get("latency_ms") or {})
+    if flags := record.get("flags"):
+        sig += "\n\n" + "\n".join(f"> ⚠️ {flag}" for flag in flags)
     names = {
         "candidate_run": "candidate run",
         "candidate_version": "candidate version",
@@ -216,6 +233,35 @@ def render_markdown(record: Mapping[str, Any]) -> str:
     link_line = " · ".join(f"[{names.get(k, k)}]({v})" for k, v in links.items())
     return (
         head + checks + "\n\n" + metrics + sig + (f"\n\nMLflow: {link_line}" if link_line else "")
+    )
+
+
+def _latency_markdown(latency: Mapping[str, Any]) -> str:
+    """One line: what was measured, how, and the measurement's own noise."""
+    cand = latency.get("candidate")
+    if not isinstance(cand, Mapping):  # schema_version 1: wall-clock p50 / p95
+        return ""
+
+    def one(role: str, m: Mapping[str, Any]) -> str:
+        return (
+            f"{role} {m['median']:.4f} ms (95% CI {m['ci_low']:.4f}–{m['ci_high']:.4f}, "
+            f"MAD {m['mad']:.4f})"
+        )
+
+    parts = [one("candidate", cand)]
+    if isinstance(champ := latency.get("champion"), Mapping):
+        parts.append(one("champion", champ))
+    if isinstance(ratio := latency.get("ratio"), Mapping):
+        parts.append(
+            f"ratio {ratio['median']:.3f} (95% CI {ratio['ci_low']:.3f}–{ratio['ci_high']:.3f})"
+        )
+    engine = {"compiled": "compiled trees", "xgboost": "XGBoost booster"}.get(
+        latency.get("engine", ""), str(latency.get("engine"))
+    )
+    note = f"; {latency['engine_note']}" if latency.get("engine_note") else ""
+    return (
+        f"\n\n**Latency** ({engine}{note}; {latency.get('unit', 'ms')}, "
+        f"{latency.get('method', '')}): " + "; ".join(parts) + "."
     )
 
 

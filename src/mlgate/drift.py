@@ -238,6 +238,7 @@ def backtest(settings: Settings, *, labelled: str, version: str | None = None) -
     from mlgate.decision import ModelRef
     from mlgate.evaluate import load_model, predict
     from mlgate.metrics import classification_metrics, slice_metrics
+    from mlgate.threshold import threshold_of
     from mlgate.train import features_of
 
     client = tracking.connect(settings)
@@ -262,8 +263,10 @@ def backtest(settings: Settings, *, labelled: str, version: str | None = None) -
     model = load_model(ref, "monitored")
     proba = predict(model, features_of(frame, settings), "monitored", ref)
     y = frame[target].to_numpy()
-    now = classification_metrics(y, proba, settings.metrics.threshold)
-    slices = slice_metrics(frame, y, proba, settings.metrics.slices, settings.metrics.threshold)
+    # The threshold the model serves with (recorded at training), not today's setting.
+    cut = threshold_of(tags, settings)
+    now = classification_metrics(y, proba, cut)
+    slices = slice_metrics(frame, y, proba, settings.metrics.slices, cut)
     then = {
         key.removeprefix("mlgate.metrics.holdout_"): float(value)
         for key, value in tags.items()

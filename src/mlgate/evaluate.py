@@ -20,18 +20,19 @@ import numpy as np
 import pandas as pd
 
 from mlgate import cli, github, tracking
+from mlgate import threshold as thresholds
 from mlgate.data import file_md5, load_frame, pull
 from mlgate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
+from mlgate.latency import measure_models
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.settings import GateSettings, Settings
-from mlgate.significance import PairedAuc, delong
+from mlgate.significance import PairedAuc, delong, statement
 from mlgate.split import holdout_from_keys
 from mlgate.train import features_of
 
 CHAMPION_ALIASES = ("production", "staging")
-LATENCY_ROWS = 200
 
 
 def find_champion(client, name: str, candidate_version: str) -> ModelRef | None:
@@ -119,26 +120,20 @@ def predict(model, features: pd.DataFrame, role: str, ref: ModelRef) -> np.ndarr
         ) from exc
 
 
-def latency(ref: ModelRef, features: pd.DataFrame, rows: int = LATENCY_ROWS) -> dict[str, float]:
-    """Single-row latency of the model itself (`Booster.inplace_predict`, as a server calls
-    it), in milliseconds. MLflow's per-call schema checks and HTTP are the serving benchmark's
-    business, and would make this gate depend on how busy the runner is."""
-    import mlflow
+def booster_of(model, ref: ModelRef, role: str):  # -> xgboost.Booster
+    """The XGBoost booster inside a loaded pyfunc model (what the serving bundle carries)."""
+    try:
+        booster = model.get_raw_model()
+    except Exception:  # a flavour without get_raw_model: load the booster itself
+        import mlflow
 
-    booster = mlflow.xgboost.load_model(ref.uri)
-    booster.set_param({"nthread": 1})  # one row, one thread, as a serving worker scores it
-    sample = features.head(rows).to_numpy()
-    booster.inplace_predict(sample[:1])  # warm up
-    times = []
-    for i in range(len(sample)):
-        start = time.perf_counter()
-        booster.inplace_predict(sample[i : i + 1])
-        times.append((time.perf_counter() - start) * 1000)
-    return {
-        "p50": float(np.percentile(times, 50)),
-        "p95": float(np.percentile(times, 95)),
-        "rows": float(len(times)),
-    }
+        booster = mlflow.xgboost.load_model(ref.uri)
+    if not hasattr(booster, "save_raw"):
+        raise ModelError(
+            f"the {role} {ref.uri} is not an XGBoost Booster",
+            fix="register models with `mlgate train`",
+        )
+    return booster
 
 
 def disparate_impact(
@@ -193,14 +188,18 @@ def policy_checks(
                 "" if value is not None else "slice has one class or no rows",
             )
         )
-    if gate.max_latency_p95_ms is not None:
+    cand_latency = latency_ms.get("candidate")
+    if gate.max_latency_ms is not None and cand_latency is not None:
+        high = cand_latency["ci_high"]
         checks.append(
             Check(
-                "latency p95 (ms)",
-                latency_ms["p95"],
-                gate.max_latency_p95_ms,
+                "latency (CPU ms/row)",
+                high,
+                gate.max_latency_ms,
                 "<=",
-                latency_ms["p95"] <= gate.max_latency_p95_ms,
+                high <= gate.max_latency_ms,
+                f"upper end of the interval of the median, {latency_ms.get('engine', '?')} "
+                f"trees (median {cand_latency['median']:.4f}, MAD {cand_latency['mad']:.4f})",
             )
         )
     if fairness is not None:
@@ -235,28 +234,54 @@ def policy_checks(
                 )
             )
         return checks
+    level = f"{paired.confidence * 100:g}%" if paired else ""
     if paired is not None and gate.max_auc_drop is not None:
-        floor = paired.auc_champion - gate.max_auc_drop
         checks.append(
             Check(
                 "auc vs champion (non-inferiority)",
-                paired.auc_candidate,
-                floor,
+                paired.ci_low,
+                -gate.max_auc_drop,
+                ">",
+                paired.ci_low > -gate.max_auc_drop,
+                f"lower end of the {level} DeLong interval of candidate - champion AUC "
+                f"(difference {paired.difference:+.4f}); margin {gate.max_auc_drop:g}",
+            )
+        )
+    if paired is not None and gate.reject_significantly_worse:
+        checks.append(
+            Check(
+                "auc not significantly worse",
+                paired.ci_high,
+                0.0,
                 ">=",
-                paired.auc_candidate >= floor,
-                f"champion {paired.auc_champion:.4f} - margin {gate.max_auc_drop}",
+                paired.ci_high >= 0,
+                f"upper end of the {level} DeLong interval of candidate - champion AUC "
+                f"(p = {paired.p_value:.3g})",
             )
         )
     if paired is not None and gate.min_auc_gain is not None:
-        floor = paired.auc_champion + gate.min_auc_gain
         checks.append(
             Check(
                 "auc gain over champion",
-                paired.auc_candidate,
-                floor,
-                ">=",
-                paired.auc_candidate >= floor,
-                f"champion {paired.auc_champion:.4f} + {gate.min_auc_gain}",
+                paired.ci_low,
+                gate.min_auc_gain,
+                ">",
+                paired.ci_low > gate.min_auc_gain,
+                f"lower end of the {level} DeLong interval of candidate - champion AUC "
+                f"(difference {paired.difference:+.4f})",
+            )
+        )
+    ratio_latency = latency_ms.get("ratio")
+    if gate.max_latency_ratio is not None and ratio_latency is not None:
+        checks.append(
+            Check(
+                "latency vs champion (ratio)",
+                ratio_latency["ci_high"],
+                gate.max_latency_ratio,
+                "<=",
+                ratio_latency["ci_high"] <= gate.max_latency_ratio,
+                f"upper end of the interval of the median candidate / champion CPU-time "
+                f"ratio (median {ratio_latency['median']:.3f})",
             )
         )
     if gate.require_significance:
@@ -318,14 +343,26 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
     slice_masks(holdout, settings.metrics.slices)
 
     cand_model = load_model(candidate, "candidate")
-    threshold = settings.metrics.threshold
+    flags: list[str] = []
+    threshold = model_threshold(tags, run.data.params, settings, "candidate", flags)
+    cut = {"candidate": threshold}
     cand_proba = predict(cand_model, features, "candidate", candidate)
-    metrics: dict[str, dict[str, Any]] = {"candidate": _metrics(holdout, y, cand_proba, settings)}
-    champ_proba, paired = None, None
+    metrics: dict[str, dict[str, Any]] = {
+        "candidate": _metrics(holdout, y, cand_proba, settings, threshold)
+    }
+    champ_proba, paired, champ_model = None, None, None
     if champion is not None:
         champ_model = load_model(champion, "champion")
         with tracking.errors("reading the champion's lineage"):
             champion_tags = dict(client.get_model_version(name, champion.version).tags)
+            champion_params = (
+                {}
+                if thresholds.TAG in champion_tags
+                else client.get_run(champion.run_id).data.params
+            )
+        cut["champion"] = model_threshold(
+            champion_tags, champion_params, settings, "champion", flags
+        )
         if set(input_names(champ_model)) != set(input_names(cand_model)):
             missing = sorted(set(input_names(champ_model)) ^ set(input_names(cand_model)))
             raise ModelError(
@@ -336,9 +373,23 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
                 "the features",
             )
         champ_proba = predict(champ_model, features, "champion", champion)
-        metrics["champion"] = _metrics(holdout, y, champ_proba, settings)
-        paired = delong(y, cand_proba, champ_proba, settings.gate.confidence)
-    latency_ms = latency(candidate, features)
+        metrics["champion"] = _metrics(holdout, y, champ_proba, settings, cut["champion"])
+        try:
+            paired = delong(y, cand_proba, champ_proba, settings.gate.confidence)
+        except ValueError as exc:  # fewer than 2 rows of a class: no interval, fail closed
+            raise DataError(
+                f"the holdout cannot compare the models: {exc}",
+                fix="raise split.holdout_fraction or add rows of the rarer class",
+            ) from exc
+    for role, value in cut.items():
+        metrics[role]["threshold"] = value
+        flags += thresholds.flags(role, metrics[role]["overall"], value)
+    boosters = {"candidate": booster_of(cand_model, candidate, "candidate")}
+    if champion is not None:
+        boosters["champion"] = booster_of(champ_model, champion, "champion")
+    latency_ms = measure_models(
+        boosters, features.to_numpy(dtype="float64"), compiler=settings.serve.compiler
+    )
     fairness = (
         disparate_impact(holdout, cand_proba, settings.gate.fairness_column, threshold)
         if settings.gate.fairness_column
@@ -364,6 +415,12 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         significance=paired.to_dict() if paired else None,
         latency_ms=latency_ms,
         model_size_bytes=cand_model.metadata.model_size_bytes,
+        statistics=(
+            statement(paired, margin=settings.gate.max_auc_drop, rows=len(holdout))
+            if paired
+            else None
+        ),
+        flags=flags,
         links=mlflow_links(settings.tracking_uri, candidate, champion, run.info.experiment_id),
     )
     reference = data_of(settings, champion_tags, pulled=pulled) if champion else None
@@ -382,14 +439,34 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
 
 
 def _metrics(
-    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, settings: Settings
+    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, settings: Settings, threshold: float
 ) -> dict[str, Any]:
     return {
-        "overall": classification_metrics(y, proba, settings.metrics.threshold),
-        "slices": slice_metrics(
-            frame, y, proba, settings.metrics.slices, settings.metrics.threshold
-        ),
+        "overall": classification_metrics(y, proba, threshold),
+        "slices": slice_metrics(frame, y, proba, settings.metrics.slices, threshold),
     }
+
+
+def model_threshold(
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+    settings: Settings,
+    role: str,
+    flags: list[str],
+) -> float:
+    """The threshold a model is served with: the one recorded at its training. A model
+    recorded without one is judged at metrics.threshold when that is a number, else at the
+    bundle's default (0.5), and the decision says so."""
+    value, _ = thresholds.recorded(tags, params)
+    if value is not None:
+        return value
+    configured = settings.metrics.threshold
+    value = configured if isinstance(configured, float) else thresholds.DEFAULT
+    flags.append(
+        f"the {role} has no recorded threshold (trained before mlgate recorded one): its "
+        f"threshold metrics use {value:g}"
+    )
+    return value
 
 
 def record(

@@ -77,6 +77,7 @@ def _promote(
     staged = tracking.version_by_alias(client, name, STAGING)
     if staged is not None and str(staged.version) == str(candidate_version):
         tracking.finish_pending(client, name, STAGING, staged)
+        _clear_rejection(client, name, candidate_version, staged.tags)
         return Promotion(
             candidate_version,
             f"{name} version {candidate_version} already holds '{STAGING}': nothing to do",
@@ -138,6 +139,7 @@ def _promote(
         previous=previous,
         previous_tags={"mlgate.promotion.superseded_by": candidate_version},
     )
+    _clear_rejection(client, name, candidate_version)
     return Promotion(
         candidate_version,
         f"{name} version {candidate_version} is now '{STAGING}'"
@@ -148,11 +150,43 @@ def _promote(
     )
 
 
+REASONS = "mlgate.promotion.reasons"
+
+
 def _refuse(client, name: str, version: str, outcome: str, reasons: str) -> None:
-    """Say on the version why it did not move, for whoever reads the registry later."""
+    """Say on the version why it did not move, for whoever reads the registry later, and
+    keep it in the registered model's history (the version's tags are cleared when a later
+    evaluation promotes it)."""
+    at = datetime.now(UTC)
+    event = {
+        "alias": None,  # no pointer moved
+        "outcome": outcome,
+        "version": str(version),
+        "previous": None,
+        "at": at.isoformat(timespec="microseconds"),
+        "tags": {"mlgate.promotion": outcome, REASONS: reasons[:1000]},
+    }
     with tracking.errors(f"recording why version {version} was not promoted"):
         client.set_model_version_tag(name, version, "mlgate.promotion", outcome)
-        client.set_model_version_tag(name, version, "mlgate.promotion.reasons", reasons[:4900])
+        client.set_model_version_tag(name, version, REASONS, reasons[:4900])
+        client.set_registered_model_tag(
+            name,
+            f"{tracking.HISTORY}{outcome}.{at:%Y%m%dT%H%M%S.%f}Z.v{version}",
+            json.dumps(event, sort_keys=True),
+        )
+
+
+def _clear_rejection(
+    client, name: str, version: str, tags: Mapping[str, str] | None = None
+) -> None:
+    """A promoted version carries no reasons from an earlier rejection (they stay in the
+    history). Also run when a promotion is re-run, so a crash after the move is completed."""
+    if tags is None:
+        with tracking.errors(f"reading the tags of version {version}"):
+            tags = client.get_model_version(name, version).tags
+    if REASONS in tags:
+        with tracking.errors(f"clearing the earlier rejection of version {version}"):
+            client.delete_model_version_tag(name, version, REASONS)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

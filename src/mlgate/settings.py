@@ -92,7 +92,9 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    threshold: float = 0.5
+    # A probability, or a rule applied to the validation part at training (mlgate.threshold):
+    # max_f1, precision>=P, recall>=R. The chosen number is recorded with the model.
+    threshold: float | str = 0.5
     slices: dict[str, str] = field(default_factory=dict)  # name -> pandas query
 
 
@@ -103,12 +105,17 @@ class GateSettings:
     mode: str = "enabled"  # enabled: a failed gate fails; dry-run: report only
     first_model: str = "absolute"  # no champion: absolute (thresholds only) or reject
     min_auc: float | None = 0.80
-    max_auc_drop: float | None = 0.01  # non-inferiority: candidate >= champion - this
-    min_auc_gain: float | None = None  # superiority: candidate >= champion + this
+    # Decided on the DeLong interval of candidate - champion AUC, not on point estimates:
+    max_auc_drop: float | None = 0.01  # non-inferiority: interval's lower end > -this
+    min_auc_gain: float | None = None  # superiority: interval's lower end > this
+    reject_significantly_worse: bool = True  # interval wholly below 0: never promoted
     require_significance: bool = False  # the AUC gain must be significant (DeLong)
     confidence: float = 0.95  # of the AUC-difference interval
     min_f1_ratio: float | None = None  # candidate F1 >= this x champion F1
-    max_latency_p95_ms: float | None = 10.0  # candidate, single-row predict
+    # Latency in CPU time per single-row predict of what will serve (mlgate.latency), judged
+    # on the upper end of the median's bootstrap interval, so a busy runner cannot flip it.
+    max_latency_ms: float | None = 1.0  # absolute, milliseconds of CPU time per row
+    max_latency_ratio: float | None = None  # relative: candidate / champion
     slice_min_auc: dict[str, float] = field(default_factory=dict)  # slice name -> floor
     fairness_column: str | None = None  # group column for disparate impact
     fairness_min_ratio: float = 0.8
@@ -456,7 +463,24 @@ def _override_layer(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
     return layer
 
 
+# Keys that were renamed because their meaning changed: the old name fails, naming the new one.
+RENAMED = {
+    ("gate", "max_latency_p95_ms"): (
+        "max_latency_ms",
+        "latency is now measured in CPU time per row (median of interleaved batches, judged on "
+        "its upper confidence bound), not as a wall-clock p95, which flapped on busy runners",
+    ),
+}
+
+
 def _check_key(section: str, key: str | None, source: str) -> None:
+    if key is not None and (section, key) in RENAMED:
+        new, why = RENAMED[(section, key)]
+        raise ConfigError(
+            f"{section}.{key} in {source} was replaced (did you mean \"{new}\"?): {why}",
+            fix=f"use {section}.{new} (see the README's gate policy); a value in wall-clock "
+            "milliseconds does not carry over",
+        )
     if section not in SECTIONS:
         raise ConfigError(
             f"unknown section '{section}' in {source}{did_you_mean(section, SECTIONS)}",
@@ -506,6 +530,8 @@ def _build_section(section: str, values: dict[str, Any]) -> Any:
         if (section, f.name) in MAPPING_KEYS:
             default = f.default_factory()  # type: ignore[misc]
             kwargs[f.name] = {**default, **_as_mapping(value, name)}
+        elif (section, f.name) == ("metrics", "threshold"):
+            kwargs[f.name] = _threshold(value)
         else:
             kwargs[f.name] = _coerce(value, hints[f.name], name)
     return cls(**kwargs)
@@ -547,6 +573,16 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     raise ConfigError(f"{name} must be {kind}, got {value!r}{where}", fix=f"set {name} to {kind}")
 
 
+def _threshold(value: Any) -> float | str:
+    """metrics.threshold: a number, or a rule (checked by mlgate.threshold.parse)."""
+    from mlgate.threshold import parse
+
+    if isinstance(value, _Raw):
+        value = _parse_scalar(value)
+    rule = parse(value)
+    return rule.value if rule.kind == "fixed" and rule.value is not None else str(rule)
+
+
 def _is_optional(hint: Any) -> bool:
     return isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
 
@@ -574,11 +610,6 @@ def _check_consistency(s: Settings) -> None:
         raise ConfigError(
             "split.validation_fraction + split.holdout_fraction leave under 10% to train on",
             fix="lower one of them so that their sum is below 0.9",
-        )
-    if not 0 < s.metrics.threshold < 1:
-        raise ConfigError(
-            f"metrics.threshold must be between 0 and 1, got {s.metrics.threshold}",
-            fix="set metrics.threshold to a probability such as 0.5",
         )
     for key in ("num_boost_round", "early_stopping_rounds"):
         if getattr(s.train, key) < 1:
@@ -646,6 +677,13 @@ def _check_consistency(s: Settings) -> None:
                 f"{key} must be one of {', '.join(allowed)}, got {value!r}"
                 f"{did_you_mean(value, allowed)}",
                 fix=f"set {key} to {allowed[0]}",
+            )
+    for key in ("max_latency_ms", "max_latency_ratio"):
+        value = getattr(s.gate, key)
+        if value is not None and value <= 0:
+            raise ConfigError(
+                f"gate.{key} must be positive, got {value}",
+                fix=f"set gate.{key} to a positive number, or null to switch the check off",
             )
     if not 0.5 <= s.gate.confidence < 1:
         raise ConfigError(

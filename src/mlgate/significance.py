@@ -75,3 +75,47 @@ def delong(
         ci_high=difference + half,
         confidence=confidence,
     )
+
+
+def statement(paired: PairedAuc, *, margin: float | None, rows: int) -> dict[str, object]:
+    """The comparison in words, for the decision record, the PR comment and the job summary:
+    which test, which margin, which interval, and what they say."""
+    level = f"{paired.confidence * 100:g}%"
+    interval = f"[{paired.ci_low:+.4f}, {paired.ci_high:+.4f}]"
+    if paired.ci_high < 0:
+        difference = (
+            f"the candidate is significantly worse than the champion (the whole {level} "
+            "interval is below 0)"
+        )
+    elif paired.ci_low > 0:
+        difference = (
+            f"the candidate is significantly better than the champion (the whole {level} "
+            "interval is above 0)"
+        )
+    else:
+        difference = f"the difference is not significant (the {level} interval contains 0)"
+    if margin is None:
+        inferiority = "non-inferiority is not tested (gate.max_auc_drop is null)"
+    elif paired.ci_low > -margin:
+        inferiority = (
+            f"non-inferiority is shown: the lower end {paired.ci_low:+.4f} is above "
+            f"-{margin:g}, so the candidate is at most {margin:g} AUC worse at {level} confidence"
+        )
+    else:
+        inferiority = (
+            f"non-inferiority is not shown: the lower end {paired.ci_low:+.4f} is not above "
+            f"-{margin:g}, so the candidate may be more than {margin:g} AUC worse"
+        )
+    return {
+        "test": f"{paired.method}'s paired test of candidate - champion AUC on the same "
+        f"{rows} holdout rows",
+        "margin": margin,
+        "confidence": paired.confidence,
+        "difference": paired.difference,
+        "interval": [paired.ci_low, paired.ci_high],
+        "p_value": paired.p_value,
+        "conclusion": (
+            f"AUC difference {paired.difference:+.4f}, {level} CI {interval}, "
+            f"p = {paired.p_value:.3g}: {difference}; {inferiority}."
+        ),
+    }

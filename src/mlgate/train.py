@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mlgate import cli, github, lineage, tracking, validate
+from mlgate import threshold as thresholds
 from mlgate.data import DataVersion
 from mlgate.errors import ConfigError, did_you_mean
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
@@ -42,6 +43,10 @@ class TrainResult:
     data_hash: str
     best_iteration: int
     metrics: dict[str, float]
+    threshold: float = thresholds.DEFAULT
+    threshold_rule: str = "0.5"
+    holdout_rows: int = 0
+    holdout_positive_rate: float | None = None
 
 
 def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -154,12 +159,16 @@ def train(settings: Settings) -> TrainResult:
     with tracking.errors("logging the training run"), mlflow.start_run(run_name=run_name) as run:
         run_id = run.info.run_id
         booster, best = fit(split, settings)
+        # The threshold is chosen on the validation part; the holdout judges it.
+        chosen = thresholds.choose(
+            thresholds.parse(settings.metrics.threshold),
+            split.validation[target].to_numpy(),
+            predict(booster, split.validation, settings),
+        )
         proba = predict(booster, split.holdout, settings)
         y = split.holdout[target].to_numpy()
-        overall = classification_metrics(y, proba, settings.metrics.threshold)
-        slices = slice_metrics(
-            split.holdout, y, proba, settings.metrics.slices, settings.metrics.threshold
-        )
+        overall = classification_metrics(y, proba, chosen.threshold)
+        slices = slice_metrics(split.holdout, y, proba, settings.metrics.slices, chosen.threshold)
 
         extra = {
             "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
@@ -171,10 +180,15 @@ def train(settings: Settings) -> TrainResult:
             "mlgate.split.holdout_rows": len(split.holdout),
             "mlgate.split.holdout_digest": split.holdout_digest,
             "mlgate.params.sha256": _file_sha256(settings.params_file),
+            thresholds.TAG: repr(chosen.threshold),
+            thresholds.RULE_TAG: chosen.rule,
+            f"{thresholds.TAG}.validation": ", ".join(
+                f"{k} {v:.4f}" for k, v in chosen.validation.items()
+            ),
         }
         tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
         mlflow.set_tags(tags)
-        mlflow.log_params(_flat_params(settings, booster))
+        mlflow.log_params(_flat_params(settings, booster, chosen))
 
         with _quiet_mlflow_hints():
             sources = {
@@ -239,6 +253,10 @@ def train(settings: Settings) -> TrainResult:
         data_hash=version.dvc_md5,
         best_iteration=best,
         metrics=overall,
+        threshold=chosen.threshold,
+        threshold_rule=chosen.rule,
+        holdout_rows=len(split.holdout),
+        holdout_positive_rate=float(np.mean(y)) if len(y) else None,
     )
 
 
@@ -279,7 +297,7 @@ def _file_sha256(path: Path | None) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else None
 
 
-def _flat_params(settings: Settings, booster) -> dict[str, object]:
+def _flat_params(settings: Settings, booster, chosen: thresholds.Chosen) -> dict[str, object]:
     params: dict[str, object] = {f"xgb.{k}": v for k, v in settings.train.params.items()}
     params.update(
         {
@@ -288,7 +306,8 @@ def _flat_params(settings: Settings, booster) -> dict[str, object]:
             "split.seed": settings.split.seed,
             "split.validation_fraction": settings.split.validation_fraction,
             "split.holdout_fraction": settings.split.holdout_fraction,
-            "metrics.threshold": settings.metrics.threshold,
+            thresholds.PARAM: chosen.threshold,  # what serving labels with (the bundle)
+            thresholds.RULE_PARAM: chosen.rule,
             "data.target": settings.data.target,
             "data.id_column": settings.data.id_column,
             "model.num_trees": booster.num_boosted_rounds(),
@@ -348,8 +367,31 @@ def _description(
     )
 
 
+def holdout_line(result: TrainResult) -> str:
+    """One line: how the registered model did on the holdout, at its threshold."""
+    m = result.metrics
+
+    def value(key: str) -> str:
+        return f"{m[key]:.4f}" if key in m else "undefined"
+
+    rate = (
+        f", {result.holdout_positive_rate:.1%} positive"
+        if result.holdout_positive_rate is not None
+        else ""
+    )
+    rule = "" if result.threshold_rule == f"{result.threshold:g}" else (
+        f" ({result.threshold_rule} on validation)"
+    )
+    return (
+        f"holdout ({result.holdout_rows} rows{rate}): AUC {value('auc')}, PR-AUC "
+        f"{value('pr_auc')}, F1 {value('f1')}, precision {value('precision')}, recall "
+        f"{value('recall')} at threshold {result.threshold:.4g}{rule}"
+    )
+
+
 def report(result: TrainResult, settings: Settings) -> None:
     print(f"registered {result.model_uri} (run {result.run_id}, data {result.data_hash})")
+    print(holdout_line(result), flush=True)
     github.write_outputs(
         settings.github,
         {
@@ -365,6 +407,7 @@ def report(result: TrainResult, settings: Settings) -> None:
         ("run", f"`{result.run_id}`"),
         ("data (DVC md5)", f"`{result.data_hash}`"),
         ("best iteration", result.best_iteration),
+        ("threshold", f"{result.threshold:.4g} ({result.threshold_rule})"),
     ]
     rows += [(f"holdout {k}", f"{v:.4f}") for k, v in result.metrics.items()]
     github.write_summary(

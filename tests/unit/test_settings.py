@@ -130,6 +130,23 @@ def test_github_context_from_env(tmp_path: Path) -> None:
         ),
         ("split: {holdout_fraction: 0.5, validation_fraction: 0.45}", {}, (), "under 10% to train"),
         ("metrics: {threshold: 0}", {}, (), "metrics.threshold must be between 0 and 1"),
+        ("metrics: {threshold: max_f2}", {}, (), 'nor a rule (did you mean "max_f1"?)'),
+        ("metrics: {threshold: 'precision>=1.5'}", {}, (), "target precision must be in (0, 1]"),
+        ("metrics: {threshold: true}", {}, (), "metrics.threshold must be a number or a rule"),
+        (
+            "gate: {max_latency_p95_ms: 10}",
+            {},
+            (),
+            'gate.max_latency_p95_ms in params.yaml was replaced (did you mean "max_latency_ms"?)',
+        ),
+        (
+            "",
+            {"MLGATE_GATE_MAX_LATENCY_P95_MS": "10"},
+            (),
+            "gate.max_latency_p95_ms in environment variable MLGATE_GATE_MAX_LATENCY_P95_MS was "
+            "replaced",
+        ),
+        ("gate: {max_latency_ms: 0}", {}, (), "gate.max_latency_ms must be positive"),
         ("model: {name: '../../etc'}", {}, (), "is not a safe registered-model name"),
         ("model: {name: 'a b'}", {}, (), "is not a safe registered-model name"),
         ("metrics: {slices: [a, b]}", {}, (), "metrics.slices must be a mapping"),
@@ -172,10 +189,27 @@ def test_explicit_params_file_must_exist(tmp_path: Path) -> None:
 
 
 def test_gate_defaults_and_none_switches_a_check_off(tmp_path: Path) -> None:
-    gate = load(tmp_path, "gate: {max_latency_p95_ms: null, min_f1_ratio: 1.02}").gate
+    gate = load(tmp_path, "gate: {max_latency_ms: null, min_f1_ratio: 1.02}").gate
     assert gate.min_auc == 0.80 and gate.mode == "enabled" and gate.first_model == "absolute"
-    assert gate.max_latency_p95_ms is None and gate.min_f1_ratio == 1.02
+    assert gate.max_latency_ms is None and gate.min_f1_ratio == 1.02
+    assert gate.reject_significantly_worse is True and gate.max_auc_drop == 0.01
     assert load(tmp_path, env={"MLGATE_GATE_MIN_AUC": ""}).gate.min_auc == 0.80
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("", {}, 0.5),
+        ("metrics: {threshold: 0.3}", {}, 0.3),
+        ("metrics: {threshold: max_f1}", {}, "max_f1"),
+        ("metrics: {threshold: 'precision >= 0.90'}", {}, "precision>=0.9"),
+        ("metrics: {threshold: 'Recall>=0.8'}", {}, "recall>=0.8"),
+        ("", {"MLGATE_METRICS_THRESHOLD": "0.25"}, 0.25),
+        ("", {"MLGATE_METRICS_THRESHOLD": "max_f1"}, "max_f1"),
+    ],
+)
+def test_threshold_is_a_number_or_a_rule(tmp_path: Path, text, env, expected) -> None:
+    assert load(tmp_path, text, env=env).metrics.threshold == expected
 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:

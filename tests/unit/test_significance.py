@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from mlgate.significance import delong
+from mlgate.significance import PairedAuc, delong, statement
 
 
 def by_definition(y, a, b):
@@ -59,3 +59,43 @@ def test_identical_models_give_no_evidence() -> None:
 def test_needs_both_classes() -> None:
     with pytest.raises(ValueError, match="at least 2 rows of each class"):
         delong(np.array([1, 1, 1, 0]), np.arange(4.0), np.arange(4.0))
+
+
+def interval(low: float, high: float) -> PairedAuc:
+    return PairedAuc("DeLong", 0.9, 0.9, (low + high) / 2, 0.005, 0.0, 0.04, low, high, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "margin", "words"),
+    [
+        (
+            -0.0096,
+            -0.0002,
+            0.01,
+            [
+                "significantly worse than the champion (the whole 95% interval is below 0)",
+                "non-inferiority is shown: the lower end -0.0096 is above -0.01",
+            ],
+        ),
+        (
+            -0.02,
+            0.01,
+            0.01,
+            [
+                "the difference is not significant (the 95% interval contains 0)",
+                "non-inferiority is not shown: the lower end -0.0200 is not above -0.01",
+            ],
+        ),
+        (0.003, 0.02, 0.01, ["significantly better than the champion"]),
+        (-0.003, 0.02, None, ["non-inferiority is not tested"]),
+    ],
+)
+def test_the_comparison_in_words(low, high, margin, words) -> None:
+    said = statement(interval(low, high), margin=margin, rows=114)
+    assert said["test"] == (
+        "DeLong's paired test of candidate - champion AUC on the same 114 holdout rows"
+    )
+    assert said["margin"] == margin and said["interval"] == [low, high]
+    assert f"95% CI [{low:+.4f}, {high:+.4f}]" in said["conclusion"]
+    for phrase in words:
+        assert phrase in said["conclusion"]
