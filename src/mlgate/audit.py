@@ -44,10 +44,15 @@ def existing(client, name: str, limit: int = 10) -> list[str]:
     """The newest versions of `name`, each with the aliases it holds: `3 (staging)`."""
     with tracking.errors(f"listing the versions of {name}"):
         versions = client.search_model_versions(f"name = '{name}'")
-    newest = sorted(versions, key=lambda v: int(v.version), reverse=True)
+        # search results carry no aliases; the registered model maps each to its version
+        held: dict[str, list[str]] = {}
+        if versions:
+            for alias, number in (client.get_registered_model(name).aliases or {}).items():
+                held.setdefault(str(number), []).append(alias)
+    newest = sorted({int(v.version) for v in versions}, reverse=True)
     return [
-        f"{v.version}" + (f" ({', '.join(sorted(v.aliases))})" if v.aliases else "")
-        for v in newest[:limit]
+        f"{n}" + (f" ({', '.join(sorted(held[str(n)]))})" if str(n) in held else "")
+        for n in newest[:limit]
     ]
 
 

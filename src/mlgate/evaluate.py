@@ -591,6 +591,8 @@ def report(decision: Decision, settings: Settings, *, fail: bool = True) -> None
             ),
         },
     )
+    for flag in decision.flags:
+        github.annotate("warning", flag, title="mlgate gate: threshold")
     if decision.passed:
         return
     enforced = fail and decision.mode == "enabled"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,7 +15,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlgate import evaluate, promote, train
+from mlgate import audit, evaluate, promote, train
 from tests.conftest import SERVICE_PATHS, make_project, push_data
 from tests.integration.test_train import client, train_args, unique
 
@@ -35,10 +38,9 @@ class Registry:
         self.client = client(server)
 
     def args(self, *extra: str) -> list[str]:
-        # The latency check stays on, with room for a loaded test machine: these tests are
-        # about the decision and the registry, not about timing.
-        latency = ("--set", "gate.max_latency_p95_ms=500")
-        return train_args(self.project, self.server, self.model, *latency, *extra)
+        # The latency check stays on at its default: it is measured in CPU time, so a loaded
+        # test machine does not move it (test_the_verdict_holds_with_every_core_busy).
+        return train_args(self.project, self.server, self.model, *extra)
 
     def train(self, *extra: str) -> str:
         assert train.main(self.args(*extra), env=self.env) == 0
@@ -74,10 +76,17 @@ def registry(tmp_path_factory, mlflow_server, clean_env_module) -> Registry:
 
 def test_first_model_goes_to_staging(registry: Registry, tmp_path: Path, capsys) -> None:
     v1 = registry.train(*WEAK)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("holdout ("))
+    assert " rows, " in line and "AUC 0." in line and "at threshold 0.5" in line
     assert registry.evaluate(v1) == 0
     decision = registry.decision(v1, tmp_path)
     assert decision["verdict"] == "pass" and decision["champion"] is None
-    assert {c["name"] for c in decision["checks"]} == {"auc", "latency p95 (ms)"}
+    assert decision["schema_version"] == 2 and decision["statistics"] is None
+    assert {c["name"] for c in decision["checks"]} == {"auc", "latency (CPU ms/row)"}
+    latency = decision["latency_ms"]
+    assert latency["engine"] == "compiled" and "champion" not in latency
+    assert latency["candidate"]["ci_low"] <= latency["candidate"]["median"]
+    assert latency["candidate"]["median"] <= latency["candidate"]["ci_high"]
     assert registry.promote(v1) == 0
     assert registry.staging() == v1
     version = registry.client.get_model_version(registry.model, v1)
@@ -105,6 +114,12 @@ def test_a_better_model_on_new_data_replaces_the_champion(
     assert decision["champion"]["version"] == v1 and decision["champion"]["alias"] == "staging"
     significance = decision["significance"]
     assert significance["method"] == "DeLong" and significance["difference"] > 0
+    statistics = decision["statistics"]
+    assert statistics["margin"] == 0.01
+    assert statistics["interval"] == [significance["ci_low"], significance["ci_high"]]
+    assert "non-inferiority is shown" in statistics["conclusion"]
+    assert set(decision["latency_ms"]) >= {"candidate", "champion", "ratio", "engine", "method"}
+    assert decision["metrics"]["candidate"]["threshold"] == 0.5
     assert (
         decision["metrics"]["champion"]["overall"]["auc"]
         < decision["metrics"]["candidate"]["overall"]["auc"]
@@ -128,6 +143,38 @@ def test_a_better_model_on_new_data_replaces_the_champion(
     assert old.current_stage == "Archived" and old.tags["mlgate.promotion.superseded_by"] == v2
     new = registry.client.get_model_version(registry.model, v2)
     assert new.tags["mlgate.promotion.replaced"] == v1
+
+
+def busy_loops() -> list[subprocess.Popen]:
+    """One busy loop per core, each bounded in time (a runaway test cannot leave them)."""
+    loop = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(os.cpu_count() or 1)]
+
+
+def test_the_verdict_holds_with_every_core_busy(registry: Registry, tmp_path: Path) -> None:
+    """Issue 18: the same evaluation, on a quiet machine and with every core saturated, gets
+    the same verdict, check by check, with the latency check on at its default."""
+    candidate = registry.train()
+    assert registry.evaluate(candidate) == 0
+    quiet = registry.decision(candidate, tmp_path / "quiet")
+    loops = busy_loops()
+    try:
+        assert registry.evaluate(candidate) == 0
+        assert all(loop.poll() is None for loop in loops), "the load ran throughout"
+    finally:
+        for loop in loops:
+            loop.kill()  # SIGKILL, by PID
+            loop.wait()
+    loaded = registry.decision(candidate, tmp_path / "loaded")
+    assert loaded["created_at"] >= quiet["created_at"]
+    assert loaded["verdict"] == quiet["verdict"] == "pass"
+
+    def verdicts(record: dict) -> dict[str, bool]:
+        return {c["name"]: c["passed"] for c in record["checks"]}
+
+    assert verdicts(loaded) == verdicts(quiet)
+    assert "latency (CPU ms/row)" in verdicts(quiet)
+    assert loaded["latency_ms"]["engine"] == quiet["latency_ms"]["engine"] == "compiled"
 
 
 def test_a_worse_model_is_rejected_and_the_champion_untouched(
@@ -235,6 +282,87 @@ def test_a_held_lock_stops_a_promotion_until_its_lease_ends(registry: Registry, 
     assert registry.promote(candidate) == 0
     assert registry.staging() == candidate
     assert registry.client.search_registered_models(f"name = '{lock}'") == []
+
+
+def test_a_rejected_version_promoted_later_carries_no_stale_reasons(
+    registry: Registry, tmp_path: Path, capsys
+) -> None:
+    """Rejected, then promoted after a policy change: the version's record says what is true
+    now; the rejection stays in the registered model's history."""
+    v = registry.train(*WEAK)
+    assert registry.evaluate(v) == 6
+    assert registry.promote(v) == 6
+    tags = registry.client.get_model_version(registry.model, v).tags
+    assert tags["mlgate.promotion"] == "rejected" and "mlgate.promotion.reasons" in tags
+    lenient = ("--set", "gate.max_auc_drop=1", "--set", "gate.reject_significantly_worse=false")
+    assert registry.evaluate(v, *lenient) == 0
+    assert registry.promote(v) == 0
+    tags = registry.client.get_model_version(registry.model, v).tags
+    assert tags["mlgate.promotion"] == "staging" and "mlgate.promotion.reasons" not in tags
+    assert tags["mlgate.decision.reasons"] == "all checks passed"
+    capsys.readouterr()
+    assert audit.main([*registry.args(), v, "--json"], env=registry.env) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert "reasons" not in record["promotion"] and record["promotion"]["outcome"] == "staging"
+    assert record["decision"]["verdict"] == "pass" and record["decision"]["reasons"] == []
+    rejected = [e for e in record["history"] if e.get("outcome") == "rejected"]
+    assert len(rejected) == 1 and rejected[0]["version"] == v
+    assert "non-inferiority" in rejected[0]["tags"]["mlgate.promotion.reasons"]
+    assert [e["version"] for e in record["history"] if e["alias"] == "staging"] == [v]
+    # A re-run changes nothing and leaves the record as it is.
+    assert registry.promote(v) == 0
+    assert "mlgate.promotion.reasons" not in (
+        registry.client.get_model_version(registry.model, v).tags
+    )
+
+
+def test_lineage_without_a_version_lists_those_that_exist(registry: Registry, capsys) -> None:
+    """No version in production: say which versions exist instead of only failing."""
+    staged = registry.staging()
+    capsys.readouterr()
+    assert audit.main(registry.args(), env=registry.env) == 2
+    err = capsys.readouterr().err
+    assert "no version named and" in err and "has no version in production" in err
+    versions = registry.client.search_model_versions(f"name = '{registry.model}'")
+    newest = max(int(v.version) for v in versions)
+    assert f"versions that exist (newest first): {newest}" in err
+    assert f"{staged} (staging)" in err or newest - int(staged) >= 10
+    assert audit.main([*registry.args(), "999"], env=registry.env) == 2
+    err = capsys.readouterr().err
+    assert "has no version 999" in err and "versions that exist" in err
+    assert audit.main([*registry.args(), "--model-name", unique("none")], env=registry.env) == 2
+    assert "has no versions: train one" in capsys.readouterr().err
+
+
+def test_a_threshold_rule_is_chosen_recorded_judged_and_served(
+    registry: Registry, tmp_path: Path, capsys
+) -> None:
+    """metrics.threshold: max_f1 is applied to the validation part at training, recorded with
+    the version, used for the candidate's threshold metrics (the champion keeps its own), and
+    written into the serving bundle that labels rows."""
+    from mlgate.bundle import export_bundle, load_bundle
+
+    rule = ("--set", "metrics.threshold=max_f1")
+    v = registry.train(*rule)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("holdout ("))
+    assert "(max_f1 on validation)" in line
+    tags = registry.client.get_model_version(registry.model, v).tags
+    chosen = float(tags["mlgate.threshold"])
+    assert 0 < chosen < 1 and tags["mlgate.threshold.rule"] == "max_f1"
+    assert "f1 " in tags["mlgate.threshold.validation"]
+    params = registry.client.get_run(tags["mlgate.run_id"]).data.params
+    assert float(params["metrics.threshold"]) == chosen
+    assert params["metrics.threshold_rule"] == "max_f1"
+
+    assert registry.evaluate(v, *rule) == 0
+    decision = registry.decision(v, tmp_path)
+    assert decision["metrics"]["candidate"]["threshold"] == chosen
+    champion = registry.client.get_model_version(registry.model, registry.staging()).tags
+    assert decision["metrics"]["champion"]["threshold"] == float(champion["mlgate.threshold"])
+
+    meta = export_bundle(registry.client, registry.model, v, tmp_path / "bundle")
+    assert meta["threshold"] == chosen
+    assert load_bundle(tmp_path / "bundle", threads=1).threshold == chosen
 
 
 def champion_files(registry: Registry, version: str) -> Path:

@@ -149,6 +149,9 @@ def test_run_finished_with_params_metrics_and_inputs(trained) -> None:
     params = run.data.params
     assert params["xgb.max_depth"] == "3" and params["num_boost_round"] == "400"
     assert params["split.seed"] == "42" and params["model.num_features"] == "30"
+    assert params["metrics.threshold"] == "0.5" and params["metrics.threshold_rule"] == "0.5"
+    assert trained["version"].tags["mlgate.threshold"] == "0.5"
+    assert trained["version"].tags["mlgate.threshold.rule"] == "0.5"
     metrics = run.data.metrics
     for name in ("auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"):
         assert f"holdout_{name}" in metrics
