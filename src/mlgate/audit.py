@@ -65,7 +65,7 @@ def _suggest(client, name: str) -> str:
 
 
 def resolve(client, name: str, which: str | None):  # -> ModelVersion
-    from mlgate.evaluate import get_version
+    from mlgate.registry import get_version
 
     if which is None or which in ALIASES:
         alias = which or "production"

@@ -27,39 +27,11 @@ from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
 from mlgate.latency import measure_models
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
+from mlgate.registry import CHAMPION_ALIASES, find_champion, get_version  # noqa: F401
 from mlgate.settings import GateSettings, Settings
 from mlgate.significance import PairedAuc, delong, statement
 from mlgate.split import holdout_from_keys
 from mlgate.train import features_of
-
-CHAMPION_ALIASES = ("production", "staging")
-
-
-def find_champion(client, name: str, candidate_version: str) -> ModelRef | None:
-    """The version holding `production`, else `staging`; the candidate itself never counts."""
-    for alias in CHAMPION_ALIASES:
-        version = tracking.version_by_alias(client, name, alias)
-        if version is not None and str(version.version) != str(candidate_version):
-            return ModelRef(name, str(version.version), version.run_id, alias)
-    return None
-
-
-def get_version(client, name: str, version: str):  # -> ModelVersion
-    """A registered version; one that does not exist is the caller's mistake, not MLflow's."""
-    from mlflow.exceptions import MlflowException
-
-    with tracking.errors(f"reading {name} version {version}"):
-        try:
-            return client.get_model_version(name, version)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-    raise ConfigError(
-        f"model '{name}' has no version {version}",
-        fix="pass --candidate-version with a registered version (the train step's "
-        "model-version output), and the same model.name",
-    )
-
 
 def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None) -> pd.DataFrame:
     """The data version a model was trained on: the pulled workspace file when it is that

@@ -20,7 +20,7 @@ from typing import Any
 from mlgate import cli, github, tracking
 from mlgate.decision import DECISION_ARTIFACT, check_schema
 from mlgate.errors import GateFailed
-from mlgate.evaluate import find_champion, get_version
+from mlgate.registry import find_champion, get_version
 from mlgate.settings import Settings
 
 STAGING = "staging"

@@ -12,7 +12,8 @@ Training applies it once, on the validation part (never the holdout, which judge
 records the number with the model: tag `mlgate.threshold` on the version (with
 `mlgate.threshold.rule`) and param `metrics.threshold` on the run. Evaluation computes each
 model's threshold metrics at its own recorded threshold, and the serving bundle labels rows
-(`?labels=true`) with it. This module imports numpy only, so settings can parse rules cheaply.
+(`?labels=true`) with it. Parsing imports nothing heavy (settings parse rules in every stage);
+choosing imports numpy.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mlgate.errors import ConfigError, ModelError, did_you_mean
 
@@ -33,6 +32,8 @@ PARAM = "metrics.threshold"
 RULE_PARAM = "metrics.threshold_rule"
 DEFAULT = 0.5  # what a model recorded without a threshold is served with
 RULES = ("max_f1", "precision>=", "recall>=")
+if TYPE_CHECKING:
+    import numpy as np
 _TARGET = re.compile(r"(?P<metric>precision|recall)\s*>=\s*(?P<target>[0-9]*\.?[0-9]+)")
 _FIX = (
     "set metrics.threshold to a probability such as 0.5, or to a rule: max_f1, "
@@ -96,6 +97,8 @@ def parse(value: Any) -> Rule:
 def counts(y_true: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct scores, highest first, and the true / false positives when predicting
     positive at or above each."""
+    import numpy as np
+
     y = np.asarray(y_true).astype(bool)
     scores = np.asarray(proba, dtype=np.float64)
     order = np.argsort(-scores, kind="mergesort")
@@ -109,6 +112,8 @@ def counts(y_true: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def choose(rule: Rule, y_true: np.ndarray, proba: np.ndarray) -> Chosen:
     """Apply `rule` to validation labels and scores. A target no threshold reaches is a
     ModelError (training stops; no version is registered)."""
+    import numpy as np
+
     y = np.asarray(y_true).astype(bool)
     if rule.kind == "fixed":
         assert rule.value is not None
@@ -148,6 +153,8 @@ def choose(rule: Rule, y_true: np.ndarray, proba: np.ndarray) -> Chosen:
 
 def at(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
     """Precision, recall and F1 at `threshold` (0 where undefined)."""
+    import numpy as np
+
     y = np.asarray(y_true).astype(bool)
     predicted = np.asarray(proba, dtype=np.float64) >= threshold
     tp = int(np.count_nonzero(predicted & y))
