@@ -831,7 +831,7 @@ def train_project(root: Path, rows: int, columns: int, *, rounds: int, env) -> P
                 "seed": 1,
             },
         },
-        "gate": {"max_latency_p95_ms": None},
+        "gate": {"max_latency_ms": None},
         "tracking": {"uri": "sqlite:///mlflow.db"},
     }
     (project / "params.yaml").write_text(yaml.safe_dump(settings))

@@ -356,12 +356,14 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
     for role, value in cut.items():
         metrics[role]["threshold"] = value
         flags += thresholds.flags(role, metrics[role]["overall"], value)
-    boosters = {"candidate": booster_of(cand_model, candidate, "candidate")}
-    if champion is not None:
-        boosters["champion"] = booster_of(champ_model, champion, "champion")
-    latency_ms = measure_models(
-        boosters, features.to_numpy(dtype="float64"), compiler=settings.serve.compiler
-    )
+    latency_ms: dict[str, Any] = {"note": "not measured: no latency check is on"}
+    if settings.gate.max_latency_ms is not None or settings.gate.max_latency_ratio is not None:
+        boosters = {"candidate": booster_of(cand_model, candidate, "candidate")}
+        if champion is not None:
+            boosters["champion"] = booster_of(champ_model, champion, "champion")
+        latency_ms = measure_models(
+            boosters, features.to_numpy(dtype="float64"), compiler=settings.serve.compiler
+        )
     fairness = (
         disparate_impact(holdout, cand_proba, settings.gate.fairness_column, threshold)
         if settings.gate.fairness_column
