@@ -146,10 +146,15 @@ def measure(
 
 
 def measure_models(
-    boosters: Mapping[str, Any], rows: np.ndarray, *, compiler: str, seed: int = 0
+    boosters: Mapping[str, Any],
+    rows: np.ndarray,
+    *,
+    compiler: str,
+    rounds: int = ROUNDS,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Compile (when possible) and measure: the `latency_ms` block of the decision."""
     with tempfile.TemporaryDirectory(prefix="mlgate-latency-") as tmp:
         trees, engine, note = serving_trees(boosters, compiler, Path(tmp))
-        record = measure(trees, rows, seed=seed)
+        record = measure(trees, rows, rounds=rounds, seed=seed)
     return {"engine": engine, "engine_note": note, **record}
