@@ -385,6 +385,103 @@ BAD = [
         "unknown outputs",
     ),
     ("POST", "/v2/models/toy/infer", {"inputs": ROWS}, "text/csv", 415, "application/json"),
+    # issue 20: misaligned input is refused, never scored from shifted values
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": ["gamma", "alpha", "beta"], "data": [[2, 0.5, -1, 7]]}},
+        "application/json",
+        400,
+        "rows have 4 values but columns names 3",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": ["gamma", "alpha", "beta"], "data": [[2, 0.5]]}},
+        "application/json",
+        400,
+        "rows have 2 values but columns names 3",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": FEATURES, "data": [[2, 0.5, 1, 7]]}},
+        "application/json",
+        400,
+        "rows have 4 values but columns names 3",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [
+                {"name": f, "shape": [1], "datatype": "FP64", "data": [i]}
+                for i, f in enumerate(["alpha", "beta", "gamma", "alpha"])
+            ]
+        },
+        "application/json",
+        400,
+        "repeated 'alpha'",
+    ),
+    # issue 20: containers where names belong are a 400, not an unhashable-type 500
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": [["alpha"], "beta", "gamma"], "data": [[1, 2, 3]]}},
+        "application/json",
+        400,
+        "column names must be strings (found list",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": [{"a": 1}, "beta", "gamma"], "data": [[1, 2, 3]]}},
+        "application/json",
+        400,
+        "column names must be strings (found dict",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": ["FP64"], "data": [1, 2, 3]}]},
+        "application/json",
+        400,
+        "name and datatype must be strings",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [
+                {"name": [f], "shape": [1], "datatype": "FP64", "data": [1]} for f in FEATURES
+            ]
+        },
+        "application/json",
+        400,
+        "name and datatype must be strings",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+            "outputs": [{"name": ["probability"]}],
+        },
+        "application/json",
+        400,
+        "outputs must be a list of",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+            "outputs": 5,
+        },
+        "application/json",
+        400,
+        "outputs must be a list of",
+    ),
 ]
 
 
@@ -403,6 +500,36 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     if not path.startswith("/v2"):
         assert out["error_code"] in {"BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST"}
     assert call(app, "POST", "/invocations", {"inputs": ROWS})[0] == 200
+
+
+def test_a_csv_field_over_the_csv_modules_limit_is_a_400(tmp_path: Path) -> None:
+    """Python's csv module stops at 128 KB a field: that is the client's error, not a 500."""
+    bundle = load_bundle(make_bundle(tmp_path / "b"))
+    roomy = App(bundle, Limits(max_body_bytes=1024 * 1024))
+    body = "alpha,beta,gamma\n1," + "9" * (200 * 1024) + ",3\n"
+    status, out = call(roomy, "POST", "/invocations", body, "text/csv")
+    assert status == 400, out
+    assert "CSV line 2" in out["message"] and "field larger than field limit" in out["message"]
+    assert call(roomy, "POST", "/invocations", "alpha,beta,gamma\n1,2,3\n", "text/csv")[0] == 200
+
+
+def test_a_misaligned_split_is_refused_where_it_was_scored_before(app: App) -> None:
+    """The issue's case: reordered columns plus one extra value per row used to score the
+    first three values under the wrong names; now a 400, and the aligned body still scores."""
+    reordered = ["gamma", "alpha", "beta"]
+    aligned = [[r[2], r[0], r[1]] for r in ROWS]
+    status, out = call(
+        app,
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": reordered, "data": [[*r, 0.0] for r in aligned]}},
+    )
+    assert status == 400 and "columns names 3" in out["message"]
+    status, out = call(
+        app, "POST", "/invocations", {"dataframe_split": {"columns": reordered, "data": aligned}}
+    )
+    assert status == 200
+    np.testing.assert_allclose(out["predictions"], expected(app), atol=1e-7)
 
 
 def test_missing_values_pass_when_allowed(tmp_path: Path) -> None:
