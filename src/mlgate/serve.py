@@ -28,6 +28,7 @@ pandera or xgboost at run time.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -738,7 +739,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = cli.settings_from(args, environ)
         s = settings.serve
         bundle_dir = settings.path(s.bundle).resolve()
-        load_bundle(bundle_dir)  # fail here, with the fix, not inside a worker
+        bundle = load_bundle(bundle_dir)  # fail here, with the fix, not inside a worker
         # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
         # previous handler: make that a no-op, so a stopped server exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)
@@ -757,13 +758,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 "MLGATE_MONITOR_LOG_MAX_PENDING_ROWS": str(m.log_max_pending_rows),
             }
         )
+        from mlgate.serve_protocol import LimitedHttpToolsProtocol
+
+        print(startup_line(bundle, s.host, s.port, s.workers), flush=True)
         uvicorn.run(
             "mlgate.serve:create_app",
             factory=True,
             host=s.host,
             port=s.port,
             workers=s.workers,
-            http="httptools",
+            # httptools, plus the head size cap and read timeout it lacks (serve_protocol)
+            http=functools.partial(
+                LimitedHttpToolsProtocol,
+                max_header_bytes=s.max_header_bytes,
+                read_timeout=s.read_timeout_seconds,
+            ),
             loop="uvloop" if _has("uvloop") else "asyncio",
             access_log=False,
             log_level="warning",
@@ -773,6 +782,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 0
 
     return cli.run(action)
+
+
+def startup_line(bundle: Bundle, host: str, port: int, workers: int) -> str:
+    """The one line `mlgate serve` prints when it starts."""
+    address = f"[{host}]" if ":" in host else host
+    return (
+        f"mlgate serve: model {bundle.name} version {bundle.version} on "
+        f"http://{address}:{port} with {workers} worker{'s' if workers != 1 else ''}, "
+        f"engine {bundle.trees.engine}"
+    )
 
 
 def _has(module: str) -> bool:
