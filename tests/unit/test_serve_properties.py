@@ -1,10 +1,10 @@
 """Property tests of the model server's input handling (issue 20): for requests generated across
-every format the server accepts (MLflow's dataframe_split / dataframe_records / instances / inputs
-JSON, CSV, OIP v2 JSON with one tensor or one input per feature), in any column order, with and
-without a corruption (an extra or a missing value, a repeated, unknown or non-string name, a value of
-the wrong type, nested junk), the answer is either a 4xx with a message, or a 200 whose
-probabilities equal an independent oracle: the XGBoost Booster's own `predict` on exactly the
-generated rows in the model's feature order (never the server's scoring path).
+every format the server accepts (MLflow's dataframe_split / dataframe_records / instances /
+inputs JSON, CSV, OIP v2 JSON with one tensor or one input per feature), in any column order,
+with and without a corruption (an extra or a missing value, a repeated, unknown or non-string
+name, a value of the wrong type, nested junk), the answer is either a 4xx with a message, or a
+200 whose probabilities equal an independent oracle: the XGBoost Booster's own `predict` on
+exactly the generated rows in the model's feature order (never the server's scoring path).
 
 A correct encoding must get that 200; a corrupted one must get a 4xx (scoring it would mean the
 values were matched to the wrong names). Arbitrary JSON in every slot must never get a 5xx."""
@@ -153,14 +153,14 @@ def encode(fmt: str, rows: list[list[Any]], order: list[int], corruption: str, d
     if fmt == "split":
         return invocations, dumps({"dataframe_split": {"columns": names, "data": table}}), "json"
     if fmt == "split-nocolumns":
-        data = [[row[i] for i in np.argsort(order)] if len(row) == len(order) else row for row in table]
+        data = _model_order(table, order)
         return invocations, dumps({"dataframe_split": {"data": data}}), "json"
     if fmt in {"records", "instances-records"}:
         records = [_record(names, row) for row in table]
         key = "dataframe_records" if fmt == "records" else "instances"
         return invocations, dumps({key: records}), "json"
     if fmt in {"instances", "inputs"}:
-        data = [[row[i] for i in np.argsort(order)] if len(row) == len(order) else row for row in table]
+        data = _model_order(table, order)
         return invocations, dumps({fmt: data}), "json"
     if fmt == "inputs-columns":
         columns = _columns(names, table)
@@ -173,7 +173,7 @@ def encode(fmt: str, rows: list[list[Any]], order: list[int], corruption: str, d
             writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in row])
         return invocations, text.getvalue().encode(), "csv"
     if fmt in {"oip-tensor", "oip-tensor-nested"}:
-        data = [[row[i] for i in np.argsort(order)] if len(row) == len(order) else row for row in table]
+        data = _model_order(table, order)
         flat = [v for row in data for v in row]
         tensor = {
             "name": "input-0",
@@ -191,6 +191,13 @@ def encode(fmt: str, rows: list[list[Any]], order: list[int], corruption: str, d
         shape = [len(rows), 1] if shape_2d else [len(rows)]
         tensors.append({"name": name, "shape": shape, "datatype": "FP64", "data": data})
     return infer, dumps({"inputs": tensors}), "json"
+
+
+def _model_order(table: list[list[Any]], order: list[int]) -> list[list[Any]]:
+    """Rows back in the model's feature order (formats without names); a row of the wrong
+    length is sent as it is."""
+    back = np.argsort(order)
+    return [[row[i] for i in back] if len(row) == len(order) else row for row in table]
 
 
 def _record(names: list[Any], row: list[Any]) -> dict[str, Any]:
@@ -248,7 +255,8 @@ def test_every_format_scores_exactly_the_named_columns_or_refuses(served, reques
         got = out["outputs"][0]["data"]
     else:
         got = out["predictions"]
-    np.testing.assert_allclose(got, oracle(booster, _csv_rows(rows, body, fmt)), rtol=0, atol=1e-6)
+    want = oracle(booster, _csv_rows(rows, body, fmt))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 def _csv_rows(rows: list[list[Any]], body: bytes, fmt: str) -> list[list[Any]]:
@@ -266,7 +274,8 @@ json_values = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=25,
 )
 maybe_name = st.sampled_from(FEATURES) | json_values
@@ -279,7 +288,9 @@ maybe_name = st.sampled_from(FEATURES) | json_values
     data=json_values,
     split=st.booleans(),
 )
-def test_nested_junk_in_mlflow_json_is_a_4xx_never_a_500(served, key, columns, data, split) -> None:
+def test_nested_junk_in_mlflow_json_is_a_4xx_never_a_500(
+    served, key, columns, data, split
+) -> None:
     app, _ = served
     value = {"columns": columns, "data": data} if key == "dataframe_split" and split else data
     status, out = call(app, "/invocations", json.dumps({key: value}).encode(), "application/json")
@@ -299,14 +310,17 @@ def test_nested_junk_in_mlflow_json_is_a_4xx_never_a_500(served, key, columns, d
         ),
         max_size=5,
     ),
-    outputs=st.none() | json_values | st.lists(st.fixed_dictionaries({"name": maybe_name}), max_size=3),
+    outputs=st.none()
+    | json_values
+    | st.lists(st.fixed_dictionaries({"name": maybe_name}), max_size=3),
 )
 def test_nested_junk_in_oip_json_is_a_4xx_never_a_500(served, tensors, outputs) -> None:
     app, _ = served
     payload: dict[str, Any] = {"inputs": tensors}
     if outputs is not None:
         payload["outputs"] = outputs
-    status, out = call(app, "/v2/models/prop/infer", json.dumps(payload).encode(), "application/json")
+    body = json.dumps(payload).encode()
+    status, out = call(app, "/v2/models/prop/infer", body, "application/json")
     assert status == 200 or _is_refused_correctly(status, out), (status, out)
 
 
