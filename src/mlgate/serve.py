@@ -20,7 +20,10 @@ fails a request.
 
 Bad input is a 4xx JSON error that says what is wrong, never a 500: wrong or missing columns,
 non-numbers, nulls (unless `serve.allow_missing`), ragged rows, malformed JSON, bodies over
-`serve.max_body_bytes`, unsupported content types, unknown models. The image needs only numpy,
+`serve.max_body_bytes`, unsupported content types, unknown models; rows whose length differs
+from the named columns and repeated or non-string names (never scored from shifted values);
+heads over `serve.max_header_bytes` (431) and requests incomplete after
+`serve.read_timeout_seconds` (408), both in mlgate.serve_protocol. The image needs only numpy,
 uvicorn, orjson, prometheus-client, pyyaml and boto3 (the log's S3 sink): no MLflow, DVC,
 pandera or xgboost at run time.
 """
