@@ -20,7 +20,10 @@ fails a request.
 
 Bad input is a 4xx JSON error that says what is wrong, never a 500: wrong or missing columns,
 non-numbers, nulls (unless `serve.allow_missing`), ragged rows, malformed JSON, bodies over
-`serve.max_body_bytes`, unsupported content types, unknown models. The image needs only numpy,
+`serve.max_body_bytes`, unsupported content types, unknown models; rows whose length differs
+from the named columns and repeated or non-string names (never scored from shifted values);
+heads over `serve.max_header_bytes` (431) and requests incomplete after
+`serve.read_timeout_seconds` (408), both in mlgate.serve_protocol. The image needs only numpy,
 uvicorn, orjson, prometheus-client, pyyaml and boto3 (the log's S3 sink): no MLflow, DVC,
 pandera or xgboost at run time.
 """
@@ -28,6 +31,7 @@ pandera or xgboost at run time.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -396,21 +400,28 @@ class App:
         except UnicodeDecodeError as exc:
             raise BadRequest(f"CSV body is not UTF-8: {exc}") from exc
         reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
-        if not header:
-            raise BadRequest("CSV body is empty; send a header row and data rows")
-        self._check_columns(header, "CSV header")
-        order = [header.index(name) for name in self.features]
-        rows = []
-        for n, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise BadRequest(f"CSV line {n} has {len(row)} fields, the header {len(header)}")
-            try:
-                rows.append([float(row[i]) if row[i] != "" else math.nan for i in order])
-            except ValueError as exc:
-                raise BadRequest(f"CSV line {n}: {exc}") from exc
+        try:
+            header = next(reader, None)
+            if not header:
+                raise BadRequest("CSV body is empty; send a header row and data rows")
+            self._check_columns(header, "CSV header")
+            order = [header.index(name) for name in self.features]
+            rows = []
+            for n, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise BadRequest(
+                        f"CSV line {n} has {len(row)} fields, the header {len(header)}"
+                    )
+                try:
+                    rows.append([float(row[i]) if row[i] != "" else math.nan for i in order])
+                except ValueError as exc:
+                    raise BadRequest(f"CSV line {n}: {exc}") from exc
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KB)
+            raise BadRequest(
+                f"CSV line {reader.line_num}: {exc}; send one number per field"
+            ) from None
         return self.matrix(rows, "CSV")
 
     # -- Open Inference Protocol v2 -----------------------------------------------------------
@@ -422,6 +433,11 @@ class App:
         for t in tensors:
             if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
                 raise BadRequest("each input needs name, shape, datatype and data")
+            if not isinstance(t["name"], str) or not isinstance(t["datatype"], str):
+                raise BadRequest(
+                    f"input name {_short(t['name'])} / datatype {_short(t['datatype'])}: "
+                    "name and datatype must be strings"
+                )
             if t["datatype"] not in OIP_NUMERIC:
                 raise BadRequest(
                     f"input '{t['name']}': datatype {t['datatype']} is not numeric; "
@@ -438,8 +454,9 @@ class App:
                 )
             matrix = self.matrix(_flat(t), f"input '{t['name']}'", shape=shape)
         else:
+            names = [t["name"] for t in tensors]
+            self._check_columns(names, "inputs")  # a repeated name is refused, not overwritten
             by_name = {t["name"]: t for t in tensors}
-            self._check_columns(list(by_name), "inputs")
             columns = []
             for name in self.features:
                 shape = _shape(by_name[name])
@@ -449,13 +466,8 @@ class App:
             if len({len(c) for c in columns}) != 1:
                 raise BadRequest("every input must have the same number of rows")
             matrix = self.matrix(columns, "inputs", by_column=True)
+        requested = self._outputs(payload.get("outputs"))
         proba = self.predict(matrix)
-        requested = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
-        unknown = requested - {"probability", "label"}
-        if unknown:
-            raise BadRequest(
-                f"unknown outputs {sorted(unknown)}; this model has probability, label"
-            )
         outputs = []
         if not requested or "probability" in requested:
             outputs.append(
@@ -479,8 +491,33 @@ class App:
             out["id"] = payload["id"]
         return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
 
+    @staticmethod
+    def _outputs(outputs: Any) -> set[str]:
+        """The requested OIP outputs' names, checked before scoring (nothing half done)."""
+        if outputs is None:
+            return set()
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise BadRequest(
+                'outputs must be a list of {"name": "probability"} or {"name": "label"}'
+            )
+        requested = {o["name"] for o in outputs}
+        unknown = requested - {"probability", "label"}
+        if unknown:
+            raise BadRequest(
+                f"unknown outputs {sorted(unknown)}; this model has probability, label"
+            )
+        return requested
+
     # -- shared -------------------------------------------------------------------------------
-    def _check_columns(self, given: list[str], where: str) -> None:
+    def _check_columns(self, given: list[Any], where: str) -> None:
+        if not all(isinstance(g, str) for g in given):
+            bad = next(g for g in given if not isinstance(g, str))
+            raise BadRequest(
+                f"{where}: column names must be strings (found {type(bad).__name__} "
+                f"{_short(bad)}); GET /version lists the {len(self.features)} inputs"
+            )
         if len(given) != len(self.features) or set(given) != self.index.keys():
             self._columns_error(given, where)
 
@@ -518,10 +555,16 @@ class App:
                 f"{self.limits.max_rows}: split the batch",
                 413,
             )
+        if columns is not None:  # names first: a bad name is the clearer message
+            if not isinstance(columns, list):
+                raise BadRequest(f"{where}: columns must be a list of names")
+            self._check_columns(columns, f"{where.rsplit('.', 1)[0]}.columns")
         try:
             array = np.asarray(data)
-        except ValueError as exc:  # ragged
-            raise BadRequest(f"{where}: rows have different lengths ({exc})") from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # ragged, deep
+            raise BadRequest(
+                f"{where}: rows have different lengths or are not lists of numbers ({exc})"
+            ) from None
         if array.dtype.kind in "fiub":  # JSON true/false count as 1/0, as in numpy and pandas
             array = array.astype(np.float64, copy=False)
         elif array.dtype.kind == "O":
@@ -538,9 +581,13 @@ class App:
         if by_column:
             array = np.ascontiguousarray(array.T)
         if columns is not None:
-            if not isinstance(columns, list):
-                raise BadRequest(f"{where}: columns must be a list of names")
-            self._check_columns(columns, f"{where.rsplit('.', 1)[0]}.columns")
+            # Every row carries exactly one value per named column, or the values would be
+            # matched to the wrong names (an extra value would silently shift them).
+            if array.shape[1] != len(columns):
+                raise BadRequest(
+                    f"{where}: rows have {array.shape[1]} values but columns names "
+                    f"{len(columns)}; send one value per column in each row"
+                )
             if columns != self.features:
                 array = array[:, [columns.index(name) for name in self.features]]
         if array.shape[1] != len(self.features):
@@ -565,11 +612,13 @@ class App:
             if value is not None and not isinstance(value, (int, float)):
                 raise BadRequest(
                     f"{where}: values must be numbers (found {type(value).__name__}"
-                    f" {str(value)[:40]!r})"
+                    f" {_short(value)})"
                 )
-        return np.array([math.nan if v is None else v for v in flat], dtype=np.float64).reshape(
-            array.shape
-        )
+        try:
+            values = [math.nan if v is None else float(v) for v in flat]
+        except OverflowError as exc:  # an integer beyond float64
+            raise BadRequest(f"{where}: a value is too large for a float64 ({exc})") from None
+        return np.array(values, dtype=np.float64).reshape(array.shape)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         proba = self.bundle.predict(matrix)
@@ -627,6 +676,11 @@ def _flat(tensor: dict[str, Any]) -> list[Any]:
             f"input '{tensor['name']}': {len(flat)} values for shape {tensor['shape']} ({expected})"
         )
     return flat
+
+
+def _short(value: Any) -> str:
+    """A value quoted for an error message, cut to 40 characters."""
+    return repr(str(value)[:40])
 
 
 def _few(names: Sequence[Any], n: int = 5) -> str:
@@ -688,7 +742,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = cli.settings_from(args, environ)
         s = settings.serve
         bundle_dir = settings.path(s.bundle).resolve()
-        load_bundle(bundle_dir)  # fail here, with the fix, not inside a worker
+        bundle = load_bundle(bundle_dir)  # fail here, with the fix, not inside a worker
         # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
         # previous handler: make that a no-op, so a stopped server exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)
@@ -707,13 +761,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 "MLGATE_MONITOR_LOG_MAX_PENDING_ROWS": str(m.log_max_pending_rows),
             }
         )
+        from mlgate.serve_protocol import LimitedHttpToolsProtocol
+
+        print(startup_line(bundle, s.host, s.port, s.workers), flush=True)
         uvicorn.run(
             "mlgate.serve:create_app",
             factory=True,
             host=s.host,
             port=s.port,
             workers=s.workers,
-            http="httptools",
+            # httptools, plus the head size cap and read timeout it lacks (serve_protocol)
+            http=functools.partial(
+                LimitedHttpToolsProtocol,
+                max_header_bytes=s.max_header_bytes,
+                read_timeout=s.read_timeout_seconds,
+            ),
             loop="uvloop" if _has("uvloop") else "asyncio",
             access_log=False,
             log_level="warning",
@@ -723,6 +785,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 0
 
     return cli.run(action)
+
+
+def startup_line(bundle: Bundle, host: str, port: int, workers: int) -> str:
+    """The one line `mlgate serve` prints when it starts."""
+    address = f"[{host}]" if ":" in host else host
+    return (
+        f"mlgate serve: model {bundle.name} version {bundle.version} on "
+        f"http://{address}:{port} with {workers} worker{'s' if workers != 1 else ''}, "
+        f"engine {bundle.trees.engine}"
+    )
 
 
 def _has(module: str) -> bool:

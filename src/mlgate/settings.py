@@ -149,6 +149,8 @@ class ServeSettings:
     allow_missing: bool = False  # null/NaN inputs: refuse (False) or let XGBoost treat as missing
     graceful_seconds: float = 20.0  # on SIGTERM: finish in-flight requests this long
     compiler: str = "cc"  # C compiler for the bundle's compiled trees (mlgate bundle, deploy)
+    max_header_bytes: int = 16384  # request line + headers; over it: 431, connection closed
+    read_timeout_seconds: float = 30.0  # a whole request (head and body); incomplete: 408, closed
 
 
 @dataclass(frozen=True)
@@ -642,6 +644,13 @@ def _check_consistency(s: Settings) -> None:
             "serve.max_body_bytes must be at least 1024, serve.max_rows at least 1 and "
             "serve.graceful_seconds at least 0",
             fix="correct the serve section",
+        )
+    if s.serve.max_header_bytes < 1024 or s.serve.read_timeout_seconds <= 0:
+        raise ConfigError(
+            "serve.max_header_bytes must be at least 1024 and serve.read_timeout_seconds above 0, "
+            f"got {s.serve.max_header_bytes} and {s.serve.read_timeout_seconds}",
+            fix="correct the serve section (MLGATE_SERVE_MAX_HEADER_BYTES / "
+            "MLGATE_SERVE_READ_TIMEOUT_SECONDS)",
         )
     m = s.monitor
     if m.log_sink is not None and "://" in m.log_sink and not m.log_sink.startswith("s3://"):

@@ -385,6 +385,103 @@ BAD = [
         "unknown outputs",
     ),
     ("POST", "/v2/models/toy/infer", {"inputs": ROWS}, "text/csv", 415, "application/json"),
+    # issue 20: misaligned input is refused, never scored from shifted values
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": ["gamma", "alpha", "beta"], "data": [[2, 0.5, -1, 7]]}},
+        "application/json",
+        400,
+        "rows have 4 values but columns names 3",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": ["gamma", "alpha", "beta"], "data": [[2, 0.5]]}},
+        "application/json",
+        400,
+        "rows have 2 values but columns names 3",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": FEATURES, "data": [[2, 0.5, 1, 7]]}},
+        "application/json",
+        400,
+        "rows have 4 values but columns names 3",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [
+                {"name": f, "shape": [1], "datatype": "FP64", "data": [i]}
+                for i, f in enumerate(["alpha", "beta", "gamma", "alpha"])
+            ]
+        },
+        "application/json",
+        400,
+        "repeated 'alpha'",
+    ),
+    # issue 20: containers where names belong are a 400, not an unhashable-type 500
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": [["alpha"], "beta", "gamma"], "data": [[1, 2, 3]]}},
+        "application/json",
+        400,
+        "column names must be strings (found list",
+    ),
+    (
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": [{"a": 1}, "beta", "gamma"], "data": [[1, 2, 3]]}},
+        "application/json",
+        400,
+        "column names must be strings (found dict",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": ["FP64"], "data": [1, 2, 3]}]},
+        "application/json",
+        400,
+        "name and datatype must be strings",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [
+                {"name": [f], "shape": [1], "datatype": "FP64", "data": [1]} for f in FEATURES
+            ]
+        },
+        "application/json",
+        400,
+        "name and datatype must be strings",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+            "outputs": [{"name": ["probability"]}],
+        },
+        "application/json",
+        400,
+        "outputs must be a list of",
+    ),
+    (
+        "POST",
+        "/v2/models/toy/infer",
+        {
+            "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+            "outputs": 5,
+        },
+        "application/json",
+        400,
+        "outputs must be a list of",
+    ),
 ]
 
 
@@ -403,6 +500,36 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     if not path.startswith("/v2"):
         assert out["error_code"] in {"BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST"}
     assert call(app, "POST", "/invocations", {"inputs": ROWS})[0] == 200
+
+
+def test_a_csv_field_over_the_csv_modules_limit_is_a_400(tmp_path: Path) -> None:
+    """Python's csv module stops at 128 KB a field: that is the client's error, not a 500."""
+    bundle = load_bundle(make_bundle(tmp_path / "b"))
+    roomy = App(bundle, Limits(max_body_bytes=1024 * 1024))
+    body = "alpha,beta,gamma\n1," + "9" * (200 * 1024) + ",3\n"
+    status, out = call(roomy, "POST", "/invocations", body, "text/csv")
+    assert status == 400, out
+    assert "CSV line 2" in out["message"] and "field larger than field limit" in out["message"]
+    assert call(roomy, "POST", "/invocations", "alpha,beta,gamma\n1,2,3\n", "text/csv")[0] == 200
+
+
+def test_a_misaligned_split_is_refused_where_it_was_scored_before(app: App) -> None:
+    """The issue's case: reordered columns plus one extra value per row used to score the
+    first three values under the wrong names; now a 400, and the aligned body still scores."""
+    reordered = ["gamma", "alpha", "beta"]
+    aligned = [[r[2], r[0], r[1]] for r in ROWS]
+    status, out = call(
+        app,
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": reordered, "data": [[*r, 0.0] for r in aligned]}},
+    )
+    assert status == 400 and "columns names 3" in out["message"]
+    status, out = call(
+        app, "POST", "/invocations", {"dataframe_split": {"columns": reordered, "data": aligned}}
+    )
+    assert status == 200
+    np.testing.assert_allclose(out["predictions"], expected(app), atol=1e-7)
 
 
 def test_missing_values_pass_when_allowed(tmp_path: Path) -> None:
@@ -484,3 +611,99 @@ def _finite(value) -> bool:
         return True
     except ValueError:
         return False
+
+
+@pytest.fixture()
+def live(tmp_path: Path):
+    """The app on a loopback socket, through uvicorn and mlgate's limited httptools protocol
+    (head cap 2048 bytes, read timeout 1 s), in a thread; yields the port."""
+    import functools
+    import socket
+    import threading
+
+    import uvicorn
+
+    from mlgate.serve_protocol import LimitedHttpToolsProtocol
+
+    app = App(load_bundle(make_bundle(tmp_path / "b")))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    protocol = functools.partial(LimitedHttpToolsProtocol, max_header_bytes=2048, read_timeout=1.0)
+    config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join()
+    sock.close()
+
+
+def _exchange(port: int, raw: bytes) -> bytes:
+    """Send raw bytes, read until the server closes (or 60 s pass: a hang fails the test)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        try:
+            conn.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed mid-send: the answer (if any) is still readable or lost
+        chunks = []
+        try:
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+PING = b"GET /ping HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+
+
+def test_an_oversized_header_gets_431_and_ping_still_answers(live: int) -> None:
+    huge = b"GET /ping HTTP/1.1\r\nhost: x\r\nx-junk: " + b"a" * (4 * 1024 * 1024) + b"\r\n\r\n"
+    answer = _exchange(live, huge)
+    # 431 with the setting named, or (if the client was still sending) a closed connection
+    assert answer == b"" or (
+        answer.startswith(b"HTTP/1.1 431") and b"serve.max_header_bytes" in answer
+    ), answer[:200]
+    small_over = b"GET /ping HTTP/1.1\r\nhost: x\r\nx-junk: " + b"a" * 3000 + b"\r\n\r\n"
+    answer = _exchange(live, small_over)
+    assert answer.startswith(b"HTTP/1.1 431") and b"serve.max_header_bytes" in answer, answer
+    assert _exchange(live, PING).startswith(b"HTTP/1.1 200")
+
+
+def test_a_partial_request_is_timed_out_and_ping_still_answers(live: int) -> None:
+    # A head that never ends, then a body that never ends: each gets 408 and a closed
+    # connection (instead of holding it forever); _exchange returns only once it is closed.
+    answer = _exchange(live, b"GET /ping HTTP/1.1\r\nhost: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 408") and b"serve.read_timeout_seconds" in answer
+    partial_body = (
+        b"POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 100\r\n\r\n{\"inputs\": "
+    )
+    answer = _exchange(live, partial_body)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert _exchange(live, PING).startswith(b"HTTP/1.1 200")
+    body = json.dumps({"inputs": ROWS}).encode()
+    request = (
+        b"POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    answer = _exchange(live, request)
+    assert answer.startswith(b"HTTP/1.1 200")
+    got = json.loads(answer.split(b"\r\n\r\n", 1)[1])["predictions"]
+    assert len(got) == len(ROWS) and all(0 < p < 1 for p in got)
+
+
+def test_the_startup_line_names_model_version_address_workers_engine(tmp_path: Path) -> None:
+    from mlgate.serve import startup_line
+
+    bundle = load_bundle(make_bundle(tmp_path / "b"))
+    line = startup_line(bundle, "0.0.0.0", 8080, 2)
+    assert line == (
+        "mlgate serve: model toy version 3 on http://0.0.0.0:8080 with 2 workers, "
+        "engine compiled"
+    )
