@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mlgate import cli, github, tracking
-from mlgate.data import file_md5, load_frame, pull
+from mlgate.data import check_id_column, file_md5, load_frame, pull
 from mlgate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
@@ -302,6 +302,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         manifest = json.loads(
             Path(client.download_artifacts(run.info.run_id, "split/holdout.json", tmp)).read_text()
         )
+    check_id_column(frame, settings.data.id_column)
     holdout = holdout_from_keys(
         frame,
         manifest["holdout"],
