@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mlgate import cli, github, lineage, tracking, validate
-from mlgate.data import DataVersion
+from mlgate.data import DataVersion, check_id_column
 from mlgate.errors import ConfigError, did_you_mean
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.settings import GitHubContext, Settings
@@ -134,6 +134,7 @@ def train(settings: Settings) -> TrainResult:
     from mlflow.models import infer_signature
 
     frame, version, _ = validate.check(settings)  # bad data stops here, before any run
+    check_id_column(frame, settings.data.id_column)
     check_xgboost_params(settings.train.params)
     slice_masks(frame, settings.metrics.slices)  # a bad slice query too
     target = settings.data.target
@@ -151,7 +152,14 @@ def train(settings: Settings) -> TrainResult:
     run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
     for ghost in tracking.end_abandoned_runs(client, settings, run_name):
         print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
-    with tracking.errors("logging the training run"), mlflow.start_run(run_name=run_name) as run:
+    lease_tags = tracking.RunLease.tags(settings.tracking.run_lease)
+    with (
+        tracking.errors("logging the training run"),
+        mlflow.start_run(run_name=run_name, tags=lease_tags) as run,
+        tracking.run_lease(
+            client, run.info.run_id, settings, float(lease_tags[tracking.RUN_LEASE])
+        ) as lease,
+    ):
         run_id = run.info.run_id
         booster, best = fit(split, settings)
         proba = predict(booster, split.holdout, settings)
@@ -224,6 +232,7 @@ def train(settings: Settings) -> TrainResult:
             model_uri=model_info.model_uri,
             model_id=model_info.model_id,
             run_id=run_id,
+            lease=lease,
             tags={
                 **tags,
                 "mlgate.run_id": run_id,
