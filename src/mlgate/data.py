@@ -99,7 +99,10 @@ def pull(settings: Settings) -> DataVersion:
 
     config: dict[str, Any] = {}
     try:
-        repo = Repo(str(dvc_file.parent))
+        # Jobs sharing a checkout (six evaluations at once) take turns on DVC's repository
+        # lock, as `dvc --wait-for-lock` does, instead of failing after 3 s. The lock is an
+        # fcntl lock: a killed holder frees it; the job's timeout bounds a stuck one.
+        repo = Repo(str(dvc_file.parent), _wait_for_lock=True)
     except NotDvcRepoError as exc:
         raise DataError(
             f"{dvc_file.parent} is not a DVC repository", fix="run `dvc init` and commit .dvc/"
@@ -119,7 +122,7 @@ def pull(settings: Settings) -> DataVersion:
     if settings.dvc.endpoint_url:
         config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
         repo.close()
-        repo = Repo(str(dvc_file.parent), config=config)
+        repo = Repo(str(dvc_file.parent), config=config, _wait_for_lock=True)
     remote_url = _portable(str(repo.config["remote"][remote]["url"]), settings.project_dir)
 
     with repo, _dvc_messages() as messages:
