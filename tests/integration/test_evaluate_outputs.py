@@ -6,24 +6,36 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlgate import train
-from tests.conftest import BIN, make_project
+from tests.conftest import BIN, make_project, stop
+from tests.integration.test_faults import Server
 from tests.integration.test_gate import WEAK
 from tests.integration.test_train import client, train_args, unique
 
 CANDIDATES = 6
 
 
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> Iterator[str]:
+    """A server of this module's own, given the time a loaded machine needs to start it."""
+    server = Server(tmp_path_factory.mktemp("mlflow-evaluations"))
+    server.start()
+    yield server.uri
+    if server.process is not None:
+        stop(server.process)
+
+
 @pytest.fixture
-def candidates(tmp_path: Path, mlflow_server: str, clean_env: dict) -> tuple[Path, str, dict]:
+def candidates(tmp_path: Path, mlflow_uri: str, clean_env: dict) -> tuple[Path, str, dict]:
     """A strong champion in staging and six candidates: even ones trained like it (they
     pass), odd ones weak stumps (they fail non-inferiority). Returns project, model and
     {version: expected verdict}."""
-    project = make_project(tmp_path / "project")
+    project, mlflow_server = make_project(tmp_path / "project"), mlflow_uri
     model = unique("evaluations")
     c = client(mlflow_server)
 
@@ -38,10 +50,12 @@ def candidates(tmp_path: Path, mlflow_server: str, clean_env: dict) -> tuple[Pat
     return project, model, expected
 
 
+@pytest.mark.timeout(2700)  # seven trainings, then six evaluations sharing two cores
 def test_six_concurrent_evaluations_log_their_own_decisions(
-    candidates, mlflow_server: str, clean_env: dict, tmp_path: Path
+    candidates, mlflow_uri: str, clean_env: dict, tmp_path: Path
 ) -> None:
     project, model, expected = candidates
+    mlflow_server = mlflow_uri
     jobs = {
         version: subprocess.Popen(
             [str(BIN / "mlgate"), "evaluate"]
@@ -55,7 +69,7 @@ def test_six_concurrent_evaluations_log_their_own_decisions(
         )
         for version in expected
     }
-    outputs = {version: job.communicate(timeout=900)[0] for version, job in jobs.items()}
+    outputs = {version: job.communicate(timeout=1800)[0] for version, job in jobs.items()}
     assert all(job.returncode == 0 for job in jobs.values()), outputs
 
     c = client(mlflow_server)
