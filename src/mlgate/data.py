@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mlgate.errors import DataError
-from mlgate.settings import Settings
+from mlgate.errors import ConfigError, DataError, did_you_mean
+from mlgate.settings import Settings, short
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,10 @@ def pull(settings: Settings) -> DataVersion:
 
     config: dict[str, Any] = {}
     try:
-        repo = Repo(str(dvc_file.parent))
+        # Jobs sharing a checkout (six evaluations at once) take turns on DVC's repository
+        # lock, as `dvc --wait-for-lock` does, instead of failing after 3 s. The lock is an
+        # fcntl lock: a killed holder frees it; the job's timeout bounds a stuck one.
+        repo = Repo(str(dvc_file.parent), _wait_for_lock=True)
     except NotDvcRepoError as exc:
         raise DataError(
             f"{dvc_file.parent} is not a DVC repository", fix="run `dvc init` and commit .dvc/"
@@ -119,7 +122,7 @@ def pull(settings: Settings) -> DataVersion:
     if settings.dvc.endpoint_url:
         config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
         repo.close()
-        repo = Repo(str(dvc_file.parent), config=config)
+        repo = Repo(str(dvc_file.parent), config=config, _wait_for_lock=True)
     remote_url = _portable(str(repo.config["remote"][remote]["url"]), settings.project_dir)
 
     with repo, _dvc_messages() as messages:
@@ -244,3 +247,19 @@ def _dvc_messages() -> Iterator[list[str]]:
 def _details(messages: list[str]) -> str:
     lines = [line.strip() for message in messages for line in message.splitlines() if line.strip()]
     return (":\n    " + "\n    ".join(lines[:10])) if lines else ""
+
+
+def check_id_column(frame: pd.DataFrame, id_column: str | None) -> None:
+    """data.id_column, when set, must be a column of the data (it keys the split)."""
+    if id_column is None or id_column in frame.columns:
+        return
+    columns = [str(c) for c in frame.columns]
+    listed = ", ".join(short(c, 40) for c in columns[:20])
+    if len(columns) > 20:
+        listed += f", ... ({len(columns)} in all)"
+    raise ConfigError(
+        f"data.id_column {short(id_column)} is not a column of the data"
+        f"{did_you_mean(str(id_column), columns)}; its columns: {listed}",
+        fix="set data.id_column to the column that identifies a row, or remove it to key "
+        "rows by their feature values",
+    )

@@ -9,6 +9,8 @@ checks; the decision is a versioned JSON record that promotion consumes.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -21,7 +23,7 @@ import pandas as pd
 
 from mlgate import cli, github, tracking
 from mlgate import threshold as thresholds
-from mlgate.data import file_md5, load_frame, pull
+from mlgate.data import check_id_column, file_md5, load_frame, pull
 from mlgate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
@@ -299,6 +301,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         manifest = json.loads(
             Path(client.download_artifacts(run.info.run_id, "split/holdout.json", tmp)).read_text()
         )
+    check_id_column(frame, settings.data.id_column)
     holdout = holdout_from_keys(
         frame,
         manifest["holdout"],
@@ -443,6 +446,27 @@ def model_threshold(
     return value
 
 
+def outputs_dir(settings: Settings, candidate: ModelRef) -> Path:
+    """Where one candidate's evaluation outputs go: `reports/<model>/v<N>/`. Evaluations of
+    different candidates in one checkout so never share a file."""
+    return settings.path(settings.reports.dir) / candidate.name / f"v{candidate.version}"
+
+
+def _publish(private: Path, out: Path) -> None:
+    """Copy each file of this process's private folder into `out`, each atomically (a reader
+    sees the old file or the new one)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for source in private.iterdir():
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{source.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle, source.open("rb") as data:
+                shutil.copyfileobj(data, handle)
+            os.replace(tmp, out / source.name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
 def record(
     settings: Settings,
     client,
@@ -451,26 +475,31 @@ def record(
     cand: np.ndarray,
     champ: np.ndarray | None,
 ) -> Path:
-    """Write the decision JSON and curves, log them to the candidate's run, tag the version."""
-    out = settings.path(settings.reports.dir)
-    path = out / "decision.json"
-    write_json_atomic(path, decision.to_dict())
-    curves = out / "curves.png"
-    plot_curves(curves, y, cand, champ, decision)
-    with tracking.errors("recording the decision"):
-        client.log_artifact(decision.candidate.run_id, str(path), DECISION_ARTIFACT)
-        client.log_artifact(decision.candidate.run_id, str(curves), DECISION_ARTIFACT)
-        for key, value in {
-            "mlgate.decision.verdict": decision.verdict,
-            "mlgate.decision.mode": decision.mode,
-            "mlgate.decision.champion": decision.champion.uri if decision.champion else "none",
-            "mlgate.decision.reasons": "; ".join(decision.reasons)[:4900] or "all checks passed",
-            "mlgate.decision.created_at": decision.created_at,
-        }.items():
-            client.set_model_version_tag(
-                decision.candidate.name, decision.candidate.version, key, value
-            )
-    return path
+    """Write the decision JSON and curves, log them to the candidate's run, tag the version.
+    What is logged is written from `decision`, in a folder private to this process, never read
+    back from a shared one; the copies under `outputs_dir` are for the job's artifact upload."""
+    with tempfile.TemporaryDirectory(prefix="mlgate-decision-") as tmp:
+        private = Path(tmp)
+        write_json_atomic(private / "decision.json", decision.to_dict())
+        plot_curves(private / "curves.png", y, cand, champ, decision)
+        with tracking.errors("recording the decision"):
+            for name in ("decision.json", "curves.png"):
+                path = str(private / name)
+                client.log_artifact(decision.candidate.run_id, path, DECISION_ARTIFACT)
+            for key, value in {
+                "mlgate.decision.verdict": decision.verdict,
+                "mlgate.decision.mode": decision.mode,
+                "mlgate.decision.champion": decision.champion.uri if decision.champion else "none",
+                "mlgate.decision.reasons": "; ".join(decision.reasons)[:4900]
+                or "all checks passed",
+                "mlgate.decision.created_at": decision.created_at,
+            }.items():
+                client.set_model_version_tag(
+                    decision.candidate.name, decision.candidate.version, key, value
+                )
+        out = outputs_dir(settings, decision.candidate)
+        _publish(private, out)
+    return out / "decision.json"
 
 
 def quality_report(
@@ -491,7 +520,8 @@ def quality_report(
 
     target = settings.data.target
     features = list(features_of(holdout, settings).columns)
-    out = settings.path(settings.reports.dir)
+    tmp = tempfile.TemporaryDirectory(prefix="mlgate-evidently-")  # private to this process
+    private = Path(tmp.name)
     written = []
     scored = DataDefinition(
         numerical_columns=features,
@@ -501,12 +531,12 @@ def quality_report(
     def dataset(proba: np.ndarray) -> Dataset:
         return Dataset.from_pandas(holdout.assign(probability=proba), data_definition=scored)
 
-    with warnings.catch_warnings():
+    with tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quality = Report([ClassificationPreset()]).run(
             current_data=dataset(cand), reference_data=dataset(champ) if champ is not None else None
         )
-        written.append(out / "evidently-quality.html")
+        written.append(private / "evidently-quality.html")
         quality.save_html(str(written[-1]))
         if reference is not None:
             plain = DataDefinition(numerical_columns=features)
@@ -514,12 +544,14 @@ def quality_report(
                 current_data=Dataset.from_pandas(current[features], data_definition=plain),
                 reference_data=Dataset.from_pandas(reference[features], data_definition=plain),
             )
-            written.append(out / "evidently-drift.html")
+            written.append(private / "evidently-drift.html")
             drift.save_html(str(written[-1]))
-    with tracking.errors("logging the evidently reports"):
-        for path in written:
-            client.log_artifact(decision.candidate.run_id, str(path), DECISION_ARTIFACT)
-    return written
+        with tracking.errors("logging the evidently reports"):
+            for path in written:
+                client.log_artifact(decision.candidate.run_id, str(path), DECISION_ARTIFACT)
+        out = outputs_dir(settings, decision.candidate)
+        _publish(private, out)
+    return [out / path.name for path in written]
 
 
 def plot_curves(
@@ -561,8 +593,9 @@ def report(decision: Decision, settings: Settings, *, fail: bool = True) -> None
             "candidate-version": decision.candidate.version,
             "champion-version": decision.champion.version if decision.champion else "",
             "decision": github.relative(
-                settings.path(settings.reports.dir) / "decision.json", Path.cwd()
+                outputs_dir(settings, decision.candidate) / "decision.json", Path.cwd()
             ),
+            "reports-dir": github.relative(outputs_dir(settings, decision.candidate), Path.cwd()),
         },
     )
     for flag in decision.flags:

@@ -134,6 +134,9 @@ class TrackingSettings:
     # wait this long for another holder, and count a holder dead after its lease.
     lock_wait: float = 180.0  # seconds
     lock_lease: float = 120.0  # seconds; far longer than any move takes
+    # A training run carries a lease its job renews every run_lease/3 s; only a RUNNING run
+    # whose lease ran out counts as abandoned (its job is dead) and is ended by a re-run.
+    run_lease: float = 60.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,7 @@ def load_settings(
         **sections,
     )
     _check_consistency(settings)
+    _check_inputs(settings)
     return settings
 
 
@@ -393,10 +397,18 @@ def _params_path(given: str | Path | None, env: Mapping[str, str], cwd: Path) ->
 
 def _read_params_file(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > PARAMS_MAX_BYTES:  # refused before it is read: no parse, no echo
+            raise ConfigError(
+                f"{path.name} is {size:,} bytes, over the {PARAMS_MAX_BYTES:,}-byte cap of a "
+                "params file",
+                fix=f"{path.name} holds settings, not data: remove what does not belong there",
+            )
+        data = safe_yaml(path.read_text(encoding="utf-8"), path.name)
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"{path.name} is not valid YAML: {exc}", fix=f"correct the YAML syntax of {path}"
+            f"{path.name} is not valid YAML: {short(exc, 300)}",
+            fix=f"correct the YAML syntax of {path}",
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", fix="check the file's path") from exc
@@ -500,7 +512,7 @@ def _check_key(section: str, key: str | None, source: str) -> None:
 
 def _parse_scalar(raw: _Raw) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else None
+        return safe_yaml(raw, raw.source) if raw.strip() else None
     except yaml.YAMLError:
         return str(raw)
 
@@ -514,7 +526,7 @@ def _as_mapping(value: Any, name: str) -> dict[str, Any]:
         value = _parse_scalar(value) or {}
     if not isinstance(value, dict):
         raise ConfigError(
-            f"{name} must be a mapping, got {value!r}",
+            f"{name} must be a mapping, got {short(value)}",
             fix=f"write {name} as 'key: value' pairs (in the environment: YAML like '{{a: 1}}')",
         )
     return {str(k): v for k, v in value.items()}
@@ -572,7 +584,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         str: "a string",
         Path: "a path",
     }[base]
-    raise ConfigError(f"{name} must be {kind}, got {value!r}{where}", fix=f"set {name} to {kind}")
+    raise ConfigError(
+        f"{name} must be {kind}, got {short(value)}{where}", fix=f"set {name} to {kind}"
+    )
 
 
 def _threshold(value: Any) -> float | str:
@@ -598,7 +612,7 @@ def _strip_optional(hint: Any) -> Any:
 def _check_consistency(s: Settings) -> None:
     if not MODEL_NAME.fullmatch(s.model.name):
         raise ConfigError(
-            f"model.name {s.model.name!r} is not a safe registered-model name",
+            f"model.name {short(s.model.name)} is not a safe registered-model name",
             fix="use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     for key in ("validation_fraction", "holdout_fraction"):
@@ -635,7 +649,7 @@ def _check_consistency(s: Settings) -> None:
         )
     if s.deploy.image is not None and not IMAGE.fullmatch(s.deploy.image):
         raise ConfigError(
-            f"deploy.image {s.deploy.image!r} is not an image repository",
+            f"deploy.image {short(s.deploy.image)} is not an image repository",
             fix="write it as REGISTRY/PATH in lower case, without a tag, e.g. "
             "ghcr.io/acme/models/churn",
         )
@@ -655,7 +669,7 @@ def _check_consistency(s: Settings) -> None:
     m = s.monitor
     if m.log_sink is not None and "://" in m.log_sink and not m.log_sink.startswith("s3://"):
         raise ConfigError(
-            f"monitor.log_sink {m.log_sink!r} is neither a directory nor an s3:// URL",
+            f"monitor.log_sink {short(m.log_sink)} is neither a directory nor an s3:// URL",
             fix="write it as a directory (/var/log/mlgate) or s3://BUCKET/PREFIX",
         )
     if min(m.log_batch_rows, m.log_max_pending_rows, m.min_rows, m.max_rows) < 1:
@@ -683,7 +697,7 @@ def _check_consistency(s: Settings) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(
-                f"{key} must be one of {', '.join(allowed)}, got {value!r}"
+                f"{key} must be one of {', '.join(allowed)}, got {short(value)}"
                 f"{did_you_mean(value, allowed)}",
                 fix=f"set {key} to {allowed[0]}",
             )
@@ -717,3 +731,94 @@ def _check_consistency(s: Settings) -> None:
                 f"metrics.slices.{name} must be a pandas query string",
                 fix=f'write it like  {name}: "mean_radius >= 15"',
             )
+
+
+# ---- Bad inputs: bounded params files, no YAML aliases, tracking URIs (issue 16) ----
+
+PARAMS_MAX_BYTES = 1024 * 1024  # a params file is a few KB; anything near this is a mistake
+ECHO_CHARS = 80  # the most of a bad value an error message repeats
+# Backends with a model registry that mlgate drives (MLflow's file store is in maintenance mode
+# and refuses new features; Databricks is untested). SQL schemes may name a driver: `+psycopg2`.
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")
+_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>\S*)")
+
+
+def short(value: Any, limit: int = ECHO_CHARS) -> str:
+    """repr() of a value (str() of an exception) for an error message, cut to `limit`."""
+    text = str(value) if isinstance(value, BaseException) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} chars)"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (`*name`): an alias bomb (`&a [*b, *b, ...]`
+    nested) loads in microseconds as shared references and then expands to gigabytes in the
+    first repr, merge or copy. mlgate's settings never need one."""
+
+    source = "YAML"
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(
+                f"{self.source} uses a YAML alias (*{short(self.peek_event().anchor)}) at line "
+                f"{mark.line + 1}, column {mark.column + 1}; mlgate does not expand aliases",
+                fix="write the value out in full where the alias stands (and drop its &anchor)",
+            )
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load without aliases; `source` names the text in the error."""
+    loader = _NoAliasLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _check_inputs(s: Settings) -> None:
+    check_tracking_uri(s.tracking.uri)
+    if not 1 <= s.tracking.run_lease <= 86400:
+        raise ConfigError(
+            f"tracking.run_lease must be 1-86400 seconds, got {short(s.tracking.run_lease)}",
+            fix="set tracking.run_lease to e.g. 60: a job renews it every third of that",
+        )
+
+
+def check_tracking_uri(uri: str) -> None:
+    """tracking.uri must be a URI of a backend mlgate supports, with a usable location."""
+    match = _URI.fullmatch(uri)
+    if match is None:
+        raise ConfigError(
+            f"tracking.uri {short(uri)} is not a URI",
+            fix="write it as SCHEME://LOCATION: http://HOST:PORT for a tracking server, "
+            "sqlite:///mlflow.db for a local store (MLGATE_TRACKING_URI / --tracking-uri)",
+        )
+    scheme = match["scheme"].lower()
+    if scheme.split("+", 1)[0] not in TRACKING_SCHEMES:
+        raise ConfigError(
+            f"tracking.uri scheme {short(scheme)} is not supported"
+            f"{did_you_mean(scheme, TRACKING_SCHEMES)}",
+            fix=f"use one of: {', '.join(TRACKING_SCHEMES)} (a SQL scheme may name its driver, "
+            "e.g. postgresql+psycopg2://)",
+        )
+    if scheme in {"http", "https"} and not urlparse_host(uri):
+        raise ConfigError(
+            f"tracking.uri {short(uri)} names no host",
+            fix=f"write it as {scheme}://HOST:PORT",
+        )
+    if scheme == "sqlite" and not match["rest"].startswith("/"):
+        raise ConfigError(
+            f"tracking.uri {short(uri)} has no file path (sqlite takes three slashes)",
+            fix="write sqlite:///relative/path.db or sqlite:////absolute/path.db",
+        )
+
+
+def urlparse_host(uri: str) -> str | None:
+    from urllib.parse import urlparse
+
+    try:
+        return urlparse(uri).hostname
+    except ValueError:
+        return None

@@ -25,8 +25,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from mlgate.errors import TrackingError
-from mlgate.settings import Settings
+from mlgate.errors import ConfigError, TrackingError
+from mlgate.settings import Settings, short
 
 FIX_UNREACHABLE = (
     "start the server, or point tracking.uri (MLGATE_TRACKING_URI / "
@@ -62,7 +62,7 @@ def connect(settings: Settings):  # -> mlflow.MlflowClient
     if scheme in {"http", "https"}:
         wait_until_healthy(uri, retries=t.retries, backoff=t.backoff, timeout=t.timeout)
     elif scheme == "sqlite":
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_folder(uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     with errors(f"selecting experiment '{t.experiment}'"):
@@ -74,6 +74,21 @@ def connect(settings: Settings):  # -> mlflow.MlflowClient
             client.create_experiment(t.experiment, artifact_location=location)
         mlflow.set_experiment(t.experiment)
     return client
+
+
+def check_sqlite_folder(uri: str) -> None:
+    """A sqlite store in a folder that does not exist is refused, not created: a mistyped path
+    would otherwise start an empty registry beside the real one, and every version registered
+    there would be invisible to the next job."""
+    path = uri.removeprefix("sqlite:///")
+    if path in {"", ":memory:"}:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"the folder of the sqlite store in tracking.uri does not exist: {short(str(folder))}",
+            fix=f"create it (mkdir -p {short(str(folder))}) or correct tracking.uri",
+        )
 
 
 def wait_until_healthy(uri: str, *, retries: int, backoff: float, timeout: float) -> None:
@@ -123,9 +138,12 @@ def register(
     run_id: str,
     tags: dict[str, str],
     timeout: int = 300,
+    lease: RunLease | None = None,
 ):  # -> ModelVersion
     """Create a version with its tags and description in one call, wait until READY, and
-    delete it again if anything fails: a version never exists without its lineage."""
+    delete it again if anything fails: a version never exists without its lineage. With a
+    `lease`, the run must still be this job's before and after: a version is never left on a
+    run another job has ended."""
     from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
     from mlflow.exceptions import MlflowException
 
@@ -137,6 +155,8 @@ def register(
         except MlflowException as exc:
             if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
                 raise
+    if lease is not None:
+        lease.confirm(f"registering a version of '{name}'")
     try:
         with errors(f"registering a version of '{name}'"):
             version = client.create_model_version(
@@ -155,36 +175,153 @@ def register(
                     f"model version {name}/{version.version} is {version.status}, not READY",
                     fix="check the registry's artifact store, then re-run",
                 )
-            return version
+        if lease is not None:
+            lease.confirm(f"keeping version {version.version} of '{name}'")
+        return version
     except BaseException:
         _delete_versions_of_run(client, name, run_id)
         raise
 
 
+# A training run's lease: the time (epoch seconds) until which its job vouches it is alive,
+# renewed every lease/3 s by a daemon thread of that job (RunLease).
+RUN_LEASE, RUN_HOLDER = "mlgate.lease.expires_at", "mlgate.lease.holder"
+ABANDONED = "mlgate.abandoned"
+# A RUNNING run without a lease comes from an mlgate that had none: ended only when this old.
+LEGACY_RUN_AGE = 24 * 3600.0
+
+
+class RunLease:
+    """The heartbeat of one training run. While the job lives, a daemon thread pushes the
+    run's `mlgate.lease.expires_at` tag `lease` seconds ahead every `lease/3` seconds; a job
+    killed by any means stops renewing, and once the tag's time has passed the run counts as
+    abandoned (`end_abandoned_runs`). The thread also watches the run: when another job ended
+    it (this job was paused past its lease), `confirm` fails, so nothing is registered for a
+    run that is no longer this job's."""
+
+    def __init__(self, client, run_id: str, *, lease: float, expires: float) -> None:
+        import threading
+
+        self.client, self.run_id, self.lease = client, run_id, lease
+        self.expires = expires
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="mlgate-run-lease", daemon=True)
+
+    @staticmethod
+    def tags(lease: float) -> dict[str, str]:
+        """The tags a run is created with, so it is never seen RUNNING without a lease."""
+        return {RUN_LEASE: f"{time.time() + lease:.3f}", RUN_HOLDER: _holder()}
+
+    def __enter__(self) -> RunLease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        # A beat stuck on a dead server must not hold the job's exit; a late one only pushes
+        # the expiry of a run that has ended, which nothing reads.
+        self._thread.join(timeout=2.0)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                run = self.client.get_run(self.run_id)
+                if run.info.status != "RUNNING" or ABANDONED in run.data.tags:
+                    self.lost = f"run {self.run_id} is {run.info.status}, ended by another job"
+                    return
+                expires = time.time() + self.lease
+                self.client.set_tag(self.run_id, RUN_LEASE, f"{expires:.3f}")
+                self.expires = expires
+            except Exception:  # the server may be back by the next beat; confirm() decides
+                continue
+
+    def confirm(self, action: str) -> None:
+        """Check, against the server, that the run is still this job's before `action`."""
+        if self.lost is None and time.time() < self.expires:
+            with errors(f"checking run {self.run_id} before {action}"):
+                run = self.client.get_run(self.run_id)
+            if run.info.status != "RUNNING" or ABANDONED in run.data.tags:
+                self.lost = f"run {self.run_id} is {run.info.status}, ended by another job"
+        if self.lost is not None or time.time() >= self.expires:
+            raise TrackingError(
+                f"this job's lease on run {self.run_id} was lost before {action} "
+                f"({self.lost or 'not renewed in time'}); nothing is registered from it",
+                fix="re-run the job; if it is paused or slowed this long, raise "
+                "tracking.run_lease",
+            )
+
+
+def run_lease(client, run_id: str, settings: Settings, expires: float) -> RunLease:
+    return RunLease(client, run_id, lease=settings.tracking.run_lease, expires=expires)
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+def abandoned_because(run, now: float) -> str | None:
+    """Why a RUNNING run counts as abandoned (its job is provably dead), or None (alive, or
+    not provably dead). Only an expired lease, or no lease and older than LEGACY_RUN_AGE."""
+    if run.info.status != "RUNNING":
+        return None
+    raw = run.data.tags.get(RUN_LEASE)
+    try:
+        expires = float(raw) if raw is not None else None
+    except ValueError:
+        expires = None  # unreadable: judged like a run without a lease
+    if expires is not None and math.isfinite(expires):
+        if expires >= now:
+            return None
+        at = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
+        return f"its lease expired at {at} (holder {run.data.tags.get(RUN_HOLDER, 'unknown')})"
+    started = (run.info.start_time or 0) / 1000
+    if now - started > LEGACY_RUN_AGE:
+        return f"it has no readable lease and started over {LEGACY_RUN_AGE / 3600:g} h ago"
+    return None
+
+
 def end_abandoned_runs(client, settings: Settings, run_name: str) -> list[str]:
     """Runs of this same job (same run name: data version and commit) that a killed job or a
     lost server left RUNNING: marked KILLED, and any version a cut-short registration left
-    deleted. A re-run so converges to one finished run and no RUNNING ghost."""
+    deleted. Only runs whose job is provably dead are touched (`abandoned_because`): a run
+    whose lease is live belongs to a job still at work (a concurrent training at the same
+    commit and data) and is left alone. A re-run so converges to no RUNNING ghost."""
     name = settings.model.name
+    ended = []
     with errors("looking for runs a killed job left RUNNING"):
         experiment = client.get_experiment_by_name(settings.tracking.experiment)
         runs = client.search_runs(
             [experiment.experiment_id],
             filter_string=f"attributes.run_name = '{run_name}' and attributes.status = 'RUNNING'",
         )
-        for run in runs:
-            _delete_versions_of_run(client, name, run.info.run_id)
-            client.set_tag(run.info.run_id, "mlgate.abandoned", "a re-run of this job ended it")
-            client.set_terminated(run.info.run_id, status="KILLED")
-    return [run.info.run_id for run in runs]
+        for found in runs:
+            run_id = found.info.run_id
+            run = client.get_run(run_id)  # fresh, not the search's copy: it may have renewed
+            why = abandoned_because(run, time.time())
+            if run.info.run_name != run_name or why is None:
+                continue
+            client.set_tag(run_id, ABANDONED, f"ended by a re-run of this job: {why}")
+            client.set_terminated(run_id, status="KILLED")
+            _delete_versions_of_run(client, name, run_id)
+            ended.append(run_id)
+    return ended
 
 
-def _delete_versions_of_run(client, name: str, run_id: str) -> None:
+def _delete_versions_of_run(client, name: str, run_id: str) -> list[str]:
+    """Delete the versions of `name` registered from `run_id` (a failed or dead run), except
+    any holding an alias: that one someone chose to use, and is left for a person to judge.
+    Each version is checked against the run before it is deleted. Best effort."""
+    deleted = []
     try:
         for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+            if version.name != name or version.run_id != run_id or version.aliases:
+                continue
             client.delete_model_version(name, version.version)
+            deleted.append(str(version.version))
     except Exception:  # best effort: the registry may be the thing that failed
         pass
+    return deleted
 
 
 LOCK_SUFFIX = ".mlgate-lock"

@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ import pandas as pd
 
 from mlgate import cli, github, lineage, tracking, validate
 from mlgate import threshold as thresholds
-from mlgate.data import DataVersion
+from mlgate.data import DataVersion, check_id_column
 from mlgate.errors import ConfigError, did_you_mean
+from mlgate.files import write_json_atomic
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.settings import GitHubContext, Settings
 from mlgate.split import Split, row_keys, split_frame
@@ -138,7 +139,8 @@ def train(settings: Settings) -> TrainResult:
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    frame, version, _ = validate.check(settings)  # bad data stops here, before any run
+    frame, version, checked = validate.check(settings)  # bad data stops here, before any run
+    check_id_column(frame, settings.data.id_column)
     check_xgboost_params(settings.train.params)
     slice_masks(frame, settings.metrics.slices)  # a bad slice query too
     target = settings.data.target
@@ -156,7 +158,14 @@ def train(settings: Settings) -> TrainResult:
     run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
     for ghost in tracking.end_abandoned_runs(client, settings, run_name):
         print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
-    with tracking.errors("logging the training run"), mlflow.start_run(run_name=run_name) as run:
+    lease_tags = tracking.RunLease.tags(settings.tracking.run_lease)
+    with (
+        tracking.errors("logging the training run"),
+        mlflow.start_run(run_name=run_name, tags=lease_tags) as run,
+        tracking.run_lease(
+            client, run.info.run_id, settings, float(lease_tags[tracking.RUN_LEASE])
+        ) as lease,
+    ):
         run_id = run.info.run_id
         booster, best = fit(split, settings)
         # The threshold is chosen on the validation part; the holdout judges it.
@@ -228,7 +237,7 @@ def train(settings: Settings) -> TrainResult:
             metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
         metric_values["best_iteration"] = float(best)
         mlflow.log_metrics(metric_values, model_id=model_info.model_id, dataset=sources["holdout"])
-        _log_artifacts(settings, split, version)
+        _log_artifacts(settings, split, version, checked)
 
         description = _description(settings, version, git.commit, overall, settings.github)
         model_version = tracking.register(
@@ -238,6 +247,7 @@ def train(settings: Settings) -> TrainResult:
             model_uri=model_info.model_uri,
             model_id=model_info.model_id,
             run_id=run_id,
+            lease=lease,
             tags={
                 **tags,
                 "mlgate.run_id": run_id,
@@ -317,7 +327,9 @@ def _flat_params(settings: Settings, booster, chosen: thresholds.Chosen) -> dict
     return params
 
 
-def _log_artifacts(settings: Settings, split: Split, version: DataVersion) -> None:
+def _log_artifacts(
+    settings: Settings, split: Split, version: DataVersion, checked: validate.Report
+) -> None:
     import mlflow
 
     key = settings.data.id_column
@@ -339,10 +351,12 @@ def _log_artifacts(settings: Settings, split: Split, version: DataVersion) -> No
         (root / "split" / "holdout.json").write_text(json.dumps(manifest, default=str))
         (root / "environment").mkdir()
         (root / "environment" / "installed.txt").write_text(lineage.installed_distributions())
-        report = settings.path(settings.reports.dir) / "validation.json"
-        if report.is_file():
-            (root / "validation").mkdir()
-            (root / "validation" / "report.json").write_bytes(report.read_bytes())
+        # This process's own report, not reports/validation.json, which another job in the
+        # same checkout may have rewritten since.
+        write_json_atomic(
+            root / "validation" / "report.json",
+            {**asdict(checked), "ok": checked.ok, "data_md5": version.dvc_md5},
+        )
         mlflow.log_artifacts(str(root))
         if settings.params_file:
             mlflow.log_artifact(str(settings.params_file), artifact_path="config")

@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from mlgate import tracking
 from tests.conftest import BIN, free_port, make_project, start, stop
 from tests.integration.test_train import train_args, unique
 
@@ -37,6 +38,7 @@ class Server:
             + ["--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
             f"{self.uri}/health",
             self.root / "server.log",
+            seconds=300,  # a loaded test machine; this module restarts its server mid-test
         )
 
     def kill(self) -> None:
@@ -55,8 +57,12 @@ def server(tmp_path_factory) -> Iterator[Server]:
         stop(server.process)
 
 
-def start_training(project: Path, server: Server, model: str, env: dict) -> subprocess.Popen:
+def start_training(
+    project: Path, server: Server, model: str, env: dict, lease: float = 3
+) -> subprocess.Popen:
+    """`mlgate train` with a short run lease (default 3 s), so a dead job's run expires soon."""
     args = train_args(project, server.uri, model, "--set", "tracking.retries=1")
+    args += ["--set", f"tracking.run_lease={lease}"]
     return subprocess.Popen(
         [str(BIN / "mlgate"), "train", *args, "--set", "tracking.backoff=0.1"],
         env=env,
@@ -77,6 +83,14 @@ def wait_for_open_run(server: Server, model: str, job: subprocess.Popen) -> str:
                 return runs[0].info.run_id
         time.sleep(0.05)
     pytest.fail(f"no run opened: {job.communicate()[0] if job.poll() is not None else ''}")
+
+
+def wait_until_lease_expired(server: Server, run_id: str) -> None:
+    """Sleep until the run's lease time (read from the run, renewed by no one) has passed."""
+    tags = mlflow.MlflowClient(server.uri).get_run(run_id).data.tags
+    expires = float(tags[tracking.RUN_LEASE])
+    while time.time() <= expires:
+        time.sleep(max(0.05, expires - time.time()))
 
 
 def runs_of(server: Server, model: str) -> dict[str, str]:
@@ -112,6 +126,7 @@ def test_killed_mid_run_then_rerun_converges(
         assert "Traceback" not in output
         server.start()
     assert runs_of(server, model)[ghost] == "RUNNING"  # what the fault leaves
+    wait_until_lease_expired(server, ghost)  # nobody renews it: its job is dead
 
     rerun = start_training(project, server, model, clean_env)
     output = rerun.communicate(timeout=300)[0]
@@ -124,3 +139,76 @@ def test_killed_mid_run_then_rerun_converges(
     assert client.get_run(ghost).data.tags["mlgate.abandoned"]
     (finished,) = [run for run, status in runs.items() if status == "FINISHED"]
     assert versions_of(server, model) == [("1", finished)]
+
+
+def test_concurrent_trainings_of_one_commit_and_data_never_end_each_other(
+    server: Server, tmp_path: Path, clean_env: dict
+) -> None:
+    """Two live `mlgate train` jobs at the same commit and data version (same run name), their
+    runs open at the same time: the second job's look for abandoned runs finds the first's run
+    RUNNING with a live lease and leaves it alone. Job A is held stopped (SIGSTOP, well inside
+    its 60 s lease) while B starts, so the overlap is certain, not a matter of timing."""
+    project = make_project(tmp_path / "project")
+    model = unique("concurrent")
+    first = start_training(project, server, model, clean_env, lease=60)
+    first_run = wait_for_open_run(server, model, first)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = start_training(project, server, model, clean_env, lease=60)
+        client = mlflow.MlflowClient(server.uri)
+        experiment = client.get_experiment_by_name(model).experiment_id
+        deadline = time.monotonic() + 300
+        while second.poll() is None and time.monotonic() < deadline:
+            if set(runs_of(server, model)) - {first_run}:
+                break  # B opened its run: its search for abandoned runs is behind it
+            time.sleep(0.1)
+        assert runs_of(server, model)[first_run] == "RUNNING"
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    outputs = [job.communicate(timeout=300)[0] for job in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    assert not any("ended run" in output for output in outputs)
+    runs = client.search_runs([experiment])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    assert len({r.info.run_name for r in runs}) == 1  # the same job, twice
+    assert all(tracking.ABANDONED not in r.data.tags for r in runs)
+    versions = versions_of(server, model)
+    assert sorted(run for _, run in versions) == sorted(r.info.run_id for r in runs)
+    for number, run_id in versions:  # each version READY, carrying its own run's lineage
+        version = client.get_model_version(model, number)
+        assert version.status == "READY" and version.tags["mlgate.run_id"] == run_id
+
+
+def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
+    server: Server, tmp_path: Path, clean_env: dict
+) -> None:
+    """A job with a 4 s lease trains for longer than that: its heartbeat pushes the lease
+    forward while it lives, and `end_abandoned_runs` (called here while it runs, as a
+    concurrent re-run would) never ends it. After the job is gone, the lease stays put."""
+    from mlgate.settings import load_settings
+
+    project = make_project(tmp_path / "project")
+    model = unique("heartbeat")
+    job = start_training(project, server, model, clean_env, lease=4)
+    run_id = wait_for_open_run(server, model, job)
+    client = mlflow.MlflowClient(server.uri)
+    run_name = client.get_run(run_id).info.run_name
+    settings = load_settings(
+        env={"MLGATE_TRACKING_URI": server.uri, "MLGATE_TRACKING_EXPERIMENT": model},
+        params_file=project / "params.yaml",
+        overrides=[f"model.name={model}", "tracking.run_lease=4"],
+    )
+    seen: list[float] = []
+    while job.poll() is None:
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            break
+        seen.append(float(run.data.tags[tracking.RUN_LEASE]))
+        assert tracking.end_abandoned_runs(client, settings, run_name) == []
+        time.sleep(0.5)
+    output = job.communicate(timeout=300)[0]
+    assert job.returncode == 0, output
+    assert len(set(seen)) >= 2, "the lease was renewed while the job ran"
+    assert seen == sorted(seen)
+    final = client.get_run(run_id)
+    assert final.info.status == "FINISHED" and tracking.ABANDONED not in final.data.tags

@@ -192,3 +192,141 @@ def test_bad_settings_for_the_production_steps(env: dict[str, str], message: str
     with pytest.raises(ConfigError) as info:
         load_settings(env=env, params_file=REPO / "params.yaml")
     assert message in str(info.value) and info.value.fix
+
+
+# Part two (issue 16): inputs that used to end in a traceback, a huge message or a hang.
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+BAD_TRACKING_URIS = [
+    ("not a uri", "is not a URI"),
+    ("localhost:5000", "is not a URI"),
+    ("mlruns", "is not a URI"),
+    ("ftp://host/path", "scheme 'ftp' is not supported"),
+    ("htp://host:5000", 'did you mean "http"'),
+    ("file:///tmp/mlruns", "scheme 'file' is not supported"),
+    ("http://", "names no host"),
+    ("sqlite://m.db", "sqlite takes three slashes"),
+]
+
+
+@pytest.mark.parametrize(("uri", "message"), BAD_TRACKING_URIS)
+def test_tracking_uris_are_checked_when_settings_load(uri: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"MLGATE_TRACKING_URI": uri}, params_file=REPO / "params.yaml")
+    assert message in str(info.value) and info.value.fix and info.value.exit_code == 2
+    if "not supported" in message:
+        assert "http, https, sqlite, postgresql, mysql, mssql" in info.value.fix
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://127.0.0.1:5000", "https://mlflow.example", "postgresql+psycopg2://u@h/db"]
+)
+def test_supported_tracking_uris_load(uri: str) -> None:
+    settings = load_settings(env={"MLGATE_TRACKING_URI": uri}, params_file=REPO / "params.yaml")
+    assert settings.tracking_uri == uri
+
+
+def test_a_bad_tracking_uri_is_one_short_error_on_the_command_line(capsys) -> None:
+    code, output = run_cli(
+        ["validate", "--params", str(REPO / "params.yaml"), "--tracking-uri", "x" * 100_000],
+        capsys,
+    )
+    assert code == 2
+    assert "error: tracking.uri 'xxxx" in output and "(100,002 chars) is not a URI" in output
+    assert "Traceback" not in output and len(output) < 2_000
+
+
+def test_a_sqlite_store_in_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
+    from mlgate import tracking
+
+    (tmp_path / "params.yaml").write_text("tracking: {uri: 'sqlite:///no/such/folder/m.db'}\n")
+    settings = load_settings(env={}, params_file=tmp_path / "params.yaml")
+    with pytest.raises(ConfigError) as info:
+        tracking.connect(settings)
+    assert "does not exist" in str(info.value) and "mkdir -p" in info.value.fix
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_sqlite_store_in_an_existing_folder_is_created(tmp_path: Path) -> None:
+    from mlgate import tracking
+
+    (tmp_path / "params.yaml").write_text("tracking: {uri: 'sqlite:///m.db'}\n")
+    settings = load_settings(env={}, params_file=tmp_path / "params.yaml")
+    tracking.connect(settings)
+    assert (tmp_path / "m.db").is_file()
+
+
+def test_an_id_column_that_is_not_in_the_data_lists_the_columns(breast_cancer) -> None:
+    from mlgate.data import check_id_column
+
+    with pytest.raises(ConfigError) as info:
+        check_id_column(breast_cancer, "mean_radiu")
+    message = str(info.value)
+    assert "data.id_column 'mean_radiu' is not a column of the data" in message
+    assert 'did you mean "mean_radius"' in message and "'mean_texture'" in message
+    assert "(31 in all)" in message
+    assert info.value.fix and info.value.exit_code == 2
+    check_id_column(breast_cancer, "mean_radius")  # a real column passes
+    check_id_column(breast_cancer, None)
+
+
+def test_a_params_file_over_the_cap_fails_fast_with_a_short_message(tmp_path: Path) -> None:
+    from mlgate.settings import PARAMS_MAX_BYTES
+
+    path = tmp_path / "params.yaml"
+    with path.open("w") as handle:  # one long value: what used to be echoed whole
+        handle.write("model:\n  name: '")
+        handle.write("x" * (PARAMS_MAX_BYTES + 1))
+        handle.write("'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, params_file=path)
+    assert "over the 1,048,576-byte cap" in str(info.value) and info.value.exit_code == 2
+    assert len(str(info.value)) < 300
+
+
+def test_a_long_bad_value_is_echoed_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("split:\n  seed: '" + "9" * 500_000 + "x'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, params_file=path)
+    assert "split.seed must be an integer" in str(info.value)
+    assert "(500,003 chars)" in str(info.value) and len(str(info.value)) < 300
+
+
+def alias_bomb(levels: int = 12) -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "train:\n  params:\n" + "".join(f"    {line}\n" for line in lines)
+
+
+def test_a_yaml_alias_bomb_in_the_params_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(alias_bomb())  # 9**12 strings if expanded
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, params_file=path)
+    assert "params.yaml uses a YAML alias (*'a0') at line 4" in str(info.value)
+    assert "write the value out in full" in info.value.fix and info.value.exit_code == 2
+
+
+def test_a_yaml_alias_bomb_in_the_environment_is_refused() -> None:
+    bomb = "{a: &a [x, x, x], b: &b [*a, *a, *a], c: [*b, *b, *b]}"
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"MLGATE_TRAIN_PARAMS": bomb}, params_file=REPO / "params.yaml")
+    assert "environment variable MLGATE_TRAIN_PARAMS uses a YAML alias" in str(info.value)
+
+
+def test_a_yaml_alias_bomb_fails_on_the_command_line_without_a_traceback(
+    tmp_path: Path, capsys
+) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(alias_bomb(20))
+    code, output = run_cli(["validate", "--params", str(path)], capsys)
+    assert code == 2 and "uses a YAML alias" in output and "Traceback" not in output
