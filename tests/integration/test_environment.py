@@ -167,7 +167,7 @@ def test_unreadable_approvals_are_a_refusal(github_api, status) -> None:
     github_api.respond(
         "repos/get-environment", environment_answer(github_api, "production", ["alice"])
     )
-    github_api.fail_next(status, operation="actions/get-reviews-for-run", times=6)
+    github_api.fail_next(status, operation="actions/get-reviews-for-run")
     with pytest.raises(ApprovalRefused) as refused:
         environment.require_approval(load_settings(env=actions_env(github_api)))
     assert f"GitHub answered {status}" in refused.value.message
