@@ -613,7 +613,7 @@ def _check_consistency(s: Settings) -> None:
             fix="write it as REGISTRY/PATH in lower case, without a tag, e.g. "
             "ghcr.io/acme/models/churn",
         )
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,255}", s.deploy.environment):
+    if not re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]{1,255}", s.deploy.environment):  # a path part
         raise ConfigError(
             f"deploy.environment {s.deploy.environment!r} is not a GitHub Environment name",
             fix="use 1-255 letters, digits, '.', '_' or '-' (the deploy job's `environment:`)",
