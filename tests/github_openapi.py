@@ -9,6 +9,8 @@ GitHub (list filters by state and label, and pull requests are issues too); work
 repository dispatches are recorded in `dispatches` and answered 204 as GitHub does. Each answer
 built from that state is validated against the operation's response schema before it is sent.
 
+`respond(operation, payload)` scripts the answers of one operation (an Environment without
+reviewers, the approvals of a run), held to its response schema like the stateful answers.
 Faults are queued with `fail_next(status, headers)`: 401 as GitHub sends it for bad credentials,
 and the statuses the description declares (403, 404, 410, 422, 429), including rate limits.
 """
@@ -117,6 +119,7 @@ class OpenAPIStandIn:
         self.issues: dict[str, list[dict[str, Any]]] = {}
         self.dispatches: list[tuple[str, str, dict[str, Any]]] = []  # repo, operation, body
         self.faults: list[Fault] = []
+        self.canned: dict[str, tuple[int, Any]] = {}  # operationId -> status, answer
         self.ids = itertools.count(1001)
         self.lock = threading.Lock()
         self.url = ""
@@ -134,8 +137,14 @@ class OpenAPIStandIn:
         """Answer the next request (of `operation`, when given) with `status`."""
         self.faults.extend(Fault(status, headers or {}, message, operation) for _ in range(times))
 
+    def respond(self, operation: str, payload: Any, status: int = 200) -> None:
+        """Answer every request of `operation` with `payload` (until reset) instead of the
+        description's example. The answer is held to the operation's response schema."""
+        self.canned[operation] = (status, payload)
+
     def reset(self) -> None:
         with self.lock:
+            self.canned.clear()
             self.requests.clear()
             self.violations.clear()
             self.comments.clear()
@@ -258,7 +267,8 @@ class OpenAPIStandIn:
         # description's examples are answered as they are (some, e.g. users/get-by-username,
         # lack a property their own schema requires).
         checked = self.api.unmarshal_response(request, response)
-        if operation["operationId"] in STATEFUL and checked.errors:
+        checked_ids = STATEFUL | set(self.canned)
+        if operation["operationId"] in checked_ids and checked.errors:
             self.violations.append(
                 f"stand-in answer to {operation['operationId']}: "
                 + "; ".join(_explain(e) for e in checked.errors)
@@ -296,6 +306,9 @@ class OpenAPIStandIn:
 
     def _operate(self, operation_id, path, query, body, operation):
         repo = f"{path.get('owner')}/{path.get('repo')}"
+        if operation_id in self.canned:
+            status, payload = self.canned[operation_id]
+            return status, {}, json.loads(json.dumps(payload))
         if operation_id in DISPATCH:
             self.dispatches.append((repo, operation_id, {**path, **(body or {})}))
             return 204, {}, None
@@ -442,3 +455,42 @@ def serve(stand_in: OpenAPIStandIn) -> Iterator[OpenAPIStandIn]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- Scripted answers of the Environment and the run's approvals (deploy's approval check) ----
+ENVIRONMENT_PATH = "/repos/{owner}/{repo}/environments/{environment_name}"
+APPROVALS_PATH = "/repos/{owner}/{repo}/actions/runs/{run_id}/approvals"
+
+
+def environment_answer(
+    stand_in: OpenAPIStandIn, name: str, reviewers: list[str] | None
+) -> dict[str, Any]:
+    """GET .../environments/NAME as GitHub answers it: the description's example, renamed,
+    with one required_reviewers rule naming `reviewers` (users), or none when None/empty."""
+    answer = stand_in.example(stand_in.spec["paths"][ENVIRONMENT_PATH]["get"], 200)
+    rules = [r for r in answer["protection_rules"] if r["type"] == "branch_policy"]
+    if reviewers:
+        [rule] = [r for r in answer["protection_rules"] if r["type"] == "required_reviewers"]
+        [user] = [r for r in rule["reviewers"] if r["type"] == "User"]
+        rule["reviewers"] = [
+            {"type": "User", "reviewer": {**user["reviewer"], "login": login, "id": i}}
+            for i, login in enumerate(reviewers, start=1)
+        ]
+        rules.append(rule)
+    answer.update(name=name, protection_rules=rules)
+    return answer
+
+
+def approvals_answer(
+    stand_in: OpenAPIStandIn, reviews: list[tuple[str, str, str]]
+) -> list[dict[str, Any]]:
+    """GET .../actions/runs/ID/approvals: one review per (login, state, Environment name)."""
+    [example] = stand_in.example(stand_in.spec["paths"][APPROVALS_PATH]["get"], 200)
+    answers = []
+    for login, state, environment in reviews:
+        review = json.loads(json.dumps(example))
+        review["state"] = state
+        review["user"]["login"] = login
+        review["environments"][0]["name"] = environment
+        answers.append(review)
+    return answers

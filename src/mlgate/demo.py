@@ -223,6 +223,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = cli.settings_from(args, env)
         root = scratch_project(settings.project_dir)
         settings = replace(settings, project_dir=root, params_file=root / "params.yaml")
+        # A sandbox, not the repository's Production: --approve stands in for the Environment's
+        # reviewers (deploy's approval check), also when the demo runs in an Actions job (CI).
+        settings = replace(settings, github=replace(settings.github, actions=False))
         round_trip(settings, "data version 1: first model")
         publish_second_version(settings)
         version = round_trip(settings, "data version 2: candidate against the champion")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlgate import cli, github, tracking
+from mlgate import cli, environment, github, tracking
 from mlgate.bundle import export_bundle
 from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError
 from mlgate.evaluate import get_version
@@ -339,6 +339,7 @@ def deploy(
     source: Path | None = None,
     approved_by: Sequence[str] = (),
 ) -> Deployment:
+    approval = environment.require_approval(settings, approved_by)  # fail closed, first
     client = tracking.connect(settings)
     name = settings.model.name
     model_version = get_version(client, name, version)
@@ -364,7 +365,6 @@ def deploy(
                 "mlgate.image.pushed_at": _now(),
             }.items():
                 client.set_model_version_tag(name, version, key, value)
-    who = approvers(settings, approved_by)
     # The build took minutes: read the pointers again, under the lock, and decide on those.
     with tracking.pointer_lock(client, settings, f"deploy of version {version}") as lock:
         production = tracking.version_by_alias(client, name, PRODUCTION)
@@ -383,7 +383,7 @@ def deploy(
         record = {
             "mlgate.production.since": _now(),
             "mlgate.production.previous": previous or "none",
-            "mlgate.production.approved_by": ", ".join(who) or "unknown",
+            **approval.tags(),  # approved_by (never a silent "unknown"), Environment, opt-out
             "mlgate.production.image": image.pinned,
             "mlgate.production.commit": g.sha or tags.get("mlgate.git.commit", "unknown"),
         }

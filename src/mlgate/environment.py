@@ -14,12 +14,13 @@ import argparse
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mlgate import cli, github
-from mlgate.errors import ConfigError
+from mlgate.errors import ApprovalRefused, ConfigError, GitHubError
 from mlgate.github_api import GitHubAPI
-from mlgate.settings import GitHubContext
+from mlgate.settings import GitHubContext, Settings
 
 MAX_REVIEWERS = 6  # GitHub's limit per Environment
 REPOSITORY = re.compile(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+")
@@ -138,3 +139,149 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 0
 
     return cli.run(action)
+
+
+# -- The deploy job's check: Production moves only with a verified approval -------------------
+# GitHub creates an Environment that a workflow names but that does not exist yet, with no
+# protection rules: a caller that never ran `setup-environment` would deploy with nobody
+# approving. So the deploy reads the Environment and the run's approvals itself and fails closed.
+READ_PERMISSION = (
+    "the deploy job needs `permissions: actions: read` (GET .../environments/{name} and "
+    ".../actions/runs/{id}/approvals; a fine-grained token or GitHub App needs the "
+    '"Actions: read" repository permission) and GITHUB_TOKEN: ${{ github.token }} in its env'
+)
+UNPROTECTED_TAG = "mlgate.production.unprotected_environment"
+ENVIRONMENT_TAG = "mlgate.production.environment"
+NOBODY = "nobody"
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Who approved this deployment, and under which Environment rules."""
+
+    approved_by: tuple[str, ...]
+    environment: str | None = None  # None: outside Actions (--approved-by)
+    reviewers: tuple[str, ...] = ()  # the Environment's required reviewers
+    unprotected: bool = False  # allow_unprotected_environment was used
+
+    def tags(self) -> dict[str, str]:
+        """What the move records on the version (never a silent "unknown")."""
+        tags = {"mlgate.production.approved_by": ", ".join(self.approved_by) or NOBODY}
+        if self.environment:
+            tags[ENVIRONMENT_TAG] = self.environment
+        if self.unprotected:
+            tags[UNPROTECTED_TAG] = (
+                f"true: deployed with allow-unprotected-environment; Environment "
+                f"'{self.environment}' required reviewers: {', '.join(self.reviewers) or 'none'}"
+            )
+        return tags
+
+
+def required_reviewers(api: GitHubAPI, repository: str, environment: str) -> list[str]:
+    """The logins and team slugs of the Environment's `required_reviewers` rules."""
+    body = api.json("GET", f"/repos/{repository}/environments/{environment}")
+    names = []
+    for rule in body.get("protection_rules") or []:
+        if not isinstance(rule, dict) or rule.get("type") != "required_reviewers":
+            continue
+        for entry in rule.get("reviewers") or []:
+            who = (entry or {}).get("reviewer") or {}
+            name = who.get("login") or who.get("slug") or who.get("name")
+            if name:
+                names.append(str(name))
+    return names
+
+
+def run_approvers(api: GitHubAPI, repository: str, run_id: str, environment: str) -> list[str]:
+    """Who approved this run's deployment to `environment` (names compared as GitHub does,
+    without regard to case); approvals of other Environments of the run do not count."""
+    reviews = api.json("GET", f"/repos/{repository}/actions/runs/{run_id}/approvals")
+    wanted = environment.lower()
+    return sorted(
+        {
+            review["user"]["login"]
+            for review in reviews
+            if isinstance(review, dict)
+            and review.get("state") == "approved"
+            and (review.get("user") or {}).get("login")
+            and any(
+                str((e or {}).get("name", "")).lower() == wanted
+                for e in review.get("environments") or []
+            )
+        }
+    )
+
+
+def require_approval(settings: Settings, given: Sequence[str] = ()) -> Approval:
+    """The approval this deployment moves Production on, or ApprovalRefused.
+
+    In an Actions job: the Environment must have required reviewers (or the caller opted out
+    with deploy.allow_unprotected_environment, which is recorded), and the approvers are read
+    from the run's approvals; `--approved-by` is refused there, since anyone could type it.
+    Outside Actions nothing can be read, so `--approved-by` is required."""
+    g, d = settings.github, settings.deploy
+    if not g.actions:
+        if not given:
+            raise ApprovalRefused(
+                "outside a GitHub Actions job nobody's approval can be read, and Production "
+                "is not moved without one",
+                fix="pass --approved-by LOGIN (who approved this deployment; recorded on the "
+                "version), or deploy through the deploy workflow behind its Environment",
+            )
+        return Approval(tuple(given))
+    if given:
+        raise ApprovalRefused(
+            "--approved-by is not accepted in a GitHub Actions job: the approvers are read "
+            "from the run's approvals",
+            fix="drop --approved-by; the Environment's reviewers approve the deploy job",
+        )
+    if not (g.repository and g.run_id and g.token):
+        raise ApprovalRefused(
+            "cannot read the Environment and the run's approvals: GITHUB_REPOSITORY, "
+            "GITHUB_RUN_ID or GITHUB_TOKEN is empty",
+            fix=READ_PERMISSION,
+        )
+    environment = d.environment
+    where = f"Environment '{environment}' of {g.repository}"
+    try:
+        with GitHubAPI(g.api_url, g.token, permission_hint=READ_PERMISSION) as api:
+            reviewers = required_reviewers(api, g.repository, environment)
+            if not reviewers:
+                if not d.allow_unprotected_environment:
+                    raise ApprovalRefused(
+                        f"the {where} has no required reviewers: nobody would approve what goes "
+                        "to Production (GitHub creates an Environment a workflow names, "
+                        "unprotected); nothing was built or moved",
+                        fix=f"run `mlgate setup-environment --repository {g.repository} "
+                        f"--environment {environment} --reviewer LOGIN` with an admin token (or "
+                        "add required reviewers under Settings > Environments), then re-run; to "
+                        "deploy without approval on purpose, set the deploy workflow's input "
+                        "allow-unprotected-environment: true (recorded on the version)",
+                    )
+                github.annotate(
+                    "warning",
+                    f"the {where} has no required reviewers; deploying without approval "
+                    "because allow-unprotected-environment is set (recorded on the version)",
+                )
+                return Approval((), environment, (), unprotected=True)
+            who = run_approvers(api, g.repository, g.run_id, environment)
+    except GitHubError as exc:
+        raise ApprovalRefused(
+            f"cannot verify the approval of this deployment: {exc.message}", fix=exc.fix
+        ) from exc
+    if who:
+        return Approval(tuple(who), environment, tuple(reviewers))
+    if d.allow_unprotected_environment:
+        github.annotate(
+            "warning",
+            f"run {g.run_id} has no approval of the {where} (protection rules bypassed?); "
+            "deploying because allow-unprotected-environment is set (recorded on the version)",
+        )
+        return Approval((), environment, tuple(reviewers), unprotected=True)
+    raise ApprovalRefused(
+        f"run {g.run_id} has no approval of the {where}, although it requires "
+        f"{', '.join(reviewers)}: an administrator may have bypassed the protection rules, "
+        "or the job is bound to another Environment; nothing was built or moved",
+        fix=f"bind the deploy job to `environment: {environment}` (the workflow input "
+        "`environment` sets both) and have a reviewer approve the run",
+    )

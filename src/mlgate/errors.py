@@ -82,6 +82,13 @@ class ModelStale(MlgateError):
     level = "warning"
 
 
+class ApprovalRefused(MlgateError):
+    """Production would move without a verified approval: the GitHub Environment has no
+    required reviewers, or who approved the run cannot be read. Nothing was built or moved."""
+
+    exit_code = 11
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     MlgateError.exit_code: "unexpected error",
@@ -94,6 +101,7 @@ EXIT_CODES: dict[int, str] = {
     GitHubError.exit_code: "GitHub API refused or unreachable",
     DeployError.exit_code: "image build, push or registry failed",
     ModelStale.exit_code: "drift found or performance dropped",
+    ApprovalRefused.exit_code: "Production approval missing or unverifiable",
 }
 
 

@@ -168,6 +168,11 @@ class DeploySettings:
     push_retries: int = 3
     backoff: float = 2.0  # seconds; doubles on each retry of a push
     require_staging: bool = True  # deploy only the version holding the staging alias
+    # The GitHub Environment whose required reviewers gate Production. In an Actions job the
+    # deploy reads it through the REST API and refuses unless it has required reviewers, or
+    # allow_unprotected_environment opts out (recorded on the version).
+    environment: str = "production"
+    allow_unprotected_environment: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,7 @@ class GitHubContext:
     event_path: Path | None = None  # the webhook payload of the triggering event
     workflow_ref: str | None = None
     api_url: str = "https://api.github.com"
+    actions: bool = False  # GITHUB_ACTIONS=true: running in an Actions job (or act)
     token: str | None = field(default=None, repr=False)  # GITHUB_TOKEN; never printed
 
     @property
@@ -244,6 +250,7 @@ class GitHubContext:
             workflow_ref=get("GITHUB_WORKFLOW_REF"),
             api_url=(get("GITHUB_API_URL") or cls.api_url).rstrip("/"),
             token=get("GITHUB_TOKEN"),
+            actions=get("GITHUB_ACTIONS") == "true",
         )
 
 
@@ -652,6 +659,11 @@ def _check_consistency(s: Settings) -> None:
             f"deploy.image {short(s.deploy.image)} is not an image repository",
             fix="write it as REGISTRY/PATH in lower case, without a tag, e.g. "
             "ghcr.io/acme/models/churn",
+        )
+    if not re.fullmatch(r"(?!\.+$)[A-Za-z0-9._-]{1,255}", s.deploy.environment):  # a path part
+        raise ConfigError(
+            f"deploy.environment {s.deploy.environment!r} is not a GitHub Environment name",
+            fix="use 1-255 letters, digits, '.', '_' or '-' (the deploy job's `environment:`)",
         )
     if s.serve.max_body_bytes < 1024 or s.serve.max_rows < 1 or s.serve.graceful_seconds < 0:
         raise ConfigError(

@@ -365,3 +365,110 @@ def test_job_killed_around_the_production_move_converges(
     assert replaced["mlgate.production.replaced_by"] == v3
     locks = models.client.search_registered_models(f"name = '{models.model}.mlgate-lock'")
     assert locks == []
+
+
+
+class InActions:
+    """A fresh registered model with one staged version, deployed as an Actions job would
+    (GITHUB_ACTIONS=true): the Environment and the run's approvals are read from the API
+    stand-in (GitHub's OpenAPI description). One image build per test (a shared engine)."""
+
+    def __init__(self, site, github_api, mlflow_server, env_module, tmp_path_factory) -> None:
+        from tests.conftest import make_project
+        from tests.github_openapi import VALID_TOKEN
+
+        _, env, image = site
+        self.models = Registry(
+            make_project(tmp_path_factory.mktemp("approval") / "project"), mlflow_server, env_module
+        )
+        self.env = env | {
+            "MLGATE_DEPLOY_IMAGE": image.rsplit("/", 1)[0] + f"/{self.models.model}",
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_REPOSITORY": "acme/models",
+            "GITHUB_RUN_ID": "42",
+            "GITHUB_API_URL": github_api.url,
+            "GITHUB_TOKEN": VALID_TOKEN,
+        }
+        self.version = self.models.train(*WEAK)
+        assert self.models.evaluate(self.version) == 0 and self.models.promote(self.version) == 0
+
+    def deploy(self, extra: dict | None = None) -> int:
+        args = [*self.models.args(), "--candidate-version", self.version, "--source", str(REPO)]
+        return deploy.main(args, env=self.env | (extra or {}))
+
+    def tags(self) -> dict[str, str]:
+        return self.models.client.get_model_version(self.models.model, self.version).tags
+
+    def untouched(self) -> bool:
+        """Nothing built, recorded or moved."""
+        return production(self.models) is None and not any(
+            k.startswith(("mlgate.image.", "mlgate.production.")) for k in self.tags()
+        )
+
+
+def test_an_approved_run_deploys_and_records_the_reviewer(
+    site, github_api, mlflow_server, clean_env_module, tmp_path_factory, capsys
+) -> None:
+    from tests.github_openapi import approvals_answer, environment_answer
+
+    job = InActions(site, github_api, mlflow_server, clean_env_module, tmp_path_factory)
+    capsys.readouterr()
+
+    # Unprotected (GitHub made the Environment when the workflow named it): refused, exit 11,
+    # before anything was built or moved.
+    github_api.respond("repos/get-environment", environment_answer(github_api, "production", []))
+    assert job.deploy() == 11
+    err = capsys.readouterr().err
+    assert "has no required reviewers" in err and "mlgate setup-environment" in err
+    assert job.untouched()
+
+    # Protected, but the approvals cannot be read (no `actions: read`): refused.
+    github_api.respond(
+        "repos/get-environment", environment_answer(github_api, "production", ["alice"])
+    )
+    github_api.fail_next(403, operation="actions/get-reviews-for-run")
+    assert job.deploy() == 11
+    assert "actions: read" in capsys.readouterr().err
+    assert job.untouched()
+
+    # Protected, approved for another Environment only (as after an admin's bypass): refused.
+    github_api.respond(
+        "actions/get-reviews-for-run", approvals_answer(github_api, [("bob", "approved", "qa")])
+    )
+    assert job.deploy() == 11
+    assert "no approval of the Environment 'production'" in capsys.readouterr().err
+    assert job.untouched()
+
+    # Protected and approved by a reviewer: deployed, the reviewer recorded.
+    github_api.respond(
+        "actions/get-reviews-for-run",
+        approvals_answer(github_api, [("alice", "approved", "production")]),
+    )
+    assert job.deploy() == 0, capsys.readouterr().err
+    assert production(job.models) == job.version
+    tags = job.tags()
+    assert tags["mlgate.production.approved_by"] == "alice"
+    assert tags["mlgate.production.environment"] == "production"
+    assert "mlgate.production.unprotected_environment" not in tags
+
+
+def test_an_unprotected_environment_deploys_only_with_the_recorded_opt_out(
+    site, github_api, mlflow_server, clean_env_module, tmp_path_factory, capsys
+) -> None:
+    from tests.github_openapi import environment_answer
+
+    job = InActions(site, github_api, mlflow_server, clean_env_module, tmp_path_factory)
+    github_api.respond("repos/get-environment", environment_answer(github_api, "production", []))
+    assert job.deploy({"MLGATE_DEPLOY_ALLOW_UNPROTECTED_ENVIRONMENT": "false"}) == 11
+    assert job.untouched()
+    capsys.readouterr()
+    assert job.deploy({"MLGATE_DEPLOY_ALLOW_UNPROTECTED_ENVIRONMENT": "true"}) == 0, (
+        capsys.readouterr().err
+    )
+    assert production(job.models) == job.version
+    tags = job.tags()
+    assert tags["mlgate.production.approved_by"] == "nobody"
+    assert tags["mlgate.production.unprotected_environment"].startswith("true")
+    assert tags["mlgate.production.environment"] == "production"
+    # Only the Environment was read: nobody could have approved.
+    assert "actions/get-reviews-for-run" not in {r.operation for r in github_api.requests}

@@ -6,8 +6,14 @@ from __future__ import annotations
 import pytest
 
 from mlgate import deploy, environment
+from mlgate.errors import ApprovalRefused
 from mlgate.settings import load_settings
-from tests.github_openapi import VALID_TOKEN, OpenAPIStandIn
+from tests.github_openapi import (
+    VALID_TOKEN,
+    OpenAPIStandIn,
+    approvals_answer,
+    environment_answer,
+)
 
 
 def env(stand_in: OpenAPIStandIn, **extra: str) -> dict[str, str]:
@@ -87,3 +93,122 @@ def test_approvers_unreadable_is_a_warning_not_a_failure(github_api, capsys) -> 
     )
     assert deploy.approvers(settings, []) == []
     assert "could not read the approvals" in capsys.readouterr().out
+
+
+# -- The deploy's approval check: Production moves only with a verified approval --------------
+def actions_env(stand_in: OpenAPIStandIn, **extra: str) -> dict[str, str]:
+    """What an Actions job's step sees (GITHUB_ACTIONS=true), pointed at the stand-in."""
+    return env(
+        stand_in,
+        GITHUB_ACTIONS="true",
+        GITHUB_REPOSITORY="acme/models",
+        GITHUB_RUN_ID="42",
+        **extra,
+    )
+
+
+def test_a_protected_environment_yields_its_approvers_only(github_api) -> None:
+    github_api.respond(
+        "repos/get-environment", environment_answer(github_api, "production", ["alice", "bob"])
+    )
+    github_api.respond(
+        "actions/get-reviews-for-run",
+        approvals_answer(
+            github_api,
+            [
+                ("alice", "approved", "Production"),  # GitHub's names ignore case
+                ("mallory", "approved", "staging"),  # another Environment of the run
+                ("bob", "rejected", "production"),
+            ],
+        ),
+    )
+    approval = environment.require_approval(load_settings(env=actions_env(github_api)))
+    assert approval.approved_by == ("alice",)
+    assert approval.reviewers == ("alice", "bob") and not approval.unprotected
+    assert approval.tags() == {
+        "mlgate.production.approved_by": "alice",
+        "mlgate.production.environment": "production",
+    }
+    assert [r.path for r in github_api.requests] == [
+        "/repos/acme/models/environments/production",
+        "/repos/acme/models/actions/runs/42/approvals",
+    ]
+
+
+def test_an_unprotected_environment_is_refused(github_api, capsys) -> None:
+    github_api.respond("repos/get-environment", environment_answer(github_api, "prod-eu", None))
+    settings = load_settings(env=actions_env(github_api, MLGATE_DEPLOY_ENVIRONMENT="prod-eu"))
+    with pytest.raises(ApprovalRefused) as refused:
+        environment.require_approval(settings)
+    assert refused.value.exit_code == 11
+    assert "'prod-eu' of acme/models has no required reviewers" in refused.value.message
+    assert "mlgate setup-environment --repository acme/models --environment prod-eu" in (
+        refused.value.fix
+    )
+    assert "allow-unprotected-environment" in refused.value.fix
+    assert [r.operation for r in github_api.requests] == ["repos/get-environment"]
+
+
+def test_the_opt_out_is_recorded(github_api, capsys) -> None:
+    github_api.respond("repos/get-environment", environment_answer(github_api, "production", []))
+    settings = load_settings(
+        env=actions_env(github_api, MLGATE_DEPLOY_ALLOW_UNPROTECTED_ENVIRONMENT="true")
+    )
+    approval = environment.require_approval(settings)
+    assert approval.unprotected and approval.approved_by == ()
+    tags = approval.tags()
+    assert tags["mlgate.production.approved_by"] == "nobody"
+    assert tags["mlgate.production.unprotected_environment"].startswith("true")
+    assert "::warning" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("status", [403, 401])
+def test_unreadable_approvals_are_a_refusal(github_api, status) -> None:
+    github_api.respond(
+        "repos/get-environment", environment_answer(github_api, "production", ["alice"])
+    )
+    github_api.fail_next(status, operation="actions/get-reviews-for-run")
+    with pytest.raises(ApprovalRefused) as refused:
+        environment.require_approval(load_settings(env=actions_env(github_api)))
+    assert f"GitHub answered {status}" in refused.value.message
+    if status == 403:
+        assert "actions: read" in refused.value.fix
+
+
+def test_an_unreadable_environment_names_the_permission(github_api) -> None:
+    github_api.fail_next(403, operation="repos/get-environment")
+    with pytest.raises(ApprovalRefused) as refused:
+        environment.require_approval(load_settings(env=actions_env(github_api)))
+    assert "GitHub answered 403 to GET /repos/acme/models/environments/production" in (
+        refused.value.message
+    )
+    assert "permissions: actions: read" in refused.value.fix
+
+
+def test_a_protected_environment_without_an_approval_of_this_run_is_refused(github_api) -> None:
+    """An administrator may bypass the protection rules: then nobody approved this run."""
+    github_api.respond(
+        "repos/get-environment", environment_answer(github_api, "production", ["alice"])
+    )
+    github_api.respond(
+        "actions/get-reviews-for-run",
+        approvals_answer(github_api, [("alice", "approved", "staging")]),
+    )
+    with pytest.raises(ApprovalRefused, match="no approval of the Environment 'production'"):
+        environment.require_approval(load_settings(env=actions_env(github_api)))
+
+
+def test_who_approved_is_never_guessed(github_api) -> None:
+    # Outside Actions: --approved-by is required, and taken as given.
+    with pytest.raises(ApprovalRefused, match="outside a GitHub Actions job"):
+        environment.require_approval(load_settings(env=env(github_api)))
+    given = environment.require_approval(load_settings(env=env(github_api)), ["carol"])
+    assert given.tags() == {"mlgate.production.approved_by": "carol"}
+    # In Actions: anyone could type --approved-by; the run's approvals decide.
+    with pytest.raises(ApprovalRefused, match="not accepted in a GitHub Actions job"):
+        environment.require_approval(load_settings(env=actions_env(github_api)), ["carol"])
+    # In Actions without a token: nothing can be read, so nothing moves.
+    bare = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/models", "GITHUB_RUN_ID": "42"}
+    with pytest.raises(ApprovalRefused, match="GITHUB_TOKEN is empty"):
+        environment.require_approval(load_settings(env=bare))
+    assert github_api.requests == []

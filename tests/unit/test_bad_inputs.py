@@ -184,6 +184,10 @@ BAD_SETTINGS = [
     ({"MLGATE_TRACKING_LOCK_LEASE": "0"}, "tracking.lock_lease"),
     ({"MLGATE_SERVE_PORT": "70000"}, "serve.port"),
     ({"MLGATE_DATA_MAX_BYTES": "lots"}, "data.max_bytes must be an integer"),
+    ({"MLGATE_DEPLOY_ENVIRONMENT": "prod/../x"}, "deploy.environment"),
+    ({"MLGATE_DEPLOY_ENVIRONMENT": "prod uction"}, "deploy.environment"),
+    ({"MLGATE_DEPLOY_ENVIRONMENT": ".."}, "deploy.environment"),
+    ({"MLGATE_DEPLOY_ALLOW_UNPROTECTED_ENVIRONMENT": "yes please"}, "must be true or false"),
 ]
 
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, git, make_project, push_data
-from tests.github_openapi import VALID_TOKEN
+from tests.github_openapi import VALID_TOKEN, approvals_answer, environment_answer
 from tests.integration.test_train import LINEAGE_TAGS
 
 ACT = Path(sys.executable).parent / "act"
@@ -201,6 +201,14 @@ def test_a_data_change_runs_the_pipeline_to_production(
     job for the Environment's reviewers; the approvers are read from the API stand-in): the
     image is pushed to the registry and the version is in Production."""
     image = f"{container_registry.host}/mlgate/breast-cancer-xgb"
+    # The Environment the deploy job is bound to has a required reviewer, who approved the run.
+    github_api.respond(
+        "repos/get-environment", environment_answer(github_api, "production", ["octocat"])
+    )
+    github_api.respond(
+        "actions/get-reviews-for-run",
+        approvals_answer(github_api, [("octocat", "approved", "production")]),
+    )
     md5, commit, result = data_change(
         tmp_path,
         mlgate_source,
@@ -235,7 +243,10 @@ def test_a_data_change_runs_the_pipeline_to_production(
     assert live.tags["mlgate.production.image"].startswith(f"{image}@sha256:")
     assert live.tags["mlgate.production.approved_by"] == "octocat"
     assert live.tags["mlgate.production.run_url"].startswith("https://github.com/acme/models/")
-    assert "actions/get-reviews-for-run" in {r.operation for r in github_api.requests}
+    assert {"repos/get-environment", "actions/get-reviews-for-run"} <= {
+        r.operation for r in github_api.requests
+    }
+    assert live.tags["mlgate.production.environment"] == "production"
     assert container_registry.password not in result.log, "registry password never logged"
 
 
