@@ -127,6 +127,9 @@ class TrackingSettings:
     # wait this long for another holder, and count a holder dead after its lease.
     lock_wait: float = 180.0  # seconds
     lock_lease: float = 120.0  # seconds; far longer than any move takes
+    # Tests only: SIGKILL this process right after the named registry call of a move (one of
+    # mlgate.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
+    fault_point: str | None = None
 
 
 @dataclass(frozen=True)
