@@ -174,7 +174,7 @@ class PointerLock:
                 )
             pause = min(delay, max(0.05, first.expires - time.time()))
             time.sleep(pause * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 0.5)  # a move takes well under a second
 
     def __exit__(self, *exc_info: object) -> None:
         try:
