@@ -32,7 +32,7 @@ from tests.integration.test_gate import WEAK, Registry
 
 pytestmark = pytest.mark.docker
 
-LEASE = "6"  # seconds: a re-run waits at most this long for a killed holder's ticket
+LEASE = "10"  # seconds: a re-run waits at most this long for a killed holder's ticket
 
 HOLDERS = 16
 LOCKER = """
