@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -338,3 +339,241 @@ def test_a_bad_fault_point_is_a_usage_error(site: Site) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([str(Path(__file__)), *sys.argv[1:]]))
+
+
+# --- mixed races -----------------------------------------------------------------------------
+
+RACER = """
+import contextlib, io, json, os, sys, time
+from mlgate import deploy, promote, rollback
+barrier, plan = sys.argv[1], json.loads(sys.argv[2])
+mains = {"promote": promote.main, "deploy": deploy.main, "rollback": rollback.main}
+for round_, (command, argv) in enumerate(plan):
+    while not os.path.exists(f"{barrier}.{round_}"):
+        time.sleep(0.05)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = mains[command](argv)
+    print(json.dumps({"round": round_, "command": command, "code": code, "err": err.getvalue()}),
+          flush=True)
+"""
+RACERS = 16
+ROUNDS = 3
+
+
+def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
+    """Promotions, deploys and rollbacks of the same model race, 16 processes at once, three
+    rounds. Each round starts from the champion in Production, so the promotions (evaluated
+    against it) are valid only until a deploy or rollback lands: those that queue behind one are
+    refused as stale (exit 6), naming the version that won Production."""
+    site.no_staging()
+    env = site.env | {"MLGATE_TRACKING_LOCK_LEASE": "30"}
+    deploy_flags = ["--set", "deploy.require_staging=false", "--approved-by", "dave"]
+
+    def plan(i: int) -> list:
+        out = []
+        for r in range(ROUNDS):
+            target = (site.a, site.b)[(i + r) % 2]
+            kind = ("promote", "deploy", "rollback")[(i + r) % 3]
+            args = [*site.args(), "--candidate-version", target]
+            if kind == "deploy":
+                args += deploy_flags
+            if kind == "rollback":
+                args = [*site.args(), "--to", target, "--reason", f"race {r}", "--approved-by", "e"]
+            out.append((kind, args))
+        return out
+
+    barrier = tmp_path / "round"
+    racers = [
+        subprocess.Popen(
+            [str(BIN / "python"), "-c", RACER, str(barrier), json.dumps(plan(i))],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(RACERS)
+    ]
+    try:
+        for r in range(ROUNDS):
+            # Each round starts from the champion in Production, no staging.
+            back = [*site.args(), "--to", site.champion, "--reason", "reset", "--approved-by", "t"]
+            if site.holder("production") != site.champion:
+                assert rollback.main(back, env=env) == 0
+            site.no_staging()
+            (tmp_path / f"round.{r}").touch()
+            results = [json.loads(p.stdout.readline()) for p in racers]
+            assert all(x["round"] == r for x in results)
+            for x in results:
+                assert x["code"] in (0, 6), x  # success, or a stale decision refused
+                assert "Traceback" not in x["err"], x["err"]
+                if x["code"] == 6:  # names the version that took the champion's place
+                    assert x["command"] == "promote" and "the champion changed" in x["err"], x
+                    winner = re.search(r"was (\d+), now (\d+|none)", x["err"])
+                    assert winner and winner[1] == site.champion != winner[2], x["err"]
+            codes = [x["code"] for x in results]
+            assert 0 in codes, results
+            # Exactly one holder per alias, its stage agreeing; nothing half done, no ticket.
+            versions = site.versions()
+            production, staging = site.holder("production"), site.holder("staging")
+            assert versions[production].current_stage == "Production"
+            if staging and staging != production:
+                assert versions[staging].current_stage == "Staging"
+            for active in ("Production", "Staging"):
+                assert len([v for v in versions.values() if v.current_stage == active]) <= 1
+            assert not [
+                k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending.")
+            ]
+            assert lock_versions(site.models.client, site.models.model) == []
+            assert site.doctor() == 0
+    finally:
+        for p in racers:
+            p.kill()
+            p.wait()
+
+
+# --- the database stopped mid-move ----------------------------------------------------------
+
+MOVER = """
+import sys
+import mlflow
+from mlgate import registry
+uri, name, version, fault = sys.argv[1:5]
+mlflow.set_tracking_uri(uri)
+client = mlflow.MlflowClient()
+lock = registry.PointerLock(client, name, holder="mover", wait=60, lease=30,
+                            fault_point=fault or None)
+with lock:
+    registry.converge(client, name, lock=lock)
+    holder = client.get_registered_model(name).aliases.get("staging")
+    if str(holder) != version:
+        registry.move_alias(client, name, "staging", version, lock=lock,
+                            tags={"mlgate.promotion": "staging"}, previous=str(holder),
+                            previous_tags={"mlgate.promotion.superseded_by": version})
+print("moved", flush=True)
+"""
+
+
+class Cluster:
+    """A PostgreSQL cluster of this test's own (the session one is shared), to stop and start."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        assert bins, "install PostgreSQL (apt-get install postgresql)"
+        self.bindir = bins[-1].parent
+        self.root = Path(tempfile.mkdtemp(prefix="mlgate-pg-stop-"))
+        self.owner: list[str] = []
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(self.root, "postgres", "postgres")
+            self.owner = ["runuser", "-u", "postgres", "--"]
+        self.data = self.root / "data"
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "mlgate"]
+        subprocess.run([*self.owner, *initdb, "--auth=trust"], check=True, capture_output=True)
+        self.start()
+        subprocess.run(
+            [*self.owner, str(self.bindir / "createdb"), "-h", "127.0.0.1"]
+            + ["-p", str(self.port), "-U", "mlgate", "mlflow"],
+            check=True,
+            capture_output=True,
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"postgresql+psycopg2://mlgate@127.0.0.1:{self.port}/mlflow"
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self.pg_ctl("-w", "-o", options, "-l", str(self.root / "log"), "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-w", "-m", "fast", "stop")
+
+
+def stopped(process: subprocess.Popen) -> bool:
+    state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state == "T"
+
+
+def test_the_database_stopped_mid_move_then_back_converges(tmp_path) -> None:
+    import shutil
+
+    import mlflow
+
+    from tests.conftest import free_port, start, stop
+
+    cluster = Cluster()
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", cluster.uri, "--artifacts-destination", str(tmp_path / "a")]
+        + ["--workers", "2"],
+        f"{uri}/health",
+        tmp_path / "server.log",
+        seconds=240,
+    )
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient()
+        name = "db-stop"
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, source=registry.TICKET_SOURCE)
+        python, env = str(BIN / "python"), os.environ | {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+        }
+        assert subprocess.run([python, "-c", MOVER, uri, name, "1", ""], env=env).returncode == 0
+
+        # The move of staging to version 2 stops right after its alias; the database goes away.
+        mover = subprocess.Popen(
+            [python, "-c", MOVER, uri, name, "2", "stop:move.after_alias"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        while not stopped(mover):
+            assert mover.poll() is None, mover.stderr.read()
+            time.sleep(0.1)
+        cluster.stop()
+        mover.send_signal(signal.SIGCONT)
+        _, err = mover.communicate()
+        assert mover.returncode != 0 and "Traceback" in err  # the next registry call failed
+        cluster.start()
+
+        # Split, as the database left it: alias on 2, stage on 1, the move pending.
+        versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
+        assert str(client.get_registered_model(name).aliases["staging"]) == "2"
+        assert versions["1"].current_stage == "Staging" and versions["2"].current_stage == "None"
+        assert "mlgate.pending.staging" in versions["2"].tags
+
+        # The re-run (after the dead mover's lease) converges.
+        done = subprocess.run(
+            [python, "-c", MOVER, uri, name, "2", ""], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
+        assert versions["2"].current_stage == "Staging"
+        assert versions["1"].current_stage == "Archived"
+        assert versions["2"].tags["mlgate.promotion"] == "staging"
+        assert versions["1"].tags["mlgate.promotion.superseded_by"] == "2"
+        assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending")]
+        history = [k for k in client.get_registered_model(name).tags if k.endswith(".v2")]
+        assert len(history) == 1
+    finally:
+        stop(server)
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
