@@ -19,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,13 +70,47 @@ lock.__enter__()
 """
 
 
+@pytest.fixture(scope="module")
+def moves_server(tmp_path_factory, postgres: str) -> Iterator[str]:
+    """MLflow on a PostgreSQL database of this module's own (in the session's cluster), two
+    workers, artifacts proxied to a local folder: `mlflow_postgres` with S3 and four workers did
+    not come up within its 180 s on a machine this loaded."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import free_port, start, stop
+
+    url = make_url(postgres)
+    database = f"moves_{uuid.uuid4().hex[:8]}"
+    connection = psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {database}")
+    connection.close()
+    root = tmp_path_factory.mktemp("moves-server")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    store = url.set(database=database).render_as_string(hide_password=False)
+    process = start(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts")]
+        + ["--workers", "2"],
+        f"{uri}/health",
+        root / "server.log",
+        seconds=900,
+    )
+    yield uri
+    stop(process)
+
+
 def lock_versions(client, name: str) -> list:
     return client.search_model_versions(f"name='{registry.lock_name(name)}'")
 
 
-def test_one_holder_at_a_time_from_every_starting_state(mlflow_postgres, tmp_path) -> None:
+def test_one_holder_at_a_time_from_every_starting_state(moves_server, tmp_path) -> None:
     import mlflow
 
+    mlflow_postgres = moves_server
     mlflow.set_tracking_uri(mlflow_postgres)
     client = mlflow.MlflowClient()
     stamp = int(time.time() * 1000)
@@ -184,7 +220,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(
-    tmp_path_factory, mlflow_postgres, clean_env_module, docker_engine, container_registry
+    tmp_path_factory, moves_server, clean_env_module, docker_engine, container_registry
 ) -> Site:
     """A champion in Production and two better candidates, evaluated against it, each with
     its image pushed and deployed once (so both can be rolled back to)."""
@@ -194,7 +230,7 @@ def site(
         | container_registry.env()
         | {"MLGATE_TRACKING_LOCK_LEASE": LEASE, "MLGATE_TRACKING_LOCK_WAIT": "60"}
     )
-    models = Registry(project, mlflow_postgres, env)
+    models = Registry(project, moves_server, env)
     repository = f"{container_registry.host}/mlgate/{models.model}"
     env["MLGATE_DEPLOY_IMAGE"] = repository
     champion = models.train(*WEAK)
