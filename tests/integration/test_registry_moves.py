@@ -286,6 +286,9 @@ def kill_then_rerun(site: Site, command: str, args: list[str], point: str):
     return killed
 
 
+# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
+# idle two-core machine, 15+ min at a load average of 30 (seen here).
+@pytest.mark.timeout(2400)
 def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     models = site.models
     # The lock's old name and its new one, taken by a user's models, are never touched.
@@ -329,6 +332,9 @@ def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -
         models.client.rename_registered_model(lock + ".kept", lock)
 
 
+# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
+# idle two-core machine, 15+ min at a load average of 30 (seen here).
+@pytest.mark.timeout(2400)
 def test_deploy_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     site.no_staging()
     flags = ["--set", "deploy.require_staging=false", "--approved-by", "bob"]
@@ -347,6 +353,9 @@ def test_deploy_killed_after_each_registry_call_converges(site: Site, capsys) ->
         assert versions[previous].tags["mlgate.production.replaced_by"] == target, point
 
 
+# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
+# idle two-core machine, 15+ min at a load average of 30 (seen here).
+@pytest.mark.timeout(2400)
 def test_rollback_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     site.no_staging()
     for point in FAULT_POINTS:
@@ -402,6 +411,9 @@ RACERS = 16
 ROUNDS = 3
 
 
+# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
+# idle two-core machine, 15+ min at a load average of 30 (seen here).
+@pytest.mark.timeout(2400)
 def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
     """Promotions, deploys and rollbacks of the same model race, 16 processes at once, three
     rounds. Each round starts from the champion in Production, so the promotions (evaluated
