@@ -411,8 +411,7 @@ RACERS = 16
 ROUNDS = 3
 
 
-# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
-# idle two-core machine, 15+ min at a load average of 30 (seen here).
+# Sixteen interpreters and 48 serialised moves: minutes on a loaded machine.
 @pytest.mark.timeout(2400)
 def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
     """Promotions, deploys and rollbacks of the same model race, 16 processes at once, three
