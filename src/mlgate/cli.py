@@ -49,6 +49,7 @@ COMMANDS = {
     "lineage": ("mlgate.audit", "where a model version came from, and what it replaced"),
     "metrics": ("mlgate.audit:metrics_main", "delivery metrics from the registry's history"),
     "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
+    "doctor": ("mlgate.doctor", "report (--repair: repair) disagreeing aliases, stages, locks"),
 }
 # Named flags shared by every stage, and the settings key each one sets.
 FLAGS = {

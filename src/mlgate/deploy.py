@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlgate import cli, environment, github, tracking
+from mlgate import cli, environment, github, registry, tracking
 from mlgate.bundle import export_bundle
 from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError
 from mlgate.evaluate import get_version
@@ -367,14 +367,17 @@ def deploy(
                 client.set_model_version_tag(name, version, key, value)
     # The build took minutes: read the pointers again, under the lock, and decide on those.
     with tracking.pointer_lock(client, settings, f"deploy of version {version}") as lock:
+        # First finish whatever a killed move left half done, then decide on what holds.
+        done = registry.converge(client, name, lock=lock)
         production = tracking.version_by_alias(client, name, PRODUCTION)
         if production is not None and str(production.version) == version:
-            tracking.finish_pending(client, name, PRODUCTION, production)
+            finished = version in registry.completed(done, PRODUCTION)
             return Deployment(
                 version,
                 image,
                 f"{name} version {version} is already in Production with {image.pinned}: "
-                "nothing to do",
+                + ("completed the record of its interrupted move" if finished else "nothing to do"),
+                changed=finished,
                 reused_image=reused,
             )
         _check_deployable(client, settings, version, production)
@@ -431,8 +434,16 @@ def _check_deployable(client, settings: Settings, version: str, production) -> N
 
 
 def move_production(
-    client, name: str, version: str, record: Mapping[str, str], previous: str | None, lock
+    client,
+    name: str,
+    version: str,
+    record: Mapping[str, str],
+    previous: str | None,
+    lock,
+    previous_record: Mapping[str, str] | None = None,
 ) -> None:
+    """Production to `version`: `record` tagged on it, `previous_record` (and when it was
+    replaced, by whom) on the version it replaces, all as one move (`registry.move_alias`)."""
     tracking.move_alias(
         client,
         name,
@@ -441,7 +452,11 @@ def move_production(
         lock=lock,
         tags=record,
         previous=previous,
-        previous_tags={"mlgate.production.replaced_by": version, "mlgate.production.until": _now()},
+        previous_tags={
+            "mlgate.production.replaced_by": version,
+            "mlgate.production.until": _now(),
+            **(previous_record or {}),
+        },
     )
 
 

@@ -109,3 +109,14 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """' (did you mean "x"?)' for the closest candidate, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class RegistryDisagreement(MlgateError):
+    """`mlgate doctor` found a model's aliases, stages, tags, history, pending records or lock
+    tickets in disagreement (a move cut short). The message says whether it was repaired."""
+
+    exit_code = 12
+    level = "warning"
+
+
+EXIT_CODES[RegistryDisagreement.exit_code] = "registry pointers disagreed (mlgate doctor)"

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlgate import cli, github, tracking
+from mlgate import cli, github, registry, tracking
 from mlgate.decision import DECISION_ARTIFACT, check_schema
 from mlgate.errors import GateFailed
 from mlgate.registry import find_champion, get_version
@@ -67,21 +67,34 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
     with tracking.pointer_lock(
         client, settings, f"promotion of version {candidate_version}"
     ) as lock:
-        return _promote(client, settings, candidate_version, decision, lock)
+        # First finish whatever a killed move left half done (a dry run only reads).
+        done = (
+            []
+            if decision["mode"] == "dry-run"
+            else registry.converge(client, settings.model.name, lock=lock)
+        )
+        return _promote(client, settings, candidate_version, decision, lock, done)
 
 
 def _promote(
-    client, settings: Settings, candidate_version: str, decision: dict[str, Any], lock
+    client,
+    settings: Settings,
+    candidate_version: str,
+    decision: dict[str, Any],
+    lock,
+    done: list[registry.Finding],
 ) -> Promotion:
     name = settings.model.name
     staged = tracking.version_by_alias(client, name, STAGING)
     if staged is not None and str(staged.version) == str(candidate_version):
-        tracking.finish_pending(client, name, STAGING, staged)
+        finished = str(candidate_version) in registry.completed(done, STAGING)
         _clear_rejection(client, name, candidate_version, staged.tags)
         return Promotion(
             candidate_version,
-            f"{name} version {candidate_version} already holds '{STAGING}': nothing to do",
+            f"{name} version {candidate_version} already holds '{STAGING}': "
+            + ("completed the record of its interrupted move" if finished else "nothing to do"),
             staged=True,
+            changed=finished,
         )
 
     if decision["verdict"] != "pass":

@@ -1,15 +1,674 @@
-"""Registry look-ups shared by the stages that only move pointers (promote, deploy, rollback,
-lineage): which version is the champion, and a version that must exist.
+"""Registry pointer moves that survive crashes and races: the lock and the move's state machine.
 
-Kept apart from mlgate.evaluate, which scores models, so that `mlgate promote` does not import
-numpy, pandas, scikit-learn, DVC or XGBoost to move one alias.
+The lock (`PointerLock`) is a ticket lock kept in the registry itself, so it works for every
+caller of the same MLflow server, whatever runs them:
+
+* One registered model per model, `mlgate-lock.<name>`, created once with the marker tag
+  `mlgate.lock` and never deleted. A registered model of that name without the marker is a user's
+  model: mlgate refuses to use it (ConfigError) and never touches it.
+* Taking the lock creates a new *version* of that model, the ticket, tagged with its holder and
+  its lease expiry in the same call. MLflow numbers versions inside one transaction that first
+  updates the registered model's row (`create_model_version` in its SQL store), so creations are
+  serialised by that row lock: a ticket is committed before the next number is handed out, and
+  numbers are never reused (deleting a version only marks it deleted). A ticket that sees no
+  *live* ticket (not deleted, lease not over) below its own number holds the lock; one that does
+  withdraws (deletes its own ticket) and waits.
+* Nobody deletes another's live ticket. Waiters delete only tickets whose lease is over, and a
+  lease is never extended, so an expired ticket can never become live again: deleting it needs
+  no compare-and-delete. That removes the race of the old lock (read the holder, then delete the
+  lock another waiter had just re-created).
+* A holder stops `lease / 4` (the safety margin) before its lease ends, by its own monotonic
+  clock, and before every registry call of a move it also re-reads the tickets: its own must
+  still be there with no live ticket below it. A waiter counts a ticket dead only when the
+  lease written on it has passed by the waiter's clock.
+
+Why that is safe: two processes hold at once only if the older holder's registry call lands
+after its lease ended, i.e. one registry call took longer than the margin (plus clock skew
+between the two machines). Leases are minutes long (tracking.lock_lease, 120 s; margin 30 s)
+while a registry call takes milliseconds and mlgate bounds each HTTP request
+(tracking.timeout): keep lock_lease > 4 x (tracking.timeout x (tracking.retries + 1)).
+
+A move (`move_alias`) is a state machine whose commit point is the alias:
+
+    pending record on the version -> alias -> converge: stage of the holder, archive of the
+    others, tags of the version and of the one it replaced, one history event -> re-read:
+    all agree -> pending record removed
+
+`converge` derives everything after the alias from what the registry holds (aliases, stages,
+tags, pending records), so the same code finishes a move in the run that started it and in any
+re-run after a crash, and `mlgate doctor` reports (and with --repair applies) the same plan.
+A pending record whose alias never moved is dropped: the re-run starts that move again.
 """
 
 from __future__ import annotations
 
-from mlgate import tracking
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from mlgate.errors import ConfigError, TrackingError
+from mlgate.faults import FAULT_POINTS
+from mlgate.settings import Settings
 from mlgate.decision import ModelRef
-from mlgate.errors import ConfigError
+from mlgate.tracking import errors, version_by_alias
+
+LOCK_PREFIX = "mlgate-lock."  # + model name: the registered model holding the tickets
+MARKER = "mlgate.lock"  # tag on what mlgate created for the lock; checked before any use
+MARKER_VALUE = "ticket-lock/1"
+HOLDER, EXPIRES = "mlgate.lock.holder", "mlgate.lock.expires_at"
+TICKET_SOURCE = "mlgate-lock:/ticket"  # never read: a ticket has no files
+PENDING = "mlgate.pending."  # + alias: a move begun and not yet fully recorded
+# + ALIAS.STAMP.vVERSION on the registered model: one tag a move, never rewritten, so the
+# registry keeps the whole history of its pointers (`mlgate lineage`, `mlgate metrics`).
+HISTORY = "mlgate.history."
+STAGE_OF = {"production": "Production", "staging": "Staging"}  # mlgate's aliases
+ACTIVE_STAGES = ("Production", "Staging")
+
+# The tags of a move that its history event keeps (who, why, from which run).
+HISTORY_TAGS = {
+    "mlgate.production.approved_by",
+    "mlgate.production.image",
+    "mlgate.production.run_url",
+    "mlgate.production.commit",
+    "mlgate.rollback.from",
+    "mlgate.rollback.reason",
+    "mlgate.rollback.by",
+    "mlgate.promotion.run_url",
+    "mlgate.promotion.champion_at_evaluation",
+}
+
+
+def lock_name(name: str) -> str:
+    return LOCK_PREFIX + name
+
+
+# --- the lock -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ticket:
+    version: int
+    holder: str
+    expires: float  # seconds since the epoch, by the holder's clock
+
+    def live(self, now: float) -> bool:
+        return now < self.expires
+
+    def describe(self) -> str:
+        until = datetime.fromtimestamp(self.expires, UTC).isoformat(timespec="seconds")
+        return f"{self.holder} (ticket {self.version}, lease until {until})"
+
+
+def tickets_of(versions: Iterable) -> list[Ticket]:  # versions: ModelVersion
+    """The tickets among a lock model's versions, lowest first. A version without a holder or a
+    readable expiry is a ticket whose lease is over."""
+    out = []
+    for v in versions:
+        tags = v.tags or {}
+        try:
+            expires = float(tags.get(EXPIRES, "0"))
+        except ValueError:
+            expires = 0.0
+        out.append(Ticket(int(v.version), tags.get(HOLDER, "unknown"), expires))
+    return sorted(out, key=lambda t: t.version)
+
+
+class PointerLock:
+    """A lock on one registered model's pointers (aliases and stages): see the module text."""
+
+    def __init__(
+        self,
+        client,
+        name: str,
+        *,
+        holder: str,
+        wait: float,
+        lease: float,
+        fault_point: str | None = None,
+    ) -> None:
+        self.client, self.name, self.lock = client, name, lock_name(name)
+        self.holder = f"{holder} #{uuid.uuid4().hex[:12]}"
+        self.wait, self.lease, self.margin = wait, lease, lease / 4
+        self.fault_point = fault_point
+        self.ticket: int | None = None
+        self.deadline = 0.0  # time.monotonic() after which this holder moves nothing
+
+    # -- taking and releasing
+
+    def __enter__(self) -> PointerLock:
+        self.ensure_lock_model()
+        deadline, delay, announced = time.monotonic() + self.wait, 0.05, None
+        while True:
+            with errors(f"taking the lock on {self.name}'s aliases"):
+                live = self._live_tickets()
+                if not live:
+                    self._take()
+                    below = [t for t in self._live_tickets() if t.version < self.ticket]
+                    if not below:
+                        self.fault("lock.after_ticket")
+                        return self
+                    self._withdraw()
+                    live = below
+            first = live[0]
+            if first.holder != announced:
+                print(
+                    f"waiting for the lock on {self.name}'s aliases, held by {first.describe()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                announced = first.holder
+            if time.monotonic() > deadline:
+                raise TrackingError(
+                    f"{self.name}'s aliases are locked by {first.describe()}; "
+                    f"waited {self.wait:g} s",
+                    fix="another promotion, deploy or rollback of this model is running: "
+                    "re-run when it ends. If its process died, the lock frees itself when the "
+                    "lease ends (a re-run then completes what it left half done)",
+                )
+            pause = min(delay, max(0.05, first.expires - time.time()))
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 0.5)  # a move takes well under a second
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._withdraw()
+        except Exception:  # the lease frees it; never hide the error that got us here
+            pass
+
+    def ensure_lock_model(self) -> None:
+        """The lock's registered model, created once with the marker; a model of that name
+        without the marker is someone else's and is never used."""
+        from mlflow.exceptions import MlflowException
+
+        for _ in range(3):
+            with errors(f"reading the lock of {self.name}'s aliases"):
+                try:
+                    tags = self.client.get_registered_model(self.lock).tags
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
+                else:
+                    check_marker(self.lock, self.name, tags)
+                    return
+                try:
+                    self.client.create_registered_model(
+                        self.lock,
+                        tags={MARKER: MARKER_VALUE},
+                        description=f"mlgate's lock on the aliases of {self.name}: each version "
+                        "is a ticket of one promotion, deploy or rollback. Never delete it.",
+                    )
+                    return
+                except MlflowException as exc:
+                    if exc.error_code not in {
+                        "RESOURCE_ALREADY_EXISTS",
+                        "ALREADY_EXISTS",
+                        "RESOURCE_DOES_NOT_EXIST",  # the SQL store's answer to a racing create
+                    }:
+                        raise
+        raise TrackingError(
+            f"could not create or read the lock model '{self.lock}'",
+            fix="check the MLflow server, then re-run",
+        )
+
+    def _take(self) -> None:
+        start = time.monotonic()
+        expires = time.time() + self.lease
+        version = self.client.create_model_version(
+            self.lock,
+            source=TICKET_SOURCE,
+            tags={HOLDER: self.holder, EXPIRES: repr(expires), MARKER: MARKER_VALUE},
+            description=f"{self.holder}: lock ticket",
+            await_creation_for=0,  # a ticket has no files to wait for
+        )
+        self.ticket = int(version.version)
+        self.deadline = start + self.lease - self.margin
+
+    def _withdraw(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if self.ticket is None:
+            return
+        ticket, self.ticket = self.ticket, None
+        try:
+            self.client.delete_model_version(self.lock, str(ticket))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    def _live_tickets(self) -> list[Ticket]:
+        """Live tickets, lowest first; tickets whose lease is over are deleted on the way
+        (they can never become live again, so no compare-and-delete is needed)."""
+        from mlflow.exceptions import MlflowException
+
+        now, live = time.time(), []
+        versions = search_versions(self.client, self.lock)
+        marked = {str(v.version) for v in versions if (v.tags or {}).get(MARKER) == MARKER_VALUE}
+        for ticket in tickets_of(v for v in versions if str(v.version) in marked):
+            if ticket.live(now) or ticket.version == self.ticket:
+                live.append(ticket)
+                continue
+            try:
+                self.client.delete_model_version(self.lock, str(ticket.version))
+            except MlflowException:
+                pass  # another waiter deleted it first
+        return live
+
+    # -- while holding
+
+    def check(self, action: str) -> None:
+        """Before each registry call of a move: the lease has more than the margin left, and
+        this ticket is still the lowest live one. Otherwise nothing more moves."""
+        if self.ticket is None or time.monotonic() >= self.deadline:
+            raise TrackingError(
+                f"the lock on {self.name}'s aliases ran out before {action}; nothing more "
+                "was moved",
+                fix="re-run (it completes what was left half done); if moves take this long, "
+                "raise tracking.lock_lease",
+            )
+        with errors(f"checking the lock before {action}"):
+            live = self._live_tickets()
+        if not live or live[0].version != self.ticket:
+            other = next((t for t in live if t.version != self.ticket), None)
+            raise TrackingError(
+                f"the lock on {self.name}'s aliases was lost before {action}"
+                + (f" (held by {other.describe()})" if other else "")
+                + "; nothing more was moved",
+                fix="re-run; if this repeats, check the clocks of the machines that run mlgate "
+                "and raise tracking.lock_lease",
+            )
+
+    def fault(self, point: str) -> None:
+        """Fault injection for tests (tracking.fault_point): die here as a killed job does
+        (`POINT`), or stop until SIGCONT (`stop:POINT`, to take the database away mid-move)."""
+        if self.fault_point == point:
+            print(f"fault injection: SIGKILL at {point}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.fault_point == f"stop:{point}":
+            print(f"fault injection: SIGSTOP at {point}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def check_marker(lock: str, name: str, tags: Mapping[str, str]) -> None:
+    if tags.get(MARKER) != MARKER_VALUE:
+        raise ConfigError(
+            f"a registered model named '{lock}' exists, but mlgate did not create it (it lacks "
+            f"the tag {MARKER}={MARKER_VALUE}): mlgate keeps the lock on {name}'s aliases under "
+            "that name and will not use or delete another model",
+            fix=f"rename the registered model '{lock}' (or choose another model.name); "
+            "mlgate then creates its lock there",
+        )
+
+
+def pointer_lock(client, settings: Settings, action: str) -> PointerLock:
+    """The lock on `settings.model.name`'s pointers, named after who takes it for what."""
+    point = settings.tracking.fault_point
+    if point is not None and point.removeprefix("stop:") not in FAULT_POINTS:
+        raise ConfigError(
+            f"tracking.fault_point '{point}' is not a fault point",
+            fix="use one of: " + ", ".join(FAULT_POINTS),
+        )
+    g = settings.github
+    who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"
+    return PointerLock(
+        client,
+        settings.model.name,
+        holder=who,
+        wait=settings.tracking.lock_wait,
+        lease=settings.tracking.lock_lease,
+        fault_point=point,
+    )
+
+
+def search_versions(client, name: str) -> list:
+    """Every (not deleted) version of `name`, all pages."""
+    out, token = [], None
+    while True:
+        page = client.search_model_versions(f"name='{name}'", page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+# --- the move -------------------------------------------------------------------------------
+
+
+def move_alias(
+    client,
+    name: str,
+    alias: str,
+    version: str,
+    *,
+    lock: PointerLock,
+    tags: Mapping[str, str],
+    previous: str | None = None,
+    previous_tags: Mapping[str, str] | None = None,
+) -> None:
+    """The one place registry pointers move, under `lock`: the pending record on `version`,
+    then `alias` (the commit point), then `converge` does the rest (stage, archive, tags of both
+    versions, history) and removes the pending record once all of it agrees."""
+    pending = json.dumps(
+        {
+            "tags": dict(tags),
+            "previous": previous,
+            "previous_tags": dict(previous_tags or {}),
+            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        }
+    )
+    with errors(f"moving '{alias}' of {name} to version {version}"):
+        lock.check(f"recording the move of '{alias}' to version {version}")
+        client.set_model_version_tag(name, version, PENDING + alias, pending)
+        lock.fault("move.after_pending")
+        lock.check(f"moving '{alias}' to version {version}")
+        client.set_registered_model_alias(name, alias, version)
+        lock.fault("move.after_alias")
+    converge(client, name, lock=lock)
+
+
+# -- the state, as plain data, and what disagrees in it
+
+
+@dataclass(frozen=True)
+class VersionState:
+    version: str
+    stage: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelState:
+    name: str
+    aliases: Mapping[str, str]  # alias -> version
+    tags: Mapping[str, str]  # of the registered model (history events)
+    versions: Mapping[str, VersionState]
+    tickets: tuple[Ticket, ...] = ()
+    now: float = 0.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One disagreement, in plain words, and the registry call that repairs it."""
+
+    kind: str  # stage | archive | tag | previous_tag | history | clear | drop | ticket
+    message: str
+    action: tuple[str, ...]  # (call, arguments...); () when nothing is to be done
+
+
+def history_key(alias: str, at: str, version: str) -> str:
+    return f"{HISTORY}{alias}.{datetime.fromisoformat(at):%Y%m%dT%H%M%S.%f}Z.v{version}"
+
+
+def history_event(alias: str, version: str, move: Mapping) -> str:
+    event = {
+        "alias": alias,
+        "version": version,
+        "previous": move["previous"],
+        "at": move["at"],
+        "tags": {k: v[:1000] for k, v in move["tags"].items() if k in HISTORY_TAGS},
+    }
+    return json.dumps(event, sort_keys=True)
+
+
+def desired_stage(state: ModelState, version: str) -> str | None:
+    """The stage that agrees with the aliases: Production for the production holder, Staging
+    for the staging holder (unless it is in Production too), Archived for any other version in
+    an active stage; None: leave the stage alone."""
+    holds = {alias for alias, v in state.aliases.items() if v == version}
+    for alias in ("production", "staging"):
+        if alias in holds:
+            return STAGE_OF[alias]
+    if state.versions[version].stage in ACTIVE_STAGES:
+        return "Archived"
+    return None
+
+
+def inspect(state: ModelState) -> list[Finding]:
+    """Every disagreement between aliases, stages, tags, history and pending records, in the
+    order their repairs must run: stages, then the records of completed moves, then the
+    pending records (cleared last, only once everything else agrees)."""
+    stages: list[Finding] = []
+    records: list[Finding] = []
+    clears: list[Finding] = []
+    name = state.name
+    for alias, version in sorted(state.aliases.items()):
+        if alias in STAGE_OF and version not in state.versions:
+            stages.append(
+                Finding("alias", f"'{alias}' points at version {version}, which is gone", ())
+            )
+    for version in sorted(state.versions, key=int):
+        want, have = desired_stage(state, version), state.versions[version].stage
+        if want is not None and want != have:
+            if want == "Archived":
+                stages.append(
+                    Finding(
+                        "archive",
+                        f"version {version} is in stage {have} but holds no alias of it: "
+                        "archive it",
+                        ("stage", version, "Archived"),
+                    )
+                )
+            else:
+                alias = "production" if want == "Production" else "staging"
+                stages.append(
+                    Finding(
+                        "stage",
+                        f"version {version} holds '{alias}' but its stage is {have}: move it "
+                        f"to {want}",
+                        ("stage", version, want),
+                    )
+                )
+    stages.sort(key=lambda f: f.kind != "stage")  # the holder first, then the archive
+    for version in sorted(state.versions, key=int):
+        tags = state.versions[version].tags
+        for key in sorted(k for k in tags if k.startswith(PENDING)):
+            alias = key[len(PENDING) :]
+            try:
+                move = json.loads(tags[key])
+                moved_tags, prev = dict(move["tags"]), move.get("previous")
+                prev_tags, at = dict(move.get("previous_tags") or {}), move.get("at")
+                if at is not None:
+                    datetime.fromisoformat(at)
+            except (ValueError, KeyError, TypeError):
+                clears.append(
+                    Finding(
+                        "drop",
+                        f"version {version} carries an unreadable pending record of "
+                        f"'{alias}': dropped",
+                        ("clear", version, alias),
+                    )
+                )
+                continue
+            if state.aliases.get(alias) != version:
+                holder = state.aliases.get(alias)
+                clears.append(
+                    Finding(
+                        "drop",
+                        f"a move of '{alias}' to version {version} was begun but its alias "
+                        f"never moved ('{alias}' is on {f'version {holder}' if holder else 'no version'}): "
+                        "its pending record is dropped and a re-run moves it again",
+                        ("clear", version, alias),
+                    )
+                )
+                continue
+            for k, v in sorted(moved_tags.items()):
+                if tags.get(k) != v:
+                    records.append(
+                        Finding(
+                            "tag",
+                            f"version {version} holds '{alias}' but lacks the move's tag {k}",
+                            ("tag", version, k, v),
+                        )
+                    )
+            if prev and prev in state.versions:
+                for k, v in sorted(prev_tags.items()):
+                    if state.versions[prev].tags.get(k) != v:
+                        records.append(
+                            Finding(
+                                "previous_tag",
+                                f"version {prev}, replaced as '{alias}' by {version}, lacks "
+                                f"the tag {k}",
+                                ("tag", prev, k, v),
+                            )
+                        )
+            if at is not None:
+                hkey = history_key(alias, at, version)
+                if hkey not in state.tags:
+                    records.append(
+                        Finding(
+                            "history",
+                            f"{name}'s history lacks the move of '{alias}' to version {version}",
+                            ("model_tag", hkey, history_event(alias, version, move)),
+                        )
+                    )
+            clears.append(
+                Finding(
+                    "clear",
+                    f"version {version} holds '{alias}' but its move is still pending: "
+                    "finish it",
+                    ("clear", version, alias),
+                )
+            )
+    tickets = []
+    for ticket in state.tickets:
+        if ticket.live(state.now):
+            tickets.append(
+                Finding(
+                    "ticket",
+                    f"the lock is held by {ticket.describe()}: if that job is dead, its lease "
+                    "frees the lock and the next move (or doctor --repair) completes its work",
+                    (),
+                )
+            )
+        else:
+            tickets.append(
+                Finding(
+                    "ticket",
+                    f"an expired lock ticket of {ticket.holder} (ticket {ticket.version}) is "
+                    "left: deleted by the next move",
+                    ("ticket", str(ticket.version)),
+                )
+            )
+    return stages + records + clears + tickets
+
+
+def read_state(client, name: str, *, with_tickets: bool = False) -> ModelState:
+    from mlflow.exceptions import MlflowException
+
+    with errors(f"reading the pointers of {name}"):
+        model = client.get_registered_model(name)
+        versions = {
+            str(v.version): VersionState(str(v.version), v.current_stage or "None", dict(v.tags))
+            for v in search_versions(client, name)
+        }
+        tickets: tuple[Ticket, ...] = ()
+        if with_tickets:
+            try:
+                lock = client.get_registered_model(lock_name(name))
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+            else:
+                check_marker(lock.name, name, lock.tags)
+                tickets = tuple(
+                    tickets_of(
+                        v
+                        for v in search_versions(client, lock.name)
+                        if (v.tags or {}).get(MARKER) == MARKER_VALUE
+                    )
+                )
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    return ModelState(name, aliases, dict(model.tags), versions, tickets, time.time())
+
+
+FAULT_OF = {
+    "stage": "finish.after_stage",
+    "archive": "finish.after_archive",
+    "tag": "finish.after_tag",
+    "previous_tag": "finish.after_previous_tag",
+    "history": "finish.after_history",
+    "clear": "finish.after_clear",
+    "drop": "finish.after_drop",
+}
+
+
+def apply(client, name: str, finding: Finding, lock: PointerLock | None) -> None:
+    import warnings
+
+    if not finding.action:
+        return
+    if lock is not None:
+        lock.check(finding.message)
+    call, *args = finding.action
+    if call == "stage":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
+            client.transition_model_version_stage(
+                name, args[0], args[1], archive_existing_versions=False
+            )
+    elif call == "tag":
+        client.set_model_version_tag(name, args[0], args[1], args[2])
+    elif call == "model_tag":
+        client.set_registered_model_tag(name, args[0], args[1])
+    elif call == "clear":
+        client.delete_model_version_tag(name, args[0], PENDING + args[1])
+    elif call == "ticket":
+        client.delete_model_version(lock_name(name), args[0])
+    if lock is not None and finding.kind in FAULT_OF:
+        lock.fault(FAULT_OF[finding.kind])
+
+
+def converge(client, name: str, *, lock: PointerLock | None) -> list[Finding]:
+    """Bring `name`'s stages, tags and history into agreement with its aliases and pending
+    records, then remove the pending records: what a re-run does after a crash at any point of a
+    move, and what `mlgate doctor --repair` does. The findings repaired are returned."""
+    with errors(f"completing the pointer moves of {name}"):
+        done = []
+        state = read_state(client, name)
+        findings = [f for f in inspect(state) if f.kind != "ticket"]
+        for finding in findings:
+            if finding.action and finding.kind not in {"clear", "drop"}:
+                apply(client, name, finding, lock)
+                done.append(finding)
+        # Trust nothing written without reading it back: the pending records go only when
+        # aliases, stages, tags and history all agree.
+        left = [f for f in inspect(read_state(client, name)) if f.kind != "ticket"]
+        wrong = [f for f in left if f.action and f.kind not in {"clear", "drop"}]
+        if wrong:
+            raise TrackingError(
+                f"{name}'s pointers still disagree after the repair: {wrong[0].message}",
+                fix="check the MLflow server (a failing backend store?), then re-run or run "
+                "`mlgate doctor`",
+            )
+        for finding in left:
+            if finding.action:
+                apply(client, name, finding, lock)
+                done.append(finding)
+    return done
+
+
+def completed(findings: Iterable[Finding], alias: str) -> list[str]:
+    """Versions whose pending move of `alias` `converge` finished (not dropped)."""
+    return [f.action[1] for f in findings if f.kind == "clear" and f.action[2] == alias]
+
+
+def finish_pending(client, name: str, alias: str, version, *, lock=None) -> bool:
+    """Converge `name`'s pointers (see `converge`); True when a pending move of `alias` to
+    `version` (a ModelVersion holding it) was completed."""
+    pending = PENDING + alias in version.tags
+    done = converge(client, name, lock=lock)
+    return pending and str(version.version) in completed(done, alias)
+
+
+# -- Look-ups shared by the stages that only move pointers (promote, deploy, rollback,
+# lineage), kept apart from mlgate.evaluate so that moving one alias imports no training library.
 
 CHAMPION_ALIASES = ("production", "staging")
 
@@ -17,7 +676,7 @@ CHAMPION_ALIASES = ("production", "staging")
 def find_champion(client, name: str, candidate_version: str) -> ModelRef | None:
     """The version holding `production`, else `staging`; the candidate itself never counts."""
     for alias in CHAMPION_ALIASES:
-        version = tracking.version_by_alias(client, name, alias)
+        version = version_by_alias(client, name, alias)
         if version is not None and str(version.version) != str(candidate_version):
             return ModelRef(name, str(version.version), version.run_id, alias)
     return None
@@ -27,7 +686,7 @@ def get_version(client, name: str, version: str):  # -> ModelVersion
     """A registered version; one that does not exist is the caller's mistake, not MLflow's."""
     from mlflow.exceptions import MlflowException
 
-    with tracking.errors(f"reading {name} version {version}"):
+    with errors(f"reading {name} version {version}"):
         try:
             return client.get_model_version(name, version)
         except MlflowException as exc:

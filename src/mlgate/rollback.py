@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from mlgate import cli, github, tracking
+from mlgate import cli, github, registry, tracking
 from mlgate.deploy import (
     PRODUCTION,
     Deployment,
@@ -38,11 +38,22 @@ def rollback(
 ) -> Deployment:
     client = tracking.connect(settings)
     with tracking.pointer_lock(client, settings, "rollback") as lock:
-        return _rollback(client, settings, reason=reason, to=to, approved_by=approved_by, lock=lock)
+        # First finish whatever a killed move left half done, then decide on what holds.
+        done = registry.converge(client, settings.model.name, lock=lock)
+        return _rollback(
+            client, settings, reason=reason, to=to, approved_by=approved_by, lock=lock, done=done
+        )
 
 
 def _rollback(
-    client, settings: Settings, *, reason: str, to: str | None, approved_by: Sequence[str], lock
+    client,
+    settings: Settings,
+    *,
+    reason: str,
+    to: str | None,
+    approved_by: Sequence[str],
+    lock,
+    done: list[registry.Finding],
 ) -> Deployment:
     name = settings.model.name
     current = tracking.version_by_alias(client, name, PRODUCTION)
@@ -52,13 +63,14 @@ def _rollback(
             fix="deploy a version first (`mlgate deploy`)",
         )
     current_version = str(current.version)
-    if tracking.finish_pending(client, name, PRODUCTION, current):
-        image = Image.recorded(current.tags)
+    if current_version in registry.completed(done, PRODUCTION):
+        image = Image.recorded(get_version(client, name, current_version).tags)
         return Deployment(
             current_version,
             image,
             f"completed the record of the interrupted move of {name} to version "
             f"{current_version}; nothing else moved (run again to roll back from it)",
+            changed=True,
             reused_image=True,
         )
     target = to or current.tags.get("mlgate.production.previous")
@@ -68,6 +80,14 @@ def _rollback(
             fix="name the version to go back to with --to N",
         )
     if target == current_version:
+        if to is not None:  # `--to N` names the outcome: a re-run of the same rollback
+            image = Image.recorded(get_version(client, name, current_version).tags)
+            return Deployment(
+                current_version,
+                image,
+                f"{name} version {target} is already in Production: nothing to do",
+                reused_image=True,
+            )
         raise ConfigError(
             f"version {target} is already in Production", fix="name another version with --to N"
         )
@@ -98,10 +118,10 @@ def _rollback(
     }
     if settings.github.run_url:
         record["mlgate.production.run_url"] = settings.github.run_url
-    move_production(client, name, target, record, current_version, lock)
-    with tracking.errors(f"recording the rollback on version {current_version}"):
-        client.set_model_version_tag(name, current_version, "mlgate.rollback.rolled_back", "true")
-        client.set_model_version_tag(name, current_version, "mlgate.rollback.reason", reason[:4900])
+    # What the withdrawn version says about the rollback is part of the move: a re-run after a
+    # crash completes it from the pending record.
+    withdrawn = {"mlgate.rollback.rolled_back": "true", "mlgate.rollback.reason": reason[:4900]}
+    move_production(client, name, target, record, current_version, lock, withdrawn)
     github.annotate(
         "notice",
         f"{name}: Production rolled back from version {current_version} to {target}: {reason}",

@@ -137,6 +137,9 @@ class TrackingSettings:
     # A training run carries a lease its job renews every run_lease/3 s; only a RUNNING run
     # whose lease ran out counts as abandoned (its job is dead) and is ended by a re-run.
     run_lease: float = 60.0  # seconds
+    # Tests only: SIGKILL this process right after the named registry call of a move (one of
+    # mlgate.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
+    fault_point: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,10 @@ seconds with a clear error and leaves no run behind.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
-import socket
-import sys
-import time
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -324,217 +317,21 @@ def _delete_versions_of_run(client, name: str, run_id: str) -> list[str]:
     return deleted
 
 
-LOCK_SUFFIX = ".mlgate-lock"
-HOLDER, EXPIRES = "mlgate.lock.holder", "mlgate.lock.expires_at"
-PENDING = "mlgate.pending."  # + alias: a move begun and not yet fully recorded
-# + ALIAS.STAMP.vVERSION on the registered model: one tag a move, never rewritten, so the
-# registry keeps the whole history of its pointers (`mlgate lineage`, `mlgate metrics`).
-HISTORY = "mlgate.history."
-
-
-class PointerLock:
-    """A lock on one registered model's pointers (aliases and stages), held in the registry.
-
-    MLflow has no compare-and-set on aliases, so "read the champion, compare, move" races
-    between two promotions: both read the same champion and the later one overwrites the
-    earlier on a stale comparison. Workflow `concurrency` groups only order jobs of one
-    repository. Creating a registered model, though, is atomic in every MLflow store (the name
-    is unique), so a registered model named `<name>.mlgate-lock` is a mutex that works for any
-    caller of the same registry. Its tags say who holds it and until when (a lease): a holder
-    that died is replaced once its lease ends, and a holder checks its lease before it moves a
-    pointer, so a process paused past its lease moves nothing.
-    """
-
-    def __init__(self, client, name: str, *, holder: str, wait: float, lease: float) -> None:
-        self.client, self.name, self.lock = client, name, name + LOCK_SUFFIX
-        self.token = f"{holder} #{uuid.uuid4().hex[:12]}"
-        self.wait, self.lease = wait, lease
-        self.expires = 0.0
-
-    def __enter__(self) -> PointerLock:
-        from mlflow.exceptions import MlflowException
-
-        deadline, delay, announced = time.monotonic() + self.wait, 0.05, False
-        while True:
-            now = time.time()
-            with errors(f"taking the lock on {self.name}'s aliases"):
-                try:
-                    self.client.create_registered_model(
-                        self.lock,
-                        tags={HOLDER: self.token, EXPIRES: str(now + self.lease)},
-                        description=f"Held by mlgate while it moves the aliases of {self.name}; "
-                        "deleted when the move ends. Safe to delete once its holder is gone.",
-                    )
-                    self.expires = now + self.lease
-                    return self
-                except MlflowException as exc:
-                    if exc.error_code == "RESOURCE_DOES_NOT_EXIST" and time.monotonic() < deadline:
-                        # MLflow's SQL store answers a name clash by reading the holder back;
-                        # when the holder released the lock in between, that read fails so:
-                        # the lock is free again (16 racing processes on PostgreSQL hit this).
-                        continue
-                    if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
-                        raise
-                holder, expires = self._holder()
-            if holder == self.token:  # our create was retried after it had succeeded
-                self.expires = expires
-                return self
-            if holder is None:
-                continue  # released in between: try again at once
-            if expires < now:
-                with errors(f"freeing the expired lock on {self.name}'s aliases"):
-                    self._delete_if_held_by(holder)  # its holder died: the lease ran out
-                continue
-            if not announced:
-                print(
-                    f"waiting for the lock on {self.name}'s aliases, held by {holder}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                announced = True
-            if time.monotonic() > deadline:
-                until = datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds")
-                raise TrackingError(
-                    f"{self.name}'s aliases are locked by {holder} (lease until {until}); "
-                    f"waited {self.wait:g} s",
-                    fix="another promotion, deploy or rollback of this model is running: "
-                    "re-run when it ends. If its process died, the lock frees itself when the "
-                    f"lease ends, or delete the registered model '{self.lock}'",
-                )
-            time.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 2.0)
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            self._delete_if_held_by(self.token)
-        except Exception:  # the lease frees it; never hide the error that got us here
-            pass
-
-    def check(self, action: str) -> None:
-        """Refuse to go on when the lease ran out (this process was paused or slow)."""
-        if time.time() >= self.expires:
-            raise TrackingError(
-                f"the lock on {self.name}'s aliases expired before {action}; nothing was moved",
-                fix="re-run; if moves take this long, raise tracking.lock_lease",
-            )
-
-    def _holder(self) -> tuple[str | None, float]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            tags = self.client.get_registered_model(self.lock).tags
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None, 0.0
-            raise
-        try:
-            return tags.get(HOLDER, "unknown"), float(tags.get(EXPIRES, "0"))
-        except ValueError:
-            return tags.get(HOLDER, "unknown"), 0.0
-
-    def _delete_if_held_by(self, holder: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        if self._holder()[0] != holder:
-            return
-        try:
-            self.client.delete_registered_model(self.lock)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-
-
-def pointer_lock(client, settings: Settings, action: str) -> PointerLock:
-    """The lock on `settings.model.name`'s pointers, named after who takes it for what."""
-    g = settings.github
-    who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"
-    return PointerLock(
-        client,
-        settings.model.name,
-        holder=who,
-        wait=settings.tracking.lock_wait,
-        lease=settings.tracking.lock_lease,
-    )
-
-
-def move_alias(
-    client,
-    name: str,
-    alias: str,
-    version: str,
-    *,
-    lock: PointerLock,
-    tags: Mapping[str, str],
-    previous: str | None = None,
-    previous_tags: Mapping[str, str] | None = None,
-) -> None:
-    """The one place registry pointers move, under `lock`: `alias` to `version`, the matching
-    stage with the previous holder archived (for users of stages), then the tags of both
-    versions. The whole move is first written as one pending tag on `version`, so a crash
-    between the pointer and its tags leaves a record that `finish_pending` completes."""
-    import warnings
-
-    pending = json.dumps(
-        {
-            "tags": dict(tags),
-            "previous": previous,
-            "previous_tags": dict(previous_tags or {}),
-            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
-        }
-    )
-    with errors(f"moving '{alias}' of {name} to version {version}"):
-        client.set_model_version_tag(name, version, PENDING + alias, pending)
-        lock.check(f"moving '{alias}' to version {version}")
-        client.set_registered_model_alias(name, alias, version)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
-            client.transition_model_version_stage(
-                name, version, alias.capitalize(), archive_existing_versions=True
-            )
-        _record(client, name, alias, version, pending)
-
-
-def finish_pending(client, name: str, alias: str, version) -> bool:  # version: ModelVersion
-    """Complete the record of a move to `version`, which holds `alias`, that a crash cut short
-    (the pointer moved, its tags were not all written). True when there was one."""
-    pending = version.tags.get(PENDING + alias)
-    if pending is None:
-        return False
-    with errors(f"completing the record of '{alias}' on version {version.version}"):
-        _record(client, name, alias, str(version.version), pending)
-    return True
-
-
-def _record(client, name: str, alias: str, version: str, pending: str) -> None:
-    move = json.loads(pending)
-    for key, value in move["tags"].items():
-        client.set_model_version_tag(name, version, key, value)
-    if move["previous"]:
-        for key, value in move["previous_tags"].items():
-            client.set_model_version_tag(name, move["previous"], key, value)
-    if "at" in move:  # written since the history was kept
-        at = datetime.fromisoformat(move["at"])
-        event = {
-            "alias": alias,
-            "version": version,
-            "previous": move["previous"],
-            "at": move["at"],
-            "tags": {k: v[:1000] for k, v in move["tags"].items() if k in HISTORY_TAGS},
-        }
-        key = f"{HISTORY}{alias}.{at:%Y%m%dT%H%M%S.%f}Z.v{version}"
-        client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
-    client.delete_model_version_tag(name, version, PENDING + alias)
-
-
-# The tags of a move that its history event keeps (who, why, from which run).
-HISTORY_TAGS = {
-    "mlgate.production.approved_by",
-    "mlgate.production.image",
-    "mlgate.production.run_url",
-    "mlgate.production.commit",
-    "mlgate.rollback.from",
-    "mlgate.rollback.reason",
-    "mlgate.rollback.by",
-    "mlgate.promotion.run_url",
-    "mlgate.promotion.champion_at_evaluation",
+# The lock and the pointer moves live in mlgate.registry; these names stay importable here.
+_MOVED = {
+    "PointerLock",
+    "pointer_lock",
+    "move_alias",
+    "finish_pending",
+    "PENDING",
+    "HISTORY",
+    "HISTORY_TAGS",
 }
+
+
+def __getattr__(name: str):  # PEP 562: imported lazily, mlgate.registry imports this module
+    if name in _MOVED:
+        from mlgate import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mlgate import deploy
+from mlgate import deploy, registry
 from tests.conftest import BIN, make_project
 from tests.integration.test_gate import WEAK, Registry
 
@@ -171,7 +171,7 @@ def test_sixteen_racing_promotions_leave_one_consistent_history(
     # A better candidate that did not get staging was refused on a stale comparison, and says so.
     for version in set(better) - moved:
         assert tags[version]["mlgate.promotion"] == "stale", tags[version]
-    # Nothing half done: no pending move, and the lock is gone.
+    # Nothing half done: no pending move, and no lock ticket left.
     assert not [k for t in tags.values() for k in t if k.startswith("mlgate.pending.")]
-    locks = models.client.search_registered_models(f"name = '{models.model}.mlgate-lock'")
-    assert locks == []
+    lock = registry.lock_name(models.model)
+    assert models.client.search_model_versions(f"name='{lock}'") == []

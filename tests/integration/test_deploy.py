@@ -7,6 +7,8 @@ model's own probabilities."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,9 +18,9 @@ import numpy as np
 import pytest
 import requests
 
-from mlgate import audit, deploy, rollback, tracking
+from mlgate import audit, deploy, registry, rollback
 from mlgate.predlog import S3Sink, read_log
-from tests.conftest import REPO, free_port, push_data
+from tests.conftest import BIN, REPO, free_port, push_data
 from tests.integration.test_gate import WEAK, Registry
 
 pytestmark = pytest.mark.docker
@@ -318,54 +320,59 @@ def test_deploy_refuses_a_version_that_is_not_staging(site, capsys) -> None:
 
 
 def test_job_killed_around_the_production_move_converges(
-    site, docker_engine, breast_cancer, capsys, monkeypatch
+    site, docker_engine, breast_cancer, capsys
 ) -> None:
-    """The job dies (SIGKILL: no handler runs) after the push and before the move, then after
-    the move and before its tags. Each re-run finishes the work; nothing is half done."""
+    """A real `mlgate deploy` process is SIGKILLed (no handler, no `finally`: its lock ticket
+    stays, as a dead job leaves it) after the push, with the move recorded as pending but
+    Production not moved; then right after Production moved, before its stage and tags. Each
+    re-run meets what the dead job left and finishes the work; nothing is half done."""
     models, env, _ = site
     before = production(models)
     push_data(models.project, breast_cancer.iloc[40:], message="data: v3")
     v3 = models.train()
     assert models.evaluate(v3) == 0 and models.promote(v3) == 0
+    env = env | {"MLGATE_TRACKING_LOCK_LEASE": "10"}  # the re-run waits out the dead ticket
+    lock = registry.lock_name(models.model)
+    argv = [str(BIN / "mlgate"), "deploy", *models.args(), "--candidate-version", v3]
+    argv += ["--source", str(REPO), "--approved-by", "alice"]
 
-    def killed(*args, **kwargs):
-        raise SystemExit(137)
+    def killed_at(point: str) -> None:
+        done = subprocess.run(
+            argv, env=env | {"MLGATE_TRACKING_FAULT_POINT": point}, capture_output=True, text=True
+        )
+        assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+        assert len(models.client.search_model_versions(f"name='{lock}'")) == 1, "its ticket"
 
-    # 1. Pushed, not moved: the image is recorded on the version, Production is untouched.
-    with monkeypatch.context() as patch:
-        patch.setattr(deploy, "move_production", killed)
-        with pytest.raises(SystemExit):
-            deploy_cli(models, env, v3)
+    # 1. Pushed, the move pending, Production untouched: the image is recorded on the version.
+    killed_at("move.after_pending")
     tags = models.client.get_model_version(models.model, v3).tags
     assert production(models) == before and "mlgate.image.digest" in tags
-    assert not [key for key in tags if key.startswith(("mlgate.production.", "mlgate.pending."))]
+    assert "mlgate.pending.production" in tags
+    assert not [key for key in tags if key.startswith("mlgate.production.")]
 
-    # 2. The re-run reuses the image; this time the job dies between the move and its tags.
+    # 2. The re-run reuses the image; this time the job dies right after the alias moved.
     images = len(docker_engine.images.list())
-    with monkeypatch.context() as patch:
-        patch.setattr(tracking, "_record", killed)
-        with pytest.raises(SystemExit):
-            deploy_cli(models, env, v3)
+    killed_at("move.after_alias")
     assert len(docker_engine.images.list()) == images, "no second build"
     moved = models.client.get_model_version(models.model, v3)
-    assert production(models) == v3 and moved.current_stage == "Production"
+    assert production(models) == v3 and moved.current_stage == "Staging", "alias and stage split"
     assert "mlgate.image.digest" in moved.tags, (
         "Production never points at a version without its image"
     )
     assert "mlgate.pending.production" in moved.tags
 
-    # 3. The re-run completes the record from the pending move: who, what it replaced.
+    # 3. The re-run completes the move from the pending record: stage, who, what it replaced.
     assert deploy_cli(models, env, v3) == 0
-    assert "already in Production" in capsys.readouterr().out
-    done = models.client.get_model_version(models.model, v3).tags
-    assert "mlgate.pending.production" not in done
-    assert done["mlgate.production.previous"] == before
-    assert done["mlgate.production.approved_by"] == "alice"
-    replaced = models.client.get_model_version(models.model, before).tags
-    assert replaced["mlgate.production.replaced_by"] == v3
-    locks = models.client.search_registered_models(f"name = '{models.model}.mlgate-lock'")
-    assert locks == []
-
+    assert "completed the record of its interrupted move" in capsys.readouterr().out
+    done = models.client.get_model_version(models.model, v3)
+    assert done.current_stage == "Production"
+    assert "mlgate.pending.production" not in done.tags
+    assert done.tags["mlgate.production.previous"] == before
+    assert done.tags["mlgate.production.approved_by"] == "alice"
+    replaced = models.client.get_model_version(models.model, before)
+    assert replaced.tags["mlgate.production.replaced_by"] == v3
+    assert replaced.current_stage == "Archived"
+    assert models.client.search_model_versions(f"name='{lock}'") == []
 
 
 class InActions:

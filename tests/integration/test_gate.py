@@ -262,26 +262,25 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
 
 def test_a_held_lock_stops_a_promotion_until_its_lease_ends(registry: Registry, capsys) -> None:
     """Another mover holds the aliases: wait (bounded), then fail naming it. A holder that
-    died (its lease over) is replaced by the next promotion."""
+    died (its lease over) is replaced by the next promotion, which deletes its ticket."""
+    from mlgate.registry import EXPIRES, PointerLock, lock_name
+
     candidate = registry.train()
     assert registry.evaluate(candidate) == 0
-    lock = f"{registry.model}.mlgate-lock"
-    tags = {
-        "mlgate.lock.holder": "deploy by run 42",
-        "mlgate.lock.expires_at": str(time.time() + 600),
-    }
-    registry.client.create_registered_model(lock, tags=tags)
+    held = PointerLock(registry.client, registry.model, holder="deploy by run 42", wait=0, lease=600)
+    held.__enter__()
     staged = registry.staging()
     waiting = [*registry.args("--set", "tracking.lock_wait=1"), "--candidate-version", candidate]
     assert promote.main(waiting, env=registry.env) == 5
     err = capsys.readouterr().err
     assert "waiting for the lock" in err and "locked by deploy by run 42" in err
-    assert f"delete the registered model '{lock}'" in err
+    assert "the lock frees itself when the lease ends" in err
     assert registry.staging() == staged
-    registry.client.set_registered_model_tag(lock, "mlgate.lock.expires_at", str(time.time() - 1))
+    lock = lock_name(registry.model)
+    registry.client.set_model_version_tag(lock, str(held.ticket), EXPIRES, str(time.time() - 1))
     assert registry.promote(candidate) == 0
     assert registry.staging() == candidate
-    assert registry.client.search_registered_models(f"name = '{lock}'") == []
+    assert registry.client.search_model_versions(f"name='{lock}'") == []
 
 
 def test_a_rejected_version_promoted_later_carries_no_stale_reasons(

@@ -1,0 +1,89 @@
+"""mlgate doctor: do a model's aliases, stages, tags, history, pending records and lock agree?
+
+It reads the registry, says each disagreement in plain words and, with --repair, takes the lock
+and repairs exactly what a re-run of the interrupted promotion, deploy or rollback would
+(`registry.converge`): stages to match the aliases, the tags and history event of a move whose
+alias moved, pending records removed once all of that agrees, expired lock tickets deleted.
+It never moves an alias: the aliases are the commit point of every move.
+
+Exit codes: 0 all agree; 12 something disagreed (the message says whether it was repaired);
+the usual codes otherwise (5 MLflow failing or the lock busy, 2 bad usage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from mlgate import cli, github, registry, tracking
+from mlgate.errors import ConfigError, RegistryDisagreement
+
+
+def problems(findings: Sequence[registry.Finding]) -> list[registry.Finding]:
+    """The findings that are wrong (a live lock ticket is news, not a disagreement)."""
+    return [f for f in findings if not (f.kind == "ticket" and not f.action)]
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """mlgate doctor: report (and with --repair, repair) disagreements of a model's pointers."""
+    parser = cli.stage_parser("doctor", main.__doc__)
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="take the lock and repair what a re-run of the interrupted move would",
+    )
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        from mlflow.exceptions import MlflowException
+
+        settings = cli.settings_from(args, env)
+        client = tracking.connect(settings)
+        name = settings.model.name
+        missing = False
+        with tracking.errors(f"reading the registered model '{name}'"):
+            try:
+                client.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                missing = True
+        if missing:
+            raise ConfigError(
+                f"there is no registered model '{name}'",
+                fix="pass the model's name with --model-name (or model.name)",
+            )
+        findings = registry.inspect(registry.read_state(client, name, with_tickets=True))
+        for finding in findings:
+            print(f"- {finding.message}", flush=True)
+        wrong = problems(findings)
+        if not wrong:
+            print(f"{name}: aliases, stages, tags, history and lock agree", flush=True)
+            github.write_summary(settings.github, f"### 🩺 {name}\nAll pointers agree.")
+            return 0
+        if not args.repair:
+            raise RegistryDisagreement(
+                f"{name}: {len(wrong)} disagreement(s) found; nothing was changed",
+                fix="run `mlgate doctor --repair` (or re-run the interrupted promote, deploy or "
+                "rollback)",
+            )
+        with tracking.pointer_lock(client, settings, "doctor --repair") as lock:
+            done = registry.converge(client, name, lock=lock)
+        left = problems(registry.inspect(registry.read_state(client, name, with_tickets=True)))
+        for finding in done:
+            print(f"repaired: {finding.message}", flush=True)
+        if left:
+            raise RegistryDisagreement(
+                f"{name}: {len(wrong)} disagreement(s) found, {len(left)} still left after the "
+                f"repair: {left[0].message}",
+                fix="if a move is running, re-run doctor when it ends; else check the MLflow "
+                "server",
+            )
+        github.write_summary(
+            settings.github, f"### 🩺 {name}\n{len(wrong)} disagreement(s) found and repaired."
+        )
+        raise RegistryDisagreement(
+            f"{name}: {len(wrong)} disagreement(s) found and repaired; all agree now",
+            fix="nothing left to do; find out which job was killed mid-move",
+        )
+
+    return cli.run(action)

@@ -1,0 +1,629 @@
+"""Registry moves that survive crashes and races, on MLflow with PostgreSQL (issue 16).
+
+* The lock: sixteen processes take it from every starting state (no lock, a live lock, an
+  expired lock, a holder being SIGKILLed); a file created with O_EXCL inside the lock is the
+  oracle: a second holder at the same time fails to create it.
+* The moves: `mlgate promote`, `deploy` and `rollback`, each a real subprocess SIGKILLed right
+  after each registry call of its move (tracking.fault_point, every point of
+  mlgate.faults.FAULT_POINTS), then run again: the registry must be in the state one clean run
+  leaves, read back with plain MlflowClient calls.
+* The lock's name: a user's models named like the old and the new lock name survive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlgate import deploy, doctor, promote, registry, rollback
+from mlgate.faults import FAULT_POINTS
+from tests.conftest import BIN, make_project
+from tests.integration.test_concurrency import record_image, tiny_image
+from tests.integration.test_gate import WEAK, Registry
+
+pytestmark = pytest.mark.docker
+
+LEASE = "10"  # seconds: a re-run waits at most this long for a killed holder's ticket
+
+HOLDERS = 16
+LOCKER = """
+import os, sys, time
+import mlflow
+from mlgate import registry
+uri, flags = sys.argv[1], sys.argv[2]
+mlflow.set_tracking_uri(uri)
+client = mlflow.MlflowClient()
+for name in sys.argv[3:]:
+    lock = registry.PointerLock(client, name, holder=f"locker {os.getpid()}", wait=120, lease=30)
+    with lock:
+        # The oracle: a second holder at the same time cannot create the same file.
+        fd = os.open(os.path.join(flags, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        lock.check("the critical section")
+        time.sleep(0.1)
+        lock.check("the end of the critical section")
+        os.close(fd)
+        os.unlink(os.path.join(flags, name))
+    print("held", name, flush=True)
+"""
+KILLED_HOLDER = """
+import sys
+import mlflow
+from mlgate import registry
+mlflow.set_tracking_uri(sys.argv[1])
+lock = registry.PointerLock(
+    mlflow.MlflowClient(), sys.argv[2], holder="a holder being killed", wait=60, lease=5,
+    fault_point="lock.after_ticket",
+)
+lock.__enter__()
+"""
+
+
+@pytest.fixture(scope="module")
+def moves_server(tmp_path_factory, postgres: str) -> Iterator[str]:
+    """MLflow on a PostgreSQL database of this module's own (in the session's cluster), two
+    workers, artifacts proxied to a local folder: `mlflow_postgres` with S3 and four workers did
+    not come up within its 180 s on a machine this loaded."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import free_port, start, stop
+
+    url = make_url(postgres)
+    database = f"moves_{uuid.uuid4().hex[:8]}"
+    connection = psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {database}")
+    connection.close()
+    root = tmp_path_factory.mktemp("moves-server")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    store = url.set(database=database).render_as_string(hide_password=False)
+    process = start(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts")]
+        + ["--workers", "2"],
+        f"{uri}/health",
+        root / "server.log",
+        seconds=900,
+    )
+    yield uri
+    stop(process)
+
+
+def lock_versions(client, name: str) -> list:
+    return client.search_model_versions(f"name='{registry.lock_name(name)}'")
+
+
+def test_one_holder_at_a_time_from_every_starting_state(moves_server, tmp_path) -> None:
+    import mlflow
+
+    mlflow_postgres = moves_server
+    mlflow.set_tracking_uri(mlflow_postgres)
+    client = mlflow.MlflowClient()
+    stamp = int(time.time() * 1000)
+    names = {state: f"lock-{state}-{stamp}" for state in ("killed", "expired", "live", "none")}
+
+    # An expired lock: a dead holder's ticket whose lease is over.
+    registry.PointerLock(client, names["expired"], holder="x", wait=0, lease=1).ensure_lock_model()
+    client.create_model_version(
+        registry.lock_name(names["expired"]),
+        source=registry.TICKET_SOURCE,
+        tags={
+            registry.HOLDER: "a dead holder",
+            registry.EXPIRES: str(time.time() - 1),
+            registry.MARKER: registry.MARKER_VALUE,
+        },
+    )
+    # A live lock: held here until every locker has started.
+    live = registry.PointerLock(client, names["live"], holder="the test", wait=0, lease=60)
+    live.__enter__()
+    # A holder being killed: it takes the lock and SIGKILLs itself while the lockers start.
+    python = str(BIN / "python")
+    victim = subprocess.Popen(
+        [python, "-c", KILLED_HOLDER, mlflow_postgres, names["killed"]], stderr=subprocess.PIPE
+    )
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    order = list(names.values())
+
+    def locker(i: int) -> subprocess.CompletedProcess:
+        # Every locker contends on the killed and the expired lock, half of them on each of
+        # the others (the cheap states), in different orders.
+        mine = [names["killed"], names["expired"], names["live" if i % 2 else "none"]]
+        mine = mine[i % 3 :] + mine[: i % 3]
+        return subprocess.run(
+            [python, "-c", LOCKER, mlflow_postgres, str(flags), *mine],
+            capture_output=True,
+            text=True,
+        )
+
+    with ThreadPoolExecutor(HOLDERS) as pool:
+        futures = [pool.submit(locker, i) for i in range(HOLDERS)]
+        assert victim.wait() == -signal.SIGKILL, victim.stderr.read()
+        live.__exit__(None, None, None)
+        done = [f.result() for f in futures]
+    logs = "\n".join(d.stderr for d in done)
+    assert all(d.returncode == 0 for d in done), logs[-4000:]
+    held = [line for d in done for line in d.stdout.splitlines() if line.startswith("held")]
+    wanted = {names["killed"]: HOLDERS, names["expired"]: HOLDERS}
+    wanted |= {names["live"]: HOLDERS // 2, names["none"]: HOLDERS // 2}
+    assert sorted(held) == sorted(f"held {n}" for n, k in wanted.items() for _ in range(k))
+    assert "waiting for the lock" in logs, "the lockers never contended: the test proves nothing"
+    assert "a dead holder" not in logs, "an expired ticket was waited for"
+    # No ticket left: released ones deleted by their holders, expired ones by the next taker.
+    for name in order:
+        assert lock_versions(client, name) == [], name
+    assert not list(flags.iterdir())
+
+
+# --- kill tests of the moves --------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    models: Registry
+    env: dict[str, str]
+    champion: str
+    a: str
+    b: str
+
+    def versions(self) -> dict[str, object]:
+        return {
+            str(v.version): v
+            for v in self.models.client.search_model_versions(f"name='{self.models.model}'")
+        }
+
+    def holder(self, alias: str) -> str | None:
+        aliases = self.models.client.get_registered_model(self.models.model).aliases
+        return str(aliases[alias]) if alias in aliases else None
+
+    def history(self, alias: str) -> set[str]:
+        tags = self.models.client.get_registered_model(self.models.model).tags
+        return {k for k in tags if k.startswith(f"mlgate.history.{alias}.")}
+
+    def args(self, *extra: str) -> list[str]:
+        return self.models.args(*extra)
+
+    def run(self, command: str, *args: str, fault: str | None = None):
+        env = self.env | ({"MLGATE_TRACKING_FAULT_POINT": fault} if fault else {})
+        return subprocess.run(
+            [str(BIN / "mlgate"), command, *self.args(), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    def doctor(self, *extra: str) -> int:
+        return doctor.main([*self.args(), *extra], env=self.env)
+
+    def no_staging(self) -> None:
+        """Staging on no version, stages agreeing (doctor --repair archives the old one)."""
+        client = self.models.client
+        if self.holder("staging"):
+            client.delete_registered_model_alias(self.models.model, "staging")
+        assert self.doctor("--repair") in (0, 12)
+        assert self.doctor() == 0
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory, moves_server, clean_env_module, docker_engine, container_registry
+) -> Site:
+    """A champion in Production and two better candidates, evaluated against it, each with
+    its image pushed and deployed once (so both can be rolled back to)."""
+    project = make_project(tmp_path_factory.mktemp("moves") / "project")
+    env = (
+        clean_env_module
+        | container_registry.env()
+        | {"MLGATE_TRACKING_LOCK_LEASE": LEASE, "MLGATE_TRACKING_LOCK_WAIT": "60"}
+    )
+    models = Registry(project, moves_server, env)
+    repository = f"{container_registry.host}/mlgate/{models.model}"
+    env["MLGATE_DEPLOY_IMAGE"] = repository
+    champion = models.train(*WEAK)
+    a, b = models.train(), models.train()
+    for version in (champion, a, b):
+        record_image(
+            models,
+            version,
+            repository,
+            tiny_image(docker_engine, repository, f"v{version}", container_registry),
+        )
+    assert models.evaluate(champion) == 0 and models.promote(champion) == 0
+    site = Site(models, env, champion, a, b)
+    for version in (a, b, champion):  # each deployed once; the champion in Production last
+        flags = ("--set", "deploy.require_staging=false")
+        argv = [*site.args(*flags), "--candidate-version", version, "--approved-by", "alice"]
+        assert deploy.main(argv, env=env) == 0
+    for version in (a, b):
+        assert models.evaluate(version) == 0  # against the champion in Production
+    assert site.holder("production") == champion and site.holder("staging") == champion
+    return site
+
+
+def converged(site: Site, alias: str, target: str, previous: str, history: set[str]) -> dict:
+    """The state one clean move of `alias` from `previous` to `target` leaves, read back with
+    plain MLflow calls; the tags of the target are returned for the caller's own checks."""
+    versions = site.versions()
+    stage = {"staging": "Staging", "production": "Production"}[alias]
+    assert site.holder(alias) == target
+    production, staging = site.holder("production"), site.holder("staging")
+    assert versions[target].current_stage == ("Production" if target == production else stage)
+    expected_previous = (
+        "Production" if previous == production else "Staging" if previous == staging else "Archived"
+    )
+    assert versions[previous].current_stage == expected_previous
+    for active in ("Production", "Staging"):  # one version per stage
+        assert len([v for v in versions.values() if v.current_stage == active]) <= 1, active
+    new = site.history(alias) - history
+    assert len(new) == 1 and next(iter(new)).endswith(f".v{target}"), new
+    event = json.loads(site.models.client.get_registered_model(site.models.model).tags[new.pop()])
+    assert (event["version"], event["previous"]) == (target, previous)
+    assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending.")]
+    assert lock_versions(site.models.client, site.models.model) == [], "a ticket is left"
+    return versions
+
+
+def kill_then_rerun(site: Site, command: str, args: list[str], point: str):
+    killed = site.run(command, *args, fault=point)
+    assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-3000:])
+    assert f"fault injection: SIGKILL at {point}" in killed.stderr
+    left = lock_versions(site.models.client, site.models.model)
+    assert len(left) == 1, "the dead job's ticket is left, as a real kill leaves it"
+    return killed
+
+
+# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
+# idle two-core machine, 15+ min at a load average of 30 (seen here).
+@pytest.mark.timeout(2400)
+def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
+    models = site.models
+    # The lock's old name and its new one, taken by a user's models, are never touched.
+    old = f"{models.model}.mlgate-lock"
+    models.client.create_registered_model(old)
+    for _ in range(2):
+        models.client.create_model_version(old, source=registry.TICKET_SOURCE)
+    for point in FAULT_POINTS:
+        previous = site.holder("staging")
+        target = site.a if previous != site.a else site.b
+        history = site.history("staging")
+        args = ["--candidate-version", target]
+        if "mlgate.promotion.superseded_by" in site.versions()[previous].tags:
+            # From an earlier round of a <-> b: the move would find it already written.
+            models.client.delete_model_version_tag(
+                models.model, previous, "mlgate.promotion.superseded_by"
+            )
+        kill_then_rerun(site, "promote", args, point)
+        assert promote.main([*site.args(), *args], env=site.env) == 0, capsys.readouterr().err
+        versions = converged(site, "staging", target, previous, history)
+        tags = versions[target].tags
+        assert tags["mlgate.promotion"] == "staging", point
+        assert tags["mlgate.promotion.replaced"] == previous, point
+        assert versions[previous].tags["mlgate.promotion.superseded_by"] == target, point
+    assert len(models.client.search_model_versions(f"name='{old}'")) == 2
+
+    # A model named like the new lock, without mlgate's marker: refused, never used or deleted.
+    lock = registry.lock_name(models.model)
+    models.client.rename_registered_model(lock, lock + ".kept")
+    try:
+        models.client.create_registered_model(lock, tags={"owner": "data team"})
+        models.client.create_model_version(lock, source=registry.TICKET_SOURCE)
+        target = site.a if site.holder("staging") != site.a else site.b
+        assert promote.main([*site.args(), "--candidate-version", target], env=site.env) == 2
+        err = capsys.readouterr().err
+        assert f"rename the registered model '{lock}'" in err
+        assert site.holder("staging") != target
+        assert len(models.client.search_model_versions(f"name='{lock}'")) == 1
+        models.client.delete_registered_model(lock)
+    finally:
+        models.client.rename_registered_model(lock + ".kept", lock)
+
+
+# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
+# idle two-core machine, 15+ min at a load average of 30 (seen here).
+@pytest.mark.timeout(2400)
+def test_deploy_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
+    site.no_staging()
+    flags = ["--set", "deploy.require_staging=false", "--approved-by", "bob"]
+    for point in FAULT_POINTS:
+        previous = site.holder("production")
+        target = site.a if previous != site.a else site.b
+        history = site.history("production")
+        args = ["--candidate-version", target, *flags]
+        kill_then_rerun(site, "deploy", args, point)
+        assert deploy.main([*site.args(), *args], env=site.env) == 0, capsys.readouterr().err
+        versions = converged(site, "production", target, previous, history)
+        tags = versions[target].tags
+        assert tags["mlgate.production.previous"] == previous, point
+        assert tags["mlgate.production.approved_by"] == "bob", point
+        assert tags["mlgate.production.image"] == tags["mlgate.image.ref"], point
+        assert versions[previous].tags["mlgate.production.replaced_by"] == target, point
+
+
+# Nine kills and re-runs (each re-run waits out the dead job's lease): about 4 min on an
+# idle two-core machine, 15+ min at a load average of 30 (seen here).
+@pytest.mark.timeout(2400)
+def test_rollback_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
+    site.no_staging()
+    for point in FAULT_POINTS:
+        previous = site.holder("production")
+        target = site.a if previous != site.a else site.b
+        history = site.history("production")
+        args = ["--to", target, "--reason", f"killed at {point}", "--approved-by", "carol"]
+        kill_then_rerun(site, "rollback", args, point)
+        if point == "move.after_alias":
+            # doctor sees the split pointers, repairs them as the re-run would, then agrees.
+            assert site.doctor() == 12
+            out = capsys.readouterr().out
+            assert f"version {target} holds 'production' but its stage is" in out
+            assert site.doctor("--repair") == 12
+            assert "found and repaired" in capsys.readouterr().err
+            assert site.doctor() == 0
+        assert rollback.main([*site.args(), *args], env=site.env) == 0, capsys.readouterr().err
+        versions = converged(site, "production", target, previous, history)
+        tags = versions[target].tags
+        assert tags["mlgate.rollback.from"] == previous, point
+        assert tags["mlgate.rollback.reason"] == f"killed at {point}", point
+        withdrawn = versions[previous].tags
+        assert withdrawn["mlgate.rollback.rolled_back"] == "true", point
+        assert withdrawn["mlgate.production.replaced_by"] == target, point
+
+
+def test_a_bad_fault_point_is_a_usage_error(site: Site) -> None:
+    done = site.run("rollback", "--reason", "x", fault="move.nowhere")
+    assert done.returncode == 2 and "is not a fault point" in done.stderr
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([str(Path(__file__)), *sys.argv[1:]]))
+
+
+# --- mixed races -----------------------------------------------------------------------------
+
+RACER = """
+import contextlib, io, json, os, sys, time
+from mlgate import deploy, promote, rollback
+barrier, plan = sys.argv[1], json.loads(sys.argv[2])
+mains = {"promote": promote.main, "deploy": deploy.main, "rollback": rollback.main}
+for round_, (command, argv) in enumerate(plan):
+    while not os.path.exists(f"{barrier}.{round_}"):
+        time.sleep(0.05)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = mains[command](argv)
+    print(json.dumps({"round": round_, "command": command, "code": code, "err": err.getvalue()}),
+          flush=True)
+"""
+RACERS = 16
+ROUNDS = 3
+
+
+# Sixteen interpreters and 48 serialised moves: minutes on a loaded machine.
+@pytest.mark.timeout(2400)
+def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
+    """Promotions, deploys and rollbacks of the same model race, 16 processes at once, three
+    rounds. Each round starts from the champion in Production, so the promotions (evaluated
+    against it) are valid only until a deploy or rollback lands: those that queue behind one are
+    refused as stale (exit 6), naming the version that won Production."""
+    site.no_staging()
+    env = site.env | {"MLGATE_TRACKING_LOCK_LEASE": "30", "MLGATE_TRACKING_LOCK_WAIT": "600"}
+    deploy_flags = ["--set", "deploy.require_staging=false", "--approved-by", "dave"]
+
+    def plan(i: int) -> list:
+        out = []
+        for r in range(ROUNDS):
+            target = (site.a, site.b)[(i + r) % 2]
+            kind = ("promote", "deploy", "rollback")[(i + r) % 3]
+            args = [*site.args(), "--candidate-version", target]
+            if kind == "deploy":
+                args += deploy_flags
+            if kind == "rollback":
+                args = [*site.args(), "--to", target, "--reason", f"race {r}", "--approved-by", "e"]
+            out.append((kind, args))
+        return out
+
+    barrier = tmp_path / "round"
+    racers = [
+        subprocess.Popen(
+            [str(BIN / "python"), "-c", RACER, str(barrier), json.dumps(plan(i))],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(RACERS)
+    ]
+    try:
+        for r in range(ROUNDS):
+            # Each round starts from the champion in Production, no staging.
+            back = [*site.args(), "--to", site.champion, "--reason", "reset", "--approved-by", "t"]
+            if site.holder("production") != site.champion:
+                assert rollback.main(back, env=env) == 0
+            site.no_staging()
+            (tmp_path / f"round.{r}").touch()
+            results = [json.loads(p.stdout.readline()) for p in racers]
+            assert all(x["round"] == r for x in results)
+            for x in results:
+                assert x["code"] in (0, 6), x  # success, or a stale decision refused
+                assert "Traceback" not in x["err"], x["err"]
+                if x["code"] == 6:  # names the version that took the champion's place
+                    assert x["command"] == "promote" and "the champion changed" in x["err"], x
+                    winner = re.search(r"was (\d+), now (\d+|none)", x["err"])
+                    assert winner and winner[1] == site.champion != winner[2], x["err"]
+            codes = [x["code"] for x in results]
+            assert 0 in codes, results
+            # Exactly one holder per alias, its stage agreeing; nothing half done, no ticket.
+            versions = site.versions()
+            production, staging = site.holder("production"), site.holder("staging")
+            assert versions[production].current_stage == "Production"
+            if staging and staging != production:
+                assert versions[staging].current_stage == "Staging"
+            for active in ("Production", "Staging"):
+                assert len([v for v in versions.values() if v.current_stage == active]) <= 1
+            assert not [
+                k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending.")
+            ]
+            assert lock_versions(site.models.client, site.models.model) == []
+            assert site.doctor() == 0
+    finally:
+        for p in racers:
+            p.kill()
+            p.wait()
+
+
+# --- the database stopped mid-move ----------------------------------------------------------
+
+MOVER = """
+import sys
+import mlflow
+from mlgate import registry
+uri, name, version, fault = sys.argv[1:5]
+mlflow.set_tracking_uri(uri)
+client = mlflow.MlflowClient()
+lock = registry.PointerLock(client, name, holder="mover", wait=60, lease=30,
+                            fault_point=fault or None)
+with lock:
+    registry.converge(client, name, lock=lock)
+    holder = client.get_registered_model(name).aliases.get("staging")
+    if str(holder) != version:
+        registry.move_alias(client, name, "staging", version, lock=lock,
+                            tags={"mlgate.promotion": "staging"},
+                            previous=str(holder) if holder else None,
+                            previous_tags={"mlgate.promotion.superseded_by": version})
+print("moved", flush=True)
+"""
+
+
+class Cluster:
+    """A PostgreSQL cluster of this test's own (the session one is shared), to stop and start."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+        assert bins, "install PostgreSQL (apt-get install postgresql)"
+        self.bindir = bins[-1].parent
+        self.root = Path(tempfile.mkdtemp(prefix="mlgate-pg-stop-"))
+        self.owner: list[str] = []
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(self.root, "postgres", "postgres")
+            self.owner = ["runuser", "-u", "postgres", "--"]
+        self.data = self.root / "data"
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "mlgate"]
+        subprocess.run([*self.owner, *initdb, "--auth=trust"], check=True, capture_output=True)
+        self.start()
+        subprocess.run(
+            [*self.owner, str(self.bindir / "createdb"), "-h", "127.0.0.1"]
+            + ["-p", str(self.port), "-U", "mlgate", "mlflow"],
+            check=True,
+            capture_output=True,
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"postgresql+psycopg2://mlgate@127.0.0.1:{self.port}/mlflow"
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.owner, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self.pg_ctl("-w", "-o", options, "-l", str(self.root / "log"), "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-w", "-m", "fast", "stop")
+
+
+def stopped(process: subprocess.Popen) -> bool:
+    state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state == "T"
+
+
+def test_the_database_stopped_mid_move_then_back_converges(tmp_path) -> None:
+    import shutil
+
+    import mlflow
+
+    from tests.conftest import free_port, start, stop
+
+    cluster = Cluster()
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", cluster.uri, "--artifacts-destination", str(tmp_path / "a")]
+        + ["--workers", "2"],
+        f"{uri}/health",
+        tmp_path / "server.log",
+        seconds=240,
+    )
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient()
+        name = "db-stop"
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, source=registry.TICKET_SOURCE)
+        python, env = str(BIN / "python"), dict(os.environ)
+        assert subprocess.run([python, "-c", MOVER, uri, name, "1", ""], env=env).returncode == 0
+
+        # The move of staging to version 2 stops right after its alias; the database goes away.
+        mover = subprocess.Popen(
+            [python, "-c", MOVER, uri, name, "2", "stop:move.after_alias"],
+            env=env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"},  # fail soon once it is gone
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        while not stopped(mover):
+            assert mover.poll() is None, mover.stderr.read()
+            time.sleep(0.1)
+        cluster.stop()
+        mover.send_signal(signal.SIGCONT)
+        _, err = mover.communicate()
+        assert mover.returncode != 0 and "Traceback" in err  # the next registry call failed
+        cluster.start()
+
+        # Split, as the database left it: alias on 2, stage on 1, the move pending.
+        versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
+        assert str(client.get_registered_model(name).aliases["staging"]) == "2"
+        assert versions["1"].current_stage == "Staging" and versions["2"].current_stage == "None"
+        assert "mlgate.pending.staging" in versions["2"].tags
+
+        # The re-run (after the dead mover's lease) converges.
+        done = subprocess.run(
+            [python, "-c", MOVER, uri, name, "2", ""], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
+        assert versions["2"].current_stage == "Staging"
+        assert versions["1"].current_stage == "Archived"
+        assert versions["2"].tags["mlgate.promotion"] == "staging"
+        assert versions["1"].tags["mlgate.promotion.superseded_by"] == "2"
+        assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending")]
+        history = [k for k in client.get_registered_model(name).tags if k.endswith(".v2")]
+        assert len(history) == 1
+    finally:
+        stop(server)
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
