@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 

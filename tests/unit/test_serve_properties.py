@@ -15,7 +15,6 @@ import asyncio
 import csv
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
