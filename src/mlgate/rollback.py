@@ -87,10 +87,11 @@ def _rollback(
         )
     who = approvers(settings, approved_by) or [settings.github.actor or "unknown"]
     # mlgate.production.previous keeps what the target replaced when it was first deployed, so
-    # a second rollback goes further back instead of forward to the withdrawn version.
+    # a second rollback goes further back instead of forward to the withdrawn version; and
+    # mlgate.production.approved_by keeps who approved it then: the rollback's own decider is
+    # mlgate.rollback.by, never written over the original approval.
     record = {
         "mlgate.production.since": _now(),
-        "mlgate.production.approved_by": ", ".join(who),
         "mlgate.production.image": image.pinned,
         "mlgate.rollback.from": current_version,
         "mlgate.rollback.reason": reason[:4900],

@@ -282,7 +282,8 @@ def check_lineage_and_metrics(models: Registry, env, v1: str, v2: str, digest: s
     assert "holdout_auc" in live["training"]["metrics"] and live["training"]["params"]
     assert live["decision"]["verdict"] == "pass" and live["decision"]["champion"] is None
     assert live["image"]["digest"] == digest and live["image"]["ref"].endswith(digest)
-    assert live["production"]["approved_by"] == "bob" and live["rollback"]["from"] == v2
+    assert live["production"]["approved_by"] == "alice", "the original approval stays"
+    assert live["rollback"]["by"] == "bob" and live["rollback"]["from"] == v2
     assert [(e["alias"], e["version"], e["previous"]) for e in live["history"]] == [
         ("staging", v1, None),
         ("production", v1, None),
