@@ -158,7 +158,11 @@ def logged_booster(client, name: str, version: str) -> LoggedBooster:
 
         local = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+                artifact_uri=f"models:/{name}/{version}",
+                dst_path=tmp,
+                # this client's store, whichever one the process last connected to
+                tracking_uri=client.tracking_uri,
+                registry_uri=client._registry_uri,
             )
         )
         mlmodel = yaml.safe_load((local / "MLmodel").read_text())

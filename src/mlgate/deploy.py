@@ -199,19 +199,19 @@ def build_fix(log: str, *, offline: bool) -> str:
     if "no matching distribution" in lowered or "could not find a version" in lowered:
         if offline:
             return (
-                "the offline build found no wheel for a pin of requirements-serve.lock: fill "
-                "deploy.wheels_dir (MLGATE_DEPLOY_WHEELS_DIR) with `scripts/download-wheels.sh "
-                "DIR` (the lock's Linux wheels), or leave it unset to install from the index"
+                "the offline build found no wheel for a pin of requirements-serve.lock in "
+                "deploy.wheels_dir (the base image is fine): `export MLGATE_DEPLOY_WHEELS_DIR="
+                "$(scripts/download-wheels.sh)` downloads the lock's Linux wheels"
             )
         return (
-            "pip could not reach the package index from inside the build: download the lock's "
-            "wheels on the host with `scripts/download-wheels.sh DIR` and set "
-            "deploy.wheels_dir (MLGATE_DEPLOY_WHEELS_DIR) to DIR for an offline build"
+            "pip could not reach the package index from inside the build: build offline "
+            "with the lock's wheels downloaded on the host: `export MLGATE_DEPLOY_WHEELS_DIR="
+            "$(scripts/download-wheels.sh)`"
         )
     if "hashes" in lowered and ("do not match" in lowered or "mismatch" in lowered):
         return (
-            "a wheel does not match the lock's hashes: empty deploy.wheels_dir and download "
-            "it again with `scripts/download-wheels.sh DIR`"
+            "a wheel does not match the lock's hashes: delete deploy.wheels_dir and download "
+            "the wheels again with `scripts/download-wheels.sh`"
         )
     if any(
         sign in lowered
@@ -430,8 +430,8 @@ def build_context(
         if not wheels.is_dir() or not any(wheels.glob("*.whl")):
             raise ConfigError(
                 f"deploy.wheels_dir {wheels} is not a directory of wheels",
-                fix="download the Linux wheels of requirements-serve.lock there first: "
-                f"`scripts/download-wheels.sh {wheels}`",
+                fix="download the Linux wheels of requirements-serve.lock first: "
+                "`export MLGATE_DEPLOY_WHEELS_DIR=$(scripts/download-wheels.sh)`",
             )
         for wheel in wheels.glob("*.whl"):
             shutil.copy2(wheel, dest / "wheels" / wheel.name)
