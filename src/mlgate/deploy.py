@@ -318,11 +318,22 @@ def image_files(docker_client, image_id: str, paths: Sequence[str]) -> dict[str,
         container.remove(force=True)
 
 
-def image_mismatch(docker_client, image: Image, model: ModelDigest, auth) -> str | None:
+# (REPOSITORY@DIGEST, model) pairs this process verified: a digest names immutable content
+# (the engine checks it on pull), so one verification holds for the life of the process.
+_VERIFIED: set[tuple[str, ModelDigest]] = set()
+
+
+def image_mismatch(
+    docker_client, image: Image, model: ModelDigest, auth, built_id: str | None = None
+) -> str | None:
     """Why `image` (in the configured repository, by digest) does not provably hold `model`,
     or None when it does: the registry holds it, its labels and its bundle.json name the
     model's sha256, run id, name and version, and the booster inside has that sha256 (the
-    server itself refuses to start when the compiled trees do not match bundle.json)."""
+    server itself refuses to start when the compiled trees do not match bundle.json).
+    `built_id`: the id of the image this process just built from a bundle it checked; when
+    the registry's image is that very image (same config digest), its files are known."""
+    if (image.pinned, model) in _VERIFIED:
+        return None
     pulled = pull(docker_client, image.pinned, auth)
     if pulled is None:
         return "the registry does not hold it"
@@ -330,6 +341,9 @@ def image_mismatch(docker_client, image: Image, model: ModelDigest, auth) -> str
     wrong = {k: labels.get(k) for k, v in model.labels().items() if labels.get(k) != v}
     if wrong:
         return "its labels name " + ", ".join(f"{k}={v!r}" for k, v in sorted(wrong.items()))
+    if built_id is not None and pulled.id == built_id:
+        _VERIFIED.add((image.pinned, model))
+        return None
     meta_path, model_path = f"{BUNDLE_DIR}/{META_FILE}", f"{BUNDLE_DIR}/{MODEL_FILE}"
     files = image_files(docker_client, pulled.id, [meta_path, model_path])
     if files[meta_path] is None or files[model_path] is None:
@@ -350,17 +364,26 @@ def image_mismatch(docker_client, image: Image, model: ModelDigest, auth) -> str
     held = hashlib.sha256(files[model_path]).hexdigest()
     if held != model.sha256:
         return f"its {MODEL_FILE} has sha256 {held}"
+    _VERIFIED.add((image.pinned, model))
     return None
 
 
-def verify_image(settings: Settings, docker_client, image: Image, model: ModelDigest) -> str | None:
+def verify_image(
+    settings: Settings,
+    docker_client,
+    image: Image,
+    model: ModelDigest,
+    built_id: str | None = None,
+) -> str | None:
     """`image_mismatch` for an image that must be in the configured repository: anything
     else is refused before any request (no credentials to another host)."""
     repository = image_repository(settings)
     if image.repository != repository or not DIGEST.fullmatch(image.digest):
         return f"it is not a digest in the configured repository {repository}"
     with docker_errors(f"verifying {image.pinned}"):
-        return image_mismatch(docker_client, image, model, settings.registry.auth_config())
+        return image_mismatch(
+            docker_client, image, model, settings.registry.auth_config(), built_id
+        )
 
 
 LINUX_WHEELS = (
@@ -492,7 +515,7 @@ def build_and_push(
         }
         print(f"building {ref} from {source / 'Dockerfile'}", flush=True)
         with docker_errors(f"building {ref}", offline=offline):
-            docker_client.images.build(
+            built, _ = docker_client.images.build(
                 path=str(context), tag=ref, buildargs=args, rm=True, forcerm=True, pull=False
             )
     push(docker_client, repository, tag, auth, settings)
@@ -504,7 +527,7 @@ def build_and_push(
             fix="check the registry's storage and re-run: the push is reused",
         )
     image = Image(repository, tag, digest)
-    why = verify_image(settings, docker_client, image, model)
+    why = verify_image(settings, docker_client, image, model, built_id=built.id)
     if why is not None:
         raise DeployError(
             f"{image.pinned}, read back after the push, does not hold {model.name} version "

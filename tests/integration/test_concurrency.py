@@ -48,12 +48,14 @@ def tiny_image(
     *,
     models: Registry | None = None,
     version: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> str:
     """Push a small image (no Python, no server) and return its digest. With `models` and
     `version`, it holds that version's model the way deploy and rollback verify it: the
     labels, /model/bundle.json and the booster itself, as `mlgate deploy` would build them,
     and `tag` None means the content-addressed tag deploy looks up (`vN-<sha12>`). Without
-    them it holds a placeholder, which deploy never reuses."""
+    them it holds a placeholder, which deploy never reuses. `labels` replaces the labels (an
+    image whose labels and contents disagree)."""
     from mlgate.bundle import logged_booster, write_bundle
 
     data, changes = io.BytesIO(), []
@@ -66,7 +68,8 @@ def tiny_image(
             logged = logged_booster(models.client, models.model, version)
             model = deploy.ModelDigest(models.model, version, logged.run_id, logged.sha256)
             tag = tag or model.tag
-            changes = [f'LABEL {key}="{value}"' for key, value in model.labels().items()]
+            labels = model.labels() if labels is None else labels
+            changes = [f'LABEL {key}="{value}"' for key, value in labels.items()]
             with tempfile.TemporaryDirectory() as tmp:
                 write_bundle(
                     Path(tmp),

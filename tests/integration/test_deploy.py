@@ -130,6 +130,7 @@ def booster_sha256(models: Registry, version: str, tmp_path) -> tuple[str, str]:
             artifact_uri=f"models:/{models.model}/{version}",
             dst_path=str(tmp_path / f"oracle-{version}"),
             tracking_uri=models.server,
+            registry_uri=models.server,
         )
     )
     data = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["xgboost"]["data"]
@@ -155,6 +156,11 @@ def image_holds(docker_engine, registry, pinned: str) -> dict:
     return {"labels": image.labels, "bundle": meta}
 
 
+def images_of(docker_engine, repository: str) -> set[str]:
+    """The engine's images in `repository` (other engineers' builds share the engine)."""
+    return {i.id for i in docker_engine.images.list(name=repository)}
+
+
 def load(url: str, rows: list[list[float]], columns: list[str], connections: int = 8) -> int:
     """Single-row requests from `connections` threads; every one must be answered 200."""
     from concurrent.futures import ThreadPoolExecutor
@@ -176,6 +182,7 @@ def log_metric(url: str, name: str) -> float:
     return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
 
 
+@pytest.mark.timeout(2400)  # two image builds and many engine calls on a shared vfs engine
 def test_deploy_then_serve_then_roll_back(
     site,
     docker_engine,
@@ -211,10 +218,10 @@ def test_deploy_then_serve_then_roll_back(
     assert version.tags["mlgate.production.previous"] == "none"
 
     # A re-run changes nothing and builds nothing.
-    images_before = len(docker_engine.images.list())
+    images_before = images_of(docker_engine, image)
     assert deploy_cli(models, env, v1) == 0
     assert "already in Production" in capsys.readouterr().out
-    assert len(docker_engine.images.list()) == images_before
+    assert images_of(docker_engine, image) == images_before
 
     # The image, pulled back by digest, serves the registry model's probabilities.
     pulled = docker_engine.images.pull(
@@ -355,7 +362,9 @@ def test_deploy_then_serve_then_roll_back(
         models.client.set_model_version_tag(models.model, v1, key, v1_tags[key])
     assert spy_registry.requests == []
 
-    # Roll back: one step to the version Production replaced, its image still pullable.
+    # Roll back: one step to the version Production replaced, its image still pullable and
+    # verified down to its bundle.json and booster (as a new process would: nothing cached).
+    deploy._VERIFIED.clear()
     capsys.readouterr()
     assert (
         rollback.main(
@@ -383,12 +392,12 @@ def test_deploy_then_serve_then_roll_back(
     models.client.set_model_version_tag(
         models.model, v2, "mlgate.image.repository", f"{spy_registry.host}/mlgate/x"
     )
-    images_before = len(docker_engine.images.list())
+    images_before = images_of(docker_engine, image)
     capsys.readouterr()
     assert deploy_cli(models, env, v2, "--approved-by", "carol") == 0
     out = capsys.readouterr().out
     assert "ignoring the recorded image" in out and "reusing it" in out
-    assert len(docker_engine.images.list()) == images_before, "nothing rebuilt"
+    assert images_of(docker_engine, image) == images_before, "nothing rebuilt"
     assert spy_registry.requests == [], "no request, so no credentials, to a foreign host"
     assert production(models) == v2
     again = models.client.get_model_version(models.model, v2).tags
@@ -471,7 +480,7 @@ def test_job_killed_around_the_production_move_converges(
 ) -> None:
     """The job dies (SIGKILL: no handler runs) after the push and before the move, then after
     the move and before its tags. Each re-run finishes the work; nothing is half done."""
-    models, env, _ = site
+    models, env, image = site
     before = production(models)
     push_data(models.project, breast_cancer.iloc[40:], message="data: v3")
     v3 = models.train()
@@ -490,12 +499,12 @@ def test_job_killed_around_the_production_move_converges(
     assert not [key for key in tags if key.startswith(("mlgate.production.", "mlgate.pending."))]
 
     # 2. The re-run reuses the image; this time the job dies between the move and its tags.
-    images = len(docker_engine.images.list())
+    images = images_of(docker_engine, image)
     with monkeypatch.context() as patch:
         patch.setattr(tracking, "_record", killed)
         with pytest.raises(SystemExit):
             deploy_cli(models, env, v3)
-    assert len(docker_engine.images.list()) == images, "no second build"
+    assert images_of(docker_engine, image) == images, "no second build"
     moved = models.client.get_model_version(models.model, v3)
     assert production(models) == v3 and moved.current_stage == "Production"
     assert "mlgate.image.digest" in moved.tags, (
@@ -551,19 +560,23 @@ def test_a_reset_store_and_a_tag_holding_another_model_never_reach_production(
 
     repository = f"{container_registry.host}/mlgate/shared-{old.model}"
     env = env | {"MLGATE_DEPLOY_IMAGE": repository}
-    # The old store's model, pushed under the tag the new version's model digest gives.
+    # The old store's model, pushed under the tag the new version's model digest gives, and
+    # labelled as the new model: only its bundle.json and booster tell.
+    new_model = deploy.ModelDigest(new.model, v1, new_run, new_sha)
     squatter = tiny_image(
         docker_engine,
         repository,
-        f"v1-{new_sha[:12]}",
+        new_model.tag,
         container_registry,
         models=old,
         version=old_v1,
+        labels=new_model.labels(),
     )
-    record_image(new, v1, repository, squatter, tag=f"v1-{new_sha[:12]}")
+    record_image(new, v1, repository, squatter, tag=new_model.tag)
     capsys.readouterr()
     assert deploy_cli(new, env, v1) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
+    assert "the recorded image" in out and "bundle.json names" in out
     assert "does not hold this model" in out and "rebuilding" in out
     deployed = new.client.get_model_version(new.model, v1).tags
     digest = deployed["mlgate.image.digest"]
@@ -573,10 +586,10 @@ def test_a_reset_store_and_a_tag_holding_another_model_never_reach_production(
     assert held["labels"]["dev.mlgate.model.sha256"] == new_sha == held["bundle"]["model_sha256"]
     assert held["labels"]["dev.mlgate.model.run-id"] == new_run == held["bundle"]["run_id"]
     # The tag now names the new image: a re-run reuses it, verified, and builds nothing.
-    images = len(docker_engine.images.list())
+    images = images_of(docker_engine, repository)
     assert deploy_cli(new, env, v1) == 0
     assert "already in Production" in capsys.readouterr().out
-    assert len(docker_engine.images.list()) == images
+    assert images_of(docker_engine, repository) == images
 
 
 def test_demo_with_approval_ends_in_a_row_served_by_the_container(
@@ -614,3 +627,50 @@ def test_demo_with_approval_ends_in_a_row_served_by_the_container(
     expected = booster.predict(xgb.DMatrix(frame.head(1)))
     np.testing.assert_allclose(served, expected.tolist(), atol=1e-6)
     assert held.tags["mlgate.production.approved_by"] == "demo"
+
+
+def test_scripts_start_a_registry_and_find_the_wheels(
+    docker_engine, serve_wheels, tmp_path
+) -> None:
+    """scripts/start-docker.sh reuses the running engine and starts a registry that requires
+    the given credentials; scripts/download-wheels.sh prints the folder the tests build from."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = os.environ | {
+        "STATE_DIR": str(tmp_path),
+        "REGISTRY_ADDR": f"127.0.0.1:{port}",
+        "REGISTRY_USERNAME": "script-user",
+        "REGISTRY_PASSWORD": "script-password",
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        [str(REPO / "scripts" / "start-docker.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    pid_file = tmp_path / "registry.pid"
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Docker engine: already running" in done.stdout
+        url = f"http://127.0.0.1:{port}/v2/"
+        assert requests.get(url, timeout=5).status_code == 401
+        answer = requests.get(url, auth=("script-user", "script-password"), timeout=5)
+        assert answer.status_code == 200
+    finally:
+        if pid_file.is_file():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    wheels = subprocess.run(
+        [str(REPO / "scripts" / "download-wheels.sh")],
+        env=os.environ | {"PYTHON": sys.executable, "CACHE": str(serve_wheels.parent)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    assert wheels.stdout.strip() == str(serve_wheels)
