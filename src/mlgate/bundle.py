@@ -156,11 +156,13 @@ def logged_booster(client, name: str, version: str) -> LoggedBooster:
         import mlflow
         import yaml
 
+        # MLflow resolves `models:/` against the process's current URIs whatever it is passed
+        # (ModelsArtifactRepository._get_model_uri_infos): point them at this client's store.
+        mlflow.set_tracking_uri(client.tracking_uri)
         local = Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{name}/{version}",
                 dst_path=tmp,
-                # this client's store, whichever one the process last connected to
                 tracking_uri=client.tracking_uri,
                 registry_uri=client._registry_uri,
             )

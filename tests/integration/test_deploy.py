@@ -125,6 +125,7 @@ def booster_sha256(models: Registry, version: str, tmp_path) -> tuple[str, str]:
     import yaml
 
     mv = models.client.get_model_version(models.model, version)
+    mlflow.set_tracking_uri(models.server)  # MLflow resolves models:/ against the global URI
     local = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{models.model}/{version}",
