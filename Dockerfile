@@ -1,11 +1,15 @@
-# Serving image for one registered model version: `mlgate deploy` (or `mlgate image build`)
-# assembles the build context (this file, requirements-serve.lock, src/mlgate, the model bundle)
-# and passes the labels. Only the server and the model are inside: no MLflow, DVC or pandera.
+# Serving image for one registered model version: `mlgate deploy` assembles the build context
+# (this file, requirements-serve.lock, src/mlgate, the model bundle of `mlgate bundle`) and
+# passes the labels. Only the server and the model are inside: no MLflow, DVC or pandera.
+# The labels and bundle/bundle.json name the model's sha256 and run: deploy and rollback
+# check them before they reuse an image (see README "Docker").
 #
-#   docker build --build-arg MODEL_NAME=... --build-arg MODEL_VERSION=... -t IMAGE CONTEXT
-#   docker run --read-only -p 8080:8080 IMAGE
+#   docker build --build-arg MODEL_NAME=... --build-arg MODEL_VERSION=... \
+#       --build-arg MODEL_RUN_ID=... --build-arg MODEL_SHA256=... -t IMAGE CONTEXT
+#   docker run --read-only --network host -e MLGATE_SERVE_PORT=8080 IMAGE
 #
-# Offline builds: put wheels matching the lock in wheels/ and pass --build-arg PIP_OFFLINE=1.
+# Offline builds: put wheels matching the lock in wheels/ (scripts/download-wheels.sh) and pass
+# --build-arg PIP_OFFLINE=1; a base image without pulling: scripts/build-base-image.sh.
 # The build stage keeps botocore's API models for S3 (the prediction log's sink) and for the
 # credential providers that call STS and SSO, and drops the other ~400 services (~25 MB).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -26,6 +30,7 @@ FROM ${BASE_IMAGE}
 ARG MODEL_NAME=unknown
 ARG MODEL_VERSION=0
 ARG MODEL_RUN_ID=""
+ARG MODEL_SHA256=""
 ARG DATA_MD5=""
 ARG GIT_COMMIT=""
 ARG SOURCE_URL=""
@@ -38,6 +43,7 @@ LABEL org.opencontainers.image.title="mlgate-serve ${MODEL_NAME}" \
       dev.mlgate.model.name="${MODEL_NAME}" \
       dev.mlgate.model.version="${MODEL_VERSION}" \
       dev.mlgate.model.run-id="${MODEL_RUN_ID}" \
+      dev.mlgate.model.sha256="${MODEL_SHA256}" \
       dev.mlgate.data.md5="${DATA_MD5}" \
       dev.mlgate.git.commit="${GIT_COMMIT}"
 COPY --from=build /opt/venv /opt/venv
@@ -54,5 +60,5 @@ USER 10001:10001
 WORKDIR /model
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/ping', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/ping' % os.environ.get('MLGATE_SERVE_PORT', '8080'), timeout=2)"]
 ENTRYPOINT ["python", "-m", "mlgate", "serve"]

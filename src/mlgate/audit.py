@@ -35,9 +35,34 @@ def history(client, name: str) -> list[dict[str, Any]]:
     with tracking.errors(f"reading the history of {name}"):
         model = client.get_registered_model(name)
     events = [
-        json.loads(value) for key, value in model.tags.items() if key.startswith(tracking.HISTORY)
+        _event(json.loads(value))
+        for key, value in model.tags.items()
+        if key.startswith(tracking.HISTORY)
     ]
     return sorted(events, key=lambda e: e["at"])
+
+
+def _version(value: Any) -> str | None:
+    """A version as the registry's REST API spells it (a string): a SQL store hands back
+    ints, and history written through one holds ints next to strings."""
+    return None if value in (None, "", "none") else str(value)
+
+
+def _event(event: dict[str, Any]) -> dict[str, Any]:
+    return event | {"version": _version(event["version"]), "previous": _version(event["previous"])}
+
+
+def replaced_versions(
+    number: str,
+    events: Sequence[Mapping[str, Any]],
+    production: Mapping[str, str],
+    promotion: Mapping[str, str],
+) -> list[str]:
+    """The versions `number` replaced (in Production or Staging), each once, oldest first:
+    from the history's moves to `number` and from the version's own tags."""
+    found = {_version(e["previous"]) for e in events if _version(e["version"]) == number}
+    found |= {_version(production.get("previous")), _version(promotion.get("replaced"))}
+    return sorted((v for v in found if v is not None), key=int)
 
 
 def existing(client, name: str, limit: int = 10) -> list[str]:
@@ -117,15 +142,7 @@ def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
     decision = _decision(client, version.run_id)
     events = [e for e in history(client, name) if number in (e["version"], e["previous"])]
     production, promotion = _tags(tags, "mlgate.production."), _tags(tags, "mlgate.promotion.")
-    replaced = sorted(
-        {e["previous"] for e in events if e["version"] == number and e["previous"]}
-        | {
-            v
-            for v in (production.get("previous"), promotion.get("replaced"))
-            if v not in (None, "none")
-        },
-        key=int,
-    )
+    replaced = replaced_versions(number, events, production, promotion)
 
     def ms(value: int | None) -> str | None:
         return None if value is None else _iso(datetime.fromtimestamp(value / 1000, UTC))

@@ -130,24 +130,43 @@ def load_bundle(path: Path, threads: int | None = None) -> Bundle:
     )
 
 
-def export_bundle(
-    client, name: str, version: str, dest: Path, *, compiler: str = "cc"
-) -> dict[str, Any]:
-    """Write the bundle of `name` version `version` into `dest` (replaced); return its meta.
-    The trees are compiled with `compiler` and checked against the booster on the logged
-    input example and on rows at every split threshold."""
+@dataclass(frozen=True)
+class LoggedBooster:
+    """A registered version's booster, as MLflow logged it (the source of its digest)."""
+
+    name: str
+    version: str
+    run_id: str
+    raw: bytes
+    features: list[str]
+    example: Any
+    tags: dict[str, str]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+
+def logged_booster(client, name: str, version: str) -> LoggedBooster:
+    """Download `name` version `version` from the registry's artifact store and return its
+    booster's bytes, inputs and input example. Not a tag: the logged file itself."""
     from mlgate import tracking
     from mlgate.evaluate import get_version
 
     model_version = get_version(client, name, version)
-    tags = dict(model_version.tags)
     with tempfile.TemporaryDirectory() as tmp, tracking.errors(f"downloading {name} v{version}"):
         import mlflow
         import yaml
 
+        # MLflow resolves `models:/` against the process's current URIs whatever it is passed
+        # (ModelsArtifactRepository._get_model_uri_infos): point them at this client's store.
+        mlflow.set_tracking_uri(client.tracking_uri)
         local = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+                artifact_uri=f"models:/{name}/{version}",
+                dst_path=tmp,
+                tracking_uri=client.tracking_uri,
+                registry_uri=client._registry_uri,
             )
         )
         mlmodel = yaml.safe_load((local / "MLmodel").read_text())
@@ -164,22 +183,41 @@ def export_bundle(
                 f"models:/{name}/{version} has no input signature",
                 fix="register models with `mlgate train`",
             )
-        raw = (local / flavor["data"]).read_bytes()
-        example = _input_example(local, features)
-        params = client.get_run(model_version.run_id).data.params
+        return LoggedBooster(
+            name=name,
+            version=str(version),
+            run_id=model_version.run_id,
+            raw=(local / flavor["data"]).read_bytes(),
+            features=features,
+            example=_input_example(local, features),
+            tags=dict(model_version.tags),
+        )
+
+
+def export_bundle(
+    client, name: str, version: str, dest: Path, *, compiler: str = "cc"
+) -> dict[str, Any]:
+    """Write the bundle of `name` version `version` into `dest` (replaced); return its meta.
+    The trees are compiled with `compiler` and checked against the booster on the logged
+    input example and on rows at every split threshold."""
+    from mlgate import tracking
+
+    logged = logged_booster(client, name, version)
+    with tracking.errors(f"reading the training run of {name} v{version}"):
+        params = client.get_run(logged.run_id).data.params
     return write_bundle(
         dest,
-        raw,
+        logged.raw,
         compiler=compiler,
-        example=example,
+        example=logged.example,
         name=name,
-        version=str(version),
-        run_id=model_version.run_id,
-        features=features,
+        version=logged.version,
+        run_id=logged.run_id,
+        features=logged.features,
         # The threshold chosen at training (tag, else the run's param), for ?labels=true.
-        threshold=recorded(tags, params)[0] or DEFAULT_THRESHOLD,
-        data_md5=tags.get("mlgate.data.md5", ""),
-        commit=tags.get("mlgate.git.commit", ""),
+        threshold=recorded(logged.tags, params)[0] or DEFAULT_THRESHOLD,
+        data_md5=logged.tags.get("mlgate.data.md5", ""),
+        commit=logged.tags.get("mlgate.git.commit", ""),
     )
 
 

@@ -9,9 +9,12 @@ dvc-remote/, the data set that ships with the project.
    on the same holdout rows -> promoted or rejected, with the decision table printed;
 3. Production: it stops for an approval (`--approve`, or a y/N prompt stands in for the GitHub
    Environment's reviewers), then builds and pushes the serving image to the registry of
-   deploy.image (default localhost:5000) when a Docker engine and that registry answer, and
-   moves the model to Production. Without them it says what it skipped and how to enable it,
-   and serves the bundle with `mlgate serve` instead. Either way it ends by scoring one row.
+   deploy.image (default localhost:5000) when a Docker engine and that registry answer
+   (`scripts/start-docker.sh` starts both; `scripts/build-base-image.sh` and
+   `scripts/download-wheels.sh` make the build work offline), moves the model to Production,
+   runs the image by digest (host networking when the engine has no bridge network) and
+   scores one row from the container. Without an engine or registry it says what it skipped
+   and how to enable it, and serves the bundle with `mlgate serve` instead.
 """
 
 from __future__ import annotations
@@ -122,45 +125,92 @@ def docker_unavailable(settings: Settings) -> str | None:
     try:
         connect_docker()
     except MlgateError:
-        return "no Docker engine answers (start Docker, or set DOCKER_HOST)"
+        return (
+            "no Docker engine answers (start one with `scripts/start-docker.sh`, or set "
+            "DOCKER_HOST)"
+        )
     registry = image_repository(settings).split("/")[0]
     try:
         requests.get(f"http://{registry}/v2/", timeout=3)
     except requests.RequestException:
         return (
-            f"no registry answers at {registry} (start one: "
-            "`docker run -d -p 5000:5000 registry:2`, or set MLGATE_DEPLOY_IMAGE)"
+            f"no registry answers at {registry} (start one with `scripts/start-docker.sh`, "
+            "or set MLGATE_DEPLOY_IMAGE to a registry you can push to)"
         )
     return None
 
 
-def score_one_row(url: str, frame) -> None:
-    """POST the first row of `frame` (the model's inputs) and print the answer."""
+def score_one_row(url: str, frame, container=None) -> dict:
+    """POST the first row of `frame` (the model's inputs), print the answer and return it.
+    Waits (bounded) for the server to listen; a `container` that exits is reported at once."""
+    import json
+
     import requests
 
     row = frame.head(1)
     body = {"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         try:
             answer = requests.post(f"{url}/invocations", json=body, timeout=5)
             break
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
+        except requests.RequestException as exc:
+            stopped = False
+            if container is not None:
+                container.reload()
+                stopped = container.status in {"exited", "dead"}
+            if stopped or time.monotonic() > deadline:
+                logs = "" if container is None else container.logs().decode()[-2000:]
+                raise MlgateError(
+                    f"the model server at {url} did not answer ({type(exc).__name__})"
+                    + (f"; its log ends:\n{logs}" if logs else ""),
+                    fix="see the server's log above; the port must be free and reachable "
+                    "(an engine without a bridge network needs host networking)",
+                ) from exc
             time.sleep(0.5)
     answer.raise_for_status()
-    print(f"scored one row at {url}/invocations: {answer.json()}", flush=True)
+    print(f"scored one row at {url}/invocations: {json.dumps(answer.json())}", flush=True)
+    return answer.json()
 
 
-def production(settings: Settings, approve: bool) -> None:
+def serve_image(settings: Settings, image, port: int):  # -> docker Container
+    """Run the image (by digest) read-only as its non-root user. The engine may have no bridge
+    network (dockerd --bridge=none, as the tests and scripts/start-docker.sh start it): a
+    published port is unreachable there, so the container joins the host's network and
+    listens on the free loopback port `port` (MLGATE_SERVE_PORT; the HEALTHCHECK follows)."""
+    from mlgate.deploy import connect_docker, docker_errors, pull
+
+    client = connect_docker()
+    with docker_errors(f"running {image.pinned}"):
+        # docker-py's run() takes no credentials: pull first (from the configured registry).
+        if pull(client, image.pinned, settings.registry.auth_config()) is None:
+            raise MlgateError(
+                f"{image.pinned} is not in the registry", fix="re-run the demo: it pushes it"
+            )
+        bridge = bool(client.networks.list(names=["bridge"]))
+        network = {"ports": {"8080/tcp": ("127.0.0.1", port)}} if bridge else {}
+        return client.containers.run(
+            image.pinned,
+            detach=True,
+            read_only=True,
+            network_mode=None if bridge else "host",
+            environment={"MLGATE_SERVE_PORT": "8080" if bridge else str(port)},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            **network,
+        )
+
+
+def production(settings: Settings, approve: bool) -> dict | None:
+    """Deploy the staging version behind the approval and score one row; return the answer
+    (None when nothing was approved)."""
     from mlgate import bundle, deploy, tracking
 
     print("\n=== Production: the deploy job waits for the Environment's reviewers", flush=True)
     client = tracking.connect(settings)
     staged = tracking.version_by_alias(client, settings.model.name, "staging")
     if staged is None or not approved(str(staged.version), approve):
-        return
+        return None
     version = str(staged.version)
     frame = load_frame(settings.path(settings.data.path)).drop(columns=[settings.data.target])
     port = _free_port()
@@ -168,18 +218,12 @@ def production(settings: Settings, approve: bool) -> None:
     if reason is None:
         result = deploy.deploy(settings, version, approved_by=["demo"])
         print(result.message, flush=True)
-        container = deploy.connect_docker().containers.run(
-            result.image.pinned,
-            detach=True,
-            read_only=True,
-            ports={"8080/tcp": port},
-            auth_config=settings.registry.auth_config(),
-        )
+        container = serve_image(settings, result.image, port)
         try:
-            score_one_row(f"http://127.0.0.1:{port}", frame)
+            print(f"serving {result.image.pinned} on 127.0.0.1:{port}", flush=True)
+            return score_one_row(f"http://127.0.0.1:{port}", frame, container)
         finally:
             container.remove(force=True)
-        return
     print(
         f"skipped the image and Production: {reason}; then re-run `make demo APPROVE=1`.\n"
         f"Serving version {version} with `mlgate serve` instead:",
@@ -194,7 +238,7 @@ def production(settings: Settings, approve: bool) -> None:
         cwd=settings.project_dir,
     )
     try:
-        score_one_row(f"http://127.0.0.1:{port}", frame)
+        return score_one_row(f"http://127.0.0.1:{port}", frame)
     finally:
         server.terminate()
         server.wait(timeout=30)

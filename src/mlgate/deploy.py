@@ -3,23 +3,35 @@ model to Production. Never one without the other.
 
 The order is what makes it safe to crash anywhere and re-run:
 
-1. The image for version N is `IMAGE:vN`. If the registry already has it (an earlier run pushed
-   it), it is reused: no second image. Otherwise the bundle is exported from the registry, the
-   image built from the top-level Dockerfile (docker-py, credentials never on a command line)
-   and pushed, with bounded retries on transient registry errors.
+1. The image of a version is content-addressed: `IMAGE:vN-<sha12>`, where sha12 starts the
+   sha256 of the booster file MLflow logged for version N (read from the registry's artifact
+   store, never from a tag). An image is reused only if it provably holds this version's model:
+   it is in the configured repository (deploy.image) and its labels and its `bundle.json` name
+   this model's sha256, run id, name and version, and the model file inside has that sha256.
+   Otherwise the bundle is exported from the registry, the image built from the top-level
+   Dockerfile (docker-py, credentials never on a command line), pushed with bounded retries on
+   transient registry errors, and verified the same way once pushed.
 2. The pushed digest is read back from the registry, and recorded on the version
-   (`mlgate.image.*`). An image tag is not Production: nothing points at it yet.
+   (`mlgate.image.*`). An image tag is not Production: nothing points at it yet. The
+   `mlgate.image.*` tags are a hint, never trusted as such: an image they name outside the
+   configured repository is ignored (and no credentials go to its host), one inside it is
+   verified like any other.
 3. Only then does `production` move (alias, and the Production stage with the previous one
    archived), and the version is tagged with who approved, the run, the commit and the version
    it replaced. A version already in Production with its image is a no-op.
 
-So Production never points at a version whose image is not in the registry, and no mutable
-"production" image tag exists to disagree with the registry.
+So Production never points at a version whose image is not in the registry or holds another
+model, and no mutable "production" image tag exists to disagree with the registry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import re
 import shutil
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,8 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlgate import cli, environment, github, registry, tracking
-from mlgate.bundle import export_bundle
-from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError
+from mlgate.bundle import META_FILE, MODEL_FILE, export_bundle, logged_booster
+from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, ModelError
 from mlgate.evaluate import get_version
 from mlgate.promote import load_decision
 from mlgate.settings import Settings
@@ -56,12 +68,73 @@ class Image:
 
     @classmethod
     def recorded(cls, tags: Mapping[str, str]) -> Image | None:
-        """The image a version's `mlgate.image.*` tags record, if any."""
+        """The image a version's `mlgate.image.*` tags record, if any (unchecked: see
+        `trusted_record`)."""
         if not tags.get("mlgate.image.digest"):
             return None
         return cls(
-            tags["mlgate.image.repository"], tags["mlgate.image.tag"], tags["mlgate.image.digest"]
+            tags.get("mlgate.image.repository", ""),
+            tags.get("mlgate.image.tag", ""),
+            tags["mlgate.image.digest"],
         )
+
+
+# The labels (and bundle.json keys) that say which model an image holds.
+LABEL_NAME = "dev.mlgate.model.name"
+LABEL_VERSION = "dev.mlgate.model.version"
+LABEL_RUN_ID = "dev.mlgate.model.run-id"
+LABEL_SHA256 = "dev.mlgate.model.sha256"
+BUNDLE_DIR = "/model"  # where the Dockerfile copies the bundle
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ModelDigest:
+    """What a serving image must hold: a version's logged booster (sha256) and its run."""
+
+    name: str
+    version: str
+    run_id: str
+    sha256: str
+
+    @property
+    def tag(self) -> str:
+        """The image tag: the version and the model's digest, so that a reset MLflow store, a
+        retrained version N or a second store sharing the repository never names an image
+        that holds another model."""
+        return f"v{self.version}-{self.sha256[:12]}"
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_NAME: self.name,
+            LABEL_VERSION: self.version,
+            LABEL_RUN_ID: self.run_id,
+            LABEL_SHA256: self.sha256,
+        }
+
+
+def model_digest(client, name: str, version: str) -> ModelDigest:
+    """The digest of `name` version `version`: the sha256 of the booster file MLflow logged
+    (downloaded from the artifact store, the source), never a tag that anyone can write."""
+    logged = logged_booster(client, name, version)
+    return ModelDigest(name, logged.version, logged.run_id, logged.sha256)
+
+
+def trusted_record(tags: Mapping[str, str], repository: str) -> tuple[Image | None, str | None]:
+    """The image a version's tags record, if it may be looked at: in the configured
+    `repository` (so credentials only ever go to its host) with a well-formed digest. Returns
+    (image, None), or (None, why it is ignored); (None, None) when nothing is recorded."""
+    image = Image.recorded(tags)
+    if image is None:
+        return None, None
+    if image.repository != repository:
+        return None, (
+            f"its tags name the image repository {image.repository!r}, not the configured "
+            f"{repository!r} (deploy.image)"
+        )
+    if not DIGEST.fullmatch(image.digest):
+        return None, f"its tags name a malformed image digest {image.digest[:80]!r}"
+    return image, None
 
 
 @dataclass(frozen=True)
@@ -97,17 +170,19 @@ def source_dir(given: Path | None) -> Path:
 
 
 @contextmanager
-def docker_errors(action: str) -> Iterator[None]:
+def docker_errors(action: str, *, offline: bool = False) -> Iterator[None]:
     import docker.errors
     import requests
 
     try:
         yield
     except docker.errors.BuildError as exc:
-        tail = "".join(str(c.get("stream", c.get("error", ""))) for c in list(exc.build_log)[-8:])
+        log = "".join(str(c.get("stream", c.get("error", ""))) for c in list(exc.build_log))
+        tail = "".join(
+            str(c.get("stream", c.get("error", ""))) for c in list(exc.build_log)[-8:]
+        )
         raise DeployError(
-            f"{action} failed: {exc.msg}\n{tail}",
-            fix="see the build log above; BASE_IMAGE must be pullable (deploy.base_image)",
+            f"{action} failed: {exc.msg}\n{tail}", fix=build_fix(log, offline=offline)
         ) from exc
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise DeployError(
@@ -115,6 +190,45 @@ def docker_errors(action: str) -> Iterator[None]:
             fix="check that the Docker engine runs (DOCKER_HOST) and the registry "
             "answers; credentials go in REGISTRY_USERNAME / REGISTRY_PASSWORD",
         ) from exc
+
+
+def build_fix(log: str, *, offline: bool) -> str:
+    """The fix for a failed image build, from what its log says went wrong (an offline build
+    that lacks wheels is not a base image problem)."""
+    lowered = log.lower()
+    if "no matching distribution" in lowered or "could not find a version" in lowered:
+        if offline:
+            return (
+                "the offline build found no wheel for a pin of requirements-serve.lock in "
+                "deploy.wheels_dir (the base image is fine): `export MLGATE_DEPLOY_WHEELS_DIR="
+                "$(scripts/download-wheels.sh)` downloads the lock's Linux wheels"
+            )
+        return (
+            "pip could not reach the package index from inside the build: build offline "
+            "with the lock's wheels downloaded on the host: `export MLGATE_DEPLOY_WHEELS_DIR="
+            "$(scripts/download-wheels.sh)`"
+        )
+    if "hashes" in lowered and ("do not match" in lowered or "mismatch" in lowered):
+        return (
+            "a wheel does not match the lock's hashes: delete deploy.wheels_dir and download "
+            "the wheels again with `scripts/download-wheels.sh`"
+        )
+    if any(
+        sign in lowered
+        for sign in (
+            "pull access denied",
+            "manifest unknown",
+            "no such image",
+            "repository does not exist",
+            "registry-1.docker.io",
+        )
+    ):
+        return (
+            "the base image is not on the engine and cannot be pulled: build one with "
+            "`scripts/build-base-image.sh` (no pull needed) and set deploy.base_image "
+            "(MLGATE_DEPLOY_BASE_IMAGE), or make python:3.11-slim-bookworm pullable"
+        )
+    return "see the build log above (deploy.base_image, deploy.wheels_dir)"
 
 
 def _first_line(exc: Exception) -> str:
@@ -155,6 +269,121 @@ def registry_holds(settings: Settings, ref: str) -> str | None:
     """The digest the registry holds for `ref` (a tag or a digest), with errors explained."""
     with docker_errors(f"checking {ref}"):
         return registry_digest(connect_docker(), ref, settings.registry.auth_config())
+
+
+def pull(docker_client, pinned: str, auth: dict[str, str] | None):  # -> Image | None
+    """Pull `REPOSITORY@DIGEST` (a no-op when the engine has it), or None when the registry
+    does not hold it. Callers pass only refs in the configured repository: `auth` goes to
+    that registry's host and nowhere else."""
+    import docker.errors
+
+    try:
+        return docker_client.images.pull(pinned, auth_config=auth)
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as exc:
+        text = str(exc).lower()
+        if exc.status_code in (401, 403) or "unauthorized" in text or "denied" in text:
+            raise DeployError(
+                f"the registry refused the credentials for {pinned}: {_first_line(exc)}",
+                fix="set REGISTRY_USERNAME / REGISTRY_PASSWORD (for GHCR: github.actor and the "
+                "workflow token with `packages: write`)",
+            ) from exc
+        if "manifest unknown" in text or "not found" in text or exc.status_code == 404:
+            return None
+        raise
+
+
+def image_files(docker_client, image_id: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+    """The bytes of files inside an image, by path (None: absent), read from a container that
+    is created and never started (no network, nothing runs)."""
+    import docker.errors
+
+    container = docker_client.containers.create(
+        image_id, command=["/nonexistent"], network_disabled=True
+    )
+    try:
+        found: dict[str, bytes | None] = {}
+        for path in paths:
+            try:
+                stream, _ = container.get_archive(path)
+            except docker.errors.NotFound:
+                found[path] = None
+                continue
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.extractfile(Path(path).name)
+                found[path] = None if member is None else member.read()
+        return found
+    finally:
+        container.remove(force=True)
+
+
+# (REPOSITORY@DIGEST, model) pairs this process verified: a digest names immutable content
+# (the engine checks it on pull), so one verification holds for the life of the process.
+_VERIFIED: set[tuple[str, ModelDigest]] = set()
+
+
+def image_mismatch(
+    docker_client, image: Image, model: ModelDigest, auth, built_id: str | None = None
+) -> str | None:
+    """Why `image` (in the configured repository, by digest) does not provably hold `model`,
+    or None when it does: the registry holds it, its labels and its bundle.json name the
+    model's sha256, run id, name and version, and the booster inside has that sha256 (the
+    server itself refuses to start when the compiled trees do not match bundle.json).
+    `built_id`: the id of the image this process just built from a bundle it checked; when
+    the registry's image is that very image (same config digest), its files are known."""
+    if (image.pinned, model) in _VERIFIED:
+        return None
+    pulled = pull(docker_client, image.pinned, auth)
+    if pulled is None:
+        return "the registry does not hold it"
+    labels = pulled.labels or {}
+    wrong = {k: labels.get(k) for k, v in model.labels().items() if labels.get(k) != v}
+    if wrong:
+        return "its labels name " + ", ".join(f"{k}={v!r}" for k, v in sorted(wrong.items()))
+    if built_id is not None and pulled.id == built_id:
+        _VERIFIED.add((image.pinned, model))
+        return None
+    meta_path, model_path = f"{BUNDLE_DIR}/{META_FILE}", f"{BUNDLE_DIR}/{MODEL_FILE}"
+    files = image_files(docker_client, pulled.id, [meta_path, model_path])
+    if files[meta_path] is None or files[model_path] is None:
+        return f"it has no model bundle in {BUNDLE_DIR}"
+    try:
+        meta = json.loads(files[meta_path])
+    except ValueError:
+        return f"its {META_FILE} is not JSON"
+    said = {
+        LABEL_NAME: meta.get("name"),
+        LABEL_VERSION: str(meta.get("version")),
+        LABEL_RUN_ID: meta.get("run_id"),
+        LABEL_SHA256: meta.get("model_sha256"),
+    }
+    wrong = {k: said[k] for k, v in model.labels().items() if said[k] != v}
+    if wrong:
+        return f"its {META_FILE} names " + ", ".join(f"{k}={v!r}" for k, v in wrong.items())
+    held = hashlib.sha256(files[model_path]).hexdigest()
+    if held != model.sha256:
+        return f"its {MODEL_FILE} has sha256 {held}"
+    _VERIFIED.add((image.pinned, model))
+    return None
+
+
+def verify_image(
+    settings: Settings,
+    docker_client,
+    image: Image,
+    model: ModelDigest,
+    built_id: str | None = None,
+) -> str | None:
+    """`image_mismatch` for an image that must be in the configured repository: anything
+    else is refused before any request (no credentials to another host)."""
+    repository = image_repository(settings)
+    if image.repository != repository or not DIGEST.fullmatch(image.digest):
+        return f"it is not a digest in the configured repository {repository}"
+    with docker_errors(f"verifying {image.pinned}"):
+        return image_mismatch(
+            docker_client, image, model, settings.registry.auth_config(), built_id
+        )
 
 
 LINUX_WHEELS = (
@@ -206,8 +435,11 @@ def download_wheels(lock: Path, cache: Path, name: str, python: str = "3.11") ->
     return dest
 
 
-def build_context(settings: Settings, client_mlflow, version: str, source: Path, dest: Path):
-    """Dockerfile, serving lock, mlgate's package, the model bundle and (offline) wheels."""
+def build_context(
+    settings: Settings, client_mlflow, version: str, source: Path, dest: Path, model=None
+):
+    """Dockerfile, serving lock, mlgate's package, the model bundle and (offline) wheels. With
+    `model` (a ModelDigest), the exported bundle must hold that very booster."""
     for name in SOURCE_FILES:
         shutil.copy2(source / name, dest / name)
     shutil.copytree(
@@ -218,42 +450,63 @@ def build_context(settings: Settings, client_mlflow, version: str, source: Path,
     (dest / "wheels").mkdir()
     if settings.deploy.wheels_dir:
         wheels = settings.path(settings.deploy.wheels_dir)
-        if not wheels.is_dir():
+        if not wheels.is_dir() or not any(wheels.glob("*.whl")):
             raise ConfigError(
-                f"deploy.wheels_dir {wheels} is not a directory",
-                fix="download the wheels of requirements-serve.lock there first",
+                f"deploy.wheels_dir {wheels} is not a directory of wheels",
+                fix="download the Linux wheels of requirements-serve.lock first: "
+                "`export MLGATE_DEPLOY_WHEELS_DIR=$(scripts/download-wheels.sh)`",
             )
         for wheel in wheels.glob("*.whl"):
             shutil.copy2(wheel, dest / "wheels" / wheel.name)
-    return export_bundle(
+    meta = export_bundle(
         client_mlflow,
         settings.model.name,
         version,
         dest / "bundle",
         compiler=settings.serve.compiler,
     )
+    if model is not None and (meta["model_sha256"], meta["run_id"]) != (
+        model.sha256,
+        model.run_id,
+    ):
+        raise ModelError(
+            f"{model.name} version {version} changed while it was deployed (its booster has "
+            f"sha256 {meta['model_sha256'][:12]}, was {model.sha256[:12]})",
+            fix="find out who rewrote the registry's artifacts; then re-run the deploy",
+        )
+    return meta
 
 
-def build_and_push(settings: Settings, client_mlflow, version: str, source: Path) -> Image:
+def build_and_push(
+    settings: Settings, client_mlflow, version: str, source: Path, model=None
+) -> Image:
+    """The verified image of `version` in the configured repository: `IMAGE:vN-<sha12>`
+    reused when it provably holds this version's model, else built, pushed and verified."""
     repository = image_repository(settings)
-    tag = f"v{version}"
+    model = model or model_digest(client_mlflow, settings.model.name, version)
+    tag = model.tag
     ref = f"{repository}:{tag}"
     auth = settings.registry.auth_config()
     docker_client = connect_docker()
     with docker_errors(f"looking up {ref} in the registry"):
         existing = registry_digest(docker_client, ref, auth)
     if existing:
-        print(f"{ref} is already in the registry ({existing}): reusing it", flush=True)
-        return Image(repository, tag, existing)
+        why = verify_image(settings, docker_client, Image(repository, tag, existing), model)
+        if why is None:
+            print(f"{ref} is already in the registry ({existing}) with this model: reusing it")
+            return Image(repository, tag, existing)
+        print(f"{ref} is in the registry but does not hold this model ({why}): rebuilding")
     with tempfile.TemporaryDirectory(prefix="mlgate-image-") as tmp:
         context = Path(tmp)
-        meta = build_context(settings, client_mlflow, version, source, context)
+        meta = build_context(settings, client_mlflow, version, source, context, model)
+        offline = bool(settings.deploy.wheels_dir)
         args = {
             "BASE_IMAGE": settings.deploy.base_image,
-            "PIP_OFFLINE": "1" if settings.deploy.wheels_dir else "0",
+            "PIP_OFFLINE": "1" if offline else "0",
             "MODEL_NAME": meta["name"],
             "MODEL_VERSION": meta["version"],
             "MODEL_RUN_ID": meta["run_id"],
+            "MODEL_SHA256": meta["model_sha256"],
             "DATA_MD5": meta["data_md5"],
             "GIT_COMMIT": meta["commit"],
             "SOURCE_URL": f"{settings.github.server_url}/{settings.github.repository}"
@@ -261,8 +514,8 @@ def build_and_push(settings: Settings, client_mlflow, version: str, source: Path
             else "",
         }
         print(f"building {ref} from {source / 'Dockerfile'}", flush=True)
-        with docker_errors(f"building {ref}"):
-            docker_client.images.build(
+        with docker_errors(f"building {ref}", offline=offline):
+            built, _ = docker_client.images.build(
                 path=str(context), tag=ref, buildargs=args, rm=True, forcerm=True, pull=False
             )
     push(docker_client, repository, tag, auth, settings)
@@ -273,7 +526,16 @@ def build_and_push(settings: Settings, client_mlflow, version: str, source: Path
             f"{ref} was pushed but the registry does not list it",
             fix="check the registry's storage and re-run: the push is reused",
         )
-    return Image(repository, tag, digest)
+    image = Image(repository, tag, digest)
+    why = verify_image(settings, docker_client, image, model, built_id=built.id)
+    if why is not None:
+        raise DeployError(
+            f"{image.pinned}, read back after the push, does not hold {model.name} version "
+            f"{version}: {why}",
+            fix="another deploy pushed the same tag at the same time, or the registry "
+            "changed it; re-run the deploy",
+        )
+    return image
 
 
 def push(docker_client, repository: str, tag: str, auth, settings: Settings) -> None:
@@ -349,22 +611,12 @@ def deploy(
         # Production fails here at once (16 racing deploys showed the queue otherwise).
         _check_deployable(client, settings, version, production)
     tags = dict(model_version.tags)
-    image = None
-    recorded = Image.recorded(tags)
-    if recorded and registry_holds(settings, recorded.ref) == recorded.digest:
-        image = recorded
+    model = model_digest(client, name, version)
+    image = reused_image(settings, version, tags, model)
     reused = image is not None
     if image is None:
-        image = build_and_push(settings, client, version, source_dir(source))
-        with tracking.errors(f"recording the image of version {version}"):
-            for key, value in {
-                "mlgate.image.repository": image.repository,
-                "mlgate.image.tag": image.tag,
-                "mlgate.image.digest": image.digest,
-                "mlgate.image.ref": image.pinned,
-                "mlgate.image.pushed_at": _now(),
-            }.items():
-                client.set_model_version_tag(name, version, key, value)
+        image = build_and_push(settings, client, version, source_dir(source), model)
+        record_image(client, settings, version, image)
     # The build took minutes: read the pointers again, under the lock, and decide on those.
     with tracking.pointer_lock(client, settings, f"deploy of version {version}") as lock:
         # First finish whatever a killed move left half done, then decide on what holds.
@@ -402,6 +654,41 @@ def deploy(
         previous=previous,
         reused_image=reused,
     )
+
+
+def reused_image(
+    settings: Settings, version: str, tags: Mapping[str, str], model: ModelDigest
+) -> Image | None:
+    """The image the version's tags record, if it provably holds the version's model (None
+    otherwise: then the content-addressed tag is looked up, else the image is built)."""
+    recorded, ignored = trusted_record(tags, image_repository(settings))
+    if ignored:
+        github.annotate(
+            "warning",
+            f"{settings.model.name} version {version}: the recorded image is ignored: {ignored}",
+            title="mlgate deploy",
+        )
+        print(f"ignoring the recorded image: {ignored}", flush=True)
+    if recorded is None:
+        return None
+    why = verify_image(settings, connect_docker(), recorded, model)
+    if why is None:
+        return recorded
+    print(f"the recorded image {recorded.pinned} does not hold this model ({why})", flush=True)
+    return None
+
+
+def record_image(client, settings: Settings, version: str, image: Image) -> None:
+    """`mlgate.image.*` on the version: a hint for the next run, verified before any use."""
+    with tracking.errors(f"recording the image of version {version}"):
+        for key, value in {
+            "mlgate.image.repository": image.repository,
+            "mlgate.image.tag": image.tag,
+            "mlgate.image.digest": image.digest,
+            "mlgate.image.ref": image.pinned,
+            "mlgate.image.pushed_at": _now(),
+        }.items():
+            client.set_model_version_tag(settings.model.name, version, key, value)
 
 
 def _check_deployable(client, settings: Settings, version: str, production) -> None:

@@ -132,7 +132,7 @@ def _promote(
             candidate_version, f"dry run: version {candidate_version} would be promoted to Staging"
         )
 
-    previous = staged.version if staged is not None else None
+    previous = str(staged.version) if staged is not None else None  # int from a SQL store
     when = datetime.now(UTC).isoformat(timespec="seconds")
     tags = {
         "mlgate.promotion": "staging",

@@ -19,10 +19,14 @@ from mlgate.deploy import (
     Image,
     _now,
     approvers,
+    connect_docker,
+    image_repository,
+    model_digest,
     move_production,
-    registry_holds,
     report,
     summarise_lineage,
+    trusted_record,
+    verify_image,
 )
 from mlgate.errors import ConfigError, DeployError
 from mlgate.evaluate import get_version
@@ -92,25 +96,20 @@ def _rollback(
             f"version {target} is already in Production", fix="name another version with --to N"
         )
     tags = dict(get_version(client, name, target).tags)
-    image = Image.recorded(tags)
-    if image is None or "mlgate.production.since" not in tags:
+    if Image.recorded(tags) is None or "mlgate.production.since" not in tags:
         raise ConfigError(
             f"{name} version {target} was never deployed (no image or Production record)",
             fix="roll back to a version that was in Production, or deploy it with the "
             "deploy workflow",
         )
-    if registry_holds(settings, image.pinned) != image.digest:
-        raise DeployError(
-            f"the image of version {target} ({image.pinned}) is no longer in the registry",
-            fix="re-deploy that version (it rebuilds the image), or roll back to another "
-            "with --to N",
-        )
+    image = verified_target(settings, client, target, tags)
     who = approvers(settings, approved_by) or [settings.github.actor or "unknown"]
     # mlgate.production.previous keeps what the target replaced when it was first deployed, so
-    # a second rollback goes further back instead of forward to the withdrawn version.
+    # a second rollback goes further back instead of forward to the withdrawn version; and
+    # mlgate.production.approved_by keeps who approved it then: the rollback's own decider is
+    # mlgate.rollback.by, never written over the original approval.
     record = {
         "mlgate.production.since": _now(),
-        "mlgate.production.approved_by": ", ".join(who),
         "mlgate.production.image": image.pinned,
         "mlgate.rollback.from": current_version,
         "mlgate.rollback.reason": reason[:4900],
@@ -136,6 +135,34 @@ def _rollback(
         previous=current_version,
         reused_image=True,
     )
+
+
+def verified_target(settings: Settings, client, target: str, tags: Mapping[str, str]) -> Image:
+    """The recorded image of `target`, if it provably holds `target`'s model: in the
+    configured repository (checked before any request, so credentials never go to a host
+    named by a tag), held by the registry at that digest, its labels and bundle.json naming
+    the sha256 of `target`'s logged booster and its run. Else the rollback is refused."""
+    name = settings.model.name
+    redeploy = (
+        f"re-deploy version {target} deliberately (`mlgate deploy --candidate-version {target} "
+        "--set deploy.require_staging=false`: it rebuilds a verified image), or roll back to "
+        "another version with --to N"
+    )
+    image, ignored = trusted_record(tags, image_repository(settings))
+    if image is None:
+        raise DeployError(
+            f"refusing to roll back {name} to version {target}: {ignored}", fix=redeploy
+        )
+    model = model_digest(client, name, target)
+    why = verify_image(settings, connect_docker(), image, model)
+    if why is not None:
+        raise DeployError(
+            f"refusing to roll back {name} to version {target}: its image {image.pinned} does "
+            f"not hold that version's model (sha256 {model.sha256[:12]}, run {model.run_id}): "
+            f"{why}",
+            fix=redeploy,
+        )
+    return image
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

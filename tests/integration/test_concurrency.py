@@ -15,7 +15,9 @@ import io
 import json
 import subprocess
 import tarfile
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -38,14 +40,54 @@ print(promoted, deployed)
 """
 
 
-def tiny_image(docker_engine, repository: str, tag: str, registry) -> str:
-    """Push a one-file image as REPOSITORY:TAG; deploy only needs the registry to hold it."""
-    data = io.BytesIO()
+def tiny_image(
+    docker_engine,
+    repository: str,
+    tag: str | None,
+    registry,
+    *,
+    models: Registry | None = None,
+    version: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Push a small image (no Python, no server) and return its digest. With `models` and
+    `version`, it holds that version's model the way deploy and rollback verify it: the
+    labels, /model/bundle.json and the booster itself, as `mlgate deploy` would build them,
+    and `tag` None means the content-addressed tag deploy looks up (`vN-<sha12>`). Without
+    them it holds a placeholder, which deploy never reuses. `labels` replaces the labels (an
+    image whose labels and contents disagree)."""
+    from mlgate.bundle import logged_booster, write_bundle
+
+    data, changes = io.BytesIO(), []
     with tarfile.open(fileobj=data, mode="w") as tar:
-        info = tarfile.TarInfo("model-placeholder")
-        info.size = 2
-        tar.addfile(info, io.BytesIO(b"ok"))
-    docker_engine.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
+        if models is None or version is None:
+            info = tarfile.TarInfo("model-placeholder")
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+        else:
+            logged = logged_booster(models.client, models.model, version)
+            model = deploy.ModelDigest(models.model, version, logged.run_id, logged.sha256)
+            tag = tag or model.tag
+            labels = model.labels() if labels is None else labels
+            changes = [f'LABEL {key}="{value}"' for key, value in labels.items()]
+            with tempfile.TemporaryDirectory() as tmp:
+                write_bundle(
+                    Path(tmp),
+                    logged.raw,
+                    compile=False,
+                    name=models.model,
+                    version=version,
+                    run_id=logged.run_id,
+                    features=logged.features,
+                    threshold=0.5,
+                    data_md5="",
+                    commit="",
+                )
+                tar.add(tmp, arcname="model")
+    assert tag, "name the tag of a placeholder image"
+    docker_engine.api.import_image_from_data(
+        data.getvalue(), repository=repository, tag=tag, changes=changes
+    )
     auth = {"username": registry.username, "password": registry.password}
     docker_engine.images.push(repository, tag=tag, auth_config=auth)
     digest = deploy.registry_digest(docker_engine, f"{repository}:{tag}", auth)
@@ -53,15 +95,25 @@ def tiny_image(docker_engine, repository: str, tag: str, registry) -> str:
     return digest
 
 
-def record_image(models: Registry, version: str, repository: str, digest: str) -> None:
-    """What `mlgate deploy` records after it pushed `repository:vN` (an earlier run did)."""
+def record_image(
+    models: Registry, version: str, repository: str, digest: str, tag: str | None = None
+) -> None:
+    """What `mlgate deploy` records after it pushed `repository:tag` (an earlier run did)."""
     for key, value in {
         "mlgate.image.repository": repository,
-        "mlgate.image.tag": f"v{version}",
+        "mlgate.image.tag": tag or f"v{version}",
         "mlgate.image.digest": digest,
         "mlgate.image.ref": f"{repository}@{digest}",
     }.items():
         models.client.set_model_version_tag(models.model, version, key, value)
+
+
+def model_image(docker_engine, models: Registry, version: str, repository: str, registry) -> str:
+    """A pre-pushed image that deploy reuses for `version` (it holds that version's model),
+    recorded on the version as an earlier deploy would: the cheap way to an image."""
+    digest = tiny_image(docker_engine, repository, None, registry, models=models, version=version)
+    record_image(models, version, repository, digest)
+    return digest
 
 
 def holder(models: Registry, alias: str) -> str | None:
@@ -82,12 +134,7 @@ def test_sixteen_racing_promotions_leave_one_consistent_history(
     # The champion: a weak model, in Production with its image.
     champion = models.train(*WEAK)
     assert models.evaluate(champion) == 0 and models.promote(champion) == 0
-    record_image(
-        models,
-        champion,
-        repository,
-        tiny_image(docker_engine, repository, f"v{champion}", container_registry),
-    )
+    model_image(docker_engine, models, champion, repository, container_registry)
     first = [*models.args(), "--candidate-version", champion, "--approved-by", "lead"]
     assert deploy.main(first, env=env) == 0  # outside Actions, who approved is given
     assert holder(models, "production") == champion
@@ -100,13 +147,7 @@ def test_sixteen_racing_promotions_leave_one_consistent_history(
         decision = models.decision(version, tmp_path)
         assert decision["champion"]["version"] == champion
         verdicts[version] = decision["verdict"]
-        tag = f"v{version}"
-        record_image(
-            models,
-            version,
-            repository,
-            tiny_image(docker_engine, repository, tag, container_registry),
-        )
+        model_image(docker_engine, models, version, repository, container_registry)
     better = sorted(v for v, verdict in verdicts.items() if verdict == "pass")
     worse = sorted(v for v, verdict in verdicts.items() if verdict != "pass")
     assert better and worse, verdicts

@@ -78,6 +78,92 @@ def production(models: Registry) -> str | None:
         return None
 
 
+class SpyRegistry:
+    """Another "registry" on another port: it records every request and its Authorization
+    header, and challenges for Basic credentials (which an engine would then send)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, str, str | None]] = []
+        spy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_any(self) -> None:
+                spy.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="spy"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_any
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def spy_registry():
+    spy = SpyRegistry()
+    yield spy
+    spy.close()
+
+
+def booster_sha256(models: Registry, version: str, tmp_path) -> tuple[str, str]:
+    """The oracle: sha256 of the booster MLflow logged for `version`, and its run, read with
+    MLflow's own client (not mlgate's code)."""
+    import hashlib
+    from pathlib import Path
+
+    import yaml
+
+    mv = models.client.get_model_version(models.model, version)
+    mlflow.set_tracking_uri(models.server)  # MLflow resolves models:/ against the global URI
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{models.model}/{version}",
+            dst_path=str(tmp_path / f"oracle-{version}"),
+            tracking_uri=models.server,
+            registry_uri=models.server,
+        )
+    )
+    data = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["xgboost"]["data"]
+    return hashlib.sha256((local / data).read_bytes()).hexdigest(), mv.run_id
+
+
+def image_holds(docker_engine, registry, pinned: str) -> dict:
+    """What the image at `pinned` says it holds: its labels and /model/bundle.json, read with
+    the docker CLI's API (docker-py) independently of mlgate's verification."""
+    import io
+    import tarfile
+
+    image = docker_engine.images.pull(
+        pinned, auth_config={"username": registry.username, "password": registry.password}
+    )
+    container = docker_engine.containers.create(image.id, command=["true"])
+    try:
+        stream, _ = container.get_archive("/model/bundle.json")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            meta = json.load(tar.extractfile("bundle.json"))
+    finally:
+        container.remove(force=True)
+    return {"labels": image.labels, "bundle": meta}
+
+
+def images_of(docker_engine, repository: str) -> set[str]:
+    """The engine's images in `repository` (other engineers' builds share the engine)."""
+    return {i.id for i in docker_engine.images.list(name=repository)}
+
+
 def load(url: str, rows: list[list[float]], columns: list[str], connections: int = 8) -> int:
     """Single-row requests from `connections` threads; every one must be answered 200."""
     from concurrent.futures import ThreadPoolExecutor
@@ -99,8 +185,16 @@ def log_metric(url: str, name: str) -> float:
     return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
 
 
+@pytest.mark.timeout(2400)  # two image builds and many engine calls on a shared vfs engine
 def test_deploy_then_serve_then_roll_back(
-    site, docker_engine, container_registry, breast_cancer, s3_server, capsys, tmp_path
+    site,
+    docker_engine,
+    container_registry,
+    breast_cancer,
+    s3_server,
+    capsys,
+    tmp_path,
+    spy_registry,
 ) -> None:
     models, env, image = site
     v1 = models.train(*WEAK)
@@ -117,14 +211,20 @@ def test_deploy_then_serve_then_roll_back(
     assert production(models) == v1 and version.current_stage == "Production"
     digest = version.tags["mlgate.image.digest"]
     assert version.tags["mlgate.production.image"] == f"{image}@{digest}"
+    # Content-addressed: the tag, the labels and bundle.json name the logged booster's sha256.
+    sha, run_id = booster_sha256(models, v1, tmp_path)
+    assert version.tags["mlgate.image.tag"] == f"v{v1}-{sha[:12]}"
+    held = image_holds(docker_engine, container_registry, f"{image}@{digest}")
+    assert held["labels"]["dev.mlgate.model.sha256"] == sha == held["bundle"]["model_sha256"]
+    assert held["labels"]["dev.mlgate.model.run-id"] == run_id == held["bundle"]["run_id"]
     assert version.tags["mlgate.production.approved_by"] == "alice"
     assert version.tags["mlgate.production.previous"] == "none"
 
     # A re-run changes nothing and builds nothing.
-    images_before = len(docker_engine.images.list())
+    images_before = images_of(docker_engine, image)
     assert deploy_cli(models, env, v1) == 0
     assert "already in Production" in capsys.readouterr().out
-    assert len(docker_engine.images.list()) == images_before
+    assert images_of(docker_engine, image) == images_before
 
     # The image, pulled back by digest, serves the registry model's probabilities.
     pulled = docker_engine.images.pull(
@@ -246,7 +346,28 @@ def test_deploy_then_serve_then_roll_back(
     assert v2_tags["mlgate.production.previous"] == v1
     assert models.client.get_model_version(models.model, v1).current_stage == "Archived"
 
-    # Roll back: one step to the version Production replaced, its image still pullable.
+    v2_digest = v2_tags["mlgate.image.digest"]
+    assert v2_digest != digest
+
+    # The rollback target's image tags are checked, never trusted: a foreign registry host is
+    # refused before any request (no credentials reach it); an image of the configured
+    # repository that holds another model (v2's) is refused too. Nothing moves.
+    v1_tags = models.client.get_model_version(models.model, v1).tags
+    for key, value, why in [
+        ("mlgate.image.repository", f"{spy_registry.host}/mlgate/x", "not the configured"),
+        ("mlgate.image.digest", v2_digest, "does not hold that version's model"),
+    ]:
+        models.client.set_model_version_tag(models.model, v1, key, value)
+        capsys.readouterr()
+        assert rollback.main([*models.args(), "--reason", "tampered"], env=env) == 9
+        assert why in capsys.readouterr().err
+        assert production(models) == v2
+        models.client.set_model_version_tag(models.model, v1, key, v1_tags[key])
+    assert spy_registry.requests == []
+
+    # Roll back: one step to the version Production replaced, its image still pullable and
+    # verified down to its bundle.json and booster (as a new process would: nothing cached).
+    deploy._VERIFIED.clear()
     capsys.readouterr()
     assert (
         rollback.main(
@@ -269,6 +390,43 @@ def test_deploy_then_serve_then_roll_back(
     assert rollback.main([*models.args(), "--reason", "again"], env=env) == 2
     assert "replaced no earlier Production version" in capsys.readouterr().err
 
+    # Deploy v2 again (the fix is in): exit 0, its verified image reused, even though its tags
+    # now name a foreign registry (ignored, never contacted), and a new approver on record.
+    models.client.set_model_version_tag(
+        models.model, v2, "mlgate.image.repository", f"{spy_registry.host}/mlgate/x"
+    )
+    images_before = images_of(docker_engine, image)
+    capsys.readouterr()
+    assert deploy_cli(models, env, v2, "--approved-by", "carol") == 0
+    out = capsys.readouterr().out
+    assert "ignoring the recorded image" in out and "reusing it" in out
+    assert images_of(docker_engine, image) == images_before, "nothing rebuilt"
+    assert spy_registry.requests == [], "no request, so no credentials, to a foreign host"
+    assert production(models) == v2
+    again = models.client.get_model_version(models.model, v2).tags
+    assert again["mlgate.production.image"] == f"{image}@{v2_digest}"
+    assert again["mlgate.image.repository"] == image, "the record is rewritten"
+    assert again["mlgate.production.approved_by"] == "alice, carol"
+    assert again["mlgate.production.previous"] == v1
+    assert audit.main([*models.args(), "production", "--json"], env=env) == 0
+    live = json.loads(capsys.readouterr().out)
+    assert live["version"] == v2 and live["replaced"] == [v1]
+    assert [(e["alias"], e["version"], e["previous"]) for e in live["history"]] == [
+        ("staging", v2, v1),
+        ("production", v2, v1),
+        ("production", v1, v2),
+        ("production", v2, v1),
+    ]
+    assert [e["tags"].get("mlgate.production.approved_by") for e in live["history"][1:]] == [
+        "alice",
+        None,  # the rollback: its decider is mlgate.rollback.by
+        "alice, carol",
+    ]
+    assert live["history"][2]["tags"]["mlgate.rollback.by"] == "bob"
+    back = models.client.get_model_version(models.model, v1).tags
+    assert back["mlgate.production.approved_by"] == "alice" and back["mlgate.rollback.by"] == "bob"
+    assert audit.main([*models.args(), v1], env=env) == 0  # text: "replaced" without a TypeError
+
 
 def check_lineage_and_metrics(models: Registry, env, v1: str, v2: str, digest: str, capsys) -> None:
     """After two deployments and a rollback, both read from the registry alone."""
@@ -284,7 +442,8 @@ def check_lineage_and_metrics(models: Registry, env, v1: str, v2: str, digest: s
     assert "holdout_auc" in live["training"]["metrics"] and live["training"]["params"]
     assert live["decision"]["verdict"] == "pass" and live["decision"]["champion"] is None
     assert live["image"]["digest"] == digest and live["image"]["ref"].endswith(digest)
-    assert live["production"]["approved_by"] == "bob" and live["rollback"]["from"] == v2
+    assert live["production"]["approved_by"] == "alice", "the original approval stays"
+    assert live["rollback"]["by"] == "bob" and live["rollback"]["from"] == v2
     assert [(e["alias"], e["version"], e["previous"]) for e in live["history"]] == [
         ("staging", v1, None),
         ("production", v1, None),
@@ -479,3 +638,154 @@ def test_an_unprotected_environment_deploys_only_with_the_recorded_opt_out(
     assert tags["mlgate.production.environment"] == "production"
     # Only the Environment was read: nobody could have approved.
     assert "actions/get-reviews-for-run" not in {r.operation for r in github_api.requests}
+
+
+def test_a_reset_store_and_a_tag_holding_another_model_never_reach_production(
+    tmp_path_factory,
+    site,
+    mlflow_server,
+    clean_env_module,
+    docker_engine,
+    container_registry,
+    capsys,
+    tmp_path,
+) -> None:
+    """Two MLflow stores share one image repository, as a reset store (the demo resets its
+    store on every run) and the store before it do: both have a version 1 of the same model,
+    trained with other params. The image repository already holds an image of the old store's
+    version 1, under the new version's content-addressed tag, and the new version's tags name it
+    (copied tags, or a writer with MLflow access). Deploy must build the new model's image."""
+    from tests.conftest import make_project
+    from tests.integration.test_concurrency import record_image, tiny_image
+
+    _, env, _ = site
+    old_project = make_project(tmp_path_factory.mktemp("store-a") / "project")
+    old = Registry(old_project, mlflow_server, clean_env_module)
+    old_v1 = old.train(*WEAK)
+    store = tmp_path_factory.mktemp("store-b")
+    new_project = make_project(store / "project")
+    new = Registry(new_project, f"sqlite:///{store}/mlflow.db", clean_env_module)
+    new.model = old.model  # the same model name in the reset store
+    v1 = new.train()  # the default params: another booster
+    assert v1 == old_v1 == "1"
+    assert new.evaluate(v1) == 0 and new.promote(v1) == 0
+    old_sha, old_run = booster_sha256(old, old_v1, tmp_path)
+    new_sha, new_run = booster_sha256(new, v1, tmp_path)
+    assert old_sha != new_sha and old_run != new_run
+
+    repository = f"{container_registry.host}/mlgate/shared-{old.model}"
+    env = env | {"MLGATE_DEPLOY_IMAGE": repository}
+    # The old store's model, pushed under the tag the new version's model digest gives, and
+    # labelled as the new model: only its bundle.json and booster tell.
+    new_model = deploy.ModelDigest(new.model, v1, new_run, new_sha)
+    squatter = tiny_image(
+        docker_engine,
+        repository,
+        new_model.tag,
+        container_registry,
+        models=old,
+        version=old_v1,
+        labels=new_model.labels(),
+    )
+    record_image(new, v1, repository, squatter, tag=new_model.tag)
+    capsys.readouterr()
+    assert deploy_cli(new, env, v1) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "the recorded image" in out and "bundle.json names" in out
+    assert "does not hold this model" in out and "rebuilding" in out
+    deployed = new.client.get_model_version(new.model, v1).tags
+    digest = deployed["mlgate.image.digest"]
+    assert digest != squatter
+    assert deployed["mlgate.production.image"] == f"{repository}@{digest}"
+    held = image_holds(docker_engine, container_registry, f"{repository}@{digest}")
+    assert held["labels"]["dev.mlgate.model.sha256"] == new_sha == held["bundle"]["model_sha256"]
+    assert held["labels"]["dev.mlgate.model.run-id"] == new_run == held["bundle"]["run_id"]
+    # The tag now names the new image: a re-run reuses it, verified, and builds nothing.
+    images = images_of(docker_engine, repository)
+    assert deploy_cli(new, env, v1) == 0
+    assert "already in Production" in capsys.readouterr().out
+    assert images_of(docker_engine, repository) == images
+
+
+def test_demo_with_approval_ends_in_a_row_served_by_the_container(
+    project, clean_env, docker_engine, base_image, serve_wheels, container_registry, capsys
+) -> None:
+    """`make demo APPROVE=1` with the real engine (no bridge network here) and registry: two
+    rounds, then Production, then one row scored by the container. The oracle is the registry
+    model's booster, loaded with MLflow's xgboost flavor, not the server's code."""
+    import xgboost as xgb
+
+    from mlgate import demo
+    from mlgate.data import load_frame
+
+    env = (
+        clean_env
+        | container_registry.env()
+        | {
+            "MLGATE_DEPLOY_IMAGE": f"{container_registry.host}/mlgate/demo-{project.parent.name}",
+            "MLGATE_DEPLOY_BASE_IMAGE": base_image,
+            "MLGATE_DEPLOY_WHEELS_DIR": str(serve_wheels),
+        }
+    )
+    assert demo.main(["--params", str(project / "params.yaml"), "--approve"], env=env) == 0
+    out = capsys.readouterr().out
+    assert "skipped the image" not in out and "is now in Production, served by" in out
+    line = next(x for x in out.splitlines() if x.startswith("scored one row at"))
+    served = json.loads(line.split(": ", 1)[1])["predictions"]
+    root = project / ".demo"
+    uri = f"sqlite:///{root}/mlflow.db"
+    c = mlflow.MlflowClient(tracking_uri=uri)
+    held = c.get_model_version_by_alias("breast-cancer-xgb", "production")
+    mlflow.set_tracking_uri(uri)
+    booster = mlflow.xgboost.load_model(f"models:/breast-cancer-xgb/{held.version}")
+    frame = load_frame(root / "data" / "breast_cancer.csv").drop(columns=["diagnosis"])
+    expected = booster.predict(xgb.DMatrix(frame.head(1)))
+    np.testing.assert_allclose(served, expected.tolist(), atol=1e-6)
+    assert held.tags["mlgate.production.approved_by"] == "demo"
+
+
+def test_scripts_start_a_registry_and_find_the_wheels(
+    docker_engine, serve_wheels, tmp_path
+) -> None:
+    """scripts/start-docker.sh reuses the running engine and starts a registry that requires
+    the given credentials; scripts/download-wheels.sh prints the folder the tests build from."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = os.environ | {
+        "STATE_DIR": str(tmp_path),
+        "REGISTRY_ADDR": f"127.0.0.1:{port}",
+        "REGISTRY_USERNAME": "script-user",
+        "REGISTRY_PASSWORD": "script-password",
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        [str(REPO / "scripts" / "start-docker.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    pid_file = tmp_path / "registry.pid"
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Docker engine: already running" in done.stdout
+        url = f"http://127.0.0.1:{port}/v2/"
+        assert requests.get(url, timeout=5).status_code == 401
+        answer = requests.get(url, auth=("script-user", "script-password"), timeout=5)
+        assert answer.status_code == 200
+    finally:
+        if pid_file.is_file():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    wheels = subprocess.run(
+        [str(REPO / "scripts" / "download-wheels.sh")],
+        env=os.environ | {"PYTHON": sys.executable, "CACHE": str(serve_wheels.parent)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    assert wheels.stdout.strip() == str(serve_wheels)

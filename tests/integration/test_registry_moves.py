@@ -30,7 +30,7 @@ import pytest
 from mlgate import deploy, doctor, promote, registry, rollback
 from mlgate.faults import FAULT_POINTS
 from tests.conftest import BIN, make_project
-from tests.integration.test_concurrency import record_image, tiny_image
+from tests.integration.test_concurrency import model_image
 from tests.integration.test_gate import WEAK, Registry
 
 pytestmark = pytest.mark.docker
@@ -236,12 +236,7 @@ def site(
     champion = models.train(*WEAK)
     a, b = models.train(), models.train()
     for version in (champion, a, b):
-        record_image(
-            models,
-            version,
-            repository,
-            tiny_image(docker_engine, repository, f"v{version}", container_registry),
-        )
+        model_image(docker_engine, models, version, repository, container_registry)
     assert models.evaluate(champion) == 0 and models.promote(champion) == 0
     site = Site(models, env, champion, a, b)
     for version in (a, b, champion):  # each deployed once; the champion in Production last

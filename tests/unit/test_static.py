@@ -233,3 +233,41 @@ def test_readme_lists_every_exit_code() -> None:
     readme = " ".join((REPO / "README.md").read_text().split())
     for code, meaning in EXIT_CODES.items():
         assert f"{code} {meaning}" in readme, f"README lacks exit code {code} ({meaning})"
+
+
+# -- scripts/: the operational scripts a user runs (README "Docker") --------------------------
+SCRIPTS = sorted(REPO.glob("scripts/*.sh"))
+
+
+def test_scripts_are_there_and_executable() -> None:
+    names = {p.name for p in SCRIPTS}
+    assert {"start-docker.sh", "build-base-image.sh", "download-wheels.sh"} <= names
+    for path in SCRIPTS:
+        assert path.stat().st_mode & 0o111, f"{path.name} is not executable"
+        assert path.read_text().startswith("#!/usr/bin/env bash\n")
+        assert "set -euo pipefail" in path.read_text()
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_is_clean(path: Path) -> None:
+    assert shutil.which("shellcheck"), "install shellcheck (apt-get install shellcheck)"
+    done = subprocess.run(
+        ["shellcheck", "--severity=style", "--external-sources", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_readme_docker_path_uses_the_scripts() -> None:
+    readme = (REPO / "README.md").read_text()
+    for path in SCRIPTS:
+        assert f"scripts/{path.name}" in readme, f"README does not mention scripts/{path.name}"
+
+
+def test_healthcheck_follows_the_serve_port() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    health = dockerfile[dockerfile.index("HEALTHCHECK") :].split("\n\n")[0]
+    assert "MLGATE_SERVE_PORT" in health and ":8080/" not in health
+    assert "mlgate image" not in dockerfile, "the comment names commands that exist"

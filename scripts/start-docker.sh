@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Start a local Docker engine and container registry the way mlgate's tests do, for
+# `make demo APPROVE=1` and `mlgate deploy` on a machine without Docker Desktop or a registry.
+#
+#   scripts/start-docker.sh            # engine (if none answers) + registry on 127.0.0.1:5000
+#   REGISTRY_ADDR=127.0.0.1:5001 scripts/start-docker.sh
+#
+# Engine: the running one when `docker info` answers; otherwise dockerd with no bridge network,
+# no iptables and the vfs storage driver (works inside containers and VMs without overlayfs),
+# so containers use host networking (the demo does). Needs root and Debian's docker.io.
+# Registry: the CNCF distribution registry (Debian's docker-registry) on REGISTRY_ADDR with its
+# data in STATE_DIR/registry; with REGISTRY_USERNAME and REGISTRY_PASSWORD set it requires them
+# (htpasswd, bcrypt), as GHCR requires a token. Logs and pid files go to STATE_DIR
+# (default .cache/docker). Stop them with: kill "$(cat STATE_DIR/registry.pid)" (and
+# dockerd.pid when this script started the engine).
+set -euo pipefail
+
+STATE_DIR=${STATE_DIR:-.cache/docker}
+REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
+PYTHON=${PYTHON:-python3}
+mkdir -p "$STATE_DIR/registry"
+STATE_DIR=$(cd "$STATE_DIR" && pwd)
+
+wait_for() { # seconds, description, command...
+    local seconds=$1 what=$2
+    shift 2
+    for _ in $(seq "$seconds"); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 1
+    done
+    echo "error: $what did not start within $seconds s; see $STATE_DIR" >&2
+    return 1
+}
+
+if docker info >/dev/null 2>&1; then
+    echo "Docker engine: already running"
+else
+    command -v dockerd >/dev/null || {
+        echo "error: no dockerd; install Debian's docker.io (apt-get install docker.io)" >&2
+        exit 1
+    }
+    nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+        >"$STATE_DIR/dockerd.log" 2>&1 &
+    echo $! >"$STATE_DIR/dockerd.pid"
+    wait_for 60 "the Docker engine" docker info
+    echo "Docker engine: started (pid $(cat "$STATE_DIR/dockerd.pid"), log $STATE_DIR/dockerd.log)"
+fi
+
+if curl -s -o /dev/null "http://$REGISTRY_ADDR/v2/"; then
+    echo "registry: something already answers at $REGISTRY_ADDR"
+    exit 0
+fi
+command -v docker-registry >/dev/null || {
+    echo "error: no docker-registry; install Debian's docker-registry" >&2
+    exit 1
+}
+config=$STATE_DIR/registry.yml
+{
+    printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n' "$STATE_DIR/registry"
+    printf '  delete:\n    enabled: true\nhttp:\n  addr: %s\n' "$REGISTRY_ADDR"
+} >"$config"
+if [[ -n ${REGISTRY_USERNAME:-} && -n ${REGISTRY_PASSWORD:-} ]]; then
+    REGISTRY_PASSWORD=$REGISTRY_PASSWORD "$PYTHON" -c '
+import os, sys, bcrypt
+password = os.environ["REGISTRY_PASSWORD"].encode()
+print(sys.argv[1] + ":" + bcrypt.hashpw(password, bcrypt.gensalt()).decode())
+' "$REGISTRY_USERNAME" >"$STATE_DIR/htpasswd"
+    printf 'auth:\n  htpasswd:\n    realm: mlgate\n    path: %s\n' "$STATE_DIR/htpasswd" >>"$config"
+fi
+nohup docker-registry serve "$config" >"$STATE_DIR/registry.log" 2>&1 &
+echo $! >"$STATE_DIR/registry.pid"
+wait_for 30 "the registry" curl -s -o /dev/null "http://$REGISTRY_ADDR/v2/"
+echo "registry: started at $REGISTRY_ADDR (pid $(cat "$STATE_DIR/registry.pid"))"
+echo "next: MLGATE_DEPLOY_IMAGE=$REGISTRY_ADDR/mlgate/MODEL (the demo's default is localhost:5000)"
