@@ -58,10 +58,10 @@ def server(tmp_path_factory) -> Iterator[Server]:
 
 
 def start_training(
-    project: Path, server: Server, model: str, env: dict, lease: float = 3
+    project: Path, server: Server, model: str, env: dict, lease: float = 3, *extra: str
 ) -> subprocess.Popen:
     """`mlgate train` with a short run lease (default 3 s), so a dead job's run expires soon."""
-    args = train_args(project, server.uri, model, "--set", "tracking.retries=1")
+    args = train_args(project, server.uri, model, "--set", "tracking.retries=1", *extra)
     args += ["--set", f"tracking.run_lease={lease}"]
     return subprocess.Popen(
         [str(BIN / "mlgate"), "train", *args, "--set", "tracking.backoff=0.1"],
@@ -182,21 +182,23 @@ def test_concurrent_trainings_of_one_commit_and_data_never_end_each_other(
 def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
     server: Server, tmp_path: Path, clean_env: dict
 ) -> None:
-    """A job with a 4 s lease trains for longer than that: its heartbeat pushes the lease
-    forward while it lives, and `end_abandoned_runs` (called here while it runs, as a
-    concurrent re-run would) never ends it. After the job is gone, the lease stays put."""
+    """A job with a 12 s lease trains for longer than that (8,000 rounds, no early stop):
+    its heartbeat pushes the lease forward while it lives, and `end_abandoned_runs` (called
+    here while it runs, as a concurrent re-run would) never ends it. The lease is long enough
+    that a busy runner's slow requests cannot outlast it (a 4 s lease did, in CI)."""
     from mlgate.settings import load_settings
 
     project = make_project(tmp_path / "project")
     model = unique("heartbeat")
-    job = start_training(project, server, model, clean_env, lease=4)
+    slow = ("--set", "train.num_boost_round=8000", "--set", "train.early_stopping_rounds=8000")
+    job = start_training(project, server, model, clean_env, 12, *slow)
     run_id = wait_for_open_run(server, model, job)
     client = mlflow.MlflowClient(server.uri)
     run_name = client.get_run(run_id).info.run_name
     settings = load_settings(
         env={"MLGATE_TRACKING_URI": server.uri, "MLGATE_TRACKING_EXPERIMENT": model},
         params_file=project / "params.yaml",
-        overrides=[f"model.name={model}", "tracking.run_lease=4"],
+        overrides=[f"model.name={model}", "tracking.run_lease=12"],
     )
     seen: list[float] = []
     while job.poll() is None:
