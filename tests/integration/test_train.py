@@ -356,7 +356,7 @@ def test_demo_runs_on_the_embedded_defaults(project, clean_env, capsys) -> None:
     assert f"--backend-store-uri sqlite:///{root}/mlflow.db" in out
     assert "=== data version 2: candidate against the champion" in out
     assert "against `models:/breast-cancer-xgb/1` (staging)" in out
-    assert "AUC difference" in out and "(DeLong)" in out
+    assert "AUC difference" in out and "DeLong's paired test" in out
     c = client(f"sqlite:///{root}/mlflow.db")
     first, second = (c.get_model_version("breast-cancer-xgb", v) for v in ("1", "2"))
     assert first.tags["mlgate.promotion"] == "staging"
