@@ -24,7 +24,7 @@ if [[ -z ${MIRROR:-} ]]; then
     MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 fi
 [[ -n ${MIRROR:-} ]] || {
-    echo "error: no Debian mirror found; set MIRROR=http://deb.debian.org/debian" >&2
+    echo "error: no Debian mirror found; set MIRROR to the URL of a Debian mirror" >&2
     exit 1
 }
 root=$(mktemp -d)
