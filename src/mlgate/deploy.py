@@ -265,12 +265,6 @@ def registry_digest(client, ref: str, auth: dict[str, str] | None) -> str | None
         raise
 
 
-def registry_holds(settings: Settings, ref: str) -> str | None:
-    """The digest the registry holds for `ref` (a tag or a digest), with errors explained."""
-    with docker_errors(f"checking {ref}"):
-        return registry_digest(connect_docker(), ref, settings.registry.auth_config())
-
-
 def pull(docker_client, pinned: str, auth: dict[str, str] | None):  # -> Image | None
     """Pull `REPOSITORY@DIGEST` (a no-op when the engine has it), or None when the registry
     does not hold it. Callers pass only refs in the configured repository: `auth` goes to

@@ -659,14 +659,6 @@ def completed(findings: Iterable[Finding], alias: str) -> list[str]:
     return [f.action[1] for f in findings if f.kind == "clear" and f.action[2] == alias]
 
 
-def finish_pending(client, name: str, alias: str, version, *, lock=None) -> bool:
-    """Converge `name`'s pointers (see `converge`); True when a pending move of `alias` to
-    `version` (a ModelVersion holding it) was completed."""
-    pending = PENDING + alias in version.tags
-    done = converge(client, name, lock=lock)
-    return pending and str(version.version) in completed(done, alias)
-
-
 # -- Look-ups shared by the stages that only move pointers (promote, deploy, rollback,
 # lineage), kept apart from mlgate.evaluate so that moving one alias imports no training library.
 

@@ -325,7 +325,6 @@ _MOVED = {
     "PointerLock",
     "pointer_lock",
     "move_alias",
-    "finish_pending",
     "PENDING",
     "HISTORY",
     "HISTORY_TAGS",
