@@ -30,6 +30,7 @@ pandera or xgboost at run time.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import io
@@ -66,6 +67,24 @@ OIP_NUMERIC = {
     "UINT64",
 }
 JSON_HEADERS = [(b"content-type", b"application/json")]
+# OIP's binary tensor extension: raw little-endian values, row-major, after the JSON header.
+BINARY_DTYPES = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
+HEADER_LENGTH = b"inference-header-content-length"
+# Bodies at least this big are parsed and scored on a thread, so that the event loop keeps
+# answering /ping and small requests meanwhile (a 10 MB body takes tens of milliseconds).
+OFFLOAD_BYTES = 64 * 1024
 
 
 class BadRequest(Exception):
@@ -174,6 +193,7 @@ class App:
         self.log = log
         self.metrics = Metrics(bundle, log.stats if log else None)
         self.ready = True
+        self._executor: Any = None  # a thread pool, made for the first large body
         prefix = f"/v2/models/{bundle.name}"
         self.v2_model_paths = {prefix, f"{prefix}/versions/{bundle.version}"}
 
@@ -238,12 +258,14 @@ class App:
             body = await self._body(scope, receive)
             kind = self._content_type(scope, ("application/json", "text/csv"))
             query = parse_qs(scope.get("query_string", b"").decode())
-            return 200, self.invocations(body, kind, query), JSON_HEADERS
+            return 200, await self._offload(body, self.invocations, body, kind, query), JSON_HEADERS
         if path in {"/ping", "/health", "/v2/health/live", "/v2/health/ready"}:
             self._method(method, "GET", "HEAD")
             if path.endswith("ready") and not self.ready:
                 raise BadRequest("shutting down", 503)
-            return 200, b"{}" if path.startswith("/v2") else b"", JSON_HEADERS
+            # OIP's health answers (KServe's client reads "live" / "ready" from them)
+            body = {"/v2/health/live": b'{"live":true}', "/v2/health/ready": b'{"ready":true}'}
+            return 200, body.get(path, b""), JSON_HEADERS
         if path == "/version":
             self._method(method, "GET")
             return 200, orjson.dumps(self.bundle.describe()), JSON_HEADERS
@@ -256,8 +278,22 @@ class App:
             )
         if path == "/v2":
             self._method(method, "GET")
-            server = {"name": "mlgate", "version": self.bundle.mlgate_version, "extensions": []}
+            server = {
+                "name": "mlgate",
+                "version": self.bundle.mlgate_version,
+                "extensions": ["binary_tensor_data", "model_configuration", "model_repository"],
+            }
             return 200, orjson.dumps(server), JSON_HEADERS
+        if path == "/v2/repository/index":  # Triton's model repository extension
+            self._method(method, "POST", "GET")
+            index = [{"name": self.bundle.name, "version": self.bundle.version, "state": "READY"}]
+            return 200, orjson.dumps(index), JSON_HEADERS
+        if path.startswith("/v2/repository/"):
+            raise BadRequest(
+                "this server serves one model, fixed when it starts: loading and unloading "
+                "models is not supported (deploy another image to serve another version)",
+                405 if path.endswith(("/load", "/unload")) else 404,
+            )
         if path.startswith("/v2/models/"):
             return await self._v2(method, path, scope, receive)
         raise BadRequest(
@@ -266,7 +302,7 @@ class App:
 
     async def _v2(self, method: str, path: str, scope: Scope, receive: Receive):
         model_path, _, action = path.rpartition("/")
-        if action not in {"infer", "ready"}:
+        if action not in {"infer", "ready", "config"}:
             model_path, action = path, ""
         if model_path not in self.v2_model_paths:
             raise BadRequest(
@@ -277,14 +313,50 @@ class App:
             )
         if action == "ready":
             self._method(method, "GET")
-            return 200, b"{}", JSON_HEADERS
+            ready = {"name": self.bundle.name, "ready": self.ready}
+            return 200 if self.ready else 503, orjson.dumps(ready), JSON_HEADERS
         if action == "":
             self._method(method, "GET")
             return 200, orjson.dumps(self.bundle.v2_metadata()), JSON_HEADERS
+        if action == "config":
+            self._method(method, "GET")
+            return 200, orjson.dumps(self.v2_config()), JSON_HEADERS
         self._method(method, "POST")
         body = await self._body(scope, receive)
-        self._content_type(scope, ("application/json",))
-        return 200, self.v2_infer(body), JSON_HEADERS
+        # tritonclient sends no Content-Type; its binary extension is application/octet-stream
+        # (KServe's client) with the JSON header's length in Inference-Header-Content-Length.
+        kind = self._content_type(scope, ("application/json", "application/octet-stream", ""))
+        header_length = self._header_length(scope, len(body))
+        if kind == "application/octet-stream" and header_length is None:
+            raise BadRequest(
+                "an application/octet-stream body needs the Inference-Header-Content-Length "
+                "header (OIP binary tensor extension); send JSON as application/json",
+                400,
+            )
+        return await self._offload(body, self.v2_infer, body, header_length)
+
+    async def _offload(self, body: bytes, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, on a thread when the body is large: parsing and scoring 10 MB takes
+        long enough to starve every other connection of the event loop."""
+        if len(body) < OFFLOAD_BYTES:
+            return fn(*args)
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(2, thread_name_prefix="mlgate-score")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @staticmethod
+    def _header_length(scope: Scope, size: int) -> int | None:
+        raw = dict(scope["headers"]).get(HEADER_LENGTH)
+        if raw is None:
+            return None
+        if not raw.isdigit() or not 0 < int(raw) <= size:
+            raise BadRequest(
+                f"Inference-Header-Content-Length {_short(raw.decode('latin-1'))} is not a "
+                f"length between 1 and the body's {size} bytes"
+            )
+        return int(raw)
 
     @staticmethod
     def _method(method: str, *allowed: str) -> None:
@@ -297,7 +369,7 @@ class App:
         if kind not in allowed:
             raise BadRequest(
                 f"content type '{kind or 'none'}' is not supported; send "
-                + " or ".join(f"Content-Type: {a}" for a in allowed),
+                + " or ".join(f"Content-Type: {a}" for a in allowed if a),
                 415,
             )
         return kind
@@ -425,13 +497,23 @@ class App:
         return self.matrix(rows, "CSV")
 
     # -- Open Inference Protocol v2 -----------------------------------------------------------
-    def v2_infer(self, body: bytes) -> bytes:
-        payload = _parse_json(body)
+    def v2_infer(
+        self, body: bytes, header_length: int | None = None
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """An OIP v2 inference: JSON, or a JSON header of `header_length` bytes followed by
+        binary tensors (OIP's binary tensor extension, tritonclient's and KServe's default)."""
+        head = body if header_length is None else body[:header_length]
+        payload = _parse_json(head)
         if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
             raise BadRequest('the body must be {"inputs": [{"name", "shape", "datatype", "data"}]}')
         tensors = payload["inputs"]
+        if not tensors:
+            raise BadRequest("inputs is empty; send one [rows, features] input or one per feature")
+        binary = memoryview(body)[header_length:] if header_length is not None else None
+        offset = 0
+        values: list[Any] = []
         for t in tensors:
-            if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
+            if not isinstance(t, dict) or not {"name", "shape", "datatype"} <= t.keys():
                 raise BadRequest("each input needs name, shape, datatype and data")
             if not isinstance(t["name"], str) or not isinstance(t["datatype"], str):
                 raise BadRequest(
@@ -443,6 +525,34 @@ class App:
                     f"input '{t['name']}': datatype {t['datatype']} is not numeric; "
                     "use FP64, FP32 or an integer type"
                 )
+            shape = _shape(t)
+            size = _binary_size(t)
+            if size is None:
+                if "data" not in t:
+                    raise BadRequest(
+                        f"input '{t['name']}' has neither data nor "
+                        "parameters.binary_data_size"
+                    )
+                values.append(_flat(t))
+                continue
+            if binary is None or offset + size > len(binary):
+                raise BadRequest(
+                    f"input '{t['name']}': binary_data_size {size} runs past the body's "
+                    "binary part (Inference-Header-Content-Length names the JSON header's length)"
+                )
+            dtype = np.dtype(BINARY_DTYPES[t["datatype"]])
+            if size != math.prod(shape) * dtype.itemsize:
+                raise BadRequest(
+                    f"input '{t['name']}': binary_data_size {size} is not shape {shape} of "
+                    f"{t['datatype']} ({math.prod(shape) * dtype.itemsize} bytes)"
+                )
+            values.append(np.frombuffer(binary[offset : offset + size], dtype=dtype))
+            offset += size
+        if binary is not None and offset != len(binary):
+            raise BadRequest(
+                f"the body has {len(binary) - offset} bytes after the binary inputs; "
+                "binary_data_size of each input must add up to the binary part"
+            )
         if len(tensors) == 1:
             t = tensors[0]
             shape = _shape(t)
@@ -452,58 +562,102 @@ class App:
                     f"[rows, {len(self.features)}] (features in the order of /v2/models/"
                     f"{self.bundle.name}), or send one input per feature"
                 )
-            matrix = self.matrix(_flat(t), f"input '{t['name']}'", shape=shape)
+            matrix = self.matrix(values[0], f"input '{t['name']}'", shape=shape)
         else:
             names = [t["name"] for t in tensors]
             self._check_columns(names, "inputs")  # a repeated name is refused, not overwritten
-            by_name = {t["name"]: t for t in tensors}
+            by_name = dict(zip(names, zip(tensors, values, strict=True), strict=True))
             columns = []
             for name in self.features:
-                shape = _shape(by_name[name])
+                tensor, data = by_name[name]
+                shape = _shape(tensor)
                 if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
                     raise BadRequest(f"input '{name}' has shape {shape}; use [rows] or [rows, 1]")
-                columns.append(_flat(by_name[name]))
+                columns.append(data)
             if len({len(c) for c in columns}) != 1:
                 raise BadRequest("every input must have the same number of rows")
             matrix = self.matrix(columns, "inputs", by_column=True)
         requested = self._outputs(payload.get("outputs"))
+        params = payload.get("parameters")
+        all_binary = isinstance(params, dict) and params.get("binary_data_output") is True
         proba = self.predict(matrix)
         outputs = []
         if not requested or "probability" in requested:
-            outputs.append(
-                {"name": "probability", "datatype": "FP64", "shape": [len(proba)], "data": proba}
-            )
+            outputs.append(("probability", "FP64", proba))
         if "label" in requested:
-            outputs.append(
-                {
-                    "name": "label",
-                    "datatype": "INT64",
-                    "shape": [len(proba)],
-                    "data": (proba >= self.bundle.threshold).astype(np.int64),
-                }
-            )
+            outputs.append(("label", "INT64", (proba >= self.bundle.threshold).astype(np.int64)))
+        described, blobs = [], []
+        for name, datatype, array in outputs:
+            tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [len(array)]}
+            binary = requested.get(name)
+            if binary if binary is not None else all_binary:
+                raw = array.astype(BINARY_DTYPES[datatype], copy=False).tobytes()
+                tensor["parameters"] = {"binary_data_size": len(raw)}
+                blobs.append(raw)
+            else:
+                tensor["data"] = array
+            described.append(tensor)
         out: dict[str, Any] = {
             "model_name": self.bundle.name,
             "model_version": self.bundle.version,
-            "outputs": outputs,
+            "outputs": described,
         }
         if "id" in payload:
             out["id"] = payload["id"]
-        return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+        header = orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+        if not blobs:
+            return 200, header, JSON_HEADERS
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"inference-header-content-length", str(len(header)).encode()),
+        ]
+        return 200, b"".join([header, *blobs]), headers
+
+    def v2_config(self) -> dict[str, Any]:
+        """The model's configuration as Triton's model configuration extension shapes it
+        (`tritonclient.http.InferenceServerClient.get_model_config`)."""
+        features = len(self.features)
+        return {
+            "name": self.bundle.name,
+            "platform": "mlgate",
+            "backend": self.bundle.trees.engine,
+            "version_policy": {"specific": {"versions": [self.bundle.version]}},
+            "max_batch_size": self.limits.max_rows,
+            "input": [
+                {"name": "input-0", "data_type": "TYPE_FP64", "dims": [features]},
+                *(
+                    {"name": f, "data_type": "TYPE_FP64", "dims": [1]}
+                    for f in self.features
+                ),
+            ],
+            "output": [
+                {"name": "probability", "data_type": "TYPE_FP64", "dims": [1]},
+                {"name": "label", "data_type": "TYPE_INT64", "dims": [1]},
+            ],
+            "parameters": {
+                "threshold": {"string_value": repr(self.bundle.threshold)},
+                "features": {"string_value": ",".join(self.features)},
+            },
+        }
 
     @staticmethod
-    def _outputs(outputs: Any) -> set[str]:
-        """The requested OIP outputs' names, checked before scoring (nothing half done)."""
+    def _outputs(outputs: Any) -> dict[str, bool | None]:
+        """The requested OIP outputs' names, each with its `binary_data` parameter (None when
+        not given), checked before scoring (nothing half done)."""
         if outputs is None:
-            return set()
+            return {}
         if not isinstance(outputs, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
         ):
             raise BadRequest(
                 'outputs must be a list of {"name": "probability"} or {"name": "label"}'
             )
-        requested = {o["name"] for o in outputs}
-        unknown = requested - {"probability", "label"}
+        requested: dict[str, bool | None] = {}
+        for o in outputs:
+            params = o.get("parameters")
+            binary = params.get("binary_data") if isinstance(params, dict) else None
+            requested[o["name"]] = binary if isinstance(binary, bool) else None
+        unknown = requested.keys() - {"probability", "label"}
         if unknown:
             raise BadRequest(
                 f"unknown outputs {sorted(unknown)}; this model has probability, label"
@@ -547,14 +701,16 @@ class App:
     ) -> np.ndarray:
         """A 2-D float64 array from JSON rows (or columns), checked: numbers only, rectangular,
         finite."""
-        if not isinstance(data, list) or not data:
+        if isinstance(data, np.ndarray):  # an OIP binary tensor, already numbers
+            if not data.size:
+                raise BadRequest(f"{where} has no values; send at least one row")
+        elif not isinstance(data, list) or not data:
             raise BadRequest(f"{where} must be a non-empty list of rows")
-        if len(data) > self.limits.max_rows:
-            raise BadRequest(
-                f"{where} has {len(data)} rows; serve.max_rows is "
-                f"{self.limits.max_rows}: split the batch",
-                413,
-            )
+        # Rows, not values or columns, count against serve.max_rows: checked first where the
+        # row count is known without building the array, and again on the array itself.
+        rows = shape[0] if shape else (None if by_column else len(data))
+        if rows is not None:
+            self._check_rows(rows, where)
         if columns is not None:  # names first: a bad name is the clearer message
             if not isinstance(columns, list):
                 raise BadRequest(f"{where}: columns must be a list of names")
@@ -580,6 +736,7 @@ class App:
             )
         if by_column:
             array = np.ascontiguousarray(array.T)
+        self._check_rows(array.shape[0], where)
         if columns is not None:
             # Every row carries exactly one value per named column, or the values would be
             # matched to the wrong names (an extra value would silently shift them).
@@ -606,10 +763,18 @@ class App:
             raise BadRequest(f"{where}: infinite values are not valid inputs")
         return array
 
+    def _check_rows(self, rows: int, where: str) -> None:
+        if rows > self.limits.max_rows:
+            raise BadRequest(
+                f"{where} has {rows} rows; serve.max_rows is "
+                f"{self.limits.max_rows}: split the batch",
+                413,
+            )
+
     def _objects(self, array: np.ndarray, where: str) -> np.ndarray:
         flat = array.ravel()
         for value in flat:
-            if value is not None and not isinstance(value, (int, float)):
+            if value is not None and not isinstance(value, (int, float, np.number)):
                 raise BadRequest(
                     f"{where}: values must be numbers (found {type(value).__name__}"
                     f" {_short(value)})"
@@ -659,6 +824,24 @@ def _shape(tensor: dict[str, Any]) -> list[int]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest(f"input '{tensor['name']}': shape must be a list of sizes")
     return shape
+
+
+def _binary_size(tensor: dict[str, Any]) -> int | None:
+    """The input's `parameters.binary_data_size` (binary tensor extension), or None."""
+    params = tensor.get("parameters")
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise BadRequest(f"input '{tensor['name']}': parameters must be an object")
+    size = params.get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise BadRequest(
+            f"input '{tensor['name']}': binary_data_size must be a byte count, "
+            f"got {_short(size)}"
+        )
+    return size
 
 
 def _flat(tensor: dict[str, Any]) -> list[Any]:
