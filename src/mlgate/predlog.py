@@ -156,6 +156,8 @@ class PredictionLog:
     max_pending_rows: int = 200_000
     clock: Callable[[], float] = time.time
     stats: Stats = field(default_factory=Stats)
+    # called by the writer thread after each write attempt (the server's multiprocess metrics)
+    on_flush: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self._pending: deque[_Batch] = deque()
@@ -213,6 +215,11 @@ class PredictionLog:
                 backoff = 0.0
             else:
                 backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
+            if self.on_flush is not None:
+                try:
+                    self.on_flush()
+                except Exception as exc:  # metrics must never stop the log
+                    self.stats.last_error = f"metrics: {type(exc).__name__}: {exc}"[:300]
             if stopping:
                 return
 

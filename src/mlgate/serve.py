@@ -36,11 +36,16 @@ import functools
 import io
 import math
 import os
+import shutil
 import signal
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -103,13 +108,22 @@ class Limits:
 
 
 class Metrics:
-    """Prometheus counters and a latency histogram per route, children cached up front."""
+    """Prometheus counters and a latency histogram per route, children cached up front.
+
+    With `multiprocess_dir` (prometheus-client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR
+    set before the worker imported prometheus_client; `mlgate serve` does it for 2+ workers),
+    every worker writes its values to files there and /metrics, in whichever worker answers,
+    sums them all. The prediction log's counters, kept in plain ints by its writer thread,
+    are then copied into multiprocess metrics after each write and at each scrape."""
 
     ROUTES = ("invocations", "v2_infer", "health", "metadata", "metrics", "other")
 
-    def __init__(self, bundle: Bundle, log_stats: Stats | None = None) -> None:
+    def __init__(
+        self, bundle: Bundle, log_stats: Stats | None = None, multiprocess_dir: str | None = None
+    ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "mlgate_requests",
@@ -137,11 +151,26 @@ class Metrics:
             "The model this server serves",
             ["name", "version"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
         info.labels(bundle.name, bundle.version).set(1)
         self._counted: dict[tuple[str, int], Any] = {}
-        if log_stats is not None:
+        self.log_stats = log_stats
+        self._log_synced = {"rows_written": 0, "rows_dropped": 0, "write_errors": 0}
+        self._log_lock = threading.Lock()
+        if log_stats is not None and multiprocess_dir is None:
             self.registry.register(_LogCollector(log_stats))
+        elif log_stats is not None:
+            self._log_counters = {
+                name: Counter(f"mlgate_prediction_log_{name}", what, registry=self.registry)
+                for name, what in LOG_COUNTERS
+            }
+            self._log_pending = Gauge(
+                "mlgate_prediction_log_pending_rows",
+                "Rows waiting to be written",
+                registry=self.registry,
+                multiprocess_mode="livesum",
+            )
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -153,10 +182,37 @@ class Metrics:
         if status >= 400:
             self.errors.labels(route, str(status)).inc()
 
+    def sync_log(self) -> None:
+        """Multiprocess mode: add what the prediction log counted since the last sync."""
+        if self.log_stats is None or self.multiprocess_dir is None:
+            return
+        with self._log_lock:
+            for name, counter in self._log_counters.items():
+                value = getattr(self.log_stats, name)
+                if value > self._log_synced[name]:
+                    counter.inc(value - self._log_synced[name])
+                    self._log_synced[name] = value
+            self._log_pending.set(self.log_stats.pending_rows)
+
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.sync_log()
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone, path=self.multiprocess_dir)
+        return generate_latest(everyone)
+
+
+LOG_COUNTERS = (
+    ("rows_written", "Rows written to the prediction log"),
+    ("rows_dropped", "Rows dropped while the sink failed"),
+    ("write_errors", "Failed writes to the prediction log sink"),
+)
 
 
 class _LogCollector:
@@ -169,11 +225,8 @@ class _LogCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         s = self.stats
-        for name, what, value in (
-            ("rows_written", "Rows written to the prediction log", s.rows_written),
-            ("rows_dropped", "Rows dropped while the sink failed", s.rows_dropped),
-            ("write_errors", "Failed writes to the prediction log sink", s.write_errors),
-        ):
+        for name, what in LOG_COUNTERS:
+            value = getattr(s, name)
             yield CounterMetricFamily(f"mlgate_prediction_log_{name}", what, value=value)
         yield GaugeMetricFamily(
             "mlgate_prediction_log_pending_rows", "Rows waiting to be written", value=s.pending_rows
@@ -184,16 +237,35 @@ class App:
     """The ASGI application for one bundle."""
 
     def __init__(
-        self, bundle: Bundle, limits: Limits | None = None, log: PredictionLog | None = None
+        self,
+        bundle: Bundle,
+        limits: Limits | None = None,
+        log: PredictionLog | None = None,
+        *,
+        bundle_dir: Path | None = None,
+        access_log: TextIO | None = None,
+        metrics_dir: str | None = None,
+        count: bool = True,
     ) -> None:
+        """`bundle_dir`: large bodies are parsed and scored in a process of their own that
+        loads it (without it: on a thread, which still holds the GIL while parsing JSON).
+        `access_log`: a line per request written there. `metrics_dir`: prometheus-client's
+        multiprocess directory, so that /metrics sums every worker. `count=False` is the
+        scoring process: it counts nothing and hands its scored rows back."""
         self.bundle = bundle
         self.limits = limits or Limits()
         self.features = bundle.features
         self.index = {name: i for i, name in enumerate(self.features)}
         self.log = log
-        self.metrics = Metrics(bundle, log.stats if log else None)
+        self.metrics = (
+            Metrics(bundle, log.stats if log else None, metrics_dir) if count else None
+        )
+        self.scored: list[tuple[np.ndarray, np.ndarray]] = []  # count=False: what was scored
         self.ready = True
-        self._executor: Any = None  # a thread pool, made for the first large body
+        self.bundle_dir = bundle_dir
+        self.access_log = access_log
+        self._pid = os.getpid()
+        self._executor: Any = None  # a thread or process pool, made for the first large body
         prefix = f"/v2/models/{bundle.name}"
         self.v2_model_paths = {prefix, f"{prefix}/versions/{bundle.version}"}
 
@@ -223,7 +295,18 @@ class App:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(route, status, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.metrics.observe(route, status, seconds)
+        if self.access_log is not None:
+            client = scope.get("client") or ("-", 0)
+            query = scope.get("query_string") or b""
+            target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+            self.access_log.write(
+                f'{time.strftime("%Y-%m-%dT%H:%M:%S%z")} pid={self._pid} {client[0]} '
+                f'"{scope["method"]} {_printable(target[:512])}" {status} {len(body)} '
+                f"{seconds * 1000:.2f}ms\n"
+            )
+            self.access_log.flush()
 
     @staticmethod
     def _error_body(path: str, message: str, status: int) -> dict[str, Any]:
@@ -243,11 +326,16 @@ class App:
             if message["type"] == "lifespan.startup":
                 if self.log is not None:
                     self.log.start()
+                if self.bundle_dir is not None:  # start the scoring process now, not on the
+                    await self._in_pool(_Warm(), ())  # first large request
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
                 if self.log is not None:
                     self.log.close()  # in-flight requests are done: write what waits
+                if self._executor is not None:
+                    self._executor.shutdown(wait=True, cancel_futures=True)
+                    self._executor = None
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -336,15 +424,46 @@ class App:
         return await self._offload(body, self.v2_infer, body, header_length)
 
     async def _offload(self, body: bytes, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)`, on a thread when the body is large: parsing and scoring 10 MB takes
-        long enough to starve every other connection of the event loop."""
+        """`fn(*args)`, off the event loop when the body is large: parsing and scoring 10 MB
+        takes long enough to starve every other connection (a /ping waited 2.6 s). JSON
+        parsing holds the GIL, so a thread does not free the loop: a scoring process does."""
         if len(body) < OFFLOAD_BYTES:
             return fn(*args)
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
+        if self.bundle_dir is None:  # an App made in-process (tests): a thread will do
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(2, thread_name_prefix="mlgate-score")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+                self._executor = ThreadPoolExecutor(2, thread_name_prefix="mlgate-score")
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        outcome, result, scored = await self._in_pool(
+            fn.__name__, args, keep=self.log is not None
+        )
+        if outcome == "refused":
+            raise BadRequest(result, scored)
+        for rows, matrix, proba in scored:
+            self._record(rows, matrix, proba)
+        return result
+
+    async def _in_pool(self, name: Any, args: tuple[Any, ...], keep: bool = False) -> Any:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._executor = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_scorer_start,
+                initargs=(str(self.bundle_dir), self.limits),
+            )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, _scorer_call, name, args, keep
+            )
+        except BrokenProcessPool:  # killed (OOM?): the next large request gets a new one
+            self._executor = None
+            raise BadRequest("the scoring process died; retry the request", 503) from None
 
     @staticmethod
     def _header_length(scope: Scope, size: int) -> int | None:
@@ -787,10 +906,45 @@ class App:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         proba = self.bundle.predict(matrix)
-        self.metrics.rows.inc(len(matrix))
-        if self.log is not None:
-            self.log.record(matrix, proba)
+        if self.metrics is None:  # the scoring process: the server counts and logs these
+            self.scored.append((matrix, proba))
+        else:
+            self._record(len(matrix), matrix, proba)
         return proba
+
+    def _record(self, rows: int, matrix: np.ndarray | None, proba: np.ndarray | None) -> None:
+        assert self.metrics is not None
+        self.metrics.rows.inc(rows)
+        if self.log is not None and matrix is not None and proba is not None:
+            self.log.record(matrix, proba)
+
+
+# -- the scoring process: large bodies are parsed and scored here, off the server's GIL ---------
+_SCORER: App | None = None
+
+
+class _Warm:
+    """Asks the scoring process to do nothing: it has started once it answers."""
+
+
+def _scorer_start(bundle_dir: str, limits: Limits) -> None:
+    global _SCORER
+    _SCORER = App(load_bundle(Path(bundle_dir)), limits, count=False)
+
+
+def _scorer_call(name: Any, args: tuple[Any, ...], keep: bool = False) -> tuple[str, Any, Any]:
+    """("ok", result, [(rows, matrix, probabilities), ...]) or ("refused", message, status);
+    the matrices only when `keep` (the prediction log wants them): they are megabytes."""
+    assert _SCORER is not None
+    if isinstance(name, _Warm):
+        return "ok", None, []
+    _SCORER.scored = []
+    try:
+        result = getattr(_SCORER, name)(*args)
+    except BadRequest as exc:
+        return "refused", str(exc), exc.status
+    scored = [(len(m), m if keep else None, p if keep else None) for m, p in _SCORER.scored]
+    return "ok", result, scored
 
 
 def _route_name(path: str) -> str:
@@ -861,6 +1015,12 @@ def _flat(tensor: dict[str, Any]) -> list[Any]:
     return flat
 
 
+def _printable(text: str) -> str:
+    """A request target for the access log: control characters and quotes escaped, so that
+    a client cannot forge log lines."""
+    return text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
 def _short(value: Any) -> str:
     """A value quoted for an error message, cut to 40 characters."""
     return repr(str(value)[:40])
@@ -895,7 +1055,18 @@ def create_app() -> App:
             flush_seconds=m.log_flush_seconds,
             max_pending_rows=m.log_max_pending_rows,
         )
-    return App(bundle, Limits(s.max_body_bytes, s.max_rows, s.allow_missing), log)
+    app = App(
+        bundle,
+        Limits(s.max_body_bytes, s.max_rows, s.allow_missing),
+        log,
+        bundle_dir=settings.path(s.bundle),
+        access_log=sys.stderr if s.access_log else None,
+        # set by `mlgate serve` for 2+ workers: /metrics sums them all
+        metrics_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+    )
+    if log is not None and app.metrics is not None:
+        log.on_flush = app.metrics.sync_log
+    return app
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -907,17 +1078,22 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser.add_argument("--host", help="address to bind (serve.host)")
     parser.add_argument("--port", type=int, help="port (serve.port)")
     parser.add_argument("--workers", type=int, help="worker processes (serve.workers)")
+    parser.add_argument(
+        "--access-log",
+        action="store_const",
+        const=True,
+        help="a line per request on stderr (serve.access_log)",
+    )
     args = parser.parse_args(argv)
 
     def action() -> int:
-        import uvicorn
-
         environ = dict(os.environ if env is None else env)
         overrides = {
             "bundle": args.bundle,
             "host": args.host,
             "port": args.port,
             "workers": args.workers,
+            "access_log": "true" if args.access_log else None,
         }
         for key, value in overrides.items():
             if value is not None:
@@ -937,6 +1113,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 "MLGATE_SERVE_MAX_BODY_BYTES": str(s.max_body_bytes),
                 "MLGATE_SERVE_MAX_ROWS": str(s.max_rows),
                 "MLGATE_SERVE_ALLOW_MISSING": str(s.allow_missing).lower(),
+                "MLGATE_SERVE_ACCESS_LOG": str(s.access_log).lower(),
                 "MLGATE_MONITOR_LOG_SINK": settings.log_sink or "",
                 "MLGATE_MONITOR_LOG_ENDPOINT_URL": m.log_endpoint_url or "",
                 "MLGATE_MONITOR_LOG_BATCH_ROWS": str(m.log_batch_rows),
@@ -944,30 +1121,47 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 "MLGATE_MONITOR_LOG_MAX_PENDING_ROWS": str(m.log_max_pending_rows),
             }
         )
-        from mlgate.serve_protocol import LimitedHttpToolsProtocol
-
+        # 2+ workers: prometheus-client's multiprocess mode, in a directory of this run's
+        # own (values left by an earlier run would be summed in), removed when it stops.
+        metrics_dir = tempfile.mkdtemp(prefix="mlgate-metrics-") if s.workers > 1 else None
+        if metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        else:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         print(startup_line(bundle, s.host, s.port, s.workers), flush=True)
-        uvicorn.run(
-            "mlgate.serve:create_app",
-            factory=True,
-            host=s.host,
-            port=s.port,
-            workers=s.workers,
-            # httptools, plus the head size cap and read timeout it lacks (serve_protocol)
-            http=functools.partial(
-                LimitedHttpToolsProtocol,
-                max_header_bytes=s.max_header_bytes,
-                read_timeout=s.read_timeout_seconds,
-            ),
-            loop="uvloop" if _has("uvloop") else "asyncio",
-            access_log=False,
-            log_level="warning",
-            timeout_graceful_shutdown=int(s.graceful_seconds),
-            server_header=False,
-        )
+        try:
+            _run_uvicorn(s)
+        finally:
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         return 0
 
     return cli.run(action)
+
+
+def _run_uvicorn(s: Any) -> None:
+    import uvicorn
+
+    from mlgate.serve_protocol import LimitedHttpToolsProtocol
+
+    uvicorn.run(
+        "mlgate.serve:create_app",
+        factory=True,
+        host=s.host,
+        port=s.port,
+        workers=s.workers,
+        # httptools, plus the head size cap and read timeout it lacks (serve_protocol)
+        http=functools.partial(
+            LimitedHttpToolsProtocol,
+            max_header_bytes=s.max_header_bytes,
+            read_timeout=s.read_timeout_seconds,
+        ),
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        access_log=False,  # mlgate's own (serve.access_log): one line, with the duration
+        log_level="warning",
+        timeout_graceful_shutdown=int(s.graceful_seconds),
+        server_header=False,
+    )
 
 
 def startup_line(bundle: Bundle, host: str, port: int, workers: int) -> str:

@@ -157,6 +157,7 @@ class ServeSettings:
     compiler: str = "cc"  # C compiler for the bundle's compiled trees (mlgate bundle, deploy)
     max_header_bytes: int = 16384  # request line + headers; over it: 431, connection closed
     read_timeout_seconds: float = 30.0  # a whole request (head and body); incomplete: 408, closed
+    access_log: bool = False  # a line per request on stderr (client, request, status, bytes, ms)
 
 
 @dataclass(frozen=True)

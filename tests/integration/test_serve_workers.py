@@ -1,0 +1,171 @@
+"""`mlgate serve` as a process: /metrics sums every worker (2 workers, prometheus-client's
+multiprocess mode), the startup line and the access log, and /ping keeps answering while 10 MB
+requests stream in (they are parsed and scored in a scoring process, off the event loop).
+Tiny models; each server starts once. No timed assertion: the /ping p99 under load is bounded
+against the same run's duration of one 10 MB request, and both are printed."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlgate.bundle import write_bundle
+from tests.integration.test_serve_clients import oracle, serve, stop
+from tests.unit.test_serve import FEATURES, ROWS, make_bundle
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_sum_both_workers_and_the_access_log_names_each(tmp_path: Path) -> None:
+    bundle_dir = make_bundle(tmp_path / "bundle")
+    log = tmp_path / "serve.log"
+    process, port = serve(bundle_dir, log, "--workers", "2", "--access-log")
+    try:
+        first = log.read_text().splitlines()[0]
+        assert first == (
+            f"mlgate serve: model toy version 3 on http://127.0.0.1:{port} with 2 workers, "
+            "engine compiled"
+        )
+        body = {"dataframe_split": {"columns": FEATURES, "data": ROWS}}
+        expected = oracle(bundle_dir, np.asarray(ROWS))
+        sent, pids = 0, set()
+        # New connections until both workers have answered (the kernel picks the worker).
+        while sent < 400 and (len(pids) < 2 or sent < 20):
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/invocations?src=test",
+                json=body,
+                headers={"Connection": "close"},
+                timeout=10,
+            )
+            assert answer.status_code == 200
+            np.testing.assert_allclose(answer.json()["predictions"], expected, atol=1e-6)
+            sent += 1
+            pids = set(re.findall(r"pid=(\d+) \S+ \"POST /invocations", log.read_text()))
+        assert len(pids) == 2, f"one worker answered all {sent} requests"
+        lines = [line for line in log.read_text().splitlines() if "POST /invocations" in line]
+        assert len(lines) == sent
+        assert re.search(r'"POST /invocations\?src=test" 200 \d+ [\d.]+ms$', lines[-1]), lines[-1]
+        # Every scrape, whichever worker answers it, counts every request and row.
+        key = ("mlgate_requests_total", (("route", "invocations"), ("status", "200")))
+        for _ in range(6):
+            metrics = scrape(port)
+            assert metrics[key] == sent
+            assert metrics[("mlgate_prediction_rows_total", ())] == sent * len(ROWS)
+            assert metrics[("mlgate_model_info", (("name", "toy"), ("version", "3")))] == 1
+        # An access-logged request cannot forge a log line.
+        requests.get(f"http://127.0.0.1:{port}/x%0Afake%22line", timeout=10)
+        assert not any(line.startswith("fake") for line in log.read_text().splitlines())
+    finally:
+        stop(process, log)
+
+
+def _wide_bundle(dest: Path, width: int) -> tuple[Path, list[str]]:
+    import xgboost as xgb
+
+    names = [f"f{i}" for i in range(width)]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, width))
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1},
+        xgb.DMatrix(x, label=(x[:, 0] + x[:, 1] > 0).astype(int), feature_names=names),
+        num_boost_round=20,
+    )
+    write_bundle(
+        dest,
+        bytes(booster.save_raw("ubj")),
+        compile=True,
+        name="wide",
+        version="1",
+        run_id="r",
+        features=names,
+        threshold=0.5,
+        data_md5="d",
+        commit="c",
+    )
+    return dest, names
+
+
+def test_ping_keeps_answering_while_10mb_requests_stream_in(tmp_path: Path) -> None:
+    bundle_dir, names = _wide_bundle(tmp_path / "bundle", 20)
+    rows = np.random.default_rng(1).normal(size=(24_000, len(names)))
+    body = json.dumps({"dataframe_split": {"columns": names, "data": rows.tolist()}}).encode()
+    assert 9_000_000 < len(body) <= 10 * 1024 * 1024
+    log = tmp_path / "serve.log"
+    process, port = serve(bundle_dir, log)  # one worker: /ping shares its event loop
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Content-Type": "application/json"}
+    try:
+        big = requests.Session()
+        durations = []
+        for _ in range(3):
+            start = time.perf_counter()
+            answer = big.post(f"{url}/invocations", data=body, headers=headers, timeout=120)
+            durations.append(time.perf_counter() - start)
+            assert answer.status_code == 200, answer.text[:300]
+        got = np.asarray(answer.json()["predictions"])
+        expected = oracle_wide(bundle_dir, names, rows[:500])
+        np.testing.assert_allclose(got[:500], expected, atol=1e-6)
+
+        def pings(n: int) -> np.ndarray:
+            session, out = requests.Session(), []
+            for _ in range(n):
+                start = time.perf_counter()
+                assert session.get(f"{url}/ping", timeout=60).status_code == 200
+                out.append(time.perf_counter() - start)
+                time.sleep(0.002)
+            return np.asarray(out)
+
+        idle = pings(200)
+        stop_load, answered = threading.Event(), []
+
+        def load() -> None:
+            session = requests.Session()
+            while not stop_load.is_set():
+                r = session.post(f"{url}/invocations", data=body, headers=headers, timeout=120)
+                answered.append(r.status_code)
+
+        senders = [threading.Thread(target=load) for _ in range(2)]
+        for t in senders:
+            t.start()
+        while not answered:  # the load is on: at least one 10 MB request went through
+            time.sleep(0.05)
+        loaded = pings(300)
+        stop_load.set()
+        for t in senders:
+            t.join()
+        assert set(answered) == {200}
+        request = float(np.median(durations))
+        p99_idle, p99_load = np.percentile(idle, 99), np.percentile(loaded, 99)
+        print(
+            f"\n/ping p99 idle {p99_idle * 1e3:.1f} ms, under 10 MB load {p99_load * 1e3:.1f} ms "
+            f"(max {loaded.max() * 1e3:.1f} ms); one 10 MB request {request * 1e3:.0f} ms; "
+            f"{len(answered)} loaded requests"
+        )
+        # A server that parses on its event loop makes /ping wait for whole requests (p99 near
+        # one request's time); off the loop, /ping waits for a small part of one at most.
+        assert p99_load < 0.25 * request, (p99_load, request)
+    finally:
+        stop(process, log)
+
+
+def oracle_wide(bundle_dir: Path, names: list[str], rows: np.ndarray) -> np.ndarray:
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(bytearray((bundle_dir / "model.ubj").read_bytes()))
+    return booster.predict(xgb.DMatrix(rows, feature_names=names))
+
