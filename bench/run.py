@@ -1013,7 +1013,7 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ("startup", "gate", "train", "setup", "register", "serve", "image")
+GROUPS = ("startup", "gate", "train", "setup", "register", "serve", "peers", "image")
 MLFLOW_DOCKERFILE = """ARG BASE_IMAGE
 FROM ${BASE_IMAGE} AS build
 COPY requirements.txt /tmp/requirements.txt
@@ -1076,6 +1076,10 @@ def main(argv: list[str] | None = None) -> int:
             "register": lambda: [registration_figure(store, args.quick)],
             "serve": lambda: serving_figures(frame, bundle, store, str(version), args.quick, env),
             "image": lambda: image_figures(frame, store, str(version), args),
+            # MLServer and `mlflow models serve` side by side (bench/serve_peers.py)
+            "peers": lambda: __import__("serve_peers").peer_figures(
+                frame, bundle, store, str(version), args.quick, env, args.out
+            ),
         }
         figures = []
         for group in GROUPS:
