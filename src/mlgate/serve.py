@@ -447,23 +447,30 @@ class App:
     async def _in_pool(self, name: Any, args: tuple[Any, ...], keep: bool = False) -> Any:
         from concurrent.futures.process import BrokenProcessPool
 
-        if self._executor is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+        for attempt in (1, 2):
+            if self._executor is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
 
-            self._executor = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_scorer_start,
-                initargs=(str(self.bundle_dir), self.limits),
-            )
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, _scorer_call, name, args, keep
-            )
-        except BrokenProcessPool:  # killed (OOM?): the next large request gets a new one
-            self._executor = None
-            raise BadRequest("the scoring process died; retry the request", 503) from None
+                self._executor = ProcessPoolExecutor(
+                    1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_scorer_start,
+                    initargs=(str(self.bundle_dir), self.limits),
+                )
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _scorer_call, name, args, keep
+                )
+            except BrokenProcessPool:  # killed (OOM? a kill?): a new process, one more try
+                self._executor = None
+                if attempt == 2:
+                    raise BadRequest(
+                        "the scoring process died twice on this request; retry it, or split "
+                        "it if it is large",
+                        503,
+                    ) from None
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _header_length(scope: Scope, size: int) -> int | None:
@@ -1123,7 +1130,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
         # 2+ workers: prometheus-client's multiprocess mode, in a directory of this run's
         # own (values left by an earlier run would be summed in), removed when it stops.
-        metrics_dir = tempfile.mkdtemp(prefix="mlgate-metrics-") if s.workers > 1 else None
+        metrics_dir = _metrics_dir() if s.workers > 1 else None
         if metrics_dir:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         else:
@@ -1137,6 +1144,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 0
 
     return cli.run(action)
+
+
+def _metrics_dir() -> str:
+    """A fresh directory for prometheus-client's multiprocess files: in /dev/shm (memory, and
+    writable in a read-only container) when it can, else the temporary directory."""
+    from mlgate.errors import ConfigError
+
+    for parent in ("/dev/shm", None):
+        try:
+            return tempfile.mkdtemp(prefix="mlgate-metrics-", dir=parent)
+        except OSError:
+            continue
+    raise ConfigError(
+        "serve.workers above 1 needs a writable directory for the workers' shared metrics; "
+        "neither /dev/shm nor the temporary directory is writable",
+        fix="mount a tmpfs at /dev/shm or /tmp (docker run --tmpfs /tmp), or serve.workers=1",
+    )
 
 
 def _run_uvicorn(s: Any) -> None:

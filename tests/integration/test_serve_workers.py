@@ -169,3 +169,41 @@ def oracle_wide(bundle_dir: Path, names: list[str], rows: np.ndarray) -> np.ndar
     booster.load_model(bytearray((bundle_dir / "model.ubj").read_bytes()))
     return booster.predict(xgb.DMatrix(rows, feature_names=names))
 
+
+
+def _scoring_processes(server_pid: int) -> list[int]:
+    """The server's scoring process(es): its children started by multiprocessing's spawn."""
+    children = []
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        children += (task / "children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if b"multiprocessing.spawn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def test_a_killed_scoring_process_is_replaced_and_the_request_answered(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    bundle_dir = make_bundle(tmp_path / "bundle")
+    log = tmp_path / "serve.log"
+    process, port = serve(bundle_dir, log)
+    rows = np.random.default_rng(2).normal(size=(5000, len(FEATURES)))  # > 64 KiB of JSON
+    body = {"dataframe_split": {"columns": FEATURES, "data": rows.tolist()}}
+    url = f"http://127.0.0.1:{port}/invocations"
+    try:
+        first = _scoring_processes(process.pid)
+        assert len(first) == 1, "the scoring process starts with the server"
+        os.kill(first[0], signal.SIGKILL)  # a real kill, as the OOM killer would
+        answer = requests.post(url, json=body, timeout=120)
+        assert answer.status_code == 200, answer.text[:300]
+        np.testing.assert_allclose(
+            answer.json()["predictions"], oracle(bundle_dir, rows), atol=1e-6
+        )
+        second = _scoring_processes(process.pid)
+        assert len(second) == 1 and second != first
+        assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=10).status_code == 200
+    finally:
+        stop(process, log)
