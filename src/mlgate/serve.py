@@ -11,8 +11,15 @@ then the framework, is the cost. It speaks:
   serve` answers for this model), plus `"labels"` at the model's threshold when asked
   (`?labels=true` or `"params": {"labels": true}`).
 - The Open Inference Protocol v2 (KServe, Triton): `/v2/health/live`, `/v2/health/ready`,
-  `/v2`, `/v2/models/{name}[/versions/{v}]`, `.../ready`, `POST .../infer`.
-- Prometheus metrics at `/metrics`.
+  `/v2`, `/v2/models/{name}[/versions/{v}]`, `.../ready`, `.../config`, `POST .../infer`
+  (JSON, or the binary tensor extension both ways: tritonclient's and KServe's defaults),
+  `/v2/repository/index`. docs/serving-clients.md shows each standard client.
+- Prometheus metrics at `/metrics`, summed over every worker (prometheus-client's
+  multiprocess mode when `mlgate serve` runs 2+ workers).
+
+Bodies of 64 KiB or more are parsed and scored in a scoring process each worker starts (JSON
+parsing holds the GIL: on a thread it would still stall /ping); `serve.access_log` writes a line
+per request.
 
 With `monitor.log_sink` set, every answered prediction is also queued for the prediction log
 (`mlgate.predlog`): batched and written by a thread, off the request path; a failing sink never
@@ -327,7 +334,16 @@ class App:
                 if self.log is not None:
                     self.log.start()
                 if self.bundle_dir is not None:  # start the scoring process now, not on the
-                    await self._in_pool(_Warm(), ())  # first large request
+                    try:  # first large request
+                        await self._in_pool(_Warm(), ())
+                    except Exception as exc:  # e.g. no /dev/shm for its queue: serve anyway
+                        print(
+                            f"mlgate serve: no scoring process ({type(exc).__name__}: {exc}); "
+                            "large bodies are parsed on a thread, /ping may wait for them",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        self._executor, self.bundle_dir = None, None
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
