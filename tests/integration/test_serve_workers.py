@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlgate.bundle import write_bundle
+from mlgate.predlog import DirectorySink, read_log
+from tests.conftest import without_tool_variables
 from tests.integration.test_serve_clients import oracle, serve, stop
 from tests.unit.test_serve import FEATURES, ROWS, make_bundle
 
@@ -33,7 +36,12 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 def test_metrics_sum_both_workers_and_the_access_log_names_each(tmp_path: Path) -> None:
     bundle_dir = make_bundle(tmp_path / "bundle")
     log = tmp_path / "serve.log"
-    process, port = serve(bundle_dir, log, "--workers", "2", "--access-log")
+    sink = tmp_path / "predictions"
+    env = without_tool_variables() | {
+        "MLGATE_MONITOR_LOG_SINK": str(sink),
+        "MLGATE_MONITOR_LOG_FLUSH_SECONDS": "0.3",
+    }
+    process, port = serve(bundle_dir, log, "--workers", "2", "--access-log", env=env)
     try:
         first = log.read_text().splitlines()[0]
         assert first == (
@@ -66,6 +74,18 @@ def test_metrics_sum_both_workers_and_the_access_log_names_each(tmp_path: Path) 
             assert metrics[key] == sent
             assert metrics[("mlgate_prediction_rows_total", ())] == sent * len(ROWS)
             assert metrics[("mlgate_model_info", (("name", "toy"), ("version", "3")))] == 1
+        # The prediction log's counters, kept per worker, are summed too: once both writers
+        # have flushed, every scrape shows all rows written, as the sink's files hold them.
+        written = ("mlgate_prediction_log_rows_written_total", ())
+        deadline = time.monotonic() + 60
+        while scrape(port).get(written) != sent * len(ROWS):
+            assert time.monotonic() < deadline, scrape(port).get(written)
+            time.sleep(0.3)
+        since = datetime.now(UTC) - timedelta(hours=1)
+        logged = list(read_log(DirectorySink(sink), "toy", since=since))
+        assert sum(len(entry["data"]) for entry in logged) == sent * len(ROWS)
+        for _ in range(4):
+            assert scrape(port)[written] == sent * len(ROWS)
         # An access-logged request cannot forge a log line.
         requests.get(f"http://127.0.0.1:{port}/x%0Afake%22line", timeout=10)
         assert not any(line.startswith("fake") for line in log.read_text().splitlines())
