@@ -94,8 +94,9 @@ BINARY_DTYPES = {
     "UINT64": "<u8",
 }
 HEADER_LENGTH = b"inference-header-content-length"
-# Bodies at least this big are parsed and scored on a thread, so that the event loop keeps
-# answering /ping and small requests meanwhile (a 10 MB body takes tens of milliseconds).
+# Bodies at least this big are parsed and scored off the event loop (in the scoring process,
+# App._offload), so that /ping and small requests keep answering meanwhile (parsing a 10 MB
+# body takes from tens to hundreds of milliseconds).
 OFFLOAD_BYTES = 64 * 1024
 
 
