@@ -1049,6 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "groups": [g for g in GROUPS if g in only],
         "load": steps.cpu_note(),
+        "imports": steps.IMPORTS,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "model": {"features": FEATURES, "trees": TREES, "depth": DEPTH},
         "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],

@@ -96,6 +96,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], ok=(0,)) -> subprocess
     return done
 
 
+IMPORTS: dict[str, list[str]] = {}  # the heavy libraries each step's warm-up run imported
 CPU: dict[str, list[float]] = {}  # CPU seconds (user + system) of each timed process, by step
 
 
@@ -116,11 +117,21 @@ def cpu(step: str, median) -> str:
     return f"CPU {median(CPU[step]):.2f} s" if CPU.get(step) else ""
 
 
-def heavy_imports(args: list[str], cwd: Path, env: dict[str, str], ok=(0,)) -> list[str]:
-    """Run a step once under `-X importtime` (the warm-up run); the heavy libraries it loaded."""
-    done = _run([sys.executable, "-X", "importtime", *args], cwd, env, ok)
+def heavy_imports(
+    args: list[str], cwd: Path, env: dict[str, str], ok=(0,), step: str = ""
+) -> tuple[float, list[str]]:
+    """Run a step once under `python -X importtime -m mlgate`: its wall time, and the heavy
+    libraries it loaded."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = _run([sys.executable, "-X", "importtime", "-m", "mlgate", *args], cwd, env, ok)
+    wall = time.perf_counter() - start
+    if step:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        CPU.setdefault(step, []).append(cpu)
     names = set(re.findall(r"^import time:.*\|\s+(\S+)\s*$", done.stderr, re.M))
-    return [m for m in HEAVY if m in names]
+    return wall, [m for m in HEAVY if m in names]
 
 
 def demo_project(root: Path, env: dict[str, str]) -> Path:
@@ -142,44 +153,46 @@ def demo_project(root: Path, env: dict[str, str]) -> Path:
 
 
 def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) -> list:
-    """promote, evaluate and train-demo on the demo data. `figure` is bench/run.py's Figure."""
+    """promote, evaluate and train-demo on the demo data. `figure` is bench/run.py's Figure.
+    Smoke: each step runs once (its import-listing run is its measurement), the candidate is
+    evaluated without a champion, and the reports' alternative is not measured."""
     reps = 1 if smoke else (3 if quick else 5)
     mlgate = [sys.executable, "-m", "mlgate"]
+
+    def runs(args: list[str], step: str, ok=(0,)) -> list[float]:
+        """The import-listing warm-up (the only run in smoke), then `reps` timed runs."""
+        took, imports[step] = heavy_imports(args, project, step_env, ok, step if smoke else "")
+        return [took] if smoke else [
+            timed([*mlgate, *args], project, step_env, ok, step) for _ in range(reps)
+        ]
+
+    imports: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-steps-") as tmp:
         project = demo_project(Path(tmp), env)
         store = f"sqlite:///{project}/mlflow.db"
         step_env = env | {"MLGATE_TRACKING_URI": store, "MLGATE_REPORTS_DIR": f"{tmp}/reports"}
         read_name = "import yaml; print(yaml.safe_load(open('params.yaml'))['model']['name'])"
         name = _run([sys.executable, "-c", read_name], project, env).stdout.strip()
-        train = [*mlgate, "train", "--no-pull"]
-        imports = {"train": heavy_imports(train[1:], project, step_env)}
-        train_runs = [timed(train, project, step_env, step="train") for _ in range(reps)]
+        train_runs = runs(["train", "--no-pull"], "train")
         bare_runs = [
             float(_run([sys.executable, "-c", BARE_TRAIN], project, env).stdout.split()[-1])
             for _ in range(reps)
         ]
-        # version 1 (the warm-up) becomes the champion; the last trained version the candidate
-        candidate = str(1 + reps)
-        _run([*mlgate, "evaluate", "--candidate-version", "1"], project, step_env)
-        _run([*mlgate, "promote", "--candidate-version", "1"], project, step_env)
-        quick_eval = ["evaluate", "--candidate-version", candidate, "--fail-on-gate", "false"]
-        off = ["--set", "reports.quality=false"]
-        imports["evaluate"] = heavy_imports(["-m", "mlgate", *quick_eval, *off], project, step_env)
-        eval_runs = [
-            timed([*mlgate, *quick_eval, *off], project, step_env, step="evaluate")
-            for _ in range(reps)
+        # version 1 becomes the champion (not in smoke); the last trained version the candidate
+        candidate = "1" if smoke else str(1 + reps)
+        if not smoke:
+            _run([*mlgate, "evaluate", "--candidate-version", "1"], project, step_env)
+            _run([*mlgate, "promote", "--candidate-version", "1"], project, step_env)
+        evaluate = ["evaluate", "--candidate-version", candidate, "--fail-on-gate", "false"]
+        eval_runs = runs([*evaluate, "--set", "reports.quality=false"], "evaluate")
+        report_runs = [] if smoke else [
+            timed([*mlgate, *evaluate], project, step_env, step="reports") for _ in range(reps)
         ]
-        report_runs = [
-            timed([*mlgate, *quick_eval], project, step_env, step="reports") for _ in range(reps)
-        ]
-        promote = ["promote", "--candidate-version", candidate]
         # the first run moves the alias (exit 6 if the gate rejected the candidate: the same work)
-        imports["promote"] = heavy_imports(["-m", "mlgate", *promote], project, step_env, (0, 6))
-        promote_runs = [
-            timed([*mlgate, *promote], project, step_env, (0, 6), 'promote') for _ in range(reps)
-        ]
+        promote_runs = runs(["promote", "--candidate-version", candidate], "promote", (0, 6))
         move = [sys.executable, "-c", MOVE_ALIAS, store, name, candidate]
         bare_alias = [timed(move, project, env, (0,), "alias") for _ in range(reps)]
+    IMPORTS.update(imports)
     bare = median(bare_runs)
     return [
         figure(
@@ -201,7 +214,7 @@ def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) 
             "(reports.quality=false) vs with the curves and evidently reports (s); imports: "
             f"{', '.join(imports['evaluate']) or 'none'}",
             median(eval_runs),
-            median(report_runs),
+            median(report_runs) if report_runs else None,
             "s",
             "≤ 8 s",
             median(eval_runs) <= 8,
