@@ -1015,14 +1015,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
         store = Path(tmp)
-        print("training and registering the benchmark model ...", flush=True)
-        frame, version = register(store, args.smoke)
-        import mlflow
+        frame, version, bundle = None, None, store / "bundle"
+        if only & {"register", "serve", "image"}:  # the groups that use the benchmark model
+            print("training and registering the benchmark model ...", flush=True)
+            frame, version = register(store, args.smoke)
+            import mlflow
 
-        from mlgate.bundle import export_bundle
+            from mlgate.bundle import export_bundle
 
-        bundle = store / "bundle"
-        export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
+            export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
         quick, smoke = args.quick, args.smoke
         groups = {
             "startup": lambda: [startup_figure(quick, env, smoke)],

@@ -185,6 +185,9 @@ def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) 
             _run([*mlgate, "promote", "--candidate-version", "1"], project, step_env)
         evaluate = ["evaluate", "--candidate-version", candidate, "--fail-on-gate", "false"]
         eval_runs = runs([*evaluate, "--set", "reports.quality=false"], "evaluate")
+        published = {p.name for p in (Path(tmp) / "reports" / name / f"v{candidate}").iterdir()}
+        if "decision.json" not in published or any("evidently" in p for p in published):
+            raise RuntimeError(f"reports.quality=false published {sorted(published)}")
         report_runs = [] if smoke else [
             timed([*mlgate, *evaluate], project, step_env, step="reports") for _ in range(reps)
         ]
