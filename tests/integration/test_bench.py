@@ -30,7 +30,7 @@ def test_the_smoke_benchmark_runs_every_group_and_reports(tmp_path) -> None:
         [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
