@@ -15,7 +15,10 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
   startup                `mlgate --help` wall time (imports are paid by every workflow step)
   register               log + register with lineage tags vs log_model(registered_model_name=)
   gate                   metrics, slices and DeLong on 1,000,000 holdout rows
-  train                  `mlgate train` end to end vs bare xgboost.train, 1,000,000 x 50
+  steps                  promote, evaluate, train on the demo data: whole processes (issue 18;
+                         bench/steps.py)
+  train-user             `mlgate train` vs a typical user script (bench/user-script.py), whole
+                         processes, 1,000,000 x 50 (group "train")
   setup                  the setup action's install step, warm uv cache, vs plain pip (warm)
   serve-log              serve-1w with the prediction log on vs off (every answer logged)
   image-size / cold-start  the serving image vs an image from the same base serving the same
@@ -23,8 +26,9 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
                          answer (needs a Docker engine and --base-image; not in quick mode)
   parity                 the served probabilities equal the registry model's (to 1e-6)
 
-Usage: python bench/run.py [--quick] [--only GROUP,...] [--base-image REF] [--out DIR]; writes
-DIR/results.json and DIR/results.md.
+Usage: python bench/run.py [--quick | --smoke] [--only GROUP,...] [--base-image REF] [--out DIR];
+writes DIR/results.json and DIR/results.md. --smoke runs each group once on tiny sizes (the test
+suite's check that the harness works; its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ from pathlib import Path
 
 import numpy as np
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/steps.py
+import steps  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -80,6 +87,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def div(a: float, b: float) -> float:
+    """a / b; infinite when b is 0 (a server that answered nothing in a short smoke load)."""
+    return a / b if b else float("inf")
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):,.4g}–{max(values):,.4g}" if len(values) > 1 else ""
 
@@ -96,17 +108,17 @@ def caravan(rows: int, seed: int = 0):
     return pd.DataFrame(x, columns=[f"f{i:02d}" for i in range(FEATURES)]), y
 
 
-def register(store: Path):
+def register(store: Path, smoke: bool = False):
     """Train the named shape and register it in a local MLflow store; return the version."""
     import mlflow
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    frame, y = caravan(20_000)
+    frame, y = caravan(2_000 if smoke else 20_000)
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": DEPTH, "eta": 0.1, "nthread": 2},
         xgb.DMatrix(frame, label=y),
-        num_boost_round=TREES,
+        num_boost_round=20 if smoke else TREES,
     )
     mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
     mlflow.set_experiment("bench")
@@ -260,11 +272,11 @@ def repeat(times: int, measure: Callable[[], dict]) -> list[dict]:
     return [measure() for _ in range(times)]
 
 
-def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Figure]:
+def serving_figures(frame, bundle, store, version, quick: bool, env, smoke=False) -> list[Figure]:
     import orjson
 
     cores = os.cpu_count() or 1
-    seconds, reps = (2, 2) if quick else (10, 3)
+    seconds, reps = (1, 1) if smoke else (2, 2) if quick else (10, 3)
     row = frame.head(1)
     single = orjson.dumps(
         {"dataframe_split": {"columns": list(row.columns), "data": row.to_numpy().tolist()}}
@@ -287,7 +299,9 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
     )
     figures: list[Figure] = []
     results: dict[str, dict[str, list[dict]]] = {}
-    plans = [("1w", 1, "0", "1")] + ([("all", cores, None, None)] if cores > 1 else [])
+    plans = [("1w", 1, "0", "1")]
+    if cores > 1 and not smoke:
+        plans.append(("all", cores, None, None))
     for label, workers, server_cpus, load_cpus in plans:
         for tool in ("mlgate", "mlflow"):
             port = free_port()
@@ -327,7 +341,7 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
         ours = [r["rps"] for r in results[label]["mlgate"]]
         theirs = [r["rps"] for r in results[label]["mlflow"]]
         p99 = median([r["p99"] for r in results[label]["mlgate"]])
-        ratio = median(ours) / median(theirs)
+        ratio = div(median(ours), median(theirs))
         figures.append(
             Figure(
                 f"serve-{label}",
@@ -371,7 +385,7 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
             median(mlflow_1w),
             "req/s",
             "≥ 150× and p99 ≤ 3 ms",
-            median(v2_rps) / median(mlflow_1w) >= 150 and v2_p99 <= 3,
+            div(median(v2_rps), median(mlflow_1w)) >= 150 and v2_p99 <= 3,
             v2_rps,
             mlflow_1w,
         )
@@ -387,22 +401,22 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
             median(without),
             "req/s",
             "≥ 0.9×",
-            median(with_log) / median(without) >= 0.9,
+            div(median(with_log), median(without)) >= 0.9,
             with_log,
             without,
         )
     )
-    ours_b = [10_000 / r["seconds"] for r in results["batch"]["mlgate"]]
-    theirs_b = [10_000 / r["seconds"] for r in results["batch"]["mlflow"]]
+    ours_b = [len(big) / r["seconds"] for r in results["batch"]["mlgate"]]
+    theirs_b = [len(big) / r["seconds"] for r in results["batch"]["mlflow"]]
     figures.append(
         Figure(
             "batch-10k",
-            "rows/s for one request of 10,000 rows",
+            f"rows/s for one request of {len(big):,} rows",
             median(ours_b),
             median(theirs_b),
             "rows/s",
             "≥ 10×",
-            median(ours_b) / median(theirs_b) >= 10,
+            div(median(ours_b), median(theirs_b)) >= 10,
             ours_b,
             theirs_b,
         )
@@ -412,12 +426,12 @@ def serving_figures(frame, bundle, store, version, quick: bool, env) -> list[Fig
     figures.append(
         Figure(
             "batch-vs-decode",
-            "10,000-row request end to end vs orjson decoding the body alone (s)",
+            f"{len(big):,}-row request end to end vs orjson decoding the body alone (s)",
             median(end_to_end),
             median(decode),
             "s",
             "≤ 1.5×",
-            median(end_to_end) / median(decode) <= 1.5,
+            div(median(end_to_end), median(decode)) <= 1.5,
             end_to_end,
             decode,
         )
@@ -634,7 +648,7 @@ def _timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def registration_figure(store: Path, quick: bool) -> Figure:
+def registration_figure(store: Path, quick: bool, smoke: bool = False) -> Figure:
     """mlgate's registration (explicit pinned requirements, then one create_model_version with
     every lineage tag, deleted again on failure) vs log_model(registered_model_name=...) with
     MLflow's default requirement inference."""
@@ -653,7 +667,7 @@ def registration_figure(store: Path, quick: bool) -> Figure:
     signature = infer_signature(frame, booster.predict(xgb.DMatrix(frame.head(5))))
     client = mlflow.MlflowClient()
     tags = {f"mlgate.bench.tag_{i:02d}": "x" * 40 for i in range(30)}  # as many as train sets
-    reps = 2 if quick else 5
+    reps = 1 if smoke else 2 if quick else 5
 
     def ours() -> float:
         start = time.perf_counter()
@@ -690,7 +704,8 @@ def registration_figure(store: Path, quick: bool) -> Figure:
             )
         return time.perf_counter() - start
 
-    ours(), theirs()  # warm both paths (imports, first registry calls)
+    if not smoke:
+        ours(), theirs()  # warm both paths (imports, first registry calls)
     mine = [ours() for _ in range(reps)]
     alt = [theirs() for _ in range(reps)]
     return Figure(
@@ -707,7 +722,7 @@ def registration_figure(store: Path, quick: bool) -> Figure:
     )
 
 
-def gate_figure(quick: bool) -> Figure:
+def gate_figure(quick: bool, smoke: bool = False) -> Figure:
     """The champion-vs-candidate computation (metrics overall and on 3 slices for both models,
     DeLong) on 1,000,000 holdout rows (100,000 in quick mode)."""
     import pandas as pd
@@ -715,7 +730,7 @@ def gate_figure(quick: bool) -> Figure:
     from mlgate.metrics import classification_metrics, slice_metrics
     from mlgate.significance import delong
 
-    rows = 100_000 if quick else 1_000_000
+    rows = 10_000 if smoke else 100_000 if quick else 1_000_000
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, rows)
     cand = np.clip(0.5 * y + rng.normal(0.25, 0.2, rows), 0, 1)
@@ -731,7 +746,7 @@ def gate_figure(quick: bool) -> Figure:
         delong(y, cand, champ, 0.95)
         return time.perf_counter() - start
 
-    runs = [once() for _ in range(2 if quick else 3)]
+    runs = [once() for _ in range(1 if smoke else 2 if quick else 3)]
     return Figure(
         "gate",
         f"the gate's metrics, 3 slices and DeLong on {rows:,} rows (s)",
@@ -744,8 +759,8 @@ def gate_figure(quick: bool) -> Figure:
     )
 
 
-def startup_figure(quick: bool, env) -> Figure:
-    reps = 3 if quick else 7
+def startup_figure(quick: bool, env, smoke: bool = False) -> Figure:
+    reps = 1 if smoke else 3 if quick else 7
     ours = [
         _timed(
             lambda: subprocess.run(
@@ -773,24 +788,6 @@ def startup_figure(quick: bool, env) -> Figure:
         ours,
         python,
     )
-
-
-TRAIN_SCRIPT = """
-import sys, time
-import pandas as pd, xgboost as xgb, yaml
-from mlgate.split import split_frame
-settings = yaml.safe_load(open(sys.argv[1]))
-frame = pd.read_csv(sys.argv[2])
-s, t = settings["split"], settings["train"]
-split = split_frame(frame, target="label", seed=s["seed"],
-    validation_fraction=s["validation_fraction"], holdout_fraction=s["holdout_fraction"])
-train = xgb.DMatrix(split.train.drop(columns="label"), label=split.train["label"])
-valid = xgb.DMatrix(split.validation.drop(columns="label"), label=split.validation["label"])
-start = time.perf_counter()
-xgb.train(t["params"], train, t["num_boost_round"], evals=[(valid, "validation")],
-    early_stopping_rounds=t["early_stopping_rounds"], verbose_eval=False)
-print(time.perf_counter() - start)
-"""
 
 
 def train_project(root: Path, rows: int, columns: int, *, rounds: int, env) -> Path:
@@ -855,54 +852,6 @@ def train_project(root: Path, rows: int, columns: int, *, rounds: int, env) -> P
     ):
         subprocess.run(command, cwd=project, env=env, check=True, capture_output=True)
     return project
-
-
-def train_figure(quick: bool, env) -> Figure:
-    """`mlgate train` end to end (a process: imports, read, validate, split, train, metrics,
-    logging, registration on a local sqlite store) vs the bare `xgboost.train` call with the
-    same parameters on the same training and validation rows, on 1,000,000 x 50."""
-    rows, columns = (50_000 if quick else 1_000_000), 50
-    reps = 1 if quick else 3
-    with tempfile.TemporaryDirectory(prefix="mlgate-bench-train-") as tmp:
-        project = train_project(Path(tmp), rows, columns, rounds=50 if quick else 200, env=env)
-
-        def ours() -> float:
-            return _timed(
-                lambda: subprocess.run(
-                    [str(BIN / "mlgate"), "train", "--no-pull"],
-                    cwd=project,
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                )
-            )
-
-        def bare() -> float:
-            done = subprocess.run(
-                [sys.executable, "-c", TRAIN_SCRIPT, "params.yaml", "data/train.csv"],
-                cwd=project,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            return float(done.stdout.split()[-1])
-
-        mine = [ours() for _ in range(reps)]
-        theirs = [bare() for _ in range(reps)]
-    ratio = median(mine) / median(theirs)
-    return Figure(
-        "train",
-        f"`mlgate train` (whole process) vs bare `xgboost.train`, same params and rows, "
-        f"{rows:,} x {columns} (s)",
-        median(mine),
-        median(theirs),
-        "s",
-        "≤ 1.15×" + (" (at 1M rows)" if quick else ""),
-        None if quick else ratio <= 1.15,
-        mine,
-        theirs,
-    )
 
 
 def setup_figure(quick: bool, env) -> Figure:
@@ -1013,7 +962,10 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-GROUPS = ("startup", "gate", "train", "setup", "register", "serve", "peers", "image")
+GROUPS = ("startup", "steps", "gate", "train", "setup", "register", "serve", "peers", "image")
+# Not in --smoke: they install the lock, build images or start peers in venvs of their own
+# (minutes whatever the sizes).
+NOT_IN_SMOKE = ("setup", "image", "peers")
 MLFLOW_DOCKERFILE = """ARG BASE_IMAGE
 FROM ${BASE_IMAGE} AS build
 COPY requirements.txt /tmp/requirements.txt
@@ -1032,6 +984,12 @@ ENTRYPOINT ["mlflow", "models", "serve", "-m", "/model", "--env-manager", "local
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few minutes: shorter loads")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="each group once on tiny sizes, to check the harness (figures mean nothing; "
+        f"skips {', '.join(NOT_IN_SMOKE)})",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument(
         "--base-image",
@@ -1046,6 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else set(GROUPS)
+    if args.smoke:
+        args.quick = True
+        only -= set(NOT_IN_SMOKE)
     if only - set(GROUPS):
         parser.error(f"unknown groups {sorted(only - set(GROUPS))}; choose from {GROUPS}")
     if not shutil.which("wrk"):
@@ -1060,21 +1021,28 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
         store = Path(tmp)
-        print("training and registering the benchmark model ...", flush=True)
-        frame, version = register(store)
-        import mlflow
+        frame, version, bundle = None, None, store / "bundle"
+        if only & {"register", "serve", "peers", "image"}:  # the groups that use the benchmark model
+            print("training and registering the benchmark model ...", flush=True)
+            frame, version = register(store, args.smoke)
+            import mlflow
 
-        from mlgate.bundle import export_bundle
+            from mlgate.bundle import export_bundle
 
-        bundle = store / "bundle"
-        export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
+            export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
+        quick, smoke = args.quick, args.smoke
         groups = {
-            "startup": lambda: [startup_figure(args.quick, env)],
-            "gate": lambda: [gate_figure(args.quick)],
-            "train": lambda: [train_figure(args.quick, env)],
-            "setup": lambda: [setup_figure(args.quick, env)],
-            "register": lambda: [registration_figure(store, args.quick)],
-            "serve": lambda: serving_figures(frame, bundle, store, str(version), args.quick, env),
+            "startup": lambda: [startup_figure(quick, env, smoke)],
+            "steps": lambda: steps.step_figures(Figure, median, quick, smoke, env),
+            "gate": lambda: [gate_figure(quick, smoke)],
+            "train": lambda: [
+                steps.user_train_figure(Figure, median, train_project, quick, smoke, env)
+            ],
+            "setup": lambda: [setup_figure(quick, env)],
+            "register": lambda: [registration_figure(store, quick, smoke)],
+            "serve": lambda: serving_figures(
+                frame, bundle, store, str(version), quick, env, smoke
+            ),
             "image": lambda: image_figures(frame, store, str(version), args),
             # MLServer and `mlflow models serve` side by side (bench/serve_peers.py)
             "peers": lambda: __import__("serve_peers").peer_figures(
@@ -1089,6 +1057,10 @@ def main(argv: list[str] | None = None) -> int:
     markdown = table(figures)
     results = {
         "quick": args.quick,
+        "smoke": args.smoke,
+        "groups": [g for g in GROUPS if g in only],
+        "load": steps.cpu_note(),
+        "imports": steps.IMPORTS,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "model": {"features": FEATURES, "trees": TREES, "depth": DEPTH},
         "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],

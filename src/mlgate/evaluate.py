@@ -4,6 +4,11 @@ The champion is the version holding the `production` alias, else `staging`, else
 are loaded through MLflow and scored on the same holdout rows of the candidate's data version,
 rebuilt from what training logged. The policy (`gate:` in params.yaml) turns the evidence into
 checks; the decision is a versioned JSON record that promotion consumes.
+
+Order (issue 18): the decision is computed, logged to the run, tagged on the version and written
+with the step's outputs first; only then, and only with `reports.quality` on, are the ROC and
+precision-recall curves (matplotlib) and evidently's HTML reports built and logged. Those
+libraries are imported there and nowhere else, so promotion never waits for them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +290,31 @@ def policy_checks(
     return checks
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What the reports are built from, after the decision is final."""
+
+    client: Any
+    holdout: pd.DataFrame
+    y: np.ndarray
+    candidate: np.ndarray
+    champion: np.ndarray | None
+    current: pd.DataFrame  # the candidate's data version
+    pulled: Path
+    champion_tags: Mapping[str, str] | None
+
+
 def evaluate(settings: Settings, candidate_version: str) -> Decision:
+    """Decide, record the decision, then build the reports (when `reports.quality` is on)."""
+    decision, evidence = assess(settings, candidate_version)
+    record(settings, evidence.client, decision)
+    if settings.reports.quality:
+        build_reports(settings, decision, evidence)
+    return decision
+
+
+def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Evidence]:
+    """The decision, computed (nothing written yet), and the evidence the reports need."""
     client = tracking.connect(settings)
     name = settings.model.name
     version = get_version(client, name, candidate_version)
@@ -324,7 +354,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
     metrics: dict[str, dict[str, Any]] = {
         "candidate": _metrics(holdout, y, cand_proba, settings, threshold)
     }
-    champ_proba, paired, champ_model = None, None, None
+    champ_proba, paired, champ_model, champion_tags = None, None, None, None
     if champion is not None:
         champ_model = load_model(champion, "champion")
         with tracking.errors("reading the champion's lineage"):
@@ -399,19 +429,41 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         flags=flags,
         links=mlflow_links(settings.tracking_uri, candidate, champion, run.info.experiment_id),
     )
-    reference = data_of(settings, champion_tags, pulled=pulled) if champion else None
-    record(settings, client, decision, y, cand_proba, champ_proba)
-    quality_report(
+    evidence = Evidence(
+        client, holdout, y, cand_proba, champ_proba, frame, pulled, champion_tags
+    )
+    return decision, evidence
+
+
+def build_reports(settings: Settings, decision: Decision, evidence: Evidence) -> list[Path]:
+    """The curves and evidently's reports, after the decision is recorded: logged to the
+    candidate's run and copied next to decision.json. They explain the decision; they never
+    change it."""
+    e = evidence
+    with tempfile.TemporaryDirectory(prefix="mlgate-curves-") as tmp:
+        private = Path(tmp)
+        plot_curves(private / "curves.png", e.y, e.candidate, e.champion, decision)
+        with tracking.errors("logging the decision curves"):
+            e.client.log_artifact(
+                decision.candidate.run_id, str(private / "curves.png"), DECISION_ARTIFACT
+            )
+        _publish(private, outputs_dir(settings, decision.candidate))
+    reference = (
+        data_of(settings, e.champion_tags, pulled=e.pulled)
+        if e.champion_tags is not None
+        else None
+    )
+    written = quality_report(
         settings,
         decision,
-        holdout,
-        cand_proba,
-        champ_proba,
-        current=frame,
+        e.holdout,
+        e.candidate,
+        e.champion,
+        current=e.current,
         reference=reference,
-        client=client,
+        client=e.client,
     )
-    return decision
+    return [outputs_dir(settings, decision.candidate) / "curves.png", *written]
 
 
 def _metrics(
@@ -466,25 +518,16 @@ def _publish(private: Path, out: Path) -> None:
             raise
 
 
-def record(
-    settings: Settings,
-    client,
-    decision: Decision,
-    y: np.ndarray,
-    cand: np.ndarray,
-    champ: np.ndarray | None,
-) -> Path:
-    """Write the decision JSON and curves, log them to the candidate's run, tag the version.
+def record(settings: Settings, client, decision: Decision) -> Path:
+    """Write the decision JSON, log it to the candidate's run, tag the version.
     What is logged is written from `decision`, in a folder private to this process, never read
     back from a shared one; the copies under `outputs_dir` are for the job's artifact upload."""
     with tempfile.TemporaryDirectory(prefix="mlgate-decision-") as tmp:
         private = Path(tmp)
         write_json_atomic(private / "decision.json", decision.to_dict())
-        plot_curves(private / "curves.png", y, cand, champ, decision)
         with tracking.errors("recording the decision"):
-            for name in ("decision.json", "curves.png"):
-                path = str(private / name)
-                client.log_artifact(decision.candidate.run_id, path, DECISION_ARTIFACT)
+            path = str(private / "decision.json")
+            client.log_artifact(decision.candidate.run_id, path, DECISION_ARTIFACT)
             for key, value in {
                 "mlgate.decision.verdict": decision.verdict,
                 "mlgate.decision.mode": decision.mode,
@@ -583,6 +626,12 @@ def plot_curves(
 
 
 def report(decision: Decision, settings: Settings, *, fail: bool = True) -> None:
+    publish(decision, settings)
+    enforce(decision, fail=fail)
+
+
+def publish(decision: Decision, settings: Settings) -> None:
+    """The decision table on stdout and in the job summary, and the step's outputs."""
     print(decision.to_markdown(), flush=True)
     github.write_summary(settings.github, decision.to_markdown())
     github.write_outputs(
@@ -599,6 +648,10 @@ def report(decision: Decision, settings: Settings, *, fail: bool = True) -> None
     )
     for flag in decision.flags:
         github.annotate("warning", flag, title="mlgate gate: threshold")
+
+
+def enforce(decision: Decision, *, fail: bool = True) -> None:
+    """Annotate the reasons of a failed gate; raise GateFailed when it is enforced."""
     if decision.passed:
         return
     enforced = fail and decision.mode == "enabled"
@@ -627,9 +680,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     def action() -> int:
         settings = cli.settings_from(args, env)
-        report(
-            evaluate(settings, args.candidate_version), settings, fail=args.fail_on_gate == "true"
-        )
+        # The decision first: recorded on the run and the version, then the step's outputs and
+        # summary; the reports (slow imports) after it, then the exit code of the gate.
+        decision, evidence = assess(settings, args.candidate_version)
+        record(settings, evidence.client, decision)
+        publish(decision, settings)
+        if settings.reports.quality:
+            print("decision recorded; building the curves and evidently reports ...", flush=True)
+            build_reports(settings, decision, evidence)
+        enforce(decision, fail=args.fail_on_gate == "true")
         return 0
 
     return cli.run(action)

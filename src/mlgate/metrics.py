@@ -1,18 +1,23 @@
 """Binary-classification metrics, overall and per declared slice.
 
-Shared by training (holdout metrics) and evaluation (champion against candidate).
+Shared by training (holdout metrics) and evaluation (champion against candidate). Computed with
+numpy alone: importing sklearn.metrics costs 2-3 s of every `mlgate train` and `mlgate
+evaluate` process (issue 18); tests/unit/test_split_metrics.py checks each value against
+scikit-learn's.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from sklearn import metrics as skm
 
 from mlgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def classification_metrics(
@@ -25,9 +30,9 @@ def classification_metrics(
     out: dict[str, float] = {}
     positives = int(y.sum())
     if 0 < positives < len(y):
-        out["auc"] = skm.roc_auc_score(y, proba)
-        out["pr_auc"] = skm.average_precision_score(y, proba)
-        out["log_loss"] = skm.log_loss(y, proba, labels=[False, True])
+        out["auc"] = roc_auc(y, proba)
+        out["pr_auc"] = average_precision(y, proba)
+        out["log_loss"] = log_loss(y, proba)
     out["brier"] = float(np.mean((proba - y) ** 2))
     # Counts, not sklearn's scorers: these validate their input with several passes of
     # np.unique each, which was a third of the gate's time on 1,000,000 rows (make bench).
@@ -38,6 +43,48 @@ def classification_metrics(
     out["recall"] = tp / (tp + fn) if tp + fn else 0.0
     out["f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
     return {k: float(v) for k, v in sorted(out.items()) if not math.isnan(v)}
+
+
+def midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (scipy.stats.rankdata's default)."""
+    values = np.asarray(values)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]  # where each run of ties starts
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(ordered)]
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
+    return ranks
+
+
+def roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half)."""
+    y = np.asarray(y, dtype=bool)
+    m = int(y.sum())
+    n = len(y) - m
+    return float((midranks(proba)[y].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def average_precision(y: np.ndarray, proba: np.ndarray) -> float:
+    """Sum over distinct thresholds, highest first, of precision times the gain in recall
+    (sklearn's average_precision_score: no interpolation)."""
+    y = np.asarray(y, dtype=bool)
+    order = np.argsort(-np.asarray(proba, dtype=np.float64), kind="mergesort")
+    scores = np.asarray(proba, dtype=np.float64)[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # end of each tie run
+    tps = np.cumsum(y[order])[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log-likelihood, probabilities clipped to [eps, 1 - eps] as sklearn does."""
+    y = np.asarray(y, dtype=bool)
+    eps = np.finfo(np.float64).eps
+    p = np.clip(np.asarray(proba, dtype=np.float64), eps, 1 - eps)
+    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
 
 
 def slice_masks(frame: pd.DataFrame, slices: Mapping[str, str]) -> dict[str, np.ndarray]:

@@ -204,6 +204,10 @@ class MonitorSettings:
 @dataclass(frozen=True)
 class ReportsSettings:
     dir: Path = Path("reports")
+    # After the decision is recorded and the outputs written: evidently's HTML reports and the
+    # ROC / precision-recall curves. False: decision only (evaluate never imports evidently or
+    # matplotlib; see docs/performance.md).
+    quality: bool = True
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy import stats
+
+from mlgate.metrics import midranks  # scipy.stats's rankdata, without scipy's import (~1.5 s)
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,9 @@ def delong(
         raise ValueError(f"DeLong's test needs at least 2 rows of each class, got {m} and {n}")
     aucs, v10, v01 = [], [], []
     for k in range(2):
-        tx = stats.rankdata(positive[k])
-        ty = stats.rankdata(negative[k])
-        tz = stats.rankdata(np.concatenate([positive[k], negative[k]]))
+        tx = midranks(positive[k])
+        ty = midranks(negative[k])
+        tz = midranks(np.concatenate([positive[k], negative[k]]))
         aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
         v10.append((tz[:m] - tx) / n)  # each positive's share of negatives scored below it
         v01.append(1.0 - (tz[m:] - ty) / m)  # each negative's share of positives above it
@@ -61,8 +63,8 @@ def delong(
         z, p_value = 0.0, 1.0
     else:
         z = difference / std_error
-        p_value = float(2 * stats.norm.sf(abs(z)))
-    half = float(stats.norm.ppf(0.5 + confidence / 2)) * std_error
+        p_value = math.erfc(abs(z) / math.sqrt(2))  # 2 * the normal's upper tail
+    half = NormalDist().inv_cdf(0.5 + confidence / 2) * std_error
     return PairedAuc(
         method="DeLong",
         auc_candidate=float(aucs[0]),

@@ -219,10 +219,9 @@ def train(settings: Settings) -> TrainResult:
                 dataset.schema = infer_signature(schema_sample(dataset.df)).inputs
                 mlflow.log_input(dataset, context=context)
 
-        inputs = features_of(split.train, settings)
-        signature = infer_signature(
-            schema_sample(inputs), booster.predict(xgb.DMatrix(inputs.head(5)))
-        )
+        # The sample's rows, not all of them, converted again (its first rows come first).
+        inputs = features_of(schema_sample(split.train), settings)
+        signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
         model_info = mlflow.xgboost.log_model(
             booster,
             name=MODEL_ARTIFACT,

@@ -162,3 +162,30 @@ def test_the_schema_sample_gives_the_whole_frames_schema() -> None:
     assert infer_signature(sample).inputs == infer_signature(frame).inputs
     optional = {s.name for s in infer_signature(sample).inputs.inputs if not s.required}
     assert optional == {"b", "d"}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ranked_metrics_equal_sklearns(seed: int) -> None:
+    """AUC, PR-AUC and log loss are computed with numpy (importing sklearn.metrics cost 2-3 s
+    of every train and evaluate process); they must equal scikit-learn's, with ties (scores
+    rounded to few values), scores of exactly 0 and 1, and rare positives."""
+    from scipy.stats import rankdata
+    from sklearn import metrics as skm
+
+    from mlgate.metrics import midranks
+
+    rng = np.random.default_rng(seed)
+    n = [3, 10, 57, 500, 5000, 20000, 400, 1000][seed]
+    y = (rng.random(n) < (0.03 if seed == 6 else 0.4)).astype(int)
+    y[:2] = [0, 1]  # both classes
+    p = rng.random(n)
+    if seed in (1, 3, 5):
+        p = np.round(p, 1)  # many ties
+    if seed == 7:
+        p[rng.random(n) < 0.2] = 0.0
+        p[rng.random(n) < 0.2] = 1.0
+    m = classification_metrics(y, p, 0.5)
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, p), rel=1e-12)
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, p), rel=1e-12)
+    assert m["log_loss"] == pytest.approx(skm.log_loss(y, p, labels=[0, 1]), rel=1e-9)
+    assert np.array_equal(midranks(p), rankdata(p))
