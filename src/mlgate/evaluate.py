@@ -32,7 +32,7 @@ from mlgate.registry import CHAMPION_ALIASES, find_champion, get_version  # noqa
 from mlgate.settings import GateSettings, Settings
 from mlgate.significance import PairedAuc, delong, statement
 from mlgate.split import holdout_from_keys
-from mlgate.train import features_of
+from mlgate.train import conform, features_of, labels_of
 
 def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None) -> pd.DataFrame:
     """The data version a model was trained on: the pulled workspace file when it is that
@@ -85,7 +85,7 @@ def input_names(model) -> list[str]:
 
 def predict(model, features: pd.DataFrame, role: str, ref: ModelRef) -> np.ndarray:
     try:
-        return np.asarray(model.predict(features), dtype=float).reshape(-1)
+        return np.asarray(model.predict(conform(features, model)), dtype=float).reshape(-1)
     except Exception as exc:
         raise ModelError(
             f"the {role} {ref.uri} cannot score the holdout: {str(exc).splitlines()[0]}",
@@ -307,7 +307,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         id_column=settings.data.id_column,
         digest=tags["mlgate.split.holdout_digest"],
     )
-    y = holdout[settings.data.target].to_numpy().astype(int)
+    y = labels_of(holdout, settings)  # 0/1, 1 = data.positive_class
     if len(np.unique(y)) < 2:
         raise DataError(
             "the holdout has a single class, so AUC is undefined",

@@ -24,7 +24,7 @@ import pandas as pd
 
 from mlgate import cli, github, lineage, tracking, validate
 from mlgate import threshold as thresholds
-from mlgate.data import DataVersion, check_id_column
+from mlgate.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.errors import ConfigError, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
@@ -32,6 +32,8 @@ from mlgate.settings import GitHubContext, Settings
 from mlgate.split import Split, row_keys, split_frame
 
 MODEL_ARTIFACT = "model"
+POSITIVE_TAG = "mlgate.data.positive_class"  # the target's value the model predicts (label 1)
+NEGATIVE_TAG = "mlgate.data.negative_class"  # the other one (label 0)
 _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
 
 
@@ -51,10 +53,44 @@ class TrainResult:
 
 
 def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """The model's inputs, all as float64: the signature then declares doubles, so a float sent
-    to an integer column at serving time is never silently truncated."""
+    """The model's inputs: integer columns stay int64 and booleans bool (the signature then
+    declares long and boolean, so `mlflow.pyfunc` takes integer-coded data as it is, and
+    refuses a fractional value sent to an integer column instead of truncating it); every
+    other column is float64 (double)."""
     drop = [settings.data.target] + ([settings.data.id_column] if settings.data.id_column else [])
-    return frame.drop(columns=drop).astype("float64")
+    features = frame.drop(columns=[c for c in drop if c in frame.columns])
+    return features.astype({column: _feature_dtype(features[column]) for column in features})
+
+
+def _feature_dtype(column: pd.Series) -> str:
+    dtype = column.dtype
+    if pd.api.types.is_bool_dtype(dtype) and not column.isna().any():
+        return "bool"
+    if isinstance(dtype, np.dtype) and (
+        dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize < 8)
+    ):
+        return "int64"
+    return "float64"  # floats, nullable integers (NaN is missing), uint64
+
+
+def conform(features: pd.DataFrame, model) -> pd.DataFrame:
+    """`features` cast to the types a logged model's signature declares: a model logged when
+    every input was double (before integer columns kept their type) still scores int64 data."""
+    schema = model.metadata.get_input_schema() if model is not None else None
+    if schema is None:
+        return features
+    doubles = [
+        spec.name
+        for spec in schema.inputs
+        if spec.name in features.columns and str(getattr(spec, "type", "")).endswith("double")
+    ]
+    return features.astype({name: "float64" for name in doubles}) if doubles else features
+
+
+def labels_of(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
+    """The target as 0/1, 1 for data.positive_class (validate has checked the contract)."""
+    target = settings.data.target
+    return binary_labels(frame[target], settings.data.positive_class, target)
 
 
 def check_xgboost_params(params: Mapping[str, Any]) -> None:
@@ -102,8 +138,10 @@ def fit(split: Split, settings: Settings):  # -> xgboost.Booster
     import xgboost as xgb
 
     target = settings.data.target
-    dtrain = xgb.DMatrix(features_of(split.train, settings), label=split.train[target])
-    dvalid = xgb.DMatrix(features_of(split.validation, settings), label=split.validation[target])
+    dtrain = xgb.DMatrix(features_of(split.train, settings), label=labels_of(split.train, settings))
+    dvalid = xgb.DMatrix(
+        features_of(split.validation, settings), label=labels_of(split.validation, settings)
+    )
     booster = xgb.train(
         dict(settings.train.params),
         dtrain,
@@ -144,6 +182,8 @@ def train(settings: Settings) -> TrainResult:
     check_xgboost_params(settings.train.params)
     slice_masks(frame, settings.metrics.slices)  # a bad slice query too
     target = settings.data.target
+    labels = labels_of(frame, settings)  # 0/1; a label outside the contract stops here
+    negative, positive = label_classes(frame[target], settings.data.positive_class, target)
     split = split_frame(
         frame,
         target=target,
@@ -171,11 +211,11 @@ def train(settings: Settings) -> TrainResult:
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
             thresholds.parse(settings.metrics.threshold),
-            split.validation[target].to_numpy(),
+            labels_of(split.validation, settings),
             predict(booster, split.validation, settings),
         )
         proba = predict(booster, split.holdout, settings)
-        y = split.holdout[target].to_numpy()
+        y = labels_of(split.holdout, settings)
         overall = classification_metrics(y, proba, chosen.threshold)
         slices = slice_metrics(split.holdout, y, proba, settings.metrics.slices, chosen.threshold)
 
@@ -183,7 +223,10 @@ def train(settings: Settings) -> TrainResult:
             "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
             "mlgate.model.library": _library_pin(),
             "mlgate.data.rows": len(frame),
-            "mlgate.data.positive_rate": f"{frame[target].mean():.6f}",
+            "mlgate.data.positive_rate": f"{labels.mean():.6f}",
+            # What 1 means: serving's labels and every metric are of this class.
+            POSITIVE_TAG: str(positive),
+            NEGATIVE_TAG: str(negative),
             "mlgate.data.class_counts": _class_counts(frame[target]),
             "mlgate.split.seed": settings.split.seed,
             "mlgate.split.holdout_rows": len(split.holdout),
@@ -320,6 +363,7 @@ def _flat_params(settings: Settings, booster, chosen: thresholds.Chosen) -> dict
             thresholds.RULE_PARAM: chosen.rule,
             "data.target": settings.data.target,
             "data.id_column": settings.data.id_column,
+            "data.positive_class": settings.data.positive_class,
             "model.num_trees": booster.num_boosted_rounds(),
             "model.num_features": booster.num_features(),
         }
