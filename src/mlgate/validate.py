@@ -232,7 +232,7 @@ def _did_you_mean_column(name: str, columns: list[str]) -> str:
 def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
     """The data contract, beyond the schema: the target is two classes, the positive one
     named (data.positive_class) unless they are 0 and 1, no label missing; every feature is
-    numeric or boolean. Each violation names its columns and the fix."""
+    numeric, boolean or declared categorical. Each violation names its columns and the fix."""
     out: list[Violation] = []
     target = settings.data.target
     single = (frame.columns == target).sum() == 1  # a duplicated name is the schema's to report
@@ -275,19 +275,21 @@ def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
             Violation(
                 ", ".join(str(c) for c in bad[:20])
                 + (f", ... ({len(bad)} in all)" if len(bad) > 20 else ""),
-                "feature is numeric or boolean",
+                "feature is numeric, boolean or declared categorical",
                 len(bad),
                 tuple(samples),
-                fix="XGBoost takes numbers: encode text columns as numbers (integer codes or "
-                "one-hot) before `dvc add`, drop them from the data, or name an identifier "
-                "column in data.id_column; a number stored as text needs `coerce: true` and a "
-                "numeric dtype in the schema",
+                fix="declare a text column categorical in the schema (`dtype: category`, "
+                "`coerce: true`; `mlgate init` writes it), drop it from the data, or name an "
+                "identifier column in data.id_column; a number stored as text needs "
+                "`coerce: true` and a numeric dtype in the schema",
             )
         )
     return out
 
 
 def _usable_feature(column: pd.Series) -> bool:
+    if isinstance(column.dtype, pd.CategoricalDtype):  # declared categorical (dtype: category)
+        return True
     return pd.api.types.is_bool_dtype(column) or (
         pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column)
     )

@@ -100,11 +100,11 @@ def test_text_features_are_named_with_the_fix(tmp_path) -> None:
         plan=lambda f: np.where(f.n > 2, "gold", "basic"), region=lambda f: f.n.astype(str) + "x"
     )
     violation = contract(frame, settings_with(tmp_path, target="label"))[
-        "feature is numeric or boolean"
+        "feature is numeric, boolean or declared categorical"
     ]
     assert violation.column == "plan, region" and violation.count == 2
     assert "plan: object (basic, gold)" in violation.samples[0] or "gold" in violation.samples[0]
-    assert "encode text columns as numbers" in violation.fix
+    assert "`dtype: category`" in violation.fix
 
 
 def test_a_text_id_column_and_booleans_are_fine(tmp_path) -> None:
@@ -112,7 +112,7 @@ def test_a_text_id_column_and_booleans_are_fine(tmp_path) -> None:
         customer=lambda f: [f"c{i}" for i in range(len(f))], active=lambda f: f.n > 1
     )
     settings = settings_with(tmp_path, target="label", id_column="customer")
-    assert "feature is numeric or boolean" not in contract(frame, settings)
+    assert "feature is numeric, boolean or declared categorical" not in contract(frame, settings)
     features = features_of(frame, settings)
     assert dict(features.dtypes.astype(str)) == {"x": "float64", "n": "int64", "active": "bool"}
 
