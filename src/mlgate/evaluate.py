@@ -364,7 +364,9 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         if champion is not None:
             boosters["champion"] = booster_of(champ_model, champion, "champion")
         latency_ms = measure_models(
-            boosters, features.to_numpy(dtype="float64"), compiler=settings.serve.compiler
+            boosters,
+            conform(features, cand_model).to_numpy(dtype="float64"),
+            compiler=settings.serve.compiler,
         )
     fairness = (
         disparate_impact(holdout, cand_proba, settings.gate.fairness_column, threshold)
@@ -518,17 +520,24 @@ def quality_report(
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
     target = settings.data.target
-    features = list(features_of(holdout, settings).columns)
+    inputs = features_of(holdout, settings)
+    features = list(inputs.columns)
+    # Categorical features (issue 19) are described as such; the target as its 0/1 labels.
+    numbers = [c for c in features if pd.api.types.is_numeric_dtype(inputs[c])]
+    kinds = {"numerical_columns": numbers, "categorical_columns": [
+        c for c in features if c not in numbers
+    ] or None}
     tmp = tempfile.TemporaryDirectory(prefix="mlgate-evidently-")  # private to this process
     private = Path(tmp.name)
     written = []
     scored = DataDefinition(
-        numerical_columns=features,
+        **kinds,
         classification=[BinaryClassification(target=target, prediction_probas="probability")],
     )
 
     def dataset(proba: np.ndarray) -> Dataset:
-        return Dataset.from_pandas(holdout.assign(probability=proba), data_definition=scored)
+        labelled = holdout.assign(probability=proba, **{target: labels_of(holdout, settings)})
+        return Dataset.from_pandas(labelled, data_definition=scored)
 
     with tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -538,7 +547,7 @@ def quality_report(
         written.append(private / "evidently-quality.html")
         quality.save_html(str(written[-1]))
         if reference is not None:
-            plain = DataDefinition(numerical_columns=features)
+            plain = DataDefinition(**kinds)
             drift = Report([DataDriftPreset()]).run(
                 current_data=Dataset.from_pandas(current[features], data_definition=plain),
                 reference_data=Dataset.from_pandas(reference[features], data_definition=plain),
