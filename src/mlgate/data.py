@@ -354,9 +354,13 @@ def label_classes(labels: pd.Series, positive: str | None, target: str) -> tuple
         )
     matches = [v for v in values if same_label(v, positive)]
     if len(matches) != 1:
+        same = [str(v) for v in values if str(v).casefold() == positive.casefold()]
+        hint = f' (did you mean "{same[0]}"?)' if same else did_you_mean(
+            positive, [str(v) for v in values]
+        )
         raise LabelProblem(
             f"data.positive_class {positive!r} is not one of the classes of '{target}' "
-            f"({shown}){did_you_mean(positive, [str(v) for v in values])}",
+            f"({shown}){hint}",
             fix=f'set data.positive_class to "{values[0]}" or "{values[1]}", as written in the '
             "data",
         )
