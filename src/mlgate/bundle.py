@@ -44,6 +44,7 @@ class Bundle:
     trees: Trees  # compiled (model.so) or the booster
     # Categorical features: {name: [category, ...]}; category i is sent to the trees as code i
     categories: dict[str, list[str]] = field(default_factory=dict)
+    classes: dict[str, str] = field(default_factory=dict)  # {"1": positive, "0": negative}
 
     def predict(self, matrix: Any) -> Any:
         return self.trees.predict(matrix)
@@ -58,6 +59,7 @@ class Bundle:
             "commit": self.commit,
             "model_sha256": self.model_sha256,
             "threshold": self.threshold,
+            **({"labels": self.classes} if self.classes else {}),
             "mlgate": self.mlgate_version,
             "engine": self.trees.engine,
             "inputs": [
@@ -138,6 +140,7 @@ def load_bundle(path: Path, threads: int | None = None) -> Bundle:
         mlgate_version=meta.get("mlgate_version", __version__),
         trees=trees,
         categories={str(k): [str(c) for c in v] for k, v in (meta.get("categories") or {}).items()},
+        classes={str(k): str(v) for k, v in (meta.get("classes") or {}).items()},
     )
 
 
@@ -232,7 +235,17 @@ def export_bundle(
         data_md5=logged.tags.get("mlgate.data.md5", ""),
         commit=logged.tags.get("mlgate.git.commit", ""),
         **({"categories": logged.categories} if logged.categories else {}),
+        # What label 1 and label 0 are (data.positive_class at training), for ?labels=true.
+        **_classes(logged.tags),
     )
+
+
+def _classes(tags: dict[str, str]) -> dict[str, Any]:
+    positive = tags.get("mlgate.data.positive_class")
+    negative = tags.get("mlgate.data.negative_class")
+    if positive is None or negative is None:
+        return {}
+    return {"classes": {"1": positive, "0": negative}}
 
 
 def _input_example(local: Path, features: list[str]) -> Any:

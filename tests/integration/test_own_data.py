@@ -8,6 +8,7 @@ longer in wall time on a busy runner."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -78,7 +79,7 @@ def walked(tmp_path_factory) -> dict:
         assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, f"$ {command}\n{result.stderr}"
         done.append((command, result))
-    return {"folder": folder, "table": table, "done": done}
+    return {"folder": folder, "table": table, "done": done, "env": env}
 
 
 def test_the_page_has_ten_commands_from_an_empty_folder() -> None:
@@ -129,3 +130,58 @@ def test_pyfunc_takes_integer_columns_and_category_codes(walked) -> None:
         xgb.DMatrix(codes, feature_types=booster.feature_types, enable_categorical=True)
     )
     np.testing.assert_allclose(proba, direct, rtol=0, atol=1e-7)
+
+
+def test_a_second_version_with_a_new_category_is_compared_with_the_first(walked) -> None:
+    """The second path: a data version with a plan the champion never saw. Version 2 knows
+    four plans, version 1 three; evaluate scores each with its own codes. The oracle: version
+    1's booster fed codes built by hand from its own category list (the new plan: missing).
+    Cost: one more train and evaluate (about 20 s of CPU)."""
+    from sklearn.metrics import roc_auc_score
+
+    folder, env = walked["folder"], walked["env"]
+    grown = pd.concat([walked["table"], churn_table(rows=300, seed=11)], ignore_index=True)
+    grown.loc[len(walked["table"]) :: 3, "plan"] = "enterprise"
+    grown.to_csv(folder / "data" / "churn.csv", index=False)
+    # the schema mlgate init wrote allows the three plans it saw: the user adds the new one
+    schema = (folder / "schema.yaml").read_text()
+    schema = schema.replace("    - basic\n", "    - basic\n    - enterprise\n", 1)
+    (folder / "schema.yaml").write_text(schema)
+    for command in (
+        "dvc add data",
+        "dvc push",
+        'git add -A && git commit -m "More rows, a new plan"',
+        "mlgate train",
+        "mlgate evaluate --candidate-version 2 --fail-on-gate false",
+    ):
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
+    decision = json.loads((folder / "reports" / "churn-xgb" / "v2" / "decision.json").read_text())
+    assert decision["champion"]["version"] == "1"
+
+    tracking = f"sqlite:///{folder / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking)
+    mlflow.set_tracking_uri(tracking)
+    run_id = client.get_model_version("churn-xgb", "2").run_id
+    manifest = client.download_artifacts(run_id, "split/holdout.json", str(folder.parent))
+    keys = json.loads(Path(manifest).read_text())["holdout"]
+    holdout = pd.read_csv(folder / "data" / "churn.csv").loc[keys]
+    assert (holdout["plan"] == "enterprise").any()
+    champion = mlflow.pyfunc.load_model("models:/churn-xgb/1")
+    known = champion.metadata.metadata["mlgate.categories"]
+    assert "enterprise" not in known["plan"]
+    import xgboost as xgb
+
+    booster = champion.get_raw_model()
+    by_hand = holdout.drop(columns=["Churn"]).copy()
+    for column, names in known.items():
+        by_hand[column] = pd.Categorical(by_hand[column], categories=names).codes.astype(float)
+        by_hand.loc[by_hand[column] < 0, column] = np.nan
+    proba = booster.predict(
+        xgb.DMatrix(by_hand, feature_types=booster.feature_types, enable_categorical=True)
+    )
+    want = roc_auc_score(holdout["Churn"] == "Yes", proba)
+    assert decision["metrics"]["champion"]["overall"]["auc"] == pytest.approx(want, abs=1e-9)
