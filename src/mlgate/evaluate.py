@@ -93,6 +93,33 @@ def predict(model, features: pd.DataFrame, role: str, ref: ModelRef) -> np.ndarr
         ) from exc
 
 
+def same_positive_class(
+    holdout: pd.DataFrame,
+    settings: Settings,
+    tags: Mapping[str, str],
+    uri: str,
+    positive: str | None = None,
+) -> str:
+    """The positive class the holdout's 0/1 labels mean (data.positive_class), checked against
+    the one recorded with a model at training (issue 19): a model that predicts the other
+    class would be scored upside down. Models from before the tag existed predicted 1."""
+    from mlgate.data import label_classes
+    from mlgate.train import POSITIVE_TAG
+
+    if positive is None:
+        target = settings.data.target
+        positive = str(label_classes(holdout[target], settings.data.positive_class, target)[1])
+    recorded = tags.get(POSITIVE_TAG)
+    if recorded is not None and recorded != positive:
+        raise ConfigError(
+            f"{uri} was trained to predict the class {recorded!r} of '{settings.data.target}', "
+            f"but data.positive_class now makes {positive!r} the positive class",
+            fix=f'set data.positive_class to "{recorded}" again, or retrain so that both models '
+            "predict the same class",
+        )
+    return positive
+
+
 def booster_of(model, ref: ModelRef, role: str):  # -> xgboost.Booster
     """The XGBoost booster inside a loaded pyfunc model (what the serving bundle carries)."""
     try:
@@ -308,6 +335,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         digest=tags["mlgate.split.holdout_digest"],
     )
     y = labels_of(holdout, settings)  # 0/1, 1 = data.positive_class
+    positive = same_positive_class(holdout, settings, tags, candidate.uri)
     if len(np.unique(y)) < 2:
         raise DataError(
             "the holdout has a single class, so AUC is undefined",
@@ -337,6 +365,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         cut["champion"] = model_threshold(
             champion_tags, champion_params, settings, "champion", flags
         )
+        same_positive_class(holdout, settings, champion_tags, champion.uri, positive)
         if set(input_names(champ_model)) != set(input_names(cand_model)):
             missing = sorted(set(input_names(champ_model)) ^ set(input_names(cand_model)))
             raise ModelError(

@@ -147,3 +147,18 @@ def test_a_missing_data_file_lists_the_files_present(tmp_path) -> None:
     message = str(info.value)
     assert "files present in" in message and "churn.csv, notes.txt" in message
     assert "data.path (default data/data.csv)" in info.value.fix
+
+
+def test_evaluate_refuses_a_model_trained_for_the_other_class(tmp_path) -> None:
+    from mlgate.errors import ConfigError
+    from mlgate.evaluate import same_positive_class
+
+    holdout = table(["No", "Yes"])
+    settings = settings_with(tmp_path, target="label", positive_class="Yes")
+    tags = {"mlgate.data.positive_class": "Yes"}
+    assert same_positive_class(holdout, settings, tags, "models:/m/1") == "Yes"
+    assert same_positive_class(holdout, settings, {}, "models:/m/1") == "Yes"  # older model
+    flipped = settings_with(tmp_path, target="label", positive_class="No")
+    with pytest.raises(ConfigError, match="trained to predict the class 'Yes'") as info:
+        same_positive_class(holdout, flipped, tags, "models:/m/1")
+    assert 'set data.positive_class to "Yes"' in info.value.fix and info.value.exit_code == 2
