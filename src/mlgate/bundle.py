@@ -14,7 +14,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ class Bundle:
     model_sha256: str
     mlgate_version: str
     trees: Trees  # compiled (model.so) or the booster
+    # Categorical features: {name: [category, ...]}; category i is sent to the trees as code i
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    classes: dict[str, str] = field(default_factory=dict)  # {"1": positive, "0": negative}
 
     def predict(self, matrix: Any) -> Any:
         return self.trees.predict(matrix)
@@ -56,9 +59,15 @@ class Bundle:
             "commit": self.commit,
             "model_sha256": self.model_sha256,
             "threshold": self.threshold,
+            **({"labels": self.classes} if self.classes else {}),
             "mlgate": self.mlgate_version,
             "engine": self.trees.engine,
-            "inputs": [{"name": f, "type": "double"} for f in self.features],
+            "inputs": [
+                {"name": f, "type": "category", "categories": self.categories[f]}
+                if f in self.categories
+                else {"name": f, "type": "double"}
+                for f in self.features
+            ],
         }
 
     def v2_metadata(self) -> dict[str, Any]:
@@ -66,7 +75,10 @@ class Bundle:
             "name": self.name,
             "versions": [self.version],
             "platform": "xgboost",
-            "inputs": [{"name": f, "datatype": "FP64", "shape": [-1]} for f in self.features],
+            "inputs": [
+                {"name": f, "datatype": "BYTES" if f in self.categories else "FP64", "shape": [-1]}
+                for f in self.features
+            ],
             "outputs": [
                 {"name": "probability", "datatype": "FP64", "shape": [-1]},
                 {"name": "label", "datatype": "INT64", "shape": [-1]},
@@ -127,6 +139,8 @@ def load_bundle(path: Path, threads: int | None = None) -> Bundle:
         model_sha256=digest,
         mlgate_version=meta.get("mlgate_version", __version__),
         trees=trees,
+        categories={str(k): [str(c) for c in v] for k, v in (meta.get("categories") or {}).items()},
+        classes={str(k): str(v) for k, v in (meta.get("classes") or {}).items()},
     )
 
 
@@ -141,6 +155,7 @@ class LoggedBooster:
     features: list[str]
     example: Any
     tags: dict[str, str]
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def sha256(self) -> str:
@@ -191,6 +206,7 @@ def logged_booster(client, name: str, version: str) -> LoggedBooster:
             features=features,
             example=_input_example(local, features),
             tags=dict(model_version.tags),
+            categories=(mlmodel.get("metadata") or {}).get("mlgate.categories") or {},
         )
 
 
@@ -218,7 +234,18 @@ def export_bundle(
         threshold=recorded(logged.tags, params)[0] or DEFAULT_THRESHOLD,
         data_md5=logged.tags.get("mlgate.data.md5", ""),
         commit=logged.tags.get("mlgate.git.commit", ""),
+        **({"categories": logged.categories} if logged.categories else {}),
+        # What label 1 and label 0 are (data.positive_class at training), for ?labels=true.
+        **_classes(logged.tags),
     )
+
+
+def _classes(tags: dict[str, str]) -> dict[str, Any]:
+    positive = tags.get("mlgate.data.positive_class")
+    negative = tags.get("mlgate.data.negative_class")
+    if positive is None or negative is None:
+        return {}
+    return {"classes": {"1": positive, "0": negative}}
 
 
 def _input_example(local: Path, features: list[str]) -> Any:
@@ -306,3 +333,82 @@ def main(argv=None, env=None) -> int:
         return 0
 
     return cli.run(action)
+
+
+# ---- Categorical features at serving (issue 19) ----
+
+
+def category_text(value: Any) -> str:
+    """A request's category value as text, as training recorded the categories (an integral
+    JSON number 2 or 2.0 is the category "2")."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class CategoryError(ValueError):
+    """A request value the bundle's categorical encoding refuses; the message names the
+    column."""
+
+
+def encode_json(
+    bundle: Bundle,
+    data: Any,
+    *,
+    columns: list[Any] | None = None,
+    by_column: bool = False,
+    width: int | None = None,
+    allow_missing: bool = False,
+) -> Any:
+    """Replace the categories in request data (JSON rows, columns or a flat tensor of `width`
+    values a row) with their codes. A category the model never saw is scored as missing
+    (NaN), which serve.allow_missing=false refuses, naming the column. Data of another shape
+    is returned as it is, for the server's own checks to refuse."""
+    if not bundle.categories or not isinstance(data, list):
+        return data
+    names = bundle.features
+    if width is not None:  # OIP v2, one tensor [rows, width], flattened row by row
+        return [
+            _code(bundle, names[k % width], v, allow_missing) if k % width < len(names) else v
+            for k, v in enumerate(data)
+        ]
+    if by_column:
+        return [
+            [_code(bundle, names[i], v, allow_missing) for v in column]
+            if isinstance(column, list) and i < len(names)
+            else column
+            for i, column in enumerate(data)
+        ]
+    order = [str(c) for c in columns] if columns is not None else names
+    return [
+        [
+            _code(bundle, order[j], v, allow_missing) if j < len(order) else v
+            for j, v in enumerate(row)
+        ]
+        if isinstance(row, list)
+        else row
+        for row in data
+    ]
+
+
+def _code(bundle: Bundle, name: str, value: Any, allow_missing: bool) -> Any:
+    known = bundle.categories.get(name)
+    if known is None:
+        if isinstance(value, str):
+            raise CategoryError(
+                f"column '{name}' takes numbers, got the text {value[:40]!r}"
+            )
+        return value
+    if value is None:
+        return None
+    try:
+        return float(known.index(category_text(value)))
+    except ValueError:
+        if not allow_missing:
+            listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            raise CategoryError(
+                f"column '{name}': category {category_text(value)[:40]!r} was not seen in "
+                f"training (known: {listed}); it would be scored as missing, which "
+                "serve.allow_missing=true permits"
+            ) from None
+        return None

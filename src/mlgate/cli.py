@@ -51,6 +51,7 @@ COMMANDS = {
     "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
     "doctor": ("mlgate.doctor", "report (--repair: repair) disagreeing aliases, stages, locks"),
 }
+COMMANDS["init"] = ("mlgate.init", "write params.yaml, a pandera schema and .gitignore for a table")
 # Named flags shared by every stage, and the settings key each one sets.
 FLAGS = {
     "--model-name": "model.name",

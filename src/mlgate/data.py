@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -152,8 +153,9 @@ def pull(settings: Settings) -> DataVersion:
 
     if not data_path.is_file():
         raise DataError(
-            f"{settings.data.path} is not in the pulled data '{out.path}'",
-            fix=f"set data.path to one of the files under {out.path}/",
+            f"{settings.data.path} is not in the pulled data '{out.path}'"
+            f"{files_present(out_root, data_path)}",
+            fix=f"set data.path (default data/data.csv) to one of the files under {out.path}/",
         )
     return DataVersion(
         dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
@@ -200,7 +202,8 @@ def load_frame(path: Path, max_bytes: int | None = None) -> pd.DataFrame:
         return pd.read_csv(path, encoding="utf-8")
     except FileNotFoundError as exc:
         raise DataError(
-            f"data file {path} does not exist", fix="run `dvc pull` or correct data.path"
+            f"data file {path} does not exist{files_present(path.parent, path)}",
+            fix="run `dvc pull` or correct data.path (default data/data.csv)",
         ) from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(
@@ -263,3 +266,118 @@ def check_id_column(frame: pd.DataFrame, id_column: str | None) -> None:
         fix="set data.id_column to the column that identifies a row, or remove it to key "
         "rows by their feature values",
     )
+
+
+# ---- Bring your own data (issue 19): where the file is, and which class is positive ----
+
+LISTED = 20
+
+
+def files_present(folder: Path, wanted: Path) -> str:
+    """'; files present in FOLDER: a.csv, b.parquet' (with a did-you-mean), for an error about
+    a data file that is not there."""
+    if folder.is_file():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"; {folder} does not exist either"
+    names = sorted(
+        str(PurePosixPath(p.relative_to(folder)))
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not names:
+        return f"; {folder} holds no files"
+    listed = ", ".join(names[:LISTED])
+    if len(names) > LISTED:
+        listed += f", ... ({len(names)} in all)"
+    return f"{did_you_mean(wanted.name, names)}; files present in {folder}: {listed}"
+
+
+class LabelProblem(ValueError):
+    """The target column cannot be read as two classes; `fix` says what to change."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def same_label(value: Any, positive: str) -> bool:
+    """Whether a value of the target is the class `positive` names (data.positive_class, text).
+    Compared as text, as numbers (1 = 1.0) and, for YAML's booleans (an unquoted Yes in
+    params.yaml reads as True), as YAML booleans (Yes, yes, true, on)."""
+    if str(value) == positive:
+        return True
+    a, b = _number(value), _number(positive)
+    if a is not None and b is not None:
+        return a == b
+    if positive in {"True", "False"} and isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return False
+        return isinstance(parsed, bool) and str(parsed) == positive
+    return False
+
+
+def label_classes(labels: pd.Series, positive: str | None, target: str) -> tuple[Any, Any]:
+    """The target's (negative, positive) values. Exactly two classes; the positive one is
+    data.positive_class, else the target must hold 0 and 1 (or False and True)."""
+    values = sorted(labels.dropna().unique().tolist(), key=str)
+    shown = ", ".join(short(v, 40) for v in values[:5]) + (
+        f", ... ({len(values)} in all)" if len(values) > 5 else ""
+    )
+    if len(values) != 2:
+        raise LabelProblem(
+            f"the target '{target}' holds {len(values)} classes ({shown or 'none'}); "
+            "mlgate trains binary classifiers",
+            fix="keep two classes in data.target (map the others to one of them), or point "
+            "data.target at the two-class label column",
+        )
+    if positive is None:
+        numbers = [_number(v) for v in values]
+        if sorted(n for n in numbers if n is not None) == [0.0, 1.0] and None not in numbers:
+            return (values[0], values[1]) if numbers[0] == 0.0 else (values[1], values[0])
+        raise LabelProblem(
+            f"the target '{target}' holds {shown}, not 0 and 1, and data.positive_class is "
+            "not set",
+            fix=f"name the class to predict in params.yaml: data: positive_class: "
+            f'"{values[1]}" (or "{values[0]}")',
+        )
+    matches = [v for v in values if same_label(v, positive)]
+    if len(matches) != 1:
+        same = [str(v) for v in values if str(v).casefold() == positive.casefold()]
+        hint = f' (did you mean "{same[0]}"?)' if same else did_you_mean(
+            positive, [str(v) for v in values]
+        )
+        raise LabelProblem(
+            f"data.positive_class {positive!r} is not one of the classes of '{target}' "
+            f"({shown}){hint}",
+            fix=f'set data.positive_class to "{values[0]}" or "{values[1]}", as written in the '
+            "data",
+        )
+    (negative,) = [v for v in values if v is not matches[0] and v != matches[0]]
+    return negative, matches[0]
+
+
+def binary_labels(labels: pd.Series, positive: str | None, target: str) -> np.ndarray:
+    """The target as 0/1 (int64): 1 for the positive class. Raises DataError when the target
+    is not two classes without missing values (validate reports it first)."""
+    try:
+        _, pos = label_classes(labels, positive, target)
+    except LabelProblem as exc:
+        raise DataError(exc.message, fix=exc.fix) from exc
+    if labels.isna().any():
+        raise DataError(
+            f"the target '{target}' has {int(labels.isna().sum())} missing values",
+            fix="drop the unlabelled rows or label them",
+        )
+    return (labels == pos).to_numpy(dtype=np.int64)

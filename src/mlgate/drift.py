@@ -239,7 +239,7 @@ def backtest(settings: Settings, *, labelled: str, version: str | None = None) -
     from mlgate.evaluate import load_model, predict
     from mlgate.metrics import classification_metrics, slice_metrics
     from mlgate.threshold import threshold_of
-    from mlgate.train import features_of
+    from mlgate.train import features_of, labels_of
 
     client = tracking.connect(settings)
     model_version = monitored_version(client, settings, version)
@@ -262,7 +262,7 @@ def backtest(settings: Settings, *, labelled: str, version: str | None = None) -
     ref = ModelRef(settings.model.name, str(model_version.version), model_version.run_id)
     model = load_model(ref, "monitored")
     proba = predict(model, features_of(frame, settings), "monitored", ref)
-    y = frame[target].to_numpy()
+    y = labels_of(frame, settings)  # 0/1, 1 = data.positive_class
     # The threshold the model serves with (recorded at training), not today's setting.
     cut = threshold_of(tags, settings)
     now = classification_metrics(y, proba, cut)

@@ -38,7 +38,7 @@ from mlgate.registry import CHAMPION_ALIASES, find_champion, get_version  # noqa
 from mlgate.settings import GateSettings, Settings
 from mlgate.significance import PairedAuc, delong, statement
 from mlgate.split import holdout_from_keys
-from mlgate.train import features_of
+from mlgate.train import conform, features_of, labels_of
 
 def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None) -> pd.DataFrame:
     """The data version a model was trained on: the pulled workspace file when it is that
@@ -91,12 +91,39 @@ def input_names(model) -> list[str]:
 
 def predict(model, features: pd.DataFrame, role: str, ref: ModelRef) -> np.ndarray:
     try:
-        return np.asarray(model.predict(features), dtype=float).reshape(-1)
+        return np.asarray(model.predict(conform(features, model)), dtype=float).reshape(-1)
     except Exception as exc:
         raise ModelError(
             f"the {role} {ref.uri} cannot score the holdout: {str(exc).splitlines()[0]}",
             fix="candidate and champion must take the same features",
         ) from exc
+
+
+def same_positive_class(
+    holdout: pd.DataFrame,
+    settings: Settings,
+    tags: Mapping[str, str],
+    uri: str,
+    positive: str | None = None,
+) -> str:
+    """The positive class the holdout's 0/1 labels mean (data.positive_class), checked against
+    the one recorded with a model at training (issue 19): a model that predicts the other
+    class would be scored upside down. Models from before the tag existed predicted 1."""
+    from mlgate.data import label_classes
+    from mlgate.train import POSITIVE_TAG
+
+    if positive is None:
+        target = settings.data.target
+        positive = str(label_classes(holdout[target], settings.data.positive_class, target)[1])
+    recorded = tags.get(POSITIVE_TAG)
+    if recorded is not None and recorded != positive:
+        raise ConfigError(
+            f"{uri} was trained to predict the class {recorded!r} of '{settings.data.target}', "
+            f"but data.positive_class now makes {positive!r} the positive class",
+            fix=f'set data.positive_class to "{recorded}" again, or retrain so that both models '
+            "predict the same class",
+        )
+    return positive
 
 
 def booster_of(model, ref: ModelRef, role: str):  # -> xgboost.Booster
@@ -337,7 +364,8 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
         id_column=settings.data.id_column,
         digest=tags["mlgate.split.holdout_digest"],
     )
-    y = holdout[settings.data.target].to_numpy().astype(int)
+    y = labels_of(holdout, settings)  # 0/1, 1 = data.positive_class
+    positive = same_positive_class(holdout, settings, tags, candidate.uri)
     if len(np.unique(y)) < 2:
         raise DataError(
             "the holdout has a single class, so AUC is undefined",
@@ -367,6 +395,7 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
         cut["champion"] = model_threshold(
             champion_tags, champion_params, settings, "champion", flags
         )
+        same_positive_class(holdout, settings, champion_tags, champion.uri, positive)
         if set(input_names(champ_model)) != set(input_names(cand_model)):
             missing = sorted(set(input_names(champ_model)) ^ set(input_names(cand_model)))
             raise ModelError(
@@ -394,7 +423,9 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
         if champion is not None:
             boosters["champion"] = booster_of(champ_model, champion, "champion")
         latency_ms = measure_models(
-            boosters, features.to_numpy(dtype="float64"), compiler=settings.serve.compiler
+            boosters,
+            conform(features, cand_model).to_numpy(dtype="float64"),
+            compiler=settings.serve.compiler,
         )
     fairness = (
         disparate_impact(holdout, cand_proba, settings.gate.fairness_column, threshold)
@@ -561,17 +592,24 @@ def quality_report(
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
     target = settings.data.target
-    features = list(features_of(holdout, settings).columns)
+    inputs = features_of(holdout, settings)
+    features = list(inputs.columns)
+    # Categorical features (issue 19) are described as such; the target as its 0/1 labels.
+    numbers = [c for c in features if pd.api.types.is_numeric_dtype(inputs[c])]
+    kinds = {"numerical_columns": numbers, "categorical_columns": [
+        c for c in features if c not in numbers
+    ] or None}
     tmp = tempfile.TemporaryDirectory(prefix="mlgate-evidently-")  # private to this process
     private = Path(tmp.name)
     written = []
     scored = DataDefinition(
-        numerical_columns=features,
+        **kinds,
         classification=[BinaryClassification(target=target, prediction_probas="probability")],
     )
 
     def dataset(proba: np.ndarray) -> Dataset:
-        return Dataset.from_pandas(holdout.assign(probability=proba), data_definition=scored)
+        labelled = holdout.assign(probability=proba, **{target: labels_of(holdout, settings)})
+        return Dataset.from_pandas(labelled, data_definition=scored)
 
     with tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -581,7 +619,7 @@ def quality_report(
         written.append(private / "evidently-quality.html")
         quality.save_html(str(written[-1]))
         if reference is not None:
-            plain = DataDefinition(numerical_columns=features)
+            plain = DataDefinition(**kinds)
             drift = Report([DataDriftPreset()]).run(
                 current_data=Dataset.from_pandas(current[features], data_definition=plain),
                 reference_data=Dataset.from_pandas(reference[features], data_definition=plain),

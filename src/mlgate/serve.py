@@ -58,7 +58,7 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
-from mlgate.bundle import Bundle, load_bundle
+from mlgate.bundle import Bundle, CategoryError, encode_json, load_bundle
 from mlgate.predlog import PredictionLog, Stats
 
 Scope = dict[str, Any]
@@ -630,7 +630,13 @@ class App:
                         f"CSV line {n} has {len(row)} fields, the header {len(header)}"
                     )
                 try:
-                    rows.append([float(row[i]) if row[i] != "" else math.nan for i in order])
+                    rows.append(
+                        [
+                            (row[i] or None) if name in self.bundle.categories  # issue 19
+                            else float(row[i]) if row[i] != "" else math.nan
+                            for name, i in zip(self.features, order, strict=True)
+                        ]
+                    )
                 except ValueError as exc:
                     raise BadRequest(f"CSV line {n}: {exc}") from exc
         except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KB)
@@ -663,7 +669,9 @@ class App:
                     f"input name {_short(t['name'])} / datatype {_short(t['datatype'])}: "
                     "name and datatype must be strings"
                 )
-            if t["datatype"] not in OIP_NUMERIC:
+            if t["datatype"] not in OIP_NUMERIC and not (
+                t["datatype"] == "BYTES" and self.bundle.categories  # category text (issue 19)
+            ):
                 raise BadRequest(
                     f"input '{t['name']}': datatype {t['datatype']} is not numeric; "
                     "use FP64, FP32 or an integer type"
@@ -858,6 +866,14 @@ class App:
             if not isinstance(columns, list):
                 raise BadRequest(f"{where}: columns must be a list of names")
             self._check_columns(columns, f"{where.rsplit('.', 1)[0]}.columns")
+        try:  # categorical features: their text to the bundle's codes (issue 19)
+            data = encode_json(
+                self.bundle, data, columns=columns, by_column=by_column,
+                width=shape[1] if shape and len(shape) == 2 else None,
+                allow_missing=self.limits.allow_missing,
+            )
+        except CategoryError as exc:
+            raise BadRequest(f"{where}: {exc}") from None
         try:
             array = np.asarray(data)
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # ragged, deep

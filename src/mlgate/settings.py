@@ -50,6 +50,9 @@ class DataSettings:
     path: Path = Path("data/data.csv")
     target: str = "label"
     id_column: str | None = None
+    # The target's positive class, as written in the data (Yes, 1, CH, True, ...); None: the
+    # target must hold 0 and 1, and 1 is positive. Training maps it to 1, the other class to 0.
+    positive_class: str | None = None
     max_bytes: int = 2 * 1024**3  # a bigger file is refused before it is read (runner memory)
 
 
@@ -561,6 +564,8 @@ def _build_section(section: str, values: dict[str, Any]) -> Any:
             kwargs[f.name] = {**default, **_as_mapping(value, name)}
         elif (section, f.name) == ("metrics", "threshold"):
             kwargs[f.name] = _threshold(value)
+        elif (section, f.name) == ("data", "positive_class"):
+            kwargs[f.name] = _positive_class(value)
         else:
             kwargs[f.name] = _coerce(value, hints[f.name], name)
     return cls(**kwargs)
@@ -842,3 +847,21 @@ def urlparse_host(uri: str) -> str | None:
         return urlparse(uri).hostname
     except ValueError:
         return None
+
+
+# ---- data.positive_class (issue 19) ----
+
+
+def _positive_class(value: Any) -> str | None:
+    """data.positive_class as text. YAML reads an unquoted Yes/No/on/off/true as a boolean:
+    keep it as "True"/"False", which mlgate.data matches against Yes/No-style labels too."""
+    if isinstance(value, _Raw):
+        value = str(value).strip() or None  # an env var or --set: the text as written
+    if value is None:
+        return None
+    if isinstance(value, (bool, int, float, str)):
+        return str(value)
+    raise ConfigError(
+        f"data.positive_class must be one value of the target column, got {short(value)}",
+        fix='write the label of the positive class, quoted: positive_class: "Yes"',
+    )

@@ -24,7 +24,7 @@ import pandas as pd
 
 from mlgate import cli, github, lineage, tracking, validate
 from mlgate import threshold as thresholds
-from mlgate.data import DataVersion, check_id_column
+from mlgate.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.errors import ConfigError, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
@@ -32,6 +32,9 @@ from mlgate.settings import GitHubContext, Settings
 from mlgate.split import Split, row_keys, split_frame
 
 MODEL_ARTIFACT = "model"
+CATEGORIES_KEY = "mlgate.categories"  # MLmodel metadata: {feature: [category, ...]}
+POSITIVE_TAG = "mlgate.data.positive_class"  # the target's value the model predicts (label 1)
+NEGATIVE_TAG = "mlgate.data.negative_class"  # the other one (label 0)
 _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
 
 
@@ -51,10 +54,113 @@ class TrainResult:
 
 
 def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """The model's inputs, all as float64: the signature then declares doubles, so a float sent
-    to an integer column at serving time is never silently truncated."""
+    """The model's inputs: integer columns stay int64 and booleans bool (the signature then
+    declares long and boolean, so `mlflow.pyfunc` takes integer-coded data as it is, and
+    refuses a fractional value sent to an integer column instead of truncating it); every
+    other column is float64 (double)."""
     drop = [settings.data.target] + ([settings.data.id_column] if settings.data.id_column else [])
-    return frame.drop(columns=drop).astype("float64")
+    features = frame.drop(columns=[c for c in drop if c in frame.columns])
+    dtypes = {column: _feature_dtype(features[column]) for column in features}
+    return features.astype({column: dtype for column, dtype in dtypes.items() if dtype})
+
+
+def _feature_dtype(column: pd.Series) -> str | None:
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype):
+        return None  # categorical (or refused by validate): encoded by `encode`
+    if pd.api.types.is_string_dtype(dtype):
+        return None
+    if pd.api.types.is_bool_dtype(dtype) and not column.isna().any():
+        return "bool"
+    if isinstance(dtype, np.dtype) and (
+        dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize < 8)
+    ):
+        return "int64"
+    return "float64"  # floats, nullable integers (NaN is missing), uint64
+
+
+def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str]]:
+    """The declared categorical features (category dtype after validation: the schema says
+    `dtype: category`) and each one's categories, as text, sorted: category i is code i."""
+    features = features_of(frame, settings)
+    return {
+        str(column): sorted(features[column].dropna().astype(str).unique().tolist())
+        for column in features
+        if isinstance(features[column].dtype, pd.CategoricalDtype)
+    }
+
+
+def encode(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Categorical columns as float64 codes into their recorded categories; a missing value,
+    and a category the model never saw, become NaN: XGBoost's missing value, which follows
+    each split's default branch (an unseen category is scored as missing)."""
+    if not categories:
+        return features
+    out = features.copy()
+    for column, known in categories.items():
+        if column not in out.columns:
+            continue
+        values = out[column]
+        if pd.api.types.is_numeric_dtype(values) and not isinstance(
+            values.dtype, pd.CategoricalDtype
+        ):
+            continue  # already codes (what mlflow.pyfunc callers send)
+        codes = pd.Index(list(known)).get_indexer(values.astype(str)).astype("float64")
+        codes[(codes < 0) | values.isna().to_numpy()] = np.nan
+        out[column] = codes
+    return out
+
+
+def feature_types(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]):
+    """XGBoost's feature_types: 'c' for the categorical features, None when there is none."""
+    if not categories:
+        return None
+    return [
+        "c" if column in categories
+        else "i" if pd.api.types.is_bool_dtype(features[column])
+        else "int" if pd.api.types.is_integer_dtype(features[column])
+        else "float"
+        for column in features
+    ]
+
+
+def dmatrix(frame: pd.DataFrame, settings: Settings, categories, label=None):
+    import xgboost as xgb
+
+    features = features_of(frame, settings)
+    types = feature_types(features, categories)
+    return xgb.DMatrix(
+        encode(features, categories),
+        label=label,
+        feature_types=types,
+        enable_categorical=types is not None,
+    )
+
+
+def conform(features: pd.DataFrame, model) -> pd.DataFrame:
+    """`features` as a logged model takes them: categorical columns encoded into the model's
+    own recorded categories (champion and candidate may know different sets), and cast to the
+    types its signature declares (a model logged when every input was double still scores
+    int64 data)."""
+    if model is None:
+        return features
+    recorded = (getattr(model.metadata, "metadata", None) or {}).get(CATEGORIES_KEY) or {}
+    features = encode(features, recorded)
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        return features
+    doubles = [
+        spec.name
+        for spec in schema.inputs
+        if spec.name in features.columns and str(getattr(spec, "type", "")).endswith("double")
+    ]
+    return features.astype({name: "float64" for name in doubles}) if doubles else features
+
+
+def labels_of(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
+    """The target as 0/1, 1 for data.positive_class (validate has checked the contract)."""
+    target = settings.data.target
+    return binary_labels(frame[target], settings.data.positive_class, target)
 
 
 def check_xgboost_params(params: Mapping[str, Any]) -> None:
@@ -96,14 +202,14 @@ def _config_keys(node: Any) -> set[str]:
     return set()
 
 
-def fit(split: Split, settings: Settings):  # -> xgboost.Booster
+def fit(split: Split, settings: Settings, categories=None):  # -> xgboost.Booster
     """Train with early stopping on the validation set; return the booster cut at its best
-    iteration, so what is logged is exactly what was measured."""
+    iteration, so what is logged is exactly what was measured. Categorical features train
+    with XGBoost's native categorical splits."""
     import xgboost as xgb
 
-    target = settings.data.target
-    dtrain = xgb.DMatrix(features_of(split.train, settings), label=split.train[target])
-    dvalid = xgb.DMatrix(features_of(split.validation, settings), label=split.validation[target])
+    dtrain = dmatrix(split.train, settings, categories, labels_of(split.train, settings))
+    dvalid = dmatrix(split.validation, settings, categories, labels_of(split.validation, settings))
     booster = xgb.train(
         dict(settings.train.params),
         dtrain,
@@ -128,10 +234,8 @@ def schema_sample(frame: pd.DataFrame, rows: int = 100) -> pd.DataFrame:
     return frame.iloc[sorted({*range(min(rows, len(frame))), *firsts.tolist()})]
 
 
-def predict(booster, frame: pd.DataFrame, settings: Settings) -> np.ndarray:
-    import xgboost as xgb
-
-    return booster.predict(xgb.DMatrix(features_of(frame, settings)))
+def predict(booster, frame: pd.DataFrame, settings: Settings, categories=None) -> np.ndarray:
+    return booster.predict(dmatrix(frame, settings, categories))
 
 
 def train(settings: Settings) -> TrainResult:
@@ -144,6 +248,9 @@ def train(settings: Settings) -> TrainResult:
     check_xgboost_params(settings.train.params)
     slice_masks(frame, settings.metrics.slices)  # a bad slice query too
     target = settings.data.target
+    labels = labels_of(frame, settings)  # 0/1; a label outside the contract stops here
+    negative, positive = label_classes(frame[target], settings.data.positive_class, target)
+    categories = categories_of(frame, settings)
     split = split_frame(
         frame,
         target=target,
@@ -167,15 +274,15 @@ def train(settings: Settings) -> TrainResult:
         ) as lease,
     ):
         run_id = run.info.run_id
-        booster, best = fit(split, settings)
+        booster, best = fit(split, settings, categories)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
             thresholds.parse(settings.metrics.threshold),
-            split.validation[target].to_numpy(),
-            predict(booster, split.validation, settings),
+            labels_of(split.validation, settings),
+            predict(booster, split.validation, settings, categories),
         )
-        proba = predict(booster, split.holdout, settings)
-        y = split.holdout[target].to_numpy()
+        proba = predict(booster, split.holdout, settings, categories)
+        y = labels_of(split.holdout, settings)
         overall = classification_metrics(y, proba, chosen.threshold)
         slices = slice_metrics(split.holdout, y, proba, settings.metrics.slices, chosen.threshold)
 
@@ -183,7 +290,11 @@ def train(settings: Settings) -> TrainResult:
             "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
             "mlgate.model.library": _library_pin(),
             "mlgate.data.rows": len(frame),
-            "mlgate.data.positive_rate": f"{frame[target].mean():.6f}",
+            "mlgate.data.positive_rate": f"{labels.mean():.6f}",
+            # What 1 means: serving's labels and every metric are of this class.
+            POSITIVE_TAG: str(positive),
+            "mlgate.features.categorical": ",".join(categories) or None,
+            NEGATIVE_TAG: str(negative),
             "mlgate.data.class_counts": _class_counts(frame[target]),
             "mlgate.split.seed": settings.split.seed,
             "mlgate.split.holdout_rows": len(split.holdout),
@@ -219,8 +330,10 @@ def train(settings: Settings) -> TrainResult:
                 dataset.schema = infer_signature(schema_sample(dataset.df)).inputs
                 mlflow.log_input(dataset, context=context)
 
-        # The sample's rows, not all of them, converted again (its first rows come first).
-        inputs = features_of(schema_sample(split.train), settings)
+        # Categorical features enter the signature as their codes (double: NaN is an unseen
+        # or missing category); the categories travel in the model's metadata. The schema
+        # sample's rows, not all of them, are converted again (its first rows come first).
+        inputs = encode(features_of(schema_sample(split.train), settings), categories)
         signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
         model_info = mlflow.xgboost.log_model(
             booster,
@@ -229,6 +342,7 @@ def train(settings: Settings) -> TrainResult:
             input_example=inputs.head(3),
             pip_requirements=lineage.serving_requirements(),
             model_format="ubj",
+            metadata={CATEGORIES_KEY: categories} if categories else None,
         )
 
         metric_values = {f"holdout_{k}": v for k, v in overall.items()}
@@ -319,6 +433,7 @@ def _flat_params(settings: Settings, booster, chosen: thresholds.Chosen) -> dict
             thresholds.RULE_PARAM: chosen.rule,
             "data.target": settings.data.target,
             "data.id_column": settings.data.id_column,
+            "data.positive_class": settings.data.positive_class,
             "model.num_trees": booster.num_boosted_rounds(),
             "model.num_features": booster.num_features(),
         }

@@ -247,20 +247,34 @@ def _build(cc: str, sources: list[Path], library: Path) -> None:
 
 def parity_rows(booster: Any, extra: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """Rows where a compiled model would first go wrong: each feature's value is one of its
-    split thresholds, the float32 just below or above one, or missing. 4,000 rows, plus
-    `extra` (the logged input example, say)."""
+    split thresholds, the float32 just below or above one, or missing; a categorical feature's
+    value is any code from 0 to one past the highest its splits name (an unseen code), or
+    missing. 4,000 rows, plus `extra` (the logged input example, say)."""
     width = booster.num_features()
     splits: list[list[float]] = [[] for _ in range(width)]
     names = booster.feature_names or [f"f{i}" for i in range(width)]
     index = {name: i for i, name in enumerate(names)}
+    types = booster.feature_types or [None] * width
     frame = booster.trees_to_dataframe()
-    for feature, split in zip(frame["Feature"], frame["Split"], strict=True):
-        if feature in index and np.isfinite(split):
+    categories = frame["Category"] if "Category" in frame else [None] * len(frame)
+    for feature, split, cats in zip(frame["Feature"], frame["Split"], categories, strict=True):
+        if feature not in index:
+            continue
+        if types[index[feature]] == "c":
+            if isinstance(cats, (list, tuple, np.ndarray)):
+                splits[index[feature]].extend(float(c) for c in cats)
+        elif np.isfinite(split):
             splits[index[feature]].append(split)
     rng = np.random.default_rng(seed)
     n = 4000
     rows = np.zeros((n, width), dtype=np.float64)
     for j, thresholds in enumerate(splits):
+        if types[j] == "c":
+            top = int(max(thresholds, default=0.0)) + 2  # every code, and one never seen
+            column = rng.integers(0, top, n).astype(np.float64)
+            column[rng.random(n) < 0.1] = np.nan
+            rows[:, j] = column
+            continue
         at = np.asarray(thresholds or [0.0], dtype=np.float32)[
             rng.integers(0, max(1, len(thresholds)), n)
         ]

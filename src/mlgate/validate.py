@@ -16,10 +16,10 @@ import pandas as pd
 import yaml
 
 from mlgate import cli, github
-from mlgate.data import DataVersion, load_frame, pull
-from mlgate.errors import ConfigError, ValidationFailed
+from mlgate.data import DataVersion, LabelProblem, label_classes, load_frame, pull
+from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
-from mlgate.settings import Settings
+from mlgate.settings import Settings, short
 
 SAMPLES = 5
 DATAFRAME = "(data frame)"
@@ -32,6 +32,7 @@ class Violation:
     count: int
     samples: tuple[str, ...]
     rows: tuple[int, ...] = ()
+    fix: str = ""  # what to change, for the data contract's checks
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Report:
             lines.append(
                 f"  - {v.column}: {v.check} failed {v.count}x, e.g. {', '.join(v.samples)}{rows}"
             )
+            if v.fix:
+                lines.append(f"      fix: {v.fix}")
         return "\n".join(lines)
 
 
@@ -128,6 +131,7 @@ def validate_frame(
     except pandera.errors.SchemaError as exc:  # non-lazy failures (e.g. an empty frame)
         violations.append(Violation(DATAFRAME, str(exc).splitlines()[0], 1, ()))
     violations += _training_checks(frame, settings)
+    violations += contract_checks(validated, settings)
     report = Report(
         schema_version=1,
         data=name,
@@ -185,7 +189,19 @@ def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]
             )
     target = settings.data.target
     if target not in frame.columns:
-        out.append(Violation(target, "target column present (data.target)", 1, ()))
+        columns = [str(c) for c in frame.columns]
+        listed = ", ".join(short(c, 40) for c in columns[:20]) + (
+            f", ... ({len(columns)} in all)" if len(columns) > 20 else ""
+        )
+        out.append(
+            Violation(
+                target,
+                "target column present (data.target)",
+                1,
+                (f"not a column{_did_you_mean_column(target, columns)}",),
+                fix=f"set data.target to the label column; the columns are: {listed}",
+            )
+        )
         return out
     counts = frame[target].value_counts(dropna=True)
     if len(counts) < 2:
@@ -204,6 +220,79 @@ def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]
                 )
             )
     return out
+
+
+def _did_you_mean_column(name: str, columns: list[str]) -> str:
+    """did_you_mean, first ignoring case (a one-letter name differs from its capital by all of
+    its letters, so difflib alone misses it)."""
+    same = [c for c in columns if c.casefold() == name.casefold()]
+    return f' (did you mean "{same[0]}"?)' if same else did_you_mean(name, columns)
+
+
+def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
+    """The data contract, beyond the schema: the target is two classes, the positive one
+    named (data.positive_class) unless they are 0 and 1, no label missing; every feature is
+    numeric, boolean or declared categorical. Each violation names its columns and the fix."""
+    out: list[Violation] = []
+    target = settings.data.target
+    single = (frame.columns == target).sum() == 1  # a duplicated name is the schema's to report
+    if single and frame[target].nunique() >= 2:  # else: "both classes present" says it
+        labels = frame[target]
+        try:
+            label_classes(labels, settings.data.positive_class, target)
+        except LabelProblem as exc:
+            out.append(
+                Violation(
+                    target, "two classes, positive one named", 1, (exc.message,), fix=exc.fix
+                )
+            )
+        missing = labels.isna()
+        if missing.any():
+            out.append(
+                Violation(
+                    target,
+                    "no missing label",
+                    int(missing.sum()),
+                    (),
+                    tuple(int(i) for i in frame.index[missing][:SAMPLES]),
+                    fix="drop the unlabelled rows or label them, then push a new data version",
+                )
+            )
+    ignored = {target, settings.data.id_column}
+    found = {
+        column: frame.iloc[:, i]
+        for i, column in enumerate(frame.columns)
+        if column not in ignored and not _usable_feature(frame.iloc[:, i])
+    }
+    bad = list(found)
+    if bad:
+        samples = []
+        for column in bad[:SAMPLES]:
+            values = found[column].dropna().astype(str).unique()[:2]
+            dtype = found[column].dtype
+            samples.append(f"{short(str(column), 40)}: {dtype} ({', '.join(values)})")
+        out.append(
+            Violation(
+                ", ".join(str(c) for c in bad[:20])
+                + (f", ... ({len(bad)} in all)" if len(bad) > 20 else ""),
+                "feature is numeric, boolean or declared categorical",
+                len(bad),
+                tuple(samples),
+                fix="declare a text column categorical in the schema (`dtype: category`, "
+                "`coerce: true`; `mlgate init` writes it), drop it from the data, or name an "
+                "identifier column in data.id_column; a number stored as text needs "
+                "`coerce: true` and a numeric dtype in the schema",
+            )
+        )
+    return out
+
+
+def _usable_feature(column: pd.Series) -> bool:
+    if isinstance(column.dtype, pd.CategoricalDtype):  # declared categorical (dtype: category)
+        return True
+    return pd.api.types.is_bool_dtype(column) or (
+        pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column)
+    )
 
 
 def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
@@ -229,10 +318,13 @@ def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
             github.annotate(
                 "error", f"{v.column}: {v.check} failed {v.count}x", title="data validation"
             )
+        fixes = list(dict.fromkeys(v.fix for v in report.violations if v.fix))
         raise ValidationFailed(
-            f"{version.path} breaks the schema in {len(report.violations)} checks "
-            "(listed above); nothing was trained",
-            fix=f"correct the data and push a new version (`dvc add`, `dvc push`), or update "
+            f"{version.path} breaks the schema or the data contract in "
+            f"{len(report.violations)} checks (listed above); nothing was trained",
+            fix="; ".join(fixes[:3])
+            if fixes
+            else f"correct the data and push a new version (`dvc add`, `dvc push`), or update "
             f"{settings.schema.path} if the schema is what changed",
         )
     return validated, version, report
