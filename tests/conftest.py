@@ -156,11 +156,22 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float, log: Path) -> 
 def start(
     args: list[str], url: str, log: Path, seconds: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
-    handle = log.open("w")
-    process = subprocess.Popen(
-        args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
-    )
-    wait_for(url, process, seconds, log)
+    """Start a server in a session of its own and wait until `url` answers. A server that
+    exits early or does not answer in time is killed (its whole process group) and its log
+    closed before the error is raised, so no half-started server outlives the test."""
+    with log.open("w") as handle:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    try:
+        wait_for(url, process, seconds, log)
+    except BaseException:
+        try:  # the group: a leader that exited may have left workers behind
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        raise
     return process
 
 
@@ -170,6 +181,7 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
+        process.wait()
 
 
 @pytest.fixture(scope="session")
