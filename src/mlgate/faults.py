@@ -73,7 +73,8 @@ def reach(point: str, setting: str | None) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
     else:
         assert path is not None
-        print(f"fault injection: paused at {point} until {path} exists", file=sys.stderr, flush=True)
+        said = f"fault injection: paused at {point} until {path} exists"
+        print(said, file=sys.stderr, flush=True)
         while not Path(path).exists():
             time.sleep(PAUSE_POLL)
         print(f"fault injection: released at {point}", file=sys.stderr, flush=True)

@@ -53,8 +53,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from mlgate.errors import ConfigError, TrackingError
 from mlgate import faults
+from mlgate.errors import ConfigError, TrackingError
 from mlgate.faults import FAULT_POINTS
 from mlgate.settings import Settings
 from mlgate.decision import ModelRef

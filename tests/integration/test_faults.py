@@ -184,7 +184,8 @@ def test_concurrent_trainings_of_one_commit_and_data_never_end_each_other(
     project = make_project(tmp_path / "project")
     model = unique("concurrent")
     release = tmp_path / "release"
-    first = start_training(project, server, model, clean_env | pause_at("train.in_run", release), 60)
+    held = clean_env | pause_at("train.in_run", release)
+    first = start_training(project, server, model, held, 60)
     try:
         wait_until_paused(first, "train.in_run")
         first_run = wait_for_open_run(server, model, first)
