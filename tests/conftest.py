@@ -156,11 +156,28 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float, log: Path) -> 
 def start(
     args: list[str], url: str, log: Path, seconds: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
-    handle = log.open("w")
-    process = subprocess.Popen(
-        args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
-    )
-    wait_for(url, process, seconds, log)
+    """Start a server in a session of its own and wait until `url` answers. A server that
+    exits early or does not answer in time is killed (its whole process group) and its log
+    closed before the error is raised, so no half-started server outlives the test.
+
+    MLflow 3's `mlflow server` also starts a job runner (a supervisor and about seven huey
+    consumers, each a Python process importing mlflow) for its GenAI jobs, which mlgate never
+    uses: on two cores that costs every server start tens of CPU seconds. It is off here
+    (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false) unless the caller's `env` turns it on."""
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} | dict(os.environ if env is None else env)
+    with log.open("w") as handle:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    try:
+        wait_for(url, process, seconds, log)
+    except BaseException:
+        try:  # the group: a leader that exited may have left workers behind
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        raise
     return process
 
 
@@ -170,6 +187,7 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
+        process.wait()
 
 
 @pytest.fixture(scope="session")

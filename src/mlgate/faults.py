@@ -1,11 +1,28 @@
-"""Named fault points of a registry move (tests set `tracking.fault_point` to one of them).
+"""Named fault points (tests set `tracking.fault_point`, MLGATE_TRACKING_FAULT_POINT).
 
-At the named point, right after the registry call it names, the process kills itself with
-SIGKILL, as a job killed by its runner dies: no `finally`, no `except`, no lock released. The
-kill tests enumerate this list, so every point is proven to converge on a re-run.
+Registry moves (FAULT_POINTS): at the named point, right after the registry call it names, the
+process kills itself with SIGKILL, as a job killed by its runner dies: no `finally`, no
+`except`, no lock released. The kill tests enumerate this list, so every point is proven to
+converge on a re-run.
+
+Training (TRAIN_POINTS): points inside `mlgate train`'s run, reached with `reach`.
+
+A fault point setting is one of:
+
+* `POINT`: SIGKILL this process at POINT;
+* `stop:POINT`: SIGSTOP it there (until SIGCONT), to take a service away mid-way;
+* `pause:POINT:PATH`: wait at POINT, alive (its other threads, e.g. the run lease's heartbeat,
+  keep running), until the file PATH exists. A test so holds a job in a known state for as
+  long as it needs, whatever the speed of the machine, then releases it by creating PATH.
 """
 
 from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
 
 FAULT_POINTS: tuple[str, ...] = (
     "lock.after_ticket",  # the lock's ticket taken, nothing moved
@@ -18,3 +35,46 @@ FAULT_POINTS: tuple[str, ...] = (
     "finish.after_history",  # the history event written, the pending record left
     "finish.after_clear",  # the pending record removed, the lock not released
 )
+TRAIN_POINTS: tuple[str, ...] = (
+    "train.in_run",  # the run open and its lease's heartbeat started, nothing trained yet
+)
+PAUSE_POLL = 0.05  # seconds between looks for the release file
+
+
+def parse(setting: str | None) -> tuple[str, str, str | None] | None:
+    """(action, point, release file) of a fault point setting, or None when it is not one of
+    the forms above (the caller refuses it). The action is kill, stop or pause."""
+    if setting is None:
+        return None
+    action, point, path = "kill", setting, None
+    if setting.startswith("stop:"):
+        action, point = "stop", setting.removeprefix("stop:")
+    elif setting.startswith("pause:"):
+        point, _, path = setting.removeprefix("pause:").partition(":")
+        action = "pause"
+        if not path:
+            return None
+    if point not in FAULT_POINTS + TRAIN_POINTS:
+        return None
+    return action, point, path
+
+
+def reach(point: str, setting: str | None) -> None:
+    """Called by the product at `point`: nothing, unless `setting` names this point."""
+    parsed = parse(setting)
+    if parsed is None or parsed[1] != point:
+        return
+    action, _, path = parsed
+    if action == "kill":
+        print(f"fault injection: SIGKILL at {point}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "stop":
+        print(f"fault injection: SIGSTOP at {point}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    else:
+        assert path is not None
+        said = f"fault injection: paused at {point} until {path} exists"
+        print(said, file=sys.stderr, flush=True)
+        while not Path(path).exists():
+            time.sleep(PAUSE_POLL)
+        print(f"fault injection: released at {point}", file=sys.stderr, flush=True)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import socket
 import sys
 import time
@@ -54,6 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mlgate import faults
 from mlgate.errors import ConfigError, TrackingError
 from mlgate.faults import FAULT_POINTS
 from mlgate.settings import Settings
@@ -287,13 +287,9 @@ class PointerLock:
 
     def fault(self, point: str) -> None:
         """Fault injection for tests (tracking.fault_point): die here as a killed job does
-        (`POINT`), or stop until SIGCONT (`stop:POINT`, to take the database away mid-move)."""
-        if self.fault_point == point:
-            print(f"fault injection: SIGKILL at {point}", file=sys.stderr, flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
-        if self.fault_point == f"stop:{point}":
-            print(f"fault injection: SIGSTOP at {point}", file=sys.stderr, flush=True)
-            os.kill(os.getpid(), signal.SIGSTOP)
+        (`POINT`), or stop until SIGCONT (`stop:POINT`, to take the database away mid-move), or
+        wait alive until a file exists (`pause:POINT:PATH`); see mlgate.faults."""
+        faults.reach(point, self.fault_point)
 
 
 def check_marker(lock: str, name: str, tags: Mapping[str, str]) -> None:
@@ -310,10 +306,10 @@ def check_marker(lock: str, name: str, tags: Mapping[str, str]) -> None:
 def pointer_lock(client, settings: Settings, action: str) -> PointerLock:
     """The lock on `settings.model.name`'s pointers, named after who takes it for what."""
     point = settings.tracking.fault_point
-    if point is not None and point.removeprefix("stop:") not in FAULT_POINTS:
+    if point is not None and faults.parse(point) is None:
         raise ConfigError(
             f"tracking.fault_point '{point}' is not a fault point",
-            fix="use one of: " + ", ".join(FAULT_POINTS),
+            fix="use one of: " + ", ".join(FAULT_POINTS + faults.TRAIN_POINTS),
         )
     g = settings.github
     who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"

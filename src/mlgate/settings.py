@@ -655,6 +655,15 @@ def _check_consistency(s: Settings) -> None:
             "tracking.retries and tracking.backoff must be >= 0 and tracking.timeout > 0",
             fix="correct the tracking section",
         )
+    if s.tracking.fault_point is not None:
+        from mlgate import faults  # tests only; a typo must not be a silent no-op
+
+        if faults.parse(s.tracking.fault_point) is None:
+            raise ConfigError(
+                f"tracking.fault_point '{s.tracking.fault_point}' is not a fault point",
+                fix="use POINT, stop:POINT or pause:POINT:FILE with a POINT of: "
+                + ", ".join(faults.FAULT_POINTS + faults.TRAIN_POINTS),
+            )
     if s.tracking.lock_wait < 0 or s.tracking.lock_lease <= 0:
         raise ConfigError(
             "tracking.lock_wait must be >= 0 and tracking.lock_lease > 0 (seconds), got "

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlgate import cli, github, lineage, tracking, validate
+from mlgate import cli, faults, github, lineage, tracking, validate
 from mlgate import threshold as thresholds
 from mlgate.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.errors import ConfigError, did_you_mean
@@ -274,6 +274,7 @@ def train(settings: Settings) -> TrainResult:
         ) as lease,
     ):
         run_id = run.info.run_id
+        faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
         booster, best = fit(split, settings, categories)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(

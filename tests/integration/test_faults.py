@@ -60,8 +60,10 @@ def server(tmp_path_factory) -> Iterator[Server]:
 def start_training(
     project: Path, server: Server, model: str, env: dict, lease: float = 3, *extra: str
 ) -> subprocess.Popen:
-    """`mlgate train` with a short run lease (default 3 s), so a dead job's run expires soon."""
-    args = train_args(project, server.uri, model, "--set", "tracking.retries=1", *extra)
+    """`mlgate train` with a short run lease (default 3 s), so a dead job's run expires soon.
+    Its requests are retried as by default: with one retry, a server slowed by a busy runner
+    failed a job before it reached its run."""
+    args = train_args(project, server.uri, model, *extra)
     args += ["--set", f"tracking.run_lease={lease}"]
     return subprocess.Popen(
         [str(BIN / "mlgate"), "train", *args, "--set", "tracking.backoff=0.1"],
@@ -70,6 +72,25 @@ def start_training(
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def pause_at(point: str, release: Path) -> dict[str, str]:
+    """The environment that holds `mlgate train` alive at `point` until `release` exists
+    (mlgate.faults): the job is then in a known state for as long as the test needs."""
+    return {"MLGATE_TRACKING_FAULT_POINT": f"pause:{point}:{release}"}
+
+
+def wait_until_paused(job: subprocess.Popen, point: str) -> list[str]:
+    """Read the job's output until it says it is paused at `point` (it is then alive, its run
+    open); the lines read so far are returned. A job that ends first fails the test."""
+    assert job.stdout is not None
+    lines = []
+    for line in job.stdout:
+        lines.append(line)
+        if line.startswith(f"fault injection: paused at {point}"):
+            return lines
+    job.wait()
+    pytest.fail(f"the job ended (exit {job.returncode}) before {point}:\n{''.join(lines)}")
 
 
 def wait_for_open_run(server: Server, model: str, job: subprocess.Popen) -> str:
@@ -109,26 +130,37 @@ def test_killed_mid_run_then_rerun_converges(
     victim: str, server: Server, tmp_path: Path, clean_env: dict
 ) -> None:
     """SIGKILL (no handler runs) of the training job, or of the MLflow server under it, while
-    the run is open. The run is left RUNNING; the re-run of the job ends it as KILLED and
-    registers exactly one version, from its own run."""
+    the run is open. The job is held alive inside its run (fault point `train.in_run`) when
+    the kill comes, so the kill lands there on a quick runner as on a slow one, never after the
+    run ended. The run is left RUNNING; the re-run of the job ends it as KILLED and registers
+    exactly one version, from its own run."""
     project = make_project(tmp_path / "project")
     model = unique(f"killed-{victim}")
-    job = start_training(project, server, model, clean_env)
-    ghost = wait_for_open_run(server, model, job)
-    if victim == "job":
-        job.kill()
-        job.wait()
-    else:
-        server.kill()
-        output = job.communicate(timeout=120)[0]
-        assert job.returncode == 5, output  # TrackingError, bounded retries
-        assert "MLflow failed while" in output and "fix:" in output
-        assert "Traceback" not in output
-        server.start()
+    release = tmp_path / "release"
+    job = start_training(project, server, model, clean_env | pause_at("train.in_run", release))
+    try:
+        wait_until_paused(job, "train.in_run")
+        ghost = wait_for_open_run(server, model, job)
+        if victim == "job":
+            job.kill()
+            job.wait()
+        else:
+            server.kill()
+            release.touch()  # its next call to the server finds it gone
+            output = job.communicate(timeout=300)[0]
+            assert job.returncode == 5, output  # TrackingError, after its bounded retries
+            assert "MLflow failed while" in output and "fix:" in output
+            assert "Traceback" not in output
+            server.start()
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
     assert runs_of(server, model)[ghost] == "RUNNING"  # what the fault leaves
     wait_until_lease_expired(server, ghost)  # nobody renews it: its job is dead
 
-    rerun = start_training(project, server, model, clean_env)
+    # The re-run holds a long lease: its own heartbeat need not keep pace with a busy runner.
+    rerun = start_training(project, server, model, clean_env, 60)
     output = rerun.communicate(timeout=300)[0]
     assert rerun.returncode == 0, output
     assert f"ended run {ghost}, left RUNNING by an earlier attempt" in output
@@ -146,28 +178,29 @@ def test_concurrent_trainings_of_one_commit_and_data_never_end_each_other(
 ) -> None:
     """Two live `mlgate train` jobs at the same commit and data version (same run name), their
     runs open at the same time: the second job's look for abandoned runs finds the first's run
-    RUNNING with a live lease and leaves it alone. Job A is held stopped (SIGSTOP, well inside
-    its 60 s lease) while B starts, so the overlap is certain, not a matter of timing."""
+    RUNNING with a live lease and leaves it alone. Job A is held alive inside its run (fault
+    point `train.in_run`, its heartbeat running) until B has finished, so B's whole run,
+    its look for abandoned runs included, overlaps A's on any runner: no timing decides it."""
     project = make_project(tmp_path / "project")
     model = unique("concurrent")
-    first = start_training(project, server, model, clean_env, lease=60)
-    first_run = wait_for_open_run(server, model, first)
-    os.kill(first.pid, signal.SIGSTOP)
+    release = tmp_path / "release"
+    held = clean_env | pause_at("train.in_run", release)
+    first = start_training(project, server, model, held, 60)
     try:
-        second = start_training(project, server, model, clean_env, lease=60)
-        client = mlflow.MlflowClient(server.uri)
-        experiment = client.get_experiment_by_name(model).experiment_id
-        deadline = time.monotonic() + 300
-        while second.poll() is None and time.monotonic() < deadline:
-            if set(runs_of(server, model)) - {first_run}:
-                break  # B opened its run: its search for abandoned runs is behind it
-            time.sleep(0.1)
+        wait_until_paused(first, "train.in_run")
+        first_run = wait_for_open_run(server, model, first)
+        second = start_training(project, server, model, clean_env, 60)
+        second_output = second.communicate(timeout=300)[0]
+        assert second.returncode == 0, second_output
         assert runs_of(server, model)[first_run] == "RUNNING"
     finally:
-        os.kill(first.pid, signal.SIGCONT)
-    outputs = [job.communicate(timeout=300)[0] for job in (first, second)]
-    assert [first.returncode, second.returncode] == [0, 0], outputs
-    assert not any("ended run" in output for output in outputs)
+        release.touch()
+    first_output = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, first_output
+    assert "fault injection: released at train.in_run" in first_output
+    assert not any("ended run" in output for output in (first_output, second_output))
+    client = mlflow.MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name(model).experiment_id
     runs = client.search_runs([experiment])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     assert len({r.info.run_name for r in runs}) == 1  # the same job, twice
@@ -179,38 +212,49 @@ def test_concurrent_trainings_of_one_commit_and_data_never_end_each_other(
         assert version.status == "READY" and version.tags["mlgate.run_id"] == run_id
 
 
+HEARTBEAT_LEASE = 15  # seconds: a beat every 5 s; a beat must be 10 s late to lose it
+
+
 def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
     server: Server, tmp_path: Path, clean_env: dict
 ) -> None:
-    """A job with a 12 s lease trains for longer than that (8,000 rounds, no early stop):
-    its heartbeat pushes the lease forward while it lives, and `end_abandoned_runs` (called
-    here while it runs, as a concurrent re-run would) never ends it. The lease is long enough
-    that a busy runner's slow requests cannot outlast it (a 4 s lease did, in CI)."""
+    """A job held alive inside its open run (fault point `train.in_run`) for as long as the
+    test needs: its heartbeat pushes the lease forward (two renewals seen, each later than
+    the last), and `end_abandoned_runs`, called meanwhile as a concurrent re-run would,
+    never ends it. Released, the job finishes and registers. Nothing depends on how long
+    training takes on this runner (an earlier version raced the heartbeat against 8,000
+    boosting rounds and lost on a quick runner). A broken heartbeat fails the test: once the
+    lease passes, `end_abandoned_runs` ends the run."""
     from mlgate.settings import load_settings
 
     project = make_project(tmp_path / "project")
     model = unique("heartbeat")
-    slow = ("--set", "train.num_boost_round=8000", "--set", "train.early_stopping_rounds=8000")
-    job = start_training(project, server, model, clean_env, 12, *slow)
-    run_id = wait_for_open_run(server, model, job)
-    client = mlflow.MlflowClient(server.uri)
-    run_name = client.get_run(run_id).info.run_name
-    settings = load_settings(
-        env={"MLGATE_TRACKING_URI": server.uri, "MLGATE_TRACKING_EXPERIMENT": model},
-        params_file=project / "params.yaml",
-        overrides=[f"model.name={model}", "tracking.run_lease=12"],
-    )
-    seen: list[float] = []
-    while job.poll() is None:
-        run = client.get_run(run_id)
-        if run.info.status != "RUNNING":
-            break
-        seen.append(float(run.data.tags[tracking.RUN_LEASE]))
-        assert tracking.end_abandoned_runs(client, settings, run_name) == []
-        time.sleep(0.5)
+    release = tmp_path / "release"
+    held = clean_env | pause_at("train.in_run", release)
+    job = start_training(project, server, model, held, HEARTBEAT_LEASE)
+    try:
+        wait_until_paused(job, "train.in_run")
+        run_id = wait_for_open_run(server, model, job)
+        client = mlflow.MlflowClient(server.uri)
+        run_name = client.get_run(run_id).info.run_name
+        settings = load_settings(
+            env={"MLGATE_TRACKING_URI": server.uri, "MLGATE_TRACKING_EXPERIMENT": model},
+            params_file=project / "params.yaml",
+            overrides=[f"model.name={model}", f"tracking.run_lease={HEARTBEAT_LEASE}"],
+        )
+        seen: list[float] = []
+        while len(set(seen)) < 3:  # the lease the run was created with, then two renewals
+            assert job.poll() is None, "the held job died"
+            run = client.get_run(run_id)
+            assert run.info.status == "RUNNING" and tracking.ABANDONED not in run.data.tags
+            seen.append(float(run.data.tags[tracking.RUN_LEASE]))
+            assert tracking.end_abandoned_runs(client, settings, run_name) == []
+            time.sleep(0.5)
+    finally:
+        release.touch()
     output = job.communicate(timeout=300)[0]
     assert job.returncode == 0, output
-    assert len(set(seen)) >= 2, "the lease was renewed while the job ran"
-    assert seen == sorted(seen)
+    assert seen == sorted(seen), "a renewal only ever pushes the lease forward"
     final = client.get_run(run_id)
     assert final.info.status == "FINISHED" and tracking.ABANDONED not in final.data.tags
+    assert [v for _, v in versions_of(server, model)] == [run_id]
