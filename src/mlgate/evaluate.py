@@ -292,7 +292,7 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
         run = client.get_run(version.run_id)
     candidate = ModelRef(name, str(version.version), version.run_id)
     tags = dict(version.tags)
-    champion = find_champion(client, name, candidate.version)
+    champion = find_champion(client, name, candidate.version, settings.model.production_model)
 
     pulled = settings.path(Path(pull(settings).path))
     frame = data_of(settings, tags, pulled=pulled)

@@ -2,7 +2,7 @@
 
 At the named point, right after the registry call it names, the process kills itself with
 SIGKILL, as a job killed by its runner dies: no `finally`, no `except`, no lock released. The
-kill tests enumerate this list, so every point is proven to converge on a re-run.
+kill tests enumerate these lists, so every point is proven to converge on a re-run.
 """
 
 from __future__ import annotations
@@ -18,3 +18,14 @@ FAULT_POINTS: tuple[str, ...] = (
     "finish.after_history",  # the history event written, the pending record left
     "finish.after_clear",  # the pending record removed, the lock not released
 )
+
+# The copy of the approved version into the production model (model.production_name), before
+# its move: reached only by deploy and rollback with a production model of its own, so they
+# are listed apart (promote's kill test enumerates FAULT_POINTS alone).
+COPY_FAULT_POINTS: tuple[str, ...] = (
+    "copy.after_copy",  # copy_model_version done, the inherited tags not yet dropped
+    "copy.after_strip",  # the first inherited tag dropped
+    "copy.after_tag",  # the copy marked (mlgate.copy.*), nothing moved
+)
+
+ALL_FAULT_POINTS: tuple[str, ...] = FAULT_POINTS + COPY_FAULT_POINTS
