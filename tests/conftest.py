@@ -548,6 +548,9 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aut
         f"database_uri = sqlite:///{root}/auth.db\n"
         f"admin_username = {AuthMlflow.ADMIN}\n"
         f"admin_password = {password}\n"
+        # Each request's password check is a PBKDF2 hash (seconds on a loaded machine):
+        # cache a verified credential for the session, as the shipped config suggests.
+        "auth_cache_ttl_seconds = 3600\n"
     )
     port = free_port()
     uri = f"http://127.0.0.1:{port}"

@@ -630,8 +630,14 @@ def deploy(
                 changed=finished,
                 reused_image=reused,
             )
-        _check_deployable(client, settings, version, current)
-        previous = None if current is None else current.version
+        migrating = current is not None and current.version == version
+        if migrating:
+            # Production of the earlier layout (on model.name) moves to the production model,
+            # same version: no new comparison to check; it keeps what it replaced back then.
+            previous = _version_or_none(current.tags.get("mlgate.production.previous"))
+        else:
+            _check_deployable(client, settings, version, current)
+            previous = None if current is None else current.version
         g = settings.github
         record = {
             "mlgate.production.since": _now(),
@@ -657,11 +663,16 @@ def deploy(
         version,
         image,
         f"{name} version {version} is now in Production, served by {image.pinned}"
-        + (f" (replacing version {previous})" if previous else ""),
+        + (f", moved into {holder_model}" if migrating else "")
+        + (f" (replacing version {previous})" if previous and not migrating else ""),
         changed=True,
-        previous=previous,
+        previous=None if migrating else previous,
         reused_image=reused,
     )
+
+
+def _version_or_none(value: str | None) -> str | None:
+    return None if value in (None, "", "none") else value
 
 
 def _held_here(current, holder_model: str) -> str | None:

@@ -48,7 +48,7 @@ mlflow.set_tracking_uri(uri)
 client = mlflow.MlflowClient()
 sha256 = deploy.model_digest(client, name, version).sha256
 lock = registry.PointerLock(
-    client, production, holder="test mover", wait=120, lease=10,
+    client, production, holder="test mover", wait=300, lease=40,
     fault_point=point or None, denied=registry.denied_fix(production),
 )
 with lock:
@@ -84,7 +84,13 @@ class Team:
         args = train_args(self.project, self.server.uri, self.model)
         return subprocess.run(
             [str(BIN / "mlgate"), argv[0], *args, *argv[1:]],
-            env=self.env | self.server.env(user) | {"MLGATE_MODEL_PRODUCTION_NAME": self.production},
+            env=self.env
+            | self.server.env(user)
+            | {
+                "MLGATE_MODEL_PRODUCTION_NAME": self.production,
+                # a loaded machine makes each authenticated request slow: a lease of minutes
+                "MLGATE_TRACKING_LOCK_LEASE": "600",
+            },
             capture_output=True,
             text=True,
             timeout=900,
