@@ -160,7 +160,11 @@ def start(
     process = subprocess.Popen(
         args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
-    wait_for(url, process, seconds, log)
+    try:
+        wait_for(url, process, seconds, log)
+    except BaseException:  # never leave a server behind that the session will not stop
+        stop(process)
+        raise
     return process
 
 
@@ -196,6 +200,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ],
         f"{uri}/health",
         root / "server.log",
+        seconds=600,  # about 30 s idle; minutes at a load average of 30 (seen here)
     )
     yield uri
     stop(process)
