@@ -44,7 +44,8 @@ def errors(action: str, *, denied: str | None = None) -> Iterator[None]:
         yield
     except (MlflowException, requests.RequestException, ConnectionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, MlflowException) and exc.error_code in DENIED:
+        codes = {getattr(e, "error_code", None) for e in (exc, exc.__cause__)}
+        if isinstance(exc, MlflowException) and codes & DENIED:  # copy_model_version wraps
             raise PermissionDenied(
                 f"MLflow refused {action} to this credential ({exc.error_code}): {first}",
                 fix=denied
