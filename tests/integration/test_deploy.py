@@ -359,7 +359,8 @@ def test_deploy_then_serve_then_roll_back(
     ]:
         models.client.set_model_version_tag(models.model, v1, key, value)
         capsys.readouterr()
-        assert rollback.main([*models.args(), "--reason", "tampered"], env=env) == 9
+        tampered = [*models.args(), "--reason", "tampered", "--approved-by", "bob"]
+        assert rollback.main(tampered, env=env) == 9
         assert why in capsys.readouterr().err
         assert production(models) == v2
         models.client.set_model_version_tag(models.model, v1, key, v1_tags[key])
@@ -387,7 +388,8 @@ def test_deploy_then_serve_then_roll_back(
     assert models.staging() == v2, "rollback leaves Staging alone"
     check_lineage_and_metrics(models, env, v1, v2, digest, capsys)
     # v1 replaced nothing: a second rollback has nowhere to go and says so.
-    assert rollback.main([*models.args(), "--reason", "again"], env=env) == 2
+    again = [*models.args(), "--reason", "again", "--approved-by", "bob"]
+    assert rollback.main(again, env=env) == 2
     assert "replaced no earlier Production version" in capsys.readouterr().err
 
     # Deploy v2 again (the fix is in): exit 0, its verified image reused, even though its tags
