@@ -214,6 +214,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ],
         f"{uri}/health",
         root / "server.log",
+        seconds=600,  # about 30 s idle; minutes at a load average of 30 (seen here)
     )
     yield uri
     stop(process)
@@ -500,3 +501,105 @@ def container_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
     registry.start()
     yield registry
     registry.stop()
+
+
+# -- MLflow with its own authentication (tests/integration/test_registry_auth.py) -------------
+class AuthMlflow:
+    """`mlflow server --app-name basic-auth`: users, and permissions per registered model, kept
+    by MLflow itself. `as_user` points MLflow's client (which reads the standard
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD at request time) at one user."""
+
+    ADMIN = "admin"
+
+    def __init__(self, uri: str, admin_password: str) -> None:
+        self.uri, self.admin_password = uri, admin_password
+        self.passwords = {self.ADMIN: admin_password}
+
+    def env(self, user: str) -> dict[str, str]:
+        return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": self.passwords[user]}
+
+    def as_user(self, user: str):  # -> contextmanager
+        from contextlib import contextmanager
+
+        @contextmanager
+        def scoped() -> Iterator[None]:
+            saved = {k: os.environ.get(k) for k in self.env(user)}
+            os.environ.update(self.env(user))
+            try:
+                yield
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+        return scoped()
+
+    def create_user(self, user: str) -> None:
+        from mlflow.server import get_app_client
+
+        self.passwords[user] = uuid.uuid4().hex
+        with self.as_user(self.ADMIN):
+            get_app_client("basic-auth", tracking_uri=self.uri).create_user(
+                user, self.passwords[user]
+            )
+
+    def grant(self, user: str, model: str, permission: str) -> None:
+        from mlflow.server import get_app_client
+
+        with self.as_user(self.ADMIN):
+            get_app_client("basic-auth", tracking_uri=self.uri).grant_user_permission(
+                user, "registered_model", model, permission
+            )
+
+
+@pytest.fixture(scope="session")
+def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMlflow]:
+    """A second MLflow server, with MLflow's own basic authentication: default permission
+    READ, an admin, users and per-registered-model permissions (started once a session)."""
+    root = tmp_path_factory.mktemp("mlflow-auth")
+    password = uuid.uuid4().hex
+    config = root / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root}/auth.db\n"
+        f"admin_username = {AuthMlflow.ADMIN}\n"
+        f"admin_password = {password}\n"
+        # Each request's password check is a PBKDF2 hash (seconds on a loaded machine):
+        # cache a verified credential for the session, as the shipped config suggests.
+        "auth_cache_ttl_seconds = 3600\n"
+    )
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    process = start(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        f"{uri}/health",
+        root / "server.log",
+        seconds=600,  # about 30 s idle; minutes at a load average of 30 (seen here)
+        env={
+            k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")
+        }
+        | {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,  # CSRF of the auth app
+        },
+    )
+    yield AuthMlflow(uri, password)
+    stop(process)

@@ -30,8 +30,12 @@ from mlgate.settings import Settings
 ALIASES = ("production", "staging")
 
 
-def history(client, name: str) -> list[dict[str, Any]]:
-    """Every recorded pointer move of `name`, oldest first."""
+def history(client, name: str, production_model: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded pointer move of `name`, oldest first; with a production model of its
+    own, its Production moves too, in `name`'s version numbers (a copy's move names its
+    original in `mlgate.copy.of`, and the version it replaced in the move's record)."""
+    from mlflow.exceptions import MlflowException
+
     with tracking.errors(f"reading the history of {name}"):
         model = client.get_registered_model(name)
     events = [
@@ -39,7 +43,33 @@ def history(client, name: str) -> list[dict[str, Any]]:
         for key, value in model.tags.items()
         if key.startswith(tracking.HISTORY)
     ]
+    if production_model and production_model != name:
+        with tracking.errors(f"reading the history of {production_model}"):
+            try:
+                held = client.get_registered_model(production_model).tags
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                held = {}
+        for key, value in held.items():
+            if key.startswith(tracking.HISTORY):
+                event = _original(json.loads(value), name)
+                if event is not None:
+                    events.append(_event(event))
     return sorted(events, key=lambda e: e["at"])
+
+
+def _original(event: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A Production move of a copy, in the numbers of its original (None: not mlgate's)."""
+    from mlgate.registry import COPY_OF
+
+    of = str(event.get("tags", {}).get(COPY_OF, ""))
+    if not of.startswith(f"{name}/"):
+        return None
+    previous = event.get("tags", {}).get("mlgate.production.previous")
+    if "mlgate.rollback.from" in event.get("tags", {}):
+        previous = event["tags"]["mlgate.rollback.from"]
+    return event | {"version": of.removeprefix(f"{name}/"), "previous": previous}
 
 
 def _version(value: Any) -> str | None:
@@ -89,12 +119,18 @@ def _suggest(client, name: str) -> str:
     return f"versions that exist (newest first): {', '.join(found)}; e.g. `mlgate lineage {first}`"
 
 
-def resolve(client, name: str, which: str | None):  # -> ModelVersion
-    from mlgate.registry import get_version
+def resolve(
+    client, name: str, which: str | None, production_model: str | None = None
+):  # -> ModelVersion
+    from mlgate.registry import get_version, production_of
 
     if which is None or which in ALIASES:
         alias = which or "production"
-        held = tracking.version_by_alias(client, name, alias)
+        if alias == "production":  # the one reader of Production (registry.production_of)
+            found = production_of(client, name, production_model or name)
+            held = None if found is None else found.source
+        else:
+            held = tracking.version_by_alias(client, name, alias)
         if held is None:
             given = "no version named and " if which is None else ""
             raise ConfigError(
@@ -130,17 +166,35 @@ def _decision(client, run_id: str) -> dict[str, Any] | None:
 
 def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
     """The lineage record of one version (see the module's docstring)."""
-    name = settings.model.name
-    version = resolve(client, name, which)
+    from mlgate import registry
+
+    name, holder_model = settings.model.name, settings.model.production_model
+    version = resolve(client, name, which, holder_model)
     number = str(version.version)
     tags = {k: v for k, v in version.tags.items() if not k.startswith(tracking.PENDING)}
+    aliases = set(version.aliases)
+    if holder_model != name:
+        # Its record in Production (approval, image, rollback) is on its copy, if it has one.
+        with tracking.errors(f"reading the copy of {name} version {number}"):
+            copy = registry.find_copy(client, holder_model, name, number)
+        if copy is not None and registry.COPY_OF in copy.tags:
+            tags = {k: v for k, v in tags.items() if not k.startswith(registry.NOT_COPIED)}
+            tags |= {k: v for k, v in copy.tags.items() if not k.startswith(tracking.PENDING)}
+        found = registry.production(client, settings)
+        aliases.discard("production")
+        if found is not None and found.version == number:
+            aliases.add("production")
     with tracking.errors(f"reading the training run of {name} version {number}"):
         run = client.get_run(version.run_id)
     links = mlflow_links(
         settings.tracking_uri, ModelRef(name, number, version.run_id), None, run.info.experiment_id
     )
     decision = _decision(client, version.run_id)
-    events = [e for e in history(client, name) if number in (e["version"], e["previous"])]
+    events = [
+        e
+        for e in history(client, name, holder_model)
+        if number in (e["version"], e["previous"])
+    ]
     production, promotion = _tags(tags, "mlgate.production."), _tags(tags, "mlgate.promotion.")
     replaced = replaced_versions(number, events, production, promotion)
 
@@ -150,7 +204,7 @@ def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
     return {
         "model": name,
         "version": number,
-        "aliases": sorted(version.aliases),
+        "aliases": sorted(aliases),
         "stage": version.current_stage,
         "source": {
             "commit": tags.get("mlgate.git.commit"),
@@ -306,7 +360,11 @@ def delivery_metrics(
     name = settings.model.name
     now = now or datetime.now(UTC)
     since = now - timedelta(days=days)
-    moves = [e for e in history(client, name) if e["alias"] == "production"]
+    moves = [
+        e
+        for e in history(client, name, settings.model.production_model)
+        if e["alias"] == "production"
+    ]
     for event in moves:
         event["when"] = datetime.fromisoformat(event["at"])
     rollbacks = [e for e in moves if "mlgate.rollback.from" in e["tags"]]

@@ -568,26 +568,6 @@ def push(docker_client, repository: str, tag: str, auth, settings: Settings) -> 
         time.sleep(wait)
 
 
-def approvers(settings: Settings, given: Sequence[str]) -> list[str]:
-    """Who approved this run's deployment: `--approved-by`, else the GitHub API."""
-    if given:
-        return list(given)
-    g = settings.github
-    if not (g.repository and g.run_id and g.token):
-        return []
-    from mlgate.github_api import GitHubAPI
-
-    with GitHubAPI(g.api_url, g.token) as api:
-        try:
-            reviews = api.json("GET", f"/repos/{g.repository}/actions/runs/{g.run_id}/approvals")
-        except GitHubError as exc:
-            github.annotate("warning", f"could not read the approvals: {exc.message}")
-            return []
-    return sorted(
-        {r["user"]["login"] for r in reviews if r.get("state") == "approved" and r.get("user")}
-    )
-
-
 def deploy(
     settings: Settings,
     version: str,
@@ -597,27 +577,51 @@ def deploy(
 ) -> Deployment:
     approval = environment.require_approval(settings, approved_by)  # fail closed, first
     client = tracking.connect(settings)
-    name = settings.model.name
+    name, holder_model = settings.model.name, settings.model.production_model
+    separate = holder_model != name  # Production is a registered model of its own
     model_version = get_version(client, name, version)
-    production = tracking.version_by_alias(client, name, PRODUCTION)
-    if production is None or str(production.version) != version:
+    if separate:
+        # Before anything is built: this credential must be able to write the production model
+        # and its lock (the Environment's can; the pipeline's is refused here, nothing done).
+        with registry.pointer_lock(
+            client, settings, f"deploy of version {version} (rights check)", name=holder_model
+        ) as lock:
+            registry.ensure_production_model(client, name, holder_model, lock)
+    current = registry.production(client, settings)
+    if current is None or current.version != version:
         # Before a long build, and before queueing for the lock: a version that cannot go to
         # Production fails here at once (16 racing deploys showed the queue otherwise).
-        _check_deployable(client, settings, version, production)
+        _check_deployable(client, settings, version, current)
+    copy = registry.find_copy(client, holder_model, name, version) if separate else None
+    hint = copy.tags if copy is not None and Image.recorded(copy.tags) else model_version.tags
     tags = dict(model_version.tags)
     model = model_digest(client, name, version)
-    image = reused_image(settings, version, tags, model)
+    image = reused_image(settings, version, dict(hint), model)
     reused = image is not None
     if image is None:
         image = build_and_push(settings, client, version, source_dir(source), model)
-        record_image(client, settings, version, image)
+        if not separate:
+            record_image(client, name, version, image)
     # The build took minutes: read the pointers again, under the lock, and decide on those.
-    with tracking.pointer_lock(client, settings, f"deploy of version {version}") as lock:
+    with registry.pointer_lock(
+        client, settings, f"deploy of version {version}", name=holder_model
+    ) as lock:
         # First finish whatever a killed move left half done, then decide on what holds.
-        done = registry.converge(client, name, lock=lock)
-        production = tracking.version_by_alias(client, name, PRODUCTION)
-        if production is not None and str(production.version) == version:
-            finished = version in registry.completed(done, PRODUCTION)
+        done = registry.converge(client, holder_model, lock=lock)
+        holder = version
+        if separate:
+            # The approved version, copied once into the production model and checked against
+            # its original's logged booster; its image is recorded on the copy.
+            copy = registry.ensure_copy(client, name, version, model.sha256, holder_model, lock)
+            holder = str(copy.version)
+            if Image.recorded(copy.tags) != image:
+                lock.check(f"recording the image on {holder_model} version {holder}")
+                record_image(client, holder_model, holder, image)
+        current = registry.production(client, settings)
+        if current is not None and current.version == version and (
+            current.holder.name == holder_model
+        ):
+            finished = holder in registry.completed(done, PRODUCTION)
             return Deployment(
                 version,
                 image,
@@ -626,8 +630,14 @@ def deploy(
                 changed=finished,
                 reused_image=reused,
             )
-        _check_deployable(client, settings, version, production)
-        previous = None if production is None else str(production.version)
+        migrating = current is not None and current.version == version
+        if migrating:
+            # Production of the earlier layout (on model.name) moves to the production model,
+            # same version: no new comparison to check; it keeps what it replaced back then.
+            previous = _version_or_none(current.tags.get("mlgate.production.previous"))
+        else:
+            _check_deployable(client, settings, version, current)
+            previous = None if current is None else current.version
         g = settings.github
         record = {
             "mlgate.production.since": _now(),
@@ -636,18 +646,42 @@ def deploy(
             "mlgate.production.image": image.pinned,
             "mlgate.production.commit": g.sha or tags.get("mlgate.git.commit", "unknown"),
         }
+        if separate:
+            record[registry.COPY_OF] = f"{name}/{version}"
         if g.run_url:
             record["mlgate.production.run_url"] = g.run_url
-        move_production(client, name, version, record, previous, lock)
+        move_production(
+            client,
+            holder_model,
+            holder,
+            record,
+            _held_here(current, holder_model),
+            lock,
+            {"mlgate.production.replaced_by": version},
+        )
     return Deployment(
         version,
         image,
         f"{name} version {version} is now in Production, served by {image.pinned}"
-        + (f" (replacing version {previous})" if previous else ""),
+        + (f", moved into {holder_model}" if migrating else "")
+        + (f" (replacing version {previous})" if previous and not migrating else ""),
         changed=True,
-        previous=previous,
+        previous=None if migrating else previous,
         reused_image=reused,
     )
+
+
+def _version_or_none(value: str | None) -> str | None:
+    return None if value in (None, "", "none") else value
+
+
+def _held_here(current, holder_model: str) -> str | None:
+    """The version of `holder_model` that holds Production now, if any: the one a move there
+    replaces (a Production still on model.name, the layout of earlier releases, is migrated:
+    the alias there is left for doctor to report, this credential may not write it)."""
+    if current is None or current.holder.name != holder_model:
+        return None
+    return str(current.holder.version)
 
 
 def reused_image(
@@ -672,9 +706,10 @@ def reused_image(
     return None
 
 
-def record_image(client, settings: Settings, version: str, image: Image) -> None:
-    """`mlgate.image.*` on the version: a hint for the next run, verified before any use."""
-    with tracking.errors(f"recording the image of version {version}"):
+def record_image(client, name: str, version: str, image: Image) -> None:
+    """`mlgate.image.*` on the version (of model.name, or its copy in the production model): a
+    hint for the next run, verified before any use."""
+    with tracking.errors(f"recording the image of {name} version {version}"):
         for key, value in {
             "mlgate.image.repository": image.repository,
             "mlgate.image.tag": image.tag,
@@ -682,7 +717,7 @@ def record_image(client, settings: Settings, version: str, image: Image) -> None
             "mlgate.image.ref": image.pinned,
             "mlgate.image.pushed_at": _now(),
         }.items():
-            client.set_model_version_tag(settings.model.name, version, key, value)
+            client.set_model_version_tag(name, version, key, value)
 
 
 def _check_deployable(client, settings: Settings, version: str, production) -> None:

@@ -52,7 +52,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 f"there is no registered model '{name}'",
                 fix="pass the model's name with --model-name (or model.name)",
             )
-        findings = registry.inspect(registry.read_state(client, name, with_tickets=True))
+        for note in layout_notes(client, settings):
+            print(f"- note: {note}", flush=True)
+        names = [name] + production_model(client, settings)
+        findings = [
+            f for model in names for f in registry.inspect(
+                registry.read_state(client, model, with_tickets=True)
+            )
+        ]
         for finding in findings:
             print(f"- {finding.message}", flush=True)
         wrong = problems(findings)
@@ -66,9 +73,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 fix="run `mlgate doctor --repair` (or re-run the interrupted promote, deploy or "
                 "rollback)",
             )
-        with tracking.pointer_lock(client, settings, "doctor --repair") as lock:
-            done = registry.converge(client, name, lock=lock)
-        left = problems(registry.inspect(registry.read_state(client, name, with_tickets=True)))
+        done = []
+        for model in names:
+            with tracking.pointer_lock(client, settings, "doctor --repair", name=model) as lock:
+                done += registry.converge(client, model, lock=lock)
+        left = problems(
+            [
+                f for model in names for f in registry.inspect(
+                    registry.read_state(client, model, with_tickets=True)
+                )
+            ]
+        )
         for finding in done:
             print(f"repaired: {finding.message}", flush=True)
         if left:
@@ -87,3 +102,51 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
 
     return cli.run(action)
+
+
+def production_model(client, settings) -> list[str]:
+    """[model.production_name] when it is set and exists, else []."""
+    from mlflow.exceptions import MlflowException
+
+    held = settings.model.production_model
+    if held == settings.model.name:
+        return []
+    with tracking.errors(f"reading the production model '{held}'"):
+        try:
+            client.get_registered_model(held)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return []
+    return [held]
+
+
+def layout_notes(client, settings) -> list[str]:
+    """Where Production lives, and how to move it behind the Environment's credentials
+    (docs/production-registry.md): never a disagreement, a migration to make."""
+    name, held = settings.model.name, settings.model.production_model
+    legacy = tracking.version_by_alias(client, name, registry.PRODUCTION)
+    if held == name:
+        if legacy is None:
+            return []
+        return [
+            f"'{registry.PRODUCTION}' is on {name} itself (version {legacy.version}), which "
+            "every credential that trains or promotes can write: set model.production_name "
+            f"(e.g. {name}-production), grant it as docs/production-registry.md says, and the "
+            "next deploy copies the approved version there and moves Production onto it"
+        ]
+    found = registry.production(client, settings)
+    if legacy is None:
+        return []
+    if found is not None and found.holder.name == held:
+        return [
+            f"{name} still carries the '{registry.PRODUCTION}' alias of the earlier layout "
+            f"(version {legacy.version}); Production is read from {held} (version "
+            f"{found.version}). Remove the stale alias with an admin credential: "
+            f"MlflowClient().delete_registered_model_alias('{name}', '{registry.PRODUCTION}')"
+        ]
+    return [
+        f"Production is still read from {name} version {legacy.version} (the earlier layout): "
+        f"the next deploy or rollback with the Environment's credential copies it into {held} "
+        "and moves Production there"
+    ]

@@ -50,7 +50,9 @@ def monitored_version(client, settings: Settings, version: str | None):  # -> Mo
     """The version named, else the one in Production."""
     from mlgate.audit import resolve
 
-    return resolve(client, settings.model.name, version or PRODUCTION)
+    return resolve(
+        client, settings.model.name, version or PRODUCTION, settings.model.production_model
+    )
 
 
 def current_frame(settings: Settings, source: str | None) -> tuple[pd.DataFrame, str]:

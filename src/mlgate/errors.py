@@ -120,3 +120,14 @@ class RegistryDisagreement(MlgateError):
 
 
 EXIT_CODES[RegistryDisagreement.exit_code] = "registry pointers disagreed (mlgate doctor)"
+
+
+class PermissionDenied(MlgateError):
+    """MLflow refused the credential (HTTP 401/403): e.g. the pipeline's credential tried to
+    move Production, which only the Environment's credential may write
+    (docs/production-registry.md). Nothing was moved."""
+
+    exit_code = 13
+
+
+EXIT_CODES[PermissionDenied.exit_code] = "MLflow refused the credential (registry rights)"

@@ -349,7 +349,7 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
         run = client.get_run(version.run_id)
     candidate = ModelRef(name, str(version.version), version.run_id)
     tags = dict(version.tags)
-    champion = find_champion(client, name, candidate.version)
+    champion = find_champion(client, name, candidate.version, settings.model.production_model)
 
     pulled = settings.path(Path(pull(settings).path))
     frame = data_of(settings, tags, pulled=pulled)

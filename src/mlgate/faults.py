@@ -5,6 +5,9 @@ process kills itself with SIGKILL, as a job killed by its runner dies: no `final
 `except`, no lock released. The kill tests enumerate this list, so every point is proven to
 converge on a re-run.
 
+The copy into the production model (COPY_FAULT_POINTS): the same, reached only by
+deploy and rollback with `model.production_name` set.
+
 Training (TRAIN_POINTS): points inside `mlgate train`'s run, reached with `reach`.
 
 A fault point setting is one of:
@@ -35,6 +38,17 @@ FAULT_POINTS: tuple[str, ...] = (
     "finish.after_history",  # the history event written, the pending record left
     "finish.after_clear",  # the pending record removed, the lock not released
 )
+
+# The copy of the approved version into the production model (model.production_name), before
+# its move: reached only by deploy and rollback with a production model of its own, so they
+# are listed apart (promote's kill test enumerates FAULT_POINTS alone).
+COPY_FAULT_POINTS: tuple[str, ...] = (
+    "copy.after_copy",  # copy_model_version done, the inherited tags not yet dropped
+    "copy.after_strip",  # the first inherited tag dropped
+    "copy.after_tag",  # the copy marked (mlgate.copy.*), nothing moved
+)
+
+ALL_FAULT_POINTS: tuple[str, ...] = FAULT_POINTS + COPY_FAULT_POINTS
 TRAIN_POINTS: tuple[str, ...] = (
     "train.in_run",  # the run open and its lease's heartbeat started, nothing trained yet
 )
@@ -54,7 +68,7 @@ def parse(setting: str | None) -> tuple[str, str, str | None] | None:
         action = "pause"
         if not path:
             return None
-    if point not in FAULT_POINTS + TRAIN_POINTS:
+    if point not in ALL_FAULT_POINTS + TRAIN_POINTS:
         return None
     return action, point, path
 

@@ -112,7 +112,7 @@ def _promote(
             fix="see the decision table of the evaluation; aliases are untouched",
         )
 
-    champion = find_champion(client, name, candidate_version)
+    champion = find_champion(client, name, candidate_version, settings.model.production_model)
     then = decision["champion"]["version"] if decision["champion"] else None
     now = champion.version if champion else None
     if then != now:

@@ -45,17 +45,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime
 
 from mlgate import faults
 from mlgate.errors import ConfigError, TrackingError
-from mlgate.faults import FAULT_POINTS
+from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.settings import Settings
 from mlgate.decision import ModelRef
 from mlgate.tracking import errors, version_by_alias
@@ -74,6 +76,8 @@ ACTIVE_STAGES = ("Production", "Staging")
 
 # The tags of a move that its history event keeps (who, why, from which run).
 HISTORY_TAGS = {
+    "mlgate.copy.of",  # a Production move on the production model: which original it copies
+    "mlgate.production.previous",  # and the original it replaced (in model.name's numbers)
     "mlgate.production.approved_by",
     "mlgate.production.image",
     "mlgate.production.run_url",
@@ -133,8 +137,10 @@ class PointerLock:
         wait: float,
         lease: float,
         fault_point: str | None = None,
+        denied: str | None = None,
     ) -> None:
         self.client, self.name, self.lock = client, name, lock_name(name)
+        self.denied = denied  # the fix of a PermissionDenied on the lock (Production's)
         self.holder = f"{holder} #{uuid.uuid4().hex[:12]}"
         self.wait, self.lease, self.margin = wait, lease, lease / 4
         self.fault_point = fault_point
@@ -147,7 +153,7 @@ class PointerLock:
         self.ensure_lock_model()
         deadline, delay, announced = time.monotonic() + self.wait, 0.05, None
         while True:
-            with errors(f"taking the lock on {self.name}'s aliases"):
+            with errors(f"taking the lock on {self.name}'s aliases", denied=self.denied):
                 live = self._live_tickets()
                 if not live:
                     self._take()
@@ -189,7 +195,7 @@ class PointerLock:
         from mlflow.exceptions import MlflowException
 
         for _ in range(3):
-            with errors(f"reading the lock of {self.name}'s aliases"):
+            with errors(f"reading the lock of {self.name}'s aliases", denied=self.denied):
                 try:
                     tags = self.client.get_registered_model(self.lock).tags
                 except MlflowException as exc:
@@ -303,23 +309,27 @@ def check_marker(lock: str, name: str, tags: Mapping[str, str]) -> None:
         )
 
 
-def pointer_lock(client, settings: Settings, action: str) -> PointerLock:
-    """The lock on `settings.model.name`'s pointers, named after who takes it for what."""
+def pointer_lock(
+    client, settings: Settings, action: str, *, name: str | None = None
+) -> PointerLock:
+    """The lock on the pointers of `name` (default `settings.model.name`; Production moves
+    lock `settings.model.production_model`), named after who takes it for what."""
     point = settings.tracking.fault_point
     if point is not None and faults.parse(point) is None:
         raise ConfigError(
             f"tracking.fault_point '{point}' is not a fault point",
-            fix="use one of: " + ", ".join(FAULT_POINTS + faults.TRAIN_POINTS),
+            fix="use one of: " + ", ".join(ALL_FAULT_POINTS + faults.TRAIN_POINTS),
         )
     g = settings.github
     who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"
     return PointerLock(
         client,
-        settings.model.name,
+        name or settings.model.name,
         holder=who,
         wait=settings.tracking.lock_wait,
         lease=settings.tracking.lock_lease,
         fault_point=point,
+        denied=denied_fix(name) if name and name != settings.model.name else None,
     )
 
 
@@ -661,10 +671,17 @@ def completed(findings: Iterable[Finding], alias: str) -> list[str]:
 CHAMPION_ALIASES = ("production", "staging")
 
 
-def find_champion(client, name: str, candidate_version: str) -> ModelRef | None:
-    """The version holding `production`, else `staging`; the candidate itself never counts."""
+def find_champion(
+    client, name: str, candidate_version: str, production_model: str | None = None
+) -> ModelRef | None:
+    """The version in Production (`production_of`: on `production_model` when it is set),
+    else the one holding `staging`; the candidate itself never counts."""
     for alias in CHAMPION_ALIASES:
-        version = version_by_alias(client, name, alias)
+        if alias == PRODUCTION:
+            held = production_of(client, name, production_model or name)
+            version = None if held is None else held.source
+        else:
+            version = version_by_alias(client, name, alias)
         if version is not None and str(version.version) != str(candidate_version):
             return ModelRef(name, str(version.version), version.run_id, alias)
     return None
@@ -685,3 +702,182 @@ def get_version(client, name: str, version: str):  # -> ModelVersion
         fix="pass --candidate-version with a registered version (the train step's "
         "model-version output), and the same model.name",
     )
+
+
+# --- Production: a registered model of its own (docs/production-registry.md) ----------------
+#
+# With model.production_name set, `production` (alias and stage) lives on that registered
+# model, which only the Environment's credentials may write: the approved version of
+# model.name is copied there (`copy_model_version`) by the gated deploy, and the copy is what
+# the alias points at. Every reader of Production goes through `production_of`, which also
+# reads the layout of earlier releases (`production` on model.name itself).
+
+PRODUCTION = "production"
+COPY_OF = "mlgate.copy.of"  # on a copy: "NAME/VERSION" of its original
+COPY_SHA256 = "mlgate.copy.sha256"  # on a copy: the original's logged booster sha256, checked
+PRODUCTION_OF = "mlgate.production.of"  # on the production registered model: model.name
+# copy_model_version copies every tag of the original; these describe the original's own past
+# pointer moves and images (the layout of earlier releases), not the copy's: a fresh copy
+# drops them before it is marked as a copy.
+NOT_COPIED = ("mlgate.pending.", "mlgate.production.", "mlgate.rollback.", "mlgate.image.")
+COPY_SOURCE = re.compile(r"models:/([A-Za-z0-9][A-Za-z0-9._-]{0,99})/([0-9]+)")
+
+
+@dataclass(frozen=True)
+class Production:
+    """What is in Production. `source` is model.name's version (its lineage, run, decision);
+    `holder` the version holding `production`: its copy in the production model, or `source`
+    itself in the layout of earlier releases (`legacy`)."""
+
+    source: Any  # ModelVersion of model.name
+    holder: Any  # ModelVersion holding `production`
+
+    @property
+    def version(self) -> str:
+        return str(self.source.version)
+
+    @property
+    def legacy(self) -> bool:
+        return self.holder.name == self.source.name
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The original's lineage tags with the holder's record of its moves (approval, image,
+        rollback) over them: what the readers show."""
+        if self.legacy:
+            return dict(self.source.tags)
+        own = {k: v for k, v in self.source.tags.items() if not k.startswith(NOT_COPIED)}
+        return {**own, **dict(self.holder.tags)}
+
+
+def original_of(client, name: str, copy) -> Any:  # -> ModelVersion of `name`
+    """The version of `name` that `copy` (a version of the production model) copies, read from
+    the copy's `source` (`models:/NAME/VERSION`, set by copy_model_version) and checked
+    against its run and its `mlgate.copy.of` tag: a copy that names another model or
+    disagrees is refused, never followed."""
+    match = COPY_SOURCE.fullmatch(copy.source or "")
+    claimed = (copy.tags or {}).get(COPY_OF)
+    if match is None or match.group(1) != name or (
+        claimed is not None and claimed != f"{name}/{match.group(2)}"
+    ):
+        raise TrackingError(
+            f"{copy.name} version {copy.version} holds '{PRODUCTION}' but is not a copy of a "
+            f"version of {name} (source {str(copy.source)[:200]!r}, {COPY_OF}={claimed!r})",
+            fix=f"point '{PRODUCTION}' of {copy.name} at a copy made by `mlgate deploy` "
+            "(`mlgate rollback --to N` makes one), or check model.production_name",
+        )
+    original = get_version(client, name, match.group(2))
+    if original.run_id != copy.run_id:
+        raise TrackingError(
+            f"{copy.name} version {copy.version} names {name} version {original.version} as "
+            f"its source, but their runs differ ({copy.run_id} / {original.run_id})",
+            fix=f"redeploy {name} version {original.version} (a fresh copy is made)",
+        )
+    return original
+
+
+def production_of(client, name: str, production_model: str) -> Production | None:
+    """THE reader of Production, for every stage: the version of `name` in Production, with the
+    version holding the alias. `production` on `production_model` first; when that model has
+    none (or is `name` itself), the layout of earlier releases: `production` on `name`."""
+    if production_model != name:
+        holder = version_by_alias(client, production_model, PRODUCTION)
+        if holder is not None:
+            return Production(original_of(client, name, holder), holder)
+    legacy = version_by_alias(client, name, PRODUCTION)
+    return None if legacy is None else Production(legacy, legacy)
+
+
+def production(client, settings: Settings) -> Production | None:
+    return production_of(client, settings.model.name, settings.model.production_model)
+
+
+def find_copy(client, production_model: str, name: str, version: str) -> Any | None:
+    """The copy of `name` version `version` in `production_model` (found by its source, which
+    copy_model_version writes in the same call that creates it), the oldest if several."""
+    source = f"models:/{name}/{version}"
+    found = [v for v in search_versions(client, production_model) if v.source == source]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def ensure_production_model(client, name: str, production_model: str, lock: PointerLock) -> None:
+    """The production registered model, created if missing, and marked as `name`'s (a model
+    of that name marked for another is refused). Writing the mark is also the check that this
+    credential may write the production model, before anything else is done."""
+    from mlflow.exceptions import MlflowException
+
+    action = f"writing the production model '{production_model}'"
+    with errors(action, denied=denied_fix(production_model)):
+        try:
+            model = client.get_registered_model(production_model)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            lock.check(action)
+            client.create_registered_model(
+                production_model,
+                tags={PRODUCTION_OF: name},
+                description=f"Production of {name}: copies of its approved versions, moved "
+                "only by the gated deploy and rollback (mlgate). Write access: the "
+                "Environment's credentials only.",
+            )
+            return
+        marked = (model.tags or {}).get(PRODUCTION_OF)
+        if marked not in (None, name):
+            raise ConfigError(
+                f"the registered model '{production_model}' is the production model of "
+                f"'{marked}', not of '{name}'",
+                fix="set model.production_name to a name of this model's own",
+            )
+        lock.check(action)
+        client.set_registered_model_tag(production_model, PRODUCTION_OF, name)
+
+
+def denied_fix(production_model: str) -> str:
+    return (
+        f"Production moves need the Environment's MLflow credential, with MANAGE on the "
+        f"registered models '{production_model}' and '{LOCK_PREFIX}{production_model}' "
+        "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the deploy job, from the "
+        "Environment secret MLFLOW_PRODUCTION_TRACKING_PASSWORD): see "
+        "docs/production-registry.md. The pipeline's credential is refused by design"
+    )
+
+
+def ensure_copy(client, name: str, version: str, sha256: str, production_model: str, lock):
+    """The copy of `name` version `version` in `production_model`, made once: a re-run (after a
+    SIGKILL anywhere in here) finds it by its source and never makes a second one. It is
+    trusted only once its logged booster has `sha256` (the original's, from the artifact
+    store). Returns the copy (a ModelVersion)."""
+    from mlgate.bundle import logged_booster
+
+    action = f"copying {name} version {version} into {production_model}"
+    with errors(action, denied=denied_fix(production_model)):
+        copy = find_copy(client, production_model, name, version)
+        if copy is None:
+            lock.check(action)
+            copy = client.copy_model_version(f"models:/{name}/{version}", production_model)
+            lock.fault("copy.after_copy")
+        tags = dict(copy.tags or {})
+        if COPY_OF not in tags:  # a fresh copy: drop what it inherited of the original's past
+            for key in sorted(k for k in tags if k.startswith(NOT_COPIED)):
+                lock.check(action)
+                client.delete_model_version_tag(production_model, copy.version, key)
+                lock.fault("copy.after_strip")
+    held = logged_booster(client, production_model, str(copy.version)).sha256
+    if held != sha256 or tags.get(COPY_SHA256, sha256) != sha256:
+        raise TrackingError(
+            f"{production_model} version {copy.version}, the copy of {name} version {version}, "
+            f"does not hold its model (sha256 {held[:12]}, recorded "
+            f"{tags.get(COPY_SHA256, '-')[:12]}, the original's {sha256[:12]})",
+            fix=f"delete {production_model} version {copy.version} (someone rewrote it or its "
+            "artifacts) and re-run: a fresh copy is made",
+        )
+    with errors(action, denied=denied_fix(production_model)):
+        if COPY_OF not in tags:
+            lock.check(action)
+            client.set_model_version_tag(production_model, copy.version, COPY_SHA256, sha256)
+            client.set_model_version_tag(
+                production_model, copy.version, COPY_OF, f"{name}/{version}"
+            )
+            lock.fault("copy.after_tag")
+        return client.get_model_version(production_model, copy.version)

@@ -12,22 +12,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from mlgate import cli, github, registry, tracking
+from mlgate import cli, environment, github, registry, tracking
 from mlgate.deploy import (
     PRODUCTION,
     Deployment,
     Image,
+    ModelDigest,
+    _held_here,
     _now,
-    approvers,
     connect_docker,
     image_repository,
     model_digest,
     move_production,
+    record_image,
     report,
     summarise_lineage,
     trusted_record,
     verify_image,
 )
+from mlgate.environment import NOBODY, UNPROTECTED_TAG
 from mlgate.errors import ConfigError, DeployError
 from mlgate.evaluate import get_version
 from mlgate.settings import Settings
@@ -40,12 +43,17 @@ def rollback(
     to: str | None = None,
     approved_by: Sequence[str] = (),
 ) -> Deployment:
+    # Who decided, read as a deployment's approval is (fail closed, never "unknown").
+    approval = environment.require_approval(settings, approved_by)
     client = tracking.connect(settings)
-    with tracking.pointer_lock(client, settings, "rollback") as lock:
+    holder_model = settings.model.production_model
+    with tracking.pointer_lock(client, settings, "rollback", name=holder_model) as lock:
+        if holder_model != settings.model.name:  # this credential may write Production?
+            registry.ensure_production_model(client, settings.model.name, holder_model, lock)
         # First finish whatever a killed move left half done, then decide on what holds.
-        done = registry.converge(client, settings.model.name, lock=lock)
+        done = registry.converge(client, holder_model, lock=lock)
         return _rollback(
-            client, settings, reason=reason, to=to, approved_by=approved_by, lock=lock, done=done
+            client, settings, reason=reason, to=to, approval=approval, lock=lock, done=done
         )
 
 
@@ -55,23 +63,25 @@ def _rollback(
     *,
     reason: str,
     to: str | None,
-    approved_by: Sequence[str],
+    approval: environment.Approval,
     lock,
     done: list[registry.Finding],
 ) -> Deployment:
-    name = settings.model.name
-    current = tracking.version_by_alias(client, name, PRODUCTION)
+    name, holder_model = settings.model.name, settings.model.production_model
+    separate = holder_model != name
+    current = registry.production(client, settings)
     if current is None:
         raise ConfigError(
             f"{name} has no version in Production: nothing to roll back",
             fix="deploy a version first (`mlgate deploy`)",
         )
-    current_version = str(current.version)
-    if current_version in registry.completed(done, PRODUCTION):
-        image = Image.recorded(get_version(client, name, current_version).tags)
+    current_version = current.version
+    if current.holder.name == holder_model and str(current.holder.version) in (
+        registry.completed(done, PRODUCTION)
+    ):
         return Deployment(
             current_version,
-            image,
+            Image.recorded(current.tags),
             f"completed the record of the interrupted move of {name} to version "
             f"{current_version}; nothing else moved (run again to roll back from it)",
             changed=True,
@@ -83,27 +93,33 @@ def _rollback(
             f"{name} version {current_version} replaced no earlier Production version",
             fix="name the version to go back to with --to N",
         )
-    if target == current_version:
+    if target == current_version and current.holder.name == holder_model:
         if to is not None:  # `--to N` names the outcome: a re-run of the same rollback
-            image = Image.recorded(get_version(client, name, current_version).tags)
             return Deployment(
                 current_version,
-                image,
+                Image.recorded(current.tags),
                 f"{name} version {target} is already in Production: nothing to do",
                 reused_image=True,
             )
         raise ConfigError(
             f"version {target} is already in Production", fix="name another version with --to N"
         )
-    tags = dict(get_version(client, name, target).tags)
+    tags = target_record(client, settings, target)
     if Image.recorded(tags) is None or "mlgate.production.since" not in tags:
         raise ConfigError(
             f"{name} version {target} was never deployed (no image or Production record)",
             fix="roll back to a version that was in Production, or deploy it with the "
             "deploy workflow",
         )
-    image = verified_target(settings, client, target, tags)
-    who = approvers(settings, approved_by) or [settings.github.actor or "unknown"]
+    image, model = verified_target(settings, client, target, tags)
+    holder = target
+    if separate:  # the target's copy in the production model, made now if it has none
+        copy = registry.ensure_copy(client, name, target, model.sha256, holder_model, lock)
+        holder = str(copy.version)
+        if Image.recorded(copy.tags) != image:
+            lock.check(f"recording the image on {holder_model} version {holder}")
+            record_image(client, holder_model, holder, image)
+    who = list(approval.approved_by) or [NOBODY]
     # mlgate.production.previous keeps what the target replaced when it was first deployed, so
     # a second rollback goes further back instead of forward to the withdrawn version; and
     # mlgate.production.approved_by keeps who approved it then: the rollback's own decider is
@@ -115,12 +131,28 @@ def _rollback(
         "mlgate.rollback.reason": reason[:4900],
         "mlgate.rollback.by": ", ".join(who),
     }
+    if approval.unprotected:
+        record[UNPROTECTED_TAG] = approval.tags()[UNPROTECTED_TAG]
+    if separate:
+        record[registry.COPY_OF] = f"{name}/{target}"
+        record.setdefault(
+            "mlgate.production.previous", tags.get("mlgate.production.previous", "none")
+        )
+        record.setdefault(
+            "mlgate.production.approved_by", tags.get("mlgate.production.approved_by", NOBODY)
+        )
     if settings.github.run_url:
         record["mlgate.production.run_url"] = settings.github.run_url
     # What the withdrawn version says about the rollback is part of the move: a re-run after a
     # crash completes it from the pending record.
-    withdrawn = {"mlgate.rollback.rolled_back": "true", "mlgate.rollback.reason": reason[:4900]}
-    move_production(client, name, target, record, current_version, lock, withdrawn)
+    withdrawn = {
+        "mlgate.rollback.rolled_back": "true",
+        "mlgate.rollback.reason": reason[:4900],
+        "mlgate.production.replaced_by": target,
+    }
+    move_production(
+        client, holder_model, holder, record, _held_here(current, holder_model), lock, withdrawn
+    )
     github.annotate(
         "notice",
         f"{name}: Production rolled back from version {current_version} to {target}: {reason}",
@@ -137,7 +169,23 @@ def _rollback(
     )
 
 
-def verified_target(settings: Settings, client, target: str, tags: Mapping[str, str]) -> Image:
+def target_record(client, settings: Settings, target: str) -> dict[str, str]:
+    """What the registry says about `target`'s time in Production: its copy's tags in the
+    production model (writable only by the Environment), else, for a version deployed in the
+    layout of earlier releases, its own tags."""
+    name, holder_model = settings.model.name, settings.model.production_model
+    original = get_version(client, name, target)
+    if holder_model != name:
+        copy = registry.find_copy(client, holder_model, name, target)
+        if copy is not None and "mlgate.production.since" in copy.tags:
+            own = {k: v for k, v in original.tags.items() if not k.startswith(registry.NOT_COPIED)}
+            return {**own, **dict(copy.tags)}
+    return dict(original.tags)
+
+
+def verified_target(
+    settings: Settings, client, target: str, tags: Mapping[str, str]
+) -> tuple[Image, ModelDigest]:
     """The recorded image of `target`, if it provably holds `target`'s model: in the
     configured repository (checked before any request, so credentials never go to a host
     named by a tag), held by the registry at that digest, its labels and bundle.json naming
@@ -162,7 +210,7 @@ def verified_target(settings: Settings, client, target: str, tags: Mapping[str, 
             f"{why}",
             fix=redeploy,
         )
-    return image
+    return image, model
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -180,7 +228,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         action="append",
         default=[],
         metavar="LOGIN",
-        help="who decided (default: the run's approvers, else the actor)",
+        help="who decided; outside GitHub Actions only (there: the run's approvals of the "
+        "Environment, as for a deployment)",
     )
     args = parser.parse_args(argv)
 

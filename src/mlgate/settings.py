@@ -42,6 +42,17 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fullmatch: no tra
 class ModelSettings:
     name: str = "mlgate-model"
     description: str = ""
+    # The registered model that holds `production` (docs/production-registry.md): deploy and
+    # rollback copy the approved version there (copy_model_version), so only credentials that
+    # may write it (the Environment's) move Production. Unset: `production` stays on
+    # model.name, the layout of earlier releases (no separation of rights; doctor says how to
+    # migrate). The recommended value is "<model.name>-production".
+    production_name: str | None = None
+
+    @property
+    def production_model(self) -> str:
+        """The registered model whose `production` alias is Production."""
+        return self.production_name or self.name
 
 
 @dataclass(frozen=True)
@@ -635,6 +646,7 @@ def _check_consistency(s: Settings) -> None:
             f"model.name {short(s.model.name)} is not a safe registered-model name",
             fix="use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
+    _check_production_name(s.model)
     for key in ("validation_fraction", "holdout_fraction"):
         value = getattr(s.split, key)
         if not 0 < value < 1:
@@ -662,7 +674,7 @@ def _check_consistency(s: Settings) -> None:
             raise ConfigError(
                 f"tracking.fault_point '{s.tracking.fault_point}' is not a fault point",
                 fix="use POINT, stop:POINT or pause:POINT:FILE with a POINT of: "
-                + ", ".join(faults.FAULT_POINTS + faults.TRAIN_POINTS),
+                + ", ".join(faults.ALL_FAULT_POINTS + faults.TRAIN_POINTS),
             )
     if s.tracking.lock_wait < 0 or s.tracking.lock_lease <= 0:
         raise ConfigError(
@@ -874,3 +886,28 @@ def _positive_class(value: Any) -> str | None:
         f"data.positive_class must be one value of the target column, got {short(value)}",
         fix='write the label of the positive class, quoted: positive_class: "Yes"',
     )
+
+
+def _check_production_name(model: ModelSettings) -> None:
+    """model.production_name: a safe registered-model name, not model.name itself, not one of
+    mlgate's lock models."""
+    name = model.production_name
+    if name is None:
+        return
+    suggestion = f"{model.name}-production"[:100]
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"model.production_name {short(name)} is not a safe registered-model name",
+            fix=f"use 1-100 letters, digits, '.', '_' or '-' (e.g. {suggestion}), or unset it",
+        )
+    if name == model.name:
+        raise ConfigError(
+            f"model.production_name is model.name ({name}): Production must be a registered "
+            "model of its own, writable only with the Environment's credentials",
+            fix=f"set model.production_name to another name (e.g. {suggestion}), or unset it",
+        )
+    if name.startswith("mlgate-lock."):
+        raise ConfigError(
+            f"model.production_name {short(name)} is in the namespace of mlgate's lock models",
+            fix=f"choose a name not starting with 'mlgate-lock.' (e.g. {suggestion})",
+        )

@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from mlgate.errors import ConfigError, TrackingError
+from mlgate.errors import ConfigError, PermissionDenied, TrackingError
 from mlgate.settings import Settings, short
 
 FIX_UNREACHABLE = (
@@ -31,15 +31,28 @@ FIX_UNREACHABLE = (
 )
 
 
+DENIED = {"PERMISSION_DENIED", "UNAUTHENTICATED"}  # MLflow's codes for HTTP 403 / 401
+
+
 @contextmanager
-def errors(action: str) -> Iterator[None]:
-    """Turn MLflow and HTTP failures during `action` into a TrackingError."""
+def errors(action: str, *, denied: str | None = None) -> Iterator[None]:
+    """Turn MLflow and HTTP failures during `action` into a TrackingError; a refused
+    credential (HTTP 401/403) into PermissionDenied, with `denied` as its fix."""
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except (MlflowException, requests.RequestException, ConnectionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        codes = {getattr(e, "error_code", None) for e in (exc, exc.__cause__)}
+        if isinstance(exc, MlflowException) and codes & DENIED:  # copy_model_version wraps
+            raise PermissionDenied(
+                f"MLflow refused {action} to this credential ({exc.error_code}): {first}",
+                fix=denied
+                or "use a credential with the permission this needs "
+                "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD): see "
+                "docs/production-registry.md",
+            ) from exc
         raise TrackingError(f"MLflow failed while {action}: {first}", fix=FIX_UNREACHABLE) from exc
 
 

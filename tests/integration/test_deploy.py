@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 
-from mlgate import audit, deploy, registry, rollback
+from mlgate import audit, deploy, doctor, registry, rollback
 from mlgate.predlog import S3Sink, read_log
 from tests.conftest import BIN, REPO, free_port, push_data
 from tests.integration.test_gate import WEAK, Registry
@@ -359,7 +359,8 @@ def test_deploy_then_serve_then_roll_back(
     ]:
         models.client.set_model_version_tag(models.model, v1, key, value)
         capsys.readouterr()
-        assert rollback.main([*models.args(), "--reason", "tampered"], env=env) == 9
+        tampered = [*models.args(), "--reason", "tampered", "--approved-by", "bob"]
+        assert rollback.main(tampered, env=env) == 9
         assert why in capsys.readouterr().err
         assert production(models) == v2
         models.client.set_model_version_tag(models.model, v1, key, v1_tags[key])
@@ -387,7 +388,8 @@ def test_deploy_then_serve_then_roll_back(
     assert models.staging() == v2, "rollback leaves Staging alone"
     check_lineage_and_metrics(models, env, v1, v2, digest, capsys)
     # v1 replaced nothing: a second rollback has nowhere to go and says so.
-    assert rollback.main([*models.args(), "--reason", "again"], env=env) == 2
+    again = [*models.args(), "--reason", "again", "--approved-by", "bob"]
+    assert rollback.main(again, env=env) == 2
     assert "replaced no earlier Production version" in capsys.readouterr().err
 
     # Deploy v2 again (the fix is in): exit 0, its verified image reused, even though its tags
@@ -536,6 +538,67 @@ def test_job_killed_around_the_production_move_converges(
     assert replaced.tags["mlgate.production.replaced_by"] == v3
     assert replaced.current_stage == "Archived"
     assert models.client.search_model_versions(f"name='{lock}'") == []
+
+
+def test_production_moves_into_its_own_model_and_rolls_back_there(site, capsys) -> None:
+    """The migration from the earlier layout (docs/production-registry.md), with the real
+    images of the tests above (no new build): with model.production_name set, deploying the
+    version in Production copies it into the production model and moves `production` there;
+    a re-run copies nothing more; lineage reads Production through the copy; a rollback to
+    what it replaced (deployed in the earlier layout) copies that version first and moves
+    between the copies; the main model is never written, and doctor names its stale alias.
+    About 30 s on an idle machine (image pulls and checks, MLflow calls)."""
+    models, env, _ = site
+    legacy = production(models)  # on the model itself, left by the tests above
+    assert legacy is not None and models.staging() == legacy
+    held = f"{models.model}-production"
+    env = env | {"MLGATE_MODEL_PRODUCTION_NAME": held}
+    then = models.client.get_model_version(models.model, legacy).tags
+    replaced = then["mlgate.production.previous"]
+    assert replaced != "none"
+    capsys.readouterr()
+
+    assert deploy_cli(models, env, legacy) == 0, capsys.readouterr().err
+    assert f"moved into {held}" in capsys.readouterr().out
+    [copy] = models.client.search_model_versions(f"name='{held}'")
+    assert copy.source == f"models:/{models.model}/{legacy}"
+    assert str(models.client.get_model_version_by_alias(held, "production").version) == str(
+        copy.version
+    )
+    assert copy.current_stage == "Production"
+    assert copy.tags[registry.COPY_OF] == f"{models.model}/{legacy}"
+    assert copy.tags["mlgate.production.approved_by"] == "alice"
+    assert copy.tags["mlgate.production.previous"] == replaced
+    assert copy.tags["mlgate.image.digest"] == then["mlgate.image.digest"], "reused, verified"
+    assert deploy_cli(models, env, legacy) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert len(models.client.search_model_versions(f"name='{held}'")) == 1, "one copy"
+
+    assert audit.main([*models.args(), "production", "--json"], env=env) == 0
+    live = json.loads(capsys.readouterr().out)
+    assert live["version"] == legacy and "production" in live["aliases"]
+    assert live["image"]["digest"] == then["mlgate.image.digest"]
+    assert ("production", legacy, replaced) in [
+        (e["alias"], e["version"], e["previous"]) for e in live["history"]
+    ]
+
+    args = [*models.args(), "--reason", "migration drill", "--approved-by", "carol"]
+    assert rollback.main(args, env=env) == 0, capsys.readouterr().err
+    back = models.client.get_model_version_by_alias(held, "production")
+    assert back.source == f"models:/{models.model}/{replaced}"
+    assert back.tags["mlgate.rollback.by"] == "carol"
+    assert back.tags["mlgate.rollback.from"] == legacy
+    assert back.current_stage == "Production"
+    withdrawn = models.client.get_model_version(held, copy.version)
+    assert withdrawn.tags["mlgate.rollback.rolled_back"] == "true"
+    assert withdrawn.tags["mlgate.production.replaced_by"] == replaced
+    assert withdrawn.current_stage == "Archived"
+    # The main model was not written by either move: its alias of the earlier layout is stale.
+    assert production(models) == legacy
+    assert models.client.get_model_version(models.model, legacy).tags == then
+    capsys.readouterr()
+    assert doctor.main([*models.args()], env=env) == 0
+    assert "still carries the 'production' alias" in capsys.readouterr().out
 
 
 class InActions:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate import deploy, environment
+from mlgate import environment
 from mlgate.errors import ApprovalRefused
 from mlgate.settings import load_settings
 from tests.github_openapi import (
@@ -77,22 +77,46 @@ def test_a_token_without_admin_rights_gets_the_fix(github_api, capsys) -> None:
     assert code == 8 and "GitHub answered 422" in capsys.readouterr().err
 
 
-def test_approvers_are_read_for_the_run(github_api) -> None:
-    settings = load_settings(
-        env=env(github_api, GITHUB_REPOSITORY="acme/models", GITHUB_RUN_ID="42")
-    )
-    assert deploy.approvers(settings, []) == ["octocat"]  # the description's example review
-    assert [r.operation for r in github_api.requests] == ["actions/get-reviews-for-run"]
-    assert deploy.approvers(settings, ["bob"]) == ["bob"]
+# -- A rollback's decider is read as a deployment's approval is (the twin): fail closed, only
+# approvals of the Environment count, never the actor or "unknown". It is refused before
+# MLflow is even reached (the tracking URI below answers nothing).
+UNREACHABLE_MLFLOW = {"MLGATE_TRACKING_URI": "http://127.0.0.1:9", "MLGATE_TRACKING_RETRIES": "0"}
 
 
-def test_approvers_unreadable_is_a_warning_not_a_failure(github_api, capsys) -> None:
-    github_api.fail_next(403)
-    settings = load_settings(
-        env=env(github_api, GITHUB_REPOSITORY="acme/models", GITHUB_RUN_ID="42")
+def test_a_rollback_without_an_approval_of_its_environment_is_refused(github_api, capsys) -> None:
+    from mlgate import rollback
+
+    github_api.respond(
+        "repos/get-environment", environment_answer(github_api, "production", ["alice"])
     )
-    assert deploy.approvers(settings, []) == []
-    assert "could not read the approvals" in capsys.readouterr().out
+    github_api.respond(
+        "actions/get-reviews-for-run",
+        approvals_answer(github_api, [("mallory", "approved", "staging")]),
+    )
+    code = rollback.main(
+        ["--reason", "bad model"],
+        env=actions_env(github_api, GITHUB_ACTOR="mallory", **UNREACHABLE_MLFLOW),
+    )
+    err = capsys.readouterr().err
+    assert code == 11, err
+    assert "no approval of the Environment 'production'" in err
+    assert [r.operation for r in github_api.requests] == [
+        "repos/get-environment",
+        "actions/get-reviews-for-run",
+    ]
+
+
+def test_a_rollback_takes_no_approved_by_in_actions_and_needs_one_outside(
+    github_api, capsys
+) -> None:
+    from mlgate import rollback
+
+    args = ["--reason", "bad model", "--approved-by", "mallory"]
+    assert rollback.main(args, env=actions_env(github_api, **UNREACHABLE_MLFLOW)) == 11
+    assert "--approved-by is not accepted in a GitHub Actions job" in capsys.readouterr().err
+    assert rollback.main(["--reason", "bad model"], env=dict(UNREACHABLE_MLFLOW)) == 11
+    assert "pass --approved-by LOGIN" in capsys.readouterr().err
+    assert github_api.requests == []
 
 
 # -- The deploy's approval check: Production moves only with a verified approval --------------

@@ -442,7 +442,7 @@ def test_rollback_killed_after_each_registry_call_converges(site: Site, capsys) 
 
 
 def test_a_bad_fault_point_is_a_usage_error(site: Site) -> None:
-    done = site.run("rollback", "--reason", "x", fault="move.nowhere")
+    done = site.run("rollback", "--reason", "x", "--approved-by", "x", fault="move.nowhere")
     assert done.returncode == 2 and "is not a fault point" in done.stderr
 
 
