@@ -134,6 +134,27 @@ def test_workflow_outputs() -> None:
     }
 
 
+def test_the_evaluate_job_is_defined_once() -> None:
+    """pipeline.yml and pr-gate.yml call evaluate.yml (the pipeline leaves enforcement to
+    promote, the PR gate fails the check); only evaluate.yml uses the evaluate action; within
+    each caller the connection secrets are one YAML anchor (PyYAML gives an alias the same
+    object), so they cannot drift apart."""
+    users = {
+        path.name
+        for path in REPO.glob(".github/workflows/*.yml")
+        if "/.github/actions/evaluate" in path.read_text()
+    }
+    assert users == {"evaluate.yml"}, users
+    for workflow, fail in (("pipeline.yml", False), ("pr-gate.yml", True)):
+        jobs = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())["jobs"]
+        assert jobs["evaluate"]["uses"] == "$/.github/workflows/evaluate.yml", workflow
+        assert jobs["evaluate"]["with"]["fail-on-gate"] is fail, workflow
+        assert jobs["evaluate"]["secrets"] is jobs["train"]["secrets"], workflow
+    pipeline = yaml.safe_load((REPO / ".github/workflows/pipeline.yml").read_text())["jobs"]
+    promote = next(s for s in pipeline["promote"]["steps"] if s.get("id") == "promote")
+    assert promote["env"] is pipeline["train"]["secrets"]
+
+
 def test_write_permissions_live_on_three_jobs_only() -> None:
     """Least privilege: in the reusable workflows, only the comment job writes to pull requests,
     only the Environment-gated deploy job writes packages, and only the drift monitor's alert job
