@@ -36,3 +36,10 @@ def test_bad_arguments_are_usage_errors(args, message) -> None:
 @pytest.mark.parametrize(("value", "expected"), [("", None), ("  ", None), ("007", "7")])
 def test_an_empty_version_is_the_production_one(value, expected) -> None:
     assert monitor.optional_version(value) == expected
+
+
+def test_the_action_passes_empty_inputs_and_dashes_through(clean_env, capsys) -> None:
+    """The action passes `--data=VALUE --version=VALUE` as they come: empty is 'not given',
+    and a path that starts with a dash is still a value, not an option."""
+    args = monitor.parser().parse_args(["--check=backtest", "--data=-late.csv", "--version="])
+    assert (args.check, args.data, args.version) == ("backtest", "-late.csv", None)
