@@ -52,3 +52,11 @@ test: install ## Run the whole test suite (unit, then integration, then workflow
 .PHONY: test-unit
 test-unit: install ## Run the fast unit tests only
 	$(BIN)/python -m pytest -m 'not integration and not workflow'
+
+.PHONY: docs
+docs: install ## Build the docs site into site/ (mkdocs build --strict: a broken link or anchor fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+.PHONY: docs-serve
+docs-serve: install ## Preview the docs site at http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests are split by cost (see README "Tests"):
+"""Shared fixtures. Tests are split by cost (see docs/contributing.md "Tests"):
 
 - tests/unit: no services, seconds;
 - tests/integration: a real `mlflow server` and a real S3 endpoint (moto), started once per

@@ -42,6 +42,10 @@ COMMANDS = {
         "mlgate.drift:backtest_main",
         "score the Production model on newly labelled data; compare with training",
     ),
+    "monitor": (
+        "mlgate.monitor",
+        "drift or backtest for the monitor action: a stale model is an output, not a failure",
+    ),
     "alert": (
         "mlgate.alert",
         "after drift: dispatch retraining and open or update the drift issue",

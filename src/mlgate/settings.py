@@ -446,7 +446,7 @@ def _read_params_file(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path.name} must be a mapping of sections (model:, data:, train:, ...)",
-            fix=f"see the README for the layout of {DEFAULT_PARAMS}",
+            fix=f"see docs/settings.md for the layout of {DEFAULT_PARAMS}",
         )
     for section, values in data.items():
         if values is not None and not isinstance(values, dict):
@@ -521,7 +521,7 @@ def _check_key(section: str, key: str | None, source: str) -> None:
         new, why = RENAMED[(section, key)]
         raise ConfigError(
             f"{section}.{key} in {source} was replaced (did you mean \"{new}\"?): {why}",
-            fix=f"use {section}.{new} (see the README's gate policy); a value in wall-clock "
+            fix=f"use {section}.{new} (see the gate policy in docs/gate.md); a value in wall-clock "
             "milliseconds does not carry over",
         )
     if section not in SECTIONS:

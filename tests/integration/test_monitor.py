@@ -255,3 +255,24 @@ def test_an_alert_without_permission_says_which(github_api, tmp_path, clean_env,
     args = ["--summary", str(stale_summary(tmp_path))]
     assert alert.main(args, env=env) == 8
     assert "issues: write" in capsys.readouterr().err
+
+
+def test_the_monitor_command_turns_a_stale_model_into_an_output(
+    watched, breast_cancer, tmp_path, capsys
+) -> None:
+    """`mlgate monitor` (the monitor action's one command): a planted shift, which `mlgate
+    drift` exits 10 on (test_a_planted_shift_is_drift), is stale=true in $GITHUB_OUTPUT, a
+    warning and exit 0, so the workflow's alert job runs. One check (evidently is the cost)."""
+    from mlgate import monitor
+
+    models, version = watched
+    current = tmp_path / "shifted.csv"
+    features(shifted(breast_cancer.sample(300, random_state=3))).to_csv(current, index=False)
+    outputs = tmp_path / "outputs"
+    env = {**models.env, "GITHUB_OUTPUT": str(outputs)}
+    args = [*models.args(), "--check", "drift", "--data", str(current), "--version", version]
+    assert monitor.main(args, env=env) == 0
+    written = outputs.read_text().splitlines()
+    assert "stale=true" in written and f"model-version={version}" in written
+    assert summary(models, "drift")["stale"] is True
+    assert "::warning title=mlgate%3A ModelStale::" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Static checks of what ships: workflows, actions, Dockerfile, lock and README."""
+"""Static checks of what ships: workflows, actions, Dockerfile, lock, README and docs/."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ WORKFLOW_FILES = sorted(
 
 REUSABLE = [
     "train.yml",
+    "evaluate.yml",
     "pipeline.yml",
     "pr-gate.yml",
     "deploy.yml",
@@ -133,6 +134,28 @@ def test_workflow_outputs() -> None:
     }
 
 
+def test_the_evaluate_job_is_defined_once() -> None:
+    """pipeline.yml and pr-gate.yml call evaluate.yml, which records the verdict without failing
+    (promote enforces it in the pipeline, the gate job in the PR gate, which also requires
+    verdict == pass); only evaluate.yml uses the evaluate action; within
+    each caller the connection secrets are one YAML anchor (PyYAML gives an alias the same
+    object), so they cannot drift apart."""
+    users = {
+        path.name
+        for path in REPO.glob(".github/workflows/*.yml")
+        if "/.github/actions/evaluate" in path.read_text()
+    }
+    assert users == {"evaluate.yml"}, users
+    for workflow, fail in (("pipeline.yml", False), ("pr-gate.yml", False)):
+        jobs = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())["jobs"]
+        assert jobs["evaluate"]["uses"] == "$/.github/workflows/evaluate.yml", workflow
+        assert jobs["evaluate"]["with"]["fail-on-gate"] is fail, workflow
+        assert jobs["evaluate"]["secrets"] is jobs["train"]["secrets"], workflow
+    pipeline = yaml.safe_load((REPO / ".github/workflows/pipeline.yml").read_text())["jobs"]
+    promote = next(s for s in pipeline["promote"]["steps"] if s.get("id") == "promote")
+    assert promote["env"] is pipeline["train"]["secrets"]
+
+
 def test_write_permissions_live_on_three_jobs_only() -> None:
     """Least privilege: in the reusable workflows, only the comment job writes to pull requests,
     only the Environment-gated deploy job writes packages, and only the drift monitor's alert job
@@ -206,36 +229,58 @@ def test_readme_documents_the_first_commands() -> None:
     assert "make test" in ci
 
 
+DOCS = REPO / "docs"
+
+
+def section(page: str, heading: str) -> str:
+    """The text of a docs page under `heading` (a whole heading line, e.g. '## Inputs'), up to
+    the next heading of the same or a higher level: a row counts only in its own table."""
+    lines = (DOCS / page).read_text().splitlines()
+    level = len(heading) - len(heading.lstrip("#"))
+    start = lines.index(heading)  # ValueError: the page lost its section
+    out = []
+    for line in lines[start + 1 :]:
+        match = re.match(r"(#+) ", line)
+        if match and len(match.group(1)) <= level:
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
 @pytest.mark.parametrize("workflow", REUSABLE)
-def test_readme_tables_name_every_input_secret_and_output(workflow: str) -> None:
-    readme = (REPO / "README.md").read_text()
+def test_docs_tables_name_every_input_secret_and_output(workflow: str) -> None:
     call = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())[True][
         "workflow_call"
     ]
     for kind in ("inputs", "secrets", "outputs"):
+        table = section("workflows.md", f"## {kind.capitalize()}")
         for name in call[kind]:
-            assert f"| `{name}` |" in readme, f"README has no row for {workflow} {kind}.{name}"
+            assert f"| `{name}` |" in table, (
+                f"docs/workflows.md ## {kind.capitalize()} has no row for {workflow} {kind}.{name}"
+            )
 
 
-def test_readme_policy_table_names_every_gate_key() -> None:
+def test_docs_policy_table_names_every_gate_key() -> None:
     import dataclasses
 
     from mlgate.settings import GateSettings
 
-    readme = (REPO / "README.md").read_text()
+    table = section("gate.md", "### The gate policy")
     for field in dataclasses.fields(GateSettings):
-        assert f"| `{field.name}` |" in readme, f"README policy table lacks gate.{field.name}"
+        assert f"| `{field.name}` |" in table, f"docs/gate.md policy table lacks gate.{field.name}"
 
 
-def test_readme_lists_every_exit_code() -> None:
+def test_docs_list_every_exit_code() -> None:
     from mlgate.errors import EXIT_CODES
 
-    readme = " ".join((REPO / "README.md").read_text().split())
-    for code, meaning in EXIT_CODES.items():
-        assert f"{code} {meaning}" in readme, f"README lacks exit code {code} ({meaning})"
+    rows = {}
+    for line in (DOCS / "exit-codes.md").read_text().splitlines():
+        if match := re.match(r"\| (\d+) \| ([^|]+?) \|", line):
+            rows[int(match.group(1))] = match.group(2)
+    assert rows == EXIT_CODES, "docs/exit-codes.md and mlgate.errors.EXIT_CODES disagree"
 
 
-# -- scripts/: the operational scripts a user runs (README "Docker") --------------------------
+# -- scripts/: the operational scripts a user runs (docs/production.md "Docker") -----------
 SCRIPTS = sorted(REPO.glob("scripts/*.sh"))
 
 
@@ -248,7 +293,51 @@ def test_scripts_are_there_and_executable() -> None:
         assert "set -euo pipefail" in path.read_text()
 
 
-@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def shell_scripts() -> list[Path]:
+    """Every shell script git tracks (or would add), found by its #! line, whatever its name:
+    scripts/*.sh, the setup action's *.sh, .ci/run."""
+    found = []
+    for name in subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines():
+        path = REPO / name
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as handle:
+                first = handle.readline(100)
+            if re.match(rb"#!\S*(/env )?\S*(ba)?sh\b", first):
+                found.append(path)
+    return sorted(found)
+
+
+SHELL_SCRIPTS = shell_scripts()
+
+
+def test_every_shell_script_is_found() -> None:
+    names = {str(p.relative_to(REPO)) for p in SHELL_SCRIPTS}
+    assert {
+        ".ci/run",
+        ".github/actions/setup/install.sh",
+        ".github/actions/setup/locate.sh",
+        *(f"scripts/{p.name}" for p in SCRIPTS),
+    } <= names, names
+
+
+def test_composite_actions_hold_no_shell_logic() -> None:
+    """A composite action's run: is one command line (the logic is in mlgate, where it is
+    tested): no branches, loops, functions or `||` / `&&` chains in shell."""
+    for path in REPO.glob(".github/actions/*/action.yml"):
+        for step in yaml.safe_load(path.read_text())["runs"]["steps"]:
+            script = step.get("run", "")
+            lines = [ln for ln in script.splitlines() if ln.strip() and not ln.startswith("#")]
+            assert len(lines) <= 1, f"{path.parent.name}: {script}"
+            assert not re.search(r"\b(case|if|for|while)\b|\|\||&&|\(\)", script), script
+
+
+@pytest.mark.parametrize("path", SHELL_SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
 def test_shellcheck_is_clean(path: Path) -> None:
     assert shutil.which("shellcheck"), "install shellcheck (apt-get install shellcheck)"
     done = subprocess.run(
@@ -260,10 +349,10 @@ def test_shellcheck_is_clean(path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_readme_docker_path_uses_the_scripts() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_docs_docker_path_uses_the_scripts() -> None:
+    page = section("production.md", "### Docker on your machine (scripts/)")
     for path in SCRIPTS:
-        assert f"scripts/{path.name}" in readme, f"README does not mention scripts/{path.name}"
+        assert f"scripts/{path.name}" in page, f"docs/production.md does not mention {path.name}"
 
 
 def test_healthcheck_follows_the_serve_port() -> None:
