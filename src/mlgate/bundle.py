@@ -296,8 +296,6 @@ def write_bundle(
 
 def main(argv=None, env=None) -> int:
     """mlgate bundle: export a registered model version as a serving bundle."""
-    import os
-
     from mlgate import cli, tracking
 
     parser = cli.stage_parser("bundle", main.__doc__)
@@ -318,7 +316,7 @@ def main(argv=None, env=None) -> int:
     args = parser.parse_args(argv)
 
     def action() -> int:
-        settings = cli.settings_from(args, os.environ if env is None else env)
+        settings = cli.settings_from(args, env)
         client = tracking.connect(settings)
         meta = export_bundle(
             client, settings.model.name, args.version, args.out, compiler=settings.serve.compiler

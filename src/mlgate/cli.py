@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
 import signal
 import sys
@@ -18,7 +17,7 @@ from types import FrameType
 
 from mlgate import __version__, github
 from mlgate.errors import EXIT_CODES, MlgateError
-from mlgate.settings import Settings, load_settings
+from mlgate.settings import Settings, load_settings, process_env
 
 COMMANDS = {
     "validate": ("mlgate.validate", "pull the data named by data.dvc and validate it"),
@@ -130,7 +129,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None
     if args.no_pull:
         flags["dvc.pull"] = "false"
     return load_settings(
-        env=os.environ if env is None else env,
+        env=process_env() if env is None else env,
         params_file=args.params,
         overrides=args.overrides,
         flags=flags,

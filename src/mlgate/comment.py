@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 from mlgate import cli, decision, github
 from mlgate.errors import ConfigError
 from mlgate.github_api import GitHubAPI
-from mlgate.settings import GitHubContext
+from mlgate.settings import GitHubContext, process_env
 
 MARKER = "<!-- mlgate:pr-gate key={key} -->"
 KEY = re.compile(r"[A-Za-z0-9._/:@-]{1,200}")  # goes inside an HTML comment: no "-->"
@@ -193,7 +192,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     def action() -> int:
-        context = GitHubContext.from_env(os.environ if env is None else env)
+        context = GitHubContext.from_env(process_env() if env is None else env)
         posted = post(
             context,
             decision_file=args.decision,

@@ -45,7 +45,7 @@ from mlgate.bundle import META_FILE, MODEL_FILE, export_bundle, logged_booster
 from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, ModelError
 from mlgate.evaluate import get_version
 from mlgate.promote import load_decision
-from mlgate.settings import Settings
+from mlgate.settings import Settings, process_env
 
 PRODUCTION = "production"
 STAGING = "staging"
@@ -423,7 +423,7 @@ def download_wheels(lock: Path, cache: Path, name: str, python: str = "3.11") ->
         check=True,
         capture_output=True,
         timeout=900,
-        env=os.environ | {"UV_SYSTEM_CERTS": "1"},  # uv verifies with the system's certificates
+        env={**process_env(), "UV_SYSTEM_CERTS": "1"},  # uv verifies with the system's certificates
     )
     (dest / ".complete").write_text("")
     return dest
@@ -827,7 +827,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     def action() -> int:
-        settings = cli.settings_from(args, os.environ if env is None else env)
+        settings = cli.settings_from(args, env)
         result = deploy(
             settings, args.candidate_version, source=args.source, approved_by=args.approved_by
         )

@@ -11,7 +11,6 @@ GITHUB_TOKEN; the workflow token cannot do it.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 from mlgate import cli, github
 from mlgate.errors import ApprovalRefused, ConfigError, GitHubError
 from mlgate.github_api import GitHubAPI
-from mlgate.settings import GitHubContext, Settings
+from mlgate.settings import GitHubContext, Settings, process_env
 
 MAX_REVIEWERS = 6  # GitHub's limit per Environment
 REPOSITORY = re.compile(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+")
@@ -100,7 +99,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     def action() -> int:
-        context = GitHubContext.from_env(os.environ if env is None else env)
+        context = GitHubContext.from_env(process_env() if env is None else env)
         repository = args.repository or context.repository
         if not repository or not REPOSITORY.fullmatch(repository):
             raise ConfigError(

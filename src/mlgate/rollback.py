@@ -9,7 +9,6 @@ Who rolled back, why and from which version are tagged on both versions. Staging
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 from mlgate import cli, environment, github, registry, tracking
@@ -234,7 +233,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     def action() -> int:
-        settings = cli.settings_from(args, os.environ if env is None else env)
+        settings = cli.settings_from(args, env)
         if not args.reason.strip():
             raise ConfigError("--reason is empty", fix="say why Production goes back")
         result = rollback(

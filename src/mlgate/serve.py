@@ -1077,9 +1077,9 @@ def _kind(array: np.ndarray) -> str:
 
 def create_app() -> App:
     """uvicorn factory: the bundle and limits from the settings (MLGATE_SERVE_* variables)."""
-    from mlgate.settings import load_settings
+    from mlgate.settings import load_settings, process_env
 
-    settings = load_settings(env=os.environ, params_file=None)
+    settings = load_settings(env=process_env(), params_file=None)
     s, m = settings.serve, settings.monitor
     bundle = load_bundle(settings.path(s.bundle))
     log = None
@@ -1102,7 +1102,7 @@ def create_app() -> App:
         bundle_dir=settings.path(s.bundle),
         access_log=sys.stderr if s.access_log else None,
         # set by `mlgate serve` for 2+ workers: /metrics sums them all
-        metrics_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        metrics_dir=process_env().get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
     if log is not None and app.metrics is not None:
         log.on_flush = app.metrics.sync_log
@@ -1127,7 +1127,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     def action() -> int:
-        environ = dict(os.environ if env is None else env)
         overrides = {
             "bundle": args.bundle,
             "host": args.host,
@@ -1138,36 +1137,30 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         for key, value in overrides.items():
             if value is not None:
                 args.overrides.append(f"serve.{key}={value}")
-        settings = cli.settings_from(args, environ)
+        settings = cli.settings_from(args, env)
         s = settings.serve
         bundle_dir = settings.path(s.bundle).resolve()
         bundle = load_bundle(bundle_dir)  # fail here, with the fix, not inside a worker
         # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
         # previous handler: make that a no-op, so a stopped server exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)
-        # The workers read their settings from the environment only: pass on every one.
-        m = settings.monitor
-        os.environ.update(
-            {
-                "MLGATE_SERVE_BUNDLE": str(bundle_dir),
-                "MLGATE_SERVE_MAX_BODY_BYTES": str(s.max_body_bytes),
-                "MLGATE_SERVE_MAX_ROWS": str(s.max_rows),
-                "MLGATE_SERVE_ALLOW_MISSING": str(s.allow_missing).lower(),
-                "MLGATE_SERVE_ACCESS_LOG": str(s.access_log).lower(),
-                "MLGATE_MONITOR_LOG_SINK": settings.log_sink or "",
-                "MLGATE_MONITOR_LOG_ENDPOINT_URL": m.log_endpoint_url or "",
-                "MLGATE_MONITOR_LOG_BATCH_ROWS": str(m.log_batch_rows),
-                "MLGATE_MONITOR_LOG_FLUSH_SECONDS": str(m.log_flush_seconds),
-                "MLGATE_MONITOR_LOG_MAX_PENDING_ROWS": str(m.log_max_pending_rows),
-            }
+        # The workers read their settings from the environment only: pass on the serve and
+        # monitor sections whole, with the paths resolved here.
+        from dataclasses import replace
+
+        from mlgate.settings import section_env, set_process_env, unset_process_env
+
+        set_process_env(
+            section_env("serve", replace(s, bundle=bundle_dir))
+            | section_env("monitor", replace(settings.monitor, log_sink=settings.log_sink))
         )
         # 2+ workers: prometheus-client's multiprocess mode, in a directory of this run's
         # own (values left by an earlier run would be summed in), removed when it stops.
         metrics_dir = _metrics_dir() if s.workers > 1 else None
         if metrics_dir:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        else:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            set_process_env({"PROMETHEUS_MULTIPROC_DIR": metrics_dir})
+        else:  # prometheus-client checks the name's presence, not its value
+            unset_process_env("PROMETHEUS_MULTIPROC_DIR")
         print(startup_line(bundle, s.host, s.port, s.workers), flush=True)
         try:
             _run_uvicorn(s)

@@ -911,3 +911,55 @@ def _check_production_name(model: ModelSettings) -> None:
             f"model.production_name {short(name)} is in the namespace of mlgate's lock models",
             fix=f"choose a name not starting with 'mlgate-lock.' (e.g. {suggestion})",
         )
+
+
+# The process environment. Only this module touches `os.environ` (tests/unit/test_contracts.py
+# checks it): stages get the environment injected (`main(argv, env)`), and these two functions
+# are the one door for the defaults and for the libraries and child processes that read
+# nothing else (MLflow's HTTP retries, uvicorn's worker processes).
+def process_env() -> Mapping[str, str]:
+    """This process's environment variables (the default of every `env` argument)."""
+    import os
+
+    return os.environ
+
+
+def set_process_env(values: Mapping[str, str]) -> None:
+    """Set variables in this process's environment (and so in its future children's)."""
+    import os
+
+    os.environ.update(values)
+
+
+def unset_process_env(*names: str) -> None:
+    """Remove variables from this process's environment (absent ones are fine)."""
+    import os
+
+    for name in names:
+        os.environ.pop(name, None)
+
+
+def section_env(section: str, values: Any) -> dict[str, str]:
+    """The `MLGATE_<SECTION>_<KEY>` variables from which `load_settings` reads back `values`
+    (a section's dataclass), every key of it: how a child process that reads only the
+    environment (a uvicorn worker) gets its parent's settings without a hand-kept list."""
+    import json
+
+    env = {}
+    for f in dataclasses.fields(values):
+        name = f"{ENV_PREFIX}{section}_{f.name}".upper()
+        value = getattr(values, f.name)
+        if value is None:
+            if f.default is not None:  # "" reads back as the default, which is not None
+                raise ConfigError(
+                    f"{section}.{f.name} is None but its default is {f.default!r}",
+                    fix="give it a value",
+                )
+            env[name] = ""
+        elif isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, (str, int, float, Path)):
+            env[name] = str(value)
+        else:  # a mapping: YAML flow style, which JSON is
+            env[name] = json.dumps(value)
+    return env

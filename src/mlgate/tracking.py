@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from mlgate.errors import ConfigError, PermissionDenied, TrackingError
-from mlgate.settings import Settings, short
+from mlgate.settings import Settings, set_process_env, short
 
 FIX_UNREACHABLE = (
     "start the server, or point tracking.uri (MLGATE_TRACKING_URI / "
@@ -62,11 +62,15 @@ def connect(settings: Settings):  # -> mlflow.MlflowClient
 
     uri = settings.tracking_uri
     t = settings.tracking
-    # MLflow reads these at request time; they bound its HTTP retries.
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(t.retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(math.ceil(t.backoff))  # int there
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, t.timeout)))
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # progress bars clutter logs
+    # MLflow reads these from the environment only, at request time; they bound its retries.
+    set_process_env(
+        {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(t.retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(math.ceil(t.backoff)),  # int there
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, t.timeout))),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # progress bars clutter logs
+        }
+    )
     scheme = urlparse(uri).scheme
     if scheme in {"http", "https"}:
         wait_until_healthy(uri, retries=t.retries, backoff=t.backoff, timeout=t.timeout)
