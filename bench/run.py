@@ -1027,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
             frame, version = register(store, args.smoke)
             import mlflow
 
-            from mlgate.bundle import export_bundle
+            from mlgate.export import export_bundle
 
             export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
         quick, smoke = args.quick, args.smoke

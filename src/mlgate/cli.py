@@ -33,7 +33,7 @@ COMMANDS = {
         "mlgate.environment",
         "create or update the GitHub Environment that gates Production",
     ),
-    "bundle": ("mlgate.bundle", "export a registered version as a serving bundle"),
+    "bundle": ("mlgate.export", "export a registered version as a serving bundle"),
     "serve": ("mlgate.serve", "serve a model bundle: MLflow scoring protocol, OIP v2, /metrics"),
     "comment": ("mlgate.comment", "post or update the pull-request gate's sticky comment"),
     "drift": ("mlgate.drift", "compare recent production inputs with the training data"),

@@ -204,7 +204,7 @@ def serve_image(settings: Settings, image, port: int):  # -> docker Container
 def production(settings: Settings, approve: bool) -> dict | None:
     """Deploy the staging version behind the approval and score one row; return the answer
     (None when nothing was approved)."""
-    from mlgate import bundle, deploy, tracking
+    from mlgate import deploy, export, tracking
 
     print("\n=== Production: the deploy job waits for the Environment's reviewers", flush=True)
     client = tracking.connect(settings)
@@ -230,7 +230,7 @@ def production(settings: Settings, approve: bool) -> dict | None:
         flush=True,
     )
     out = settings.project_dir / "bundle"
-    bundle.export_bundle(
+    export.export_bundle(
         client, settings.model.name, version, out, compiler=settings.serve.compiler
     )
     server = subprocess.Popen(

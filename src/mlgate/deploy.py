@@ -41,10 +41,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlgate import cli, environment, github, registry, tracking
-from mlgate.bundle import META_FILE, MODEL_FILE, export_bundle, logged_booster
+from mlgate.bundle import META_FILE, MODEL_FILE
 from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, ModelError
-from mlgate.evaluate import get_version
+from mlgate.export import export_bundle, logged_booster
 from mlgate.promote import load_decision
+from mlgate.registry import get_version
 from mlgate.settings import Settings, process_env
 
 PRODUCTION = "production"
@@ -393,7 +394,6 @@ def download_wheels(lock: Path, cache: Path, name: str, python: str = "3.11") ->
     (deploy.wheels_dir), into `cache/NAME-wheels-DIGEST` (the lock's sha256): a changed lock
     gets a new folder. Done once: `.complete` marks a finished download. Returns the folder."""
     import hashlib
-    import os
     import subprocess
     import sys
 
@@ -807,7 +807,6 @@ def report(settings: Settings, result: Deployment, title: str = "Deployment") ->
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """mlgate deploy: build and push the serving image of a version, then move it to
     Production (run it behind the Environment approval)."""
-    import os
 
     parser = cli.stage_parser("deploy", main.__doc__)
     cli.add_candidate_version(parser, "to deploy (the staging version)")

@@ -848,7 +848,7 @@ def ensure_copy(client, name: str, version: str, sha256: str, production_model: 
     SIGKILL anywhere in here) finds it by its source and never makes a second one. It is
     trusted only once its logged booster has `sha256` (the original's, from the artifact
     store). Returns the copy (a ModelVersion)."""
-    from mlgate.bundle import logged_booster
+    from mlgate.export import logged_booster
 
     action = f"copying {name} version {version} into {production_model}"
     with errors(action, denied=denied_fix(production_model)):

@@ -31,7 +31,7 @@ from mlgate.deploy import (
 )
 from mlgate.environment import NOBODY, UNPROTECTED_TAG
 from mlgate.errors import ConfigError, DeployError
-from mlgate.evaluate import get_version
+from mlgate.registry import get_version
 from mlgate.settings import Settings
 
 

@@ -339,7 +339,8 @@ def test_a_threshold_rule_is_chosen_recorded_judged_and_served(
     """metrics.threshold: max_f1 is applied to the validation part at training, recorded with
     the version, used for the candidate's threshold metrics (the champion keeps its own), and
     written into the serving bundle that labels rows."""
-    from mlgate.bundle import export_bundle, load_bundle
+    from mlgate.bundle import load_bundle
+    from mlgate.export import export_bundle
 
     rule = ("--set", "metrics.threshold=max_f1")
     v = registry.train(*rule)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import requests
 
-from mlgate import bundle
+from mlgate import export
 from tests.conftest import free_port, wait_for
 from tests.integration.test_gate import WEAK, Registry
 
@@ -28,7 +28,7 @@ def test_an_exported_version_served_over_http(
     version = models.train(*WEAK)
     out = tmp_path / "bundle"
     assert (
-        bundle.main([*models.args(), "--version", version, "--out", str(out)], env=clean_env) == 0
+        export.main([*models.args(), "--version", version, "--out", str(out)], env=clean_env) == 0
     )
     compiled = json.loads((out / "bundle.json").read_text())["compiled"]
     assert (out / compiled["file"]).is_file() and compiled["parity"]["max_abs_diff"] <= 1e-6
