@@ -160,7 +160,9 @@ def image_repository(settings: Settings) -> str:
 def source_dir(given: Path | None) -> Path:
     """mlgate's source tree (Dockerfile, serving lock, src/mlgate): `--source`, else the tree
     this package runs from."""
-    candidates = [given] if given else [Path(__file__).resolve().parents[2]]
+    import mlgate  # its __init__.py: src/mlgate/__init__.py, wherever this module sits
+
+    candidates = [given] if given else [Path(mlgate.__file__).resolve().parents[2]]
     for root in candidates:
         if root and all((root / f).is_file() for f in SOURCE_FILES):
             return root
