@@ -480,7 +480,7 @@ def image_figures(frame, store: Path, version: str, args) -> list[Figure]:
         return []
     import mlflow
 
-    from mlgate import deploy
+    from mlgate.pipeline import deploy
     from mlgate.settings import load_settings
 
     tags = {"mlgate": f"mlgate-bench/serve:v{version}", "mlflow": f"mlgate-bench/mlflow:v{version}"}
@@ -556,7 +556,7 @@ def image_figures(frame, store: Path, version: str, args) -> list[Figure]:
 
 
 def _wheels(lock: Path, name: str) -> Path:
-    from mlgate.deploy import download_wheels
+    from mlgate.pipeline.deploy import download_wheels
 
     return download_wheels(lock, ROOT / ".cache", name)
 
@@ -656,7 +656,8 @@ def registration_figure(store: Path, quick: bool, smoke: bool = False) -> Figure
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    from mlgate import lineage, tracking
+    from mlgate.pipeline import lineage
+    from mlgate.registry import tracking
 
     frame, y = caravan(2_000, seed=1)
     booster = xgb.train(
@@ -727,8 +728,8 @@ def gate_figure(quick: bool, smoke: bool = False) -> Figure:
     DeLong) on 1,000,000 holdout rows (100,000 in quick mode)."""
     import pandas as pd
 
-    from mlgate.metrics import classification_metrics, slice_metrics
-    from mlgate.significance import delong
+    from mlgate.gate.metrics import classification_metrics, slice_metrics
+    from mlgate.gate.significance import delong
 
     rows = 10_000 if smoke else 100_000 if quick else 1_000_000
     rng = np.random.default_rng(2)
@@ -1027,7 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
             frame, version = register(store, args.smoke)
             import mlflow
 
-            from mlgate.export import export_bundle
+            from mlgate.pipeline.export import export_bundle
 
             export_bundle(mlflow.MlflowClient(), MODEL, str(version), bundle)
         quick, smoke = args.quick, args.smoke

@@ -48,7 +48,7 @@ HEAVY = (
     "evidently",
     "matplotlib",
 )
-# What a repository using mlgate holds (mlgate.demo.PROJECT_FILES), copied to a scratch folder.
+# What a repository using mlgate holds (mlgate.pipeline.demo.PROJECT_FILES), copied to a scratch folder.
 PROJECT_FILES = (
     "params.yaml",
     "schema",
@@ -63,7 +63,7 @@ PROJECT_FILES = (
 BARE_TRAIN = """
 import sys, time
 import pandas as pd, xgboost as xgb, yaml
-from mlgate.split import split_frame
+from mlgate.pipeline.split import split_frame
 settings = yaml.safe_load(open("params.yaml"))
 target = settings["data"]["target"]
 frame = pd.read_csv(settings["data"]["path"])

@@ -22,6 +22,6 @@ mkdir -p "$CACHE"
 "$PYTHON" -c '
 import sys
 from pathlib import Path
-from mlgate.deploy import download_wheels
+from mlgate.pipeline.deploy import download_wheels
 print(download_wheels(Path(sys.argv[1]), Path(sys.argv[2]), "serve"))
 ' "$LOCK" "$CACHE"

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import requests
 
-from mlgate.demo import PROJECT_FILES  # what a repository using mlgate holds
+from mlgate.pipeline.demo import PROJECT_FILES  # what a repository using mlgate holds
 from tests.github_openapi import OpenAPIStandIn, description, serve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -450,7 +450,7 @@ def base_image(docker_engine) -> str:
 def serve_wheels() -> Path:
     """Wheels of requirements-serve.lock for linux, for the offline image build (the build
     container does not trust this machine's TLS interception)."""
-    from mlgate.deploy import download_wheels
+    from mlgate.pipeline.deploy import download_wheels
 
     return download_wheels(REPO / "requirements-serve.lock", REPO / ".cache", "serve")
 

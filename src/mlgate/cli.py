@@ -15,46 +15,47 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
-from mlgate import __version__, github
+from mlgate import __version__
+from mlgate.github import outputs as github
 from mlgate.errors import EXIT_CODES, MlgateError
 from mlgate.settings import Settings, load_settings, process_env
 
 COMMANDS = {
-    "validate": ("mlgate.validate", "pull the data named by data.dvc and validate it"),
-    "train": ("mlgate.train", "validate, train XGBoost, log to MLflow and register a version"),
-    "evaluate": ("mlgate.evaluate", "score a candidate against the champion; write the decision"),
-    "promote": ("mlgate.promote", "move the staging alias to a candidate that passed the gate"),
+    "validate": ("mlgate.pipeline.validate", "pull the data named by data.dvc and validate it"),
+    "train": ("mlgate.pipeline.train", "validate, train XGBoost, log to MLflow and register a version"),
+    "evaluate": ("mlgate.pipeline.evaluate", "score a candidate against the champion; write the decision"),
+    "promote": ("mlgate.pipeline.promote", "move the staging alias to a candidate that passed the gate"),
     "deploy": (
-        "mlgate.deploy",
+        "mlgate.pipeline.deploy",
         "build and push the serving image, then move the model to Production",
     ),
-    "rollback": ("mlgate.rollback", "move Production back to the version it replaced"),
+    "rollback": ("mlgate.pipeline.rollback", "move Production back to the version it replaced"),
     "setup-environment": (
-        "mlgate.environment",
+        "mlgate.github.environment",
         "create or update the GitHub Environment that gates Production",
     ),
-    "bundle": ("mlgate.export", "export a registered version as a serving bundle"),
-    "serve": ("mlgate.serve", "serve a model bundle: MLflow scoring protocol, OIP v2, /metrics"),
-    "comment": ("mlgate.comment", "post or update the pull-request gate's sticky comment"),
-    "drift": ("mlgate.drift", "compare recent production inputs with the training data"),
+    "bundle": ("mlgate.pipeline.export", "export a registered version as a serving bundle"),
+    "serve": ("mlgate.serving.app", "serve a model bundle: MLflow scoring protocol, OIP v2, /metrics"),
+    "comment": ("mlgate.github.comment", "post or update the pull-request gate's sticky comment"),
+    "drift": ("mlgate.pipeline.drift", "compare recent production inputs with the training data"),
     "backtest": (
-        "mlgate.drift:backtest_main",
+        "mlgate.pipeline.drift:backtest_main",
         "score the Production model on newly labelled data; compare with training",
     ),
     "monitor": (
-        "mlgate.monitor",
+        "mlgate.pipeline.monitor",
         "drift or backtest for the monitor action: a stale model is an output, not a failure",
     ),
     "alert": (
-        "mlgate.alert",
+        "mlgate.github.alert",
         "after drift: dispatch retraining and open or update the drift issue",
     ),
-    "lineage": ("mlgate.audit", "where a model version came from, and what it replaced"),
-    "metrics": ("mlgate.audit:metrics_main", "delivery metrics from the registry's history"),
-    "demo": ("mlgate.demo", "run the pipeline on the embedded defaults"),
-    "doctor": ("mlgate.doctor", "report (--repair: repair) disagreeing aliases, stages, locks"),
+    "lineage": ("mlgate.registry.audit", "where a model version came from, and what it replaced"),
+    "metrics": ("mlgate.registry.audit:metrics_main", "delivery metrics from the registry's history"),
+    "demo": ("mlgate.pipeline.demo", "run the pipeline on the embedded defaults"),
+    "doctor": ("mlgate.registry.doctor", "report (--repair: repair) disagreeing aliases, stages, locks"),
 }
-COMMANDS["init"] = ("mlgate.init", "write params.yaml, a pandera schema and .gitignore for a table")
+COMMANDS["init"] = ("mlgate.pipeline.init", "write params.yaml, a pandera schema and .gitignore for a table")
 # Named flags shared by every stage, and the settings key each one sets.
 FLAGS = {
     "--model-name": "model.name",

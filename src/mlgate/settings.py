@@ -126,7 +126,7 @@ class GateSettings:
     require_significance: bool = False  # the AUC gain must be significant (DeLong)
     confidence: float = 0.95  # of the AUC-difference interval
     min_f1_ratio: float | None = None  # candidate F1 >= this x champion F1
-    # Latency in CPU time per single-row predict of what will serve (mlgate.latency), judged
+    # Latency in CPU time per single-row predict of what will serve (mlgate.gate.latency), judged
     # on the upper end of the median's bootstrap interval, so a busy runner cannot flip it.
     max_latency_ms: float | None = 1.0  # absolute, milliseconds of CPU time per row
     max_latency_ratio: float | None = None  # relative: candidate / champion
@@ -152,7 +152,7 @@ class TrackingSettings:
     # whose lease ran out counts as abandoned (its job is dead) and is ended by a re-run.
     run_lease: float = 60.0  # seconds
     # Tests only: SIGKILL this process right after the named registry call of a move (one of
-    # mlgate.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
+    # mlgate.registry.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
     fault_point: str | None = None
 
 
@@ -621,8 +621,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 
 def _threshold(value: Any) -> float | str:
-    """metrics.threshold: a number, or a rule (checked by mlgate.threshold.parse)."""
-    from mlgate.threshold import parse
+    """metrics.threshold: a number, or a rule (checked by mlgate.gate.threshold.parse)."""
+    from mlgate.gate.threshold import parse
 
     if isinstance(value, _Raw):
         value = _parse_scalar(value)
@@ -668,7 +668,7 @@ def _check_consistency(s: Settings) -> None:
             fix="correct the tracking section",
         )
     if s.tracking.fault_point is not None:
-        from mlgate import faults  # tests only; a typo must not be a silent no-op
+        from mlgate.registry import faults  # tests only; a typo must not be a silent no-op
 
         if faults.parse(s.tracking.fault_point) is None:
             raise ConfigError(
@@ -875,7 +875,7 @@ def urlparse_host(uri: str) -> str | None:
 
 def _positive_class(value: Any) -> str | None:
     """data.positive_class as text. YAML reads an unquoted Yes/No/on/off/true as a boolean:
-    keep it as "True"/"False", which mlgate.data matches against Yes/No-style labels too."""
+    keep it as "True"/"False", which mlgate.pipeline.data matches against Yes/No-style labels too."""
     if isinstance(value, _Raw):
         value = str(value).strip() or None  # an env var or --set: the text as written
     if value is None:

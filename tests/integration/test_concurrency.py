@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from mlgate import deploy, registry
+from mlgate.pipeline import deploy
+from mlgate.registry import moves as registry
 from tests.conftest import BIN, make_project
 from tests.integration.test_gate import WEAK, Registry
 
@@ -32,7 +33,7 @@ RACERS = 16
 STUMP = ("--set", "train.params.max_depth=1", "--set", "train.num_boost_round=1")
 RACER = """
 import json, sys
-from mlgate import deploy, promote
+from mlgate.pipeline import deploy, promote
 args, approver = json.loads(sys.argv[1]), sys.argv[2]
 promoted = promote.main(args)
 deployed = deploy.main([*args, "--approved-by", approver])
@@ -56,8 +57,8 @@ def tiny_image(
     and `tag` None means the content-addressed tag deploy looks up (`vN-<sha12>`). Without
     them it holds a placeholder, which deploy never reuses. `labels` replaces the labels (an
     image whose labels and contents disagree)."""
-    from mlgate.bundle import write_bundle
-    from mlgate.export import logged_booster
+    from mlgate.serving.bundle import write_bundle
+    from mlgate.pipeline.export import logged_booster
 
     data, changes = io.BytesIO(), []
     with tarfile.open(fileobj=data, mode="w") as tar:

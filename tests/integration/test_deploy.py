@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import requests
 
-from mlgate import audit, deploy, doctor, registry, rollback
-from mlgate.predlog import S3Sink, read_log
+from mlgate.pipeline import deploy, rollback
+from mlgate.registry import audit, doctor, moves as registry
+from mlgate.serving.predlog import S3Sink, read_log
 from tests.conftest import BIN, REPO, free_port, push_data
 from tests.integration.test_gate import WEAK, Registry
 
@@ -782,8 +783,8 @@ def test_demo_with_approval_ends_in_a_row_served_by_the_container(
     model's booster, loaded with MLflow's xgboost flavor, not the server's code."""
     import xgboost as xgb
 
-    from mlgate import demo
-    from mlgate.data import load_frame
+    from mlgate.pipeline import demo
+    from mlgate.pipeline.data import load_frame
 
     env = (
         clean_env

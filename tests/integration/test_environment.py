@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate import environment
+from mlgate.github import environment
 from mlgate.errors import ApprovalRefused
 from mlgate.settings import load_settings
 from tests.github_openapi import (
@@ -84,7 +84,7 @@ UNREACHABLE_MLFLOW = {"MLGATE_TRACKING_URI": "http://127.0.0.1:9", "MLGATE_TRACK
 
 
 def test_a_rollback_without_an_approval_of_its_environment_is_refused(github_api, capsys) -> None:
-    from mlgate import rollback
+    from mlgate.pipeline import rollback
 
     github_api.respond(
         "repos/get-environment", environment_answer(github_api, "production", ["alice"])
@@ -109,7 +109,7 @@ def test_a_rollback_without_an_approval_of_its_environment_is_refused(github_api
 def test_a_rollback_takes_no_approved_by_in_actions_and_needs_one_outside(
     github_api, capsys
 ) -> None:
-    from mlgate import rollback
+    from mlgate.pipeline import rollback
 
     args = ["--reason", "bad model", "--approved-by", "mallory"]
     assert rollback.main(args, env=actions_env(github_api, **UNREACHABLE_MLFLOW)) == 11

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlgate import train
+from mlgate.pipeline import train
 from tests.conftest import BIN, make_project, stop
 from tests.integration.test_faults import Server
 from tests.integration.test_gate import WEAK

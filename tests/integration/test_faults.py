@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mlgate import tracking
+from mlgate.registry import tracking
 from tests.conftest import BIN, free_port, make_project, start, stop
 from tests.integration.test_train import train_args, unique
 
@@ -76,7 +76,7 @@ def start_training(
 
 def pause_at(point: str, release: Path) -> dict[str, str]:
     """The environment that holds `mlgate train` alive at `point` until `release` exists
-    (mlgate.faults): the job is then in a known state for as long as the test needs."""
+    (mlgate.registry.faults): the job is then in a known state for as long as the test needs."""
     return {"MLGATE_TRACKING_FAULT_POINT": f"pause:{point}:{release}"}
 
 

@@ -15,7 +15,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlgate import audit, evaluate, promote, train
+from mlgate.pipeline import evaluate, promote, train
+from mlgate.registry import audit
 from tests.conftest import SERVICE_PATHS, make_project, push_data
 from tests.integration.test_train import client, train_args, unique
 
@@ -263,7 +264,7 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
 def test_a_held_lock_stops_a_promotion_until_its_lease_ends(registry: Registry, capsys) -> None:
     """Another mover holds the aliases: wait (bounded), then fail naming it. A holder that
     died (its lease over) is replaced by the next promotion, which deletes its ticket."""
-    from mlgate.registry import EXPIRES, PointerLock, lock_name
+    from mlgate.registry.moves import EXPIRES, PointerLock, lock_name
 
     candidate = registry.train()
     assert registry.evaluate(candidate) == 0
@@ -339,8 +340,8 @@ def test_a_threshold_rule_is_chosen_recorded_judged_and_served(
     """metrics.threshold: max_f1 is applied to the validation part at training, recorded with
     the version, used for the candidate's threshold metrics (the champion keeps its own), and
     written into the serving bundle that labels rows."""
-    from mlgate.bundle import load_bundle
-    from mlgate.export import export_bundle
+    from mlgate.serving.bundle import load_bundle
+    from mlgate.pipeline.export import export_bundle
 
     rule = ("--set", "metrics.threshold=max_f1")
     v = registry.train(*rule)

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlgate import alert, audit, drift
-from mlgate.predlog import DirectorySink, PredictionLog
+from mlgate.github import alert
+from mlgate.pipeline import drift
+from mlgate.registry import audit
+from mlgate.serving.predlog import DirectorySink, PredictionLog
 from tests.conftest import make_project
 from tests.github_openapi import VALID_TOKEN, OpenAPIStandIn
 from tests.integration.test_gate import Registry
@@ -263,7 +265,7 @@ def test_the_monitor_command_turns_a_stale_model_into_an_output(
     """`mlgate monitor` (the monitor action's one command): a planted shift, which `mlgate
     drift` exits 10 on (test_a_planted_shift_is_drift), is stale=true in $GITHUB_OUTPUT, a
     warning and exit 0, so the workflow's alert job runs. One check (evidently is the cost)."""
-    from mlgate import monitor
+    from mlgate.pipeline import monitor
 
     models, version = watched
     current = tmp_path / "shifted.csv"

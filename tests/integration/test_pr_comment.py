@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlgate import comment
+from mlgate.github import comment
 from tests.github_openapi import VALID_TOKEN, OpenAPIStandIn
 from tests.unit.test_comment import event, sample_decision
 

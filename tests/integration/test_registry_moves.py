@@ -5,7 +5,7 @@
   oracle: a second holder at the same time fails to create it.
 * The moves: `mlgate promote`, `deploy` and `rollback`, each a real subprocess SIGKILLed right
   after each registry call of its move (tracking.fault_point, every point of
-  mlgate.faults.FAULT_POINTS), then run again: the registry must be in the state one clean run
+  mlgate.registry.faults.FAULT_POINTS), then run again: the registry must be in the state one clean run
   leaves, read back with plain MlflowClient calls.
 * The lock's name: a user's models named like the old and the new lock name survive.
 """
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from mlgate import deploy, doctor, promote, registry, rollback
-from mlgate.faults import FAULT_POINTS
+from mlgate.pipeline import deploy, promote, rollback
+from mlgate.registry import doctor, moves as registry
+from mlgate.registry.faults import FAULT_POINTS
 from tests.conftest import BIN, make_project
 from tests.integration.test_concurrency import model_image
 from tests.integration.test_gate import WEAK, Registry
@@ -43,7 +44,7 @@ HOLDERS = 16
 LOCKER = """
 import os, sys, time
 import mlflow
-from mlgate import registry
+from mlgate.registry import moves as registry
 uri, flags = sys.argv[1], sys.argv[2]
 mlflow.set_tracking_uri(uri)
 client = mlflow.MlflowClient()
@@ -62,7 +63,7 @@ for name in sys.argv[3:]:
 KILLED_HOLDER = """
 import sys
 import mlflow
-from mlgate import registry
+from mlgate.registry import moves as registry
 mlflow.set_tracking_uri(sys.argv[1])
 lock = registry.PointerLock(
     mlflow.MlflowClient(), sys.argv[2], holder="a holder being killed", wait=60, lease=5,
@@ -178,7 +179,7 @@ def test_one_move_reaches_every_registry_fault_point_in_order(moves_server, monk
     (MOVER_POINTS), kill a move where it has those points, and no listed point is dead code."""
     import mlflow
 
-    from mlgate import faults
+    from mlgate.registry import faults
 
     client = mlflow.MlflowClient(moves_server)
     name = f"points-{uuid.uuid4().hex[:8]}"
@@ -454,7 +455,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 RACER = """
 import contextlib, io, json, os, sys, time
-from mlgate import deploy, promote, rollback
+from mlgate.pipeline import deploy, promote, rollback
 barrier, plan = sys.argv[1], json.loads(sys.argv[2])
 mains = {"promote": promote.main, "deploy": deploy.main, "rollback": rollback.main}
 for round_, (command, argv) in enumerate(plan):
@@ -553,7 +554,7 @@ def test_sixteen_mixed_racers_two_rounds(site: Site, tmp_path) -> None:
 MOVER = """
 import sys
 import mlflow
-from mlgate import registry
+from mlgate.registry import moves as registry
 uri, name, version, fault = sys.argv[1:5]
 mlflow.set_tracking_uri(uri)
 client = mlflow.MlflowClient()

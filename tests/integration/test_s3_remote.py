@@ -7,7 +7,7 @@ from pathlib import Path
 
 import boto3
 
-from mlgate import train
+from mlgate.pipeline import train
 from tests.conftest import free_port
 from tests.integration.test_train import assert_nothing_left, client, train_args, unique
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 
-from mlgate.bundle import MODEL_FILE
+from mlgate.serving.bundle import MODEL_FILE
 from tests.conftest import free_port, wait_for, without_tool_variables
 from tests.unit.test_serve import FEATURES, make_bundle
 

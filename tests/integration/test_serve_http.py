@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import requests
 
-from mlgate import export
+from mlgate.pipeline import export
 from tests.conftest import free_port, wait_for
 from tests.integration.test_gate import WEAK, Registry
 

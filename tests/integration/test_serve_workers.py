@@ -17,8 +17,8 @@ import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlgate.bundle import write_bundle
-from mlgate.predlog import DirectorySink, read_log
+from mlgate.serving.bundle import write_bundle
+from mlgate.serving.predlog import DirectorySink, read_log
 from tests.conftest import without_tool_variables
 from tests.integration.test_serve_clients import oracle, serve, stop
 from tests.unit.test_serve import FEATURES, ROWS, make_bundle

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlgate import demo, lineage, train
-from mlgate.metrics import classification_metrics
-from mlgate.split import holdout_from_keys
+from mlgate.pipeline import demo, lineage, train
+from mlgate.gate.metrics import classification_metrics
+from mlgate.pipeline.split import holdout_from_keys
 from tests.conftest import git, push_data
 
 LINEAGE_TAGS = {

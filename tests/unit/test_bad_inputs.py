@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlgate import cli, validate
-from mlgate.data import load_frame
+from mlgate import cli
+from mlgate.pipeline import validate
+from mlgate.pipeline.data import load_frame
 from mlgate.errors import ConfigError, DataError
 from mlgate.settings import load_settings
 from tests.conftest import REPO
@@ -247,7 +248,7 @@ def test_a_bad_tracking_uri_is_one_short_error_on_the_command_line(capsys) -> No
 
 
 def test_a_sqlite_store_in_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
-    from mlgate import tracking
+    from mlgate.registry import tracking
 
     (tmp_path / "params.yaml").write_text("tracking: {uri: 'sqlite:///no/such/folder/m.db'}\n")
     settings = load_settings(env={}, params_file=tmp_path / "params.yaml")
@@ -259,7 +260,7 @@ def test_a_sqlite_store_in_a_missing_folder_is_refused_not_created(tmp_path: Pat
 
 
 def test_a_sqlite_store_in_an_existing_folder_is_created(tmp_path: Path) -> None:
-    from mlgate import tracking
+    from mlgate.registry import tracking
 
     (tmp_path / "params.yaml").write_text("tracking: {uri: 'sqlite:///m.db'}\n")
     settings = load_settings(env={}, params_file=tmp_path / "params.yaml")
@@ -268,7 +269,7 @@ def test_a_sqlite_store_in_an_existing_folder_is_created(tmp_path: Path) -> None
 
 
 def test_an_id_column_that_is_not_in_the_data_lists_the_columns(breast_cancer) -> None:
-    from mlgate.data import check_id_column
+    from mlgate.pipeline.data import check_id_column
 
     with pytest.raises(ConfigError) as info:
         check_id_column(breast_cancer, "mean_radiu")

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlgate import trees
-from mlgate.bundle import load_bundle, write_bundle
-from mlgate.serve import App, Limits
+from mlgate.serving import trees
+from mlgate.serving.bundle import load_bundle, write_bundle
+from mlgate.serving.app import App, Limits
 from mlgate.settings import load_settings
-from mlgate.train import CATEGORIES_KEY, categories_of, conform, dmatrix, encode
+from mlgate.pipeline.train import CATEGORIES_KEY, categories_of, conform, dmatrix, encode
 from tests.unit.test_serve import call
 
 PLANS = ["basic", "gold", "pro", "silver", "team", "trial"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlgate import cli, train, validate
+from mlgate import cli
+from mlgate.pipeline import train, validate
 from tests.conftest import push_data
 
 

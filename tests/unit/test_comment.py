@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mlgate import comment, decision
-from mlgate.decision import Check, Decision, ModelRef
+from mlgate.gate import decision
+from mlgate.github import comment
+from mlgate.gate.decision import Check, Decision, ModelRef
 from mlgate.errors import ConfigError, GitHubError
-from mlgate.github_api import GitHubAPI, rate_limit_wait
+from mlgate.github.api import GitHubAPI, rate_limit_wait
 from mlgate.settings import GitHubContext
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 
-from mlgate import data, validate
+from mlgate.pipeline import data, validate
 from mlgate.errors import DataError
 from mlgate.settings import load_settings
-from mlgate.train import features_of, labels_of
+from mlgate.pipeline.train import features_of, labels_of
 
 
 def settings_with(tmp_path, **data_keys):
@@ -151,7 +151,7 @@ def test_a_missing_data_file_lists_the_files_present(tmp_path) -> None:
 
 def test_evaluate_refuses_a_model_trained_for_the_other_class(tmp_path) -> None:
     from mlgate.errors import ConfigError
-    from mlgate.evaluate import same_positive_class
+    from mlgate.pipeline.evaluate import same_positive_class
 
     holdout = table(["No", "Yes"])
     settings = settings_with(tmp_path, target="label", positive_class="Yes")

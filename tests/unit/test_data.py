@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mlgate import data
+from mlgate.pipeline import data
 from mlgate.errors import DataError
 from mlgate.settings import load_settings
 

@@ -4,8 +4,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from mlgate import github, lineage
-from mlgate.data import DataVersion
+from mlgate.github import outputs as github
+from mlgate.pipeline import lineage
+from mlgate.pipeline.data import DataVersion
 from mlgate.settings import GitHubContext
 from tests.conftest import REPO, git
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate import deploy
+from mlgate.pipeline import deploy
 
 REPO = "127.0.0.1:5000/mlgate/model"
 DIGEST = "sha256:" + "a" * 64

@@ -11,7 +11,7 @@ import pandera.pandas as pa
 import pytest
 import yaml
 
-from mlgate import init, validate
+from mlgate.pipeline import init, validate
 from mlgate.errors import ConfigError, DataError
 from mlgate.settings import load_settings
 from tests.conftest import push_data

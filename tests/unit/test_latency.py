@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from mlgate import latency
+from mlgate.gate import latency
 
 
 @pytest.fixture(scope="module")

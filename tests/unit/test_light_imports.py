@@ -32,7 +32,7 @@ def loaded(statement: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["mlgate.promote", "mlgate.registry", "mlgate.decision", "mlgate.threshold"]
+    "module", ["mlgate.pipeline.promote", "mlgate.registry.moves", "mlgate.gate.decision", "mlgate.gate.threshold"]
 )
 def test_pointer_stages_import_no_training_library(module: str) -> None:
     assert loaded(f"import {module}") == []
@@ -41,7 +41,7 @@ def test_pointer_stages_import_no_training_library(module: str) -> None:
 def test_the_command_line_imports_only_the_chosen_stage() -> None:
     """`mlgate --help` and the dispatch load no stage: each stage module is imported only when
     its command runs."""
-    assert loaded("import mlgate.cli, mlgate.github, mlgate.settings, mlgate.errors") == []
+    assert loaded("import mlgate.cli, mlgate.github.outputs, mlgate.settings, mlgate.errors") == []
     assert loaded(
         "from mlgate import cli\n"
         "try:\n    cli.main(['promote', '--help'])\nexcept SystemExit:\n    pass"
@@ -51,16 +51,16 @@ def test_the_command_line_imports_only_the_chosen_stage() -> None:
 # What each stage module may import when it is imported (before it runs): nothing from the
 # reports, no scikit-learn or scipy (the gate's statistics are numpy), no tracking client.
 ALLOWED = {
-    "mlgate.evaluate": {"numpy", "pandas"},
-    "mlgate.train": {"numpy", "pandas"},
-    "mlgate.validate": {"numpy", "pandas"},
-    "mlgate.metrics": {"numpy"},
-    "mlgate.significance": {"numpy"},
-    "mlgate.split": {"numpy", "pandas"},
-    "mlgate.lineage": {"numpy", "pandas"},
-    "mlgate.bundle": {"numpy"},
-    "mlgate.audit": set(),
-    "mlgate.doctor": set(),
+    "mlgate.pipeline.evaluate": {"numpy", "pandas"},
+    "mlgate.pipeline.train": {"numpy", "pandas"},
+    "mlgate.pipeline.validate": {"numpy", "pandas"},
+    "mlgate.gate.metrics": {"numpy"},
+    "mlgate.gate.significance": {"numpy"},
+    "mlgate.pipeline.split": {"numpy", "pandas"},
+    "mlgate.pipeline.lineage": {"numpy", "pandas"},
+    "mlgate.serving.bundle": {"numpy"},
+    "mlgate.registry.audit": set(),
+    "mlgate.registry.doctor": set(),
 }
 
 
@@ -75,8 +75,8 @@ def test_the_gates_statistics_need_neither_sklearn_nor_scipy() -> None:
     assert set(
         loaded(
             "import numpy as np\n"
-            "from mlgate.metrics import classification_metrics\n"
-            "from mlgate.significance import delong\n"
+            "from mlgate.gate.metrics import classification_metrics\n"
+            "from mlgate.gate.significance import delong\n"
             "rng = np.random.default_rng(0)\n"
             "y = rng.integers(0, 2, 200)\n"
             "a, b = rng.random(200), rng.random(200)\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate import audit
+from mlgate.registry import audit
 
 
 def event(alias: str, version, previous, at: str) -> dict:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mlgate import monitor
+from mlgate.pipeline import monitor
 
 
 def test_a_backtest_without_labelled_data_is_refused_with_its_fix(clean_env, capsys) -> None:

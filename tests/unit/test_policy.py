@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate.decision import Check, Decision, ModelRef
-from mlgate.evaluate import policy_checks
+from mlgate.gate.decision import Check, Decision, ModelRef
+from mlgate.pipeline.evaluate import policy_checks
 from mlgate.settings import GateSettings
-from mlgate.significance import PairedAuc
+from mlgate.gate.significance import PairedAuc
 
 
 def metrics(auc: float | None, f1: float = 0.9, slices: dict | None = None) -> dict:
@@ -253,8 +253,8 @@ def test_decision_record_and_reasons() -> None:
 
 
 def test_the_record_states_the_test_margin_interval_and_conclusion() -> None:
-    from mlgate.decision import check_schema, render_markdown
-    from mlgate.significance import statement
+    from mlgate.gate.decision import check_schema, render_markdown
+    from mlgate.gate.significance import statement
 
     pair = paired(0.895, 0.90, -0.0096, -0.0002)
     measured = latency(0.012, 0.013, ratio=1.01)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgate.predlog import DirectorySink, PredictionLog, read_log
-from mlgate.serve import App
+from mlgate.serving.predlog import DirectorySink, PredictionLog, read_log
+from mlgate.serving.app import App
 from tests.unit.test_serve import FEATURES, ROWS, call, expected, make_bundle
 
 
@@ -123,7 +123,7 @@ def test_the_writer_thread_flushes_on_a_full_batch_and_at_close(tmp_path: Path) 
 
 
 def test_the_server_answers_while_its_sink_fails_and_says_so_at_metrics(tmp_path: Path) -> None:
-    from mlgate.bundle import load_bundle
+    from mlgate.serving.bundle import load_bundle
 
     sink = Flaky(tmp_path / "log")
     sink.down = True

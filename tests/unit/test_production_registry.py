@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mlgate import registry
+from mlgate.registry import moves as registry
 from mlgate.errors import ConfigError, TrackingError
 from mlgate.settings import load_settings
 from tests.conftest import REPO

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlgate.tracking import LEGACY_RUN_AGE, RUN_LEASE, abandoned_because
+from mlgate.registry.tracking import LEGACY_RUN_AGE, RUN_LEASE, abandoned_because
 
 NOW = 1_800_000_000.0
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlgate.bundle import load_bundle, write_bundle
+from mlgate.serving.bundle import load_bundle, write_bundle
 from mlgate.errors import ConfigError, ModelError
-from mlgate.serve import App, Limits
+from mlgate.serving.app import App, Limits
 
 FEATURES = ["alpha", "beta", "gamma"]
 
@@ -623,7 +623,7 @@ def live(tmp_path: Path):
 
     import uvicorn
 
-    from mlgate.serve_protocol import LimitedHttpToolsProtocol
+    from mlgate.serving.protocol import LimitedHttpToolsProtocol
 
     app = App(load_bundle(make_bundle(tmp_path / "b")))
     sock = socket.socket()
@@ -699,7 +699,7 @@ def test_a_partial_request_is_timed_out_and_ping_still_answers(live: int) -> Non
 
 
 def test_the_startup_line_names_model_version_address_workers_engine(tmp_path: Path) -> None:
-    from mlgate.serve import startup_line
+    from mlgate.serving.app import startup_line
 
     bundle = load_bundle(make_bundle(tmp_path / "b"))
     line = startup_line(bundle, "0.0.0.0", 8080, 2)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlgate.serve import BINARY_DTYPES, App
+from mlgate.serving.app import BINARY_DTYPES, App
 from tests.unit.test_serve_properties import FEATURES, SETTINGS, oracle, served  # noqa: F401
 
 

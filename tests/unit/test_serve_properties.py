@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlgate.bundle import load_bundle, write_bundle
-from mlgate.serve import App, Limits
+from mlgate.serving.bundle import load_bundle, write_bundle
+from mlgate.serving.app import App, Limits
 
 FEATURES = ["f_a", "f_b", "f_c", "f_d"]
 SETTINGS = settings(

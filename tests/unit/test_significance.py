@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from mlgate.significance import PairedAuc, delong, statement
+from mlgate.gate.significance import PairedAuc, delong, statement
 
 
 def by_definition(y, a, b):

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from mlgate.errors import ConfigError, DataError
-from mlgate.metrics import classification_metrics, slice_metrics
-from mlgate.split import frame_digest, holdout_from_keys, row_keys, split_frame
+from mlgate.gate.metrics import classification_metrics, slice_metrics
+from mlgate.pipeline.split import frame_digest, holdout_from_keys, row_keys, split_frame
 
 
 def split(frame, seed=42):
@@ -149,7 +149,7 @@ def test_the_schema_sample_gives_the_whole_frames_schema() -> None:
     for the columns with a missing value anywhere (here far past the first rows)."""
     from mlflow.models import infer_signature
 
-    from mlgate.train import schema_sample
+    from mlgate.pipeline.train import schema_sample
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(5_000, 4)), columns=list("abcd"))
@@ -172,7 +172,7 @@ def test_ranked_metrics_equal_sklearns(seed: int) -> None:
     from scipy.stats import rankdata
     from sklearn import metrics as skm
 
-    from mlgate.metrics import midranks
+    from mlgate.gate.metrics import midranks
 
     rng = np.random.default_rng(seed)
     n = [3, 10, 57, 500, 5000, 20000, 400, 1000][seed]

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlgate.bundle import LIBRARY, META_FILE, load_bundle, write_bundle
+from mlgate.serving.bundle import LIBRARY, META_FILE, load_bundle, write_bundle
 from mlgate.errors import ConfigError, ModelError
-from mlgate.trees import BoosterTrees, CompiledTrees, compile_trees, parity_rows
+from mlgate.serving.trees import BoosterTrees, CompiledTrees, compile_trees, parity_rows
 
 
 @pytest.fixture(scope="module")

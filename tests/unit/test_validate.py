@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlgate import validate
+from mlgate.pipeline import validate
 from mlgate.errors import ConfigError
 from mlgate.settings import load_settings
 from tests.conftest import REPO

@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlgate import cli, github, registry, tracking
-from mlgate.decision import DECISION_ARTIFACT, check_schema
+from mlgate import cli
+from mlgate.github import outputs as github
+from mlgate.registry import moves as registry, tracking
+from mlgate.gate.decision import DECISION_ARTIFACT, check_schema
 from mlgate.errors import GateFailed
-from mlgate.registry import find_champion, get_version
+from mlgate.registry.moves import find_champion, get_version
 from mlgate.settings import Settings
 
 STAGING = "staging"

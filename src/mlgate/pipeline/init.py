@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from mlgate import cli
-from mlgate.data import LabelProblem, label_classes, load_frame
+from mlgate.pipeline.data import LabelProblem, label_classes, load_frame
 from mlgate.errors import ConfigError, DataError, did_you_mean
 from mlgate.settings import MODEL_NAME, short
 

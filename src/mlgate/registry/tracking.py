@@ -337,7 +337,7 @@ def _delete_versions_of_run(client, name: str, run_id: str) -> list[str]:
     return deleted
 
 
-# The lock and the pointer moves live in mlgate.registry; these names stay importable here.
+# The lock and the pointer moves live in mlgate.registry.moves; these names stay importable here.
 _MOVED = {
     "PointerLock",
     "pointer_lock",
@@ -348,9 +348,9 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str):  # PEP 562: imported lazily, mlgate.registry imports this module
+def __getattr__(name: str):  # PEP 562: imported lazily, mlgate.registry.moves imports this module
     if name in _MOVED:
-        from mlgate import registry
+        from mlgate.registry import moves as registry
 
         return getattr(registry, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

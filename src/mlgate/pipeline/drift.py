@@ -24,8 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from mlgate import cli, github, tracking
-from mlgate.data import load_frame
+from mlgate import cli
+from mlgate.github import outputs as github
+from mlgate.registry import tracking
+from mlgate.pipeline.data import load_frame
 from mlgate.errors import ConfigError, DataError, ModelStale
 from mlgate.settings import Settings
 
@@ -48,7 +50,7 @@ class Result:
 
 def monitored_version(client, settings: Settings, version: str | None):  # -> ModelVersion
     """The version named, else the one in Production."""
-    from mlgate.audit import resolve
+    from mlgate.registry.audit import resolve
 
     return resolve(
         client, settings.model.name, version or PRODUCTION, settings.model.production_model
@@ -75,7 +77,7 @@ def current_frame(settings: Settings, source: str | None) -> tuple[pd.DataFrame,
 
 
 def _from_log(settings: Settings, url: str) -> pd.DataFrame:
-    from mlgate.predlog import open_sink, read_log
+    from mlgate.serving.predlog import open_sink, read_log
 
     since = datetime.now(UTC) - timedelta(hours=settings.monitor.window_hours)
     sink = open_sink(url, settings.monitor.log_endpoint_url)
@@ -132,8 +134,8 @@ def drift(settings: Settings, *, current: str | None = None, version: str | None
     from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
     from evidently.presets import DataDriftPreset
 
-    from mlgate.evaluate import data_of
-    from mlgate.train import features_of
+    from mlgate.pipeline.evaluate import data_of
+    from mlgate.pipeline.train import features_of
 
     m = settings.monitor
     client = tracking.connect(settings)
@@ -237,11 +239,11 @@ def drift_summary(report: Mapping[str, Any], features: Sequence[str]) -> dict[st
 
 def backtest(settings: Settings, *, labelled: str, version: str | None = None) -> Result:
     """Score the monitored version on newly labelled data; compare with training time."""
-    from mlgate.decision import ModelRef
-    from mlgate.evaluate import load_model, predict
-    from mlgate.metrics import classification_metrics, slice_metrics
-    from mlgate.threshold import threshold_of
-    from mlgate.train import features_of, labels_of
+    from mlgate.gate.decision import ModelRef
+    from mlgate.pipeline.evaluate import load_model, predict
+    from mlgate.gate.metrics import classification_metrics, slice_metrics
+    from mlgate.gate.threshold import threshold_of
+    from mlgate.pipeline.train import features_of, labels_of
 
     client = tracking.connect(settings)
     model_version = monitored_version(client, settings, version)

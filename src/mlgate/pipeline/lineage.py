@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from mlgate import __version__
-from mlgate.data import DataVersion
+from mlgate.pipeline.data import DataVersion
 from mlgate.settings import GitHubContext
 
 # What a pyfunc load of an XGBoost Booster needs, pinned to the versions that trained it.

@@ -22,8 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mlgate import cli, github, tracking
-from mlgate.decision import DECISION_ARTIFACT, ModelRef, mlflow_links
+from mlgate import cli
+from mlgate.github import outputs as github
+from mlgate.registry import tracking
+from mlgate.gate.decision import DECISION_ARTIFACT, ModelRef, mlflow_links
 from mlgate.errors import ConfigError
 from mlgate.settings import Settings
 
@@ -61,7 +63,7 @@ def history(client, name: str, production_model: str | None = None) -> list[dict
 
 def _original(event: dict[str, Any], name: str) -> dict[str, Any] | None:
     """A Production move of a copy, in the numbers of its original (None: not mlgate's)."""
-    from mlgate.registry import COPY_OF
+    from mlgate.registry.moves import COPY_OF
 
     of = str(event.get("tags", {}).get(COPY_OF, ""))
     if not of.startswith(f"{name}/"):
@@ -122,7 +124,7 @@ def _suggest(client, name: str) -> str:
 def resolve(
     client, name: str, which: str | None, production_model: str | None = None
 ):  # -> ModelVersion
-    from mlgate.registry import get_version, production_of
+    from mlgate.registry.moves import get_version, production_of
 
     if which is None or which in ALIASES:
         alias = which or "production"
@@ -166,7 +168,7 @@ def _decision(client, run_id: str) -> dict[str, Any] | None:
 
 def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
     """The lineage record of one version (see the module's docstring)."""
-    from mlgate import registry
+    from mlgate.registry import moves as registry
 
     name, holder_model = settings.model.name, settings.model.production_model
     version = resolve(client, name, which, holder_model)

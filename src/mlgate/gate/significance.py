@@ -13,7 +13,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from mlgate.metrics import midranks  # scipy.stats's rankdata, without scipy's import (~1.5 s)
+from mlgate.gate.metrics import midranks  # scipy.stats's rankdata, without scipy's import (~1.5 s)
 
 
 @dataclass(frozen=True)

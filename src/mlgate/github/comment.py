@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlgate import cli, decision, github
+from mlgate import cli
+from mlgate.gate import decision
+from mlgate.github import outputs as github
 from mlgate.errors import ConfigError
-from mlgate.github_api import GitHubAPI
+from mlgate.github.api import GitHubAPI
 from mlgate.settings import GitHubContext, process_env
 
 MARKER = "<!-- mlgate:pr-gate key={key} -->"

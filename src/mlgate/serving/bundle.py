@@ -1,10 +1,10 @@
 """The serving bundle: what the image bakes in, exported from a registered model version.
 
 A directory with the booster (`model.ubj`, the file MLflow logged, byte for byte), the same
-trees compiled to C (`model.so`, see mlgate.trees) and `bundle.json` (schema version 1): model
+trees compiled to C (`model.so`, see mlgate.serving.trees) and `bundle.json` (schema version 1): model
 name and version, run id, data md5, commit, the input columns in signature order, the decision
 threshold, the mlgate version, and the compiled library's digest, compiler and parity check.
-Exporting (mlgate.export) needs MLflow, tl2cgen and a C compiler; loading needs only numpy
+Exporting (mlgate.pipeline.export) needs MLflow, tl2cgen and a C compiler; loading needs only numpy
 (and xgboost for a bundle without compiled trees), so the serving image carries neither.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from mlgate import __version__
 from mlgate.errors import ConfigError, ModelError
 from mlgate.files import write_json_atomic
-from mlgate.trees import LIBRARY, BoosterTrees, CompiledTrees, Trees, compile_trees
+from mlgate.serving.trees import LIBRARY, BoosterTrees, CompiledTrees, Trees, compile_trees
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.ubj"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from mlgate import cli, github, registry, tracking
+from mlgate import cli
+from mlgate.github import outputs as github
+from mlgate.registry import moves as registry, tracking
 from mlgate.errors import ConfigError, RegistryDisagreement
 
 

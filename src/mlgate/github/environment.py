@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlgate import cli, github
+from mlgate import cli
+from mlgate.github import outputs as github
 from mlgate.errors import ApprovalRefused, ConfigError, GitHubError
-from mlgate.github_api import GitHubAPI
+from mlgate.github.api import GitHubAPI
 from mlgate.settings import GitHubContext, Settings, process_env
 
 MAX_REVIEWERS = 6  # GitHub's limit per Environment

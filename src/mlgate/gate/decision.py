@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mlgate import github
+from mlgate.github import outputs as github
 from mlgate.errors import ConfigError
 
 # 2: non-inferiority on the DeLong interval, `statistics` (the comparison in words), `flags`,

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mlgate import cli, github
+from mlgate import cli
+from mlgate.github import outputs as github
 from mlgate.errors import ConfigError
-from mlgate.github_api import GitHubAPI
+from mlgate.github.api import GitHubAPI
 from mlgate.settings import Settings
 
 LABEL = "mlgate-drift"

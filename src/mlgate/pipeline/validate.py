@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mlgate import cli, github
-from mlgate.data import DataVersion, LabelProblem, label_classes, load_frame, pull
+from mlgate import cli
+from mlgate.github import outputs as github
+from mlgate.pipeline.data import DataVersion, LabelProblem, label_classes, load_frame, pull
 from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.settings import Settings, short

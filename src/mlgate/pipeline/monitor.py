@@ -15,7 +15,8 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 
-from mlgate import cli, github
+from mlgate import cli
+from mlgate.github import outputs as github
 from mlgate.errors import ConfigError, ModelStale
 
 CHECKS = ("drift", "backtest")
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser().parse_args(argv)
 
     def action() -> int:
-        from mlgate import drift
+        from mlgate.pipeline import drift
 
         data = args.data.strip() or None
         if args.check == "backtest" and data is None:

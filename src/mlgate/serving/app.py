@@ -1,7 +1,7 @@
 """Stage: serve a model bundle over HTTP, fast, with strict input checks.
 
 A bare ASGI application on uvicorn (httptools, uvloop): no web framework between the socket and
-the trees, which the bundle carries compiled to C (mlgate.trees: microseconds a row, where
+the trees, which the bundle carries compiled to C (mlgate.serving.trees: microseconds a row, where
 `Booster.inplace_predict` costs ~0.3 ms a call), because at single-row traffic the model call,
 then the framework, is the cost. It speaks:
 
@@ -22,7 +22,7 @@ parsing holds the GIL: on a thread it would still stall /ping); `serve.access_lo
 per request.
 
 With `monitor.log_sink` set, every answered prediction is also queued for the prediction log
-(`mlgate.predlog`): batched and written by a thread, off the request path; a failing sink never
+(`mlgate.serving.predlog`): batched and written by a thread, off the request path; a failing sink never
 fails a request.
 
 Bad input is a 4xx JSON error that says what is wrong, never a 500: wrong or missing columns,
@@ -30,7 +30,7 @@ non-numbers, nulls (unless `serve.allow_missing`), ragged rows, malformed JSON, 
 `serve.max_body_bytes`, unsupported content types, unknown models; rows whose length differs
 from the named columns and repeated or non-string names (never scored from shifted values);
 heads over `serve.max_header_bytes` (431) and requests incomplete after
-`serve.read_timeout_seconds` (408), both in mlgate.serve_protocol. The image needs only numpy,
+`serve.read_timeout_seconds` (408), both in mlgate.serving.protocol. The image needs only numpy,
 uvicorn, orjson, prometheus-client, pyyaml and boto3 (the log's S3 sink): no MLflow, DVC,
 pandera or xgboost at run time.
 """
@@ -58,8 +58,8 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
-from mlgate.bundle import Bundle, CategoryError, encode_json, load_bundle
-from mlgate.predlog import PredictionLog, Stats
+from mlgate.serving.bundle import Bundle, CategoryError, encode_json, load_bundle
+from mlgate.serving.predlog import PredictionLog, Stats
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -1084,7 +1084,7 @@ def create_app() -> App:
     bundle = load_bundle(settings.path(s.bundle))
     log = None
     if settings.log_sink:
-        from mlgate.predlog import open_sink
+        from mlgate.serving.predlog import open_sink
 
         log = PredictionLog(
             open_sink(settings.log_sink, m.log_endpoint_url),
@@ -1192,10 +1192,10 @@ def _metrics_dir() -> str:
 def _run_uvicorn(s: Any) -> None:
     import uvicorn
 
-    from mlgate.serve_protocol import LimitedHttpToolsProtocol
+    from mlgate.serving.protocol import LimitedHttpToolsProtocol
 
     uvicorn.run(
-        "mlgate.serve:create_app",
+        "mlgate.serving.app:create_app",
         factory=True,
         host=s.host,
         port=s.port,

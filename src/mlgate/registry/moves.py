@@ -55,12 +55,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from datetime import UTC, datetime
 
-from mlgate import faults
+from mlgate.registry import faults
 from mlgate.errors import ConfigError, TrackingError
-from mlgate.faults import ALL_FAULT_POINTS
+from mlgate.registry.faults import ALL_FAULT_POINTS
 from mlgate.settings import Settings
-from mlgate.decision import ModelRef
-from mlgate.tracking import errors, version_by_alias
+from mlgate.gate.decision import ModelRef
+from mlgate.registry.tracking import errors, version_by_alias
 
 LOCK_PREFIX = "mlgate-lock."  # + model name: the registered model holding the tickets
 MARKER = "mlgate.lock"  # tag on what mlgate created for the lock; checked before any use
@@ -666,7 +666,7 @@ def completed(findings: Iterable[Finding], alias: str) -> list[str]:
 
 
 # -- Look-ups shared by the stages that only move pointers (promote, deploy, rollback,
-# lineage), kept apart from mlgate.evaluate so that moving one alias imports no training library.
+# lineage), kept apart from mlgate.pipeline.evaluate so that moving one alias imports no training library.
 
 CHAMPION_ALIASES = ("production", "staging")
 
@@ -848,7 +848,7 @@ def ensure_copy(client, name: str, version: str, sha256: str, production_model: 
     SIGKILL anywhere in here) finds it by its source and never makes a second one. It is
     trusted only once its logged booster has `sha256` (the original's, from the artifact
     store). Returns the copy (a ModelVersion)."""
-    from mlgate.export import logged_booster
+    from mlgate.pipeline.export import logged_booster
 
     action = f"copying {name} version {version} into {production_model}"
     with errors(action, denied=denied_fix(production_model)):

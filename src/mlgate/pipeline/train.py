@@ -22,14 +22,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlgate import cli, faults, github, lineage, tracking, validate
-from mlgate import threshold as thresholds
-from mlgate.data import DataVersion, binary_labels, check_id_column, label_classes
+from mlgate import cli
+from mlgate.github import outputs as github
+from mlgate.pipeline import lineage, validate
+from mlgate.registry import faults, tracking
+from mlgate.gate import threshold as thresholds
+from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.errors import ConfigError, did_you_mean
 from mlgate.files import write_json_atomic
-from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
+from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.settings import GitHubContext, Settings
-from mlgate.split import Split, row_keys, split_frame
+from mlgate.pipeline.split import Split, row_keys, split_frame
 
 MODEL_ARTIFACT = "model"
 CATEGORIES_KEY = "mlgate.categories"  # MLmodel metadata: {feature: [category, ...]}

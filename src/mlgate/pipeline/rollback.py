@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from mlgate import cli, environment, github, registry, tracking
-from mlgate.deploy import (
+from mlgate import cli
+from mlgate.github import environment, outputs as github
+from mlgate.registry import moves as registry, tracking
+from mlgate.pipeline.deploy import (
     PRODUCTION,
     Deployment,
     Image,
@@ -29,9 +31,9 @@ from mlgate.deploy import (
     trusted_record,
     verify_image,
 )
-from mlgate.environment import NOBODY, UNPROTECTED_TAG
+from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
 from mlgate.errors import ConfigError, DeployError
-from mlgate.registry import get_version
+from mlgate.registry.moves import get_version
 from mlgate.settings import Settings
 
 

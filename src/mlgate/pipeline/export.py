@@ -1,6 +1,6 @@
 """Export a registered model version as a serving bundle (`mlgate bundle`): the booster MLflow
 logged, byte for byte, with its inputs, input example and threshold, written by
-`mlgate.bundle.write_bundle`. This half needs MLflow; loading a bundle (mlgate.bundle) does not.
+`mlgate.serving.bundle.write_bundle`. This half needs MLflow; loading a bundle (mlgate.bundle) does not.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlgate.bundle import write_bundle
+from mlgate.serving.bundle import write_bundle
 from mlgate.errors import ModelError
-from mlgate.threshold import DEFAULT as DEFAULT_THRESHOLD
-from mlgate.threshold import recorded
+from mlgate.gate.threshold import DEFAULT as DEFAULT_THRESHOLD
+from mlgate.gate.threshold import recorded
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class LoggedBooster:
 def logged_booster(client, name: str, version: str) -> LoggedBooster:
     """Download `name` version `version` from the registry's artifact store and return its
     booster's bytes, inputs and input example. Not a tag: the logged file itself."""
-    from mlgate import tracking
-    from mlgate.registry import get_version
+    from mlgate.registry import tracking
+    from mlgate.registry.moves import get_version
 
     model_version = get_version(client, name, version)
     with tempfile.TemporaryDirectory() as tmp, tracking.errors(f"downloading {name} v{version}"):
@@ -90,7 +90,7 @@ def export_bundle(
     """Write the bundle of `name` version `version` into `dest` (replaced); return its meta.
     The trees are compiled with `compiler` and checked against the booster on the logged
     input example and on rows at every split threshold."""
-    from mlgate import tracking
+    from mlgate.registry import tracking
 
     logged = logged_booster(client, name, version)
     with tracking.errors(f"reading the training run of {name} v{version}"):
@@ -135,7 +135,8 @@ def _input_example(local: Path, features: list[str]) -> Any:
 
 def main(argv=None, env=None) -> int:
     """mlgate bundle: export a registered model version as a serving bundle."""
-    from mlgate import cli, tracking
+    from mlgate import cli
+    from mlgate.registry import tracking
 
     parser = cli.stage_parser("bundle", main.__doc__)
     parser.add_argument(

@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from mlgate import cli, evaluate, promote, train
-from mlgate.data import load_frame
+from mlgate import cli
+from mlgate.pipeline import evaluate, promote, train
+from mlgate.pipeline.data import load_frame
 from mlgate.errors import GateFailed, MlgateError
 from mlgate.settings import Settings
 
@@ -120,7 +121,7 @@ def docker_unavailable(settings: Settings) -> str | None:
     """Why the image cannot be built and pushed here, or None when it can."""
     import requests
 
-    from mlgate.deploy import connect_docker, image_repository
+    from mlgate.pipeline.deploy import connect_docker, image_repository
 
     try:
         connect_docker()
@@ -178,7 +179,7 @@ def serve_image(settings: Settings, image, port: int):  # -> docker Container
     network (dockerd --bridge=none, as the tests and scripts/start-docker.sh start it): a
     published port is unreachable there, so the container joins the host's network and
     listens on the free loopback port `port` (MLGATE_SERVE_PORT; the HEALTHCHECK follows)."""
-    from mlgate.deploy import connect_docker, docker_errors, pull
+    from mlgate.pipeline.deploy import connect_docker, docker_errors, pull
 
     client = connect_docker()
     with docker_errors(f"running {image.pinned}"):
@@ -204,7 +205,8 @@ def serve_image(settings: Settings, image, port: int):  # -> docker Container
 def production(settings: Settings, approve: bool) -> dict | None:
     """Deploy the staging version behind the approval and score one row; return the answer
     (None when nothing was approved)."""
-    from mlgate import deploy, export, tracking
+    from mlgate.pipeline import deploy, export
+    from mlgate.registry import tracking
 
     print("\n=== Production: the deploy job waits for the Environment's reviewers", flush=True)
     client = tracking.connect(settings)

@@ -26,19 +26,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlgate import cli, github, tracking
-from mlgate import threshold as thresholds
-from mlgate.data import check_id_column, file_md5, load_frame, pull
-from mlgate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
+from mlgate import cli
+from mlgate.github import outputs as github
+from mlgate.registry import tracking
+from mlgate.gate import threshold as thresholds
+from mlgate.pipeline.data import check_id_column, file_md5, load_frame, pull
+from mlgate.gate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
-from mlgate.latency import measure_models
-from mlgate.metrics import classification_metrics, slice_masks, slice_metrics
-from mlgate.registry import CHAMPION_ALIASES, find_champion, get_version  # noqa: F401
+from mlgate.gate.latency import measure_models
+from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
+from mlgate.registry.moves import CHAMPION_ALIASES, find_champion, get_version  # noqa: F401
 from mlgate.settings import GateSettings, Settings
-from mlgate.significance import PairedAuc, delong, statement
-from mlgate.split import holdout_from_keys
-from mlgate.train import conform, features_of, labels_of
+from mlgate.gate.significance import PairedAuc, delong, statement
+from mlgate.pipeline.split import holdout_from_keys
+from mlgate.pipeline.train import conform, features_of, labels_of
 
 def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None) -> pd.DataFrame:
     """The data version a model was trained on: the pulled workspace file when it is that
@@ -109,8 +111,8 @@ def same_positive_class(
     """The positive class the holdout's 0/1 labels mean (data.positive_class), checked against
     the one recorded with a model at training (issue 19): a model that predicts the other
     class would be scored upside down. Models from before the tag existed predicted 1."""
-    from mlgate.data import label_classes
-    from mlgate.train import POSITIVE_TAG
+    from mlgate.pipeline.data import label_classes
+    from mlgate.pipeline.train import POSITIVE_TAG
 
     if positive is None:
         target = settings.data.target

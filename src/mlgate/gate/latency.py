@@ -1,7 +1,7 @@
 """How long a model takes to score one row as the serving image scores it, measured so that a
 busy runner cannot change the gate's verdict.
 
-- **What**: the trees that will serve. The image runs them compiled to C (mlgate.trees), so
+- **What**: the trees that will serve. The image runs them compiled to C (mlgate.serving.trees), so
   they are compiled here too when a C compiler and tl2cgen are at hand; otherwise the XGBoost
   booster is measured, and the record says which (`engine`, `engine_note`).
 - **Which clock**: CPU time of the measuring thread (`time.thread_time`). Wall-clock time counts
@@ -47,7 +47,7 @@ def serving_trees(
 ) -> tuple[dict[str, Any], str, str]:
     """Each booster as the image would run it, all the same way so that they compare:
     (trees by role, engine, why that engine)."""
-    from mlgate.trees import LIBRARY, BoosterTrees, CompiledTrees, compile_trees
+    from mlgate.serving.trees import LIBRARY, BoosterTrees, CompiledTrees, compile_trees
 
     note = ""
     if shutil.which(compiler) is None:

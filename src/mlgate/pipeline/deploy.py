@@ -40,12 +40,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlgate import cli, environment, github, registry, tracking
-from mlgate.bundle import META_FILE, MODEL_FILE
+from mlgate import cli
+from mlgate.github import environment, outputs as github
+from mlgate.registry import moves as registry, tracking
+from mlgate.serving.bundle import META_FILE, MODEL_FILE
 from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, ModelError
-from mlgate.export import export_bundle, logged_booster
-from mlgate.promote import load_decision
-from mlgate.registry import get_version
+from mlgate.pipeline.export import export_bundle, logged_booster
+from mlgate.pipeline.promote import load_decision
+from mlgate.registry.moves import get_version
 from mlgate.settings import Settings, process_env
 
 PRODUCTION = "production"
@@ -842,7 +844,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 def summarise_lineage(settings: Settings, version: str) -> None:
     """Append the version's lineage to the job summary: what is now serving, and from where.
     The deployment is done by now, so a failure here is a warning, not a failed job."""
-    from mlgate import audit
+    from mlgate.registry import audit
 
     try:
         record = audit.lineage(tracking.connect(settings), settings, version)
