@@ -1,0 +1,302 @@
+"""The rules the layout relies on, as tests (issue 22). Read from the source with `ast`, so a
+function-level import counts as much as a module-level one: it runs too, only later.
+
+* serving (the serving image) reaches none of the training stack, and no pipeline, registry or
+  gate module; the one optional import it may try (xgboost, for a bundle without compiled
+  trees) sits in a `try` that handles ImportError;
+* a pipeline stage never imports a later stage;
+* registry, gate, github and serving never import pipeline;
+* nothing but mlgate.settings reads or writes `os.environ`;
+* each subpackage says in its docstring what it owns and may import, and imports nothing itself
+  (importing `mlgate.registry` must not pull the registry's dependencies).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGE = SRC / "mlgate"
+TRAINING = ("mlflow", "dvc", "pandera", "evidently", "sklearn", "pandas", "xgboost")
+SUBPACKAGES = ("pipeline", "registry", "gate", "serving", "github")
+FOUNDATION = {"mlgate", "mlgate.cli", "mlgate.settings", "mlgate.errors", "mlgate.files"}
+# The stages in their order; helpers take the place of the first stage that needs them.
+STAGES = {
+    "data": 0,
+    "split": 0,
+    "validate": 1,
+    "lineage": 1,
+    "train": 2,
+    "evaluate": 3,
+    "promote": 4,
+    "export": 5,
+    "deploy": 5,
+    "rollback": 6,
+    "drift": 7,
+    "demo": 99,  # `make demo` runs every stage
+}
+
+
+@dataclass
+class Module:
+    name: str
+    path: Path
+    tree: ast.Module
+    # (imported module, line, guarded by `except ImportError`)
+    imports: list[tuple[str, int, bool]] = field(default_factory=list)
+
+
+def _modules() -> dict[str, Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = Module(name, path, ast.parse(path.read_text(), filename=str(path)))
+    for module in found.values():
+        package = module.name if module.path.name == "__init__.py" else module.name.rpartition(".")[0]
+        for node, guarded in _walk(module.tree, False):
+            if isinstance(node, ast.Import):
+                module.imports += [(a.name, node.lineno, guarded) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([node.module] if node.module else [])])
+                for alias in node.names:  # `from mlgate.x import y`: y may be a module
+                    full = f"{base}.{alias.name}"
+                    module.imports.append((full if full in found else base, node.lineno, guarded))
+    return found
+
+
+def _walk(node: ast.AST, guarded: bool):
+    """Every node, and whether it sits in a `try` whose handlers catch ImportError."""
+    for child in ast.iter_child_nodes(node):
+        inner = guarded
+        if isinstance(node, ast.Try) and child in node.body:
+            inner = guarded or any(_catches_import_error(h) for h in node.handlers)
+        yield child, inner
+        yield from _walk(child, inner)
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    names = {n.id for n in ast.walk(handler.type) if isinstance(n, ast.Name)} if handler.type else set()
+    return bool(names & {"ImportError", "ModuleNotFoundError"})
+
+
+MODULES = _modules()
+
+
+def _ours(name: str) -> str | None:
+    """The mlgate module an import names (`mlgate.x.y` may be `mlgate.x`'s attribute y)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _closure(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for imported, _, _ in MODULES[name].imports:
+            ours = _ours(imported) if imported.startswith("mlgate") else None
+            if ours:
+                todo.append(ours)
+                # importing mlgate.a.b runs mlgate.a/__init__ first
+                todo += [p for p in _parents(ours) if p in MODULES]
+    return seen
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def test_the_layout_is_the_one_these_rules_describe():
+    for package in SUBPACKAGES:
+        assert f"mlgate.{package}" in MODULES, f"src/mlgate/{package}/__init__.py is missing"
+    flat = {m for m in MODULES if m.count(".") == 1 and m.split(".")[1] not in SUBPACKAGES}
+    assert flat == FOUNDATION - {"mlgate"} | {"mlgate.__main__"}, (
+        "a new top-level module: put it in the subpackage of its concern"
+    )
+    pipeline = {m.rpartition(".")[2] for m in MODULES if m.startswith("mlgate.pipeline.")}
+    assert pipeline == set(STAGES), "give a new pipeline module its place in STAGES"
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_each_subpackage_states_what_it_owns_and_imports_nothing(package):
+    init = MODULES[f"mlgate.{package}"]
+    doc = ast.get_docstring(init.tree)
+    assert doc and "import" in doc, f"{init.path}: say what it owns and what it may import"
+    assert not init.imports, f"{init.path} imports {init.imports}: keep the package empty"
+
+
+def test_serving_reaches_no_training_library_and_no_pipeline_registry_or_gate_module():
+    serving = [m for m in MODULES if m.startswith("mlgate.serving")]
+    reach = set().union(*(_closure(m) for m in serving))
+    allowed = FOUNDATION | {
+        "mlgate.github",
+        "mlgate.github.outputs",  # cli writes the error annotations
+        "mlgate.gate",
+        "mlgate.gate.threshold",  # settings checks metrics.threshold with it (it imports errors)
+    }
+    strays = sorted(m for m in reach if not m.startswith("mlgate.serving") and m not in allowed)
+    assert not strays, f"the serving side reaches {strays}"
+    bad = [
+        f"{MODULES[m].path.relative_to(SRC)}:{line} imports {name}"
+        for m in sorted(reach)
+        for name, line, guarded in MODULES[m].imports
+        if name.split(".")[0] in TRAINING and not guarded
+    ]
+    assert not bad, "the serving image has none of these: " + "; ".join(bad)
+
+
+def test_no_stage_imports_a_later_stage():
+    bad = []
+    for name, module in MODULES.items():
+        if not name.startswith("mlgate.pipeline."):
+            continue
+        rank = STAGES[name.rpartition(".")[2]]
+        for imported, line, _ in module.imports:
+            ours = _ours(imported) if imported.startswith("mlgate.pipeline.") else None
+            if ours and STAGES[ours.rpartition(".")[2]] > rank:
+                bad.append(f"{module.path.relative_to(SRC)}:{line} imports {ours}")
+    assert not bad, "a stage imports a later stage: " + "; ".join(bad)
+
+
+def test_only_the_pipeline_imports_the_pipeline():
+    bad = [
+        f"{module.path.relative_to(SRC)}:{line} imports {imported}"
+        for name, module in MODULES.items()
+        if not name.startswith("mlgate.pipeline")
+        for imported, line, _ in module.imports
+        if imported.startswith("mlgate.pipeline")
+    ]
+    assert not bad, "; ".join(bad)
+
+
+def test_nothing_but_settings_touches_os_environ():
+    bad = []
+    for name, module in MODULES.items():
+        if name == "mlgate.settings":
+            continue
+        for node in ast.walk(module.tree):
+            hit = (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in {"os", "posix"}
+                and node.attr in {"environ", "environb", "getenv", "putenv", "unsetenv"}
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module in {"os", "posix"}
+                and {a.name for a in node.names} & {"environ", "environb", "getenv", "putenv"}
+            )
+            if hit:
+                bad.append(f"{module.path.relative_to(SRC)}:{node.lineno}")
+    assert not bad, (
+        "read the environment through mlgate.settings (process_env, load_settings): " + ", ".join(bad)
+    )
+
+
+def test_the_contract_catches_what_it_forbids(tmp_path):
+    """The checks above are not vacuous: the walker sees a function-level import, a guarded
+    import is told apart, and os.environ is found in an attribute."""
+    tree = ast.parse(
+        textwrap.dedent(
+            """
+            import os
+            def f():
+                import pandas
+                try:
+                    import xgboost
+                except ImportError:
+                    pass
+                return os.environ
+            """
+        )
+    )
+    seen = {
+        n.names[0].name: guarded for n, guarded in _walk(tree, False) if isinstance(n, ast.Import)
+    }
+    assert seen == {"os": False, "pandas": False, "xgboost": True}
+    assert any(isinstance(n, ast.Attribute) and n.attr == "environ" for n in ast.walk(tree))
+
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{{name}} is blocked: the serving image does not have it")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_the_serving_package_imports_and_scores_with_the_training_stack_blocked(tmp_path):
+    """The serving modules import, and a compiled bundle loads and scores, in a process where
+    importing any training library raises. The scores are the booster's (xgboost, here)."""
+    xgb = pytest.importorskip("xgboost")
+    from mlgate.serving.bundle import write_bundle
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(x, label=y), 5
+    )
+    bundle = tmp_path / "bundle"
+    write_bundle(
+        bundle,
+        bytes(booster.save_raw("ubj")),
+        name="m",
+        version="1",
+        run_id="r",
+        features=["a", "b", "c", "d"],
+        threshold=0.5,
+        data_md5="",
+        commit="",
+    )
+    rows = tmp_path / "rows.npy"
+    np.save(rows, x[:20])
+    probe = BLOCKER.format(blocked=TRAINING) + textwrap.dedent(
+        f"""
+        import json, pkgutil, importlib
+        import numpy as np
+        import mlgate.serving
+        for m in pkgutil.iter_modules(mlgate.serving.__path__):
+            importlib.import_module("mlgate.serving." + m.name)
+        from mlgate.serving.bundle import load_bundle
+        bundle = load_bundle(__import__("pathlib").Path({str(bundle)!r}))
+        scores = bundle.predict(np.load({str(rows)!r}))
+        print(json.dumps({{"engine": bundle.trees.engine, "scores": scores.tolist(),
+              "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["loaded"] == [] and out["engine"] != "xgboost"
+    expected = booster.predict(xgb.DMatrix(x[:20]))
+    np.testing.assert_allclose(out["scores"], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_the_blocker_blocks(tmp_path):
+    """The probe's finder really refuses: without it the check above could pass vacuously."""
+    probe = BLOCKER.format(blocked=("wave",)) + "import wave\n"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode != 0 and "wave is blocked" in done.stderr
