@@ -125,7 +125,7 @@ def load(path: Path) -> dict[str, Any]:
             f"{path} is not a readable decision JSON: {exc}", fix="re-run `mlgate evaluate`"
         ) from exc
     check_schema(record)
-    return record
+    return dict(record)
 
 
 def check_schema(record: Mapping[str, Any]) -> None:
@@ -149,7 +149,7 @@ def mlflow_links(
     base = urlunsplit(
         (
             parts.scheme,
-            parts.hostname + (f":{parts.port}" if parts.port else ""),
+            (parts.hostname or "") + (f":{parts.port}" if parts.port else ""),
             parts.path.rstrip("/"),
             "",
             "",

@@ -55,7 +55,7 @@ def issue_body(summary: Mapping[str, Any], settings: Settings, dispatched_for: s
     ]
     if kind == "drift":
         drifted = [(n, c) for n, c in summary["columns"].items() if c["drifted"]]
-        rows = [
+        rows: list[tuple[Any, ...]] = [
             (f"`{n}`", f"{c['score']:.4g}", c["method"], f"{c['threshold']:.4g}")
             for n, c in drifted
         ]

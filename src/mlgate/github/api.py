@@ -49,16 +49,16 @@ class GitHubRetry(Retry):
             return False  # a 5xx after a POST may still have created the comment
         return super().is_retry(method, status_code, has_retry_after)
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, **kw):
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, **kw):  # type: ignore[no-untyped-def,override]
         if response is not None and response.status in RATE_LIMITED:
             wait = rate_limit_wait(response.headers)
             if wait is None and response.status == 403:
-                raise MaxRetryError(_pool, url, "403 is not a rate limit")  # hand the 403 back
+                raise MaxRetryError(_pool, url, "403 is not a rate limit")  # type: ignore[arg-type]
             if wait is not None and wait > self.retry_after_max:
-                raise MaxRetryError(_pool, url, f"rate limit resets in {wait:.0f} s")
+                raise MaxRetryError(_pool, url, f"rate limit resets in {wait:.0f} s")  # type: ignore[arg-type]
         return super().increment(method, url, response, error, _pool, **kw)
 
-    def get_retry_after(self, response) -> float | None:
+    def get_retry_after(self, response: Any) -> float | None:
         return rate_limit_wait(response.headers)
 
 
@@ -97,7 +97,7 @@ class GitHubAPI:
             status_forcelist=RATE_LIMITED | TRANSIENT,
             allowed_methods=frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "POST"}),
             respect_retry_after_header=True,
-            retry_after_max=max_wait,
+            retry_after_max=max_wait,  # type: ignore[arg-type]  # a float works: compared only
             raise_on_status=False,
         )
         self.session = requests.Session()

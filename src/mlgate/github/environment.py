@@ -68,7 +68,8 @@ def setup(
             org, slug = name.split("/")
             ids.append((kind, api.json("GET", f"/orgs/{org}/teams/{slug}")["id"]))
     body = environment_body(ids, wait_minutes=wait_minutes, prevent_self_review=prevent_self_review)
-    return api.json("PUT", f"/repos/{repository}/environments/{environment}", json=body)
+    result: dict[str, Any] = api.json("PUT", f"/repos/{repository}/environments/{environment}", json=body)
+    return result
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
