@@ -36,7 +36,7 @@ from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
 from mlgate.gate.latency import measure_models
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
-from mlgate.registry.moves import CHAMPION_ALIASES, find_champion, get_version  # noqa: F401
+from mlgate.registry.moves import find_champion, get_version
 from mlgate.settings import GateSettings, Settings
 from mlgate.gate.significance import PairedAuc, delong, statement
 from mlgate.pipeline.split import holdout_from_keys
