@@ -54,7 +54,7 @@ import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/steps.py
-import steps  # noqa: E402
+import steps
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -1023,7 +1023,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
         store = Path(tmp)
         frame, version, bundle = None, None, store / "bundle"
-        if only & {"register", "serve", "peers", "image"}:  # the groups that use the benchmark model
+        if only & {
+            "register",
+            "serve",
+            "peers",
+            "image",
+        }:  # the groups that use the benchmark model
             print("training and registering the benchmark model ...", flush=True)
             frame, version = register(store, args.smoke)
             import mlflow
@@ -1041,9 +1046,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "setup": lambda: [setup_figure(quick, env)],
             "register": lambda: [registration_figure(store, quick, smoke)],
-            "serve": lambda: serving_figures(
-                frame, bundle, store, str(version), quick, env, smoke
-            ),
+            "serve": lambda: serving_figures(frame, bundle, store, str(version), quick, env, smoke),
             "image": lambda: image_figures(frame, store, str(version), args),
             # MLServer and `mlflow models serve` side by side (bench/serve_peers.py)
             "peers": lambda: __import__("serve_peers").peer_figures(

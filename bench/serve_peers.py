@@ -5,12 +5,12 @@ repetition asks every server in turn, so a slow moment of the shared machine hit
 Figures (issue 20):
   peers-1row            single-row OIP v2 requests at 8 connections (wrk), mlgate vs MLServer
   peers-batch-mlserver  one request of 10,000 rows, rows/s: mlgate (OIP JSON, flat FP64, the
-                        body MLServer gets) vs MLServer                       goal ≥ 2×
+                        body MLServer gets) vs MLServer                       goal ≥ 2x
   peers-batch-binary    the same rows as OIP binary tensors (tritonclient's default) vs
-                        MLServer's JSON                                       goal ≥ 2×
-  peers-batch-mlflow    mlgate's dataframe_split vs `mlflow models serve`'s   goal ≥ 10×
+                        MLServer's JSON                                       goal ≥ 2x
+  peers-batch-mlflow    mlgate's dataframe_split vs `mlflow models serve`'s   goal ≥ 10x
   peers-batch-decode    mlgate's 10,000-row dataframe_split end to end vs orjson decoding
-                        the same body alone                                   goal ≤ 1.5×
+                        the same body alone                                   goal ≤ 1.5x
 
 MLServer lives in a venv of its own (its pins clash with mlflow's): MLSERVER_BIN names its
 `mlserver` executable, else one is made under bench/out/mlserver-venv with uv

@@ -162,9 +162,11 @@ def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) 
     def runs(args: list[str], step: str, ok=(0,)) -> list[float]:
         """The import-listing warm-up (the only run in smoke), then `reps` timed runs."""
         took, imports[step] = heavy_imports(args, project, step_env, ok, step if smoke else "")
-        return [took] if smoke else [
-            timed([*mlgate, *args], project, step_env, ok, step) for _ in range(reps)
-        ]
+        return (
+            [took]
+            if smoke
+            else [timed([*mlgate, *args], project, step_env, ok, step) for _ in range(reps)]
+        )
 
     imports: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-steps-") as tmp:
@@ -188,9 +190,13 @@ def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) 
         published = {p.name for p in (Path(tmp) / "reports" / name / f"v{candidate}").iterdir()}
         if "decision.json" not in published or any("evidently" in p for p in published):
             raise RuntimeError(f"reports.quality=false published {sorted(published)}")
-        report_runs = [] if smoke else [
-            timed([*mlgate, *evaluate], project, step_env, step="reports") for _ in range(reps)
-        ]
+        report_runs = (
+            []
+            if smoke
+            else [
+                timed([*mlgate, *evaluate], project, step_env, step="reports") for _ in range(reps)
+            ]
+        )
         # the first run moves the alias (exit 6 if the gate rejected the candidate: the same work)
         promote_runs = runs(["promote", "--candidate-version", candidate], "promote", (0, 6))
         move = [sys.executable, "-c", MOVE_ALIAS, store, name, candidate]

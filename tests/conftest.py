@@ -593,9 +593,7 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aut
         f"{uri}/health",
         root / "server.log",
         seconds=600,  # about 30 s idle; minutes at a load average of 30 (seen here)
-        env={
-            k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")
-        }
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
         | {
             "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,  # CSRF of the auth app

@@ -16,15 +16,24 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 from mlgate import __version__
-from mlgate.github import outputs as github
 from mlgate.errors import EXIT_CODES, MlgateError
+from mlgate.github import outputs as github
 from mlgate.settings import Settings, load_settings, process_env
 
 COMMANDS = {
     "validate": ("mlgate.pipeline.validate", "pull the data named by data.dvc and validate it"),
-    "train": ("mlgate.pipeline.train", "validate, train XGBoost, log to MLflow and register a version"),
-    "evaluate": ("mlgate.pipeline.evaluate", "score a candidate against the champion; write the decision"),
-    "promote": ("mlgate.pipeline.promote", "move the staging alias to a candidate that passed the gate"),
+    "train": (
+        "mlgate.pipeline.train",
+        "validate, train XGBoost, log to MLflow and register a version",
+    ),
+    "evaluate": (
+        "mlgate.pipeline.evaluate",
+        "score a candidate against the champion; write the decision",
+    ),
+    "promote": (
+        "mlgate.pipeline.promote",
+        "move the staging alias to a candidate that passed the gate",
+    ),
     "deploy": (
         "mlgate.pipeline.deploy",
         "build and push the serving image, then move the model to Production",
@@ -35,7 +44,10 @@ COMMANDS = {
         "create or update the GitHub Environment that gates Production",
     ),
     "bundle": ("mlgate.pipeline.export", "export a registered version as a serving bundle"),
-    "serve": ("mlgate.serving.app", "serve a model bundle: MLflow scoring protocol, OIP v2, /metrics"),
+    "serve": (
+        "mlgate.serving.app",
+        "serve a model bundle: MLflow scoring protocol, OIP v2, /metrics",
+    ),
     "comment": ("mlgate.github.comment", "post or update the pull-request gate's sticky comment"),
     "drift": ("mlgate.pipeline.drift", "compare recent production inputs with the training data"),
     "backtest": (
@@ -51,11 +63,20 @@ COMMANDS = {
         "after drift: dispatch retraining and open or update the drift issue",
     ),
     "lineage": ("mlgate.registry.audit", "where a model version came from, and what it replaced"),
-    "metrics": ("mlgate.registry.audit:metrics_main", "delivery metrics from the registry's history"),
+    "metrics": (
+        "mlgate.registry.audit:metrics_main",
+        "delivery metrics from the registry's history",
+    ),
     "demo": ("mlgate.pipeline.demo", "run the pipeline on the embedded defaults"),
-    "doctor": ("mlgate.registry.doctor", "report (--repair: repair) disagreeing aliases, stages, locks"),
+    "doctor": (
+        "mlgate.registry.doctor",
+        "report (--repair: repair) disagreeing aliases, stages, locks",
+    ),
 }
-COMMANDS["init"] = ("mlgate.pipeline.init", "write params.yaml, a pandera schema and .gitignore for a table")
+COMMANDS["init"] = (
+    "mlgate.pipeline.init",
+    "write params.yaml, a pandera schema and .gitignore for a table",
+)
 # Named flags shared by every stage, and the settings key each one sets.
 FLAGS = {
     "--model-name": "model.name",

@@ -520,7 +520,7 @@ def _check_key(section: str, key: str | None, source: str) -> None:
     if key is not None and (section, key) in RENAMED:
         new, why = RENAMED[(section, key)]
         raise ConfigError(
-            f"{section}.{key} in {source} was replaced (did you mean \"{new}\"?): {why}",
+            f'{section}.{key} in {source} was replaced (did you mean "{new}"?): {why}',
             fix=f"use {section}.{new} (see the gate policy in docs/gate.md); a value in wall-clock "
             "milliseconds does not carry over",
         )

@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from mlgate.pipeline import deploy, rollback
-from mlgate.registry import audit, doctor, moves as registry
+from mlgate.registry import audit, doctor
+from mlgate.registry import moves as registry
 from mlgate.serving.predlog import S3Sink, read_log
 from tests.conftest import BIN, REPO, free_port, push_data
 from tests.integration.test_gate import WEAK, Registry

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate.github import environment
 from mlgate.errors import ApprovalRefused
+from mlgate.github import environment
 from mlgate.settings import load_settings
 from tests.github_openapi import (
     VALID_TOKEN,

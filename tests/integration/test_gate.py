@@ -268,7 +268,9 @@ def test_a_held_lock_stops_a_promotion_until_its_lease_ends(registry: Registry, 
 
     candidate = registry.train()
     assert registry.evaluate(candidate) == 0
-    held = PointerLock(registry.client, registry.model, holder="deploy by run 42", wait=0, lease=600)
+    held = PointerLock(
+        registry.client, registry.model, holder="deploy by run 42", wait=0, lease=600
+    )
     held.__enter__()
     staged = registry.staging()
     waiting = [*registry.args("--set", "tracking.lock_wait=1"), "--candidate-version", candidate]
@@ -340,8 +342,8 @@ def test_a_threshold_rule_is_chosen_recorded_judged_and_served(
     """metrics.threshold: max_f1 is applied to the validation part at training, recorded with
     the version, used for the candidate's threshold metrics (the champion keeps its own), and
     written into the serving bundle that labels rows."""
-    from mlgate.serving.bundle import load_bundle
     from mlgate.pipeline.export import export_bundle
+    from mlgate.serving.bundle import load_bundle
 
     rule = ("--set", "metrics.threshold=max_f1")
     v = registry.train(*rule)

@@ -40,8 +40,11 @@ def churn_table(rows: int = 600, seed: int = 7) -> pd.DataFrame:
     tenure = rng.integers(0, 72, rows)
     charges = rng.normal(60, 15, rows).round(2)
     score = (
-        1.2 * (plan == "basic") - 1.0 * (plan == "pro") - 0.04 * tenure
-        + 0.03 * (charges - 60) + rng.normal(0, 0.7, rows)
+        1.2 * (plan == "basic")
+        - 1.0 * (plan == "pro")
+        - 0.04 * tenure
+        + 0.03 * (charges - 60)
+        + rng.normal(0, 0.7, rows)
     )
     return pd.DataFrame(
         {
@@ -74,7 +77,11 @@ def walked(tmp_path_factory) -> dict:
     done = []
     for command in page_commands():
         result = subprocess.run(
-            ["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True,
+            ["bash", "-c", command],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=900,
         )
         assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
@@ -157,7 +164,11 @@ def test_a_second_version_with_a_new_category_is_compared_with_the_first(walked)
         "mlgate evaluate --candidate-version 2 --fail-on-gate false",
     ):
         result = subprocess.run(
-            ["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True,
+            ["bash", "-c", command],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=900,
         )
         assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"

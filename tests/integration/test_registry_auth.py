@@ -30,7 +30,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from mlgate.pipeline import deploy
-from mlgate.registry import audit, moves as registry
+from mlgate.registry import audit
+from mlgate.registry import moves as registry
 from mlgate.registry.faults import COPY_FAULT_POINTS
 from mlgate.settings import load_settings
 from tests.conftest import BIN, AuthMlflow, make_project
@@ -101,8 +102,16 @@ class Team:
 
     def move(self, user: str, version: str, point: str = "") -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-c", MOVER, self.server.uri, self.model, self.production, version,
-             point],
+            [
+                sys.executable,
+                "-c",
+                MOVER,
+                self.server.uri,
+                self.model,
+                self.production,
+                version,
+                point,
+            ],
             env=self.env | self.server.env(user),
             capture_output=True,
             text=True,

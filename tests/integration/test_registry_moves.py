@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from mlgate.pipeline import deploy, promote, rollback
-from mlgate.registry import doctor, moves as registry
+from mlgate.registry import doctor
+from mlgate.registry import moves as registry
 from mlgate.registry.faults import FAULT_POINTS
 from tests.conftest import BIN, make_project
 from tests.integration.test_concurrency import model_image
@@ -85,7 +86,9 @@ def moves_server(tmp_path_factory, postgres: str) -> Iterator[str]:
 
     url = make_url(postgres)
     database = f"moves_{uuid.uuid4().hex[:8]}"
-    connection = psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname="postgres")
+    connection = psycopg2.connect(
+        host=url.host, port=url.port, user=url.username, dbname="postgres"
+    )
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {database}")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
 from mlgate.serving.bundle import MODEL_FILE
 from tests.conftest import free_port, wait_for, without_tool_variables

@@ -190,7 +190,6 @@ def oracle_wide(bundle_dir: Path, names: list[str], rows: np.ndarray) -> np.ndar
     return booster.predict(xgb.DMatrix(rows, feature_names=names))
 
 
-
 def _scoring_processes(server_pid: int) -> list[int]:
     """The server's scoring process(es): its children started by multiprocessing's spawn."""
     children = []

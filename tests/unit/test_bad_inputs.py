@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlgate import cli
+from mlgate.errors import ConfigError, DataError
 from mlgate.pipeline import validate
 from mlgate.pipeline.data import load_frame
-from mlgate.errors import ConfigError, DataError
 from mlgate.settings import load_settings
 from tests.conftest import REPO
 

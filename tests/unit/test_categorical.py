@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlgate.serving import trees
-from mlgate.serving.bundle import load_bundle, write_bundle
-from mlgate.serving.app import App, Limits
-from mlgate.settings import load_settings
 from mlgate.pipeline.train import CATEGORIES_KEY, categories_of, conform, dmatrix, encode
+from mlgate.serving import trees
+from mlgate.serving.app import App, Limits
+from mlgate.serving.bundle import load_bundle, write_bundle
+from mlgate.settings import load_settings
 from tests.unit.test_serve import call
 
 PLANS = ["basic", "gold", "pro", "silver", "team", "trial"]
@@ -30,9 +30,7 @@ def churn(rows: int = 1500, seed: int = 0, plans=PLANS) -> pd.DataFrame:
     tenure = rng.integers(0, 72, rows)
     risky = np.isin(plan, ["basic", "trial", "team"])
     y = (risky ^ (tenure > 40)) | (rng.random(rows) < 0.05)
-    return pd.DataFrame(
-        {"tenure": tenure, "plan": pd.Categorical(plan), "y": y.astype(int)}
-    )
+    return pd.DataFrame({"tenure": tenure, "plan": pd.Categorical(plan), "y": y.astype(int)})
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +159,10 @@ def test_an_unseen_category_scores_as_missing_when_missing_is_allowed(bundle_dir
     bundle = load_bundle(bundle_dir)
     app = App(bundle, Limits(max_body_bytes=65536, max_rows=50, allow_missing=True))
     status, answer = call(
-        app, "POST", "/invocations", {"dataframe_split": {"columns": FEATURES,
-                                                          "data": [[3, "platinum"]]}}
+        app,
+        "POST",
+        "/invocations",
+        {"dataframe_split": {"columns": FEATURES, "data": [[3, "platinum"]]}},
     )
     assert status == 200
     missing = bundle.predict(np.array([[3.0, np.nan]]))
@@ -194,15 +194,24 @@ def test_champion_and_candidate_get_codes_from_their_own_categories(settings) ->
     new, _ = booster_for(churn(), settings)
     import xgboost as xgb
 
-    for booster, model, names in ((old, champion, ["basic", "gold", "pro"]),
-                                  (new, candidate, sorted(PLANS))):
+    for booster, model, names in (
+        (old, champion, ["basic", "gold", "pro"]),
+        (new, candidate, sorted(PLANS)),
+    ):
         got = booster.inplace_predict(conform(holdout, model).to_numpy(dtype="float64"))
-        by_hand = np.array([[1, names.index("pro")], [2, names.index("trial")
-                                                      if "trial" in names else np.nan],
-                            [3, names.index("gold")]], dtype=float)
+        by_hand = np.array(
+            [
+                [1, names.index("pro")],
+                [2, names.index("trial") if "trial" in names else np.nan],
+                [3, names.index("gold")],
+            ],
+            dtype=float,
+        )
         want = booster.predict(
             xgb.DMatrix(
-                by_hand, feature_names=FEATURES, feature_types=["int", "c"],
+                by_hand,
+                feature_names=FEATURES,
+                feature_types=["int", "c"],
                 enable_categorical=True,
             )
         )

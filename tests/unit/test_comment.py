@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlgate.gate import decision
-from mlgate.github import comment
-from mlgate.gate.decision import Check, Decision, ModelRef
 from mlgate.errors import ConfigError, GitHubError
+from mlgate.gate import decision
+from mlgate.gate.decision import Check, Decision, ModelRef
+from mlgate.github import comment
 from mlgate.github.api import GitHubAPI, rate_limit_wait
 from mlgate.settings import GitHubContext
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 
-from mlgate.pipeline import data, validate
 from mlgate.errors import DataError
-from mlgate.settings import load_settings
+from mlgate.pipeline import data, validate
 from mlgate.pipeline.train import features_of, labels_of
+from mlgate.settings import load_settings
 
 
 def settings_with(tmp_path, **data_keys):

@@ -61,7 +61,9 @@ def _modules() -> dict[str, Module]:
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         found[name] = Module(name, path, ast.parse(path.read_text(), filename=str(path)))
     for module in found.values():
-        package = module.name if module.path.name == "__init__.py" else module.name.rpartition(".")[0]
+        package = (
+            module.name if module.path.name == "__init__.py" else module.name.rpartition(".")[0]
+        )
         for node, guarded in _walk(module.tree, False):
             if isinstance(node, ast.Import):
                 module.imports += [(a.name, node.lineno, guarded) for a in node.names]
@@ -87,7 +89,9 @@ def _walk(node: ast.AST, guarded: bool):
 
 
 def _catches_import_error(handler: ast.ExceptHandler) -> bool:
-    names = {n.id for n in ast.walk(handler.type) if isinstance(n, ast.Name)} if handler.type else set()
+    names = (
+        {n.id for n in ast.walk(handler.type) if isinstance(n, ast.Name)} if handler.type else set()
+    )
     return bool(names & {"ImportError", "ModuleNotFoundError"})
 
 
@@ -204,7 +208,8 @@ def test_nothing_but_settings_touches_os_environ():
             if hit:
                 bad.append(f"{module.path.relative_to(SRC)}:{node.lineno}")
     assert not bad, (
-        "read the environment through mlgate.settings (process_env, load_settings): " + ", ".join(bad)
+        "read the environment through mlgate.settings (process_env, load_settings): "
+        + ", ".join(bad)
     )
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mlgate.pipeline import data
 from mlgate.errors import DataError
+from mlgate.pipeline import data
 from mlgate.settings import load_settings
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlgate.registry import faults
 from mlgate.errors import ConfigError
+from mlgate.registry import faults
 from mlgate.settings import load_settings
 
 CASES = [
@@ -81,4 +81,3 @@ def test_a_paused_process_stays_alive_until_released(tmp_path: Path) -> None:
     assert job.returncode == 0, err
     assert out == "went on\n"
     assert err == "fault injection: released at train.in_run\n"
-

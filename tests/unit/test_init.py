@@ -11,8 +11,8 @@ import pandera.pandas as pa
 import pytest
 import yaml
 
-from mlgate.pipeline import init, validate
 from mlgate.errors import ConfigError, DataError
+from mlgate.pipeline import init, validate
 from mlgate.settings import load_settings
 from tests.conftest import push_data
 
@@ -70,8 +70,10 @@ def test_init_writes_params_schema_and_gitignore(tmp_path: Path, name: str) -> N
 
     # the schema it wrote accepts the data, and the data contract holds
     schema = validate.load_schema(tmp_path / "schema.yaml")
-    source = pd.read_parquet(tmp_path / name) if name.endswith("parquet") else pd.read_csv(
-        tmp_path / name
+    source = (
+        pd.read_parquet(tmp_path / name)
+        if name.endswith("parquet")
+        else pd.read_csv(tmp_path / name)
     )
     _, report = validate.validate_frame(source, schema, settings, name=name)
     assert report.ok, report.to_text()

@@ -32,7 +32,13 @@ def loaded(statement: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["mlgate.pipeline.promote", "mlgate.registry.moves", "mlgate.gate.decision", "mlgate.gate.threshold"]
+    "module",
+    [
+        "mlgate.pipeline.promote",
+        "mlgate.registry.moves",
+        "mlgate.gate.decision",
+        "mlgate.gate.threshold",
+    ],
 )
 def test_pointer_stages_import_no_training_library(module: str) -> None:
     assert loaded(f"import {module}") == []
@@ -42,10 +48,13 @@ def test_the_command_line_imports_only_the_chosen_stage() -> None:
     """`mlgate --help` and the dispatch load no stage: each stage module is imported only when
     its command runs."""
     assert loaded("import mlgate.cli, mlgate.github.outputs, mlgate.settings, mlgate.errors") == []
-    assert loaded(
-        "from mlgate import cli\n"
-        "try:\n    cli.main(['promote', '--help'])\nexcept SystemExit:\n    pass"
-    ) == []
+    assert (
+        loaded(
+            "from mlgate import cli\n"
+            "try:\n    cli.main(['promote', '--help'])\nexcept SystemExit:\n    pass"
+        )
+        == []
+    )
 
 
 # What each stage module may import when it is imported (before it runs): nothing from the

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mlgate.gate.decision import Check, Decision, ModelRef
+from mlgate.gate.significance import PairedAuc
 from mlgate.pipeline.evaluate import policy_checks
 from mlgate.settings import GateSettings
-from mlgate.gate.significance import PairedAuc
 
 
 def metrics(auc: float | None, f1: float = 0.9, slices: dict | None = None) -> dict:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgate.serving.predlog import DirectorySink, PredictionLog, read_log
 from mlgate.serving.app import App
+from mlgate.serving.predlog import DirectorySink, PredictionLog, read_log
 from tests.unit.test_serve import FEATURES, ROWS, call, expected, make_bundle
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mlgate.registry import moves as registry
 from mlgate.errors import ConfigError, TrackingError
+from mlgate.registry import moves as registry
 from mlgate.settings import load_settings
 from tests.conftest import REPO
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlgate.serving.bundle import load_bundle, write_bundle
 from mlgate.errors import ConfigError, ModelError
 from mlgate.serving.app import App, Limits
+from mlgate.serving.bundle import load_bundle, write_bundle
 
 FEATURES = ["alpha", "beta", "gamma"]
 
@@ -552,8 +552,9 @@ def test_a_damaged_bundle_is_refused(tmp_path: Path) -> None:
 numbers = st.floats(allow_nan=False, allow_infinity=False, width=32)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -682,7 +683,7 @@ def test_a_partial_request_is_timed_out_and_ping_still_answers(live: int) -> Non
     assert answer.startswith(b"HTTP/1.1 408") and b"serve.read_timeout_seconds" in answer
     partial_body = (
         b"POST /invocations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"content-length: 100\r\n\r\n{\"inputs\": "
+        b'content-length: 100\r\n\r\n{"inputs": '
     )
     answer = _exchange(live, partial_body)
     assert answer.startswith(b"HTTP/1.1 408"), answer
@@ -704,6 +705,5 @@ def test_the_startup_line_names_model_version_address_workers_engine(tmp_path: P
     bundle = load_bundle(make_bundle(tmp_path / "b"))
     line = startup_line(bundle, "0.0.0.0", 8080, 2)
     assert line == (
-        "mlgate serve: model toy version 3 on http://0.0.0.0:8080 with 2 workers, "
-        "engine compiled"
+        "mlgate serve: model toy version 3 on http://0.0.0.0:8080 with 2 workers, engine compiled"
     )

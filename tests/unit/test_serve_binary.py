@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mlgate.serving.app import BINARY_DTYPES, App
-from tests.unit.test_serve_properties import FEATURES, SETTINGS, oracle, served  # noqa: F401
+from tests.unit import test_serve_properties
+from tests.unit.test_serve_properties import FEATURES, SETTINGS, oracle
+
+# The generated model and its app, shared with the property tests (a module-scoped fixture).
+served = test_serve_properties.served
 
 
 def call(

@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlgate.serving.bundle import load_bundle, write_bundle
 from mlgate.serving.app import App, Limits
+from mlgate.serving.bundle import load_bundle, write_bundle
 
 FEATURES = ["f_a", "f_b", "f_c", "f_d"]
 SETTINGS = settings(
@@ -273,8 +273,9 @@ json_values = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=25,
 )
 maybe_name = st.sampled_from(FEATURES) | json_values
@@ -287,9 +288,7 @@ maybe_name = st.sampled_from(FEATURES) | json_values
     data=json_values,
     split=st.booleans(),
 )
-def test_nested_junk_in_mlflow_json_is_a_4xx_never_a_500(
-    served, key, columns, data, split
-) -> None:
+def test_nested_junk_in_mlflow_json_is_a_4xx_never_a_500(served, key, columns, data, split) -> None:
     app, _ = served
     value = {"columns": columns, "data": data} if key == "dataframe_split" and split else data
     status, out = call(app, "/invocations", json.dumps({key: value}).encode(), "application/json")

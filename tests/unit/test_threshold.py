@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from mlgate.gate import threshold as thresholds
 from mlgate.errors import ConfigError, ModelError
+from mlgate.gate import threshold as thresholds
 from mlgate.gate.metrics import classification_metrics
-from mlgate.settings import load_settings
 from mlgate.pipeline.split import split_frame
 from mlgate.pipeline.train import fit, predict
+from mlgate.settings import load_settings
 
 
 def scored(seed: int, n: int = 300, rate: float = 0.3, ties: bool = False):

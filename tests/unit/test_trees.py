@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlgate.serving.bundle import LIBRARY, META_FILE, load_bundle, write_bundle
 from mlgate.errors import ConfigError, ModelError
+from mlgate.serving.bundle import LIBRARY, META_FILE, load_bundle, write_bundle
 from mlgate.serving.trees import BoosterTrees, CompiledTrees, compile_trees, parity_rows
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlgate.pipeline import validate
 from mlgate.errors import ConfigError
+from mlgate.pipeline import validate
 from mlgate.settings import load_settings
 from tests.conftest import REPO
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mlgate.github import outputs as github
 from mlgate.errors import ConfigError
+from mlgate.github import outputs as github
 
 # 2: non-inferiority on the DeLong interval, `statistics` (the comparison in words), `flags`,
 # latency in CPU time with its noise. Version 1 records are still read and rendered.

@@ -72,9 +72,7 @@ def parse(value: Any) -> Rule:
         raise ConfigError(f"metrics.threshold must be a number or a rule, got {value!r}", fix=_FIX)
     if isinstance(value, (int, float)):
         if not 0 < value < 1:
-            raise ConfigError(
-                f"metrics.threshold must be between 0 and 1, got {value}", fix=_FIX
-            )
+            raise ConfigError(f"metrics.threshold must be between 0 and 1, got {value}", fix=_FIX)
         return Rule("fixed", float(value))
     text = str(value).strip().lower().replace(" ", "")
     if text == "max_f1":

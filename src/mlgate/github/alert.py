@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import quote
 
 from mlgate import cli
-from mlgate.github import outputs as github
 from mlgate.errors import ConfigError
+from mlgate.github import outputs as github
 from mlgate.github.api import GitHubAPI
 from mlgate.settings import Settings
 
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = cli.settings_from(args, env)
         try:
             summary = json.loads(args.summary.read_text())
-            summary["stale"], summary["kind"], summary["version"]  # noqa: B018 - shape check
+            summary["stale"], summary["kind"], summary["version"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(
                 f"{args.summary} is not a summary of `mlgate drift` or `mlgate backtest`: {exc}",

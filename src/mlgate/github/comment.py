@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from mlgate import cli
+from mlgate.errors import ConfigError
 from mlgate.gate import decision
 from mlgate.github import outputs as github
-from mlgate.errors import ConfigError
 from mlgate.github.api import GitHubAPI
 from mlgate.settings import GitHubContext, process_env
 

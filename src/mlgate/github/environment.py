@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate import cli
-from mlgate.github import outputs as github
 from mlgate.errors import ApprovalRefused, ConfigError, GitHubError
+from mlgate.github import outputs as github
 from mlgate.github.api import GitHubAPI
 from mlgate.settings import GitHubContext, Settings, process_env
 
@@ -68,7 +68,9 @@ def setup(
             org, slug = name.split("/")
             ids.append((kind, api.json("GET", f"/orgs/{org}/teams/{slug}")["id"]))
     body = environment_body(ids, wait_minutes=wait_minutes, prevent_self_review=prevent_self_review)
-    result: dict[str, Any] = api.json("PUT", f"/repos/{repository}/environments/{environment}", json=body)
+    result: dict[str, Any] = api.json(
+        "PUT", f"/repos/{repository}/environments/{environment}", json=body
+    )
     return result
 
 

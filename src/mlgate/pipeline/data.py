@@ -347,16 +347,17 @@ def label_classes(labels: pd.Series, positive: str | None, target: str) -> tuple
         if sorted(n for n in numbers if n is not None) == [0.0, 1.0] and None not in numbers:
             return (values[0], values[1]) if numbers[0] == 0.0 else (values[1], values[0])
         raise LabelProblem(
-            f"the target '{target}' holds {shown}, not 0 and 1, and data.positive_class is "
-            "not set",
+            f"the target '{target}' holds {shown}, not 0 and 1, and data.positive_class is not set",
             fix=f"name the class to predict in params.yaml: data: positive_class: "
             f'"{values[1]}" (or "{values[0]}")',
         )
     matches = [v for v in values if same_label(v, positive)]
     if len(matches) != 1:
         same = [str(v) for v in values if str(v).casefold() == positive.casefold()]
-        hint = f' (did you mean "{same[0]}"?)' if same else did_you_mean(
-            positive, [str(v) for v in values]
+        hint = (
+            f' (did you mean "{same[0]}"?)'
+            if same
+            else did_you_mean(positive, [str(v) for v in values])
         )
         raise LabelProblem(
             f"data.positive_class {positive!r} is not one of the classes of '{target}' "
@@ -380,4 +381,5 @@ def binary_labels(labels: pd.Series, positive: str | None, target: str) -> np.nd
             f"the target '{target}' has {int(labels.isna().sum())} missing values",
             fix="drop the unlabelled rows or label them",
         )
-    return (labels == pos).to_numpy(dtype=np.int64)
+    codes: np.ndarray = (labels == pos).to_numpy(dtype=np.int64)
+    return codes

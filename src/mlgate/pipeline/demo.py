@@ -29,9 +29,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from mlgate import cli
+from mlgate.errors import GateFailed, MlgateError
 from mlgate.pipeline import evaluate, promote, train
 from mlgate.pipeline.data import load_frame
-from mlgate.errors import GateFailed, MlgateError
 from mlgate.settings import Settings
 
 WORKSPACE = ".demo"

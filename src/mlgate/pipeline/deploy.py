@@ -41,13 +41,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlgate import cli
-from mlgate.github import environment, outputs as github
-from mlgate.registry import moves as registry, tracking
-from mlgate.serving.bundle import META_FILE, MODEL_FILE
-from mlgate.errors import ConfigError, DeployError, GateFailed, GitHubError, ModelError
+from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError
+from mlgate.github import environment
+from mlgate.github import outputs as github
 from mlgate.pipeline.export import export_bundle, logged_booster
 from mlgate.pipeline.promote import load_decision
+from mlgate.registry import moves as registry
+from mlgate.registry import tracking
 from mlgate.registry.moves import get_version
+from mlgate.serving.bundle import META_FILE, MODEL_FILE
 from mlgate.settings import Settings, process_env
 
 PRODUCTION = "production"
@@ -183,9 +185,7 @@ def docker_errors(action: str, *, offline: bool = False) -> Iterator[None]:
         yield
     except docker.errors.BuildError as exc:
         log = "".join(str(c.get("stream", c.get("error", ""))) for c in list(exc.build_log))
-        tail = "".join(
-            str(c.get("stream", c.get("error", ""))) for c in list(exc.build_log)[-8:]
-        )
+        tail = "".join(str(c.get("stream", c.get("error", ""))) for c in list(exc.build_log)[-8:])
         raise DeployError(
             f"{action} failed: {exc.msg}\n{tail}", fix=build_fix(log, offline=offline)
         ) from exc
@@ -622,8 +622,10 @@ def deploy(
                 lock.check(f"recording the image on {holder_model} version {holder}")
                 record_image(client, holder_model, holder, image)
         current = registry.production(client, settings)
-        if current is not None and current.version == version and (
-            current.holder.name == holder_model
+        if (
+            current is not None
+            and current.version == version
+            and (current.holder.name == holder_model)
         ):
             finished = holder in registry.completed(done, PRODUCTION)
             return Deployment(

@@ -25,10 +25,10 @@ from typing import Any
 import pandas as pd
 
 from mlgate import cli
-from mlgate.github import outputs as github
-from mlgate.registry import tracking
-from mlgate.pipeline.data import load_frame
 from mlgate.errors import ConfigError, DataError, ModelStale
+from mlgate.github import outputs as github
+from mlgate.pipeline.data import load_frame
+from mlgate.registry import tracking
 from mlgate.settings import Settings
 
 PRODUCTION = "production"
@@ -240,9 +240,9 @@ def drift_summary(report: Mapping[str, Any], features: Sequence[str]) -> dict[st
 def backtest(settings: Settings, *, labelled: str, version: str | None = None) -> Result:
     """Score the monitored version on newly labelled data; compare with training time."""
     from mlgate.gate.decision import ModelRef
-    from mlgate.pipeline.evaluate import load_model, predict
     from mlgate.gate.metrics import classification_metrics, slice_metrics
     from mlgate.gate.threshold import threshold_of
+    from mlgate.pipeline.evaluate import load_model, predict
     from mlgate.pipeline.train import features_of, labels_of
 
     client = tracking.connect(settings)

@@ -27,20 +27,21 @@ import numpy as np
 import pandas as pd
 
 from mlgate import cli
-from mlgate.github import outputs as github
-from mlgate.registry import tracking
-from mlgate.gate import threshold as thresholds
-from mlgate.pipeline.data import check_id_column, file_md5, load_frame, pull
-from mlgate.gate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
+from mlgate.gate import threshold as thresholds
+from mlgate.gate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.gate.latency import measure_models
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
-from mlgate.registry.moves import find_champion, get_version
-from mlgate.settings import GateSettings, Settings
 from mlgate.gate.significance import PairedAuc, delong, statement
+from mlgate.github import outputs as github
+from mlgate.pipeline.data import check_id_column, file_md5, load_frame, pull
 from mlgate.pipeline.split import holdout_from_keys
 from mlgate.pipeline.train import conform, features_of, labels_of
+from mlgate.registry import tracking
+from mlgate.registry.moves import find_champion, get_version
+from mlgate.settings import GateSettings, Settings
+
 
 def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None) -> pd.DataFrame:
     """The data version a model was trained on: the pulled workspace file when it is that
@@ -462,9 +463,7 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
         flags=flags,
         links=mlflow_links(settings.tracking_uri, candidate, champion, run.info.experiment_id),
     )
-    evidence = Evidence(
-        client, holdout, y, cand_proba, champ_proba, frame, pulled, champion_tags
-    )
+    evidence = Evidence(client, holdout, y, cand_proba, champ_proba, frame, pulled, champion_tags)
     return decision, evidence
 
 
@@ -482,9 +481,7 @@ def build_reports(settings: Settings, decision: Decision, evidence: Evidence) ->
             )
         _publish(private, outputs_dir(settings, decision.candidate))
     reference = (
-        data_of(settings, e.champion_tags, pulled=e.pulled)
-        if e.champion_tags is not None
-        else None
+        data_of(settings, e.champion_tags, pulled=e.pulled) if e.champion_tags is not None else None
     )
     written = quality_report(
         settings,
@@ -598,9 +595,10 @@ def quality_report(
     features = list(inputs.columns)
     # Categorical features (issue 19) are described as such; the target as its 0/1 labels.
     numbers = [c for c in features if pd.api.types.is_numeric_dtype(inputs[c])]
-    kinds = {"numerical_columns": numbers, "categorical_columns": [
-        c for c in features if c not in numbers
-    ] or None}
+    kinds = {
+        "numerical_columns": numbers,
+        "categorical_columns": [c for c in features if c not in numbers] or None,
+    }
     tmp = tempfile.TemporaryDirectory(prefix="mlgate-evidently-")  # private to this process
     private = Path(tmp.name)
     written = []

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlgate.serving.bundle import write_bundle
 from mlgate.errors import ModelError
 from mlgate.gate.threshold import DEFAULT as DEFAULT_THRESHOLD
 from mlgate.gate.threshold import recorded
+from mlgate.serving.bundle import write_bundle
 
 
 @dataclass(frozen=True)

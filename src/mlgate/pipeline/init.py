@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 
 from mlgate import cli
-from mlgate.pipeline.data import LabelProblem, label_classes, load_frame
 from mlgate.errors import ConfigError, DataError, did_you_mean
+from mlgate.pipeline.data import LabelProblem, label_classes, load_frame
 from mlgate.settings import MODEL_NAME, short
 
 PARAMS = "params.yaml"
@@ -39,7 +39,9 @@ IGNORED = ("/mlflow.db", "/mlartifacts/", "/mlruns/", "/reports/", "/bundle/", "
 MAX_CATEGORIES = 50  # a text column with more distinct values is not declared categorical
 
 
-def infer_schema(frame: pd.DataFrame, target: str, classes: tuple[Any, Any], name: str):
+def infer_schema(
+    frame: pd.DataFrame, target: str, classes: tuple[Any, Any], name: str
+) -> Any:  # a pandera DataFrameSchema
     """A pandera DataFrameSchema of `frame`: types, nullability, the target's classes and the
     category sets of text columns; no value bounds."""
     import pandera.pandas as pa
@@ -104,7 +106,7 @@ def params_text(
         f"  positive_class: {json.dumps(str(positive))}"
         "   # the class to predict, as written in the data (label 1)"
         if positive is not None
-        else "  # positive_class: \"1\"        # the target holds 0 and 1: 1 is the positive class"
+        else '  # positive_class: "1"        # the target holds 0 and 1: 1 is the positive class'
     )
     return f"""\
 # mlgate settings, written by `mlgate init`. Every key is optional; the defaults and the rest
@@ -247,14 +249,23 @@ def init(
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """mlgate init: write params.yaml, a pandera schema and a .gitignore for your data."""
     parser = argparse.ArgumentParser(prog="mlgate init", description=main.__doc__)
-    parser.add_argument("--data", required=True, type=Path, metavar="PATH",
-                        help="the data file (CSV or Parquet), inside this repository")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="the data file (CSV or Parquet), inside this repository",
+    )
     parser.add_argument("--target", required=True, metavar="COLUMN", help="the label column")
-    parser.add_argument("--positive", metavar="VALUE",
-                        help="the class to predict, as written in the data (needed unless the "
-                        "target holds 0 and 1)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing params.yaml and schema.yaml")
+    parser.add_argument(
+        "--positive",
+        metavar="VALUE",
+        help="the class to predict, as written in the data (needed unless the "
+        "target holds 0 and 1)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing params.yaml and schema.yaml"
+    )
     args = parser.parse_args(argv)
 
     def action() -> int:

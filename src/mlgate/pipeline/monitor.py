@@ -16,8 +16,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from mlgate import cli
-from mlgate.github import outputs as github
 from mlgate.errors import ConfigError, ModelStale
+from mlgate.github import outputs as github
 
 CHECKS = ("drift", "backtest")
 

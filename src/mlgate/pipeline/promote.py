@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mlgate import cli
-from mlgate.github import outputs as github
-from mlgate.registry import moves as registry, tracking
-from mlgate.gate.decision import DECISION_ARTIFACT, check_schema
 from mlgate.errors import GateFailed
+from mlgate.gate.decision import DECISION_ARTIFACT, check_schema
+from mlgate.github import outputs as github
+from mlgate.registry import moves as registry
+from mlgate.registry import tracking
 from mlgate.registry.moves import find_champion, get_version
 from mlgate.settings import Settings
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from mlgate import cli
-from mlgate.github import environment, outputs as github
-from mlgate.registry import moves as registry, tracking
+from mlgate.errors import ConfigError, DeployError
+from mlgate.github import environment
+from mlgate.github import outputs as github
+from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
 from mlgate.pipeline.deploy import (
     PRODUCTION,
     Deployment,
@@ -31,8 +33,8 @@ from mlgate.pipeline.deploy import (
     trusted_record,
     verify_image,
 )
-from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
-from mlgate.errors import ConfigError, DeployError
+from mlgate.registry import moves as registry
+from mlgate.registry import tracking
 from mlgate.registry.moves import get_version
 from mlgate.settings import Settings
 

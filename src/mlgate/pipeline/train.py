@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 
 from mlgate import cli
-from mlgate.github import outputs as github
-from mlgate.pipeline import lineage, validate
-from mlgate.registry import faults, tracking
-from mlgate.gate import threshold as thresholds
-from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.errors import ConfigError, did_you_mean
 from mlgate.files import write_json_atomic
+from mlgate.gate import threshold as thresholds
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
-from mlgate.settings import GitHubContext, Settings
+from mlgate.github import outputs as github
+from mlgate.pipeline import lineage, validate
+from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.pipeline.split import Split, row_keys, split_frame
+from mlgate.registry import faults, tracking
+from mlgate.settings import GitHubContext, Settings
 
 MODEL_ARTIFACT = "model"
 CATEGORIES_KEY = "mlgate.categories"  # MLmodel metadata: {feature: [category, ...]}
@@ -119,9 +119,12 @@ def feature_types(features: pd.DataFrame, categories: Mapping[str, Sequence[str]
     if not categories:
         return None
     return [
-        "c" if column in categories
-        else "i" if pd.api.types.is_bool_dtype(features[column])
-        else "int" if pd.api.types.is_integer_dtype(features[column])
+        "c"
+        if column in categories
+        else "i"
+        if pd.api.types.is_bool_dtype(features[column])
+        else "int"
+        if pd.api.types.is_integer_dtype(features[column])
         else "float"
         for column in features
     ]
@@ -511,8 +514,10 @@ def holdout_line(result: TrainResult) -> str:
         if result.holdout_positive_rate is not None
         else ""
     )
-    rule = "" if result.threshold_rule == f"{result.threshold:g}" else (
-        f" ({result.threshold_rule} on validation)"
+    rule = (
+        ""
+        if result.threshold_rule == f"{result.threshold:g}"
+        else (f" ({result.threshold_rule} on validation)")
     )
     return (
         f"holdout ({result.holdout_rows} rows{rate}): AUC {value('auc')}, PR-AUC "

@@ -16,10 +16,10 @@ import pandas as pd
 import yaml
 
 from mlgate import cli
-from mlgate.github import outputs as github
-from mlgate.pipeline.data import DataVersion, LabelProblem, label_classes, load_frame, pull
 from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
+from mlgate.github import outputs as github
+from mlgate.pipeline.data import DataVersion, LabelProblem, label_classes, load_frame, pull
 from mlgate.settings import Settings, short
 
 SAMPLES = 5
@@ -243,9 +243,7 @@ def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
             label_classes(labels, settings.data.positive_class, target)
         except LabelProblem as exc:
             out.append(
-                Violation(
-                    target, "two classes, positive one named", 1, (exc.message,), fix=exc.fix
-                )
+                Violation(target, "two classes, positive one named", 1, (exc.message,), fix=exc.fix)
             )
         missing = labels.isna()
         if missing.any():

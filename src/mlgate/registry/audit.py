@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mlgate import cli
+from mlgate.errors import ConfigError
+from mlgate.gate.decision import DECISION_ARTIFACT, ModelRef, mlflow_links
 from mlgate.github import outputs as github
 from mlgate.registry import tracking
-from mlgate.gate.decision import DECISION_ARTIFACT, ModelRef, mlflow_links
-from mlgate.errors import ConfigError
 from mlgate.settings import Settings
 
 ALIASES = ("production", "staging")
@@ -193,9 +193,7 @@ def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
     )
     decision = _decision(client, version.run_id)
     events = [
-        e
-        for e in history(client, name, holder_model)
-        if number in (e["version"], e["previous"])
+        e for e in history(client, name, holder_model) if number in (e["version"], e["previous"])
     ]
     production, promotion = _tags(tags, "mlgate.production."), _tags(tags, "mlgate.promotion.")
     replaced = replaced_versions(number, events, production, promotion)

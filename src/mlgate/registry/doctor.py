@@ -13,11 +13,14 @@ the usual codes otherwise (5 MLflow failing or the lock busy, 2 bad usage).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from mlgate import cli
-from mlgate.github import outputs as github
-from mlgate.registry import moves as registry, tracking
 from mlgate.errors import ConfigError, RegistryDisagreement
+from mlgate.github import outputs as github
+from mlgate.registry import moves as registry
+from mlgate.registry import tracking
+from mlgate.settings import Settings
 
 
 def problems(findings: Sequence[registry.Finding]) -> list[registry.Finding]:
@@ -58,9 +61,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print(f"- note: {note}", flush=True)
         names = [name] + production_model(client, settings)
         findings = [
-            f for model in names for f in registry.inspect(
-                registry.read_state(client, model, with_tickets=True)
-            )
+            f
+            for model in names
+            for f in registry.inspect(registry.read_state(client, model, with_tickets=True))
         ]
         for finding in findings:
             print(f"- {finding.message}", flush=True)
@@ -81,9 +84,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 done += registry.converge(client, model, lock=lock)
         left = problems(
             [
-                f for model in names for f in registry.inspect(
-                    registry.read_state(client, model, with_tickets=True)
-                )
+                f
+                for model in names
+                for f in registry.inspect(registry.read_state(client, model, with_tickets=True))
             ]
         )
         for finding in done:
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     return cli.run(action)
 
 
-def production_model(client, settings) -> list[str]:
+def production_model(client: Any, settings: Settings) -> list[str]:
     """[model.production_name] when it is set and exists, else []."""
     from mlflow.exceptions import MlflowException
 
@@ -123,7 +126,7 @@ def production_model(client, settings) -> list[str]:
     return [held]
 
 
-def layout_notes(client, settings) -> list[str]:
+def layout_notes(client: Any, settings: Settings) -> list[str]:
     """Where Production lives, and how to move it behind the Environment's credentials
     (docs/production-registry.md): never a disagreement, a migration to make."""
     name, held = settings.model.name, settings.model.production_model

@@ -52,15 +52,15 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
-from mlgate.registry import faults
 from mlgate.errors import ConfigError, TrackingError
-from mlgate.registry.faults import ALL_FAULT_POINTS
-from mlgate.settings import Settings
 from mlgate.gate.decision import ModelRef
+from mlgate.registry import faults
+from mlgate.registry.faults import ALL_FAULT_POINTS
 from mlgate.registry.tracking import errors, version_by_alias
+from mlgate.settings import Settings
 
 LOCK_PREFIX = "mlgate-lock."  # + model name: the registered model holding the tickets
 MARKER = "mlgate.lock"  # tag on what mlgate created for the lock; checked before any use
@@ -537,8 +537,7 @@ def inspect(state: ModelState) -> list[Finding]:
             clears.append(
                 Finding(
                     "clear",
-                    f"version {version} holds '{alias}' but its move is still pending: "
-                    "finish it",
+                    f"version {version} holds '{alias}' but its move is still pending: finish it",
                     ("clear", version, alias),
                 )
             )
@@ -757,8 +756,10 @@ def original_of(client, name: str, copy) -> Any:  # -> ModelVersion of `name`
     disagrees is refused, never followed."""
     match = COPY_SOURCE.fullmatch(copy.source or "")
     claimed = (copy.tags or {}).get(COPY_OF)
-    if match is None or match.group(1) != name or (
-        claimed is not None and claimed != f"{name}/{match.group(2)}"
+    if (
+        match is None
+        or match.group(1) != name
+        or (claimed is not None and claimed != f"{name}/{match.group(2)}")
     ):
         raise TrackingError(
             f"{copy.name} version {copy.version} holds '{PRODUCTION}' but is not a copy of a "

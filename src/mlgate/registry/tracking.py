@@ -260,8 +260,7 @@ class RunLease:
             raise TrackingError(
                 f"this job's lease on run {self.run_id} was lost before {action} "
                 f"({self.lost or 'not renewed in time'}); nothing is registered from it",
-                fix="re-run the job; if it is paused or slowed this long, raise "
-                "tracking.run_lease",
+                fix="re-run the job; if it is paused or slowed this long, raise tracking.run_lease",
             )
 
 

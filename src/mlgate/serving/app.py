@@ -265,9 +265,7 @@ class App:
         self.features = bundle.features
         self.index = {name: i for i, name in enumerate(self.features)}
         self.log = log
-        self.metrics = (
-            Metrics(bundle, log.stats if log else None, metrics_dir) if count else None
-        )
+        self.metrics = Metrics(bundle, log.stats if log else None, metrics_dir) if count else None
         self.scored: list[tuple[np.ndarray, np.ndarray]] = []  # count=False: what was scored
         self.ready = True
         self.bundle_dir = bundle_dir
@@ -310,7 +308,7 @@ class App:
             query = scope.get("query_string") or b""
             target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
             self.access_log.write(
-                f'{time.strftime("%Y-%m-%dT%H:%M:%S%z")} pid={self._pid} {client[0]} '
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} pid={self._pid} {client[0]} "
                 f'"{scope["method"]} {_printable(target[:512])}" {status} {len(body)} '
                 f"{seconds * 1000:.2f}ms\n"
             )
@@ -452,9 +450,7 @@ class App:
 
                 self._executor = ThreadPoolExecutor(2, thread_name_prefix="mlgate-score")
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        outcome, result, scored = await self._in_pool(
-            fn.__name__, args, keep=self.log is not None
-        )
+        outcome, result, scored = await self._in_pool(fn.__name__, args, keep=self.log is not None)
         if outcome == "refused":
             raise BadRequest(result, scored)
         for rows, matrix, proba in scored:
@@ -632,8 +628,11 @@ class App:
                 try:
                     rows.append(
                         [
-                            (row[i] or None) if name in self.bundle.categories  # issue 19
-                            else float(row[i]) if row[i] != "" else math.nan
+                            (row[i] or None)
+                            if name in self.bundle.categories  # issue 19
+                            else float(row[i])
+                            if row[i] != ""
+                            else math.nan
                             for name, i in zip(self.features, order, strict=True)
                         ]
                     )
@@ -681,8 +680,7 @@ class App:
             if size is None:
                 if "data" not in t:
                     raise BadRequest(
-                        f"input '{t['name']}' has neither data nor "
-                        "parameters.binary_data_size"
+                        f"input '{t['name']}' has neither data nor parameters.binary_data_size"
                     )
                 values.append(_flat(t))
                 continue
@@ -776,10 +774,7 @@ class App:
             "max_batch_size": self.limits.max_rows,
             "input": [
                 {"name": "input-0", "data_type": "TYPE_FP64", "dims": [features]},
-                *(
-                    {"name": f, "data_type": "TYPE_FP64", "dims": [1]}
-                    for f in self.features
-                ),
+                *({"name": f, "data_type": "TYPE_FP64", "dims": [1]} for f in self.features),
             ],
             "output": [
                 {"name": "probability", "data_type": "TYPE_FP64", "dims": [1]},
@@ -868,7 +863,10 @@ class App:
             self._check_columns(columns, f"{where.rsplit('.', 1)[0]}.columns")
         try:  # categorical features: their text to the bundle's codes (issue 19)
             data = encode_json(
-                self.bundle, data, columns=columns, by_column=by_column,
+                self.bundle,
+                data,
+                columns=columns,
+                by_column=by_column,
                 width=shape[1] if shape and len(shape) == 2 else None,
                 allow_missing=self.limits.allow_missing,
             )
@@ -968,7 +966,7 @@ class _Warm:
 
 
 def _scorer_start(bundle_dir: str, limits: Limits) -> None:
-    global _SCORER
+    global _SCORER  # noqa: PLW0603 - one scorer per scoring process, set at its start
     _SCORER = App(load_bundle(Path(bundle_dir)), limits, count=False)
 
 
@@ -1032,8 +1030,7 @@ def _binary_size(tensor: dict[str, Any]) -> int | None:
         return None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise BadRequest(
-            f"input '{tensor['name']}': binary_data_size must be a byte count, "
-            f"got {_short(size)}"
+            f"input '{tensor['name']}': binary_data_size must be a byte count, got {_short(size)}"
         )
     return size
 
@@ -1177,7 +1174,8 @@ def _metrics_dir() -> str:
     writable in a read-only container) when it can, else the temporary directory."""
     from mlgate.errors import ConfigError
 
-    for parent in ("/dev/shm", None):
+    # mkdtemp: a fresh private directory (0700, unpredictable name) even in a shared parent
+    for parent in ("/dev/shm", None):  # noqa: S108
         try:
             return tempfile.mkdtemp(prefix="mlgate-metrics-", dir=parent)
         except OSError:

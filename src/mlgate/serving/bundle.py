@@ -237,9 +237,7 @@ def _code(bundle: Bundle, name: str, value: Any, allow_missing: bool) -> Any:
     known = bundle.categories.get(name)
     if known is None:
         if isinstance(value, str):
-            raise CategoryError(
-                f"column '{name}' takes numbers, got the text {value[:40]!r}"
-            )
+            raise CategoryError(f"column '{name}' takes numbers, got the text {value[:40]!r}")
         return value
     if value is None:
         return None

@@ -66,8 +66,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not answered:
             self._reply_and_close(
                 408,
-                f"request not received within {self.read_timeout:g} s "
-                "(serve.read_timeout_seconds)",
+                f"request not received within {self.read_timeout:g} s (serve.read_timeout_seconds)",
             )
         else:
             self.transport.close()
