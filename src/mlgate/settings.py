@@ -152,7 +152,7 @@ class TrackingSettings:
     # whose lease ran out counts as abandoned (its job is dead) and is ended by a re-run.
     run_lease: float = 60.0  # seconds
     # Tests only: SIGKILL this process right after the named registry call of a move (one of
-    # mlgate.registry.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
+    # mlgate.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
     fault_point: str | None = None
 
 
@@ -668,7 +668,7 @@ def _check_consistency(s: Settings) -> None:
             fix="correct the tracking section",
         )
     if s.tracking.fault_point is not None:
-        from mlgate.registry import faults  # tests only; a typo must not be a silent no-op
+        from mlgate import faults  # tests only; a typo must not be a silent no-op
 
         if faults.parse(s.tracking.fault_point) is None:
             raise ConfigError(

@@ -57,7 +57,7 @@ def tiny_image(
     and `tag` None means the content-addressed tag deploy looks up (`vN-<sha12>`). Without
     them it holds a placeholder, which deploy never reuses. `labels` replaces the labels (an
     image whose labels and contents disagree)."""
-    from mlgate.pipeline.export import logged_booster
+    from mlgate.registry.logged import logged_booster
     from mlgate.serving.bundle import write_bundle
 
     data, changes = io.BytesIO(), []

@@ -76,7 +76,7 @@ def start_training(
 
 def pause_at(point: str, release: Path) -> dict[str, str]:
     """The environment that holds `mlgate train` alive at `point` until `release` exists
-    (mlgate.registry.faults): the job is then in a known state for as long as the test needs."""
+    (mlgate.faults): the job is then in a known state for as long as the test needs."""
     return {"MLGATE_TRACKING_FAULT_POINT": f"pause:{point}:{release}"}
 
 

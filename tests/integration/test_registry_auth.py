@@ -29,10 +29,10 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
+from mlgate.faults import COPY_FAULT_POINTS
 from mlgate.pipeline import deploy
 from mlgate.registry import audit
 from mlgate.registry import moves as registry
-from mlgate.registry.faults import COPY_FAULT_POINTS
 from mlgate.settings import load_settings
 from tests.conftest import BIN, AuthMlflow, make_project
 from tests.integration.test_gate import WEAK
@@ -246,7 +246,7 @@ def test_only_the_environment_credential_moves_production(team: Team, version: s
 @pytest.mark.timeout(1800)
 def test_a_copy_killed_at_each_point_is_made_once(team: Team, version: str) -> None:
     """A real process with the Environment's credential, SIGKILLed right after each registry
-    call of the copy (mlgate.registry.faults.COPY_FAULT_POINTS), then run again: exactly one copy,
+    call of the copy (mlgate.faults.COPY_FAULT_POINTS), then run again: exactly one copy,
     checked against the original's booster, without what it inherited of the original's past
     (here an image tag the pipeline's credential wrote on the original: never trusted)."""
     source = f"models:/{team.model}/{version}"

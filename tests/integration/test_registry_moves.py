@@ -5,7 +5,7 @@
   oracle: a second holder at the same time fails to create it.
 * The moves: `mlgate promote`, `deploy` and `rollback`, each a real subprocess SIGKILLed right
   after each registry call of its move (tracking.fault_point, every point of
-  mlgate.registry.faults.FAULT_POINTS), then run again: the registry must be in the state one clean run
+  mlgate.faults.FAULT_POINTS), then run again: the registry must be in the state one clean run
   leaves, read back with plain MlflowClient calls.
 * The lock's name: a user's models named like the old and the new lock name survive.
 """
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from mlgate.faults import FAULT_POINTS
 from mlgate.pipeline import deploy, promote, rollback
 from mlgate.registry import doctor
 from mlgate.registry import moves as registry
-from mlgate.registry.faults import FAULT_POINTS
 from tests.conftest import BIN, make_project
 from tests.integration.test_concurrency import model_image
 from tests.integration.test_gate import WEAK, Registry
@@ -182,7 +182,7 @@ def test_one_move_reaches_every_registry_fault_point_in_order(moves_server, monk
     (MOVER_POINTS), kill a move where it has those points, and no listed point is dead code."""
     import mlflow
 
-    from mlgate.registry import faults
+    from mlgate import faults
 
     client = mlflow.MlflowClient(moves_server)
     name = f"points-{uuid.uuid4().hex[:8]}"

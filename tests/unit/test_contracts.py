@@ -27,11 +27,19 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "mlgate"
 TRAINING = ("mlflow", "dvc", "pandera", "evidently", "sklearn", "pandas", "xgboost")
 SUBPACKAGES = ("pipeline", "registry", "gate", "serving", "github")
-FOUNDATION = {"mlgate", "mlgate.cli", "mlgate.settings", "mlgate.errors", "mlgate.files"}
+FOUNDATION = {
+    "mlgate",
+    "mlgate.cli",
+    "mlgate.settings",
+    "mlgate.errors",
+    "mlgate.files",
+    "mlgate.faults",  # the named fault points (tests inject kills there); settings checks them
+}
 # The stages in their order; helpers take the place of the first stage that needs them.
 STAGES = {
     "data": 0,
     "split": 0,
+    "init": 1,  # `mlgate init`: reads the data (data) and writes the schema validate checks
     "validate": 1,
     "lineage": 1,
     "train": 2,
@@ -41,6 +49,7 @@ STAGES = {
     "deploy": 5,
     "rollback": 6,
     "drift": 7,
+    "monitor": 7,  # `mlgate monitor`: drift or backtest, for the monitor action
     "demo": 99,  # `make demo` runs every stage
 }
 

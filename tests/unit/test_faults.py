@@ -1,4 +1,4 @@
-"""The fault point settings (mlgate.registry.faults) as a table, and the pause point's release. The
+"""The fault point settings (mlgate.faults) as a table, and the pause point's release. The
 processes killed, stopped and paused at these points are in tests/integration."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mlgate import faults
 from mlgate.errors import ConfigError
-from mlgate.registry import faults
 from mlgate.settings import load_settings
 
 CASES = [
@@ -52,7 +52,7 @@ def test_a_bad_fault_point_is_refused_with_the_points_it_could_be(tmp_path: Path
 
 PAUSED = """
 import sys
-from mlgate.registry import faults
+from mlgate import faults
 faults.reach("move.after_alias", sys.argv[1])  # another point: no effect
 faults.reach("train.in_run", sys.argv[1])
 print("went on", flush=True)

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from mlgate.faults import FAULT_POINTS
 from mlgate.registry import moves as registry
-from mlgate.registry.faults import FAULT_POINTS
 from mlgate.registry.moves import PENDING, ModelState, Ticket, VersionState
 
 AT = "2026-12-01T10:00:00.000001+00:00"

@@ -44,10 +44,11 @@ from mlgate import cli
 from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError
 from mlgate.github import environment
 from mlgate.github import outputs as github
-from mlgate.pipeline.export import export_bundle, logged_booster
+from mlgate.pipeline.export import export_bundle
 from mlgate.pipeline.promote import load_decision
 from mlgate.registry import moves as registry
 from mlgate.registry import tracking
+from mlgate.registry.logged import logged_booster
 from mlgate.registry.moves import get_version
 from mlgate.serving.bundle import META_FILE, MODEL_FILE
 from mlgate.settings import Settings, process_env

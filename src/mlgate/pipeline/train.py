@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlgate import cli
+from mlgate import cli, faults
 from mlgate.errors import ConfigError, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.gate import threshold as thresholds
@@ -31,7 +31,7 @@ from mlgate.github import outputs as github
 from mlgate.pipeline import lineage, validate
 from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.pipeline.split import Split, row_keys, split_frame
-from mlgate.registry import faults, tracking
+from mlgate.registry import tracking
 from mlgate.settings import GitHubContext, Settings
 
 MODEL_ARTIFACT = "model"

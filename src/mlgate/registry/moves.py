@@ -55,10 +55,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mlgate import faults
 from mlgate.errors import ConfigError, TrackingError
+from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.gate.decision import ModelRef
-from mlgate.registry import faults
-from mlgate.registry.faults import ALL_FAULT_POINTS
 from mlgate.registry.tracking import errors, version_by_alias
 from mlgate.settings import Settings
 
@@ -849,7 +849,7 @@ def ensure_copy(client, name: str, version: str, sha256: str, production_model: 
     SIGKILL anywhere in here) finds it by its source and never makes a second one. It is
     trusted only once its logged booster has `sha256` (the original's, from the artifact
     store). Returns the copy (a ModelVersion)."""
-    from mlgate.pipeline.export import logged_booster
+    from mlgate.registry.logged import logged_booster
 
     action = f"copying {name} version {version} into {production_model}"
     with errors(action, denied=denied_fix(production_model)):
