@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# What a repository using mlgate holds, copied to a scratch folder (as the demo does).
+from mlgate.pipeline.demo import PROJECT_FILES
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = (
     "mlflow",
@@ -47,17 +50,6 @@ HEAVY = (
     "pandera",
     "evidently",
     "matplotlib",
-)
-# What a repository using mlgate holds (mlgate.pipeline.demo.PROJECT_FILES), copied to a scratch folder.
-PROJECT_FILES = (
-    "params.yaml",
-    "schema",
-    "data.dvc",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    ".dvcignore",
-    "dvc-remote",
-    ".gitignore",
 )
 
 BARE_TRAIN = """

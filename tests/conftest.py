@@ -153,6 +153,26 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float, log: Path) -> 
     raise RuntimeError(f"{url} did not answer in {seconds}s:\n{log.read_text()[-3000:]}")
 
 
+def sqlite_server_args(root: Path, port: int, *extra: str) -> list[str]:
+    """`mlflow server` on 127.0.0.1:`port`, its sqlite store and proxied artifacts in `root`,
+    one worker."""
+    return [
+        str(BIN / "mlflow"),
+        "server",
+        *extra,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+
+
 def start(
     args: list[str], url: str, log: Path, seconds: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
@@ -198,20 +218,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     process = start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
+        sqlite_server_args(root, port),
         f"{uri}/health",
         root / "server.log",
         seconds=600,  # about 30 s idle; minutes at a load average of 30 (seen here)
@@ -574,22 +581,7 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aut
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     process = start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--app-name",
-            "basic-auth",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
+        sqlite_server_args(root, port, "--app-name", "basic-auth"),
         f"{uri}/health",
         root / "server.log",
         seconds=600,  # about 30 s idle; minutes at a load average of 30 (seen here)
