@@ -11,7 +11,6 @@ import sys
 
 import mlflow
 import numpy as np
-import pandas as pd
 import requests
 
 from mlgate.pipeline import export
@@ -60,7 +59,6 @@ def test_an_exported_version_served_over_http(
         np.testing.assert_allclose(answer.json()["predictions"], expected, atol=1e-6)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert 'mlgate_requests_total{route="invocations",status="200"} 2.0' in metrics
-        assert isinstance(pd.Series(expected), pd.Series)
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0, log.read_text()[-2000:]

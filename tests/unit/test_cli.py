@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlgate import cli
+from mlgate.errors import ConfigError
 from mlgate.pipeline import train, validate
 from tests.conftest import push_data
 
@@ -76,11 +77,12 @@ def test_unknown_params_key_exits_2(project: Path, clean_env) -> None:
 
 
 def test_unknown_xgboost_parameter_is_refused_before_any_run(project: Path) -> None:
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ConfigError) as info:
         train.check_xgboost_params({"objective": "binary:logistic", "max_dept": 3})
     assert "'max_dept' (did you mean \"max_depth\"?)" in str(info.value)
-    with pytest.raises(Exception, match="rejected by XGBoost"):
+    assert info.value.exit_code == 2
+    with pytest.raises(ConfigError, match="rejected by XGBoost"):
         train.check_xgboost_params({"max_depth": "abc"})
-    with pytest.raises(Exception, match="must be binary:logistic"):
+    with pytest.raises(ConfigError, match="must be binary:logistic"):
         train.check_xgboost_params({"objective": "reg:squarederror"})
     train.check_xgboost_params({"objective": "binary:logistic", "max_depth": 3})
