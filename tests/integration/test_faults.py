@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -258,3 +258,83 @@ def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
     final = client.get_run(run_id)
     assert final.info.status == "FINISHED" and tracking.ABANDONED not in final.data.tags
     assert [v for _, v in versions_of(server, model)] == [run_id]
+
+
+def delaying_proxy(target: str, path: str, delay: float) -> tuple[str, Callable[[], None], list]:
+    """An HTTP proxy to `target` that forwards every request at once but answers the first POST
+    to `path` only after `delay` seconds: what a slow network or a busy registry does to a client
+    whose timeout is shorter. The server has committed the request by the time the client gives
+    up. Returns its URI, its shutdown, and the paths of the POSTs it saw there."""
+    import http.server
+    import threading
+
+    import requests
+
+    seen: list[str] = []
+    hop = {"host", "content-length", "connection", "transfer-encoding", "content-encoding"}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+            answer = requests.request(
+                self.command, target + self.path, data=body, headers=headers, timeout=120
+            )
+            if self.command == "POST" and self.path.startswith(path):
+                seen.append(self.path)
+                if len(seen) == 1:
+                    time.sleep(delay)
+            self.send_response(answer.status_code)
+            for key, value in answer.headers.items():
+                if key.lower() not in hop:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            try:
+                self.wfile.write(answer.content)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up: expected
+                pass
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{proxy.server_port}", proxy.shutdown, seen
+
+
+def test_a_registration_retried_after_a_timeout_leaves_one_version(
+    server: Server, tmp_path: Path, clean_env: dict
+) -> None:
+    """The registry commits `create_model_version` but answers after the client's timeout;
+    MLflow's HTTP client retries the POST, and the registry makes a second version of the same
+    run (seen under load: two versions from one training). One run registers one version: the
+    training ends with exactly one, of its own run."""
+    uri, shutdown, seen = delaying_proxy(
+        server.uri, "/api/2.0/mlflow/model-versions/create", delay=8
+    )
+    try:
+        project = make_project(tmp_path / "project")
+        model = unique("retried")
+        args = train_args(project, uri, model, "--set", "tracking.timeout=4")
+        done = subprocess.run(
+            [str(BIN / "mlgate"), "train", *args],
+            env=clean_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        shutdown()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(seen) == 2, f"the create was not retried ({seen}): the fault did not happen"
+    versions = versions_of(server, model)
+    runs = runs_of(server, model)
+    assert len(versions) == 1, versions
+    assert versions[0][1] in runs and runs[versions[0][1]] == "FINISHED"
+    assert "made twice by a retried request" in done.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,6 +189,7 @@ def register(
                     f"model version {name}/{version.version} is {version.status}, not READY",
                     fix="check the registry's artifact store, then re-run",
                 )
+            _drop_retried_duplicates(client, name, run_id, keep=str(version.version))
         if lease is not None:
             lease.confirm(f"keeping version {version.version} of '{name}'")
         return version
@@ -318,6 +320,28 @@ def end_abandoned_runs(client, settings: Settings, run_name: str) -> list[str]:
             _delete_versions_of_run(client, name, run_id)
             ended.append(run_id)
     return ended
+
+
+def _drop_retried_duplicates(client, name: str, run_id: str, keep: str) -> list[str]:
+    """One run registers one version. A create request whose answer timed out may still have
+    been committed, and MLflow's HTTP client retries POSTs too, so a slow registry can hold two
+    versions of this run: delete every version of it but `keep` (none holds an alias yet: the
+    run is this job's, under its lease)."""
+    dropped = []
+    for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        if version.name != name or version.run_id != run_id or str(version.version) == keep:
+            continue
+        if version.aliases:  # never seen; a person chose it, so it is theirs to judge
+            continue
+        client.delete_model_version(name, version.version)
+        dropped.append(str(version.version))
+    if dropped:
+        print(
+            f"registry: dropped version(s) {', '.join(dropped)} of '{name}', made twice by a "
+            f"retried request; version {keep} is this run's",
+            file=sys.stderr,
+        )
+    return dropped
 
 
 def _delete_versions_of_run(client, name: str, run_id: str) -> list[str]:
