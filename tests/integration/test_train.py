@@ -363,7 +363,7 @@ def test_demo_runs_on_the_embedded_defaults(project, clean_env, capsys) -> None:
     assert second.tags["mlgate.data.rows"] == "529"
     # The staging alias follows the second version's verdict, whichever it is.
     verdict = second.tags["mlgate.decision.verdict"]
-    staging = c.get_model_version_by_alias("breast-cancer-xgb", "staging").version
+    staging = str(c.get_model_version_by_alias("breast-cancer-xgb", "staging").version)
     assert staging == ("2" if verdict == "pass" else "1"), (verdict, staging)
     assert "skipped the image and Production" in out and "scored one row at" in out
     assert '"predictions": [' in out or "'predictions': [" in out
