@@ -325,16 +325,9 @@ def end_abandoned_runs(client, settings: Settings, run_name: str) -> list[str]:
 def _drop_retried_duplicates(client, name: str, run_id: str, keep: str) -> list[str]:
     """One run registers one version. A create request whose answer timed out may still have
     been committed, and MLflow's HTTP client retries POSTs too, so a slow registry can hold two
-    versions of this run: delete every version of it but `keep` (none holds an alias yet: the
-    run is this job's, under its lease)."""
-    dropped = []
-    for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        if version.name != name or version.run_id != run_id or str(version.version) == keep:
-            continue
-        if version.aliases:  # never seen; a person chose it, so it is theirs to judge
-            continue
-        client.delete_model_version(name, version.version)
-        dropped.append(str(version.version))
+    versions of this run: delete every version of it but `keep` (the run is this job's, under
+    its lease). Not best effort: a failure here fails the registration."""
+    dropped = _versions_of_run_deleted(client, name, run_id, keep=keep)
     if dropped:
         print(
             f"registry: dropped version(s) {', '.join(dropped)} of '{name}', made twice by a "
@@ -345,18 +338,28 @@ def _drop_retried_duplicates(client, name: str, run_id: str, keep: str) -> list[
 
 
 def _delete_versions_of_run(client, name: str, run_id: str) -> list[str]:
-    """Delete the versions of `name` registered from `run_id` (a failed or dead run), except
-    any holding an alias: that one someone chose to use, and is left for a person to judge.
-    Each version is checked against the run before it is deleted. Best effort."""
-    deleted = []
+    """Delete the versions of `name` registered from `run_id` (a failed or dead run). Best
+    effort: the registry may be the thing that failed."""
     try:
-        for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-            if version.name != name or version.run_id != run_id or version.aliases:
-                continue
-            client.delete_model_version(name, version.version)
-            deleted.append(str(version.version))
-    except Exception:  # best effort: the registry may be the thing that failed
-        pass
+        return _versions_of_run_deleted(client, name, run_id)
+    except Exception:
+        return []
+
+
+def _versions_of_run_deleted(
+    client, name: str, run_id: str, *, keep: str | None = None
+) -> list[str]:
+    """Delete the versions of `name` registered from `run_id`, except `keep` and any holding an
+    alias: that one someone chose to use, and is left for a person to judge. Each version is
+    checked against the run before it is deleted."""
+    deleted = []
+    for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        if version.name != name or version.run_id != run_id or version.aliases:
+            continue
+        if str(version.version) == keep:
+            continue
+        client.delete_model_version(name, version.version)
+        deleted.append(str(version.version))
     return deleted
 
 
