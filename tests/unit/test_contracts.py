@@ -7,6 +7,7 @@ function-level import counts as much as a module-level one: it runs too, only la
 * a pipeline stage never imports a later stage;
 * registry, gate, github and serving never import pipeline;
 * nothing but mlgate.settings reads or writes `os.environ`;
+* each request format module (mlgate.serving.formats) imports no other format module;
 * each subpackage says in its docstring what it owns and may import, and imports nothing itself
   (importing `mlgate.registry` must not pull the registry's dependencies).
 """
@@ -172,6 +173,55 @@ def test_serving_reaches_no_training_library_and_no_pipeline_registry_or_gate_mo
         if name.split(".")[0] in TRAINING and not guarded
     ]
     assert not bad, "the serving image has none of these: " + "; ".join(bad)
+
+
+FORMATS = "mlgate.serving.formats"
+# What a format module may import of the serving side: the shared checks and types, the bundle.
+FORMAT_MAY_IMPORT = {
+    f"{FORMATS}.base",
+    "mlgate.serving.matrix",
+    "mlgate.serving.bundle",
+    "mlgate.serving.trees",  # the bundle's (it runs when the bundle is imported)
+}
+
+
+def _format_modules() -> set[str]:
+    return {m for m in MODULES if m.startswith(f"{FORMATS}.") and m != f"{FORMATS}.base"}
+
+
+def _format_strays(imports: dict[str, list[tuple[str, int]]], formats: set[str]) -> list[str]:
+    """Each format module's imports of the serving side outside FORMAT_MAY_IMPORT: another
+    format, the registry, the app, the metrics."""
+    return [
+        f"{name}:{line} imports {imported}"
+        for name in sorted(formats)
+        for imported, line in imports[name]
+        if imported.startswith("mlgate.serving")
+        and (_ours(imported) or imported) not in FORMAT_MAY_IMPORT
+    ]
+
+
+def test_each_request_format_imports_no_other_format():
+    """Adding a request format is one module and one registry entry: formats share only
+    mlgate.serving.matrix and formats.base, never each other's code (issue 22)."""
+    formats = _format_modules()
+    assert {f"{FORMATS}.mlflow_json", f"{FORMATS}.csv", f"{FORMATS}.oip"} <= formats
+    imports = {m: [(i, line) for i, line, _ in MODULES[m].imports] for m in formats}
+    strays = _format_strays(imports, formats)
+    assert not strays, "a format module reaches beyond the shared checks: " + "; ".join(strays)
+
+
+def test_every_format_module_is_registered_and_the_check_is_not_vacuous():
+    from mlgate.serving.formats import FORMATS as registry
+
+    registered = {fmt.parse.__module__ for fmt in registry.values()}
+    assert registered == _format_modules(), "register each format module in FORMATS"
+    # the check above sees an import of another format, and of the registry
+    fake = {f"{FORMATS}.csv": [(f"{FORMATS}.oip", 3), (FORMATS, 4), ("mlgate.serving.matrix", 5)]}
+    assert _format_strays(fake, {f"{FORMATS}.csv"}) == [
+        f"{FORMATS}.csv:3 imports {FORMATS}.oip",
+        f"{FORMATS}.csv:4 imports {FORMATS}",
+    ]
 
 
 def test_no_stage_imports_a_later_stage():

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlgate.serving.app import BINARY_DTYPES, App
+from mlgate.serving.app import App
+from mlgate.serving.formats.oip import BINARY_DTYPES
 from tests.unit import test_serve_properties
 from tests.unit.test_serve_properties import FEATURES, SETTINGS, oracle
 

@@ -115,7 +115,8 @@ class S3Sink(Sink):
                     yield item["Key"][start:]
 
     def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return data
 
 
 def open_sink(url: str, endpoint_url: str | None = None) -> Sink:
