@@ -17,8 +17,8 @@ import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlgate.serving.bundle import write_bundle
 from mlgate.serving.predlog import DirectorySink, read_log
+from tests import boosters
 from tests.conftest import without_tool_variables
 from tests.integration.test_serve_clients import oracle, serve, stop
 from tests.unit.test_serve import FEATURES, ROWS, make_bundle
@@ -94,29 +94,8 @@ def test_metrics_sum_both_workers_and_the_access_log_names_each(tmp_path: Path) 
 
 
 def _wide_bundle(dest: Path, width: int) -> tuple[Path, list[str]]:
-    import xgboost as xgb
-
-    names = [f"f{i}" for i in range(width)]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, width))
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1},
-        xgb.DMatrix(x, label=(x[:, 0] + x[:, 1] > 0).astype(int), feature_names=names),
-        num_boost_round=20,
-    )
-    write_bundle(
-        dest,
-        bytes(booster.save_raw("ubj")),
-        compile=True,
-        name="wide",
-        version="1",
-        run_id="r",
-        features=names,
-        threshold=0.5,
-        data_md5="d",
-        commit="c",
-    )
-    return dest, names
+    spec = boosters.wide(width)
+    return boosters.bundle(spec, dest), list(spec.features)
 
 
 def test_ping_keeps_answering_while_10mb_requests_stream_in(tmp_path: Path) -> None:

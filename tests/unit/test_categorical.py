@@ -13,24 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlgate.pipeline.train import CATEGORIES_KEY, categories_of, conform, dmatrix, encode
+from mlgate.pipeline.train import CATEGORIES_KEY, categories_of, conform, encode
 from mlgate.serving import trees
 from mlgate.serving.app import App, Limits
-from mlgate.serving.bundle import load_bundle, write_bundle
+from mlgate.serving.bundle import load_bundle
 from mlgate.settings import load_settings
+from tests import boosters
+from tests.boosters import CHURN_FEATURES, PLANS, churn
 from tests.unit.test_serve import call
 
-PLANS = ["basic", "gold", "pro", "silver", "team", "trial"]
-FEATURES = ["tenure", "plan"]
-
-
-def churn(rows: int = 1500, seed: int = 0, plans=PLANS) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    plan = rng.choice(plans, rows)
-    tenure = rng.integers(0, 72, rows)
-    risky = np.isin(plan, ["basic", "trial", "team"])
-    y = (risky ^ (tenure > 40)) | (rng.random(rows) < 0.05)
-    return pd.DataFrame({"tenure": tenure, "plan": pd.Categorical(plan), "y": y.astype(int)})
+FEATURES = CHURN_FEATURES
 
 
 @pytest.fixture(scope="module")
@@ -38,35 +30,9 @@ def settings(tmp_path_factory):
     return load_settings(env={}, overrides=["data.target=y"], cwd=tmp_path_factory.mktemp("s"))
 
 
-def booster_for(frame: pd.DataFrame, settings):
-    import xgboost as xgb
-
-    categories = categories_of(frame, settings)
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1, "max_cat_to_onehot": 1},
-        dmatrix(frame, settings, categories, frame["y"].to_numpy()),
-        num_boost_round=25,
-    )
-    return booster, categories
-
-
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, settings) -> Path:
-    booster, categories = booster_for(churn(), settings)
-    dest = tmp_path_factory.mktemp("bundle") / "b"
-    write_bundle(
-        dest,
-        bytes(booster.save_raw("ubj")),
-        name="churn",
-        version="1",
-        run_id="r1",
-        features=FEATURES,
-        threshold=0.5,
-        data_md5="d",
-        commit="c",
-        categories=categories,
-    )
-    return dest
+def bundle_dir(tmp_path_factory) -> Path:
+    return boosters.categorical_bundle(tmp_path_factory.mktemp("bundle") / "b")
 
 
 def test_categories_are_sorted_text_and_unseen_is_missing(settings) -> None:
@@ -79,7 +45,7 @@ def test_categories_are_sorted_text_and_unseen_is_missing(settings) -> None:
 
 
 def test_compiled_trees_match_the_booster_around_every_category(settings, tmp_path) -> None:
-    booster, _ = booster_for(churn(), settings)
+    booster, _ = boosters.categorical()
     assert booster.feature_types == ["int", "c"]
     rows = trees.parity_rows(booster)
     codes = set(np.unique(rows[~np.isnan(rows[:, 1]), 1]).astype(int))
@@ -190,8 +156,8 @@ def test_champion_and_candidate_get_codes_from_their_own_categories(settings) ->
     assert champ[0] == 2 and np.isnan(champ[1]) and champ[2] == 1  # trial: unseen, missing
     assert cand == [sorted(PLANS).index(p) for p in ["pro", "trial", "gold"]]
     # and scores agree with each model's booster fed the same plan's own codes
-    old, _ = booster_for(churn(plans=["basic", "gold", "pro"]), settings)
-    new, _ = booster_for(churn(), settings)
+    old, _ = boosters.categorical(("basic", "gold", "pro"))
+    new, _ = boosters.categorical()
     import xgboost as xgb
 
     for booster, model, names in (

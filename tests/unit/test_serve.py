@@ -16,35 +16,15 @@ from hypothesis import strategies as st
 
 from mlgate.errors import ConfigError, ModelError
 from mlgate.serving.app import App, Limits
-from mlgate.serving.bundle import load_bundle, write_bundle
+from mlgate.serving.bundle import load_bundle
+from tests import boosters
 
-FEATURES = ["alpha", "beta", "gamma"]
+FEATURES = list(boosters.TOY.features)
 
 
 def make_bundle(dest: Path, compile: bool = True) -> Path:
-    import xgboost as xgb
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 3))
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
-        xgb.DMatrix(x, label=y, feature_names=FEATURES),
-        num_boost_round=20,
-    )
-    write_bundle(
-        dest,
-        bytes(booster.save_raw("ubj")),
-        compile=compile,
-        name="toy",
-        version="3",
-        run_id="r3",
-        features=FEATURES,
-        threshold=0.5,
-        data_md5="d",
-        commit="c",
-    )
-    return dest
+    """The small generated model's bundle, copied to `dest` (tests.boosters)."""
+    return boosters.bundle(boosters.TOY, dest, compile=compile)
 
 
 @pytest.fixture(scope="module")

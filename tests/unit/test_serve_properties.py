@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlgate.serving.app import App, Limits
-from mlgate.serving.bundle import load_bundle, write_bundle
+from mlgate.serving.bundle import load_bundle
+from tests import boosters
 
-FEATURES = ["f_a", "f_b", "f_c", "f_d"]
+FEATURES = list(boosters.PROP.features)
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -34,29 +35,8 @@ SETTINGS = settings(
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> tuple[App, Any]:
     """The app serving a small generated model, and that model's Booster (the oracle)."""
-    import xgboost as xgb
-
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(300, len(FEATURES)))
-    y = (x[:, 0] - x[:, 2] + 0.3 * x[:, 3] > 0).astype(int)
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
-        xgb.DMatrix(x, label=y, feature_names=FEATURES),
-        num_boost_round=12,
-    )
-    dest = tmp_path_factory.mktemp("bundle") / "b"
-    write_bundle(
-        dest,
-        bytes(booster.save_raw("ubj")),
-        compile=True,
-        name="prop",
-        version="1",
-        run_id="r1",
-        features=FEATURES,
-        threshold=0.5,
-        data_md5="d",
-        commit="c",
-    )
+    dest = boosters.bundle(boosters.PROP, tmp_path_factory.mktemp("bundle") / "b")
+    booster = boosters.booster(boosters.PROP)
     return App(load_bundle(dest), Limits(max_body_bytes=256 * 1024, max_rows=64)), booster
 
 
