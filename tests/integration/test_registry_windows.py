@@ -224,3 +224,41 @@ def test_a_create_committed_after_the_job_ended_is_found_and_dropped_by_doctor(
     assert versions_of(server, model) == versions[:1]
     clean = doctor()
     assert clean.returncode == 0, clean.stdout + clean.stderr
+
+
+def test_the_lowest_version_of_a_run_is_kept_and_an_aliased_one_never_dropped(tmp_path) -> None:
+    """The rule every reader applies, on a real (sqlite) registry: of one run's versions the
+    lowest is kept; one holding an alias is reported but never dropped (a search returns no
+    aliases: they are read from the registered model); a version without mlgate's run tag,
+    or of another run, is not counted."""
+    from mlgate.registry import tracking
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("rule", artifact_location=(tmp_path / "a").as_uri())
+    run, other = (client.create_run(experiment).info for _ in range(2))
+    client.create_registered_model("m")
+
+    def version(of, marked: bool = True) -> str:
+        tags = {tracking.MARKER: of.run_id} if marked else {}
+        made = client.create_model_version("m", f"{of.artifact_uri}/model", of.run_id, tags=tags)
+        return str(made.version)
+
+    v1, v2, v3, v4, v5 = (
+        version(run),
+        version(run),
+        version(other),
+        version(run),
+        version(run, False),
+    )
+    client.set_registered_model_alias("m", "staging", v4)
+    found = tracking.duplicate_versions(client, "m")
+    assert [(d.run_id, d.kept, d.extra) for d in found] == [(run.run_id, v1, (v2, v4))]
+    dropped = tracking.drop_duplicate_versions(client, "m")
+    assert [(d.kept, d.extra) for d in dropped] == [(v1, (v2,))]
+    left = sorted(int(v.version) for v in client.search_model_versions("name='m'"))
+    assert left == sorted(int(v) for v in (v1, v3, v4, v5))
+    assert [d.extra for d in tracking.duplicate_versions(client, "m")] == [(v4,)]  # for a person
+    client.delete_registered_model_alias("m", "staging")
+    assert [d.extra for d in tracking.drop_duplicate_versions(client, "m")] == [(v4,)]
+    assert tracking.duplicate_versions(client, "m") == []
+    assert tracking.drop_duplicate_versions(client, "m") == []  # the second pass: nothing

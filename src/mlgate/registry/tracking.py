@@ -409,13 +409,28 @@ def _keep_lowest(
     )
     if not versions:
         return None, []
+    aliased = _aliased(client, name)
     deleted = []
     for extra in versions[1:]:
-        if extra.aliases:
+        if str(extra.version) in aliased:
             continue
         client.delete_model_version(name, extra.version)
         deleted.append(str(extra.version))
     return str(versions[0].version), deleted
+
+
+def _aliased(client: Client, name: str) -> set[str]:
+    """The versions of `name` holding an alias. Read from the registered model: the versions a
+    search returns carry no aliases (MLflow's store leaves them out)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return set()
+        raise
+    return {str(version) for version in (model.aliases or {}).values()}
 
 
 # The tag train puts on each version it registers: the run it came from.
@@ -482,8 +497,9 @@ def _versions_of_run_deleted(client: Client, name: str, run_id: str) -> list[str
     that one someone chose to use, and is left for a person to judge. Each version is checked
     against the run before it is deleted."""
     deleted = []
+    aliased = _aliased(client, name)
     for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        if version.name != name or version.run_id != run_id or version.aliases:
+        if version.name != name or version.run_id != run_id or str(version.version) in aliased:
             continue
         client.delete_model_version(name, version.version)
         deleted.append(str(version.version))
