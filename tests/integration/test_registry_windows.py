@@ -23,6 +23,7 @@ import mlflow
 import pytest
 import requests
 
+from mlgate.registry.doctor import main as doctor_main
 from tests.conftest import BIN, free_port, make_project, start, stop
 from tests.integration.test_train import train_args, unique
 
@@ -187,7 +188,7 @@ def test_a_create_committed_after_the_jobs_search_is_dropped_before_the_run_ends
 
 @pytest.mark.parametrize("held", [False], indirect=True)
 def test_a_create_committed_after_the_job_ended_is_found_and_dropped_by_doctor(
-    held: HeldCreate, server: str, project: Path, clean_env: dict[str, str], tmp_path
+    held: HeldCreate, server: str, project: Path, clean_env: dict[str, str], tmp_path, capsys
 ) -> None:
     """The held first create commits only after the job has ended: nothing in the job can
     see it. `mlgate doctor` reports the run's second version (exit 12, nothing changed),
@@ -204,26 +205,22 @@ def test_a_create_committed_after_the_job_ended_is_found_and_dropped_by_doctor(
     assert len(versions) == 2 and versions[0][1] == versions[1][1], versions
     assert str(versions[0][0]) == reported  # committed later, numbered higher
 
-    def doctor(*extra: str) -> subprocess.CompletedProcess[str]:
+    def doctor(*extra: str) -> tuple[int, str]:  # in this process: no interpreter to start
         args = ["--params", str(project / "params.yaml"), "--tracking-uri", server]
-        return subprocess.run(
-            [str(BIN / "mlgate"), "doctor", *args, "--model-name", model, *extra],
-            env=clean_env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        code = doctor_main([*args, "--model-name", model, *extra], env=clean_env)
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
 
-    found = doctor()
-    assert found.returncode == 12, found.stdout + found.stderr
-    assert f"run {versions[0][1]} has 2 versions" in found.stdout
+    code, found = doctor()
+    assert code == 12, found
+    assert f"run {versions[0][1]} has 2 versions" in found
     assert versions_of(server, model) == versions  # reported, nothing changed
-    repaired = doctor("--repair")
-    assert repaired.returncode == 12, repaired.stdout + repaired.stderr
-    assert "repaired: run" in repaired.stdout
+    code, repaired = doctor("--repair")
+    assert code == 12, repaired
+    assert "repaired: run" in repaired
     assert versions_of(server, model) == versions[:1]
-    clean = doctor()
-    assert clean.returncode == 0, clean.stdout + clean.stderr
+    code, clean = doctor()
+    assert code == 0, clean
 
 
 def test_the_lowest_version_of_a_run_is_kept_and_an_aliased_one_never_dropped(tmp_path) -> None:
