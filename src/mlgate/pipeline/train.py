@@ -271,6 +271,8 @@ def train(settings: Settings) -> TrainResult:
     run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
     for ghost in tracking.end_abandoned_runs(client, settings, run_name):
         print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
+    for extra in tracking.drop_duplicate_versions(client, settings.model.name):
+        print(f"dropped version(s) {', '.join(extra.extra)}: {extra.message}", flush=True)
     lease_tags = tracking.RunLease.tags(settings.tracking.run_lease)
     with (
         tracking.errors("logging the training run"),

@@ -4,6 +4,8 @@ It reads the registry, says each disagreement in plain words and, with --repair,
 and repairs exactly what a re-run of the interrupted promotion, deploy or rollback would
 (`registry.converge`): stages to match the aliases, the tags and history event of a move whose
 alias moved, pending records removed once all of that agrees, expired lock tickets deleted.
+It also finds a run with two versions (a registration request the registry committed after
+its retry) and keeps the lowest, as registration itself does (`tracking.drop_duplicate_versions`).
 It never moves an alias: the aliases are the commit point of every move.
 
 Exit codes: 0 all agree; 12 something disagreed (the message says whether it was repaired);
@@ -67,7 +69,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         ]
         for finding in findings:
             print(f"- {finding.message}", flush=True)
-        wrong = problems(findings)
+        extras = tracking.duplicate_versions(client, name)
+        for extra in extras:
+            print(f"- {extra.message}", flush=True)
+        wrong = problems(findings) + extras
         if not wrong:
             print(f"{name}: aliases, stages, tags, history and lock agree", flush=True)
             github.write_summary(settings.github, f"### 🩺 {name}\nAll pointers agree.")
@@ -78,19 +83,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 fix="run `mlgate doctor --repair` (or re-run the interrupted promote, deploy or "
                 "rollback)",
             )
-        done = []
+        done: list[registry.Finding | tracking.Duplicate] = []
+        done += tracking.drop_duplicate_versions(client, name)
         for model in names:
             with tracking.pointer_lock(client, settings, "doctor --repair", name=model) as lock:
                 done += registry.converge(client, model, lock=lock)
-        left = problems(
-            [
-                f
-                for model in names
-                for f in registry.inspect(registry.read_state(client, model, with_tickets=True))
-            ]
-        )
-        for finding in done:
-            print(f"repaired: {finding.message}", flush=True)
+        left: list[registry.Finding | tracking.Duplicate] = [
+            *problems(
+                [
+                    f
+                    for model in names
+                    for f in registry.inspect(registry.read_state(client, model, with_tickets=True))
+                ]
+            ),
+            *tracking.duplicate_versions(client, name),
+        ]
+        for repaired in done:
+            print(f"repaired: {repaired.message}", flush=True)
         if left:
             raise RegistryDisagreement(
                 f"{name}: {len(wrong)} disagreement(s) found, {len(left)} still left after the "

@@ -59,7 +59,7 @@ from mlgate import faults
 from mlgate.errors import ConfigError, TrackingError
 from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.gate.decision import ModelRef
-from mlgate.registry.tracking import errors, version_by_alias
+from mlgate.registry.tracking import Client, errors, version_by_alias
 from mlgate.settings import Settings
 
 LOCK_PREFIX = "mlgate-lock."  # + model name: the registered model holding the tickets
@@ -111,7 +111,7 @@ class Ticket:
         return f"{self.holder} (ticket {self.version}, lease until {until})"
 
 
-def tickets_of(versions: Iterable) -> list[Ticket]:  # versions: ModelVersion
+def tickets_of(versions: Iterable[Any]) -> list[Ticket]:  # versions: ModelVersion
     """The tickets among a lock model's versions, lowest first. A version without a holder or a
     readable expiry is a ticket whose lease is over."""
     out = []
@@ -130,7 +130,7 @@ class PointerLock:
 
     def __init__(
         self,
-        client,
+        client: Client,
         name: str,
         *,
         holder: str,
@@ -156,8 +156,8 @@ class PointerLock:
             with errors(f"taking the lock on {self.name}'s aliases", denied=self.denied):
                 live = self._live_tickets()
                 if not live:
-                    self._take()
-                    below = [t for t in self._live_tickets() if t.version < self.ticket]
+                    mine = self._take()
+                    below = [t for t in self._live_tickets() if t.version < mine]
                     if not below:
                         self.fault("lock.after_ticket")
                         return self
@@ -224,7 +224,7 @@ class PointerLock:
             fix="check the MLflow server, then re-run",
         )
 
-    def _take(self) -> None:
+    def _take(self) -> int:
         start = time.monotonic()
         expires = time.time() + self.lease
         version = self.client.create_model_version(
@@ -236,6 +236,7 @@ class PointerLock:
         )
         self.ticket = int(version.version)
         self.deadline = start + self.lease - self.margin
+        return self.ticket
 
     def _withdraw(self) -> None:
         from mlflow.exceptions import MlflowException
@@ -310,7 +311,7 @@ def check_marker(lock: str, name: str, tags: Mapping[str, str]) -> None:
 
 
 def pointer_lock(
-    client, settings: Settings, action: str, *, name: str | None = None
+    client: Client, settings: Settings, action: str, *, name: str | None = None
 ) -> PointerLock:
     """The lock on the pointers of `name` (default `settings.model.name`; Production moves
     lock `settings.model.production_model`), named after who takes it for what."""
@@ -333,7 +334,7 @@ def pointer_lock(
     )
 
 
-def search_versions(client, name: str) -> list:
+def search_versions(client: Client, name: str) -> list[Any]:
     """Every (not deleted) version of `name`, all pages."""
     out, token = [], None
     while True:
@@ -348,7 +349,7 @@ def search_versions(client, name: str) -> list:
 
 
 def move_alias(
-    client,
+    client: Client,
     name: str,
     alias: str,
     version: str,
@@ -412,7 +413,7 @@ def history_key(alias: str, at: str, version: str) -> str:
     return f"{HISTORY}{alias}.{datetime.fromisoformat(at):%Y%m%dT%H%M%S.%f}Z.v{version}"
 
 
-def history_event(alias: str, version: str, move: Mapping) -> str:
+def history_event(alias: str, version: str, move: Mapping[str, Any]) -> str:
     event = {
         "alias": alias,
         "version": version,
@@ -564,7 +565,7 @@ def inspect(state: ModelState) -> list[Finding]:
     return stages + records + clears + tickets
 
 
-def read_state(client, name: str, *, with_tickets: bool = False) -> ModelState:
+def read_state(client: Client, name: str, *, with_tickets: bool = False) -> ModelState:
     from mlflow.exceptions import MlflowException
 
     with errors(f"reading the pointers of {name}"):
@@ -604,7 +605,7 @@ FAULT_OF = {
 }
 
 
-def apply(client, name: str, finding: Finding, lock: PointerLock | None) -> None:
+def apply(client: Client, name: str, finding: Finding, lock: PointerLock | None) -> None:
     import warnings
 
     if not finding.action:
@@ -630,7 +631,7 @@ def apply(client, name: str, finding: Finding, lock: PointerLock | None) -> None
         lock.fault(FAULT_OF[finding.kind])
 
 
-def converge(client, name: str, *, lock: PointerLock | None) -> list[Finding]:
+def converge(client: Client, name: str, *, lock: PointerLock | None) -> list[Finding]:
     """Bring `name`'s stages, tags and history into agreement with its aliases and pending
     records, then remove the pending records: what a re-run does after a crash at any point of a
     move, and what `mlgate doctor --repair` does. The findings repaired are returned."""
@@ -671,7 +672,7 @@ CHAMPION_ALIASES = ("production", "staging")
 
 
 def find_champion(
-    client, name: str, candidate_version: str, production_model: str | None = None
+    client: Client, name: str, candidate_version: str, production_model: str | None = None
 ) -> ModelRef | None:
     """The version in Production (`production_of`: on `production_model` when it is set),
     else the one holding `staging`; the candidate itself never counts."""
@@ -686,7 +687,7 @@ def find_champion(
     return None
 
 
-def get_version(client, name: str, version: str):  # -> ModelVersion
+def get_version(client: Client, name: str, version: str) -> Any:  # a ModelVersion
     """A registered version; one that does not exist is the caller's mistake, not MLflow's."""
     from mlflow.exceptions import MlflowException
 
@@ -737,7 +738,7 @@ class Production:
 
     @property
     def legacy(self) -> bool:
-        return self.holder.name == self.source.name
+        return bool(self.holder.name == self.source.name)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -749,7 +750,7 @@ class Production:
         return {**own, **dict(self.holder.tags)}
 
 
-def original_of(client, name: str, copy) -> Any:  # -> ModelVersion of `name`
+def original_of(client: Client, name: str, copy: Any) -> Any:  # -> ModelVersion of `name`
     """The version of `name` that `copy` (a version of the production model) copies, read from
     the copy's `source` (`models:/NAME/VERSION`, set by copy_model_version) and checked
     against its run and its `mlgate.copy.of` tag: a copy that names another model or
@@ -777,7 +778,7 @@ def original_of(client, name: str, copy) -> Any:  # -> ModelVersion of `name`
     return original
 
 
-def production_of(client, name: str, production_model: str) -> Production | None:
+def production_of(client: Client, name: str, production_model: str) -> Production | None:
     """THE reader of Production, for every stage: the version of `name` in Production, with the
     version holding the alias. `production` on `production_model` first; when that model has
     none (or is `name` itself), the layout of earlier releases: `production` on `name`."""
@@ -789,11 +790,11 @@ def production_of(client, name: str, production_model: str) -> Production | None
     return None if legacy is None else Production(legacy, legacy)
 
 
-def production(client, settings: Settings) -> Production | None:
+def production(client: Client, settings: Settings) -> Production | None:
     return production_of(client, settings.model.name, settings.model.production_model)
 
 
-def find_copy(client, production_model: str, name: str, version: str) -> Any | None:
+def find_copy(client: Client, production_model: str, name: str, version: str) -> Any | None:
     """The copy of `name` version `version` in `production_model` (found by its source, which
     copy_model_version writes in the same call that creates it), the oldest if several."""
     source = f"models:/{name}/{version}"
@@ -801,7 +802,9 @@ def find_copy(client, production_model: str, name: str, version: str) -> Any | N
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
-def ensure_production_model(client, name: str, production_model: str, lock: PointerLock) -> None:
+def ensure_production_model(
+    client: Client, name: str, production_model: str, lock: PointerLock
+) -> None:
     """The production registered model, created if missing, and marked as `name`'s (a model
     of that name marked for another is refused). Writing the mark is also the check that this
     credential may write the production model, before anything else is done."""
@@ -844,7 +847,9 @@ def denied_fix(production_model: str) -> str:
     )
 
 
-def ensure_copy(client, name: str, version: str, sha256: str, production_model: str, lock):
+def ensure_copy(
+    client: Client, name: str, version: str, sha256: str, production_model: str, lock: PointerLock
+) -> Any:  # the ModelVersion copy
     """The copy of `name` version `version` in `production_model`, made once: a re-run (after a
     SIGKILL anywhere in here) finds it by its source and never makes a second one. It is
     trusted only once its logged booster has `sha256` (the original's, from the artifact

@@ -14,8 +14,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -31,6 +33,10 @@ FIX_UNREACHABLE = (
     "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"
 )
 
+
+# MlflowClient and its entities carry no type information: they cross into mlgate as Any, and
+# each function below says in words what it returns.
+Client = Any
 
 DENIED = {"PERMISSION_DENIED", "UNAUTHENTICATED"}  # MLflow's codes for HTTP 403 / 401
 
@@ -57,7 +63,7 @@ def errors(action: str, *, denied: str | None = None) -> Iterator[None]:
         raise TrackingError(f"MLflow failed while {action}: {first}", fix=FIX_UNREACHABLE) from exc
 
 
-def connect(settings: Settings):  # -> mlflow.MlflowClient
+def connect(settings: Settings) -> Client:  # an mlflow.MlflowClient
     """Point MLflow at the tracking URI, wait (bounded) until it answers, select the experiment."""
     import mlflow
 
@@ -129,7 +135,7 @@ def wait_until_healthy(uri: str, *, retries: int, backoff: float, timeout: float
             ) from exc
 
 
-def version_by_alias(client, name: str, alias: str):  # -> ModelVersion | None
+def version_by_alias(client: Client, name: str, alias: str) -> Any:  # ModelVersion | None
     """The version holding `alias`, or None when no version holds it."""
     from mlflow.exceptions import MlflowException
 
@@ -143,7 +149,7 @@ def version_by_alias(client, name: str, alias: str):  # -> ModelVersion | None
 
 
 def register(
-    client,
+    client: Client,
     *,
     name: str,
     description: str,
@@ -153,12 +159,11 @@ def register(
     tags: dict[str, str],
     timeout: int = 300,
     lease: RunLease | None = None,
-):  # -> ModelVersion
+) -> Any:  # a READY ModelVersion
     """Create a version with its tags and description in one call, wait until READY, and
     delete it again if anything fails: a version never exists without its lineage. With a
     `lease`, the run must still be this job's before and after: a version is never left on a
     run another job has ended."""
-    from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
     from mlflow.exceptions import MlflowException
 
     with errors(f"creating registered model '{name}'"):
@@ -182,16 +187,21 @@ def register(
                 model_id=model_id,
                 await_creation_for=timeout,
             )
-            if ModelVersionStatus.from_string(version.status) != ModelVersionStatus.READY:
+            if not _ready(version):
                 version = client.get_model_version(name, version.version)
-            if ModelVersionStatus.from_string(version.status) != ModelVersionStatus.READY:
+            if not _ready(version):
                 raise TrackingError(
                     f"model version {name}/{version.version} is {version.status}, not READY",
                     fix="check the registry's artifact store, then re-run",
                 )
-            _drop_retried_duplicates(client, name, run_id, keep=str(version.version))
+            version = _settled(client, name, run_id, version, timeout)
         if lease is not None:
             lease.confirm(f"keeping version {version.version} of '{name}'")
+        # Search again now that the run is confirmed this job's and before it is marked
+        # finished: a first create that the registry committed after the search above (a
+        # second worker answering the retry first) is dropped here.
+        with errors(f"checking the versions of run {run_id} in '{name}'"):
+            version = _settled(client, name, run_id, version, timeout)
         return version
     except BaseException:
         _delete_versions_of_run(client, name, run_id)
@@ -214,7 +224,7 @@ class RunLease:
     it (this job was paused past its lease), `confirm` fails, so nothing is registered for a
     run that is no longer this job's."""
 
-    def __init__(self, client, run_id: str, *, lease: float, expires: float) -> None:
+    def __init__(self, client: Client, run_id: str, *, lease: float, expires: float) -> None:
         import threading
 
         self.client, self.run_id, self.lease = client, run_id, lease
@@ -266,7 +276,7 @@ class RunLease:
             )
 
 
-def run_lease(client, run_id: str, settings: Settings, expires: float) -> RunLease:
+def run_lease(client: Client, run_id: str, settings: Settings, expires: float) -> RunLease:
     return RunLease(client, run_id, lease=settings.tracking.run_lease, expires=expires)
 
 
@@ -274,7 +284,7 @@ def _holder() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def abandoned_because(run, now: float) -> str | None:
+def abandoned_because(run: Any, now: float) -> str | None:
     """Why a RUNNING run counts as abandoned (its job is provably dead), or None (alive, or
     not provably dead). Only an expired lease, or no lease and older than LEGACY_RUN_AGE."""
     if run.info.status != "RUNNING":
@@ -295,7 +305,7 @@ def abandoned_because(run, now: float) -> str | None:
     return None
 
 
-def end_abandoned_runs(client, settings: Settings, run_name: str) -> list[str]:
+def end_abandoned_runs(client: Client, settings: Settings, run_name: str) -> list[str]:
     """Runs of this same job (same run name: data version and commit) that a killed job or a
     lost server left RUNNING: marked KILLED, and any version a cut-short registration left
     deleted. Only runs whose job is provably dead are touched (`abandoned_because`): a run
@@ -322,22 +332,158 @@ def end_abandoned_runs(client, settings: Settings, run_name: str) -> list[str]:
     return ended
 
 
-def _drop_retried_duplicates(client, name: str, run_id: str, keep: str) -> list[str]:
+# A model version's status as the client reads it (ModelVersionStatus's names).
+READY, PENDING = "READY", "PENDING_REGISTRATION"
+
+
+def _ready(version: Any) -> bool:
+    return str(version.status) == READY
+
+
+def _settled(client: Client, name: str, run_id: str, version: Any, timeout: int) -> Any:
+    """The one version `run_id` keeps in `name` (the lowest-numbered: the rule every reader
+    applies, so two readers never keep different ones), once the others are dropped."""
+    kept = _drop_retried_duplicates(client, name, run_id)
+    if kept is None:
+        raise TrackingError(
+            f"version {version.version} of '{name}' (run {run_id}) is gone from the registry "
+            "right after it was made",
+            fix="check whether another job or a person deleted it, then re-run",
+        )
+    if kept == str(version.version):
+        return version
+    version = client.get_model_version(name, kept)
+    if not _ready(version):
+        version = _await_ready(client, name, kept, timeout)
+    return version
+
+
+def _await_ready(client: Client, name: str, version: str, timeout: int) -> Any:
+    deadline = time.monotonic() + timeout
+    found = client.get_model_version(name, version)
+    while str(found.status) == PENDING:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+        found = client.get_model_version(name, version)
+    if not _ready(found):
+        raise TrackingError(
+            f"model version {name}/{version} is {found.status}, not READY",
+            fix="check the registry's artifact store, then re-run",
+        )
+    return found
+
+
+def _drop_retried_duplicates(client: Client, name: str, run_id: str) -> str | None:
     """One run registers one version. A create request whose answer timed out may still have
-    been committed, and MLflow's HTTP client retries POSTs too, so a slow registry can hold two
-    versions of this run: delete every version of it but `keep` (the run is this job's, under
-    its lease). Not best effort: a failure here fails the registration."""
-    dropped = _versions_of_run_deleted(client, name, run_id, keep=keep)
+    been committed, before or after the retried one (a registry with several workers), and
+    MLflow's HTTP client retries POSTs too, so a slow registry can hold two versions of this
+    run: keep the lowest-numbered, delete the others (the run is this job's, under its lease).
+    Not best effort: a failure here fails the registration. Returns the version kept."""
+    kept, dropped = _keep_lowest(client, name, run_id)
     if dropped:
         print(
             f"registry: dropped version(s) {', '.join(dropped)} of '{name}', made twice by a "
-            f"retried request; version {keep} is this run's",
+            f"retried request; version {kept} is this run's",
             file=sys.stderr,
         )
+    return kept
+
+
+def _keep_lowest(
+    client: Client, name: str, run_id: str, *, marked: bool = False
+) -> tuple[str | None, list[str]]:
+    """Of the versions of `name` from `run_id` (with `marked`, only those whose
+    `mlgate.run_id` tag names the run: versions mlgate registered), keep the lowest-numbered
+    and delete the others, except any holding an alias (someone chose to use it: left for a
+    person). Returns (the version kept, the versions deleted)."""
+    versions = sorted(
+        (
+            v
+            for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            if v.name == name
+            and v.run_id == run_id
+            and (not marked or (v.tags or {}).get(MARKER) == run_id)
+        ),
+        key=lambda v: int(v.version),
+    )
+    if not versions:
+        return None, []
+    aliased = _aliased(client, name)
+    deleted = []
+    for extra in versions[1:]:
+        if str(extra.version) in aliased:
+            continue
+        client.delete_model_version(name, extra.version)
+        deleted.append(str(extra.version))
+    return str(versions[0].version), deleted
+
+
+def _aliased(client: Client, name: str) -> set[str]:
+    """The versions of `name` holding an alias. Read from the registered model: the versions a
+    search returns carry no aliases (MLflow's store leaves them out)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return set()
+        raise
+    return {str(version) for version in (model.aliases or {}).values()}
+
+
+# The tag train puts on each version it registers: the run it came from.
+MARKER = "mlgate.run_id"
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Versions of one run beyond its first: what a create committed after its retry leaves."""
+
+    run_id: str
+    kept: str
+    extra: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        return (
+            f"run {self.run_id} has {len(self.extra) + 1} versions: {', '.join(self.extra)} "
+            f"beside {self.kept} (a registration request committed twice); the lowest, "
+            f"{self.kept}, is the run's"
+        )
+
+
+def duplicate_versions(client: Client, name: str) -> list[Duplicate]:
+    """Runs of `name` with more than one version that mlgate registered (tagged MARKER), read
+    only. Versions holding an alias are listed but never dropped (`drop_duplicate_versions`)."""
+    by_run: dict[str, list[Any]] = {}
+    with errors(f"reading the versions of '{name}'"):
+        for v in client.search_model_versions(f"name='{name}'"):
+            if v.name == name and v.run_id and (v.tags or {}).get(MARKER) == v.run_id:
+                by_run.setdefault(v.run_id, []).append(v)
+    found = []
+    for run_id, versions in sorted(by_run.items()):
+        if len(versions) > 1:
+            numbers = sorted(int(v.version) for v in versions)
+            found.append(Duplicate(run_id, str(numbers[0]), tuple(str(n) for n in numbers[1:])))
+    return found
+
+
+def drop_duplicate_versions(client: Client, name: str) -> list[Duplicate]:
+    """Delete every version of `name` beyond the lowest of its run (the rule registration
+    applies, so this and a registration at work never keep different ones): run by the next
+    training and by `mlgate doctor --repair`. Returns what was dropped."""
+    dropped = []
+    for found in duplicate_versions(client, name):
+        with errors(f"dropping the extra versions of run {found.run_id} in '{name}'"):
+            kept, deleted = _keep_lowest(client, name, found.run_id, marked=True)
+        if kept is not None and deleted:
+            dropped.append(Duplicate(found.run_id, kept, tuple(deleted)))
     return dropped
 
 
-def _delete_versions_of_run(client, name: str, run_id: str) -> list[str]:
+def _delete_versions_of_run(client: Client, name: str, run_id: str) -> list[str]:
     """Delete the versions of `name` registered from `run_id` (a failed or dead run). Best
     effort: the registry may be the thing that failed."""
     try:
@@ -346,17 +492,14 @@ def _delete_versions_of_run(client, name: str, run_id: str) -> list[str]:
         return []
 
 
-def _versions_of_run_deleted(
-    client, name: str, run_id: str, *, keep: str | None = None
-) -> list[str]:
-    """Delete the versions of `name` registered from `run_id`, except `keep` and any holding an
-    alias: that one someone chose to use, and is left for a person to judge. Each version is
-    checked against the run before it is deleted."""
+def _versions_of_run_deleted(client: Client, name: str, run_id: str) -> list[str]:
+    """Delete the versions of `name` registered from `run_id`, except any holding an alias:
+    that one someone chose to use, and is left for a person to judge. Each version is checked
+    against the run before it is deleted."""
     deleted = []
+    aliased = _aliased(client, name)
     for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        if version.name != name or version.run_id != run_id or version.aliases:
-            continue
-        if str(version.version) == keep:
+        if version.name != name or version.run_id != run_id or str(version.version) in aliased:
             continue
         client.delete_model_version(name, version.version)
         deleted.append(str(version.version))
@@ -374,7 +517,9 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str):  # PEP 562: imported lazily, mlgate.registry.moves imports this module
+def __getattr__(
+    name: str,
+) -> Any:  # PEP 562: imported lazily, mlgate.registry.moves imports this module
     if name in _MOVED:
         from mlgate.registry import moves as registry
 

@@ -1,0 +1,261 @@
+"""One run, one version, whatever order a multi-worker registry commits a retried create in.
+
+MLflow's HTTP client retries a `create_model_version` whose answer timed out. With several
+server workers the first request may still be queued or running when the retry is answered:
+it then commits a second version of the run *after* the retry, after the registering job's
+search for duplicates, or even after the job has ended. A proxy between `mlgate train` and
+an MLflow server with two workers on a PostgreSQL database of this module's own (in the
+session's cluster) holds the first create and lets it through at exactly those moments; the oracle is the registry itself, read with a
+plain MlflowClient.
+"""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+
+from mlgate.registry.doctor import main as doctor_main
+from tests.conftest import BIN, free_port, make_project, start, stop
+from tests.integration.test_train import train_args, unique
+
+CREATE = "/api/2.0/mlflow/model-versions/create"
+SEARCH = "/api/2.0/mlflow/model-versions/search"
+HOP = {"host", "content-length", "connection", "transfer-encoding", "content-encoding"}
+
+
+@dataclass
+class HeldCreate:
+    """A proxy that holds the first POST to CREATE (forwarding nothing, so the client times
+    out and retries) until `release` is set; `committed` is set once the server has answered
+    it. With `on_search`, the first model-version search after the retry releases it, and
+    that search's answer (read before the release) reaches the client only once the held
+    create has committed: the create commits after the job's search, before the job goes on."""
+
+    target: str
+    on_search: bool
+    uri: str = ""
+    creates: list[str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    committed: threading.Event = field(default_factory=threading.Event)
+    shutdown: Callable[[], None] = lambda: None
+
+    def start(self) -> HeldCreate:
+        held = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+                first = self.command == "POST" and self.path.startswith(CREATE)
+                if first:
+                    held.creates.append(self.path)
+                    first = len(held.creates) == 1
+                if first:
+                    assert held.release.wait(300), "the held create was never released"
+                answer = requests.request(
+                    self.command, held.target + self.path, data=body, headers=headers, timeout=120
+                )
+                if first:
+                    held.committed.set()
+                if (
+                    held.on_search
+                    and self.path.startswith(SEARCH)
+                    and len(held.creates) >= 2
+                    and not held.release.is_set()
+                ):
+                    held.release.set()
+                    assert held.committed.wait(120), "the held create did not commit"
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                try:
+                    self.wfile.write(answer.content)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up: expected
+                    pass
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        self.uri, self.shutdown = f"http://127.0.0.1:{proxy.server_port}", proxy.shutdown
+        return self
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, postgres: str) -> Iterator[str]:
+    """MLflow with two workers on a database of its own in the session's PostgreSQL cluster,
+    artifacts proxied to a local folder (cheaper to start than `mlflow_postgres` with S3)."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres)
+    database = f"windows_{uuid.uuid4().hex[:8]}"
+    connection = psycopg2.connect(
+        host=url.host, port=url.port, user=url.username, dbname="postgres"
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {database}")
+    connection.close()
+    root = tmp_path_factory.mktemp("windows-server")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    store = url.set(database=database).render_as_string(hide_password=False)
+    process = start(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts")]
+        + ["--workers", "2"],
+        f"{uri}/health",
+        root / "server.log",
+        seconds=900,
+    )
+    yield uri
+    stop(process)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")
+
+
+def train_through(
+    proxy: HeldCreate, project: Path, model: str, env: dict[str, str], out: Path
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`mlgate train` through the proxy, with a 4 s timeout so the held create is retried;
+    returns the process and the version it reported (GITHUB_OUTPUT)."""
+    args = train_args(project, proxy.uri, model, "--set", "tracking.timeout=4")
+    done = subprocess.run(
+        [str(BIN / "mlgate"), "train", *args],
+        env=env | {"GITHUB_OUTPUT": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    return done, outputs.get("model-version", "")
+
+
+def versions_of(server: str, model: str) -> list[tuple[int, str]]:
+    client = mlflow.MlflowClient(server)
+    return sorted(
+        (int(v.version), v.run_id) for v in client.search_model_versions(f"name='{model}'")
+    )
+
+
+@pytest.fixture
+def held(server: str, request: pytest.FixtureRequest) -> Iterator[HeldCreate]:
+    proxy = HeldCreate(server, on_search=request.param).start()
+    yield proxy
+    proxy.release.set()
+    proxy.shutdown()
+
+
+@pytest.mark.parametrize("held", [True], indirect=True)
+def test_a_create_committed_after_the_jobs_search_is_dropped_before_the_run_ends(
+    held: HeldCreate, server: str, project: Path, clean_env: dict[str, str], tmp_path
+) -> None:
+    """The retry commits first; the held first create commits right after the job's search
+    for duplicates has read the registry. Registration searches again once its lease is
+    confirmed, so the job still ends with one version, the lowest, and reports it."""
+    model = unique("late-create")
+    done, reported = train_through(held, project, model, clean_env, tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(held.creates) == 2, f"the create was not retried ({held.creates})"
+    assert held.committed.is_set(), "the held create never reached the server"
+    versions = versions_of(server, model)
+    assert len(versions) == 1, versions
+    assert str(versions[0][0]) == reported
+    assert "made twice by a retried request" in done.stderr
+
+
+@pytest.mark.parametrize("held", [False], indirect=True)
+def test_a_create_committed_after_the_job_ended_is_found_and_dropped_by_doctor(
+    held: HeldCreate, server: str, project: Path, clean_env: dict[str, str], tmp_path, capsys
+) -> None:
+    """The held first create commits only after the job has ended: nothing in the job can
+    see it. `mlgate doctor` reports the run's second version (exit 12, nothing changed),
+    `--repair` drops it keeping the lowest (the one the job reported), and doctor is clean."""
+    model = unique("ended-create")
+    done, reported = train_through(held, project, model, clean_env, tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(held.creates) == 2, f"the create was not retried ({held.creates})"
+    assert [str(v) for v, _ in versions_of(server, model)] == [reported]
+
+    held.release.set()
+    assert held.committed.wait(120)
+    versions = versions_of(server, model)
+    assert len(versions) == 2 and versions[0][1] == versions[1][1], versions
+    assert str(versions[0][0]) == reported  # committed later, numbered higher
+
+    def doctor(*extra: str) -> tuple[int, str]:  # in this process: no interpreter to start
+        args = ["--params", str(project / "params.yaml"), "--tracking-uri", server]
+        code = doctor_main([*args, "--model-name", model, *extra], env=clean_env)
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, found = doctor()
+    assert code == 12, found
+    assert f"run {versions[0][1]} has 2 versions" in found
+    assert versions_of(server, model) == versions  # reported, nothing changed
+    code, repaired = doctor("--repair")
+    assert code == 12, repaired
+    assert "repaired: run" in repaired
+    assert versions_of(server, model) == versions[:1]
+    code, clean = doctor()
+    assert code == 0, clean
+
+
+def test_the_lowest_version_of_a_run_is_kept_and_an_aliased_one_never_dropped(tmp_path) -> None:
+    """The rule every reader applies, on a real (sqlite) registry: of one run's versions the
+    lowest is kept; one holding an alias is reported but never dropped (a search returns no
+    aliases: they are read from the registered model); a version without mlgate's run tag,
+    or of another run, is not counted."""
+    from mlgate.registry import tracking
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("rule", artifact_location=(tmp_path / "a").as_uri())
+    run, other = (client.create_run(experiment).info for _ in range(2))
+    client.create_registered_model("m")
+
+    def version(of, marked: bool = True) -> str:
+        tags = {tracking.MARKER: of.run_id} if marked else {}
+        made = client.create_model_version("m", f"{of.artifact_uri}/model", of.run_id, tags=tags)
+        return str(made.version)
+
+    v1, v2, v3, v4, v5 = (
+        version(run),
+        version(run),
+        version(other),
+        version(run),
+        version(run, False),
+    )
+    client.set_registered_model_alias("m", "staging", v4)
+    found = tracking.duplicate_versions(client, "m")
+    assert [(d.run_id, d.kept, d.extra) for d in found] == [(run.run_id, v1, (v2, v4))]
+    dropped = tracking.drop_duplicate_versions(client, "m")
+    assert [(d.kept, d.extra) for d in dropped] == [(v1, (v2,))]
+    left = sorted(int(v.version) for v in client.search_model_versions("name='m'"))
+    assert left == sorted(int(v) for v in (v1, v3, v4, v5))
+    assert [d.extra for d in tracking.duplicate_versions(client, "m")] == [(v4,)]  # for a person
+    client.delete_registered_model_alias("m", "staging")
+    assert [d.extra for d in tracking.drop_duplicate_versions(client, "m")] == [(v4,)]
+    assert tracking.duplicate_versions(client, "m") == []
+    assert tracking.drop_duplicate_versions(client, "m") == []  # the second pass: nothing
