@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -353,18 +353,39 @@ def lineage_text(record: Mapping[str, Any]) -> str:
 
 
 def delivery_metrics(
-    client, settings: Settings, *, days: float, now: datetime | None = None
+    client: Any, settings: Settings, *, days: float, now: datetime | None = None
 ) -> dict[str, Any]:
     """Deployment frequency, lead time, change failure rate and time to restore over the last
     `days`, from the registry's history of Production moves."""
     name = settings.model.name
-    now = now or datetime.now(UTC)
-    since = now - timedelta(days=days)
     moves = [
         e
         for e in history(client, name, settings.model.production_model)
         if e["alias"] == "production"
     ]
+    return delivery(
+        name,
+        moves,
+        days=days,
+        now=now or datetime.now(UTC),
+        committed_at=lambda version: _committed_at(client, name, version),
+    )
+
+
+def delivery(
+    name: str,
+    moves: Sequence[dict[str, Any]],
+    *,
+    days: float,
+    now: datetime,
+    committed_at: Callable[[str], datetime | None],
+) -> dict[str, Any]:
+    """The arithmetic of `delivery_metrics` (pure): `moves` are the Production moves of the
+    history (`at`, `version`, `tags`; a rollback names the version it withdrew in
+    `mlgate.rollback.from`), `committed_at` the data commit time of a version (None: unknown).
+    A deploy is a move that is not a rollback; it failed when a rollback withdrew it; a
+    restore lasts from the withdrawn version's last move to Production to its rollback."""
+    since = now - timedelta(days=days)
     for event in moves:
         event["when"] = datetime.fromisoformat(event["at"])
     rollbacks = [e for e in moves if "mlgate.rollback.from" in e["tags"]]
@@ -373,7 +394,7 @@ def delivery_metrics(
     failed = [d for d in recent if any(_withdrew(r, d, moves) for r in rollbacks)]
     lead = []
     for deploy in recent:
-        committed = _committed_at(client, name, deploy["version"])
+        committed = committed_at(deploy["version"])
         if committed is not None:
             lead.append((deploy["when"] - committed).total_seconds() / 3600)
     restore = []
