@@ -54,12 +54,17 @@ def load_decision(client, settings: Settings, candidate_version: str) -> dict[st
                     fix="run `mlgate evaluate` on it first",
                 ) from exc
             decision = json.loads(Path(path).read_text())
+    return checked_decision(decision, candidate_version)
+
+
+def checked_decision(decision: Any, candidate_version: str) -> dict[str, Any]:
+    """`decision` if this mlgate reads its schema and it is about `candidate_version`."""
     check_schema(decision)
     if decision["candidate"]["version"] != str(candidate_version):
         raise GateFailed(
             "the decision on the run is for another version", fix="re-run `mlgate evaluate`"
         )
-    return decision
+    return dict(decision)
 
 
 def promote(settings: Settings, candidate_version: str) -> Promotion:
@@ -117,13 +122,8 @@ def _promote(
 
     champion = find_champion(client, name, candidate_version, settings.model.production_model)
     then = decision["champion"]["version"] if decision["champion"] else None
-    now = champion.version if champion else None
-    if then != now:
-        message = (
-            f"the champion changed since the evaluation (was {then or 'none'}, now "
-            f"{now or 'none'}): the comparison is stale, so version {candidate_version} was not "
-            "promoted"
-        )
+    message = champion_change(then, champion.version if champion else None, candidate_version)
+    if message is not None:
         if decision["mode"] != "dry-run":
             _refuse(client, name, candidate_version, "stale", message)
         raise GateFailed(
@@ -163,6 +163,18 @@ def _promote(
         staged=True,
         changed=True,
         previous=previous,
+    )
+
+
+def champion_change(then: str | None, now: str | None, candidate_version: str) -> str | None:
+    """Why the evaluation's comparison is stale (the champion it compared against is not the
+    champion now), or None when it still holds."""
+    if then == now:
+        return None
+    return (
+        f"the champion changed since the evaluation (was {then or 'none'}, now "
+        f"{now or 'none'}): the comparison is stale, so version {candidate_version} was not "
+        "promoted"
     )
 
 

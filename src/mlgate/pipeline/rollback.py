@@ -90,22 +90,15 @@ def _rollback(
             changed=True,
             reused_image=True,
         )
-    target = to or current.tags.get("mlgate.production.previous")
-    if not target or target == "none":
-        raise ConfigError(
-            f"{name} version {current_version} replaced no earlier Production version",
-            fix="name the version to go back to with --to N",
-        )
-    if target == current_version and current.holder.name == holder_model:
-        if to is not None:  # `--to N` names the outcome: a re-run of the same rollback
-            return Deployment(
-                current_version,
-                Image.recorded(current.tags),
-                f"{name} version {target} is already in Production: nothing to do",
-                reused_image=True,
-            )
-        raise ConfigError(
-            f"version {target} is already in Production", fix="name another version with --to N"
+    target = rollback_target(
+        name, current_version, current.tags, to, held_here=current.holder.name == holder_model
+    )
+    if target is None:  # `--to N` names the outcome: a re-run of the same rollback
+        return Deployment(
+            current_version,
+            Image.recorded(current.tags),
+            f"{name} version {current_version} is already in Production: nothing to do",
+            reused_image=True,
         )
     tags = target_record(client, settings, target)
     if Image.recorded(tags) is None or "mlgate.production.since" not in tags:
@@ -170,6 +163,32 @@ def _rollback(
         previous=current_version,
         reused_image=True,
     )
+
+
+def rollback_target(
+    name: str,
+    current_version: str,
+    current_tags: Mapping[str, str],
+    to: str | None,
+    *,
+    held_here: bool,
+) -> str | None:
+    """The version a rollback from `current_version` moves Production to: `--to N`, else the
+    version the current one replaced. None: `--to N` names the version already in Production
+    (held in the production model: a re-run, nothing to do); ConfigError when there is none."""
+    target = to or current_tags.get("mlgate.production.previous")
+    if not target or target == "none":
+        raise ConfigError(
+            f"{name} version {current_version} replaced no earlier Production version",
+            fix="name the version to go back to with --to N",
+        )
+    if target == current_version and held_here:
+        if to is not None:
+            return None
+        raise ConfigError(
+            f"version {target} is already in Production", fix="name another version with --to N"
+        )
+    return target
 
 
 def target_record(client, settings: Settings, target: str) -> dict[str, str]:
