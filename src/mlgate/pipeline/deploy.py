@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mlgate import cli
 from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError
@@ -242,7 +243,7 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def connect_docker():  # -> docker.DockerClient
+def connect_docker() -> Any:  # docker.DockerClient
     import docker
 
     with docker_errors("connecting to the Docker engine"):

@@ -38,7 +38,7 @@ class Promotion:
     previous: str | None = None  # the version that held it before
 
 
-def load_decision(client, settings: Settings, candidate_version: str) -> dict[str, Any]:
+def load_decision(client: Any, settings: Settings, candidate_version: str) -> dict[str, Any]:
     """The decision evaluation logged on the candidate's run."""
     name = settings.model.name
     version = get_version(client, name, candidate_version)
@@ -85,11 +85,11 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
 
 
 def _promote(
-    client,
+    client: Any,
     settings: Settings,
     candidate_version: str,
     decision: dict[str, Any],
-    lock,
+    lock: registry.PointerLock,
     done: list[registry.Finding],
 ) -> Promotion:
     name = settings.model.name
@@ -181,7 +181,7 @@ def champion_change(then: str | None, now: str | None, candidate_version: str) -
 REASONS = "mlgate.promotion.reasons"
 
 
-def _refuse(client, name: str, version: str, outcome: str, reasons: str) -> None:
+def _refuse(client: Any, name: str, version: str, outcome: str, reasons: str) -> None:
     """Say on the version why it did not move, for whoever reads the registry later, and
     keep it in the registered model's history (the version's tags are cleared when a later
     evaluation promotes it)."""
@@ -205,7 +205,7 @@ def _refuse(client, name: str, version: str, outcome: str, reasons: str) -> None
 
 
 def _clear_rejection(
-    client, name: str, version: str, tags: Mapping[str, str] | None = None
+    client: Any, name: str, version: str, tags: Mapping[str, str] | None = None
 ) -> None:
     """A promoted version carries no reasons from an earlier rejection (they stay in the
     history). Also run when a promotion is re-run, so a crash after the move is completed."""

@@ -32,7 +32,7 @@ from mlgate.settings import Settings
 ALIASES = ("production", "staging")
 
 
-def history(client, name: str, production_model: str | None = None) -> list[dict[str, Any]]:
+def history(client: Any, name: str, production_model: str | None = None) -> list[dict[str, Any]]:
     """Every recorded pointer move of `name`, oldest first; with a production model of its
     own, its Production moves too, in `name`'s version numbers (a copy's move names its
     original in `mlgate.copy.of`, and the version it replaced in the move's record)."""
@@ -97,7 +97,7 @@ def replaced_versions(
     return sorted((v for v in found if v is not None), key=int)
 
 
-def existing(client, name: str, limit: int = 10) -> list[str]:
+def existing(client: Any, name: str, limit: int = 10) -> list[str]:
     """The newest versions of `name`, each with the aliases it holds: `3 (staging)`."""
     with tracking.errors(f"listing the versions of {name}"):
         versions = client.search_model_versions(f"name = '{name}'")
@@ -113,7 +113,7 @@ def existing(client, name: str, limit: int = 10) -> list[str]:
     ]
 
 
-def _suggest(client, name: str) -> str:
+def _suggest(client: Any, name: str) -> str:
     found = existing(client, name)
     if not found:
         return f"model '{name}' has no versions: train one (`mlgate train`), or check model.name"
@@ -122,8 +122,8 @@ def _suggest(client, name: str) -> str:
 
 
 def resolve(
-    client, name: str, which: str | None, production_model: str | None = None
-):  # -> ModelVersion
+    client: Any, name: str, which: str | None, production_model: str | None = None
+) -> Any:  # ModelVersion
     from mlgate.registry.moves import get_version, production_of
 
     if which is None or which in ALIASES:
@@ -157,16 +157,17 @@ def _tags(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
     return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
-def _decision(client, run_id: str) -> dict[str, Any] | None:
+def _decision(client: Any, run_id: str) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, f"{DECISION_ARTIFACT}/decision.json", tmp)
         except Exception:  # never evaluated (or the artifact store lost it): say so, go on
             return None
-        return json.loads(Path(path).read_text())
+        record: dict[str, Any] = json.loads(Path(path).read_text())
+        return record
 
 
-def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
+def lineage(client: Any, settings: Settings, which: str | None) -> dict[str, Any]:
     """The lineage record of one version (see the module's docstring)."""
     from mlgate.registry import moves as registry
 
@@ -417,7 +418,9 @@ def delivery(
     }
 
 
-def _withdrew(rollback: Mapping[str, Any], deploy: Mapping[str, Any], moves) -> bool:
+def _withdrew(
+    rollback: Mapping[str, Any], deploy: Mapping[str, Any], moves: Sequence[Mapping[str, Any]]
+) -> bool:
     """Whether `rollback` withdrew the version that `deploy` put in Production (the last move
     to that version before the rollback)."""
     if rollback["tags"].get("mlgate.rollback.from") != deploy["version"]:
@@ -428,7 +431,7 @@ def _withdrew(rollback: Mapping[str, Any], deploy: Mapping[str, Any], moves) -> 
     return all(m["version"] != deploy["version"] for m in later)
 
 
-def _committed_at(client, name: str, version: str) -> datetime | None:
+def _committed_at(client: Any, name: str, version: str) -> datetime | None:
     try:
         tags = client.get_model_version(name, version).tags
     except Exception:  # a deleted version: no lead time for it
