@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mlgate.errors import ConfigError
 from mlgate.github import alert
 from mlgate.settings import Settings, load_settings
 from tests.github_openapi import OpenAPIStandIn
@@ -166,3 +167,16 @@ def test_the_issue_is_opened_then_updated_as_github_describes(
     status, updated = github_request(method, path, body)
     assert (status, updated["body"]) == (200, text + "!")
     assert openapi.violations == []
+
+
+def test_without_a_repository_there_is_nothing_to_alert(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="GITHUB_REPOSITORY is not set") as caught:
+        alert.alert(settings(tmp_path), drift_summary())
+    assert caught.value.exit_code == 2
+
+
+def test_a_model_that_is_not_stale_calls_nobody(tmp_path: Path) -> None:
+    """No API call at all: the token and API URL point nowhere, and no error is raised."""
+    s = settings(tmp_path, GITHUB_REPOSITORY=REPO, GITHUB_API_URL="http://127.0.0.1:9")
+    result = alert.alert(s, drift_summary(stale=False), workflow="retrain.yml")
+    assert result == alert.Alert("2 of 3 features drifted: nothing to do")

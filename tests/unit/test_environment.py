@@ -5,12 +5,15 @@ from the description's own examples, and what an approval records on the version
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mlgate.errors import ApprovalRefused
 from mlgate.github import environment
 from mlgate.github.environment import Approval
+from mlgate.settings import Settings, load_settings
 from tests.github_openapi import (
     ENVIRONMENT_PATH,
     OpenAPIStandIn,
@@ -128,3 +131,40 @@ def test_an_unprotected_deploy_says_so_and_never_unknown() -> None:
         "true: deployed with allow-unprotected-environment; Environment 'production' "
         "required reviewers: none"
     )
+
+
+# -- require_approval's decisions that need no call ------------------------------------------
+def _settings(tmp_path: Path, **env: str) -> Settings:
+    return load_settings(env=env, cwd=tmp_path)
+
+
+def test_outside_actions_the_approver_must_be_named(tmp_path: Path) -> None:
+    with pytest.raises(ApprovalRefused) as caught:
+        environment.require_approval(_settings(tmp_path))
+    assert caught.value.exit_code == 11
+    assert "--approved-by" in caught.value.fix
+
+
+def test_outside_actions_the_named_approver_is_recorded(tmp_path: Path) -> None:
+    approval = environment.require_approval(_settings(tmp_path), ["alice"])
+    assert approval == Approval(("alice",))
+    assert approval.tags() == {"mlgate.production.approved_by": "alice"}
+
+
+def test_in_actions_a_typed_approver_is_refused(tmp_path: Path) -> None:
+    """Anyone could type --approved-by; in a job the approvers are read, never taken."""
+    settings = _settings(tmp_path, GITHUB_ACTIONS="true", GITHUB_REPOSITORY="o/r")
+    with pytest.raises(ApprovalRefused, match="not accepted in a GitHub Actions job"):
+        environment.require_approval(settings, ["alice"])
+
+
+@pytest.mark.parametrize("missing", ["GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_TOKEN"])
+def test_in_actions_without_what_it_needs_to_read_approvals_it_refuses(
+    tmp_path: Path, missing: str
+) -> None:
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "5"}
+    env |= {"GITHUB_TOKEN": "t"}
+    del env[missing]
+    with pytest.raises(ApprovalRefused) as caught:
+        environment.require_approval(_settings(tmp_path, **env))
+    assert caught.value.fix == environment.READ_PERMISSION
