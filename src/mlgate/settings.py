@@ -564,14 +564,14 @@ def _as_mapping(value: Any, name: str) -> dict[str, Any]:
 def _build_section(section: str, values: dict[str, Any]) -> Any:
     cls = SECTIONS[section]
     hints = typing.get_type_hints(cls)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in values:
             continue
         name = f"{section}.{f.name}"
         value = values[f.name]
         if (section, f.name) in MAPPING_KEYS:
-            default = f.default_factory()  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[operator]
             kwargs[f.name] = {**default, **_as_mapping(value, name)}
         elif (section, f.name) == ("metrics", "threshold"):
             kwargs[f.name] = _threshold(value)
@@ -804,9 +804,10 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML is untyped
+            mark = event.start_mark
             raise ConfigError(
-                f"{self.source} uses a YAML alias (*{short(self.peek_event().anchor)}) at line "
+                f"{self.source} uses a YAML alias (*{short(event.anchor)}) at line "
                 f"{mark.line + 1}, column {mark.column + 1}; mlgate does not expand aliases",
                 fix="write the value out in full where the alias stands (and drop its &anchor)",
             )

@@ -113,48 +113,25 @@ def alert(
             if "pull_request" not in item and marker(model) in (item.get("body") or ""):
                 existing = item
                 break
-        done = DISPATCHED.search(existing.get("body") or "") if existing else None
-        already = done is not None and done.group(1) == version
+        already = already_dispatched(existing.get("body") if existing else None, version)
         dispatched = False
         if not already and (workflow or event_type):
-            if workflow:
-                api.request(
-                    "POST",
-                    f"/repos/{repo}/actions/workflows/{quote(workflow, safe='')}/dispatches",
-                    json={"ref": _branch(ref or g.ref or "main")},
-                )
-            else:
-                api.request(
-                    "POST",
-                    f"/repos/{repo}/dispatches",
-                    json={
-                        "event_type": event_type,
-                        "client_payload": {
-                            "model": model,
-                            "version": version,
-                            "kind": summary["kind"],
-                            "headline": summary["headline"][:500],
-                            "run_url": g.run_url,
-                        },
-                    },
-                )
+            path, payload = dispatch_request(
+                repo,
+                summary,
+                workflow=workflow,
+                event_type=event_type,
+                ref=ref or g.ref,
+                run_url=g.run_url,
+            )
+            api.request("POST", path, json=payload)
             dispatched = True
         body = issue_body(summary, settings, version if (dispatched or already) else None)
-        title = f"mlgate: {model} version {version} went stale ({summary['kind']})"
-        if existing is None:
-            issue = api.json(
-                "POST",
-                f"/repos/{repo}/issues",
-                json={"title": title, "body": body, "labels": [LABEL]},
-            )
-            verb = "opened"
-        else:
-            issue = api.json(
-                "PATCH",
-                f"/repos/{repo}/issues/{existing['number']}",
-                json={"title": title, "body": body},
-            )
-            verb = "updated"
+        method, path, payload = issue_request(
+            repo, None if existing is None else existing["number"], summary, body
+        )
+        issue = api.json(method, path, json=payload)
+        verb = "opened" if existing is None else "updated"
     what = (
         "retraining dispatched"
         if dispatched
@@ -168,6 +145,55 @@ def alert(
         issue_url=issue.get("html_url"),
         dispatched=dispatched,
     )
+
+
+def already_dispatched(issue_body: str | None, version: str) -> bool:
+    """Whether the open issue's body records a dispatch for this Production version."""
+    done = DISPATCHED.search(issue_body or "")
+    return done is not None and done.group(1) == version
+
+
+def dispatch_request(
+    repo: str,
+    summary: Mapping[str, Any],
+    *,
+    workflow: str | None,
+    event_type: str | None,
+    ref: str | None,
+    run_url: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """The POST (path, body) that dispatches retraining: a workflow_dispatch of `workflow` on
+    `ref` (default main), else a repository_dispatch of `event_type`."""
+    if workflow:
+        return (
+            f"/repos/{repo}/actions/workflows/{quote(workflow, safe='')}/dispatches",
+            {"ref": _branch(ref or "main")},
+        )
+    return (
+        f"/repos/{repo}/dispatches",
+        {
+            "event_type": event_type,
+            "client_payload": {
+                "model": summary["model"],
+                "version": summary["version"],
+                "kind": summary["kind"],
+                "headline": summary["headline"][:500],
+                "run_url": run_url,
+            },
+        },
+    )
+
+
+def issue_request(
+    repo: str, number: int | None, summary: Mapping[str, Any], body: str
+) -> tuple[str, str, dict[str, Any]]:
+    """The request (method, path, body) that opens the issue, or updates issue `number`."""
+    title = (
+        f"mlgate: {summary['model']} version {summary['version']} went stale ({summary['kind']})"
+    )
+    if number is None:
+        return "POST", f"/repos/{repo}/issues", {"title": title, "body": body, "labels": [LABEL]}
+    return "PATCH", f"/repos/{repo}/issues/{number}", {"title": title, "body": body}
 
 
 def _branch(ref: str) -> str:

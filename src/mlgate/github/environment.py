@@ -182,7 +182,11 @@ class Approval:
 
 def required_reviewers(api: GitHubAPI, repository: str, environment: str) -> list[str]:
     """The logins and team slugs of the Environment's `required_reviewers` rules."""
-    body = api.json("GET", f"/repos/{repository}/environments/{environment}")
+    return reviewer_names(api.json("GET", f"/repos/{repository}/environments/{environment}"))
+
+
+def reviewer_names(body: Mapping[str, Any]) -> list[str]:
+    """The required reviewers in an Environment as GitHub's GET answers it."""
     names = []
     for rule in body.get("protection_rules") or []:
         if not isinstance(rule, dict) or rule.get("type") != "required_reviewers":
@@ -199,6 +203,11 @@ def run_approvers(api: GitHubAPI, repository: str, run_id: str, environment: str
     """Who approved this run's deployment to `environment` (names compared as GitHub does,
     without regard to case); approvals of other Environments of the run do not count."""
     reviews = api.json("GET", f"/repos/{repository}/actions/runs/{run_id}/approvals")
+    return approvers(reviews, environment)
+
+
+def approvers(reviews: Any, environment: str) -> list[str]:
+    """The logins that approved `environment` in a run's approvals as GitHub answers them."""
     wanted = environment.lower()
     return sorted(
         {

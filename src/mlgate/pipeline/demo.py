@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mlgate import cli
 from mlgate.errors import GateFailed, MlgateError
@@ -141,7 +142,7 @@ def docker_unavailable(settings: Settings) -> str | None:
     return None
 
 
-def score_one_row(url: str, frame, container=None) -> dict:
+def score_one_row(url: str, frame: Any, container: Any = None) -> dict[str, Any]:
     """POST the first row of `frame` (the model's inputs), print the answer and return it.
     Waits (bounded) for the server to listen; a `container` that exits is reported at once."""
     import json
@@ -171,10 +172,11 @@ def score_one_row(url: str, frame, container=None) -> dict:
             time.sleep(0.5)
     answer.raise_for_status()
     print(f"scored one row at {url}/invocations: {json.dumps(answer.json())}", flush=True)
-    return answer.json()
+    scored: dict[str, Any] = answer.json()
+    return scored
 
 
-def serve_image(settings: Settings, image, port: int):  # -> docker Container
+def serve_image(settings: Settings, image: Any, port: int) -> Any:  # docker Container
     """Run the image (by digest) read-only as its non-root user. The engine may have no bridge
     network (dockerd --bridge=none, as the tests and scripts/start-docker.sh start it): a
     published port is unreachable there, so the container joins the host's network and
@@ -202,7 +204,7 @@ def serve_image(settings: Settings, image, port: int):  # -> docker Container
         )
 
 
-def production(settings: Settings, approve: bool) -> dict | None:
+def production(settings: Settings, approve: bool) -> dict[str, Any] | None:
     """Deploy the staging version behind the approval and score one row; return the answer
     (None when nothing was approved)."""
     from mlgate.pipeline import deploy, export
@@ -251,7 +253,8 @@ def _free_port() -> int:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

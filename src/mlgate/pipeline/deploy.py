@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mlgate import cli
 from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError
@@ -119,7 +120,7 @@ class ModelDigest:
         }
 
 
-def model_digest(client, name: str, version: str) -> ModelDigest:
+def model_digest(client: Any, name: str, version: str) -> ModelDigest:
     """The digest of `name` version `version`: the sha256 of the booster file MLflow logged
     (downloaded from the artifact store, the source), never a tag that anyone can write."""
     logged = logged_booster(client, name, version)
@@ -242,7 +243,7 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def connect_docker():  # -> docker.DockerClient
+def connect_docker() -> Any:  # docker.DockerClient
     import docker
 
     with docker_errors("connecting to the Docker engine"):
@@ -251,12 +252,13 @@ def connect_docker():  # -> docker.DockerClient
     return client
 
 
-def registry_digest(client, ref: str, auth: dict[str, str] | None) -> str | None:
+def registry_digest(client: Any, ref: str, auth: dict[str, str] | None) -> str | None:
     """The digest the registry holds for `ref`, or None when it has no such tag."""
     import docker.errors
 
     try:
-        return client.images.get_registry_data(ref, auth_config=auth).id
+        digest: str = client.images.get_registry_data(ref, auth_config=auth).id
+        return digest
     except docker.errors.NotFound:
         return None
     except docker.errors.APIError as exc:
@@ -271,7 +273,7 @@ def registry_digest(client, ref: str, auth: dict[str, str] | None) -> str | None
         raise
 
 
-def pull(docker_client, pinned: str, auth: dict[str, str] | None):  # -> Image | None
+def pull(docker_client: Any, pinned: str, auth: dict[str, str] | None) -> Any:  # Image | None
     """Pull `REPOSITORY@DIGEST` (a no-op when the engine has it), or None when the registry
     does not hold it. Callers pass only refs in the configured repository: `auth` goes to
     that registry's host and nowhere else."""
@@ -294,7 +296,7 @@ def pull(docker_client, pinned: str, auth: dict[str, str] | None):  # -> Image |
         raise
 
 
-def image_files(docker_client, image_id: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+def image_files(docker_client: Any, image_id: str, paths: Sequence[str]) -> dict[str, bytes | None]:
     """The bytes of files inside an image, by path (None: absent), read from a container that
     is created and never started (no network, nothing runs)."""
     import docker.errors
@@ -324,7 +326,11 @@ _VERIFIED: set[tuple[str, ModelDigest]] = set()
 
 
 def image_mismatch(
-    docker_client, image: Image, model: ModelDigest, auth, built_id: str | None = None
+    docker_client: Any,
+    image: Image,
+    model: ModelDigest,
+    auth: dict[str, str] | None,
+    built_id: str | None = None,
 ) -> str | None:
     """Why `image` (in the configured repository, by digest) does not provably hold `model`,
     or None when it does: the registry holds it, its labels and its bundle.json name the
@@ -346,10 +352,11 @@ def image_mismatch(
         return None
     meta_path, model_path = f"{BUNDLE_DIR}/{META_FILE}", f"{BUNDLE_DIR}/{MODEL_FILE}"
     files = image_files(docker_client, pulled.id, [meta_path, model_path])
-    if files[meta_path] is None or files[model_path] is None:
+    meta_file, model_file = files[meta_path], files[model_path]
+    if meta_file is None or model_file is None:
         return f"it has no model bundle in {BUNDLE_DIR}"
     try:
-        meta = json.loads(files[meta_path])
+        meta = json.loads(meta_file)
     except ValueError:
         return f"its {META_FILE} is not JSON"
     said = {
@@ -361,7 +368,7 @@ def image_mismatch(
     wrong = {k: said[k] for k, v in model.labels().items() if said[k] != v}
     if wrong:
         return f"its {META_FILE} names " + ", ".join(f"{k}={v!r}" for k, v in wrong.items())
-    held = hashlib.sha256(files[model_path]).hexdigest()
+    held = hashlib.sha256(model_file).hexdigest()
     if held != model.sha256:
         return f"its {MODEL_FILE} has sha256 {held}"
     _VERIFIED.add((image.pinned, model))
@@ -370,7 +377,7 @@ def image_mismatch(
 
 def verify_image(
     settings: Settings,
-    docker_client,
+    docker_client: Any,
     image: Image,
     model: ModelDigest,
     built_id: str | None = None,
@@ -435,8 +442,13 @@ def download_wheels(lock: Path, cache: Path, name: str, python: str = "3.11") ->
 
 
 def build_context(
-    settings: Settings, client_mlflow, version: str, source: Path, dest: Path, model=None
-):
+    settings: Settings,
+    client_mlflow: Any,
+    version: str,
+    source: Path,
+    dest: Path,
+    model: ModelDigest | None = None,
+) -> Any:
     """Dockerfile, serving lock, mlgate's package, the model bundle and (offline) wheels. With
     `model` (a ModelDigest), the exported bundle must hold that very booster."""
     for name in SOURCE_FILES:
@@ -477,7 +489,11 @@ def build_context(
 
 
 def build_and_push(
-    settings: Settings, client_mlflow, version: str, source: Path, model=None
+    settings: Settings,
+    client_mlflow: Any,
+    version: str,
+    source: Path,
+    model: ModelDigest | None = None,
 ) -> Image:
     """The verified image of `version` in the configured repository: `IMAGE:vN-<sha12>`
     reused when it provably holds this version's model, else built, pushed and verified."""
@@ -537,7 +553,9 @@ def build_and_push(
     return image
 
 
-def push(docker_client, repository: str, tag: str, auth, settings: Settings) -> None:
+def push(
+    docker_client: Any, repository: str, tag: str, auth: dict[str, str] | None, settings: Settings
+) -> None:
     attempts = settings.deploy.push_retries + 1
     for attempt in range(1, attempts + 1):
         error = None
@@ -638,7 +656,7 @@ def deploy(
                 reused_image=reused,
             )
         migrating = current is not None and current.version == version
-        if migrating:
+        if migrating and current is not None:
             # Production of the earlier layout (on model.name) moves to the production model,
             # same version: no new comparison to check; it keeps what it replaced back then.
             previous = _version_or_none(current.tags.get("mlgate.production.previous"))
@@ -682,7 +700,7 @@ def _version_or_none(value: str | None) -> str | None:
     return None if value in (None, "", "none") else value
 
 
-def _held_here(current, holder_model: str) -> str | None:
+def _held_here(current: Any, holder_model: str) -> str | None:
     """The version of `holder_model` that holds Production now, if any: the one a move there
     replaces (a Production still on model.name, the layout of earlier releases, is migrated:
     the alias there is left for doctor to report, this credential may not write it)."""
@@ -713,7 +731,7 @@ def reused_image(
     return None
 
 
-def record_image(client, name: str, version: str, image: Image) -> None:
+def record_image(client: Any, name: str, version: str, image: Image) -> None:
     """`mlgate.image.*` on the version (of model.name, or its copy in the production model): a
     hint for the next run, verified before any use."""
     with tracking.errors(f"recording the image of {name} version {version}"):
@@ -727,7 +745,7 @@ def record_image(client, name: str, version: str, image: Image) -> None:
             client.set_model_version_tag(name, version, key, value)
 
 
-def _check_deployable(client, settings: Settings, version: str, production) -> None:
+def _check_deployable(client: Any, settings: Settings, version: str, production: Any) -> None:
     """Only the version holding staging goes to Production, and only while the decision that
     put it there compared it with the version now in Production: a Production model that
     changed since (another deploy, a rollback) makes that comparison stale."""
@@ -757,12 +775,12 @@ def _check_deployable(client, settings: Settings, version: str, production) -> N
 
 
 def move_production(
-    client,
+    client: Any,
     name: str,
     version: str,
     record: Mapping[str, str],
     previous: str | None,
-    lock,
+    lock: registry.PointerLock,
     previous_record: Mapping[str, str] | None = None,
 ) -> None:
     """Production to `version`: `record` tagged on it, `previous_record` (and when it was

@@ -5,6 +5,7 @@ logged, byte for byte, with its inputs, input example and threshold, written by
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from mlgate.serving.bundle import write_bundle
 
 
 def export_bundle(
-    client, name: str, version: str, dest: Path, *, compiler: str = "cc"
+    client: Any, name: str, version: str, dest: Path, *, compiler: str = "cc"
 ) -> dict[str, Any]:
     """Write the bundle of `name` version `version` into `dest` (replaced); return its meta.
     The trees are compiled with `compiler` and checked against the booster on the logged
@@ -25,6 +26,7 @@ def export_bundle(
     logged = logged_booster(client, name, version)
     with tracking.errors(f"reading the training run of {name} v{version}"):
         params = client.get_run(logged.run_id).data.params
+    categories: dict[str, Any] = {"categories": logged.categories} if logged.categories else {}
     return write_bundle(
         dest,
         logged.raw,
@@ -38,7 +40,7 @@ def export_bundle(
         threshold=recorded(logged.tags, params)[0] or DEFAULT_THRESHOLD,
         data_md5=logged.tags.get("mlgate.data.md5", ""),
         commit=logged.tags.get("mlgate.git.commit", ""),
-        **({"categories": logged.categories} if logged.categories else {}),
+        **categories,
         # What label 1 and label 0 are (data.positive_class at training), for ?labels=true.
         **_classes(logged.tags),
     )
@@ -52,7 +54,7 @@ def _classes(tags: dict[str, str]) -> dict[str, Any]:
     return {"classes": {"1": positive, "0": negative}}
 
 
-def main(argv=None, env=None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """mlgate bundle: export a registered model version as a serving bundle."""
     from mlgate import cli
     from mlgate.registry import tracking

@@ -38,7 +38,7 @@ class Promotion:
     previous: str | None = None  # the version that held it before
 
 
-def load_decision(client, settings: Settings, candidate_version: str) -> dict[str, Any]:
+def load_decision(client: Any, settings: Settings, candidate_version: str) -> dict[str, Any]:
     """The decision evaluation logged on the candidate's run."""
     name = settings.model.name
     version = get_version(client, name, candidate_version)
@@ -54,12 +54,17 @@ def load_decision(client, settings: Settings, candidate_version: str) -> dict[st
                     fix="run `mlgate evaluate` on it first",
                 ) from exc
             decision = json.loads(Path(path).read_text())
+    return checked_decision(decision, candidate_version)
+
+
+def checked_decision(decision: Any, candidate_version: str) -> dict[str, Any]:
+    """`decision` if this mlgate reads its schema and it is about `candidate_version`."""
     check_schema(decision)
     if decision["candidate"]["version"] != str(candidate_version):
         raise GateFailed(
             "the decision on the run is for another version", fix="re-run `mlgate evaluate`"
         )
-    return decision
+    return dict(decision)
 
 
 def promote(settings: Settings, candidate_version: str) -> Promotion:
@@ -80,11 +85,11 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
 
 
 def _promote(
-    client,
+    client: Any,
     settings: Settings,
     candidate_version: str,
     decision: dict[str, Any],
-    lock,
+    lock: registry.PointerLock,
     done: list[registry.Finding],
 ) -> Promotion:
     name = settings.model.name
@@ -117,13 +122,8 @@ def _promote(
 
     champion = find_champion(client, name, candidate_version, settings.model.production_model)
     then = decision["champion"]["version"] if decision["champion"] else None
-    now = champion.version if champion else None
-    if then != now:
-        message = (
-            f"the champion changed since the evaluation (was {then or 'none'}, now "
-            f"{now or 'none'}): the comparison is stale, so version {candidate_version} was not "
-            "promoted"
-        )
+    message = champion_change(then, champion.version if champion else None, candidate_version)
+    if message is not None:
         if decision["mode"] != "dry-run":
             _refuse(client, name, candidate_version, "stale", message)
         raise GateFailed(
@@ -166,10 +166,22 @@ def _promote(
     )
 
 
+def champion_change(then: str | None, now: str | None, candidate_version: str) -> str | None:
+    """Why the evaluation's comparison is stale (the champion it compared against is not the
+    champion now), or None when it still holds."""
+    if then == now:
+        return None
+    return (
+        f"the champion changed since the evaluation (was {then or 'none'}, now "
+        f"{now or 'none'}): the comparison is stale, so version {candidate_version} was not "
+        "promoted"
+    )
+
+
 REASONS = "mlgate.promotion.reasons"
 
 
-def _refuse(client, name: str, version: str, outcome: str, reasons: str) -> None:
+def _refuse(client: Any, name: str, version: str, outcome: str, reasons: str) -> None:
     """Say on the version why it did not move, for whoever reads the registry later, and
     keep it in the registered model's history (the version's tags are cleared when a later
     evaluation promotes it)."""
@@ -193,7 +205,7 @@ def _refuse(client, name: str, version: str, outcome: str, reasons: str) -> None
 
 
 def _clear_rejection(
-    client, name: str, version: str, tags: Mapping[str, str] | None = None
+    client: Any, name: str, version: str, tags: Mapping[str, str] | None = None
 ) -> None:
     """A promoted version carries no reasons from an earlier rejection (they stay in the
     history). Also run when a promotion is re-run, so a crash after the move is completed."""

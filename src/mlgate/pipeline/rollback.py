@@ -10,6 +10,7 @@ Who rolled back, why and from which version are tagged on both versions. Staging
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from mlgate import cli
 from mlgate.errors import ConfigError, DeployError
@@ -61,13 +62,13 @@ def rollback(
 
 
 def _rollback(
-    client,
+    client: Any,
     settings: Settings,
     *,
     reason: str,
     to: str | None,
     approval: environment.Approval,
-    lock,
+    lock: registry.PointerLock,
     done: list[registry.Finding],
 ) -> Deployment:
     name, holder_model = settings.model.name, settings.model.production_model
@@ -79,33 +80,29 @@ def _rollback(
             fix="deploy a version first (`mlgate deploy`)",
         )
     current_version = current.version
+    # Production's holder was moved there by mlgate, so its tags record an image; were they
+    # stripped by hand, Image.recorded would be None here ("see above" below) and the report
+    # would fail on it. Typed as found, not changed: annotations only.
     if current.holder.name == holder_model and str(current.holder.version) in (
         registry.completed(done, PRODUCTION)
     ):
         return Deployment(
             current_version,
-            Image.recorded(current.tags),
+            Image.recorded(current.tags),  # type: ignore[arg-type]  # see above
             f"completed the record of the interrupted move of {name} to version "
             f"{current_version}; nothing else moved (run again to roll back from it)",
             changed=True,
             reused_image=True,
         )
-    target = to or current.tags.get("mlgate.production.previous")
-    if not target or target == "none":
-        raise ConfigError(
-            f"{name} version {current_version} replaced no earlier Production version",
-            fix="name the version to go back to with --to N",
-        )
-    if target == current_version and current.holder.name == holder_model:
-        if to is not None:  # `--to N` names the outcome: a re-run of the same rollback
-            return Deployment(
-                current_version,
-                Image.recorded(current.tags),
-                f"{name} version {target} is already in Production: nothing to do",
-                reused_image=True,
-            )
-        raise ConfigError(
-            f"version {target} is already in Production", fix="name another version with --to N"
+    target = rollback_target(
+        name, current_version, current.tags, to, held_here=current.holder.name == holder_model
+    )
+    if target is None:  # `--to N` names the outcome: a re-run of the same rollback
+        return Deployment(
+            current_version,
+            Image.recorded(current.tags),  # type: ignore[arg-type]  # see above
+            f"{name} version {current_version} is already in Production: nothing to do",
+            reused_image=True,
         )
     tags = target_record(client, settings, target)
     if Image.recorded(tags) is None or "mlgate.production.since" not in tags:
@@ -172,7 +169,33 @@ def _rollback(
     )
 
 
-def target_record(client, settings: Settings, target: str) -> dict[str, str]:
+def rollback_target(
+    name: str,
+    current_version: str,
+    current_tags: Mapping[str, str],
+    to: str | None,
+    *,
+    held_here: bool,
+) -> str | None:
+    """The version a rollback from `current_version` moves Production to: `--to N`, else the
+    version the current one replaced. None: `--to N` names the version already in Production
+    (held in the production model: a re-run, nothing to do); ConfigError when there is none."""
+    target = to or current_tags.get("mlgate.production.previous")
+    if not target or target == "none":
+        raise ConfigError(
+            f"{name} version {current_version} replaced no earlier Production version",
+            fix="name the version to go back to with --to N",
+        )
+    if target == current_version and held_here:
+        if to is not None:
+            return None
+        raise ConfigError(
+            f"version {target} is already in Production", fix="name another version with --to N"
+        )
+    return target
+
+
+def target_record(client: Any, settings: Settings, target: str) -> dict[str, str]:
     """What the registry says about `target`'s time in Production: its copy's tags in the
     production model (writable only by the Environment), else, for a version deployed in the
     layout of earlier releases, its own tags."""
@@ -187,7 +210,7 @@ def target_record(client, settings: Settings, target: str) -> dict[str, str]:
 
 
 def verified_target(
-    settings: Settings, client, target: str, tags: Mapping[str, str]
+    settings: Settings, client: Any, target: str, tags: Mapping[str, str]
 ) -> tuple[Image, ModelDigest]:
     """The recorded image of `target`, if it provably holds `target`'s model: in the
     configured repository (checked before any request, so credentials never go to a host

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,16 +74,17 @@ def row_hash(frame: pd.DataFrame, *, target: str, seed: int, id_column: str | No
     rows = pd.util.hash_pandas_object(keys, index=False).to_numpy()
     # pandas only salts text with hash_key, so mix the seed in and hash once more
     salt = pd.util.hash_array(np.array([seed], dtype="uint64"))[0]
-    return pd.util.hash_array(rows ^ salt)
+    hashed: np.ndarray = pd.util.hash_array(rows ^ salt)
+    return hashed
 
 
-def row_keys(frame: pd.DataFrame, id_column: str | None) -> list:
+def row_keys(frame: pd.DataFrame, id_column: str | None) -> list[Any]:
     """How a row is named in the logged split: its id column, else its row position."""
     return frame[id_column].tolist() if id_column else [int(i) for i in frame.index]
 
 
 def holdout_from_keys(
-    frame: pd.DataFrame, keys: list, *, id_column: str | None, digest: str
+    frame: pd.DataFrame, keys: list[Any], *, id_column: str | None, digest: str
 ) -> pd.DataFrame:
     """Rebuild the logged holdout from the same data version, refusing one that differs."""
     fix = "evaluate against the data version the model was trained on (mlgate.data.md5)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,7 +87,7 @@ class Report:
         return "\n".join(lines)
 
 
-def load_schema(path: Path):  # -> pandera DataFrameSchema
+def load_schema(path: Path) -> Any:  # pandera DataFrameSchema
     import pandera.pandas as pa
 
     if not path.is_file():
@@ -118,7 +119,7 @@ def load_schema(path: Path):  # -> pandera DataFrameSchema
 
 
 def validate_frame(
-    frame: pd.DataFrame, schema, settings: Settings, *, name: str
+    frame: pd.DataFrame, schema: Any, settings: Settings, *, name: str
 ) -> tuple[pd.DataFrame, Report]:
     """Validate lazily and return the validated (coerced) frame with a report of every failure."""
     import pandera.errors

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from mlgate.settings import Settings
 ALIASES = ("production", "staging")
 
 
-def history(client, name: str, production_model: str | None = None) -> list[dict[str, Any]]:
+def history(client: Any, name: str, production_model: str | None = None) -> list[dict[str, Any]]:
     """Every recorded pointer move of `name`, oldest first; with a production model of its
     own, its Production moves too, in `name`'s version numbers (a copy's move names its
     original in `mlgate.copy.of`, and the version it replaced in the move's record)."""
@@ -97,7 +97,7 @@ def replaced_versions(
     return sorted((v for v in found if v is not None), key=int)
 
 
-def existing(client, name: str, limit: int = 10) -> list[str]:
+def existing(client: Any, name: str, limit: int = 10) -> list[str]:
     """The newest versions of `name`, each with the aliases it holds: `3 (staging)`."""
     with tracking.errors(f"listing the versions of {name}"):
         versions = client.search_model_versions(f"name = '{name}'")
@@ -113,7 +113,7 @@ def existing(client, name: str, limit: int = 10) -> list[str]:
     ]
 
 
-def _suggest(client, name: str) -> str:
+def _suggest(client: Any, name: str) -> str:
     found = existing(client, name)
     if not found:
         return f"model '{name}' has no versions: train one (`mlgate train`), or check model.name"
@@ -122,8 +122,8 @@ def _suggest(client, name: str) -> str:
 
 
 def resolve(
-    client, name: str, which: str | None, production_model: str | None = None
-):  # -> ModelVersion
+    client: Any, name: str, which: str | None, production_model: str | None = None
+) -> Any:  # ModelVersion
     from mlgate.registry.moves import get_version, production_of
 
     if which is None or which in ALIASES:
@@ -157,16 +157,17 @@ def _tags(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
     return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
-def _decision(client, run_id: str) -> dict[str, Any] | None:
+def _decision(client: Any, run_id: str) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, f"{DECISION_ARTIFACT}/decision.json", tmp)
         except Exception:  # never evaluated (or the artifact store lost it): say so, go on
             return None
-        return json.loads(Path(path).read_text())
+        record: dict[str, Any] = json.loads(Path(path).read_text())
+        return record
 
 
-def lineage(client, settings: Settings, which: str | None) -> dict[str, Any]:
+def lineage(client: Any, settings: Settings, which: str | None) -> dict[str, Any]:
     """The lineage record of one version (see the module's docstring)."""
     from mlgate.registry import moves as registry
 
@@ -353,18 +354,39 @@ def lineage_text(record: Mapping[str, Any]) -> str:
 
 
 def delivery_metrics(
-    client, settings: Settings, *, days: float, now: datetime | None = None
+    client: Any, settings: Settings, *, days: float, now: datetime | None = None
 ) -> dict[str, Any]:
     """Deployment frequency, lead time, change failure rate and time to restore over the last
     `days`, from the registry's history of Production moves."""
     name = settings.model.name
-    now = now or datetime.now(UTC)
-    since = now - timedelta(days=days)
     moves = [
         e
         for e in history(client, name, settings.model.production_model)
         if e["alias"] == "production"
     ]
+    return delivery(
+        name,
+        moves,
+        days=days,
+        now=now or datetime.now(UTC),
+        committed_at=lambda version: _committed_at(client, name, version),
+    )
+
+
+def delivery(
+    name: str,
+    moves: Sequence[dict[str, Any]],
+    *,
+    days: float,
+    now: datetime,
+    committed_at: Callable[[str], datetime | None],
+) -> dict[str, Any]:
+    """The arithmetic of `delivery_metrics` (pure): `moves` are the Production moves of the
+    history (`at`, `version`, `tags`; a rollback names the version it withdrew in
+    `mlgate.rollback.from`), `committed_at` the data commit time of a version (None: unknown).
+    A deploy is a move that is not a rollback; it failed when a rollback withdrew it; a
+    restore lasts from the withdrawn version's last move to Production to its rollback."""
+    since = now - timedelta(days=days)
     for event in moves:
         event["when"] = datetime.fromisoformat(event["at"])
     rollbacks = [e for e in moves if "mlgate.rollback.from" in e["tags"]]
@@ -373,7 +395,7 @@ def delivery_metrics(
     failed = [d for d in recent if any(_withdrew(r, d, moves) for r in rollbacks)]
     lead = []
     for deploy in recent:
-        committed = _committed_at(client, name, deploy["version"])
+        committed = committed_at(deploy["version"])
         if committed is not None:
             lead.append((deploy["when"] - committed).total_seconds() / 3600)
     restore = []
@@ -396,7 +418,9 @@ def delivery_metrics(
     }
 
 
-def _withdrew(rollback: Mapping[str, Any], deploy: Mapping[str, Any], moves) -> bool:
+def _withdrew(
+    rollback: Mapping[str, Any], deploy: Mapping[str, Any], moves: Sequence[Mapping[str, Any]]
+) -> bool:
     """Whether `rollback` withdrew the version that `deploy` put in Production (the last move
     to that version before the rollback)."""
     if rollback["tags"].get("mlgate.rollback.from") != deploy["version"]:
@@ -407,7 +431,7 @@ def _withdrew(rollback: Mapping[str, Any], deploy: Mapping[str, Any], moves) -> 
     return all(m["version"] != deploy["version"] for m in later)
 
 
-def _committed_at(client, name: str, version: str) -> datetime | None:
+def _committed_at(client: Any, name: str, version: str) -> datetime | None:
     try:
         tags = client.get_model_version(name, version).tags
     except Exception:  # a deleted version: no lead time for it

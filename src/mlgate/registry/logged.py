@@ -32,7 +32,7 @@ class LoggedBooster:
         return hashlib.sha256(self.raw).hexdigest()
 
 
-def logged_booster(client, name: str, version: str) -> LoggedBooster:
+def logged_booster(client: Any, name: str, version: str) -> LoggedBooster:
     """Download `name` version `version` from the registry's artifact store and return its
     booster's bytes, inputs and input example. Not a tag: the logged file itself."""
     from mlgate.registry import tracking
@@ -85,7 +85,8 @@ def _input_example(local: Path, features: list[str]) -> Any:
     import mlflow.models
 
     try:
-        frame = mlflow.models.Model.load(local).load_input_example(local)
+        # MLflow annotates the example as str; it is the DataFrame logged with the model
+        frame: Any = mlflow.models.Model.load(local).load_input_example(str(local))
         return None if frame is None else frame[features].to_numpy(dtype="float64")
     except Exception:  # an example is a bonus for the parity check, not a requirement
         return None

@@ -1,0 +1,53 @@
+"""pipeline.rollback's choice of the version to go back to (rollback_target): the version the
+current one replaced, or `--to N`; refused when there is none; a re-run of `--to N` that
+already happened is a no-op."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlgate.errors import ConfigError
+from mlgate.pipeline import rollback
+
+
+def target(current: str, previous: str | None, to: str | None, held_here: bool = True):
+    tags = {} if previous is None else {"mlgate.production.previous": previous}
+    return rollback.rollback_target("m", current, tags, to, held_here=held_here)
+
+
+def test_back_to_the_version_it_replaced() -> None:
+    assert target("3", "2", None) == "2"
+
+
+def test_to_a_named_version() -> None:
+    assert target("3", "2", "1") == "1"
+
+
+def test_a_named_version_wins_even_without_a_previous_one() -> None:
+    assert target("3", None, "1") == "1"
+    assert target("3", "none", "1") == "1"
+
+
+@pytest.mark.parametrize("previous", [None, "none", ""])
+def test_a_first_deployment_has_nothing_to_roll_back_to(previous: str | None) -> None:
+    with pytest.raises(ConfigError) as caught:
+        target("1", previous, None)
+    assert caught.value.exit_code == 2
+    assert caught.value.message == "m version 1 replaced no earlier Production version"
+    assert "--to N" in caught.value.fix
+
+
+def test_a_rerun_of_the_same_rollback_does_nothing() -> None:
+    assert target("2", "1", "2") is None
+
+
+def test_rolling_back_to_itself_without_to_is_refused() -> None:
+    """A record that names the current version as its previous one (a corrupted history)."""
+    with pytest.raises(ConfigError, match="version 2 is already in Production"):
+        target("2", "2", None)
+
+
+def test_a_version_held_in_the_old_layout_is_moved_into_the_production_model() -> None:
+    """Production still on model.name (earlier releases): the same version is a real move."""
+    assert target("2", "1", "2", held_here=False) == "2"
+    assert target("2", "2", None, held_here=False) == "2"

@@ -1,0 +1,93 @@
+"""registry.tracking's decisions without a server: which failure becomes which mlgate error
+(and exit code), and the sqlite store whose folder is missing."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import (
+    PERMISSION_DENIED,
+    RESOURCE_DOES_NOT_EXIST,
+    UNAUTHENTICATED,
+)
+
+from mlgate.errors import ConfigError, PermissionDenied, TrackingError
+from mlgate.registry import tracking
+
+
+@pytest.mark.parametrize("code", [PERMISSION_DENIED, UNAUTHENTICATED])
+def test_a_refused_credential_is_permission_denied(code: int) -> None:
+    with pytest.raises(PermissionDenied) as caught:
+        with tracking.errors("moving the alias", denied="use the deployer's credential"):
+            raise MlflowException("no\nsecond line", error_code=code)
+    assert caught.value.exit_code == 13
+    assert caught.value.message.startswith("MLflow refused moving the alias to this credential")
+    assert caught.value.message.endswith(": no")  # the first line only
+    assert caught.value.fix == "use the deployer's credential"
+
+
+def test_a_refusal_wrapped_in_another_error_is_still_denied() -> None:
+    """copy_model_version wraps the server's 403 in an error of its own."""
+    with pytest.raises(PermissionDenied):
+        with tracking.errors("copying"):
+            try:
+                raise RestException({"error_code": "PERMISSION_DENIED", "message": "no"})
+            except RestException as inner:
+                raise MlflowException("copy failed") from inner
+
+
+def test_any_other_mlflow_failure_is_a_tracking_error() -> None:
+    with pytest.raises(TrackingError) as caught:
+        with tracking.errors("reading x"):
+            raise MlflowException("gone", error_code=RESOURCE_DOES_NOT_EXIST)
+    assert caught.value.exit_code == 5
+    assert caught.value.message == "MLflow failed while reading x: gone"
+    assert caught.value.fix == tracking.FIX_UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    "exc", [requests.ConnectionError("refused"), ConnectionError(), requests.Timeout("slow")]
+)
+def test_network_failures_are_tracking_errors(exc: Exception) -> None:
+    with pytest.raises(TrackingError) as caught:
+        with tracking.errors("listing"):
+            raise exc
+    assert caught.value.message.startswith("MLflow failed while listing: ")
+    assert caught.value.message != "MLflow failed while listing: "  # never an empty reason
+
+
+def test_other_exceptions_pass_through() -> None:
+    with pytest.raises(KeyError):
+        with tracking.errors("x"):
+            raise KeyError("a bug is not a tracking failure")
+
+
+def test_a_sqlite_store_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        tracking.check_sqlite_folder(f"sqlite:///{tmp_path}/typo/mlflow.db")
+    assert caught.value.exit_code == 2
+    assert "does not exist" in caught.value.message
+    assert not (tmp_path / "typo").exists()  # nothing created
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///", "sqlite:///:memory:"])
+def test_an_in_memory_store_needs_no_folder(uri: str) -> None:
+    tracking.check_sqlite_folder(uri)
+
+
+def test_a_sqlite_store_in_an_existing_folder_is_accepted(tmp_path: Path) -> None:
+    tracking.check_sqlite_folder(f"sqlite:///{tmp_path}/mlflow.db")
+    assert list(tmp_path.iterdir()) == []  # checked, not created
+
+
+def test_an_unreachable_server_is_a_tracking_error_naming_the_attempts() -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TrackingError) as caught:
+        tracking.wait_until_healthy(f"http://127.0.0.1:{port}", retries=1, backoff=0, timeout=2)
+    assert "is unreachable after 2 attempts" in caught.value.message
