@@ -50,6 +50,7 @@ def test_compiled_trees_equal_the_booster_at_every_threshold_and_with_missing_va
     assert record["parity"]["rows"] >= 4000
     assert 0 <= record["parity"]["max_abs_diff"] <= record["parity"]["tolerance"] == 1e-6
     assert record["generator"] == "mlgate-tables/1" and "tl2cgen" not in record
+    assert trees.json_numbers is not None  # serving/fastjson.py's routine, compiled alongside
     assert record["compiler"] and len(record["sha256"]) == 64
 
 

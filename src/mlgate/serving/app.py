@@ -58,6 +58,7 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
+from mlgate.serving import fastjson
 from mlgate.serving.bundle import Bundle, CategoryError, encode_json, load_bundle
 from mlgate.serving.predlog import PredictionLog, Stats
 
@@ -651,7 +652,7 @@ class App:
         """An OIP v2 inference: JSON, or a JSON header of `header_length` bytes followed by
         binary tensors (OIP's binary tensor extension, tritonclient's and KServe's default)."""
         head = body if header_length is None else body[:header_length]
-        payload = _parse_json(head)
+        payload = fastjson.oip(head, self.bundle) or _parse_json(head)  # big: numbers to numpy
         if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
             raise BadRequest('the body must be {"inputs": [{"name", "shape", "datatype", "data"}]}')
         tensors = payload["inputs"]
@@ -1037,13 +1038,16 @@ def _binary_size(tensor: dict[str, Any]) -> int | None:
 
 def _flat(tensor: dict[str, Any]) -> list[Any]:
     data = tensor["data"]
-    if not isinstance(data, list):
+    if isinstance(data, np.ndarray):  # fastjson: already numbers, flat
+        flat: Any = data
+    elif not isinstance(data, list):
         raise BadRequest(f"input '{tensor['name']}': data must be a list")
-    flat = (
-        data
-        if not data or not isinstance(data[0], list)
-        else np.asarray(data, dtype=object).ravel().tolist()
-    )
+    else:
+        flat = (
+            data
+            if not data or not isinstance(data[0], list)
+            else np.asarray(data, dtype=object).ravel().tolist()
+        )
     expected = math.prod(_shape(tensor))
     if len(flat) != expected:
         raise BadRequest(

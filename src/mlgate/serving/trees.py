@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlgate.errors import ConfigError, ModelError
-from mlgate.serving import tables
+from mlgate.serving import fastjson, tables
 
 LIBRARY = "model.so"
 TOLERANCE = 1e-6
@@ -87,6 +87,7 @@ class CompiledTrees:
                 fix="re-export the bundle with this mlgate (`mlgate bundle`), on a runner whose "
                 "C library is not newer than the image's base",
             ) from exc
+        self.json_numbers = fastjson.bind(lib)  # OIP JSON numbers straight to numpy
         self._predict.restype = None
         self._predict.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
         lib.get_num_feature.restype = ctypes.c_int32
@@ -183,6 +184,7 @@ def compile_trees(
         except tables.Unsupported as reason:  # tl2cgen covers the rest
             generator = {"generator": "tl2cgen", "tl2cgen": _tl2cgen(booster, src)}
             generator["fallback_reason"] = str(reason)
+        (src / "mlgate_json.c").write_text(fastjson.C_SOURCE)
         library = src / LIBRARY
         _build(cc, sorted(src.glob("*.c")), library)
         compiled = CompiledTrees(library, booster.num_features(), threads=1)
