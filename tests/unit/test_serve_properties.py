@@ -260,11 +260,12 @@ def test_every_format_scores_exactly_the_named_columns_or_refuses(served, reques
 
 @SETTINGS
 @given(request=requests())
-def test_the_oip_json_fast_path_scores_like_the_booster_or_refuses(
+def test_the_json_fast_path_scores_like_the_booster_or_refuses(
     served, monkeypatch, request
 ) -> None:
-    """The same property with every OIP JSON body, however small, offered to the fast path
-    (serving/fastjson.py: numbers parsed by C into numpy); a correct one-tensor body takes it."""
+    """The same property with every JSON body, however small, offered to the fast path
+    (serving/fastjson.py: numbers parsed by C into numpy); a correct one-tensor OIP body and a
+    correct dataframe_split take it."""
     from mlgate.serving import fastjson
 
     monkeypatch.setattr(fastjson, "MIN_BODY", 0)
@@ -272,6 +273,8 @@ def test_the_oip_json_fast_path_scores_like_the_booster_or_refuses(
     fmt, corruption, *_, body, _ = request
     if fmt in {"oip-tensor", "oip-tensor-nested"} and corruption == "none":
         assert fastjson.oip(body, app.bundle) is not None
+    if fmt == "split" and corruption == "none":
+        assert fastjson.dataframe_split(body, app.bundle) is not None
     test_every_format_scores_exactly_the_named_columns_or_refuses.hypothesis.inner_test(
         served, request
     )

@@ -544,8 +544,8 @@ class App:
         labels = query.get("labels", ["false"])[-1].lower() in {"1", "true", "yes"}
         if kind == "text/csv":
             matrix = self.from_csv(body)
-        else:
-            payload = _parse_json(body)
+        else:  # big dataframe_split bodies: numbers to numpy
+            payload = fastjson.dataframe_split(body, self.bundle) or _parse_json(body)
             if not isinstance(payload, dict):
                 raise BadRequest(
                     "the JSON body must be an object with one of dataframe_split, "

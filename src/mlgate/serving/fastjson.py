@@ -1,11 +1,12 @@
-"""OIP v2 JSON with many numbers, straight into a numpy array (no Python list per value).
+"""Large JSON bodies' numbers straight into a numpy array (no Python list per value).
 
-The common large request is one input whose `data` is a flat (or row-nested) array of
-numbers. For it, `oip()` finds the one `"data":` key, parses the array with a small C routine
+The common large request is OIP v2 with one input whose `data` is a flat (or row-nested) array
+of numbers, or MLflow's `dataframe_split` with its `data` rows. For those, `oip()` and
+`dataframe_split()` find the one `"data":` key, parses the array with a small C routine
 (`C_SOURCE`, compiled into the bundle's `model.so` beside the trees by `trees.compile_trees`)
-into a float64 array, and parses the rest of the body with orjson with the array replaced by a
+into a float64 array, and parse the rest of the body with orjson with the array replaced by a
 marker string. The fast path is taken only if that marker comes back as the value of the one
-input's `data`: then the body is the rest (valid JSON, checked by orjson) with a valid JSON
+input's `data` (`dataframe_split.data`): then the body is the rest (valid JSON, checked by orjson) with a valid JSON
 array in a value's place.
 
 The C scanner follows JSON's grammar to the letter (`-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?
@@ -24,6 +25,7 @@ Small bodies, categorical bundles (their inputs may be text) and bundles without
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -101,8 +103,10 @@ static int number(const char* s, long n, long* i, double* v) {
 }
 
 /* Numbers of a JSON array at s[start] ('['): flat, or rows of equal length. Returns how many
-   (writing at most cap to out) and sets *end just past the array, or -1. */
-long mlgate_json_numbers(const char* s, long n, long start, double* out, long cap, long* end) {
+   (writing at most cap to out), sets *end just past the array and *rows_of to the rows' length
+   (-1: flat), or returns -1. */
+long mlgate_json_numbers(const char* s, long n, long start, double* out, long cap, long* end,
+                         long* rows_of) {
   long i = start, count = 0, width = -1;
   int nested;
   if (i >= n || s[i] != '[') return -1;
@@ -143,6 +147,7 @@ long mlgate_json_numbers(const char* s, long n, long start, double* out, long ca
     return -1;
   }
   *end = i;
+  *rows_of = nested ? width : -1;
   return count;
 }
 """
@@ -162,13 +167,40 @@ def bind(lib: ctypes.CDLL) -> Any:
         ctypes.c_void_p,
         ctypes.c_long,
         ctypes.POINTER(ctypes.c_long),
+        ctypes.POINTER(ctypes.c_long),
     ]
     return parse
 
 
 def oip(body: bytes, bundle: Any) -> dict[str, Any] | None:
-    """The OIP v2 payload of `body` with its one input's `data` as a float64 array, or None
-    when the fast path does not apply (the caller then parses with orjson)."""
+    """The OIP v2 payload of `body` with its one input's `data` as a flat float64 array, or
+    None when the fast path does not apply (the caller then parses with orjson)."""
+    return _with_numbers(body, bundle, _oip_slot, flat=True)
+
+
+def dataframe_split(body: bytes, bundle: Any) -> dict[str, Any] | None:
+    """MLflow's `{"dataframe_split": {"columns": [...], "data": [[...], ...]}}` with `data` as
+    a float64 array of rows (flat data stays flat, as numpy makes it), or None (orjson's turn)."""
+    return _with_numbers(body, bundle, _split_slot, flat=False)
+
+
+def _oip_slot(payload: dict[str, Any]) -> dict[str, Any] | None:
+    inputs = payload.get("inputs")
+    if isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], dict):
+        return inputs[0]
+    return None
+
+
+def _split_slot(payload: dict[str, Any]) -> dict[str, Any] | None:
+    split = payload.get("dataframe_split")
+    return split if isinstance(split, dict) else None
+
+
+def _with_numbers(
+    body: bytes, bundle: Any, slot: Callable[[dict[str, Any]], dict[str, Any] | None], flat: bool
+) -> dict[str, Any] | None:
+    """`body` parsed, with the array under its one `"data"` key read by the C routine, when
+    that key is where `slot` says; else None."""
     parse = getattr(bundle.trees, "json_numbers", None)
     if parse is None or bundle.categories or len(body) < MIN_BODY or not isinstance(body, bytes):
         return None
@@ -185,8 +217,8 @@ def oip(body: bytes, bundle: Any) -> dict[str, Any] | None:
         i += 1
     cap = (len(body) - i) // 2 + 1  # a number and a comma take two bytes at least
     out = np.empty(cap, dtype=np.float64)  # untouched pages cost nothing
-    end = ctypes.c_long(0)
-    count = parse(body, len(body), i, out.ctypes.data, cap, ctypes.byref(end))
+    end, width = ctypes.c_long(0), ctypes.c_long(-1)
+    count = parse(body, len(body), i, out.ctypes.data, cap, ctypes.byref(end), ctypes.byref(width))
     if count <= 0:
         return None
     try:
@@ -195,13 +227,9 @@ def oip(body: bytes, bundle: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(payload, dict):
         return None
-    inputs = payload.get("inputs")
-    if not (
-        isinstance(inputs, list)
-        and len(inputs) == 1
-        and isinstance(inputs[0], dict)
-        and inputs[0].get("data") == MARK
-    ):
+    where = slot(payload)
+    if where is None or where.get("data") != MARK:
         return None
-    inputs[0]["data"] = out[:count].copy()
+    numbers = out[:count].copy()
+    where["data"] = numbers if flat or width.value < 0 else numbers.reshape(-1, width.value)
     return payload
