@@ -62,6 +62,8 @@ def source(model: dict[str, Any]) -> str:
     if booster["name"] != "gbtree":
         raise Unsupported(f"booster {booster['name']}")
     width = int(params["num_feature"])
+    if width > ROW_FLOATS:  # one row's float32 copy lives on the calling thread's stack
+        raise Unsupported(f"{width} features (the tables take up to {ROW_FLOATS})")
     base = _base_margin(params["base_score"], objective)
     trees = booster["model"]["trees"]
     feature: list[int] = []
