@@ -20,7 +20,7 @@ from mlgate.serving import fastjson
 from mlgate.serving.trees import _build
 
 SETTINGS = settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
