@@ -181,6 +181,7 @@ FORMAT_MAY_IMPORT = {
     f"{FORMATS}.base",
     "mlgate.serving.matrix",
     "mlgate.serving.bundle",
+    "mlgate.serving.fastjson",  # the JSON number reader compiled beside the trees
     "mlgate.serving.trees",  # the bundle's (it runs when the bundle is imported)
 }
 

@@ -238,6 +238,28 @@ def test_every_format_scores_exactly_the_named_columns_or_refuses(served, reques
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
+@SETTINGS
+@given(request=requests())
+def test_the_json_fast_path_scores_like_the_booster_or_refuses(
+    served, monkeypatch, request
+) -> None:
+    """The same property with every JSON body, however small, offered to the fast path
+    (serving/fastjson.py: numbers parsed by C into numpy); a correct one-tensor OIP body and a
+    correct dataframe_split take it."""
+    from mlgate.serving import fastjson
+
+    monkeypatch.setattr(fastjson, "MIN_BODY", 0)
+    app, _ = served
+    fmt, corruption, *_, body, _ = request
+    if fmt in {"oip-tensor", "oip-tensor-nested"} and corruption == "none":
+        assert fastjson.oip(body, app.bundle) is not None
+    if fmt == "split" and corruption == "none":
+        assert fastjson.dataframe_split(body, app.bundle) is not None
+    test_every_format_scores_exactly_the_named_columns_or_refuses.hypothesis.inner_test(
+        served, request
+    )
+
+
 def _csv_rows(rows: list[list[Any]], body: bytes, fmt: str) -> list[list[Any]]:
     """The rows the request carried; for a CSV "bad value" that is still a number (the text "1"),
     the number that CSV field holds, read back with the csv module and the header's names."""

@@ -49,7 +49,9 @@ def test_compiled_trees_equal_the_booster_at_every_threshold_and_with_missing_va
     np.testing.assert_allclose(trees.predict(rows), booster.predict(rows), rtol=0, atol=1e-6)
     assert record["parity"]["rows"] >= 4000
     assert 0 <= record["parity"]["max_abs_diff"] <= record["parity"]["tolerance"] == 1e-6
-    assert record["tl2cgen"] and record["compiler"] and len(record["sha256"]) == 64
+    assert record["generator"] == "mlgate-tables/1" and "tl2cgen" not in record
+    assert trees.json_numbers is not None  # serving/fastjson.py's routine, compiled alongside
+    assert record["compiler"] and len(record["sha256"]) == 64
 
 
 def test_a_large_request_is_split_across_threads_with_the_same_answer(model, compiled) -> None:
@@ -99,3 +101,48 @@ def test_a_bundle_serves_its_compiled_trees_and_refuses_a_changed_library(
     assert not (tmp_path / "old" / LIBRARY).exists()
     assert "compiled" not in (tmp_path / "old" / META_FILE).read_text()
     assert load_bundle(tmp_path / "old").trees.engine == "xgboost"
+
+
+def _trained(objective: str, rounds: int = 30) -> bytes:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2000, 12))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = np.nan_to_num(x[:, 0]) - np.nan_to_num(x[:, 3]) * 2 + rng.normal(size=2000)
+    if objective != "reg:squarederror":
+        y = (y > 0).astype(float)
+    params = {"objective": objective, "max_depth": 5, "nthread": 1}
+    booster = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=rounds)
+    return bytes(booster.save_raw("ubj"))
+
+
+@pytest.mark.parametrize("objective", ["binary:logistic", "reg:logistic", "reg:squarederror"])
+def test_the_node_tables_score_like_the_booster_for_each_objective_they_cover(
+    objective, tmp_path: Path
+) -> None:
+    raw = _trained(objective)
+    record = compile_trees(raw, tmp_path)
+    assert record["generator"] == "mlgate-tables/1"
+    trees = CompiledTrees(tmp_path / LIBRARY, 12, threads=2)
+    booster = BoosterTrees.from_bytes(raw)
+    rows = np.vstack([parity_rows(booster.booster, seed=3), np.full((1, 12), np.nan)])
+    rows[:7, 2] = [np.inf, -np.inf, 0.0, -0.0, 1e300, -1e300, 5e-324]
+    # every block size, and a block cut short at the end
+    for n in (1, 2, 63, 64, 65, len(rows)):
+        np.testing.assert_allclose(
+            trees.predict(rows[:n]), booster.predict(rows[:n]), rtol=0, atol=1e-6
+        )
+
+
+def test_a_model_the_tables_do_not_cover_is_compiled_by_tl2cgen(tmp_path: Path) -> None:
+    """binary:hinge is not in the tables' list: tl2cgen compiles it, through the same parity
+    check, and the record says why."""
+    raw = _trained("binary:hinge", rounds=5)
+    record = compile_trees(raw, tmp_path)
+    assert record["generator"] == "tl2cgen" and record["tl2cgen"]
+    assert record["fallback_reason"] == "objective binary:hinge"
+    trees = CompiledTrees(tmp_path / LIBRARY, 12)
+    booster = BoosterTrees.from_bytes(raw)
+    rows = parity_rows(booster.booster, seed=4)
+    np.testing.assert_allclose(trees.predict(rows), booster.predict(rows), rtol=0, atol=1e-6)

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlgate.errors import ConfigError, ModelError
+from mlgate.serving import fastjson, tables
 
 LIBRARY = "model.so"
 TOLERANCE = 1e-6
@@ -86,6 +87,7 @@ class CompiledTrees:
                 fix="re-export the bundle with this mlgate (`mlgate bundle`), on a runner whose "
                 "C library is not newer than the image's base",
             ) from exc
+        self.json_numbers = fastjson.bind(lib)  # OIP JSON numbers straight to numpy
         self._predict.restype = None
         self._predict.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
         lib.get_num_feature.restype = ctypes.c_int32
@@ -160,10 +162,9 @@ def compile_trees(
     tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
     """Compile the booster in `raw_model` to `dest/model.so`, check it against the booster,
-    and return what bundle.json records of it. Nothing is written unless the check passes."""
-    import tl2cgen
-    import treelite
-
+    and return what bundle.json records of it. Nothing is written unless the check passes.
+    The C is our node tables (serving/tables.py) when they cover the model, tl2cgen's
+    otherwise; both pass the same parity check."""
     cc = shutil.which(compiler)
     if cc is None:
         raise ConfigError(
@@ -176,19 +177,14 @@ def compile_trees(
     booster = reference.booster
     with tempfile.TemporaryDirectory(prefix="mlgate-trees-") as tmp:
         src = Path(tmp)
-        units = max(1, min(os.cpu_count() or 1, booster.num_boosted_rounds() // 25))
-        with _quiet() as said:
-            try:
-                model = treelite.frontend.from_xgboost(booster)
-                tl2cgen.generate_c_code(
-                    model, dirpath=str(src), params={"parallel_comp": units, "quantize": 0}
-                )
-            except Exception as exc:
-                raise ModelError(
-                    f"tl2cgen could not translate the booster: {exc}\n{said()}",
-                    fix="the model uses something tl2cgen does not support; report it",
-                ) from exc
-        (src / "mlgate_entry.c").write_text(ENTRY_POINT)
+        generator: dict[str, Any]
+        try:  # our node tables, scored a block of rows at a time (serving/tables.py)
+            (src / "mlgate_tables.c").write_text(tables.generate(booster))
+            generator = {"generator": tables.GENERATOR}
+        except tables.Unsupported as reason:  # tl2cgen covers the rest
+            generator = {"generator": "tl2cgen", "tl2cgen": _tl2cgen(booster, src)}
+            generator["fallback_reason"] = str(reason)
+        (src / "mlgate_json.c").write_text(fastjson.C_SOURCE)
         library = src / LIBRARY
         _build(cc, sorted(src.glob("*.c")), library)
         compiled = CompiledTrees(library, booster.num_features(), threads=1)
@@ -209,13 +205,34 @@ def compile_trees(
         "sha256": hashlib.sha256((dest / LIBRARY).read_bytes()).hexdigest(),
         "compiler": (version.stdout.splitlines() or [compiler])[0],
         "cflags": list(CFLAGS),
-        "tl2cgen": tl2cgen.__version__,
+        **generator,
         "parity": {
             "rows": len(rows),
             "max_abs_diff": float(diff[worst]),
             "tolerance": tolerance,
         },
     }
+
+
+def _tl2cgen(booster: Any, src: Path) -> str:
+    """tl2cgen's C for `booster` and our entry point, into `src`; returns tl2cgen's version."""
+    import tl2cgen
+    import treelite
+
+    units = max(1, min(os.cpu_count() or 1, booster.num_boosted_rounds() // 25))
+    with _quiet() as said:
+        try:
+            model = treelite.frontend.from_xgboost(booster)
+            tl2cgen.generate_c_code(
+                model, dirpath=str(src), params={"parallel_comp": units, "quantize": 0}
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"tl2cgen could not translate the booster: {exc}\n{said()}",
+                fix="the model uses something tl2cgen does not support; report it",
+            ) from exc
+    (src / "mlgate_entry.c").write_text(ENTRY_POINT)
+    return str(tl2cgen.__version__)
 
 
 def _build(cc: str, sources: list[Path], library: Path) -> None:

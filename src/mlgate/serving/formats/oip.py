@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mlgate.serving import fastjson
 from mlgate.serving.bundle import Bundle
 from mlgate.serving.formats.base import JSON_HEADERS, Format, Headers, Parsed, Request, Response
 from mlgate.serving.matrix import BadRequest, Limits, Matrices, parse_json, short
@@ -52,10 +53,11 @@ HEADER_LENGTH = b"inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
 
 
-def read_json(body: bytes) -> Any:
+def read_json(body: bytes, bundle: Bundle) -> Any:
     """The request's JSON (the whole body, or the binary request's header): the payload that
-    `parse` reads. A tensor's `data` may come back as a flat numpy array instead of a list."""
-    return parse_json(body)
+    `parse` reads. A big body's one input comes back with `data` as a flat numpy array
+    (mlgate.serving.fastjson, numbers read without Python lists); anything else is orjson's."""
+    return fastjson.oip(body, bundle) or parse_json(body)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def parse(request: Request, checks: Matrices) -> Parsed:
             400,
         )
     head = body if header_length is None else body[:header_length]
-    payload = read_json(head)
+    payload = read_json(head, checks.bundle)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise BadRequest('the body must be {"inputs": [{"name", "shape", "datatype", "data"}]}')
     tensors = payload["inputs"]
