@@ -115,7 +115,7 @@ def test_the_ten_commands_end_in_a_staging_version(walked) -> None:
     assert status == "", status
 
 
-def test_pyfunc_takes_integer_columns_and_category_codes(walked) -> None:
+def test_pyfunc_takes_integer_columns_category_codes_and_strings(walked) -> None:
     folder = walked["folder"]
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/churn-xgb@staging")
@@ -139,6 +139,9 @@ def test_pyfunc_takes_integer_columns_and_category_codes(walked) -> None:
         xgb.DMatrix(codes, feature_types=booster.feature_types, enable_categorical=True)
     )
     np.testing.assert_allclose(proba, direct, rtol=0, atol=1e-7)
+    # and the rows as the user has them: category strings (mlgate's pyfunc flavour)
+    strings = np.asarray(model.predict(table.drop(columns=["Churn"])), dtype=float)
+    np.testing.assert_allclose(strings, direct, rtol=0, atol=1e-7)
 
 
 def test_a_second_version_with_a_new_category_is_compared_with_the_first(walked) -> None:
