@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 import mlflow
@@ -142,6 +143,16 @@ def test_pyfunc_takes_integer_columns_category_codes_and_strings(walked) -> None
     # and the rows as the user has them: category strings (mlgate's pyfunc flavour)
     strings = np.asarray(model.predict(table.drop(columns=["Churn"])), dtype=float)
     np.testing.assert_allclose(strings, direct, rtol=0, atol=1e-7)
+    # the page's example, run as written: category strings, one region never seen (missing)
+    snippet = PAGE.read_text(encoding="utf-8").split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(textwrap.dedent(snippet), namespace)  # noqa: S102 (the docs page's own example)
+    rows = namespace["rows"]
+    by_hand = rows.assign(plan=[0.0, 1.0], region=[0.0, np.nan])  # basic, gold; north, (west)
+    expected = booster.predict(
+        xgb.DMatrix(by_hand, feature_types=booster.feature_types, enable_categorical=True)
+    )
+    np.testing.assert_allclose(namespace["scores"], expected, rtol=0, atol=1e-7)
 
 
 def test_a_second_version_with_a_new_category_is_compared_with_the_first(walked) -> None:
