@@ -155,6 +155,50 @@ def test_pyfunc_takes_integer_columns_category_codes_and_strings(walked) -> None
     np.testing.assert_allclose(namespace["scores"], expected, rtol=0, atol=1e-7)
 
 
+def test_drift_tests_categorical_features_as_categories(walked) -> None:
+    """`mlgate drift` on the walked project's version 1: a table where the plans' shares shift
+    is drift on `plan` by a categorical test (chi-square at this size, against scipy's own
+    computation), and the training rows in another order are no drift. Cost: two `mlgate
+    drift` commands (about 10 s of CPU each)."""
+    from scipy import stats
+
+    folder, env, table = walked["folder"], walked["env"], walked["table"]
+    features = table.drop(columns=["Churn"])
+    rng = np.random.default_rng(21)
+    shifted = features.assign(
+        plan=rng.choice(["basic", "gold", "pro"], len(table), p=[0.7, 0.2, 0.1])
+    )
+    reordered = features.sample(frac=1.0, random_state=4)
+    found = {}
+    for name, frame in (("shifted", shifted), ("reordered", reordered)):
+        frame.to_csv(folder.parent / f"{name}.csv", index=False)
+        result = subprocess.run(
+            ["bash", "-c", f"mlgate drift --version 1 --current ../{name}.csv"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        # one feature of four drifting is under monitor.drift_share (0.5): exit 0 either way
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+        found[name] = json.loads((folder / "reports" / "drift.json").read_text())
+        markdown = (folder / "reports" / "drift.md").read_text()
+        assert "chi-square p_value (categorical)" in markdown
+    for name in found:
+        columns = found[name]["columns"]
+        for column in ("plan", "region"):
+            assert columns[column]["kind"] == "categorical"
+            assert columns[column]["method"].startswith(("chi-square", "Z-test"))
+        assert columns["tenure"]["kind"] == columns["charges"]["kind"] == "numerical"
+    plan = found["shifted"]["columns"]["plan"]
+    shares = table["plan"].value_counts(normalize=True).sort_index()
+    counts = shifted["plan"].value_counts().reindex(shares.index, fill_value=0)
+    oracle = stats.chisquare(counts, shares * len(shifted)).pvalue
+    assert plan["score"] == pytest.approx(oracle, rel=1e-6) and plan["drifted"] is True
+    assert not any(c["drifted"] for c in found["reordered"]["columns"].values())
+
+
 def test_a_second_version_with_a_new_category_is_compared_with_the_first(walked) -> None:
     """The second path: a data version with a plan the champion never saw. Version 2 knows
     four plans, version 1 three; evaluate scores each with its own codes. The oracle: version
