@@ -159,7 +159,7 @@ def test_drift_tests_categorical_features_as_categories(walked) -> None:
     """`mlgate drift` on the walked project's version 1: a table where the plans' shares shift
     is drift on `plan` by a categorical test (chi-square at this size, against scipy's own
     computation), and the training rows in another order are no drift. Cost: two `mlgate
-    drift` commands (about 10 s of CPU each)."""
+    drift` commands on files and one on the prediction log (about 10 s of CPU each)."""
     from scipy import stats
 
     folder, env, table = walked["folder"], walked["env"], walked["table"]
@@ -197,6 +197,28 @@ def test_drift_tests_categorical_features_as_categories(walked) -> None:
     oracle = stats.chisquare(counts, shares * len(shifted)).pvalue
     assert plan["score"] == pytest.approx(oracle, rel=1e-6) and plan["drifted"] is True
     assert not any(c["drifted"] for c in found["reordered"]["columns"].values())
+
+    # the same shifted rows as mlgate's server logs them (category codes), read back as
+    # categories through the version's recorded lists: the same verdict and score
+    from mlgate.serving.predlog import DirectorySink, PredictionLog
+
+    known = {"plan": ["basic", "gold", "pro"], "region": ["north", "south"]}
+    coded = shifted.assign(**{c: shifted[c].map(names.index) for c, names in known.items()})
+    sink = folder.parent / "predictions"
+    log = PredictionLog(DirectorySink(sink), "churn-xgb", "1", list(coded.columns))
+    log.record(coded.to_numpy(dtype=np.float64), np.full(len(coded), 0.5))
+    assert log.flush()
+    result = subprocess.run(
+        ["bash", "-c", f"mlgate drift --version 1 --current {sink}"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    from_log = json.loads((folder / "reports" / "drift.json").read_text())["columns"]["plan"]
+    assert from_log["score"] == pytest.approx(plan["score"], rel=1e-9) and from_log["drifted"]
 
 
 def test_a_second_version_with_a_new_category_is_compared_with_the_first(walked) -> None:
