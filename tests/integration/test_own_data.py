@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 import mlflow
@@ -115,7 +116,7 @@ def test_the_ten_commands_end_in_a_staging_version(walked) -> None:
     assert status == "", status
 
 
-def test_pyfunc_takes_integer_columns_and_category_codes(walked) -> None:
+def test_pyfunc_takes_integer_columns_category_codes_and_strings(walked) -> None:
     folder = walked["folder"]
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/churn-xgb@staging")
@@ -139,6 +140,70 @@ def test_pyfunc_takes_integer_columns_and_category_codes(walked) -> None:
         xgb.DMatrix(codes, feature_types=booster.feature_types, enable_categorical=True)
     )
     np.testing.assert_allclose(proba, direct, rtol=0, atol=1e-7)
+    # and the rows as the user has them: category strings (mlgate's pyfunc flavour)
+    strings = np.asarray(model.predict(table.drop(columns=["Churn"])), dtype=float)
+    np.testing.assert_allclose(strings, direct, rtol=0, atol=1e-7)
+    # the page's example, run as written: category strings, one region never seen (missing)
+    snippet = PAGE.read_text(encoding="utf-8").split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(textwrap.dedent(snippet), namespace)  # noqa: S102 (the docs page's own example)
+    rows = namespace["rows"]
+    by_hand = rows.assign(plan=[0.0, 1.0], region=[0.0, np.nan])  # basic, gold; north, (west)
+    expected = booster.predict(
+        xgb.DMatrix(by_hand, feature_types=booster.feature_types, enable_categorical=True)
+    )
+    np.testing.assert_allclose(namespace["scores"], expected, rtol=0, atol=1e-7)
+
+
+def test_drift_tests_categorical_features_as_categories(walked) -> None:
+    """`mlgate drift` on the walked project's version 1, on a table where the plans' shares
+    shift: drift on `plan` by a categorical test (chi-square at this size, checked against
+    scipy's own computation), read from a file and from the prediction log's category codes.
+    (The no-drift side, the same rows in another order, is tests/unit/test_drift_categorical.py.)
+    Cost: two `mlgate drift` commands (about 10 s of CPU each; 80 s of wall time each at a load
+    average of 15 on this shared machine)."""
+    from scipy import stats
+
+    from mlgate.serving.predlog import DirectorySink, PredictionLog
+
+    folder, env, table = walked["folder"], walked["env"], walked["table"]
+    features = table.drop(columns=["Churn"])
+    rng = np.random.default_rng(21)
+    plans = rng.choice(["basic", "gold", "pro"], len(table), p=[0.7, 0.2, 0.1])
+    shifted = features.assign(plan=plans)
+    shifted.to_csv(folder.parent / "shifted.csv", index=False)
+    # the same rows as mlgate's server logs them: category codes
+    known = {"plan": ["basic", "gold", "pro"], "region": ["north", "south"]}
+    coded = shifted.assign(**{c: shifted[c].map(names.index) for c, names in known.items()})
+    sink = folder.parent / "predictions"
+    log = PredictionLog(DirectorySink(sink), "churn-xgb", "1", list(coded.columns))
+    log.record(coded.to_numpy(dtype=np.float64), np.full(len(coded), 0.5))
+    assert log.flush()
+
+    shares = table["plan"].value_counts(normalize=True).sort_index()
+    counts = shifted["plan"].value_counts().reindex(shares.index, fill_value=0)
+    oracle = stats.chisquare(counts, shares * len(shifted)).pvalue
+    for current in ("../shifted.csv", str(sink)):
+        result = subprocess.run(
+            ["bash", "-c", f"mlgate drift --version 1 --current {current}"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        # one feature of four drifting is under monitor.drift_share (0.5): exit 0
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+        columns = json.loads((folder / "reports" / "drift.json").read_text())["columns"]
+        for column in ("plan", "region"):
+            assert columns[column]["kind"] == "categorical"
+            assert columns[column]["method"].startswith(("chi-square", "Z-test"))
+        assert columns["tenure"]["kind"] == columns["charges"]["kind"] == "numerical"
+        plan = columns["plan"]
+        assert plan["score"] == pytest.approx(oracle, rel=1e-6) and plan["drifted"] is True
+        assert [c for c, v in columns.items() if v["drifted"]] == ["plan"]
+        markdown = (folder / "reports" / "drift.md").read_text()
+        assert "chi-square p_value (categorical)" in markdown
 
 
 def test_a_second_version_with_a_new_category_is_compared_with_the_first(walked) -> None:

@@ -44,6 +44,7 @@ STAGES = {
     "validate": 1,
     "lineage": 1,
     "train": 2,
+    "pyfunc": 2,  # the logged model's pyfunc flavour (train logs it; it imports no mlgate)
     "evaluate": 3,
     "promote": 4,
     "export": 5,

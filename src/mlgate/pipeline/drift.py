@@ -14,6 +14,7 @@ AUC dropped by more than `monitor.max_auc_drop`), so that a workflow can act on 
 
 from __future__ import annotations
 
+import argparse
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,9 +30,10 @@ from mlgate.errors import ConfigError, DataError, ModelStale
 from mlgate.github import outputs as github
 from mlgate.pipeline.data import load_frame
 from mlgate.registry import tracking
-from mlgate.settings import Settings
+from mlgate.settings import MonitorSettings, Settings
 
 PRODUCTION = "production"
+LOGGED = "mlgate.prediction_log"  # DataFrame.attrs flag: rows read from the prediction log
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Result:
     run_id: str | None = None
 
 
-def monitored_version(client, settings: Settings, version: str | None):  # -> ModelVersion
+def monitored_version(client: Any, settings: Settings, version: str | None) -> Any:  # ModelVersion
     """The version named, else the one in Production."""
     from mlgate.registry.audit import resolve
 
@@ -91,7 +93,23 @@ def _from_log(settings: Settings, url: str) -> pd.DataFrame:
             fix="check monitor.log_sink and the credentials that can read it",
         ) from exc
     frames = [pd.DataFrame(rows, columns=list(cols)) for cols, rows in blocks.items()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    logged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    logged.attrs[LOGGED] = True  # categorical columns hold the server's codes
+    return logged
+
+
+def decode(frame: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """The prediction log's categorical columns back to their categories: the server logs
+    code i for the i-th recorded category and NaN for a missing or unseen one (left missing)."""
+    out = frame.copy()
+    for column, names in categories.items():
+        if column in out.columns:
+            codes = pd.to_numeric(out[column], errors="coerce")
+            known = codes.notna() & (codes >= 0) & (codes < len(names))
+            values = pd.Series(None, index=out.index, dtype=object)
+            values[known] = [names[int(code)] for code in codes[known]]
+            out[column] = values
+    return out
 
 
 def _from_dvc(settings: Settings, path: str) -> pd.DataFrame:
@@ -114,7 +132,12 @@ def _from_dvc(settings: Settings, path: str) -> pd.DataFrame:
         return load_frame(Path(tmp.name), settings.data.max_bytes)
 
 
-def _features(frame: pd.DataFrame, features: Sequence[str], what: str) -> pd.DataFrame:
+def _features(
+    frame: pd.DataFrame, features: Sequence[str], what: str, categorical: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The model's features of `frame`: numbers as numbers (text that is none: missing), and
+    the categorical ones as text (missing stays missing), so that a category sent as a string
+    and one read from a CSV as an integer compare equal."""
     missing = [f for f in features if f not in frame.columns]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if missing[10:] else "")
@@ -122,7 +145,42 @@ def _features(frame: pd.DataFrame, features: Sequence[str], what: str) -> pd.Dat
             f"the {what} lacks {len(missing)} of the model's features: {shown}",
             fix="compare data with the same columns as the training data",
         )
-    return frame[list(features)].apply(pd.to_numeric, errors="coerce")
+    out = frame[list(features)].copy()
+    for column in features:
+        values = out[column]
+        if column in categorical:
+            text = values.astype(object).map(str)
+            out[column] = text.where(values.notna().to_numpy(), None).astype(object)
+        else:
+            out[column] = pd.to_numeric(values, errors="coerce")
+    return out
+
+
+def categorical_features(
+    reference: pd.DataFrame, features: Sequence[str], tags: Mapping[str, str]
+) -> list[str]:
+    """The features to compare as categories: those the version was trained with as
+    categorical (its `mlgate.features.categorical` tag), and any text column."""
+    declared = set(filter(None, (tags.get("mlgate.features.categorical") or "").split(",")))
+    return [
+        f
+        for f in features
+        if f in declared
+        or isinstance(reference[f].dtype, pd.CategoricalDtype)
+        or not (
+            pd.api.types.is_numeric_dtype(reference[f]) or pd.api.types.is_bool_dtype(reference[f])
+        )
+    ]
+
+
+def recorded_categories(settings: Settings, model_version: Any) -> dict[str, list[str]]:
+    """The category lists the version was logged with (its MLmodel's metadata)."""
+    import mlflow
+
+    uri = f"models:/{settings.model.name}/{model_version.version}"
+    with tracking.errors(f"reading the categories of {uri}"):
+        metadata = mlflow.models.get_model_info(uri).metadata or {}
+    return dict(metadata.get("mlgate.categories") or {})
 
 
 def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
@@ -130,10 +188,6 @@ def _sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 
 def drift(settings: Settings, *, current: str | None = None, version: str | None = None) -> Result:
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
-    from evidently.presets import DataDriftPreset
-
     from mlgate.pipeline.evaluate import data_of
     from mlgate.pipeline.train import features_of
 
@@ -144,7 +198,10 @@ def drift(settings: Settings, *, current: str | None = None, version: str | None
     frame, source = current_frame(settings, current)
     reference = data_of(settings, tags, pulled=settings.path(settings.data.path))
     features = list(features_of(reference, settings).columns)
-    recent = _features(frame, features, f"production data ({source})")
+    categorical = categorical_features(reference, features, tags)
+    if frame.attrs.get(LOGGED) and categorical:
+        frame = decode(frame, recorded_categories(settings, model_version))
+    recent = _features(frame, features, f"production data ({source})", categorical)
     if len(recent) < m.min_rows:
         raise DataError(
             f"only {len(recent)} rows of production data in {source} (monitor.min_rows is "
@@ -152,25 +209,8 @@ def drift(settings: Settings, *, current: str | None = None, version: str | None
             fix="widen monitor.window_hours, wait for more traffic, or lower monitor.min_rows",
         )
     recent = _sample(recent, m.max_rows, settings.split.seed)
-    baseline = _sample(_features(reference, features, "training data"), m.max_rows, 0)
-    plain = DataDefinition(numerical_columns=features)
-    preset = DataDriftPreset(
-        drift_share=m.drift_share, method=m.drift_method, threshold=m.drift_threshold
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            snapshot = Report([preset], include_tests=True).run(
-                current_data=Dataset.from_pandas(recent, data_definition=plain),
-                reference_data=Dataset.from_pandas(baseline, data_definition=plain),
-            )
-        except StatTestNotFoundError as exc:  # an unknown monitor.drift_method
-            raise ConfigError(
-                f"monitor.drift_method {m.drift_method!r} is not a test evidently knows: {exc}",
-                fix="use one of evidently's stattests (ks, wasserstein, psi, jensenshannon, "
-                "...), or leave it unset for evidently's choice per feature",
-            ) from exc
-    summary = drift_summary(snapshot.dict(), features)
+    baseline = _sample(_features(reference, features, "training data", categorical), m.max_rows, 0)
+    snapshot, summary = compare(baseline, recent, categorical, m)
     summary.update(
         current={"source": source, "rows": len(recent), "window_hours": m.window_hours},
         reference={
@@ -206,9 +246,54 @@ def drift(settings: Settings, *, current: str | None = None, version: str | None
     return result
 
 
-def drift_summary(report: Mapping[str, Any], features: Sequence[str]) -> dict[str, Any]:
+def compare(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    categorical: Sequence[str],
+    monitor: MonitorSettings,
+) -> tuple[Any, dict[str, Any]]:
+    """evidently's data drift preset on the same columns of two frames: the categorical
+    columns declared to it as such (it then chooses a categorical test: chi-square, or
+    Jensen-Shannon on larger samples), the others as numerical. Returns evidently's snapshot
+    (for its HTML report) and `drift_summary` of it."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
+    from evidently.presets import DataDriftPreset
+
+    features = list(reference.columns)
+    definition = DataDefinition(
+        numerical_columns=[f for f in features if f not in categorical],
+        categorical_columns=[f for f in features if f in categorical],
+    )
+    preset = DataDriftPreset(
+        drift_share=monitor.drift_share,
+        method=monitor.drift_method,
+        threshold=monitor.drift_threshold,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            snapshot = Report([preset], include_tests=True).run(
+                current_data=Dataset.from_pandas(current[features], data_definition=definition),
+                reference_data=Dataset.from_pandas(reference, data_definition=definition),
+            )
+        except StatTestNotFoundError as exc:  # an unknown monitor.drift_method
+            raise ConfigError(
+                f"monitor.drift_method {monitor.drift_method!r} is not a test evidently knows: "
+                f"{exc}",
+                fix="use one of evidently's stattests (ks, wasserstein, psi, jensenshannon, "
+                "...), or leave it unset for evidently's choice per feature",
+            ) from exc
+    return snapshot, drift_summary(snapshot.dict(), features, categorical)
+
+
+def drift_summary(
+    report: Mapping[str, Any], features: Sequence[str], categorical: Sequence[str] = ()
+) -> dict[str, Any]:
     """The verdict, the share and one entry per feature, from evidently's snapshot dict: the
-    share test (DriftedColumnsCount) decides; each feature's ValueDrift gives its score."""
+    share test (DriftedColumnsCount) decides; each feature's ValueDrift gives its score and
+    the test evidently ran on it (`method`, e.g. "chi-square p_value"), and `kind` says
+    whether the feature was compared as categorical or numerical."""
     columns: dict[str, dict[str, Any]] = {}
     count = share = 0.0
     for metric in report["metrics"]:
@@ -220,6 +305,7 @@ def drift_summary(report: Mapping[str, Any], features: Sequence[str]) -> dict[st
                 "score": metric["value"],
                 "method": config["method"],
                 "threshold": config["threshold"],
+                "kind": "categorical" if config["column"] in categorical else "numerical",
                 "drifted": False,
             }
     share_test = None
@@ -323,12 +409,13 @@ def to_markdown(result: Result) -> str:
         "",
     ]
     s = result.summary
+    rows: list[tuple[str, ...]]
     if result.kind == "drift":
         rows = [
             (
                 f"`{name}`",
                 f"{c['score']:.4g}",
-                c["method"],
+                f"{c['method']} ({c.get('kind', 'numerical')})",
                 f"{c['threshold']:.4g}",
                 "❌ drifted" if c["drifted"] else "ok",
             )
@@ -342,7 +429,7 @@ def to_markdown(result: Result) -> str:
     else:
         rows = [
             (
-                k,
+                str(k),
                 f"{s['training_metrics'][k]:.4f}" if k in s["training_metrics"] else "–",
                 f"{v:.4f}",
                 f"{s['change'][k]:+.4f}" if k in s["change"] else "–",
@@ -355,7 +442,13 @@ def to_markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _record(client, settings: Settings, model_version, result: Result, metrics) -> None:
+def _record(
+    client: Any,
+    settings: Settings,
+    model_version: Any,
+    result: Result,
+    metrics: Mapping[str, float],
+) -> None:
     """Write the JSON and Markdown summaries, log a run for this check with the files, and tag
     the version with the latest result."""
     import mlflow
@@ -395,8 +488,8 @@ def _record(client, settings: Settings, model_version, result: Result, metrics) 
         (out / f"{result.kind}.md").write_text(to_markdown(result))
         result.files += [out / f"{result.kind}.json", out / f"{result.kind}.md"]
         model_id = getattr(model_version, "model_id", None)
-        for key, value in metrics.items():
-            client.log_metric(result.run_id, key, float(value), model_id=model_id)
+        for metric, number in metrics.items():
+            client.log_metric(result.run_id, metric, float(number), model_id=model_id)
         for path in result.files:
             client.log_artifact(result.run_id, str(path), result.kind)
         client.set_terminated(result.run_id, "FINISHED")
@@ -432,7 +525,7 @@ def report(settings: Settings, result: Result) -> None:
         )
 
 
-def _parser(name: str, doc: str | None):
+def _parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     parser = cli.stage_parser(name, doc)
     parser.add_argument(
         "--version",

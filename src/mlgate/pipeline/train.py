@@ -28,14 +28,14 @@ from mlgate.files import write_json_atomic
 from mlgate.gate import threshold as thresholds
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.github import outputs as github
-from mlgate.pipeline import lineage, validate
+from mlgate.pipeline import lineage, pyfunc, validate
 from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.pipeline.split import Split, row_keys, split_frame
 from mlgate.registry import tracking
 from mlgate.settings import GitHubContext, Settings
 
 MODEL_ARTIFACT = "model"
-CATEGORIES_KEY = "mlgate.categories"  # MLmodel metadata: {feature: [category, ...]}
+CATEGORIES_KEY = pyfunc.CATEGORIES_KEY  # MLmodel metadata: {feature: [category, ...]}
 POSITIVE_TAG = "mlgate.data.positive_class"  # the target's value the model predicts (label 1)
 NEGATIVE_TAG = "mlgate.data.negative_class"  # the other one (label 0)
 _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
@@ -96,22 +96,9 @@ def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str
 def encode(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
     """Categorical columns as float64 codes into their recorded categories; a missing value,
     and a category the model never saw, become NaN: XGBoost's missing value, which follows
-    each split's default branch (an unseen category is scored as missing)."""
-    if not categories:
-        return features
-    out = features.copy()
-    for column, known in categories.items():
-        if column not in out.columns:
-            continue
-        values = out[column]
-        if pd.api.types.is_numeric_dtype(values) and not isinstance(
-            values.dtype, pd.CategoricalDtype
-        ):
-            continue  # already codes (what mlflow.pyfunc callers send)
-        codes = pd.Index(list(known)).get_indexer(values.astype(str)).astype("float64")
-        codes[(codes < 0) | values.isna().to_numpy()] = np.nan
-        out[column] = codes
-    return out
+    each split's default branch (an unseen category is scored as missing). One rule for
+    training, evaluation and the logged model's pyfunc flavour (`mlgate.pipeline.pyfunc`)."""
+    return pyfunc.encode(features, categories)
 
 
 def feature_types(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]):
@@ -246,7 +233,6 @@ def predict(booster, frame: pd.DataFrame, settings: Settings, categories=None) -
 
 def train(settings: Settings) -> TrainResult:
     import mlflow
-    import xgboost as xgb
     from mlflow.models import infer_signature
 
     frame, version, checked = validate.check(settings)  # bad data stops here, before any run
@@ -339,20 +325,12 @@ def train(settings: Settings) -> TrainResult:
                 dataset.schema = infer_signature(schema_sample(dataset.df)).inputs
                 mlflow.log_input(dataset, context=context)
 
-        # Categorical features enter the signature as their codes (double: NaN is an unseen
-        # or missing category); the categories travel in the model's metadata. The schema
-        # sample's rows, not all of them, are converted again (its first rows come first).
+        # Categorical features enter the input example as their codes (NaN is an unseen or
+        # missing category) and the signature as `any`; the categories travel in the model's
+        # metadata. The schema sample's rows, not all of them, are converted again (its first
+        # rows come first).
         inputs = encode(features_of(schema_sample(split.train), settings), categories)
-        signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
-        model_info = mlflow.xgboost.log_model(
-            booster,
-            name=MODEL_ARTIFACT,
-            signature=signature,
-            input_example=inputs.head(3),
-            pip_requirements=lineage.serving_requirements(),
-            model_format="ubj",
-            metadata={CATEGORIES_KEY: categories} if categories else None,
-        )
+        model_info = log_model(booster, inputs, categories)
 
         metric_values = {f"holdout_{k}": v for k, v in overall.items()}
         for name, values in slices.items():
@@ -389,6 +367,35 @@ def train(settings: Settings) -> TrainResult:
         threshold_rule=chosen.rule,
         holdout_rows=len(split.holdout),
         holdout_positive_rate=float(np.mean(y)) if len(y) else None,
+    )
+
+
+def log_model(booster, inputs: pd.DataFrame, categories: Mapping[str, Sequence[str]]):
+    """Log `booster` in the active run as MLflow's XGBoost flavour; `inputs` (categorical
+    features as codes) give its signature and input example. With categorical features its
+    pyfunc flavour is mlgate's (`mlgate.pipeline.pyfunc`): it takes the category strings, and
+    the categories travel in the model's metadata. Returns MLflow's ModelInfo."""
+    import mlflow
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
+    log: dict[str, Any] = dict(
+        name=MODEL_ARTIFACT,
+        signature=pyfunc.any_categories(signature, categories),
+        input_example=inputs.head(3),
+        pip_requirements=lineage.serving_requirements(),
+        model_format="ubj",
+    )
+    if not categories:
+        return mlflow.xgboost.log_model(booster, **log)
+    return mlflow.models.Model.log(
+        artifact_path=None,  # `name` names it (MLflow 3)
+        flavor=pyfunc.Flavor,
+        flavor_name="xgboost",
+        xgb_model=booster,
+        metadata={CATEGORIES_KEY: dict(categories)},
+        **log,
     )
 
 
