@@ -43,6 +43,7 @@ STAGES = {
     "validate": 1,
     "lineage": 1,
     "train": 2,
+    "cluster": 2,  # train.engine: dask (training, and the gate's scoring on the workers)
     "evaluate": 3,
     "promote": 4,
     "export": 5,
