@@ -667,6 +667,12 @@ def _check_dask(s: Settings) -> None:
             fix="set train.engine to local (train on the runner) or dask (docs/dask.md)",
         )
     address = s.dask.scheduler
+    if address is not None and s.train.engine != "dask":
+        raise ConfigError(
+            f"dask.scheduler is {address} but train.engine is {s.train.engine}: the cluster "
+            "would not be used",
+            fix="set train.engine: dask, or leave dask.scheduler unset",
+        )
     if address is not None and not SCHEDULER.fullmatch(address):
         raise ConfigError(
             f"dask.scheduler {short(address)} is not a scheduler address",
