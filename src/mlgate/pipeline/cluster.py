@@ -220,11 +220,19 @@ def fit(
     return trimmed, best
 
 
+def workers(client: Any) -> set[str]:
+    """The addresses of the scheduler's workers now. Asked of the scheduler itself:
+    `Client.scheduler_info()` returns a cache that the client's own periodic refresh
+    overwrites with a copy holding no workers."""
+    identity = client.sync(client.scheduler.identity, n_workers=-1)
+    return set(identity.get("workers", {}))
+
+
 def _watched(client: Any, work: Any, what: str) -> Any:
     """Run `work` (a collective xgboost.dask call) while checking that every worker it started
     with is alive: a lost worker leaves its peers waiting in a collective, so the stage fails
     instead (ClusterError), before anything downstream runs."""
-    workers = set(client.scheduler_info()["workers"])
+    started = workers(client)
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -239,7 +247,7 @@ def _watched(client: Any, work: Any, what: str) -> Any:
         thread.join(POLL_SECONDS)
         if not thread.is_alive():
             break
-        lost = workers - set(client.scheduler_info()["workers"])
+        lost = started - workers(client)
         if lost:
             raise ClusterError(
                 f"Dask worker {', '.join(sorted(lost))} was lost during {what}",
@@ -267,9 +275,9 @@ def score(client: Any, booster: Any, features: pd.DataFrame, what: str) -> np.nd
     import dask.dataframe as dd
     from xgboost import dask as dxgb
 
-    workers = max(1, len(client.scheduler_info()["workers"]))
+    count = max(1, len(workers(client)))
     frame = dd.from_pandas(  # type: ignore[no-untyped-call]
-        features, npartitions=min(workers, max(1, len(features))), sort=False
+        features, npartitions=min(count, max(1, len(features))), sort=False
     )
     predictions = _watched(
         client,
