@@ -133,11 +133,12 @@ def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
     c = client(mlflow_server)
 
     assert train.main(args, env=clean_env) == 0  # v1: the local engine, the champion
+    local_v1 = c.get_model_version(model, "1")  # as training left it (before the gate's tags)
     assert evaluate.main([*args, "--candidate-version", "1"], env=clean_env) == 0
     assert promote.main([*args, "--candidate-version", "1"], env=clean_env) == 0
 
     assert train.main([*args, *_dask(dask_cluster)], env=clean_env) == 0  # v2 on the cluster
-    local_v1, dask_v2 = c.get_model_version(model, "1"), c.get_model_version(model, "2")
+    dask_v2 = c.get_model_version(model, "2")
     # the same lineage records and tags, the same booster type
     assert set(dask_v2.tags) == set(local_v1.tags)
     for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_digest"):
