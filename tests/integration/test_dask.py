@@ -206,12 +206,13 @@ def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
             pids = c.run(os.getpid)
             victim = None
             while victim is None and stage.poll() is None:  # bounded by the stage itself
-                for worker, keys in c.processing().items():
-                    if any("dispatched_train" in str(k) for k in keys):
+                # a worker whose running task is inside XGBoost's boosting loop
+                for worker, tasks in c.call_stack().items():
+                    if any("XGBoosterUpdateOneIter" in "".join(f) for f in tasks.values()):
                         victim = worker
                         break
                 else:
-                    time.sleep(0.2)
+                    time.sleep(0.5)
             assert victim is not None, log.read_text()[-3000:]
             os.kill(pids[victim], signal.SIGKILL)
         assert stage.wait(timeout=300) == 14, log.read_text()[-3000:]
