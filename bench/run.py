@@ -25,6 +25,8 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
                          version with `mlflow models serve`: size, and container start to first
                          answer (needs a Docker engine and --base-image; not in quick mode)
   parity                 the served probabilities equal the registry model's (to 1e-6)
+  dask-train / dask-rss  train.engine dask on a LocalCluster vs the local engine; the runner's
+                         peak RSS at 4x vs 1x rows (bench/dask_engine.py; not in --smoke)
 
 Usage: python bench/run.py [--quick | --smoke] [--only GROUP,...] [--base-image REF] [--out DIR];
 writes DIR/results.json and DIR/results.md. --smoke runs each group once on tiny sizes (the test
@@ -964,9 +966,10 @@ def table(figures: list[Figure]) -> str:
 
 
 GROUPS = ("startup", "steps", "gate", "train", "setup", "register", "serve", "peers", "image")
+GROUPS += ("dask",)  # issue 21: bench/dask_engine.py
 # Not in --smoke: they install the lock, build images or start peers in venvs of their own
 # (minutes whatever the sizes).
-NOT_IN_SMOKE = ("setup", "image", "peers")
+NOT_IN_SMOKE = ("setup", "image", "peers", "dask")
 MLFLOW_DOCKERFILE = """ARG BASE_IMAGE
 FROM ${BASE_IMAGE} AS build
 COPY requirements.txt /tmp/requirements.txt
@@ -1049,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
             "serve": lambda: serving_figures(frame, bundle, store, str(version), quick, env, smoke),
             "image": lambda: image_figures(frame, store, str(version), args),
             # MLServer and `mlflow models serve` side by side (bench/serve_peers.py)
+            "dask": lambda: __import__("dask_engine").dask_figures(Figure, median, quick, smoke),
             "peers": lambda: __import__("serve_peers").peer_figures(
                 frame, bundle, store, str(version), args.quick, env, args.out
             ),

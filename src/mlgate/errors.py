@@ -131,3 +131,14 @@ class PermissionDenied(MlgateError):
 
 
 EXIT_CODES[PermissionDenied.exit_code] = "MLflow refused the credential (registry rights)"
+
+
+class ClusterError(MlgateError):
+    """train.engine is dask and the cluster failed: its scheduler cannot be reached, it has no
+    workers, or a worker was lost while training or scoring (docs/dask.md). Nothing was
+    registered: registration happens only after a booster exists."""
+
+    exit_code = 14
+
+
+EXIT_CODES[ClusterError.exit_code] = "Dask scheduler unreachable or a worker lost"

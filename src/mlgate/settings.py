@@ -102,6 +102,20 @@ class TrainSettings:
             "seed": 42,
         }
     )
+    engine: str = "local"  # local: on the runner; dask: on the cluster named by dask.scheduler
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """train.engine: dask (issue 21, docs/dask.md). The address is a scheduler's
+    (`tcp://HOST:PORT`, or `tls://HOST:PORT` with the TLS files below); none: a LocalCluster
+    sized to this machine."""
+
+    scheduler: str | None = None
+    connect_timeout: float = 10.0  # seconds to reach the scheduler before failing
+    tls_ca_file: Path | None = None
+    tls_cert: Path | None = None  # the client's certificate ...
+    tls_key: Path | None = None  # ... and key, for a scheduler that requires TLS (tls://)
 
 
 @dataclass(frozen=True)
@@ -304,6 +318,7 @@ class Settings:
     schema: SchemaSettings = field(default_factory=SchemaSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    dask: DaskSettings = field(default_factory=DaskSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -640,7 +655,50 @@ def _strip_optional(hint: Any) -> Any:
     return hint
 
 
+ENGINES = ("local", "dask")
+SCHEDULER = re.compile(r"(tcp|tls)://[^\s/]+:[0-9]+")
+
+
+def _check_dask(s: Settings) -> None:
+    if s.train.engine not in ENGINES:
+        raise ConfigError(
+            f"train.engine must be one of {', '.join(ENGINES)}, got {short(s.train.engine)}"
+            f"{did_you_mean(s.train.engine, ENGINES)}",
+            fix="set train.engine to local (train on the runner) or dask (docs/dask.md)",
+        )
+    address = s.dask.scheduler
+    if address is not None and s.train.engine != "dask":
+        raise ConfigError(
+            f"dask.scheduler is {address} but train.engine is {s.train.engine}: the cluster "
+            "would not be used",
+            fix="set train.engine: dask, or leave dask.scheduler unset",
+        )
+    if address is not None and not SCHEDULER.fullmatch(address):
+        raise ConfigError(
+            f"dask.scheduler {short(address)} is not a scheduler address",
+            fix="write it as tcp://HOST:PORT or tls://HOST:PORT (unset: a LocalCluster)",
+        )
+    tls = (s.dask.tls_ca_file, s.dask.tls_cert, s.dask.tls_key)
+    if any(tls) and not all(tls):
+        raise ConfigError(
+            "dask.tls_ca_file, dask.tls_cert and dask.tls_key must be set together",
+            fix="set all three (a tls:// scheduler) or none",
+        )
+    if address is not None and address.startswith("tls://") != all(tls):
+        raise ConfigError(
+            f"dask.scheduler {address} and the dask.tls_* files disagree",
+            fix="a tls:// address needs dask.tls_ca_file, dask.tls_cert and dask.tls_key; a "
+            "tcp:// one takes none",
+        )
+    if not s.dask.connect_timeout > 0:
+        raise ConfigError(
+            f"dask.connect_timeout must be positive, got {s.dask.connect_timeout}",
+            fix="set dask.connect_timeout to the seconds to wait for the scheduler, e.g. 10",
+        )
+
+
 def _check_consistency(s: Settings) -> None:
+    _check_dask(s)
     if not MODEL_NAME.fullmatch(s.model.name):
         raise ConfigError(
             f"model.name {short(s.model.name)} is not a safe registered-model name",

@@ -45,6 +45,7 @@ STAGES = {
     "lineage": 1,
     "train": 2,
     "pyfunc": 2,  # the logged model's pyfunc flavour (train logs it; it imports no mlgate)
+    "cluster": 2,  # train.engine: dask (training, and the gate's scoring on the workers)
     "evaluate": 3,
     "promote": 4,
     "export": 5,

@@ -37,7 +37,7 @@ from mlgate.gate.significance import PairedAuc, delong, statement
 from mlgate.github import outputs as github
 from mlgate.pipeline.data import check_id_column, file_md5, load_frame, pull
 from mlgate.pipeline.split import holdout_from_keys
-from mlgate.pipeline.train import conform, features_of, labels_of
+from mlgate.pipeline.train import conform, engine, features_of, labels_of
 from mlgate.registry import tracking
 from mlgate.registry.moves import find_champion, get_version
 from mlgate.settings import GateSettings, Settings
@@ -344,7 +344,39 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
 
 
 def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Evidence]:
-    """The decision, computed (nothing written yet), and the evidence the reports need."""
+    """The decision, computed (nothing written yet), and the evidence the reports need. With
+    train.engine: dask the two models score the holdout on the cluster's workers."""
+    with engine(settings) as cluster_client:
+        return _assess(settings, candidate_version, cluster_client)
+
+
+def score(
+    model, features: pd.DataFrame, role: str, ref: ModelRef, cluster_client=None
+) -> np.ndarray:
+    """`predict` on the runner, or `xgboost.dask.inplace_predict` of the model's booster on
+    the cluster: a float per row either way, which the gate's functions judge alike."""
+    if cluster_client is None:
+        return predict(model, features, role, ref)
+    from mlgate.errors import ClusterError
+    from mlgate.pipeline import cluster
+
+    booster = booster_of(model, ref, role)
+    try:
+        return cluster.score(
+            cluster_client, booster, conform(features, model), f"scoring the {role}"
+        )
+    except ClusterError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"the {role} {ref.uri} cannot score the holdout: {str(exc).splitlines()[0]}",
+            fix="candidate and champion must take the same features",
+        ) from exc
+
+
+def _assess(
+    settings: Settings, candidate_version: str, cluster_client
+) -> tuple[Decision, Evidence]:
     client = tracking.connect(settings)
     name = settings.model.name
     version = get_version(client, name, candidate_version)
@@ -381,7 +413,7 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
     flags: list[str] = []
     threshold = model_threshold(tags, run.data.params, settings, "candidate", flags)
     cut = {"candidate": threshold}
-    cand_proba = predict(cand_model, features, "candidate", candidate)
+    cand_proba = score(cand_model, features, "candidate", candidate, cluster_client)
     metrics: dict[str, dict[str, Any]] = {
         "candidate": _metrics(holdout, y, cand_proba, settings, threshold)
     }
@@ -408,7 +440,7 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
                 "rows: promote it deliberately (move the alias by hand) or keep "
                 "the features",
             )
-        champ_proba = predict(champ_model, features, "champion", champion)
+        champ_proba = score(champ_model, features, "champion", champion, cluster_client)
         metrics["champion"] = _metrics(holdout, y, champ_proba, settings, cut["champion"])
         try:
             paired = delong(y, cand_proba, champ_proba, settings.gate.confidence)

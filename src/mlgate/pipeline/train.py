@@ -232,9 +232,6 @@ def predict(booster, frame: pd.DataFrame, settings: Settings, categories=None) -
 
 
 def train(settings: Settings) -> TrainResult:
-    import mlflow
-    from mlflow.models import infer_signature
-
     frame, version, checked = validate.check(settings)  # bad data stops here, before any run
     check_id_column(frame, settings.data.id_column)
     check_xgboost_params(settings.train.params)
@@ -252,6 +249,65 @@ def train(settings: Settings) -> TrainResult:
         id_column=settings.data.id_column,
     )
     client = tracking.connect(settings)  # unreachable server: fail here, no run started
+    with engine(settings) as cluster_client:  # unreachable scheduler too (train.engine: dask)
+        return _train(
+            settings,
+            frame,
+            version,
+            checked,
+            split,
+            labels,
+            categories,
+            client,
+            cluster_client,
+            negative,
+            positive,
+        )
+
+
+@contextmanager
+def engine(settings: Settings) -> Iterator[Any]:
+    """The Dask client for train.engine: dask (docs/dask.md), else None."""
+    if settings.train.engine != "dask":
+        yield None
+        return
+    from mlgate.pipeline import cluster
+
+    with cluster.connect(settings) as client:
+        yield client
+
+
+def _fit(split: Split, settings: Settings, categories, frame: pd.DataFrame, cluster_client):
+    """`fit` on the runner, or on the Dask cluster: the same booster type either way."""
+    if cluster_client is None:
+        return fit(split, settings, categories)
+    from mlgate.pipeline import cluster
+
+    expected = {
+        cluster.TRAIN: len(split.train),
+        cluster.VALIDATION: len(split.validation),
+        cluster.HOLDOUT: len(split.holdout),
+    }
+    return cluster.fit(cluster_client, settings, categories, frame.iloc[:5], expected)
+
+
+def _train(
+    settings: Settings,
+    frame: pd.DataFrame,
+    version: DataVersion,
+    checked: validate.Report,
+    split: Split,
+    labels: np.ndarray,
+    categories: dict[str, list[str]],
+    client: Any,
+    cluster_client: Any,
+    negative: Any,
+    positive: Any,
+) -> TrainResult:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    target = settings.data.target
     git = lineage.git_info(settings.project_dir, settings.github)
 
     run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
@@ -269,7 +325,7 @@ def train(settings: Settings) -> TrainResult:
     ):
         run_id = run.info.run_id
         faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
-        booster, best = fit(split, settings, categories)
+        booster, best = _fit(split, settings, categories, frame, cluster_client)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
             thresholds.parse(settings.metrics.threshold),

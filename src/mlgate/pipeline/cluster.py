@@ -1,0 +1,287 @@
+"""`train.engine: dask` (issue 21, first slice): training and the gate's scoring on a Dask cluster.
+
+The runner connects to the scheduler named by `dask.scheduler` (none: a `LocalCluster` sized to
+the machine) and only submits work:
+
+* `read` reads the data with dask.dataframe (a file, or a directory of Parquet or CSV shards);
+* `split_parts` labels each row train / validation / holdout per partition with the same seeded
+  row hash as the local engine (`split.row_hash`), so a row lands in the same part whatever the
+  partitioning;
+* `fit` trains with `xgboost.dask` (DaskQuantileDMatrix, early stopping on the validation part,
+  the same `train.params`) and returns the same `xgboost.Booster` the local engine does, cut at
+  its best iteration, so logging, registration, bundles and serving do not change;
+* `score` is `xgboost.dask.inplace_predict` over partitions of a frame: a float per row, in
+  order, from which the gate's own functions compute the metrics and DeLong's test.
+
+A worker lost while training stops the stage with `ClusterError` (exit 14) before anything is
+registered. The workers import mlgate (the partition functions are its own): they run the same
+mlgate version as the runner.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlgate.errors import ClusterError, DataError
+from mlgate.pipeline.split import BUCKETS, row_hash
+from mlgate.pipeline.train import encode, feature_types, features_of, labels_of
+from mlgate.settings import Settings
+
+PART = "__mlgate_part__"  # the column `split_parts` adds: 0 train, 1 validation, 2 holdout
+TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
+BLOCKSIZE = "64MB"  # a CSV file is read in partitions of about this size
+POLL_SECONDS = 0.5  # how often a running training checks that its workers are alive
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[Any]:  # -> distributed.Client
+    """A client of the configured scheduler (or of a LocalCluster), with at least one worker."""
+    from distributed import Client, LocalCluster
+
+    address = settings.dask.scheduler
+    timeout = settings.dask.connect_timeout
+    if address is None:
+        with (
+            LocalCluster(dashboard_address=None, processes=True) as local,  # type: ignore[no-untyped-call]
+            Client(local) as client,  # type: ignore[no-untyped-call]
+        ):
+            yield client
+        return
+    try:
+        client = Client(address, timeout=timeout, security=_security(settings))  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            fix="check dask.scheduler (the workflow input dask-scheduler), that the scheduler "
+            "runs and that this runner may reach it; raise dask.connect_timeout for a slow start",
+        ) from exc
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError as exc:
+            raise ClusterError(
+                f"the Dask scheduler at {address} has no worker",
+                fix="start workers (`dask worker " + address + "`) or scale the cluster up",
+            ) from exc
+        yield client
+
+
+def _security(settings: Settings) -> Any:
+    if settings.dask.tls_ca_file is None:
+        return None
+    from distributed.security import Security
+
+    def path(value: Path | None) -> str:
+        return str(settings.path(value)) if value else ""
+
+    return Security(  # type: ignore[no-untyped-call]
+        tls_ca_file=path(settings.dask.tls_ca_file),
+        tls_client_cert=path(settings.dask.tls_cert),
+        tls_client_key=path(settings.dask.tls_key),
+        require_encryption=True,
+    )
+
+
+def read(path: Path, dtypes: Mapping[str, Any] | None = None) -> Any:  # -> dask DataFrame
+    """The data as a dask DataFrame: a CSV or Parquet file (by extension), or a directory of
+    shards of one kind. `dtypes` (the validated frame's) are applied per partition, so every
+    row hashes as it does in the local engine."""
+    import dask.dataframe as dd
+
+    if path.is_dir():
+        shards = sorted(p for p in path.iterdir() if p.suffix in {".csv", ".parquet", ".pq"})
+        kinds = {p.suffix.replace(".pq", ".parquet") for p in shards}
+        if len(kinds) != 1:
+            raise DataError(
+                f"{path} must hold shards of one kind (.csv or .parquet), found "
+                f"{', '.join(sorted(kinds)) or 'none'}",
+                fix="keep the data version's shards in one format, one file each",
+            )
+        names = [str(p) for p in shards]
+        frame = dd.read_csv(names) if kinds == {".csv"} else dd.read_parquet(names)
+    elif path.suffix in {".parquet", ".pq"}:
+        frame = dd.read_parquet(str(path))
+    elif path.is_file():
+        frame = dd.read_csv(str(path), blocksize=BLOCKSIZE)
+    else:
+        raise DataError(f"data {path} does not exist", fix="run `dvc pull` or correct data.path")
+    if dtypes:
+        frame = frame.astype({k: v for k, v in dtypes.items() if k in frame.columns})
+    return frame
+
+
+def part_of(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    seed: int,
+    validation_fraction: float,
+    holdout_fraction: float,
+    id_column: str | None,
+) -> pd.Series:
+    """Each row's part by the local engine's rule (`split.split_frame`), for one partition."""
+    hashed = row_hash(frame, target=target, seed=seed, id_column=id_column)
+    position = hashed % BUCKETS / BUCKETS
+    part = np.full(len(frame), TRAIN, dtype="int8")
+    part[position < holdout_fraction + validation_fraction] = VALIDATION
+    part[position < holdout_fraction] = HOLDOUT
+    return pd.Series(part, index=frame.index, name=PART)
+
+
+def split_parts(frame: Any, settings: Settings) -> Any:
+    """`frame` with the PART column, computed partition by partition on the workers."""
+    rule = {
+        "target": settings.data.target,
+        "seed": settings.split.seed,
+        "validation_fraction": settings.split.validation_fraction,
+        "holdout_fraction": settings.split.holdout_fraction,
+        "id_column": settings.data.id_column,
+    }
+    parts = frame.map_partitions(part_of, **rule, meta=(PART, "int8"))
+    return frame.assign(**{PART: parts})
+
+
+def _inputs(
+    part: pd.DataFrame, settings: Settings, categories: Mapping[str, Sequence[str]]
+) -> pd.DataFrame:
+    return encode(features_of(part.drop(columns=[PART]), settings), categories)
+
+
+def _labels(part: pd.DataFrame, settings: Settings) -> pd.Series:
+    return pd.Series(labels_of(part, settings).astype("float32"), index=part.index)
+
+
+def fit(
+    client: Any,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    sample: pd.DataFrame,
+    expected: Mapping[int, int] | None = None,
+) -> tuple[Any, int]:
+    """Train on the cluster with early stopping on the validation part; the booster cut at its
+    best iteration, as `train.fit` returns it. `sample` is a few validated rows (their dtypes
+    and the model's feature types); `expected` the local split's row count per part, checked
+    against the cluster's (the same rows in the same parts, or the stage fails)."""
+    from xgboost import dask as dxgb
+
+    data = split_parts(read(settings.path(settings.data.path), sample.dtypes.to_dict()), settings)
+    data = data.persist()
+    if expected is not None:
+        counts = data[PART].value_counts().compute().to_dict()
+        found = {part: int(counts.get(part, 0)) for part in (TRAIN, VALIDATION, HOLDOUT)}
+        if found != dict(expected):
+            raise DataError(
+                f"the cluster's split {found} differs from the runner's {dict(expected)} "
+                "(train 0, validation 1, holdout 2)",
+                fix="the workers must read the same data version as the runner: point "
+                "data.path at storage both reach, holding the version data.dvc names",
+            )
+    empty = sample.iloc[:0].assign(**{PART: np.int8(0)})
+    x_meta = _inputs(empty, settings, categories)
+    types = feature_types(x_meta, categories)
+    matrices: dict[str, Any] = {}
+    for name, code in (("train", TRAIN), ("validation", VALIDATION)):
+        rows = data[data[PART] == code]
+        x = rows.map_partitions(_inputs, settings, categories, meta=x_meta)
+        y = rows.map_partitions(_labels, settings, meta=pd.Series([], dtype="float32"))
+        matrices[name] = dxgb.DaskQuantileDMatrix(
+            client,
+            x,
+            y,
+            feature_types=types,
+            enable_categorical=types is not None,
+            ref=matrices.get("train"),
+        )
+    output = _watched(
+        client,
+        lambda: dxgb.train(
+            client,
+            dict(settings.train.params),
+            matrices["train"],
+            num_boost_round=settings.train.num_boost_round,
+            evals=[(matrices["train"], "train"), (matrices["validation"], "validation")],
+            early_stopping_rounds=settings.train.early_stopping_rounds,
+            verbose_eval=False,
+        ),
+        "training",
+    )
+    booster = output["booster"]
+    best = int(booster.best_iteration)
+    trimmed = booster[: best + 1]
+    trimmed.set_attr(best_iteration=str(best))
+    return trimmed, best
+
+
+def workers(client: Any) -> set[str]:
+    """The addresses of the scheduler's workers now. Asked of the scheduler itself:
+    `Client.scheduler_info()` returns a cache that the client's own periodic refresh
+    overwrites with a copy holding no workers."""
+    identity = client.sync(client.scheduler.identity, n_workers=-1)
+    return set(identity.get("workers", {}))
+
+
+def _watched(client: Any, work: Any, what: str) -> Any:
+    """Run `work` (a collective xgboost.dask call) while checking that every worker it started
+    with is alive: a lost worker leaves its peers waiting in a collective, so the stage fails
+    instead (ClusterError), before anything downstream runs."""
+    started = workers(client)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"mlgate-dask-{what}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(POLL_SECONDS)
+        if not thread.is_alive():
+            break
+        lost = started - workers(client)
+        if lost:
+            raise ClusterError(
+                f"Dask worker {', '.join(sorted(lost))} was lost during {what}",
+                fix="re-run the job; if workers keep dying, give them more memory "
+                "(dask worker --memory-limit) or the cluster more workers. Nothing was registered",
+            )
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, (OSError, TimeoutError)) or type(error).__name__ in {
+            "KilledWorker",
+            "CommClosedError",
+            "FutureCancelledError",
+        }:
+            raise ClusterError(
+                f"the Dask cluster failed during {what}: {type(error).__name__}: {error}",
+                fix="re-run the job; check the workers' logs and memory limits",
+            ) from error
+        raise error
+    return box["result"]
+
+
+def score(client: Any, booster: Any, features: pd.DataFrame, what: str) -> np.ndarray:
+    """`xgboost.dask.inplace_predict` of `features` (already conformed to the model), spread over
+    the workers in partitions, gathered as a float per row in the frame's order."""
+    import dask.dataframe as dd
+    from xgboost import dask as dxgb
+
+    count = max(1, len(workers(client)))
+    frame = dd.from_pandas(  # type: ignore[no-untyped-call]
+        features, npartitions=min(count, max(1, len(features))), sort=False
+    )
+    predictions = _watched(
+        client,
+        lambda: dxgb.inplace_predict(client, booster, frame).compute(),
+        what,
+    )
+    return np.asarray(predictions, dtype=float).reshape(-1)

@@ -1,0 +1,228 @@
+"""train.engine: dask (issue 21) against a real Dask cluster: a `dask scheduler` and two
+`dask worker` processes started once for this module, and the session's MLflow server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlgate.errors import ClusterError
+from mlgate.pipeline import cluster, evaluate, promote, train
+from mlgate.pipeline.split import split_frame
+from mlgate.settings import load_settings
+from tests.conftest import BIN, free_port, make_project
+from tests.integration.test_train import assert_nothing_left, client, train_args, unique
+
+pytestmark = pytest.mark.integration
+QUICK = ("--set", "reports.quality=false")
+
+
+def _wait_workers(address: str, count: int, process: subprocess.Popen, log: Path) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=30) as c:
+        try:
+            c.wait_for_workers(count, timeout=60)
+        except TimeoutError as exc:
+            raise RuntimeError(
+                f"{count} Dask workers did not join:\n{log.read_text()[-3000:]}"
+            ) from exc
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real scheduler and two workers (CLI, 1 thread, 600 MB each) on free loopback ports."""
+    root = tmp_path_factory.mktemp("dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    processes: list[subprocess.Popen] = []
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+
+    def spawn(args: list[str], log: Path) -> subprocess.Popen:
+        with log.open("w") as handle:
+            process = subprocess.Popen(
+                args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
+        processes.append(process)
+        return process
+
+    try:
+        spawn(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--dashboard-address", ":0"],
+            root / "scheduler.log",
+        )
+        for n in range(2):
+            worker = spawn(
+                [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1"]
+                + ["--memory-limit", "600MB", "--host", "127.0.0.1", "--dashboard-address", ":0"],
+                root / f"worker{n}.log",
+            )
+        _wait_workers(address, 2, worker, root / "worker1.log")
+        yield address
+    finally:
+        for process in reversed(processes):
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _dask(address: str) -> tuple[str, ...]:
+    return ("--set", "train.engine=dask", "--set", f"dask.scheduler={address}")
+
+
+def _decision(project: Path, model: str, version: str) -> dict:
+    return json.loads((project / "reports" / model / f"v{version}" / "decision.json").read_text())
+
+
+def test_the_split_on_partitions_is_the_split_of_the_rows(dask_cluster, tmp_path, breast_cancer):
+    """Rows read from three CSV shards by the workers land in the parts the local engine puts
+    them in (the oracle: `split_frame` on the whole frame)."""
+    from distributed import Client
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    bounds = [0, 100, 333, len(breast_cancer)]
+    for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        breast_cancer.iloc[a:b].to_csv(shards / f"part-{n}.csv", index=False)
+    settings = load_settings(
+        env={}, overrides=["data.target=diagnosis", "split.holdout_fraction=0.25"], cwd=tmp_path
+    )
+    with Client(dask_cluster) as c:
+        frame = cluster.read(shards, breast_cancer.dtypes.to_dict())
+        assert frame.npartitions == 3
+        parts = c.compute(cluster.split_parts(frame, settings)).result()
+    local = split_frame(
+        breast_cancer, target="diagnosis", seed=42, validation_fraction=0.2, holdout_fraction=0.25
+    )
+    features = [c for c in breast_cancer.columns if c != "diagnosis"]
+
+    def rows(part: pd.DataFrame) -> list[tuple]:
+        return sorted(map(tuple, part[features].to_numpy().tolist()))
+
+    for code, expected in (
+        (cluster.TRAIN, local.train),
+        (cluster.VALIDATION, local.validation),
+        (cluster.HOLDOUT, local.holdout),
+    ):
+        assert rows(parts[parts[cluster.PART] == code]) == rows(expected)
+
+
+def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
+    dask_cluster, mlflow_server, tmp_path, clean_env
+):
+    project = make_project(tmp_path / "project")
+    model = unique("dask")
+    args = [*train_args(project, mlflow_server, model), *QUICK]
+    c = client(mlflow_server)
+
+    assert train.main(args, env=clean_env) == 0  # v1: the local engine, the champion
+    local_v1 = c.get_model_version(model, "1")  # as training left it (before the gate's tags)
+    assert evaluate.main([*args, "--candidate-version", "1"], env=clean_env) == 0
+    assert promote.main([*args, "--candidate-version", "1"], env=clean_env) == 0
+
+    assert train.main([*args, *_dask(dask_cluster)], env=clean_env) == 0  # v2 on the cluster
+    dask_v2 = c.get_model_version(model, "2")
+    # the same lineage records and tags, the same booster type
+    assert set(dask_v2.tags) == set(local_v1.tags)
+    for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_digest"):
+        assert dask_v2.tags[key] == local_v1.tags[key]
+    assert dask_v2.tags["mlgate.model.class"] == "xgboost.core.Booster"
+
+    rc_dask = evaluate.main(
+        [*args, *_dask(dask_cluster), "--candidate-version", "2", "--fail-on-gate", "false"],
+        env=clean_env,
+    )
+    on_cluster = _decision(project, model, "2")
+    rc_local = evaluate.main(
+        [*args, "--candidate-version", "2", "--fail-on-gate", "false"], env=clean_env
+    )
+    on_runner = _decision(project, model, "2")
+    assert rc_dask == rc_local == 0
+    assert on_cluster["verdict"] == on_runner["verdict"]
+    assert on_cluster["champion"]["version"] == "1"
+    for role in ("candidate", "champion"):
+        for key, value in on_runner["metrics"][role]["overall"].items():
+            assert on_cluster["metrics"][role]["overall"][key] == pytest.approx(value, abs=1e-9)
+    for key, value in on_runner["significance"].items():
+        if isinstance(value, float):
+            assert on_cluster["significance"][key] == pytest.approx(value, abs=1e-9)
+    if on_cluster["verdict"] == "pass":
+        assert promote.main([*args, "--candidate-version", "2"], env=clean_env) == 0
+        assert str(c.get_model_version_by_alias(model, "staging").version) == "2"
+
+
+def test_an_unreachable_scheduler_fails_before_any_run(mlflow_server, tmp_path, clean_env):
+    project = make_project(tmp_path / "project")
+    model = unique("dask-down")
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    args = [*train_args(project, mlflow_server, model), *_dask(nobody)]
+    assert train.main([*args, "--set", "dask.connect_timeout=2"], env=clean_env) == 14
+    assert_nothing_left(mlflow_server, model)
+    assert ClusterError.exit_code == 14
+
+
+def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
+    dask_cluster, mlflow_server, tmp_path, clean_env
+):
+    """SIGKILL of a real worker process while xgboost.dask trains (the training task seen
+    running on it): the stage exits 14 and no model version exists. Last in the module: the
+    worker's nanny starts a new worker process behind it."""
+    from distributed import Client
+
+    project = make_project(tmp_path / "project")
+    model = unique("dask-kill")
+    args = [
+        *train_args(project, mlflow_server, model),
+        *_dask(dask_cluster),
+        *("--set", "train.num_boost_round=1000000", "--set", "train.early_stopping_rounds=1000000"),
+    ]
+    log = tmp_path / "train.log"
+    with log.open("w") as handle:
+        stage = subprocess.Popen(
+            [sys.executable, "-m", "mlgate", "train", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=clean_env,
+        )
+    try:
+        with Client(dask_cluster) as c:
+            pids = c.run(os.getpid)
+            victim = None
+            while victim is None and stage.poll() is None:  # bounded by the stage itself
+                # a worker whose running task is inside XGBoost's boosting loop
+                for worker, tasks in c.call_stack().items():
+                    if any("XGBoosterUpdateOneIter" in "".join(f) for f in tasks.values()):
+                        victim = worker
+                        break
+                else:
+                    time.sleep(0.5)
+            assert victim is not None, log.read_text()[-3000:]
+            os.kill(pids[victim], signal.SIGKILL)
+        assert stage.wait(timeout=300) == 14, log.read_text()[-3000:]
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+            stage.wait()
+    output = log.read_text()
+    assert "during training" in output  # the worker seen lost, or the task failing with it
+    assert client(mlflow_server).search_model_versions(f"name='{model}'") == []
+    experiment = client(mlflow_server).get_experiment_by_name(model)
+    runs = client(mlflow_server).search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
