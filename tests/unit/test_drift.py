@@ -44,6 +44,7 @@ def test_the_share_test_decides_and_each_feature_says_if_it_drifted() -> None:
     assert summary["columns"]["a"] == {
         "score": 0.4,
         "method": "K-S p_value",
+        "kind": "numerical",
         "threshold": 0.05,
         "drifted": False,
     }
@@ -74,8 +75,8 @@ def test_drift_markdown_lists_drifted_features_first() -> None:
     assert lines[0] == "### ⚠️ Drift: churn version 3"
     rows = [line for line in lines if line.startswith("| `")]
     assert rows == [
-        "| `b` | 0.01 | K-S p_value | 0.05 | ❌ drifted |",
-        "| `a` | 0.4 | K-S p_value | 0.05 | ok |",
+        "| `b` | 0.01 | K-S p_value (numerical) | 0.05 | ❌ drifted |",
+        "| `a` | 0.4 | K-S p_value (numerical) | 0.05 | ok |",
     ]
     assert "Current: 200 rows from log; reference: 1000 training rows (data `d41d`)." in text
     assert text.endswith("MLflow run: `r9`.\n")
