@@ -6,9 +6,9 @@ importing mlflow and mlgate before it reaches the registry; that import is the s
 The fork server imports them once, then forks one child per job: each child is a real process
 of its own (its own pid, environment, stdout and stderr files), runs the job from the top and is
 reaped by the server, which reports its exit status as `subprocess` would (-9 for a SIGKILL).
-Nothing runs in the server before a fork but the imports (no client, no connection, no thread:
-the server reports its thread count, which the tests check is one), so every child starts from
-the state a fresh interpreter has after the same imports.
+Nothing runs in the server before a fork but the imports (no client, no connection, no Python
+thread: the server reports its thread count, which the tests check is one), so every child
+starts from the state a fresh interpreter has after the same imports.
 """
 
 from __future__ import annotations
