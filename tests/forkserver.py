@@ -50,8 +50,13 @@ def child(job):
             traceback.print_exc()
             code = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        # os._exit flushes nothing: the job's streams, and the interpreter's own (a logger made
+        # at import time holds them; they write to the same descriptors, now the job's files).
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:
+                pass
         os._exit(code)
 
 
