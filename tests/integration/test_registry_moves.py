@@ -329,7 +329,8 @@ def kill_then_rerun(site: Site, command: str, args: list[str], point: str):
     return killed
 
 
-# Nine kills and re-runs: two interpreters each (the dead job's lease is aged, not waited).
+# Nine kills, each a process forked from `forks`, and in-process re-runs (the dead job's lease is
+# aged, not waited).
 @pytest.mark.timeout(2400)
 def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     models = site.models
@@ -380,7 +381,7 @@ def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -
 # after every one of them (FAULT_POINTS, above). Deploy and rollback differ only in what their
 # move carries: their own pending record (what the re-run finishes), the commit point (where
 # doctor sees the split pointers), and their own tags on the new and the previous holder. They
-# are killed there; each kill and re-run costs two interpreters.
+# are killed there; each kill is a forked process, each re-run runs in the test's interpreter.
 MOVER_POINTS: tuple[str, ...] = (
     "move.after_pending",
     "move.after_alias",
@@ -390,7 +391,7 @@ MOVER_POINTS: tuple[str, ...] = (
 assert set(MOVER_POINTS) < set(FAULT_POINTS)
 
 
-# Four kills and re-runs: two interpreters each.
+# Four kills (forked processes) and re-runs.
 @pytest.mark.timeout(2400)
 def test_deploy_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     """Deploy killed at each point where its move differs from promote's (MOVER_POINTS), then
@@ -412,7 +413,7 @@ def test_deploy_killed_after_each_registry_call_converges(site: Site, capsys) ->
         assert versions[previous].tags["mlgate.production.replaced_by"] == target, point
 
 
-# Four kills and re-runs: two interpreters each.
+# Four kills (forked processes) and re-runs.
 @pytest.mark.timeout(2400)
 def test_rollback_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     """Rollback killed at each point where its move differs from promote's (MOVER_POINTS),
