@@ -293,7 +293,7 @@ def mlflow_postgres(tmp_path_factory, postgres: str, s3_server: str) -> Iterator
         + ["--workers", "4"],
         f"{uri}/health",
         root / "server.log",
-        seconds=180,
+        seconds=900,  # shared by test_concurrency and test_registry_moves; slow on a busy runner
         env=os.environ | {"MLFLOW_S3_ENDPOINT_URL": s3_server},
     )
     yield uri

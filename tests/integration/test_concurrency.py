@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import tarfile
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from mlgate.pipeline import deploy
 from mlgate.registry import moves as registry
-from tests.conftest import BIN, make_project
+from tests.conftest import make_project
+from tests.forkserver import fork_server
 from tests.integration.test_gate import WEAK, Registry
 
 pytestmark = pytest.mark.docker
@@ -39,6 +38,8 @@ promoted = promote.main(args)
 deployed = deploy.main([*args, "--approved-by", approver])
 print(promoted, deployed)
 """
+# What a racer imports before its first registry call, done once before the forks.
+RACER_IMPORTS = ("mlflow", "docker", "mlgate.pipeline.deploy", "mlgate.pipeline.promote")
 
 
 def tiny_image(
@@ -155,20 +156,20 @@ def test_sixteen_racing_promotions_leave_one_consistent_history(
     assert better and worse, verdicts
 
     # The race: sixteen processes, each `mlgate promote` then `mlgate deploy` of its candidate
-    # (one interpreter for both, as one CI job would run them back to back).
-    def race(version: str) -> tuple[str, int, int, str]:
-        args = [*models.args(), "--candidate-version", version]
-        done = subprocess.run(
-            [str(BIN / "python"), "-c", RACER, json.dumps(args), f"approver-{version}"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        promoted, deployed = (int(code) for code in done.stdout.split()[-2:])
-        return version, promoted, deployed, done.stderr
-
-    with ThreadPoolExecutor(RACERS) as pool:
-        results = list(pool.map(race, candidates))
+    # (one interpreter for both, as one CI job would run them back to back). Each is forked,
+    # all at once, from one interpreter that did their imports (tests/forkserver.py): sixteen
+    # real processes racing on PostgreSQL, without sixteen imports of mlflow on two cores.
+    jobs = [
+        (RACER, ["racer", json.dumps([*models.args(), "--candidate-version", v]), f"approver-{v}"])
+        for v in candidates
+    ]
+    with fork_server(tmp_path / "racers", RACER_IMPORTS) as forks:
+        assert forks.threads == 1, "a thread started by an import would not survive the fork"
+        done = forks.run_all([(code, argv, env) for code, argv in jobs])
+    results = []
+    for version, racer in zip(candidates, done, strict=True):
+        promoted, deployed = (int(code) for code in racer.stdout.split()[-2:])
+        results.append((version, promoted, deployed, racer.stderr))
     outcomes = {version: (promoted, deployed) for version, promoted, deployed, _ in results}
     said = {version: log for version, *_, log in results}
     logs = "\n".join(log for *_, log in results)

@@ -35,6 +35,7 @@ from mlgate.registry import audit
 from mlgate.registry import moves as registry
 from mlgate.settings import load_settings
 from tests.conftest import BIN, AuthMlflow, make_project
+from tests.forkserver import ForkServer, fork_server
 from tests.integration.test_gate import WEAK
 from tests.integration.test_train import train_args, unique
 
@@ -100,7 +101,13 @@ class Team:
             timeout=900,
         )
 
-    def move(self, user: str, version: str, point: str = "") -> subprocess.CompletedProcess:
+    def move(
+        self, user: str, version: str, point: str = "", forks: ForkServer | None = None
+    ) -> subprocess.CompletedProcess:
+        """The MOVER, a process of its own: forked from `forks` (its imports done) if given."""
+        if forks is not None:
+            argv = ["mover", self.server.uri, self.model, self.production, version, point]
+            return forks.run(MOVER, argv, self.env | self.server.env(user))
         return subprocess.run(
             [
                 sys.executable,
@@ -243,8 +250,12 @@ def test_only_the_environment_credential_moves_production(team: Team, version: s
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+# What the MOVER imports, done once by the fork server rather than by each of its six processes.
+MOVER_IMPORTS = ("mlflow", "mlflow.artifacts", "yaml", "mlgate.pipeline.deploy")
+
+
 @pytest.mark.timeout(1800)
-def test_a_copy_killed_at_each_point_is_made_once(team: Team, version: str) -> None:
+def test_a_copy_killed_at_each_point_is_made_once(team: Team, version: str, tmp_path) -> None:
     """A real process with the Environment's credential, SIGKILLed right after each registry
     call of the copy (mlgate.faults.COPY_FAULT_POINTS), then run again: exactly one copy,
     checked against the original's booster, without what it inherited of the original's past
@@ -254,20 +265,29 @@ def test_a_copy_killed_at_each_point_is_made_once(team: Team, version: str) -> N
         mlflow.MlflowClient(team.server.uri).set_model_version_tag(
             team.model, version, "mlgate.image.digest", "sha256:" + "0" * 64
         )
-    for point in COPY_FAULT_POINTS:
-        with team.server.as_user(AuthMlflow.ADMIN):  # each point starts without a copy
-            for old in team.versions(team.production):
-                team.admin().delete_model_version(team.production, old.version)
-        killed = team.move("environment", version, point)
-        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-3000:])
-        assert len([v for v in team.versions(team.production) if v.source == source]) == 1
-        done = team.move("environment", version)
-        assert done.returncode == 0, (point, done.stderr[-3000:])
-        [copy] = [v for v in team.versions(team.production) if v.source == source]
-        assert copy.tags[registry.COPY_OF] == f"{team.model}/{version}", point
-        assert "mlgate.image.digest" not in copy.tags, point
-        assert not any(k.startswith("mlgate.pending.") for k in copy.tags), point
-        assert team.aliases(team.production)["production"] == str(copy.version), point
-        with team.server.as_user(AuthMlflow.ADMIN):
-            found = registry.production_of(team.admin(), team.model, team.production)
-        assert found.version == version, point
+    # Each kill and each re-run is a process of its own, forked after the imports (no thread
+    # to lose in the fork): the SIGKILL is real, the six imports of mlflow are one.
+    with fork_server(tmp_path / "forks", MOVER_IMPORTS) as forks:
+        assert forks.threads == 1, "a thread started by an import would not survive the fork"
+        for point in COPY_FAULT_POINTS:
+            kill_then_rerun(team, version, point, source, forks)
+
+
+def kill_then_rerun(team: Team, version: str, point: str, source: str, forks: ForkServer) -> None:
+    with team.server.as_user(AuthMlflow.ADMIN):  # each point starts without a copy
+        for old in team.versions(team.production):
+            team.admin().delete_model_version(team.production, old.version)
+    killed = team.move("environment", version, point, forks)
+    assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-3000:])
+    assert f"fault injection: SIGKILL at {point}" in killed.stderr, killed.stderr[-3000:]
+    assert len([v for v in team.versions(team.production) if v.source == source]) == 1
+    done = team.move("environment", version, forks=forks)
+    assert done.returncode == 0, (point, done.stderr[-3000:])
+    [copy] = [v for v in team.versions(team.production) if v.source == source]
+    assert copy.tags[registry.COPY_OF] == f"{team.model}/{version}", point
+    assert "mlgate.image.digest" not in copy.tags, point
+    assert not any(k.startswith("mlgate.pending.") for k in copy.tags), point
+    assert team.aliases(team.production)["production"] == str(copy.version), point
+    with team.server.as_user(AuthMlflow.ADMIN):
+        found = registry.production_of(team.admin(), team.model, team.production)
+    assert found.version == version, point

@@ -32,6 +32,7 @@ from mlgate.pipeline import deploy, promote, rollback
 from mlgate.registry import doctor
 from mlgate.registry import moves as registry
 from tests.conftest import BIN, make_project
+from tests.forkserver import ForkServer, fork_server
 from tests.integration.test_concurrency import model_image
 from tests.integration.test_gate import WEAK, Registry
 
@@ -75,38 +76,10 @@ lock.__enter__()
 
 
 @pytest.fixture(scope="module")
-def moves_server(tmp_path_factory, postgres: str) -> Iterator[str]:
-    """MLflow on a PostgreSQL database of this module's own (in the session's cluster), two
-    workers, artifacts proxied to a local folder: `mlflow_postgres` with S3 and four workers did
-    not come up within its 180 s on a machine this loaded."""
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    from tests.conftest import free_port, start, stop
-
-    url = make_url(postgres)
-    database = f"moves_{uuid.uuid4().hex[:8]}"
-    connection = psycopg2.connect(
-        host=url.host, port=url.port, user=url.username, dbname="postgres"
-    )
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {database}")
-    connection.close()
-    root = tmp_path_factory.mktemp("moves-server")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    store = url.set(database=database).render_as_string(hide_password=False)
-    process = start(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts")]
-        + ["--workers", "2"],
-        f"{uri}/health",
-        root / "server.log",
-        seconds=900,
-    )
-    yield uri
-    stop(process)
+def moves_server(mlflow_postgres: str) -> str:
+    """The session's MLflow on PostgreSQL (artifacts in S3, four workers), shared with
+    test_concurrency: one server start a session, each test on registered models of its own."""
+    return mlflow_postgres
 
 
 def lock_versions(client, name: str) -> list:
@@ -221,6 +194,8 @@ class Site:
     champion: str
     a: str
     b: str
+    # The kill tests' processes are forked from it, their imports done (tests/forkserver.py)
+    forks: ForkServer | None = None
 
     def versions(self) -> dict[str, object]:
         return {
@@ -241,6 +216,8 @@ class Site:
 
     def run(self, command: str, *args: str, fault: str | None = None):
         env = self.env | ({"MLGATE_TRACKING_FAULT_POINT": fault} if fault else {})
+        if self.forks is not None:  # `mlgate COMMAND ...`, a real process, minus the imports
+            return self.forks.mlgate([command, *self.args(), *args], env)
         return subprocess.run(
             [str(BIN / "mlgate"), command, *self.args(), *args],
             env=env,
@@ -260,9 +237,29 @@ class Site:
         assert self.doctor() == 0
 
 
+# What `mlgate promote`, `deploy` and `rollback` import before their first registry call.
+MOVE_IMPORTS = (
+    "mlflow",
+    "docker",
+    "mlgate.cli",
+    "mlgate.pipeline.deploy",
+    "mlgate.pipeline.promote",
+)
+MOVE_IMPORTS += ("mlgate.pipeline.rollback", "mlgate.registry.doctor")
+
+
+@pytest.fixture(scope="module")
+def forks(tmp_path_factory) -> Iterator[ForkServer]:
+    """One interpreter that imported what the moves need; each kill test's process is forked
+    from it (a real process, SIGKILLed for real) instead of importing mlflow again."""
+    with fork_server(tmp_path_factory.mktemp("forks"), MOVE_IMPORTS) as server:
+        assert server.threads == 1, "a thread started by an import would not survive the fork"
+        yield server
+
+
 @pytest.fixture(scope="module")
 def site(
-    tmp_path_factory, moves_server, clean_env_module, docker_engine, container_registry
+    tmp_path_factory, moves_server, clean_env_module, docker_engine, container_registry, forks
 ) -> Site:
     """A champion in Production and two better candidates, evaluated against it, each with
     its image pushed and deployed once (so both can be rolled back to)."""
@@ -280,7 +277,7 @@ def site(
     for version in (champion, a, b):
         model_image(docker_engine, models, version, repository, container_registry)
     assert models.evaluate(champion) == 0 and models.promote(champion) == 0
-    site = Site(models, env, champion, a, b)
+    site = Site(models, env, champion, a, b, forks)
     for version in (a, b, champion):  # each deployed once; the champion in Production last
         flags = ("--set", "deploy.require_staging=false")
         argv = [*site.args(*flags), "--candidate-version", version, "--approved-by", "alice"]
@@ -332,7 +329,8 @@ def kill_then_rerun(site: Site, command: str, args: list[str], point: str):
     return killed
 
 
-# Nine kills and re-runs: two interpreters each (the dead job's lease is aged, not waited).
+# Nine kills, each a process forked from `forks`, and in-process re-runs (the dead job's lease is
+# aged, not waited).
 @pytest.mark.timeout(2400)
 def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     models = site.models
@@ -383,7 +381,7 @@ def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -
 # after every one of them (FAULT_POINTS, above). Deploy and rollback differ only in what their
 # move carries: their own pending record (what the re-run finishes), the commit point (where
 # doctor sees the split pointers), and their own tags on the new and the previous holder. They
-# are killed there; each kill and re-run costs two interpreters.
+# are killed there; each kill is a forked process, each re-run runs in the test's interpreter.
 MOVER_POINTS: tuple[str, ...] = (
     "move.after_pending",
     "move.after_alias",
@@ -393,7 +391,7 @@ MOVER_POINTS: tuple[str, ...] = (
 assert set(MOVER_POINTS) < set(FAULT_POINTS)
 
 
-# Four kills and re-runs: two interpreters each.
+# Four kills (forked processes) and re-runs.
 @pytest.mark.timeout(2400)
 def test_deploy_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     """Deploy killed at each point where its move differs from promote's (MOVER_POINTS), then
@@ -415,7 +413,7 @@ def test_deploy_killed_after_each_registry_call_converges(site: Site, capsys) ->
         assert versions[previous].tags["mlgate.production.replaced_by"] == target, point
 
 
-# Four kills and re-runs: two interpreters each.
+# Four kills (forked processes) and re-runs.
 @pytest.mark.timeout(2400)
 def test_rollback_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
     """Rollback killed at each point where its move differs from promote's (MOVER_POINTS),
