@@ -4,9 +4,9 @@ MLflow's HTTP client retries a `create_model_version` whose answer timed out. Wi
 server workers the first request may still be queued or running when the retry is answered:
 it then commits a second version of the run *after* the retry, after the registering job's
 search for duplicates, or even after the job has ended. A proxy between `mlgate train` and
-an MLflow server with two workers on a PostgreSQL database of this module's own (in the
-session's cluster) holds the first create and lets it through at exactly those moments; the oracle is the registry itself, read with a
-plain MlflowClient.
+the session's MLflow server (several workers, PostgreSQL) holds the first create and lets it
+through at exactly those moments; the oracle is the registry itself, read with a plain
+MlflowClient.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.server
 import subprocess
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import requests
 
 from mlgate.registry.doctor import main as doctor_main
-from tests.conftest import BIN, free_port, make_project, start, stop
+from tests.conftest import BIN, make_project
 from tests.integration.test_train import train_args, unique
 
 CREATE = "/api/2.0/mlflow/model-versions/create"
@@ -100,35 +99,10 @@ class HeldCreate:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, postgres: str) -> Iterator[str]:
-    """MLflow with two workers on a database of its own in the session's PostgreSQL cluster,
-    artifacts proxied to a local folder (cheaper to start than `mlflow_postgres` with S3)."""
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    url = make_url(postgres)
-    database = f"windows_{uuid.uuid4().hex[:8]}"
-    connection = psycopg2.connect(
-        host=url.host, port=url.port, user=url.username, dbname="postgres"
-    )
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {database}")
-    connection.close()
-    root = tmp_path_factory.mktemp("windows-server")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    store = url.set(database=database).render_as_string(hide_password=False)
-    process = start(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--backend-store-uri", store, "--artifacts-destination", str(root / "artifacts")]
-        + ["--workers", "2"],
-        f"{uri}/health",
-        root / "server.log",
-        seconds=900,
-    )
-    yield uri
-    stop(process)
+def server(mlflow_postgres: str) -> str:
+    """The session's MLflow as teams run it (tests/conftest.py): PostgreSQL, several workers,
+    so a held request and its retry really run side by side; shared, not started again."""
+    return mlflow_postgres
 
 
 @pytest.fixture
