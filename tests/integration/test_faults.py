@@ -17,8 +17,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import requests
 
 from mlgate.registry import tracking
+from tests import proxy
 from tests.conftest import BIN, free_port, make_project, start, stop
 from tests.integration.test_train import train_args, unique
 
@@ -265,47 +267,18 @@ def delaying_proxy(target: str, path: str, delay: float) -> tuple[str, Callable[
     to `path` only after `delay` seconds: what a slow network or a busy registry does to a client
     whose timeout is shorter. The server has committed the request by the time the client gives
     up. Returns its URI, its shutdown, and the paths of the POSTs it saw there."""
-    import http.server
-    import threading
-
-    import requests
-
     seen: list[str] = []
-    hop = {"host", "content-length", "connection", "transfer-encoding", "content-encoding"}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def around(method: str, url: str, send_on: proxy.SendOn) -> requests.Response:
+        answer = send_on()
+        if method == "POST" and url.startswith(path):
+            seen.append(url)
+            if len(seen) == 1:
+                time.sleep(delay)
+        return answer
 
-        def forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
-            answer = requests.request(
-                self.command, target + self.path, data=body, headers=headers, timeout=120
-            )
-            if self.command == "POST" and self.path.startswith(path):
-                seen.append(self.path)
-                if len(seen) == 1:
-                    time.sleep(delay)
-            self.send_response(answer.status_code)
-            for key, value in answer.headers.items():
-                if key.lower() not in hop:
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(answer.content)))
-            self.end_headers()
-            try:
-                self.wfile.write(answer.content)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up: expected
-                pass
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{proxy.server_port}", proxy.shutdown, seen
+    uri, shutdown = proxy.start(target, around)
+    return uri, shutdown, seen
 
 
 def test_a_registration_retried_after_a_timeout_leaves_one_version(

@@ -11,7 +11,6 @@ MlflowClient.
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -23,12 +22,12 @@ import pytest
 import requests
 
 from mlgate.registry.doctor import main as doctor_main
+from tests import proxy
 from tests.conftest import BIN, make_project
 from tests.integration.test_train import train_args, unique
 
 CREATE = "/api/2.0/mlflow/model-versions/create"
 SEARCH = "/api/2.0/mlflow/model-versions/search"
-HOP = {"host", "content-length", "connection", "transfer-encoding", "content-encoding"}
 
 
 @dataclass
@@ -48,54 +47,28 @@ class HeldCreate:
     shutdown: Callable[[], None] = lambda: None
 
     def start(self) -> HeldCreate:
-        held = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-                first = self.command == "POST" and self.path.startswith(CREATE)
-                if first:
-                    held.creates.append(self.path)
-                    first = len(held.creates) == 1
-                if first:
-                    assert held.release.wait(300), "the held create was never released"
-                answer = requests.request(
-                    self.command, held.target + self.path, data=body, headers=headers, timeout=120
-                )
-                if first:
-                    held.committed.set()
-                if (
-                    held.on_search
-                    and self.path.startswith(SEARCH)
-                    and len(held.creates) >= 2
-                    and not held.release.is_set()
-                ):
-                    held.release.set()
-                    assert held.committed.wait(120), "the held create did not commit"
-                self.send_response(answer.status_code)
-                for key, value in answer.headers.items():
-                    if key.lower() not in HOP:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                try:
-                    self.wfile.write(answer.content)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up: expected
-                    pass
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        self.uri, self.shutdown = f"http://127.0.0.1:{proxy.server_port}", proxy.shutdown
+        self.uri, self.shutdown = proxy.start(self.target, self.around)
         return self
+
+    def around(self, method: str, path: str, send_on: proxy.SendOn) -> requests.Response:
+        first = method == "POST" and path.startswith(CREATE)
+        if first:
+            self.creates.append(path)
+            first = len(self.creates) == 1
+        if first:
+            assert self.release.wait(300), "the held create was never released"
+        answer = send_on()
+        if first:
+            self.committed.set()
+        if (
+            self.on_search
+            and path.startswith(SEARCH)
+            and len(self.creates) >= 2
+            and not self.release.is_set()
+        ):
+            self.release.set()
+            assert self.committed.wait(120), "the held create did not commit"
+        return answer
 
 
 @pytest.fixture(scope="module")
