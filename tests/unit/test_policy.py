@@ -223,6 +223,32 @@ def test_latency_and_fairness() -> None:
     assert failed(fair) == set()
 
 
+@pytest.mark.parametrize(
+    ("ratio", "passed"),
+    [
+        (None, False),  # one group, or no group predicted positive: undefined, fail closed
+        (0.0, False),  # a group never predicted positive
+        (0.5, False),
+        (0.8, True),  # the default floor, inclusive
+        (1.0, True),
+    ],
+)
+def test_disparate_impact_ratio_edges(ratio: float | None, passed: bool) -> None:
+    """The ratio is narrowed from `float | None` before any arithmetic (1 / ratio): an
+    undefined or zero ratio fails the check instead of raising."""
+    checks = policy_checks(
+        GateSettings(max_latency_ms=None),
+        candidate=metrics(0.9),
+        champion=None,
+        paired=None,
+        latency_ms={},
+        fairness=(ratio, {"a": 0.0, "b": 0.5}),
+    )
+    (check,) = [c for c in checks if c.name == "disparate impact"]
+    assert check.passed is passed
+    assert check.value == ratio
+
+
 def test_decision_record_and_reasons() -> None:
     checks = policy_checks(
         GateSettings(),

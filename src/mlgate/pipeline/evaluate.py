@@ -74,7 +74,7 @@ def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None)
         return load_frame(Path(tmp.name))
 
 
-def load_model(ref: ModelRef, role: str):
+def load_model(ref: ModelRef, role: str) -> Any:  # an mlflow.pyfunc.PyFuncModel
     import mlflow
 
     try:
@@ -87,12 +87,12 @@ def load_model(ref: ModelRef, role: str):
         ) from exc
 
 
-def input_names(model) -> list[str]:
+def input_names(model: Any) -> list[str]:
     schema = model.metadata.get_input_schema()
     return list(schema.input_names()) if schema is not None else []
 
 
-def predict(model, features: pd.DataFrame, role: str, ref: ModelRef) -> np.ndarray:
+def predict(model: Any, features: pd.DataFrame, role: str, ref: ModelRef) -> np.ndarray:
     try:
         return np.asarray(model.predict(conform(features, model)), dtype=float).reshape(-1)
     except Exception as exc:
@@ -129,7 +129,7 @@ def same_positive_class(
     return positive
 
 
-def booster_of(model, ref: ModelRef, role: str):  # -> xgboost.Booster
+def booster_of(model: Any, ref: ModelRef, role: str) -> Any:  # an xgboost.Booster
     """The XGBoost booster inside a loaded pyfunc model (what the serving bundle carries)."""
     try:
         booster = model.get_raw_model()
@@ -168,7 +168,7 @@ def policy_checks(
     candidate: dict[str, Any],
     champion: dict[str, Any] | None,
     paired: PairedAuc | None,
-    latency_ms: dict[str, float],
+    latency_ms: dict[str, Any],  # the decision's latency_ms block (gate.latency)
     fairness: tuple[float | None, dict[str, float]] | None,
 ) -> list[Check]:
     """The policy, applied. Pure: everything it judges is passed in."""
@@ -216,7 +216,8 @@ def policy_checks(
         detail = ", ".join(f"{k}: {v:.3f}" for k, v in rates.items())
         # ratio is lowest / highest group rate, so it is at most 1
         fair = (
-            bool(ratio)
+            ratio is not None
+            and ratio != 0
             and gate.fairness_min_ratio <= ratio
             and 1 / ratio <= gate.fairness_max_ratio
         )
@@ -351,7 +352,11 @@ def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Eviden
 
 
 def score(
-    model, features: pd.DataFrame, role: str, ref: ModelRef, cluster_client=None
+    model: Any,
+    features: pd.DataFrame,
+    role: str,
+    ref: ModelRef,
+    cluster_client: Any = None,
 ) -> np.ndarray:
     """`predict` on the runner, or `xgboost.dask.inplace_predict` of the model's booster on
     the cluster: a float per row either way, which the gate's functions judge alike."""
@@ -375,7 +380,7 @@ def score(
 
 
 def _assess(
-    settings: Settings, candidate_version: str, cluster_client
+    settings: Settings, candidate_version: str, cluster_client: Any
 ) -> tuple[Decision, Evidence]:
     client = tracking.connect(settings)
     name = settings.model.name
@@ -580,7 +585,7 @@ def _publish(private: Path, out: Path) -> None:
             raise
 
 
-def record(settings: Settings, client, decision: Decision) -> Path:
+def record(settings: Settings, client: Any, decision: Decision) -> Path:
     """Write the decision JSON, log it to the candidate's run, tag the version.
     What is logged is written from `decision`, in a folder private to this process, never read
     back from a shared one; the copies under `outputs_dir` are for the job's artifact upload."""
@@ -615,7 +620,7 @@ def quality_report(
     *,
     current: pd.DataFrame,
     reference: pd.DataFrame | None,
-    client,
+    client: Any,
 ) -> list[Path]:
     """evidently HTML reports: data drift from the champion's training data to the
     candidate's, and classification quality of both models on the holdout."""

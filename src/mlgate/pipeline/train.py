@@ -101,7 +101,9 @@ def encode(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> p
     return pyfunc.encode(features, categories)
 
 
-def feature_types(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]):
+def feature_types(
+    features: pd.DataFrame, categories: Mapping[str, Sequence[str]]
+) -> list[str] | None:
     """XGBoost's feature_types: 'c' for the categorical features, None when there is none."""
     if not categories:
         return None
@@ -117,9 +119,15 @@ def feature_types(features: pd.DataFrame, categories: Mapping[str, Sequence[str]
     ]
 
 
-def dmatrix(frame: pd.DataFrame, settings: Settings, categories, label=None):
+def dmatrix(
+    frame: pd.DataFrame,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]] | None,
+    label: np.ndarray | None = None,
+) -> Any:  # an xgboost.DMatrix
     import xgboost as xgb
 
+    categories = categories or {}  # None: no categorical feature
     features = features_of(frame, settings)
     types = feature_types(features, categories)
     return xgb.DMatrix(
@@ -130,7 +138,7 @@ def dmatrix(frame: pd.DataFrame, settings: Settings, categories, label=None):
     )
 
 
-def conform(features: pd.DataFrame, model) -> pd.DataFrame:
+def conform(features: pd.DataFrame, model: Any) -> pd.DataFrame:
     """`features` as a logged model takes them: categorical columns encoded into the model's
     own recorded categories (champion and candidate may know different sets), and cast to the
     types its signature declares (a model logged when every input was double still scores
@@ -195,7 +203,9 @@ def _config_keys(node: Any) -> set[str]:
     return set()
 
 
-def fit(split: Split, settings: Settings, categories=None):  # -> xgboost.Booster
+def fit(
+    split: Split, settings: Settings, categories: Mapping[str, Sequence[str]] | None = None
+) -> tuple[Any, int]:  # (the xgboost.Booster, its best iteration)
     """Train with early stopping on the validation set; return the booster cut at its best
     iteration, so what is logged is exactly what was measured. Categorical features train
     with XGBoost's native categorical splits."""
@@ -227,8 +237,13 @@ def schema_sample(frame: pd.DataFrame, rows: int = 100) -> pd.DataFrame:
     return frame.iloc[sorted({*range(min(rows, len(frame))), *firsts.tolist()})]
 
 
-def predict(booster, frame: pd.DataFrame, settings: Settings, categories=None) -> np.ndarray:
-    return booster.predict(dmatrix(frame, settings, categories))
+def predict(
+    booster: Any,
+    frame: pd.DataFrame,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]] | None = None,
+) -> np.ndarray:
+    return np.asarray(booster.predict(dmatrix(frame, settings, categories)))
 
 
 def train(settings: Settings) -> TrainResult:
@@ -277,7 +292,13 @@ def engine(settings: Settings) -> Iterator[Any]:
         yield client
 
 
-def _fit(split: Split, settings: Settings, categories, frame: pd.DataFrame, cluster_client):
+def _fit(
+    split: Split,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    frame: pd.DataFrame,
+    cluster_client: Any,
+) -> tuple[Any, int]:  # (the xgboost.Booster, its best iteration)
     """`fit` on the runner, or on the Dask cluster: the same booster type either way."""
     if cluster_client is None:
         return fit(split, settings, categories)
@@ -305,6 +326,7 @@ def _train(
     positive: Any,
 ) -> TrainResult:
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas  # what mlflow.data.from_pandas is
     from mlflow.models import infer_signature
 
     target = settings.data.target
@@ -313,8 +335,8 @@ def _train(
     run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
     for ghost in tracking.end_abandoned_runs(client, settings, run_name):
         print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
-    for extra in tracking.drop_duplicate_versions(client, settings.model.name):
-        print(f"dropped version(s) {', '.join(extra.extra)}: {extra.message}", flush=True)
+    for dropped in tracking.drop_duplicate_versions(client, settings.model.name):
+        print(f"dropped version(s) {', '.join(dropped.extra)}: {dropped.message}", flush=True)
     lease_tags = tracking.RunLease.tags(settings.tracking.run_lease)
     with (
         tracking.errors("logging the training run"),
@@ -363,7 +385,7 @@ def _train(
 
         with _quiet_mlflow_hints():
             sources = {
-                name: mlflow.data.from_pandas(
+                name: from_pandas(
                     part,
                     source=version.object_url,
                     targets=target,
@@ -426,7 +448,9 @@ def _train(
     )
 
 
-def log_model(booster, inputs: pd.DataFrame, categories: Mapping[str, Sequence[str]]):
+def log_model(
+    booster: Any, inputs: pd.DataFrame, categories: Mapping[str, Sequence[str]]
+) -> Any:  # MLflow's ModelInfo
     """Log `booster` in the active run as MLflow's XGBoost flavour; `inputs` (categorical
     features as codes) give its signature and input example. With categorical features its
     pyfunc flavour is mlgate's (`mlgate.pipeline.pyfunc`): it takes the category strings, and
@@ -492,7 +516,7 @@ def _file_sha256(path: Path | None) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else None
 
 
-def _flat_params(settings: Settings, booster, chosen: thresholds.Chosen) -> dict[str, object]:
+def _flat_params(settings: Settings, booster: Any, chosen: thresholds.Chosen) -> dict[str, object]:
     params: dict[str, object] = {f"xgb.{k}": v for k, v in settings.train.params.items()}
     params.update(
         {
