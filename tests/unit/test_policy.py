@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mlgate.gate.decision import Check, Decision, ModelRef
@@ -325,3 +326,20 @@ def test_the_record_states_the_test_margin_interval_and_conclusion() -> None:
     del old["statistics"], old["flags"]
     check_schema(old)
     assert "AUC difference" in render_markdown(old) and "Latency" not in render_markdown(old)
+
+
+@pytest.mark.parametrize("order", [["a", "b", "unused"], ["unused", "b", "a"]])
+def test_disparate_impact_counts_only_groups_with_rows(order: list[str]) -> None:
+    """A categorical fairness column with a category absent from the holdout: that category is
+    no group (pandas would give it a NaN rate, and min/max over a NaN depend on its place), so
+    the ratio is the same whatever the categories' order. By hand: a 2/4, b 1/4 → 0.25/0.5."""
+    import pandas as pd
+
+    from mlgate.pipeline.evaluate import disparate_impact
+
+    column = pd.Categorical(["a"] * 4 + ["b"] * 4, categories=order)
+    frame = pd.DataFrame({"group": column})
+    proba = np.array([0.9, 0.9, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1])
+    ratio, rates = disparate_impact(frame, proba, "group", 0.5)
+    assert rates == {"a": 0.5, "b": 0.25}
+    assert ratio == 0.5

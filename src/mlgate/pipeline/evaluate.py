@@ -155,7 +155,8 @@ def disparate_impact(
             fix="name a column of the data, or remove gate.fairness_column",
         )
     predicted = pd.Series(proba >= threshold, index=frame.index)
-    rates = predicted.groupby(frame[column]).mean().to_dict()
+    # observed: a category with no rows in the holdout is no group (its rate would be NaN)
+    rates = predicted.groupby(frame[column], observed=True).mean().to_dict()
     rates = {str(k): float(v) for k, v in rates.items()}
     if len(rates) < 2 or max(rates.values()) == 0:
         return None, rates
