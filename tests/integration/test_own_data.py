@@ -97,6 +97,17 @@ def test_the_page_has_ten_commands_from_an_empty_folder() -> None:
     assert commands[0] == "git init" and commands[-1].startswith("mlgate promote")
 
 
+def test_the_readme_shows_the_same_ten_commands() -> None:
+    """README's "Use your own data" is the page's block, not a copy that can drift from the
+    commands this module runs."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("## Use your own data", 1)
+    assert len(section) == 2, "README.md lost its 'Use your own data' section"
+    block = re.search(r"```console\n(.*?)```", section[1], re.S)
+    assert block, "README.md's 'Use your own data' lost its console block"
+    shown = [line[2:] for line in block.group(1).splitlines() if line.startswith("$ ")]
+    assert shown == page_commands()
+
+
 def test_the_ten_commands_end_in_a_staging_version(walked) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{walked['folder'] / 'mlflow.db'}")
     staged = client.get_model_version_by_alias("churn-xgb", "staging")
