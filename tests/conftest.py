@@ -153,6 +153,12 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float, log: Path) -> 
     raise RuntimeError(f"{url} did not answer in {seconds}s:\n{log.read_text()[-3000:]}")
 
 
+# uvicorn's supervisor SIGKILLs a worker that misses a 5 s health ping ("Child process [N]
+# died" in the server's log), and with it the requests the worker was serving. On a saturated
+# two-core runner a busy worker misses it: a test server with several workers waits longer.
+PATIENT_WORKERS = ["--uvicorn-opts", "--timeout-worker-healthcheck 120"]
+
+
 def sqlite_server_args(root: Path, port: int, *extra: str) -> list[str]:
     """`mlflow server` on 127.0.0.1:`port`, its sqlite store and proxied artifacts in `root`,
     one worker."""
@@ -290,7 +296,7 @@ def mlflow_postgres(tmp_path_factory, postgres: str, s3_server: str) -> Iterator
     process = start(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
         + ["--backend-store-uri", postgres, "--artifacts-destination", f"s3://{bucket}/mlflow"]
-        + ["--workers", "4"],
+        + ["--workers", "4", *PATIENT_WORKERS],
         f"{uri}/health",
         root / "server.log",
         seconds=900,  # shared by test_concurrency and test_registry_moves; slow on a busy runner

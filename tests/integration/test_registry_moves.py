@@ -631,7 +631,7 @@ def test_the_database_stopped_mid_move_then_back_converges(tmp_path) -> None:
 
     import mlflow
 
-    from tests.conftest import free_port, start, stop
+    from tests.conftest import PATIENT_WORKERS, free_port, start, stop
 
     cluster = Cluster()
     port = free_port()
@@ -639,7 +639,7 @@ def test_the_database_stopped_mid_move_then_back_converges(tmp_path) -> None:
     server = start(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
         + ["--backend-store-uri", cluster.uri, "--artifacts-destination", str(tmp_path / "a")]
-        + ["--workers", "2"],
+        + ["--workers", "2", *PATIENT_WORKERS],
         f"{uri}/health",
         tmp_path / "server.log",
         seconds=240,
