@@ -178,6 +178,39 @@ def test_an_unreachable_scheduler_fails_before_any_run(mlflow_server, tmp_path, 
     assert ClusterError.exit_code == 14
 
 
+def test_work_that_fails_after_a_worker_died_is_a_lost_worker(dask_cluster, monkeypatch):
+    """The other order of a worker's death (seen in CI): the collective fails first, with
+    xgboost.dask's "Invalid worker address ... Resilience is not yet supported", before the
+    watchdog's poll has seen the loss. The stage still says which worker was lost (exit 14),
+    never a traceback. The poll is put out of reach so only the error path can answer."""
+    from distributed import Client
+
+    monkeypatch.setattr(cluster, "POLL_SECONDS", 3600)
+    with Client(dask_cluster) as c:
+        pids = c.run(os.getpid)
+        victim = sorted(pids)[0]
+
+        def work() -> None:
+            os.kill(pids[victim], signal.SIGKILL)
+            for _ in range(600):  # until the scheduler has removed it (bounded: 60 s)
+                if victim not in cluster.workers(c):
+                    break
+                time.sleep(0.1)
+            raise ValueError(
+                f"Invalid worker address: {victim}. This is likely caused by one of the "
+                "workers died and Dask re-scheduled a different one."
+            )
+
+        with pytest.raises(ClusterError, match=f"{victim} was lost during training") as caught:
+            cluster._watched(c, work, "training")
+        assert caught.value.exit_code == 14
+        for _ in range(600):  # the nanny's new worker, for the tests after this one
+            if len(cluster.workers(c)) == len(pids):
+                break
+            time.sleep(0.1)
+        assert len(cluster.workers(c)) == len(pids), "the killed worker was not replaced"
+
+
 def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
     dask_cluster, mlflow_server, tmp_path, clean_env
 ):

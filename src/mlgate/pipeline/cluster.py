@@ -249,24 +249,37 @@ def _watched(client: Any, work: Any, what: str) -> Any:
             break
         lost = started - workers(client)
         if lost:
-            raise ClusterError(
-                f"Dask worker {', '.join(sorted(lost))} was lost during {what}",
-                fix="re-run the job; if workers keep dying, give them more memory "
-                "(dask worker --memory-limit) or the cluster more workers. Nothing was registered",
-            )
+            raise _worker_lost(lost, what)
     if "error" in box:
         error = box["error"]
-        if isinstance(error, (OSError, TimeoutError)) or type(error).__name__ in {
-            "KilledWorker",
-            "CommClosedError",
-            "FutureCancelledError",
-        }:
+        # The work may fail before a poll sees the loss: xgboost.dask refuses a task that Dask
+        # re-ran on another worker ("Invalid worker address ... Resilience is not yet
+        # supported"), and the nanny may have restarted the worker under a new address.
+        try:
+            lost = started - workers(client)
+        except Exception:  # the scheduler is gone too: the cluster failed
+            lost = set()
+        if lost:
+            raise _worker_lost(lost, what) from error
+        if (
+            isinstance(error, (OSError, TimeoutError))
+            or type(error).__name__ in {"KilledWorker", "CommClosedError", "FutureCancelledError"}
+            or "workers died" in str(error)  # xgboost.dask, when the address check above missed
+        ):
             raise ClusterError(
                 f"the Dask cluster failed during {what}: {type(error).__name__}: {error}",
                 fix="re-run the job; check the workers' logs and memory limits",
             ) from error
         raise error
     return box["result"]
+
+
+def _worker_lost(lost: set[str], what: str) -> ClusterError:
+    return ClusterError(
+        f"Dask worker {', '.join(sorted(lost))} was lost during {what}",
+        fix="re-run the job; if workers keep dying, give them more memory "
+        "(dask worker --memory-limit) or the cluster more workers. Nothing was registered",
+    )
 
 
 def score(client: Any, booster: Any, features: pd.DataFrame, what: str) -> np.ndarray:
