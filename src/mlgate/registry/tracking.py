@@ -397,7 +397,16 @@ def _keep_lowest(
     `mlgate.run_id` tag names the run: versions mlgate registered), keep the lowest-numbered
     and delete the others, except any holding an alias (someone chose to use it: left for a
     person). Returns (the version kept, the versions deleted)."""
-    versions = sorted(
+    versions = _versions_of_run(client, name, run_id, marked=marked)
+    if not versions:
+        return None, []
+    return str(versions[0].version), _deleted_unless_aliased(client, name, versions[1:])
+
+
+def _versions_of_run(client: Client, name: str, run_id: str, *, marked: bool = False) -> list[Any]:
+    """The versions of `name` registered from `run_id`, lowest-numbered first, each checked
+    against the run (with `marked`, also its `mlgate.run_id` tag)."""
+    return sorted(
         (
             v
             for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
@@ -407,16 +416,21 @@ def _keep_lowest(
         ),
         key=lambda v: int(v.version),
     )
+
+
+def _deleted_unless_aliased(client: Client, name: str, versions: list[Any]) -> list[str]:
+    """Delete `versions` of `name`, except any holding an alias: that one someone chose to
+    use, and is left for a person to judge. Returns the versions deleted."""
     if not versions:
-        return None, []
+        return []
     aliased = _aliased(client, name)
     deleted = []
-    for extra in versions[1:]:
-        if str(extra.version) in aliased:
+    for version in versions:
+        if str(version.version) in aliased:
             continue
-        client.delete_model_version(name, extra.version)
-        deleted.append(str(extra.version))
-    return str(versions[0].version), deleted
+        client.delete_model_version(name, version.version)
+        deleted.append(str(version.version))
+    return deleted
 
 
 def _aliased(client: Client, name: str) -> set[str]:
@@ -493,17 +507,8 @@ def _delete_versions_of_run(client: Client, name: str, run_id: str) -> list[str]
 
 
 def _versions_of_run_deleted(client: Client, name: str, run_id: str) -> list[str]:
-    """Delete the versions of `name` registered from `run_id`, except any holding an alias:
-    that one someone chose to use, and is left for a person to judge. Each version is checked
-    against the run before it is deleted."""
-    deleted = []
-    aliased = _aliased(client, name)
-    for version in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        if version.name != name or version.run_id != run_id or str(version.version) in aliased:
-            continue
-        client.delete_model_version(name, version.version)
-        deleted.append(str(version.version))
-    return deleted
+    """Delete the versions of `name` registered from `run_id`, except any holding an alias."""
+    return _deleted_unless_aliased(client, name, _versions_of_run(client, name, run_id))
 
 
 # The lock and the pointer moves live in mlgate.registry.moves; these names stay importable here.
