@@ -80,15 +80,12 @@ def _rollback(
             fix="deploy a version first (`mlgate deploy`)",
         )
     current_version = current.version
-    # Production's holder was moved there by mlgate, so its tags record an image; were they
-    # stripped by hand, Image.recorded would be None here ("see above" below) and the report
-    # would fail on it. Typed as found, not changed: annotations only.
     if current.holder.name == holder_model and str(current.holder.version) in (
         registry.completed(done, PRODUCTION)
     ):
         return Deployment(
             current_version,
-            Image.recorded(current.tags),  # type: ignore[arg-type]  # see above
+            served_image(name, current_version, current.tags),
             f"completed the record of the interrupted move of {name} to version "
             f"{current_version}; nothing else moved (run again to roll back from it)",
             changed=True,
@@ -100,16 +97,23 @@ def _rollback(
     if target is None:  # `--to N` names the outcome: a re-run of the same rollback
         return Deployment(
             current_version,
-            Image.recorded(current.tags),  # type: ignore[arg-type]  # see above
+            served_image(name, current_version, current.tags),
             f"{name} version {current_version} is already in Production: nothing to do",
             reused_image=True,
         )
     tags = target_record(client, settings, target)
-    if Image.recorded(tags) is None or "mlgate.production.since" not in tags:
+    if "mlgate.production.since" not in tags:
         raise ConfigError(
-            f"{name} version {target} was never deployed (no image or Production record)",
+            f"{name} version {target} was never deployed (no Production record)",
             fix="roll back to a version that was in Production, or deploy it with the "
             "deploy workflow",
+        )
+    if Image.recorded(tags) is None:  # its mlgate.image.* tags removed: no digest to verify
+        raise DeployError(
+            f"refusing to roll back {name} to version {target}: it was in Production (since "
+            f"{tags['mlgate.production.since']}) but its image record (mlgate.image.digest) is "
+            "gone, so what would serve it cannot be proven; nothing was moved",
+            fix=redeploy_fix(target),
         )
     image, model = verified_target(settings, client, target, tags)
     holder = target
@@ -169,6 +173,30 @@ def _rollback(
     )
 
 
+def redeploy_fix(version: str) -> str:
+    return (
+        f"re-deploy version {version} deliberately (`mlgate deploy --candidate-version {version} "
+        "--set deploy.require_staging=false`: it rebuilds a verified image), or roll back to "
+        "another version with --to N; `mlgate doctor` lists every version whose image record "
+        "is gone"
+    )
+
+
+def served_image(name: str, version: str, tags: Mapping[str, str]) -> Image:
+    """The image recorded on the version holding Production (`tags`: the holder's own, where
+    deploy records it). Its `mlgate.image.*` tags removed by hand: no digest, so nothing proves
+    what serves, and the rollback fails closed (DeployError) rather than report an unknown."""
+    image = Image.recorded(tags)
+    if image is None:
+        raise DeployError(
+            f"{name} version {version} is in Production, but its image record "
+            "(mlgate.image.digest) is gone, so what serves it cannot be proven; nothing was "
+            "moved",
+            fix=redeploy_fix(version),
+        )
+    return image
+
+
 def rollback_target(
     name: str,
     current_version: str,
@@ -217,11 +245,7 @@ def verified_target(
     named by a tag), held by the registry at that digest, its labels and bundle.json naming
     the sha256 of `target`'s logged booster and its run. Else the rollback is refused."""
     name = settings.model.name
-    redeploy = (
-        f"re-deploy version {target} deliberately (`mlgate deploy --candidate-version {target} "
-        "--set deploy.require_staging=false`: it rebuilds a verified image), or roll back to "
-        "another version with --to N"
-    )
+    redeploy = redeploy_fix(target)
     image, ignored = trusted_record(tags, image_repository(settings))
     if image is None:
         raise DeployError(

@@ -100,7 +100,7 @@ def replaced_versions(
 def existing(client: Any, name: str, limit: int = 10) -> list[str]:
     """The newest versions of `name`, each with the aliases it holds: `3 (staging)`."""
     with tracking.errors(f"listing the versions of {name}"):
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = tracking.search_versions(client, name)
         # search results carry no aliases; the registered model maps each to its version
         held: dict[str, list[str]] = {}
         if versions:

@@ -59,7 +59,7 @@ from mlgate import faults
 from mlgate.errors import ConfigError, TrackingError
 from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.gate.decision import ModelRef
-from mlgate.registry.tracking import Client, errors, version_by_alias
+from mlgate.registry.tracking import Client, errors, search_versions, version_by_alias
 from mlgate.settings import Settings
 
 LOCK_PREFIX = "mlgate-lock."  # + model name: the registered model holding the tickets
@@ -332,17 +332,6 @@ def pointer_lock(
         fault_point=point,
         denied=denied_fix(name) if name and name != settings.model.name else None,
     )
-
-
-def search_versions(client: Client, name: str) -> list[Any]:
-    """Every (not deleted) version of `name`, all pages."""
-    out, token = [], None
-    while True:
-        page = client.search_model_versions(f"name='{name}'", page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
 
 
 # --- the move -------------------------------------------------------------------------------

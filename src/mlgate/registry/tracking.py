@@ -390,26 +390,54 @@ def _drop_retried_duplicates(client: Client, name: str, run_id: str) -> str | No
     return kept
 
 
+# MLflow answers a search of versions one page at a time: at most `max_results` versions (10,000
+# by default, and by default only the first page), the rest behind the page's `token`. Every
+# reader of "all the versions" in mlgate pages through them with this one function, so a model
+# with more versions than a page is seen whole (the duplicate sweep, doctor, the lock, the
+# production copies). 1,000 a page keeps each answer small on a busy server.
+PAGE_SIZE = 1000
+
+
+def search_versions(
+    client: Client, name: str, *, run_id: str | None = None, page_size: int = PAGE_SIZE
+) -> list[Any]:
+    """Every (not deleted) version of `name` (with `run_id`, only those registered from that
+    run), all pages, in the registry's order."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, not {page_size}")
+    query = f"name='{name}'" + (f" and run_id='{run_id}'" if run_id is not None else "")
+    out: list[Any] = []
+    token: str | None = None
+    while True:
+        page = client.search_model_versions(query, max_results=page_size, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
 def _keep_lowest(
-    client: Client, name: str, run_id: str, *, marked: bool = False
+    client: Client, name: str, run_id: str, *, marked: bool = False, page_size: int = PAGE_SIZE
 ) -> tuple[str | None, list[str]]:
     """Of the versions of `name` from `run_id` (with `marked`, only those whose
     `mlgate.run_id` tag names the run: versions mlgate registered), keep the lowest-numbered
     and delete the others, except any holding an alias (someone chose to use it: left for a
     person). Returns (the version kept, the versions deleted)."""
-    versions = _versions_of_run(client, name, run_id, marked=marked)
+    versions = _versions_of_run(client, name, run_id, marked=marked, page_size=page_size)
     if not versions:
         return None, []
     return str(versions[0].version), _deleted_unless_aliased(client, name, versions[1:])
 
 
-def _versions_of_run(client: Client, name: str, run_id: str, *, marked: bool = False) -> list[Any]:
+def _versions_of_run(
+    client: Client, name: str, run_id: str, *, marked: bool = False, page_size: int = PAGE_SIZE
+) -> list[Any]:
     """The versions of `name` registered from `run_id`, lowest-numbered first, each checked
     against the run (with `marked`, also its `mlgate.run_id` tag)."""
     return sorted(
         (
             v
-            for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            for v in search_versions(client, name, run_id=run_id, page_size=page_size)
             if v.name == name
             and v.run_id == run_id
             and (not marked or (v.tags or {}).get(MARKER) == run_id)
@@ -468,12 +496,12 @@ class Duplicate:
         )
 
 
-def duplicate_versions(client: Client, name: str) -> list[Duplicate]:
+def duplicate_versions(client: Client, name: str, *, page_size: int = PAGE_SIZE) -> list[Duplicate]:
     """Runs of `name` with more than one version that mlgate registered (tagged MARKER), read
     only. Versions holding an alias are listed but never dropped (`drop_duplicate_versions`)."""
     by_run: dict[str, list[Any]] = {}
     with errors(f"reading the versions of '{name}'"):
-        for v in client.search_model_versions(f"name='{name}'"):
+        for v in search_versions(client, name, page_size=page_size):
             if v.name == name and v.run_id and (v.tags or {}).get(MARKER) == v.run_id:
                 by_run.setdefault(v.run_id, []).append(v)
     found = []
@@ -484,14 +512,18 @@ def duplicate_versions(client: Client, name: str) -> list[Duplicate]:
     return found
 
 
-def drop_duplicate_versions(client: Client, name: str) -> list[Duplicate]:
+def drop_duplicate_versions(
+    client: Client, name: str, *, page_size: int = PAGE_SIZE
+) -> list[Duplicate]:
     """Delete every version of `name` beyond the lowest of its run (the rule registration
     applies, so this and a registration at work never keep different ones): run by the next
     training and by `mlgate doctor --repair`. Returns what was dropped."""
     dropped = []
-    for found in duplicate_versions(client, name):
+    for found in duplicate_versions(client, name, page_size=page_size):
         with errors(f"dropping the extra versions of run {found.run_id} in '{name}'"):
-            kept, deleted = _keep_lowest(client, name, found.run_id, marked=True)
+            kept, deleted = _keep_lowest(
+                client, name, found.run_id, marked=True, page_size=page_size
+            )
         if kept is not None and deleted:
             dropped.append(Duplicate(found.run_id, kept, tuple(deleted)))
     return dropped
