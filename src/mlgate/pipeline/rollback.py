@@ -101,6 +101,13 @@ def _rollback(
             f"{name} version {current_version} is already in Production: nothing to do",
             reused_image=True,
         )
+    if to is None and not _exists(client, name, target):
+        raise ConfigError(
+            f"nothing to roll back to: version {target}, which {name} version "
+            f"{current_version} replaced in Production, was deleted from the registry",
+            fix="name the version to go back to with --to N (one that was in Production: "
+            f"`mlgate lineage {current_version}` lists what it replaced)",
+        )
     tags = target_record(client, settings, target)
     if "mlgate.production.since" not in tags:
         raise ConfigError(
@@ -221,6 +228,19 @@ def rollback_target(
             f"version {target} is already in Production", fix="name another version with --to N"
         )
     return target
+
+
+def _exists(client: Any, name: str, version: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    with tracking.errors(f"reading {name} version {version}"):
+        try:
+            client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+    return True
 
 
 def target_record(client: Any, settings: Settings, target: str) -> dict[str, str]:

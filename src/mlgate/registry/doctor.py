@@ -62,17 +62,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         for note in layout_notes(client, settings):
             print(f"- note: {note}", flush=True)
         names = [name] + production_model(client, settings)
-        findings = [
-            f
-            for model in names
-            for f in registry.inspect(registry.read_state(client, model, with_tickets=True))
-        ]
-        for finding in findings:
+        states = [registry.read_state(client, model, with_tickets=True) for model in names]
+        findings = [f for state in states for f in registry.inspect(state)]
+        images = [f for state in states for f in unproven_images(state)]
+        for finding in findings + images:
             print(f"- {finding.message}", flush=True)
         extras = tracking.duplicate_versions(client, name)
         for extra in extras:
             print(f"- {extra.message}", flush=True)
-        wrong = problems(findings) + extras
+        wrong = problems(findings) + images + extras
         if not wrong:
             print(f"{name}: aliases, stages, tags, history and lock agree", flush=True)
             github.write_summary(settings.github, f"### 🩺 {name}\nAll pointers agree.")
@@ -80,7 +78,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if not args.repair:
             raise RegistryDisagreement(
                 f"{name}: {len(wrong)} disagreement(s) found; nothing was changed",
-                fix="run `mlgate doctor --repair` (or re-run the interrupted promote, deploy or "
+                fix=IMAGE_FIX
+                if len(images) == len(wrong)
+                else "run `mlgate doctor --repair` (or re-run the interrupted promote, deploy or "
                 "rollback)",
             )
         done: list[registry.Finding | tracking.Duplicate] = []
@@ -88,23 +88,22 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         for model in names:
             with tracking.pointer_lock(client, settings, "doctor --repair", name=model) as lock:
                 done += registry.converge(client, model, lock=lock)
+        states = [registry.read_state(client, model, with_tickets=True) for model in names]
         left: list[registry.Finding | tracking.Duplicate] = [
-            *problems(
-                [
-                    f
-                    for model in names
-                    for f in registry.inspect(registry.read_state(client, model, with_tickets=True))
-                ]
-            ),
+            *problems([f for state in states for f in registry.inspect(state)]),
+            *[f for state in states for f in unproven_images(state)],
             *tracking.duplicate_versions(client, name),
         ]
         for repaired in done:
             print(f"repaired: {repaired.message}", flush=True)
         if left:
+            image = [f for f in left if isinstance(f, registry.Finding) and f.kind == "image"]
             raise RegistryDisagreement(
                 f"{name}: {len(wrong)} disagreement(s) found, {len(left)} still left after the "
                 f"repair: {left[0].message}",
-                fix="if a move is running, re-run doctor when it ends; else check the MLflow "
+                fix=IMAGE_FIX
+                if image
+                else "if a move is running, re-run doctor when it ends; else check the MLflow "
                 "server",
             )
         github.write_summary(
@@ -116,6 +115,41 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
 
     return cli.run(action)
+
+
+IMAGE_DIGEST = "mlgate.image.digest"  # what deploy records (pipeline.deploy.Image.recorded)
+IMAGE_FIX = (
+    "doctor never writes an image record (it cannot prove which image holds the model): "
+    "re-deploy each such version deliberately (`mlgate deploy --candidate-version N --set "
+    "deploy.require_staging=false` rebuilds and verifies its image), or leave it and roll back "
+    "only to others"
+)
+
+
+def unproven_images(state: registry.ModelState) -> list[registry.Finding]:
+    """Versions that were moved to Production (their `mlgate.production.since`) whose image
+    record (`mlgate.image.digest`) is gone, removed by hand: nothing proves what serves (or
+    would serve) them, so a rollback to them, or from the one in Production, is refused. No
+    repair: only a deploy writes a verified image."""
+    production = state.aliases.get(registry.PRODUCTION)
+    found = []
+    for number, version in sorted(state.versions.items(), key=lambda item: int(item[0])):
+        tags = version.tags
+        if "mlgate.production.since" not in tags or tags.get(IMAGE_DIGEST):
+            continue
+        if number == production:
+            message = (
+                f"{state.name} version {number} holds '{registry.PRODUCTION}' but its image "
+                f"record ({IMAGE_DIGEST}) is gone: what serves it cannot be proven, and a "
+                "rollback from it is refused"
+            )
+        else:
+            message = (
+                f"{state.name} version {number} was in Production but its image record "
+                f"({IMAGE_DIGEST}) is gone: a rollback to it is refused"
+            )
+        found.append(registry.Finding("image", message, ()))
+    return found
 
 
 def production_model(client: Any, settings: Settings) -> list[str]:

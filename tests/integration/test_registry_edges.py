@@ -1,0 +1,221 @@
+"""Second paths of the registry readers and of rollback, on the session's real MLflow server.
+
+Versions are registered and tagged here with a plain MlflowClient, as a deploy leaves them (the
+image, the Production record), then damaged as a person or a reset would: no image or model is
+built, so each test costs seconds. The oracle is the registry itself, read through MLflow's own
+client by another call than the one under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+
+from mlgate.pipeline import rollback
+from mlgate.registry import doctor, tracking
+from tests.conftest import make_project
+from tests.integration.test_train import unique
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def client(mlflow_server: str) -> Any:
+    return mlflow.MlflowClient(mlflow_server, mlflow_server)
+
+
+def register(client: Any, model: str, runs: list[Any]) -> list[str]:
+    """One version of `model` per run in `runs` (in order), each tagged with its run as
+    mlgate's registration tags it."""
+    made = []
+    for run in runs:
+        version = client.create_model_version(
+            model, f"{run.artifact_uri}/model", run.run_id, tags={tracking.MARKER: run.run_id}
+        )
+        made.append(str(version.version))
+    return made
+
+
+def every_version(client: Any, model: str) -> dict[str, str]:
+    """The oracle: each version number asked for by get_model_version, 1 upwards, until the
+    registry says there is none (numbers are dense here: nothing was deleted), with its run."""
+    found, number = {}, 1
+    while True:
+        try:
+            version = client.get_model_version(model, str(number))
+        except MlflowException as exc:
+            assert exc.error_code == "RESOURCE_DOES_NOT_EXIST", exc
+            return found
+        found[str(version.version)] = version.run_id
+        number += 1
+
+
+def test_every_reader_pages_through_all_versions(client) -> None:
+    """MLflow answers one page (max_results) and a token: 5 versions in pages of 2 are three
+    pages. The helper and the duplicate sweep read all of them; a run's two versions on
+    different pages (1 and 5) are found and the later dropped."""
+    model = unique("paged")
+    experiment = client.create_experiment(unique("paged"))
+    run, other = (client.create_run(experiment).info for _ in range(2))
+    client.create_registered_model(model)
+    versions = register(client, model, [run, other, other, other, run])
+    assert versions == ["1", "2", "3", "4", "5"]
+    first = client.search_model_versions(f"name='{model}'", max_results=2)
+    assert len(first) == 2 and first.token, "the defect: one call sees one page"
+
+    oracle = every_version(client, model)
+    assert len(oracle) == 5
+    seen = tracking.search_versions(client, model, page_size=2)
+    assert sorted((str(v.version), v.run_id) for v in seen) == sorted(oracle.items())
+    of_run = tracking.search_versions(client, model, run_id=run.run_id, page_size=1)
+    assert sorted(str(v.version) for v in of_run) == ["1", "5"]
+
+    found = tracking.duplicate_versions(client, model, page_size=2)
+    assert [(d.run_id, d.kept, d.extra) for d in sorted(found, key=lambda d: d.kept)] == sorted(
+        [(run.run_id, "1", ("5",)), (other.run_id, "2", ("3", "4"))]
+    )
+    dropped = tracking.drop_duplicate_versions(client, model, page_size=2)
+    assert sorted(d.extra for d in dropped) == [("3", "4"), ("5",)]
+    left = {n: r for n, r in oracle.items() if n in ("1", "2")}
+    assert {
+        str(v.version): v.run_id for v in client.search_model_versions(f"name='{model}'")
+    } == left
+    with pytest.raises(ValueError, match="at least 1"):
+        tracking.search_versions(client, model, page_size=0)
+
+
+IMAGE_TAGS = ("mlgate.image.repository", "mlgate.image.tag", "mlgate.image.digest")
+
+
+class Deployed:
+    """A model with two versions as two deploys leave them in the layout where Production is
+    on the model itself: v1 deployed first, then v2 (replacing v1); v2 holds `production`."""
+
+    def __init__(self, client: Any, tmp_path: Path, server: str) -> None:
+        self.client, self.model = client, unique("rolled")
+        experiment = client.create_experiment(unique("rolled"))
+        runs = [client.create_run(experiment).info for _ in range(2)]
+        client.create_registered_model(self.model)
+        self.v1, self.v2 = register(client, self.model, runs)
+        for version, previous in ((self.v1, "none"), (self.v2, self.v1)):
+            for key, value in {
+                "mlgate.image.repository": "127.0.0.1:5000/rolled",
+                "mlgate.image.tag": f"v{version}-0123456789ab",
+                "mlgate.image.digest": DIGEST,
+                "mlgate.production.since": "2026-01-10T00:00:00+00:00",
+                "mlgate.production.previous": previous,
+            }.items():
+                client.set_model_version_tag(self.model, version, key, value)
+        client.transition_model_version_stage(self.model, self.v1, "Archived")
+        client.transition_model_version_stage(self.model, self.v2, "Production")
+        client.set_registered_model_alias(self.model, "production", self.v2)
+        project = make_project(tmp_path / "project")
+        self.args = [
+            "--params",
+            str(project / "params.yaml"),
+            "--tracking-uri",
+            server,
+            "--model-name",
+            self.model,
+        ]
+
+    def strip_image(self, version: str) -> None:
+        for key in IMAGE_TAGS:
+            self.client.delete_model_version_tag(self.model, version, key)
+
+    def state(self) -> tuple[dict[str, str], dict[str, tuple[str, dict[str, str]]]]:
+        """The aliases and every version's stage and tags: what 'nothing moved' compares."""
+        aliases = dict(self.client.get_registered_model(self.model).aliases)
+        versions = {
+            n: (v.current_stage, dict(v.tags))
+            for n in (self.v1, self.v2)
+            for v in [self.client.get_model_version(self.model, n)]
+        }
+        return aliases, versions
+
+
+@pytest.fixture
+def deployed(client, tmp_path, mlflow_server) -> Deployed:
+    return Deployed(client, tmp_path, mlflow_server)
+
+
+def run(main: Any, args: list[str], env: dict[str, str], capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(args, env=env)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def findings(out: str) -> list[str]:
+    """doctor's findings (its notes on the layout aside)."""
+    return [line for line in out.splitlines() if line.startswith("- ") and "- note:" not in line]
+
+
+def test_a_rollback_to_a_version_whose_image_record_is_gone_fails_closed(
+    deployed, clean_env, capsys
+) -> None:
+    """v1's `mlgate.image.*` tags removed by hand: nothing proves what would serve it, so the
+    rollback to it is refused (exit 9 as docs/exit-codes.md says, with its fix), nothing
+    moved; doctor names v1 (exit 12) and says no repair of its own can help."""
+    deployed.strip_image(deployed.v1)
+    before = deployed.state()
+    args = [*deployed.args, "--reason", "r", "--approved-by", "bob"]
+    code, out = run(rollback.main, args, clean_env, capsys)
+    assert code == 9, out
+    assert f"refusing to roll back {deployed.model} to version {deployed.v1}" in out
+    assert "image record (mlgate.image.digest) is gone" in out and "fix:" in out
+    assert "Traceback" not in out
+    assert deployed.state() == before, "nothing moved"
+
+    code, out = run(doctor.main, deployed.args, clean_env, capsys)
+    assert code == 12, out
+    assert findings(out) == [
+        f"- {deployed.model} version {deployed.v1} was in Production but its image record "
+        "(mlgate.image.digest) is gone: a rollback to it is refused"
+    ]
+    assert "re-deploy each such version" in out
+    code, out = run(doctor.main, [*deployed.args, "--repair"], clean_env, capsys)
+    assert code == 12 and "still left after the repair" in out, out
+    assert deployed.state()[1][deployed.v1] == before[1][deployed.v1], "doctor writes no image"
+
+
+def test_a_rollback_from_production_whose_image_record_is_gone_fails_closed(
+    deployed, clean_env, capsys
+) -> None:
+    """The version in Production lost its image tags: `rollback --to` itself (a re-run's
+    'nothing to do') cannot report what serves, so it fails closed (exit 9, no traceback:
+    it once crashed building the report), nothing moved; doctor names it as Production's."""
+    deployed.strip_image(deployed.v2)
+    before = deployed.state()
+    args = [*deployed.args, "--reason", "r", "--approved-by", "bob", "--to", deployed.v2]
+    code, out = run(rollback.main, args, clean_env, capsys)
+    assert code == 9, out
+    assert f"version {deployed.v2} is in Production, but its image record" in out
+    assert "Traceback" not in out and "fix:" in out
+    assert deployed.state() == before, "nothing moved"
+    code, out = run(doctor.main, deployed.args, clean_env, capsys)
+    assert code == 12, out
+    assert findings(out) == [
+        f"- {deployed.model} version {deployed.v2} holds 'production' but its image record "
+        "(mlgate.image.digest) is gone: what serves it cannot be proven, and a rollback from it "
+        "is refused"
+    ]
+
+
+def test_a_rollback_whose_previous_version_was_deleted_says_so(deployed, clean_env, capsys) -> None:
+    """v2 replaced v1, and v1 was deleted since: the bare rollback has no target. It says which
+    version is gone and to name another with --to (exit 2), nothing moved."""
+    deployed.client.delete_model_version(deployed.model, deployed.v1)
+    aliases = dict(deployed.client.get_registered_model(deployed.model).aliases)
+    tags = dict(deployed.client.get_model_version(deployed.model, deployed.v2).tags)
+    args = [*deployed.args, "--reason", "r", "--approved-by", "bob"]
+    code, out = run(rollback.main, args, clean_env, capsys)
+    assert code == 2, out
+    assert f"version {deployed.v1}, which {deployed.model} version {deployed.v2} replaced" in out
+    assert "--to N" in out and "--candidate-version" not in out
+    assert dict(deployed.client.get_registered_model(deployed.model).aliases) == aliases
+    assert dict(deployed.client.get_model_version(deployed.model, deployed.v2).tags) == tags
