@@ -219,3 +219,31 @@ def test_a_rollback_whose_previous_version_was_deleted_says_so(deployed, clean_e
     assert "--to N" in out and "--candidate-version" not in out
     assert dict(deployed.client.get_registered_model(deployed.model).aliases) == aliases
     assert dict(deployed.client.get_model_version(deployed.model, deployed.v2).tags) == tags
+
+
+def test_a_version_replaced_by_a_registry_reset_is_told_apart(client) -> None:
+    """What a deploy checks after its build and again under the lock (`_still_the_version`):
+    version 1 read, then the model deleted and re-created and version 1 registered again from
+    another run (a reset while the image was built) is another version; the model deleted
+    and not re-created is a deleted one; the version untouched is itself."""
+    from mlgate.registry import moves as registry
+
+    model = unique("reset")
+    experiment = client.create_experiment(unique("reset"))
+    first, second = (client.create_run(experiment).info for _ in range(2))
+    client.create_registered_model(model)
+    [number] = register(client, model, [first])
+    seen = client.get_model_version(model, number)
+    assert registry.replaced_since(client, model, seen) is None
+
+    client.delete_registered_model(model)
+    assert registry.replaced_since(client, model, seen) == (
+        f"{model} version 1 was deleted (or the model with it)"
+    )
+    client.create_registered_model(model)
+    assert register(client, model, [second]) == ["1"]
+    now = client.get_model_version(model, "1")
+    assert now.run_id == second.run_id != seen.run_id
+    why = registry.replaced_since(client, model, seen)
+    assert why is not None and why.startswith(f"{model} version 1 is another version now (run ")
+    assert "the model was deleted and re-created" in why

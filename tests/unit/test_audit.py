@@ -170,10 +170,37 @@ def test_a_rollback_before_the_deploy_withdrew_nothing() -> None:
     assert m["time_to_restore_hours"] is None
 
 
-def test_a_commit_stamped_after_its_deployment_shows_as_negative_lead_time() -> None:
-    """A committer's clock ahead of the registry's: reported as measured (-2 h), not hidden."""
+def test_a_commit_stamped_after_its_deployment_is_left_out_of_lead_time_and_named() -> None:
+    """A committer's clock ahead of the registry's: v1's commit 2 h after its deployment. Its
+    lead time is unknown, so it is left out (no negative hours, no clamp to 0 pulling the
+    median down) and named in the report; the deployment itself still counts."""
     m = metrics([deploy("1", "2026-01-10T00:00:00+00:00")], {"1": "2026-01-10T02:00:00"})
-    assert m["lead_time_hours"] == {"median": -2.0, "min": -2.0, "max": -2.0, "n": 1}
+    assert m["deployments"] == 1
+    assert m["lead_time_hours"] is None
+    assert m["lead_time_clock_skew"] == [{"version": "1", "hours": -2.0}]
+    text = audit.metrics_markdown(m)
+    assert (
+        "| lead time (data commit → Production) | –; left out, commit stamped after its "
+        "deployment (clock skew): v1 (2.0 h) |"
+    ) in text
+
+
+def test_a_skewed_commit_beside_sound_ones_leaves_their_figures_alone() -> None:
+    """The story's v2 (12 h) and v3 (24 h), and v4 committed 30 min after its deployment:
+    median 18 h of n=2, as without v4; v4 named, -0.5 h."""
+    m = metrics(story(), COMMITTED | {"4": "2026-01-24T00:30:00"})
+    assert m["lead_time_hours"] == {"median": 18.0, "min": 12.0, "max": 24.0, "n": 2}
+    assert m["lead_time_clock_skew"] == [{"version": "4", "hours": -0.5}]
+    assert "18.0 h median (12.0 h–24.0 h, n=2); left out, commit stamped after its " in (
+        audit.metrics_markdown(m)
+    )
+    assert "(clock skew): v4 (30 min) |" in audit.metrics_markdown(m)
+
+
+def test_a_commit_at_the_same_second_as_its_deployment_is_zero_not_skew() -> None:
+    m = metrics([deploy("1", "2026-01-10T00:00:00+00:00")], {"1": "2026-01-10T00:00:00"})
+    assert m["lead_time_hours"] == {"median": 0.0, "min": 0.0, "max": 0.0, "n": 1}
+    assert m["lead_time_clock_skew"] == []
 
 
 @pytest.mark.parametrize(

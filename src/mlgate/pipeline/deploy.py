@@ -624,6 +624,7 @@ def deploy(
     if image is None:
         image = build_and_push(settings, client, version, source_dir(source), model)
         if not separate:
+            _still_the_version(client, name, model_version)  # never tag another model's
             record_image(client, name, version, image)
     # The build took minutes: read the pointers again, under the lock, and decide on those.
     with registry.pointer_lock(
@@ -631,6 +632,7 @@ def deploy(
     ) as lock:
         # First finish whatever a killed move left half done, then decide on what holds.
         done = registry.converge(client, holder_model, lock=lock)
+        _still_the_version(client, name, model_version)
         holder = version
         if separate:
             # The approved version, copied once into the production model and checked against
@@ -694,6 +696,19 @@ def deploy(
         previous=None if migrating else previous,
         reused_image=reused,
     )
+
+
+def _still_the_version(client: Any, name: str, seen: Any) -> None:
+    """Refuse (stale, nothing moved) when the version this deploy read, digested and built an
+    image for is not the version of that number any more: a registry reset while it built."""
+    why = registry.replaced_since(client, name, seen)
+    if why is not None:
+        raise GateFailed(
+            f"refusing to deploy: {why} while this deploy built its image; the image holds "
+            "the version read before, so nothing was moved",
+            fix="run the pipeline again on the registry as it is now (train, evaluate, "
+            "promote, deploy)",
+        )
 
 
 def _version_or_none(value: str | None) -> str | None:

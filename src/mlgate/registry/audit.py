@@ -393,11 +393,20 @@ def delivery(
     deploys = [e for e in moves if "mlgate.rollback.from" not in e["tags"]]
     recent = [e for e in deploys if e["when"] >= since]
     failed = [d for d in recent if any(_withdrew(r, d, moves) for r in rollbacks)]
-    lead = []
+    lead, skewed = [], []
     for deploy in recent:
         committed = committed_at(deploy["version"])
-        if committed is not None:
-            lead.append((deploy["when"] - committed).total_seconds() / 3600)
+        if committed is None:
+            continue
+        hours = (deploy["when"] - committed).total_seconds() / 3600
+        if hours < 0:
+            # A commit stamped after its own deployment: the committer's clock (or the
+            # registry's) is wrong, so the lead time is unknown. Left out of the figures (a
+            # clamp to 0 would count an instant delivery that never happened and pull the
+            # median down) and listed, so the report says why n is smaller.
+            skewed.append({"version": deploy["version"], "hours": hours})
+        else:
+            lead.append(hours)
     restore = []
     for rb in (r for r in rollbacks if r["when"] >= since):
         served = [d for d in moves if _withdrew(rb, d, moves)]
@@ -412,6 +421,7 @@ def delivery(
         "rollbacks": len([r for r in rollbacks if r["when"] >= since]),
         "deployment_frequency_per_week": len(recent) / (days / 7),
         "lead_time_hours": _spread(lead),
+        "lead_time_clock_skew": skewed,
         "change_failure_rate": len(failed) / len(recent) if recent else None,
         "time_to_restore_hours": _spread(restore),
         "moves_recorded": len(moves),
@@ -473,7 +483,7 @@ def metrics_markdown(m: Mapping[str, Any]) -> str:
             f"{m['deployment_frequency_per_week']:.2f} a week "
             f"({m['deployments']} in {m['window_days']:g} days)",
         ),
-        ("lead time (data commit → Production)", hours(m["lead_time_hours"])),
+        ("lead time (data commit → Production)", hours(m["lead_time_hours"]) + skew(m)),
         (
             "change failure rate",
             "–" if rate is None else f"{rate:.0%} ({m['rollbacks']} rollbacks)",
@@ -485,6 +495,15 @@ def metrics_markdown(m: Mapping[str, Any]) -> str:
         + github.markdown_table(["metric", "value"], rows)
         + "\n"
     )
+
+
+def skew(m: Mapping[str, Any]) -> str:
+    """The deployments left out of the lead time, their commit stamped after them."""
+    skewed = m.get("lead_time_clock_skew") or []
+    if not skewed:
+        return ""
+    each = ", ".join(f"v{s['version']} ({_duration(-s['hours'])})" for s in skewed)
+    return f"; left out, commit stamped after its deployment (clock skew): {each}"
 
 
 def _duration(hours: float) -> str:

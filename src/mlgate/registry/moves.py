@@ -693,6 +693,30 @@ def get_version(client: Client, name: str, version: str) -> Any:  # a ModelVersi
     )
 
 
+def replaced_since(client: Client, name: str, seen: Any) -> str | None:
+    """Why `name` version `seen.version` is no longer the version `seen` (read earlier), or
+    None when it still is. A registry reset (the model deleted and re-created, or a new store)
+    numbers versions from 1 again, so version N can be another model by the time a long step
+    (an image build) ends: the same number, another run or registration time."""
+    from mlflow.exceptions import MlflowException
+
+    version = str(seen.version)
+    with errors(f"reading {name} version {version}"):
+        try:
+            now = client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return f"{name} version {version} was deleted (or the model with it)"
+    if (now.run_id, now.creation_timestamp) != (seen.run_id, seen.creation_timestamp):
+        return (
+            f"{name} version {version} is another version now (run {now.run_id}, registered "
+            f"at {now.creation_timestamp}; it was run {seen.run_id}, at "
+            f"{seen.creation_timestamp}): the model was deleted and re-created"
+        )
+    return None
+
+
 # --- Production: a registered model of its own (docs/production-registry.md) ----------------
 #
 # With model.production_name set, `production` (alias and stage) lives on that registered
