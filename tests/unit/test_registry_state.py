@@ -135,3 +135,30 @@ def test_tickets_are_read_lowest_first_and_unreadable_leases_are_over() -> None:
     )
     assert tickets == [Ticket(9, "unknown", 0.0), Ticket(10, "b", 5.0)]
     assert not tickets[0].live(0.0) and tickets[1].live(4.9) and not tickets[1].live(5.0)
+
+
+def test_doctor_names_each_version_moved_to_production_whose_image_record_is_gone() -> None:
+    """v1 and v3 were in Production (v3 holds it) and lost `mlgate.image.digest`; v2 was too
+    and kept it; v4 never was. Two findings, each saying which rollback is refused, with no
+    repair (only a deploy writes a verified image)."""
+    from mlgate.registry import doctor
+
+    was = {"mlgate.production.since": "2026-01-01T00:00:00+00:00"}
+    state = registry.ModelState(
+        "m",
+        {"production": "3"},
+        {},
+        {
+            "1": registry.VersionState("1", "Archived", was),
+            "2": registry.VersionState("2", "Archived", was | {"mlgate.image.digest": "sha256:x"}),
+            "3": registry.VersionState("3", "Production", was | {"mlgate.image.tag": "v3"}),
+            "4": registry.VersionState("4", "None", {}),
+        },
+    )
+    found = doctor.unproven_images(state)
+    assert [(f.kind, f.action) for f in found] == [("image", ()), ("image", ())]
+    assert found[0].message == (
+        "m version 1 was in Production but its image record (mlgate.image.digest) is gone: a "
+        "rollback to it is refused"
+    )
+    assert found[1].message.startswith("m version 3 holds 'production' but its image record")

@@ -51,3 +51,21 @@ def test_a_version_held_in_the_old_layout_is_moved_into_the_production_model() -
     """Production still on model.name (earlier releases): the same version is a real move."""
     assert target("2", "1", "2", held_here=False) == "2"
     assert target("2", "2", None, held_here=False) == "2"
+
+
+def test_production_without_an_image_record_is_refused_not_reported() -> None:
+    """Its `mlgate.image.*` tags removed by hand: no digest, nothing proves what serves, so the
+    rollback fails closed (exit 9) instead of reporting (it once crashed there)."""
+    from mlgate.errors import DeployError
+
+    with pytest.raises(DeployError) as caught:
+        rollback.served_image("m", "2", {"mlgate.image.repository": "r", "mlgate.image.tag": "t"})
+    assert caught.value.exit_code == 9
+    assert "m version 2 is in Production, but its image record" in caught.value.message
+    assert "nothing was moved" in caught.value.message
+    assert "--candidate-version 2" in caught.value.fix
+    digest = "sha256:" + "0" * 64
+    image = rollback.served_image(
+        "m", "2", {"mlgate.image.repository": "r", "mlgate.image.digest": digest}
+    )
+    assert image.pinned == f"r@{digest}"
