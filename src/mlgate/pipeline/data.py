@@ -84,8 +84,7 @@ def read_dvc_file(path: Path) -> DvcOutput:
 
 def pull(settings: Settings) -> DataVersion:
     """Pull the data that data.dvc names and describe the version that was pulled."""
-    from dvc.exceptions import CheckoutError, DvcException, NotDvcRepoError
-    from dvc.repo import Repo
+    from dvc.exceptions import CheckoutError, DvcException
 
     dvc_file = settings.path(settings.data.dvc_file)
     out = read_dvc_file(dvc_file)
@@ -98,35 +97,7 @@ def pull(settings: Settings) -> DataVersion:
             fix=f"set data.path to a file under {out.path}/ or point data.dvc_file at its .dvc file",
         )
 
-    config: dict[str, Any] = {}
-    try:
-        # Jobs sharing a checkout (six evaluations at once) take turns on DVC's repository
-        # lock, as `dvc --wait-for-lock` does, instead of failing after 3 s. The lock is an
-        # fcntl lock: a killed holder frees it; the job's timeout bounds a stuck one.
-        repo = Repo(str(dvc_file.parent), _wait_for_lock=True)
-    except NotDvcRepoError as exc:
-        raise DataError(
-            f"{dvc_file.parent} is not a DVC repository", fix="run `dvc init` and commit .dvc/"
-        ) from exc
-    remote = settings.dvc.remote or repo.config["core"].get("remote")
-    if not remote:
-        raise DataError(
-            "no DVC remote is configured",
-            fix="add one with `dvc remote add -d NAME URL`, or set dvc.remote",
-        )
-    remotes = repo.config["remote"]
-    if remote not in remotes:
-        raise DataError(
-            f"DVC remote '{remote}' is not configured",
-            fix=f"use one of: {', '.join(remotes) or '(none)'}; or `dvc remote add`",
-        )
-    if settings.dvc.endpoint_url:
-        config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
-        repo.close()
-        repo = Repo(str(dvc_file.parent), config=config, _wait_for_lock=True)
-    remote_url = _portable(str(repo.config["remote"][remote]["url"]), settings.project_dir)
-
-    with repo, _dvc_messages() as messages:
+    with remote_of(settings, dvc_file) as (repo, remote, remote_url), _dvc_messages() as messages:
         try:
             if settings.dvc.pull:
                 repo.pull(targets=[str(dvc_file)], remote=remote)
@@ -165,6 +136,45 @@ def pull(settings: Settings) -> DataVersion:
         remote=remote,
         remote_url=remote_url,
     )
+
+
+@contextmanager
+def remote_of(settings: Settings, dvc_file: Path) -> Iterator[tuple[Any, str, str]]:
+    """The DVC repository holding `dvc_file` (opened with dvc.endpoint_url applied), the name
+    of the remote to use (dvc.remote, else the default) and its URL as lineage records it."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    config: dict[str, Any] = {}
+    try:
+        # Jobs sharing a checkout (six evaluations at once) take turns on DVC's repository
+        # lock, as `dvc --wait-for-lock` does, instead of failing after 3 s. The lock is an
+        # fcntl lock: a killed holder frees it; the job's timeout bounds a stuck one.
+        repo = Repo(str(dvc_file.parent), _wait_for_lock=True)
+    except NotDvcRepoError as exc:
+        raise DataError(
+            f"{dvc_file.parent} is not a DVC repository", fix="run `dvc init` and commit .dvc/"
+        ) from exc
+    remote = settings.dvc.remote or repo.config["core"].get("remote")
+    if not remote:
+        raise DataError(
+            "no DVC remote is configured",
+            fix="add one with `dvc remote add -d NAME URL`, or set dvc.remote",
+        )
+    remotes = repo.config["remote"]
+    if remote not in remotes:
+        raise DataError(
+            f"DVC remote '{remote}' is not configured",
+            fix=f"use one of: {', '.join(remotes) or '(none)'}; or `dvc remote add`",
+        )
+    if settings.dvc.endpoint_url:
+        config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
+        repo.close()
+        repo = Repo(str(dvc_file.parent), config=config, _wait_for_lock=True)
+    remote_url = _portable(str(repo.config["remote"][remote]["url"]), settings.project_dir)
+
+    with repo:
+        yield repo, remote, remote_url
 
 
 def _portable(url: str, project_dir: Path) -> str:

@@ -28,7 +28,7 @@ from mlgate.files import write_json_atomic
 from mlgate.gate import threshold as thresholds
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.github import outputs as github
-from mlgate.pipeline import lineage, pyfunc, validate
+from mlgate.pipeline import lineage, pyfunc, shards, validate
 from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
 from mlgate.pipeline.split import Split, row_keys, split_frame
 from mlgate.registry import tracking
@@ -263,6 +263,9 @@ def train(settings: Settings) -> TrainResult:
         holdout_fraction=settings.split.holdout_fraction,
         id_column=settings.data.id_column,
     )
+    # train.engine: dask: the workers read the version's shards from the DVC remote; its
+    # manifest is read (and a missing one refused) here, before any run.
+    located = shards.locate(settings) if settings.train.engine == "dask" else None
     client = tracking.connect(settings)  # unreachable server: fail here, no run started
     with engine(settings) as cluster_client:  # unreachable scheduler too (train.engine: dask)
         return _train(
@@ -277,6 +280,7 @@ def train(settings: Settings) -> TrainResult:
             cluster_client,
             negative,
             positive,
+            located,
         )
 
 
@@ -298,6 +302,7 @@ def _fit(
     categories: Mapping[str, Sequence[str]],
     frame: pd.DataFrame,
     cluster_client: Any,
+    located: shards.Shards | None = None,
 ) -> tuple[Any, int]:  # (the xgboost.Booster, its best iteration)
     """`fit` on the runner, or on the Dask cluster: the same booster type either way."""
     if cluster_client is None:
@@ -309,7 +314,9 @@ def _fit(
         cluster.VALIDATION: len(split.validation),
         cluster.HOLDOUT: len(split.holdout),
     }
-    return cluster.fit(cluster_client, settings, categories, frame.iloc[:5], expected)
+    return cluster.fit(
+        cluster_client, settings, categories, frame.iloc[:5], expected, source=located
+    )
 
 
 def _train(
@@ -324,6 +331,7 @@ def _train(
     cluster_client: Any,
     negative: Any,
     positive: Any,
+    located: shards.Shards | None = None,
 ) -> TrainResult:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas  # what mlflow.data.from_pandas is
@@ -347,7 +355,7 @@ def _train(
     ):
         run_id = run.info.run_id
         faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
-        booster, best = _fit(split, settings, categories, frame, cluster_client)
+        booster, best = _fit(split, settings, categories, frame, cluster_client, located)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
             thresholds.parse(settings.metrics.threshold),
@@ -378,6 +386,7 @@ def _train(
             f"{thresholds.TAG}.validation": ", ".join(
                 f"{k} {v:.4f}" for k, v in chosen.validation.items()
             ),
+            **(located.lineage() if located else {}),
         }
         tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
         mlflow.set_tags(tags)
@@ -415,7 +424,7 @@ def _train(
             metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
         metric_values["best_iteration"] = float(best)
         mlflow.log_metrics(metric_values, model_id=model_info.model_id, dataset=sources["holdout"])
-        _log_artifacts(settings, split, version, checked)
+        _log_artifacts(settings, split, version, checked, located)
 
         description = _description(settings, version, git.commit, overall, settings.github)
         model_version = tracking.register(
@@ -538,7 +547,11 @@ def _flat_params(settings: Settings, booster: Any, chosen: thresholds.Chosen) ->
 
 
 def _log_artifacts(
-    settings: Settings, split: Split, version: DataVersion, checked: validate.Report
+    settings: Settings,
+    split: Split,
+    version: DataVersion,
+    checked: validate.Report,
+    located: shards.Shards | None = None,
 ) -> None:
     import mlflow
 
@@ -559,6 +572,8 @@ def _log_artifacts(
         root = Path(tmp)
         (root / "split").mkdir()
         (root / "split" / "holdout.json").write_text(json.dumps(manifest, default=str))
+        if located is not None:  # every object the workers read (train.engine: dask)
+            write_json_atomic(root / "data" / "objects.json", located.manifest())
         (root / "environment").mkdir()
         (root / "environment" / "installed.txt").write_text(lineage.installed_distributions())
         # This process's own report, not reports/validation.json, which another job in the
