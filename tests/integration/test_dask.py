@@ -237,8 +237,17 @@ def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
 
     assert train.main([*args, *_dask(dask_cluster)], env=clean_env) == 0  # v2 on the cluster
     dask_v2 = c.get_model_version(model, "2")
-    # the same lineage records and tags, the same booster type
-    assert set(dask_v2.tags) == set(local_v1.tags)
+    # the same lineage records and tags, the same booster type; and the objects the workers
+    # read from the DVC remote (here the data file itself, its object in the remote)
+    objects = {"mlgate.data.objects", "mlgate.data.objects_sha256"}
+    assert set(dask_v2.tags) == set(local_v1.tags) | objects
+    assert dask_v2.tags["mlgate.data.objects"] == "1"
+    read = json.loads(
+        Path(c.download_artifacts(dask_v2.run_id, "data/objects.json", str(tmp_path))).read_text()
+    )
+    assert read["objects_sha256"] == dask_v2.tags["mlgate.data.objects_sha256"]
+    assert [o["relpath"] for o in read["objects"]] == ["breast_cancer.csv"]
+    assert read["objects"][0]["url"].endswith("/" + local_v1.tags["mlgate.data.object_url"])
     for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_digest"):
         assert dask_v2.tags[key] == local_v1.tags[key]
     assert dask_v2.tags["mlgate.model.class"] == "xgboost.core.Booster"

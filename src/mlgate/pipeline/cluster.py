@@ -7,7 +7,7 @@ the machine) and only submits work:
   remote, on the workers, each checked against the manifest's md5 (`read` reads a file, or a
   directory of Parquet or CSV shards, on storage the workers share);
 * `split_parts` labels each row train / validation / holdout per partition with the same seeded
-  row hash as the local engine (`split.row_hash`), so a row lands in the same part whatever the
+  row hash as the local engine (`frames.row_hash`), so a row lands in the same part whatever the
   partitioning;
 * `fit` trains with `xgboost.dask` (DaskQuantileDMatrix, early stopping on the validation part,
   the same `train.params`) and returns the same `xgboost.Booster` the local engine does, cut at
@@ -33,9 +33,8 @@ import pandas as pd
 
 from mlgate.errors import ClusterError, DataError
 from mlgate.pipeline import shards
+from mlgate.pipeline.frames import BUCKETS, encode, feature_types, features_of, labels_of, row_hash
 from mlgate.pipeline.shards import Shards
-from mlgate.pipeline.split import BUCKETS, row_hash
-from mlgate.pipeline.train import encode, feature_types, features_of, labels_of
 from mlgate.settings import Settings
 
 PART = "__mlgate_part__"  # the column `split_parts` adds: 0 train, 1 validation, 2 holdout

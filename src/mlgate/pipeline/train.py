@@ -3,6 +3,9 @@
 Order is what keeps failures clean: validation, parameter checks and the tracking-server check
 all happen before an MLflow run exists; inside the run, registration is the last write, and a
 failure anywhere ends the run FAILED and leaves no model version behind.
+
+The partition functions (features_of, encode, feature_types, labels_of) live in `frames`, which
+the Dask workers import without MLflow and pandera; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from mlgate.gate import threshold as thresholds
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.github import outputs as github
 from mlgate.pipeline import lineage, pyfunc, shards, validate
-from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
+from mlgate.pipeline.data import DataVersion, check_id_column, label_classes
+from mlgate.pipeline.frames import encode as encode  # noqa: PLC0414
+from mlgate.pipeline.frames import feature_types as feature_types  # noqa: PLC0414
+from mlgate.pipeline.frames import features_of as features_of  # noqa: PLC0414
+from mlgate.pipeline.frames import labels_of as labels_of  # noqa: PLC0414
 from mlgate.pipeline.split import Split, row_keys, split_frame
 from mlgate.registry import tracking
 from mlgate.settings import GitHubContext, Settings
@@ -56,32 +63,6 @@ class TrainResult:
     holdout_positive_rate: float | None = None
 
 
-def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """The model's inputs: integer columns stay int64 and booleans bool (the signature then
-    declares long and boolean, so `mlflow.pyfunc` takes integer-coded data as it is, and
-    refuses a fractional value sent to an integer column instead of truncating it); every
-    other column is float64 (double)."""
-    drop = [settings.data.target] + ([settings.data.id_column] if settings.data.id_column else [])
-    features = frame.drop(columns=[c for c in drop if c in frame.columns])
-    dtypes = {column: _feature_dtype(features[column]) for column in features}
-    return features.astype({column: dtype for column, dtype in dtypes.items() if dtype})
-
-
-def _feature_dtype(column: pd.Series) -> str | None:
-    dtype = column.dtype
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype):
-        return None  # categorical (or refused by validate): encoded by `encode`
-    if pd.api.types.is_string_dtype(dtype):
-        return None
-    if pd.api.types.is_bool_dtype(dtype) and not column.isna().any():
-        return "bool"
-    if isinstance(dtype, np.dtype) and (
-        dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize < 8)
-    ):
-        return "int64"
-    return "float64"  # floats, nullable integers (NaN is missing), uint64
-
-
 def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str]]:
     """The declared categorical features (category dtype after validation: the schema says
     `dtype: category`) and each one's categories, as text, sorted: category i is code i."""
@@ -91,32 +72,6 @@ def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str
         for column in features
         if isinstance(features[column].dtype, pd.CategoricalDtype)
     }
-
-
-def encode(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-    """Categorical columns as float64 codes into their recorded categories; a missing value,
-    and a category the model never saw, become NaN: XGBoost's missing value, which follows
-    each split's default branch (an unseen category is scored as missing). One rule for
-    training, evaluation and the logged model's pyfunc flavour (`mlgate.pipeline.pyfunc`)."""
-    return pyfunc.encode(features, categories)
-
-
-def feature_types(
-    features: pd.DataFrame, categories: Mapping[str, Sequence[str]]
-) -> list[str] | None:
-    """XGBoost's feature_types: 'c' for the categorical features, None when there is none."""
-    if not categories:
-        return None
-    return [
-        "c"
-        if column in categories
-        else "i"
-        if pd.api.types.is_bool_dtype(features[column])
-        else "int"
-        if pd.api.types.is_integer_dtype(features[column])
-        else "float"
-        for column in features
-    ]
 
 
 def dmatrix(
@@ -156,12 +111,6 @@ def conform(features: pd.DataFrame, model: Any) -> pd.DataFrame:
         if spec.name in features.columns and str(getattr(spec, "type", "")).endswith("double")
     ]
     return features.astype({name: "float64" for name in doubles}) if doubles else features
-
-
-def labels_of(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
-    """The target as 0/1, 1 for data.positive_class (validate has checked the contract)."""
-    target = settings.data.target
-    return binary_labels(frame[target], settings.data.positive_class, target)
 
 
 def check_xgboost_params(params: Mapping[str, Any]) -> None:
