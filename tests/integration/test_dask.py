@@ -22,7 +22,7 @@ from mlgate.errors import ClusterError, DataError
 from mlgate.pipeline import cluster, evaluate, promote, shards, train
 from mlgate.pipeline.split import split_frame
 from mlgate.settings import load_settings
-from tests.conftest import BIN, free_port, make_project
+from tests.conftest import BIN, free_port, git, make_project
 from tests.integration.test_train import assert_nothing_left, client, train_args, unique
 
 pytestmark = pytest.mark.integration
@@ -220,6 +220,35 @@ def test_a_missing_manifest_or_a_bad_endpoint_is_a_data_error(s3_server, tmp_pat
     with pytest.raises(DataError, match=f"manifest of data version {md5} is missing") as caught:
         shards.locate(settings)
     assert "dvc push" in str(caught.value.fix)
+
+
+def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
+    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env
+):
+    """`mlgate train` of a directory of Parquet shards pushed to the S3 stand-in: the workers
+    read the three objects the manifest names and the model version records them."""
+    project = make_project(tmp_path / "project")
+    bucket = _sharded_on_s3(project, s3_server, breast_cancer, [0, 200, 400, len(breast_cancer)])
+    files = sorted((project / "data").glob("*.parquet"))
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "sharded data version on S3")
+    model = unique("dask-shards")
+    args = [
+        *train_args(project, mlflow_server, model),
+        *QUICK,
+        *_dask(dask_cluster),
+        *("--set", "data.path=data"),
+    ]
+    assert train.main(args, env=clean_env) == 0
+    c = client(mlflow_server)
+    version = c.get_model_version(model, "1")
+    assert version.tags["mlgate.data.objects"] == "3"
+    assert version.tags["mlgate.data.md5"].endswith(".dir")
+    assert version.tags["mlgate.data.remote_url"] == f"s3://{bucket}/dvc"
+    read = json.loads(
+        Path(c.download_artifacts(version.run_id, "data/objects.json", str(tmp_path))).read_text()
+    )
+    assert [o["url"] for o in read["objects"]] == [_object_url(bucket, f) for f in files]
 
 
 def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(

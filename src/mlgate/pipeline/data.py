@@ -122,17 +122,21 @@ def pull(settings: Settings) -> DataVersion:
                 "S3-compatible stores)",
             ) from exc
 
-    if not data_path.is_file():
+    # A sharded version (docs/dask.md): data.path is the tracked directory itself, whose
+    # object in the remote is the manifest data.dvc names.
+    sharded = out.is_dir and data_path.resolve() == out_root and data_path.is_dir()
+    if not data_path.is_file() and not sharded:
         raise DataError(
             f"{settings.data.path} is not in the pulled data '{out.path}'"
             f"{files_present(out_root, data_path)}",
-            fix=f"set data.path (default data/data.csv) to one of the files under {out.path}/",
+            fix=f"set data.path (default data/data.csv) to one of the files under {out.path}/, "
+            f"or to {out.path} itself for a directory of shards",
         )
     return DataVersion(
         dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
         dvc_md5=out.md5,
         path=str(PurePosixPath(data_path.relative_to(settings.project_dir))),
-        file_md5=file_md5(data_path),
+        file_md5=out.md5 if sharded else file_md5(data_path),
         remote=remote,
         remote_url=remote_url,
     )
@@ -197,7 +201,10 @@ def file_md5(path: Path) -> str:
 
 def load_frame(path: Path, max_bytes: int | None = None) -> pd.DataFrame:
     """Read the data file (CSV, or Parquet by extension) with errors that name the fix. A file
-    over `max_bytes` is refused before reading: a runner out of memory says nothing useful."""
+    over `max_bytes` is refused before reading: a runner out of memory says nothing useful.
+    A directory is a sharded version: its shards (one format), in name order, one frame."""
+    if path.is_dir():
+        return _load_shards(path, max_bytes)
     try:
         size = path.stat().st_size
         if max_bytes is not None and size > max_bytes:
@@ -229,6 +236,33 @@ def load_frame(path: Path, max_bytes: int | None = None) -> pd.DataFrame:
             f"cannot parse data file {path}: {exc}",
             fix="write it as a CSV with one header row and a fixed number of columns",
         ) from exc
+
+
+SHARD_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _load_shards(folder: Path, max_bytes: int | None) -> pd.DataFrame:
+    shards = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in SHARD_SUFFIXES and not p.name.startswith(".")
+    )
+    kinds = {SHARD_SUFFIXES[p.suffix] for p in shards}
+    if len(kinds) != 1:
+        raise DataError(
+            f"data directory {folder} must hold shards of one format (.csv or .parquet), "
+            f"found {', '.join(sorted(kinds)) or 'none'}",
+            fix="keep a data version's shards in one format, then `dvc add` and `dvc push` it",
+        )
+    size = sum(p.stat().st_size for p in shards)
+    if max_bytes is not None and size > max_bytes:
+        raise DataError(
+            f"the shards in {folder} are {size / 1e6:,.1f} MB, over data.max_bytes "
+            f"({max_bytes / 1e6:,.1f} MB)",
+            fix="raise data.max_bytes if the runner has the memory for it",
+        )
+    frames = [load_frame(p) for p in shards]
+    return pd.concat(frames, ignore_index=True)
 
 
 class _Collect(logging.Handler):

@@ -32,8 +32,9 @@ from typing import Any
 import pandas as pd
 
 from mlgate.errors import DataError
+from mlgate.pipeline.data import SHARD_SUFFIXES
 
-KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+KINDS = SHARD_SUFFIXES  # a shard's format by its suffix
 LISTED = 20  # files named in an error about a data.path that names no shard
 
 
