@@ -373,15 +373,16 @@ def test_the_blocker_blocks(tmp_path):
 
 
 def test_the_dask_workers_partition_modules_import_no_training_library(tmp_path):
-    """What a Dask worker imports for its first task (`frames`: encode, label, hash a partition;
-    `shards`: read a shard and check its md5) loads neither MLflow, pandera, XGBoost, DVC nor
-    Dask itself, in a process where importing any of them raises; and the functions run."""
+    """What a Dask worker imports for its first task (`cluster`'s partition functions, `frames`:
+    encode, label, hash a partition; `shards`: read a shard and check its md5) loads neither
+    MLflow, pandera, XGBoost, DVC nor Dask itself, in a process where importing any of them
+    raises; and the functions run."""
     blocked = ("mlflow", "pandera", "xgboost", "dvc", "evidently", "sklearn", "dask")
     probe = BLOCKER.format(blocked=blocked) + textwrap.dedent(
         """
         import json
         import pandas as pd
-        from mlgate.pipeline import frames, shards
+        from mlgate.pipeline import cluster, frames, shards
         from mlgate.settings import load_settings
         settings = load_settings(env={}, overrides=["data.target=y"])
         part = pd.DataFrame({"a": [1, 2, 3], "c": ["x", "y", None], "y": [0, 1, 1]})
@@ -389,6 +390,8 @@ def test_the_dask_workers_partition_modules_import_no_training_library(tmp_path)
         print(json.dumps({"labels": frames.labels_of(part, settings).tolist(),
               "codes": x["c"].fillna(-1).tolist(),
               "hashes": len(set(frames.row_hash(part, target="y", seed=1, id_column=None))),
+              "parts": len(cluster.part_of(part, target="y", seed=1, validation_fraction=0.2,
+                                           holdout_fraction=0.2, id_column=None)),
               "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
         """
     )
@@ -399,4 +402,10 @@ def test_the_dask_workers_partition_modules_import_no_training_library(tmp_path)
     import json
 
     out = json.loads(done.stdout.splitlines()[-1])
-    assert out == {"labels": [0, 1, 1], "codes": [0.0, 1.0, -1.0], "hashes": 3, "loaded": []}
+    assert out == {
+        "labels": [0, 1, 1],
+        "codes": [0.0, 1.0, -1.0],
+        "hashes": 3,
+        "parts": 3,
+        "loaded": [],
+    }
