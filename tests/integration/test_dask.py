@@ -3,23 +3,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from mlgate.errors import ClusterError
-from mlgate.pipeline import cluster, evaluate, promote, train
+from mlgate.errors import ClusterError, DataError
+from mlgate.pipeline import cluster, evaluate, promote, shards, train
 from mlgate.pipeline.split import split_frame
 from mlgate.settings import load_settings
-from tests.conftest import BIN, free_port, make_project
+from tests.conftest import BIN, free_port, git, make_project
 from tests.integration.test_train import assert_nothing_left, client, train_args, unique
 
 pytestmark = pytest.mark.integration
@@ -39,8 +42,10 @@ def _wait_workers(address: str, count: int, process: subprocess.Popen, log: Path
 
 
 @pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real scheduler and two workers (CLI, 1 thread, 600 MB each) on free loopback ports."""
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[str]:
+    """A real scheduler and two workers (CLI, 1 thread, 600 MB each) on free loopback ports.
+    Started after the S3 stand-in: the workers read shards from it with the credentials of
+    their own environment (s3_server sets them), as workers of a real cluster do."""
     root = tmp_path_factory.mktemp("dask")
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -124,6 +129,130 @@ def test_the_split_on_partitions_is_the_split_of_the_rows(dask_cluster, tmp_path
         assert rows(parts[parts[cluster.PART] == code]) == rows(expected)
 
 
+def _sharded_on_s3(project: Path, s3_server: str, frame: pd.DataFrame, bounds: list[int]) -> str:
+    """`frame` as Parquet shards in data/ (the project's CSV removed), `dvc add data` and
+    `dvc push` to a fresh bucket made the default remote; the bucket's name."""
+    import boto3
+    from dvc.repo import Repo
+
+    bucket = f"shards-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    data = project / "data"
+    data.mkdir(exist_ok=True)  # the project holds data.dvc, not the data
+    for old in data.glob("*"):
+        old.unlink()
+    for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        frame.iloc[a:b].to_parquet(data / f"part-{n}.parquet", index=False)
+    with Repo(str(project)) as repo:
+        with repo.config.edit() as conf:
+            conf["remote"]["s3"] = {"url": f"s3://{bucket}/dvc", "endpointurl": s3_server}
+            conf["core"]["remote"] = "s3"
+    with Repo(str(project)) as repo:
+        repo.add([str(data)])
+        repo.push(remote="s3")
+    return bucket
+
+
+def _object_url(bucket: str, path: Path) -> str:
+    """Where DVC 3 keeps a file in an S3 remote: the oracle, from the file's own bytes."""
+    md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    return f"s3://{bucket}/dvc/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def test_the_workers_read_the_versions_shards_from_the_s3_remote_and_check_them(
+    dask_cluster, s3_server, tmp_path, breast_cancer
+):
+    """The manifest is read from the DVC remote (no pull: the runner's cache stays empty); the
+    workers read each shard's object from S3 and refuse a damaged or missing one by name."""
+    import boto3
+    from distributed import Client
+
+    project = make_project(tmp_path / "project")
+    bucket = _sharded_on_s3(project, s3_server, breast_cancer, [0, 100, 333, len(breast_cancer)])
+    files = sorted((project / "data").glob("*.parquet"))
+    shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
+    settings = load_settings(
+        env={}, overrides=["data.target=diagnosis", "data.path=data"], cwd=project
+    )
+    located = shards.locate(settings)
+    assert not (project / ".dvc" / "cache").exists()  # nothing was pulled
+    assert [s.relpath for s in located.shards] == [f.name for f in files]
+    assert located.urls == [_object_url(bucket, f) for f in files]
+    assert located.kind == "parquet"
+    assert located.storage_options == {"endpoint_url": s3_server}  # never a credential
+    assert located.remote_url == f"s3://{bucket}/dvc"
+    manifest = located.manifest()
+    assert manifest["objects_sha256"] == located.lineage()["mlgate.data.objects_sha256"]
+
+    with Client(dask_cluster) as c:
+        frame = shards.frame(c, located)
+        assert frame.npartitions == 3
+        read = c.compute(frame).result()
+        pd.testing.assert_frame_equal(read.reset_index(drop=True), breast_cancer)
+
+        s3 = boto3.client("s3", endpoint_url=s3_server)
+        damaged, missing = located.shards[1], located.shards[2]
+        key = damaged.url.removeprefix(f"s3://{bucket}/")
+        s3.put_object(Bucket=bucket, Key=key, Body=files[0].read_bytes())  # another shard
+        with pytest.raises(DataError, match=f"shard {damaged.relpath} read from .* has md5"):
+            c.compute(shards.frame(c, located)).result()
+        s3.delete_object(Bucket=bucket, Key=missing.url.removeprefix(f"s3://{bucket}/"))
+        with pytest.raises(DataError, match=f"shard {missing.relpath} .* is missing from"):
+            c.compute(shards.frame(c, located).partitions[2]).result()
+
+
+def test_a_missing_manifest_or_a_bad_endpoint_is_a_data_error(s3_server, tmp_path, breast_cancer):
+    import boto3
+
+    project = make_project(tmp_path / "project")
+    bucket = _sharded_on_s3(project, s3_server, breast_cancer, [0, 300, len(breast_cancer)])
+    overrides = ["data.target=diagnosis", "data.path=data"]
+    nobody = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(DataError, match="cannot read the manifest") as caught:
+        shards.locate(
+            load_settings(env={}, overrides=[*overrides, f"dvc.endpoint_url={nobody}"], cwd=project)
+        )
+    assert caught.value.exit_code == 3
+    settings = load_settings(env={}, overrides=overrides, cwd=project)
+    md5 = settings.path(Path("data.dvc")).read_text().split("md5: ")[1].split()[0]
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.delete_object(Bucket=bucket, Key=f"dvc/files/md5/{md5[:2]}/{md5[2:]}")
+    with pytest.raises(DataError, match=f"manifest of data version {md5} is missing") as caught:
+        shards.locate(settings)
+    assert "dvc push" in str(caught.value.fix)
+
+
+def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
+    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env
+):
+    """`mlgate train` of a directory of Parquet shards pushed to the S3 stand-in: the workers
+    read the object the manifest names and the model version records it. One shard: training
+    on several partitions hung in xgboost.dask on this two-worker test cluster (seen once under
+    a load average of 30; the reading of several shards is the test above)."""
+    project = make_project(tmp_path / "project")
+    bucket = _sharded_on_s3(project, s3_server, breast_cancer, [0, len(breast_cancer)])
+    files = sorted((project / "data").glob("*.parquet"))
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "sharded data version on S3")
+    model = unique("dask-shards")
+    args = [
+        *train_args(project, mlflow_server, model),
+        *QUICK,
+        *_dask(dask_cluster),
+        *("--set", "data.path=data"),
+    ]
+    assert train.main(args, env=clean_env) == 0
+    c = client(mlflow_server)
+    version = c.get_model_version(model, "1")
+    assert version.tags["mlgate.data.objects"] == "1"
+    assert version.tags["mlgate.data.md5"].endswith(".dir")
+    assert version.tags["mlgate.data.remote_url"] == f"s3://{bucket}/dvc"
+    read = json.loads(
+        Path(c.download_artifacts(version.run_id, "data/objects.json", str(tmp_path))).read_text()
+    )
+    assert [o["url"] for o in read["objects"]] == [_object_url(bucket, f) for f in files]
+
+
 def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
     dask_cluster, mlflow_server, tmp_path, clean_env
 ):
@@ -139,8 +268,17 @@ def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
 
     assert train.main([*args, *_dask(dask_cluster)], env=clean_env) == 0  # v2 on the cluster
     dask_v2 = c.get_model_version(model, "2")
-    # the same lineage records and tags, the same booster type
-    assert set(dask_v2.tags) == set(local_v1.tags)
+    # the same lineage records and tags, the same booster type; and the objects the workers
+    # read from the DVC remote (here the data file itself, its object in the remote)
+    objects = {"mlgate.data.objects", "mlgate.data.objects_sha256"}
+    assert set(dask_v2.tags) == set(local_v1.tags) | objects
+    assert dask_v2.tags["mlgate.data.objects"] == "1"
+    read = json.loads(
+        Path(c.download_artifacts(dask_v2.run_id, "data/objects.json", str(tmp_path))).read_text()
+    )
+    assert read["objects_sha256"] == dask_v2.tags["mlgate.data.objects_sha256"]
+    assert [o["relpath"] for o in read["objects"]] == ["breast_cancer.csv"]
+    assert read["objects"][0]["url"].endswith("/" + local_v1.tags["mlgate.data.object_url"])
     for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_digest"):
         assert dask_v2.tags[key] == local_v1.tags[key]
     assert dask_v2.tags["mlgate.model.class"] == "xgboost.core.Booster"

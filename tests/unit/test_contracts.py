@@ -40,11 +40,14 @@ FOUNDATION = {
 STAGES = {
     "data": 0,
     "split": 0,
+    "frames": 0,  # the partition functions (imported by the Dask workers: numpy and pandas only)
+    "shards": 0,  # a data version's shards in the DVC remote, read by the Dask workers
     "init": 1,  # `mlgate init`: reads the data (data) and writes the schema validate checks
     "validate": 1,
     "lineage": 1,
     "train": 2,
-    "pyfunc": 2,  # the logged model's pyfunc flavour (train logs it; it imports no mlgate)
+    # the logged model's pyfunc flavour (train logs it; frames encodes with it; no mlgate imports)
+    "pyfunc": 0,
     "cluster": 2,  # train.engine: dask (training, and the gate's scoring on the workers)
     "evaluate": 3,
     "promote": 4,
@@ -367,3 +370,42 @@ def test_the_blocker_blocks(tmp_path):
     probe = BLOCKER.format(blocked=("wave",)) + "import wave\n"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode != 0 and "wave is blocked" in done.stderr
+
+
+def test_the_dask_workers_partition_modules_import_no_training_library(tmp_path):
+    """What a Dask worker imports for its first task (`cluster`'s partition functions, `frames`:
+    encode, label, hash a partition; `shards`: read a shard and check its md5) loads neither
+    MLflow, pandera, XGBoost, DVC nor Dask itself, in a process where importing any of them
+    raises; and the functions run."""
+    blocked = ("mlflow", "pandera", "xgboost", "dvc", "evidently", "sklearn", "dask")
+    probe = BLOCKER.format(blocked=blocked) + textwrap.dedent(
+        """
+        import json
+        import pandas as pd
+        from mlgate.pipeline import cluster, frames, shards
+        from mlgate.settings import load_settings
+        settings = load_settings(env={}, overrides=["data.target=y"])
+        part = pd.DataFrame({"a": [1, 2, 3], "c": ["x", "y", None], "y": [0, 1, 1]})
+        x = frames.encode(frames.features_of(part, settings), {"c": ["x", "y"]})
+        print(json.dumps({"labels": frames.labels_of(part, settings).tolist(),
+              "codes": x["c"].fillna(-1).tolist(),
+              "hashes": len(set(frames.row_hash(part, target="y", seed=1, id_column=None))),
+              "parts": len(cluster.part_of(part, target="y", seed=1, validation_fraction=0.2,
+                                           holdout_fraction=0.2, id_column=None)),
+              "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out == {
+        "labels": [0, 1, 1],
+        "codes": [0.0, 1.0, -1.0],
+        "hashes": 3,
+        "parts": 3,
+        "loaded": [],
+    }

@@ -89,3 +89,24 @@ def test_unreadable_data_files(tmp_path: Path, content: bytes, message: str) -> 
     path.write_bytes(content)
     with pytest.raises(DataError, match=message):
         data.load_frame(path)
+
+
+def test_a_sharded_version_is_read_as_one_frame_in_shard_order(project: Path) -> None:
+    """data.path naming the tracked directory: its version is the manifest (object URL of the
+    .dir object), and the runner reads its shards, in name order, as one frame."""
+    import pandas as pd
+
+    version = data.pull(settings_for(project, MLGATE_DATA_PATH="data"))
+    assert version.path == "data" and version.file_md5 == version.dvc_md5
+    assert version.object_url.endswith(f"/{version.dvc_md5[:2]}/{version.dvc_md5[2:]}")
+    whole = data.load_frame(project / "data" / "breast_cancer.csv")
+    shards = project / "shards"
+    shards.mkdir()
+    for n, (a, b) in enumerate([(0, 10), (10, 200), (200, len(whole))]):
+        whole.iloc[a:b].to_parquet(shards / f"part-{n:02d}.parquet", index=False)
+    pd.testing.assert_frame_equal(data.load_frame(shards), whole)
+    with pytest.raises(DataError, match="over data.max_bytes"):
+        data.load_frame(shards, max_bytes=10)
+    whole.iloc[:5].to_csv(shards / "part-99.csv", index=False)
+    with pytest.raises(DataError, match="shards of one format"):
+        data.load_frame(shards)

@@ -3,9 +3,11 @@
 The runner connects to the scheduler named by `dask.scheduler` (none: a `LocalCluster` sized to
 the machine) and only submits work:
 
-* `read` reads the data with dask.dataframe (a file, or a directory of Parquet or CSV shards);
+* `shards.frame` reads the shards of the data version named by data.dvc straight from the DVC
+  remote, on the workers, each checked against the manifest's md5 (`read` reads a file, or a
+  directory of Parquet or CSV shards, on storage the workers share);
 * `split_parts` labels each row train / validation / holdout per partition with the same seeded
-  row hash as the local engine (`split.row_hash`), so a row lands in the same part whatever the
+  row hash as the local engine (`frames.row_hash`), so a row lands in the same part whatever the
   partitioning;
 * `fit` trains with `xgboost.dask` (DaskQuantileDMatrix, early stopping on the validation part,
   the same `train.params`) and returns the same `xgboost.Booster` the local engine does, cut at
@@ -30,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from mlgate.errors import ClusterError, DataError
-from mlgate.pipeline.split import BUCKETS, row_hash
-from mlgate.pipeline.train import encode, feature_types, features_of, labels_of
+from mlgate.pipeline import shards
+from mlgate.pipeline.frames import BUCKETS, encode, feature_types, features_of, labels_of, row_hash
+from mlgate.pipeline.shards import Shards
 from mlgate.settings import Settings
 
 PART = "__mlgate_part__"  # the column `split_parts` adds: 0 train, 1 validation, 2 holdout
@@ -165,14 +168,24 @@ def fit(
     categories: Mapping[str, Sequence[str]],
     sample: pd.DataFrame,
     expected: Mapping[int, int] | None = None,
+    *,
+    source: Shards | None = None,
 ) -> tuple[Any, int]:
     """Train on the cluster with early stopping on the validation part; the booster cut at its
     best iteration, as `train.fit` returns it. `sample` is a few validated rows (their dtypes
     and the model's feature types); `expected` the local split's row count per part, checked
-    against the cluster's (the same rows in the same parts, or the stage fails)."""
+    against the cluster's (the same rows in the same parts, or the stage fails). `source`: the
+    data version's shards in the DVC remote (`shards.locate`), read by the workers; None:
+    data.path, on storage the workers share."""
     from xgboost import dask as dxgb
 
-    data = split_parts(read(settings.path(settings.data.path), sample.dtypes.to_dict()), settings)
+    dtypes = sample.dtypes.to_dict()
+    if source is None:
+        frame = read(settings.path(settings.data.path), dtypes)
+    else:
+        frame = shards.frame(client, source)
+        frame = frame.astype({k: v for k, v in dtypes.items() if k in frame.columns})
+    data = split_parts(frame, settings)
     data = data.persist()
     if expected is not None:
         counts = data[PART].value_counts().compute().to_dict()

@@ -84,8 +84,7 @@ def read_dvc_file(path: Path) -> DvcOutput:
 
 def pull(settings: Settings) -> DataVersion:
     """Pull the data that data.dvc names and describe the version that was pulled."""
-    from dvc.exceptions import CheckoutError, DvcException, NotDvcRepoError
-    from dvc.repo import Repo
+    from dvc.exceptions import CheckoutError, DvcException
 
     dvc_file = settings.path(settings.data.dvc_file)
     out = read_dvc_file(dvc_file)
@@ -97,6 +96,58 @@ def pull(settings: Settings) -> DataVersion:
             f"{dvc_file.name} tracks",
             fix=f"set data.path to a file under {out.path}/ or point data.dvc_file at its .dvc file",
         )
+
+    with remote_of(settings, dvc_file) as (repo, remote, remote_url), _dvc_messages() as messages:
+        try:
+            if settings.dvc.pull:
+                repo.pull(targets=[str(dvc_file)], remote=remote)
+            elif repo.status(targets=[str(dvc_file)]):
+                raise DataError(
+                    f"the workspace data differs from {dvc_file.name} and dvc.pull is off",
+                    fix=f"run `dvc checkout {dvc_file.name}` or turn dvc.pull back on",
+                )
+        except CheckoutError as exc:
+            raise DataError(
+                f"the data version {out.md5} is missing from DVC remote '{remote}' "
+                f"({remote_url}){_details(messages)}",
+                fix="push it from the commit that changed data.dvc: `dvc push` "
+                f"(to remote '{remote}'), then re-run",
+            ) from exc
+        except DvcException as exc:
+            raise DataError(
+                f"could not pull from DVC remote '{remote}' ({remote_url}): "
+                f"{exc}{_details(messages)}",
+                fix="check that the remote is reachable and its credentials are set "
+                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3, dvc.endpoint_url for "
+                "S3-compatible stores)",
+            ) from exc
+
+    # A sharded version (docs/dask.md): data.path is the tracked directory itself, whose
+    # object in the remote is the manifest data.dvc names.
+    sharded = out.is_dir and data_path.resolve() == out_root and data_path.is_dir()
+    if not data_path.is_file() and not sharded:
+        raise DataError(
+            f"{settings.data.path} is not in the pulled data '{out.path}'"
+            f"{files_present(out_root, data_path)}",
+            fix=f"set data.path (default data/data.csv) to one of the files under {out.path}/, "
+            f"or to {out.path} itself for a directory of shards",
+        )
+    return DataVersion(
+        dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
+        dvc_md5=out.md5,
+        path=str(PurePosixPath(data_path.relative_to(settings.project_dir))),
+        file_md5=out.md5 if sharded else file_md5(data_path),
+        remote=remote,
+        remote_url=remote_url,
+    )
+
+
+@contextmanager
+def remote_of(settings: Settings, dvc_file: Path) -> Iterator[tuple[Any, str, str]]:
+    """The DVC repository holding `dvc_file` (opened with dvc.endpoint_url applied), the name
+    of the remote to use (dvc.remote, else the default) and its URL as lineage records it."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
 
     config: dict[str, Any] = {}
     try:
@@ -126,45 +177,8 @@ def pull(settings: Settings) -> DataVersion:
         repo = Repo(str(dvc_file.parent), config=config, _wait_for_lock=True)
     remote_url = _portable(str(repo.config["remote"][remote]["url"]), settings.project_dir)
 
-    with repo, _dvc_messages() as messages:
-        try:
-            if settings.dvc.pull:
-                repo.pull(targets=[str(dvc_file)], remote=remote)
-            elif repo.status(targets=[str(dvc_file)]):
-                raise DataError(
-                    f"the workspace data differs from {dvc_file.name} and dvc.pull is off",
-                    fix=f"run `dvc checkout {dvc_file.name}` or turn dvc.pull back on",
-                )
-        except CheckoutError as exc:
-            raise DataError(
-                f"the data version {out.md5} is missing from DVC remote '{remote}' "
-                f"({remote_url}){_details(messages)}",
-                fix="push it from the commit that changed data.dvc: `dvc push` "
-                f"(to remote '{remote}'), then re-run",
-            ) from exc
-        except DvcException as exc:
-            raise DataError(
-                f"could not pull from DVC remote '{remote}' ({remote_url}): "
-                f"{exc}{_details(messages)}",
-                fix="check that the remote is reachable and its credentials are set "
-                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3, dvc.endpoint_url for "
-                "S3-compatible stores)",
-            ) from exc
-
-    if not data_path.is_file():
-        raise DataError(
-            f"{settings.data.path} is not in the pulled data '{out.path}'"
-            f"{files_present(out_root, data_path)}",
-            fix=f"set data.path (default data/data.csv) to one of the files under {out.path}/",
-        )
-    return DataVersion(
-        dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
-        dvc_md5=out.md5,
-        path=str(PurePosixPath(data_path.relative_to(settings.project_dir))),
-        file_md5=file_md5(data_path),
-        remote=remote,
-        remote_url=remote_url,
-    )
+    with repo:
+        yield repo, remote, remote_url
 
 
 def _portable(url: str, project_dir: Path) -> str:
@@ -187,7 +201,10 @@ def file_md5(path: Path) -> str:
 
 def load_frame(path: Path, max_bytes: int | None = None) -> pd.DataFrame:
     """Read the data file (CSV, or Parquet by extension) with errors that name the fix. A file
-    over `max_bytes` is refused before reading: a runner out of memory says nothing useful."""
+    over `max_bytes` is refused before reading: a runner out of memory says nothing useful.
+    A directory is a sharded version: its shards (one format), in name order, one frame."""
+    if path.is_dir():
+        return _load_shards(path, max_bytes)
     try:
         size = path.stat().st_size
         if max_bytes is not None and size > max_bytes:
@@ -219,6 +236,33 @@ def load_frame(path: Path, max_bytes: int | None = None) -> pd.DataFrame:
             f"cannot parse data file {path}: {exc}",
             fix="write it as a CSV with one header row and a fixed number of columns",
         ) from exc
+
+
+SHARD_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _load_shards(folder: Path, max_bytes: int | None) -> pd.DataFrame:
+    shards = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in SHARD_SUFFIXES and not p.name.startswith(".")
+    )
+    kinds = {SHARD_SUFFIXES[p.suffix] for p in shards}
+    if len(kinds) != 1:
+        raise DataError(
+            f"data directory {folder} must hold shards of one format (.csv or .parquet), "
+            f"found {', '.join(sorted(kinds)) or 'none'}",
+            fix="keep a data version's shards in one format, then `dvc add` and `dvc push` it",
+        )
+    size = sum(p.stat().st_size for p in shards)
+    if max_bytes is not None and size > max_bytes:
+        raise DataError(
+            f"the shards in {folder} are {size / 1e6:,.1f} MB, over data.max_bytes "
+            f"({max_bytes / 1e6:,.1f} MB)",
+            fix="raise data.max_bytes if the runner has the memory for it",
+        )
+    frames = [load_frame(p) for p in shards]
+    return pd.concat(frames, ignore_index=True)
 
 
 class _Collect(logging.Handler):

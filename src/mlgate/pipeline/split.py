@@ -8,7 +8,8 @@ each class, so the split is stratified in expectation; every part must still hol
 
 The holdout must be reproducible later (evaluation scores champion and candidate on the same
 rows), so training logs the split's seed and fractions, the holdout's row keys and its digest.
-`holdout_from_keys` rebuilds it from the same data version and checks the digest.
+`holdout_from_keys` rebuilds it from the same data version and checks the digest. `row_hash`
+lives in `frames` (the Dask workers import it there) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mlgate.errors import DataError
+from mlgate.pipeline.frames import BUCKETS as BUCKETS  # noqa: PLC0414
+from mlgate.pipeline.frames import row_hash as row_hash  # noqa: PLC0414
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,6 @@ class Split:
     @property
     def holdout_digest(self) -> str:
         return frame_digest(self.holdout)
-
-
-BUCKETS = 1_000_000
 
 
 def split_frame(
@@ -65,17 +64,6 @@ def split_frame(
                 "split.holdout_fraction / split.validation_fraction",
             )
     return split
-
-
-def row_hash(frame: pd.DataFrame, *, target: str, seed: int, id_column: str | None) -> np.ndarray:
-    """A seeded 64-bit hash of each row's key: its id, else its values without the label (a
-    corrected label keeps the row in its part)."""
-    keys = frame[[id_column]] if id_column else frame.drop(columns=[target])
-    rows = pd.util.hash_pandas_object(keys, index=False).to_numpy()
-    # pandas only salts text with hash_key, so mix the seed in and hash once more
-    salt = pd.util.hash_array(np.array([seed], dtype="uint64"))[0]
-    hashed: np.ndarray = pd.util.hash_array(rows ^ salt)
-    return hashed
 
 
 def row_keys(frame: pd.DataFrame, id_column: str | None) -> list[Any]:

@@ -3,6 +3,9 @@
 Order is what keeps failures clean: validation, parameter checks and the tracking-server check
 all happen before an MLflow run exists; inside the run, registration is the last write, and a
 failure anywhere ends the run FAILED and leaves no model version behind.
+
+The partition functions (features_of, encode, feature_types, labels_of) live in `frames`, which
+the Dask workers import without MLflow and pandera; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -28,8 +31,12 @@ from mlgate.files import write_json_atomic
 from mlgate.gate import threshold as thresholds
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.github import outputs as github
-from mlgate.pipeline import lineage, pyfunc, validate
-from mlgate.pipeline.data import DataVersion, binary_labels, check_id_column, label_classes
+from mlgate.pipeline import lineage, pyfunc, shards, validate
+from mlgate.pipeline.data import DataVersion, check_id_column, label_classes
+from mlgate.pipeline.frames import encode as encode  # noqa: PLC0414
+from mlgate.pipeline.frames import feature_types as feature_types  # noqa: PLC0414
+from mlgate.pipeline.frames import features_of as features_of  # noqa: PLC0414
+from mlgate.pipeline.frames import labels_of as labels_of  # noqa: PLC0414
 from mlgate.pipeline.split import Split, row_keys, split_frame
 from mlgate.registry import tracking
 from mlgate.settings import GitHubContext, Settings
@@ -56,32 +63,6 @@ class TrainResult:
     holdout_positive_rate: float | None = None
 
 
-def features_of(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """The model's inputs: integer columns stay int64 and booleans bool (the signature then
-    declares long and boolean, so `mlflow.pyfunc` takes integer-coded data as it is, and
-    refuses a fractional value sent to an integer column instead of truncating it); every
-    other column is float64 (double)."""
-    drop = [settings.data.target] + ([settings.data.id_column] if settings.data.id_column else [])
-    features = frame.drop(columns=[c for c in drop if c in frame.columns])
-    dtypes = {column: _feature_dtype(features[column]) for column in features}
-    return features.astype({column: dtype for column, dtype in dtypes.items() if dtype})
-
-
-def _feature_dtype(column: pd.Series) -> str | None:
-    dtype = column.dtype
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype):
-        return None  # categorical (or refused by validate): encoded by `encode`
-    if pd.api.types.is_string_dtype(dtype):
-        return None
-    if pd.api.types.is_bool_dtype(dtype) and not column.isna().any():
-        return "bool"
-    if isinstance(dtype, np.dtype) and (
-        dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize < 8)
-    ):
-        return "int64"
-    return "float64"  # floats, nullable integers (NaN is missing), uint64
-
-
 def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str]]:
     """The declared categorical features (category dtype after validation: the schema says
     `dtype: category`) and each one's categories, as text, sorted: category i is code i."""
@@ -91,32 +72,6 @@ def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str
         for column in features
         if isinstance(features[column].dtype, pd.CategoricalDtype)
     }
-
-
-def encode(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-    """Categorical columns as float64 codes into their recorded categories; a missing value,
-    and a category the model never saw, become NaN: XGBoost's missing value, which follows
-    each split's default branch (an unseen category is scored as missing). One rule for
-    training, evaluation and the logged model's pyfunc flavour (`mlgate.pipeline.pyfunc`)."""
-    return pyfunc.encode(features, categories)
-
-
-def feature_types(
-    features: pd.DataFrame, categories: Mapping[str, Sequence[str]]
-) -> list[str] | None:
-    """XGBoost's feature_types: 'c' for the categorical features, None when there is none."""
-    if not categories:
-        return None
-    return [
-        "c"
-        if column in categories
-        else "i"
-        if pd.api.types.is_bool_dtype(features[column])
-        else "int"
-        if pd.api.types.is_integer_dtype(features[column])
-        else "float"
-        for column in features
-    ]
 
 
 def dmatrix(
@@ -156,12 +111,6 @@ def conform(features: pd.DataFrame, model: Any) -> pd.DataFrame:
         if spec.name in features.columns and str(getattr(spec, "type", "")).endswith("double")
     ]
     return features.astype({name: "float64" for name in doubles}) if doubles else features
-
-
-def labels_of(frame: pd.DataFrame, settings: Settings) -> np.ndarray:
-    """The target as 0/1, 1 for data.positive_class (validate has checked the contract)."""
-    target = settings.data.target
-    return binary_labels(frame[target], settings.data.positive_class, target)
 
 
 def check_xgboost_params(params: Mapping[str, Any]) -> None:
@@ -263,6 +212,9 @@ def train(settings: Settings) -> TrainResult:
         holdout_fraction=settings.split.holdout_fraction,
         id_column=settings.data.id_column,
     )
+    # train.engine: dask: the workers read the version's shards from the DVC remote; its
+    # manifest is read (and a missing one refused) here, before any run.
+    located = shards.locate(settings) if settings.train.engine == "dask" else None
     client = tracking.connect(settings)  # unreachable server: fail here, no run started
     with engine(settings) as cluster_client:  # unreachable scheduler too (train.engine: dask)
         return _train(
@@ -277,6 +229,7 @@ def train(settings: Settings) -> TrainResult:
             cluster_client,
             negative,
             positive,
+            located,
         )
 
 
@@ -298,6 +251,7 @@ def _fit(
     categories: Mapping[str, Sequence[str]],
     frame: pd.DataFrame,
     cluster_client: Any,
+    located: shards.Shards | None = None,
 ) -> tuple[Any, int]:  # (the xgboost.Booster, its best iteration)
     """`fit` on the runner, or on the Dask cluster: the same booster type either way."""
     if cluster_client is None:
@@ -309,7 +263,9 @@ def _fit(
         cluster.VALIDATION: len(split.validation),
         cluster.HOLDOUT: len(split.holdout),
     }
-    return cluster.fit(cluster_client, settings, categories, frame.iloc[:5], expected)
+    return cluster.fit(
+        cluster_client, settings, categories, frame.iloc[:5], expected, source=located
+    )
 
 
 def _train(
@@ -324,6 +280,7 @@ def _train(
     cluster_client: Any,
     negative: Any,
     positive: Any,
+    located: shards.Shards | None = None,
 ) -> TrainResult:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas  # what mlflow.data.from_pandas is
@@ -347,7 +304,7 @@ def _train(
     ):
         run_id = run.info.run_id
         faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
-        booster, best = _fit(split, settings, categories, frame, cluster_client)
+        booster, best = _fit(split, settings, categories, frame, cluster_client, located)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
             thresholds.parse(settings.metrics.threshold),
@@ -378,6 +335,7 @@ def _train(
             f"{thresholds.TAG}.validation": ", ".join(
                 f"{k} {v:.4f}" for k, v in chosen.validation.items()
             ),
+            **(located.lineage() if located else {}),
         }
         tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
         mlflow.set_tags(tags)
@@ -415,7 +373,7 @@ def _train(
             metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
         metric_values["best_iteration"] = float(best)
         mlflow.log_metrics(metric_values, model_id=model_info.model_id, dataset=sources["holdout"])
-        _log_artifacts(settings, split, version, checked)
+        _log_artifacts(settings, split, version, checked, located)
 
         description = _description(settings, version, git.commit, overall, settings.github)
         model_version = tracking.register(
@@ -538,7 +496,11 @@ def _flat_params(settings: Settings, booster: Any, chosen: thresholds.Chosen) ->
 
 
 def _log_artifacts(
-    settings: Settings, split: Split, version: DataVersion, checked: validate.Report
+    settings: Settings,
+    split: Split,
+    version: DataVersion,
+    checked: validate.Report,
+    located: shards.Shards | None = None,
 ) -> None:
     import mlflow
 
@@ -559,6 +521,8 @@ def _log_artifacts(
         root = Path(tmp)
         (root / "split").mkdir()
         (root / "split" / "holdout.json").write_text(json.dumps(manifest, default=str))
+        if located is not None:  # every object the workers read (train.engine: dask)
+            write_json_atomic(root / "data" / "objects.json", located.manifest())
         (root / "environment").mkdir()
         (root / "environment" / "installed.txt").write_text(lineage.installed_distributions())
         # This process's own report, not reports/validation.json, which another job in the
