@@ -25,8 +25,10 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
                          version with `mlflow models serve`: size, and container start to first
                          answer (needs a Docker engine and --base-image; not in quick mode)
   parity                 the served probabilities equal the registry model's (to 1e-6)
-  dask-train / dask-rss  train.engine dask on a LocalCluster vs the local engine; the runner's
-                         peak RSS at 4x vs 1x rows (bench/dask_engine.py; not in --smoke)
+  dask-train / dask-rss / dask-scale / dask-gate  train.engine dask on a LocalCluster vs the
+                         local engine; the runner's peak RSS of `mlgate train` at 16x vs 1x
+                         rows; its time vs rows; the gate on 10,000,000 holdout rows
+                         (bench/dask_engine.py; not in --smoke)
 
 Usage: python bench/run.py [--quick | --smoke] [--only GROUP,...] [--base-image REF] [--out DIR];
 writes DIR/results.json and DIR/results.md. --smoke runs each group once on tiny sizes (the test
@@ -1052,7 +1054,9 @@ def main(argv: list[str] | None = None) -> int:
             "serve": lambda: serving_figures(frame, bundle, store, str(version), quick, env, smoke),
             "image": lambda: image_figures(frame, store, str(version), args),
             # MLServer and `mlflow models serve` side by side (bench/serve_peers.py)
-            "dask": lambda: __import__("dask_engine").dask_figures(Figure, median, quick, smoke),
+            "dask": lambda: __import__("dask_engine").dask_figures(
+                Figure, median, quick, smoke, train_project, env
+            ),
             "peers": lambda: __import__("serve_peers").peer_figures(
                 frame, bundle, store, str(version), args.quick, env, args.out
             ),

@@ -253,6 +253,32 @@ def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
     assert [o["url"] for o in read["objects"]] == [_object_url(bucket, f) for f in files]
 
 
+def test_partitions_scored_on_the_workers_are_the_boosters_predictions(dask_cluster, breast_cancer):
+    """`cluster.predict` scores every partition where it lies with both boosters at once and
+    returns one float32 array in the frame's order (the label's row last); `cluster.score` of
+    a pandas frame (float64 columns sent as float32) predicts the same. The oracle: each
+    booster's own `inplace_predict` on the runner, equal bit for bit."""
+    import dask.dataframe as dd
+    import numpy as np
+    import xgboost as xgb
+    from distributed import Client
+
+    x = breast_cancer.drop(columns=["diagnosis"])
+    y = breast_cancer["diagnosis"].to_numpy()
+    params = {"objective": "binary:logistic", "max_depth": 3, "nthread": 1}
+    strong = xgb.train(params, xgb.DMatrix(x, y), 20)
+    weak = xgb.train({**params, "max_depth": 1}, xgb.DMatrix(x, y), 5)
+    frame = dd.from_pandas(breast_cancer, npartitions=4, sort=False)
+    with Client(dask_cluster) as c:
+        both = cluster.predict(c, [strong, weak], frame, "scoring", label="diagnosis")
+        alone = cluster.score(c, strong, x, "scoring")
+    assert both.dtype == np.float32 and both.shape == (3, len(x))
+    assert np.array_equal(both[0], strong.inplace_predict(x))
+    assert np.array_equal(both[1], weak.inplace_predict(x))
+    assert np.array_equal(both[2], y.astype(np.float32))
+    assert alone.dtype == np.float32 and np.array_equal(alone, both[0])
+
+
 def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
     dask_cluster, mlflow_server, tmp_path, clean_env
 ):

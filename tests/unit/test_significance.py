@@ -99,3 +99,19 @@ def test_the_comparison_in_words(low, high, margin, words) -> None:
     assert f"95% CI [{low:+.4f}, {high:+.4f}]" in said["conclusion"]
     for phrase in words:
         assert phrase in said["conclusion"]
+
+
+def test_shared_orders_and_float32_scores_match_the_definition() -> None:
+    """The gate hands DeLong the sort it made for the metrics (`orders`); float32 scores (what
+    XGBoost predicts) take the packed-key sort. Same answer as the definition."""
+    from mlgate.gate.metrics import Ranking, sort_order
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 400)
+    a = np.round(y * 0.7 + rng.normal(0, 0.5, 400), 1).astype(np.float32)
+    b = np.round(y * 0.4 + rng.normal(0, 0.5, 400), 1).astype(np.float32)
+    shared = delong(y, a, b, rankings=(Ranking(y, a, sort_order(a)), Ranking(y, b)))
+    difference, variance = by_definition(y, a.astype(float), b.astype(float))
+    assert shared.difference == pytest.approx(difference, abs=1e-12)
+    assert shared.std_error**2 == pytest.approx(variance, rel=1e-9)
+    assert shared == delong(y, a, b)

@@ -189,3 +189,41 @@ def test_ranked_metrics_equal_sklearns(seed: int) -> None:
     assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, p), rel=1e-12)
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, p, labels=[0, 1]), rel=1e-9)
     assert np.array_equal(midranks(p), rankdata(p))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float32-as-float64", "float64"])
+def test_one_sort_serves_metrics_and_slices_exactly(dtype: str) -> None:
+    """The gate sorts each model's scores once (`sort_order`: packed 64-bit keys for float32
+    scores, argsort otherwise) and derives AUC, PR-AUC and every slice from that one order.
+    Against scikit-learn and scipy on float32 scores with many ties, negative values and -0.0
+    (which must tie with 0.0), and on float64 scores that float32 cannot hold."""
+    from scipy.stats import rankdata
+    from sklearn import metrics as skm
+
+    from mlgate.gate.metrics import Ranking, midranks, sort_order
+
+    rng = np.random.default_rng(11)
+    n = 3_000
+    y = (rng.random(n) < 0.3).astype(int)
+    p = np.round(rng.normal(y * 0.6, 0.5, n), 2)  # ties, negatives
+    p[:40] = -0.0
+    p[40:80] = 0.0
+    p = p.astype(np.float32) if dtype.startswith("float32") else p + 1e-13 * rng.random(n)
+    if dtype == "float32-as-float64":
+        p = p.astype(np.float64)
+    order = sort_order(p)
+    assert sorted(order.tolist()) == list(range(n))  # a permutation ...
+    assert np.all(np.diff(p[order].astype(np.float64)) >= 0)  # ... in ascending order
+    assert np.array_equal(midranks(p), rankdata(p))
+    m = classification_metrics(y, p, 0.5, Ranking(y, p, order))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, p), rel=1e-12)
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, p), rel=1e-12)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.integers(0, 3, n)})
+    slices = {"high": "a > 0.3", "b0": "b == 0"}
+    out = slice_metrics(frame, y, p, slices, 0.5, Ranking(y, p))
+    for name, query in slices.items():
+        mask = frame.eval(query).to_numpy()
+        alone = classification_metrics(y[mask], p[mask], 0.5)
+        assert out[name]["auc"] == pytest.approx(skm.roc_auc_score(y[mask], p[mask]), rel=1e-12)
+        assert out[name]["pr_auc"] == pytest.approx(alone["pr_auc"], rel=1e-12)
+        assert out[name]["brier"] == pytest.approx(alone["brier"], rel=1e-12)

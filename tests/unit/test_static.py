@@ -156,6 +156,28 @@ def test_the_evaluate_job_is_defined_once() -> None:
     assert promote["env"] is pipeline["train"]["secrets"]
 
 
+def test_callers_pass_every_input_they_share_with_train_and_evaluate() -> None:
+    """pipeline.yml and pr-gate.yml hand each input they share with train.yml / evaluate.yml
+    through unchanged (the Dask scheduler's address among them, issue 21): an input declared
+    but not passed would silently use the called workflow's default."""
+    called = {
+        job: set(
+            yaml.safe_load((REPO / ".github/workflows" / f"{job}.yml").read_text())[True][
+                "workflow_call"
+            ]["inputs"]
+        )
+        for job in ("train", "evaluate")
+    }
+    for workflow in ("pipeline.yml", "pr-gate.yml"):
+        doc = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())
+        own = set(doc[True]["workflow_call"]["inputs"])
+        assert "dask-scheduler" in own, workflow
+        for job, inputs in called.items():
+            passed = doc["jobs"][job]["with"]
+            for name in sorted(own & inputs):
+                assert passed.get(name) == f"${{{{ inputs.{name} }}}}", (workflow, job, name)
+
+
 def test_write_permissions_live_on_three_jobs_only() -> None:
     """Least privilege: in the reusable workflows, only the comment job writes to pull requests,
     only the Environment-gated deploy job writes packages, and only the drift monitor's alert job

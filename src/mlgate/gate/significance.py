@@ -1,8 +1,11 @@
 """Is the candidate's AUC really different from the champion's on the same rows?
 
 DeLong's paired test (DeLong, DeLong & Clarke-Pearson 1988), in Sun & Xu's fast form (2014):
-the AUCs' covariance comes from the structural components of each model's scores, computed
-with midranks in O(n log n). Both models must be scored on the same rows.
+the AUCs' covariance comes from the structural components of each model's scores. Each model's
+scores are sorted once (`metrics.sort_order`, which the gate shares with the metrics); the
+components follow from the counts of positives and negatives below each run of tied scores,
+so the test is exact and O(n log n) with one sort per model. Both models must be scored on the
+same rows.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from mlgate.gate.metrics import midranks  # scipy.stats's rankdata, without scipy's import (~1.5 s)
+from mlgate.gate.metrics import Ranking
 
 
 @dataclass(frozen=True)
@@ -38,23 +41,27 @@ class PairedAuc:
 
 
 def delong(
-    y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray, confidence: float = 0.95
+    y_true: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    confidence: float = 0.95,
+    rankings: tuple[Ranking, Ranking] | None = None,
 ) -> PairedAuc:
-    """DeLong's test of AUC(candidate) - AUC(champion), with a `confidence` interval."""
-    y = np.asarray(y_true).astype(int)
-    scores = np.vstack([np.asarray(candidate, float), np.asarray(champion, float)])
-    positive, negative = scores[:, y == 1], scores[:, y == 0]
-    m, n = positive.shape[1], negative.shape[1]
+    """DeLong's test of AUC(candidate) - AUC(champion), with a `confidence` interval.
+    `rankings` are the two models' `Ranking`s on these rows when the caller has them already."""
+    y = np.asarray(y_true).astype(int).reshape(-1) == 1
+    m = int(np.count_nonzero(y))
+    n = len(y) - m
     if m < 2 or n < 2:
         raise ValueError(f"DeLong's test needs at least 2 rows of each class, got {m} and {n}")
     aucs, v10, v01 = [], [], []
-    for k in range(2):
-        tx = midranks(positive[k])
-        ty = midranks(negative[k])
-        tz = midranks(np.concatenate([positive[k], negative[k]]))
-        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((tz[:m] - tx) / n)  # each positive's share of negatives scored below it
-        v01.append(1.0 - (tz[m:] - ty) / m)  # each negative's share of positives above it
+    for k, scores in enumerate((candidate, champion)):
+        ranked = rankings[k] if rankings is not None else Ranking(y, scores)
+        aucs.append(ranked.runs.auc())
+        by_row = np.empty(len(y), dtype=np.float64)
+        by_row[ranked.order] = ranked.runs.components(ranked.y_sorted)
+        v10.append(by_row[y])  # each positive's share of negatives scored below it
+        v01.append(by_row[~y])  # each negative's share of positives scored above it
     s = np.cov(np.array(v10)) / m + np.cov(np.array(v01)) / n
     variance = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
     difference = float(aucs[0] - aucs[1])

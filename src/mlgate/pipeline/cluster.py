@@ -12,8 +12,10 @@ the machine) and only submits work:
 * `fit` trains with `xgboost.dask` (DaskQuantileDMatrix, early stopping on the validation part,
   the same `train.params`) and returns the same `xgboost.Booster` the local engine does, cut at
   its best iteration, so logging, registration, bundles and serving do not change;
-* `score` is `xgboost.dask.inplace_predict` over partitions of a frame: a float per row, in
-  order, from which the gate's own functions compute the metrics and DeLong's test.
+* `predict` scores the partitions of a dask DataFrame where they lie, every booster at once,
+  and gathers one float32 array (a row per booster, the label's when asked); `score` does so
+  for a pandas frame on the runner. From these arrays the gate's own functions compute the
+  metrics and DeLong's test exactly.
 
 A worker lost while training stops the stage with `ClusterError` (exit 14) before anything is
 registered. The workers import mlgate (the partition functions are its own): they run the same
@@ -296,18 +298,55 @@ def _worker_lost(lost: set[str], what: str) -> ClusterError:
 
 
 def score(client: Any, booster: Any, features: pd.DataFrame, what: str) -> np.ndarray:
-    """`xgboost.dask.inplace_predict` of `features` (already conformed to the model), spread over
-    the workers in partitions, gathered as a float per row in the frame's order."""
+    """`booster`'s probability per row of `features` (already conformed to the model), scored
+    on the workers in partitions: a float32 array in the frame's order (what XGBoost predicts,
+    so nothing is rounded)."""
     import dask.dataframe as dd
-    from xgboost import dask as dxgb
 
+    # XGBoost compares feature values as float32: casting float64 columns first predicts the
+    # same and ships half the bytes to the workers
+    wide = [c for c in features.columns if features[c].dtype == np.float64]
+    if wide:
+        features = features.astype(dict.fromkeys(wide, np.float32))
     count = max(1, len(workers(client)))
     frame = dd.from_pandas(  # type: ignore[no-untyped-call]
-        features, npartitions=min(count, max(1, len(features))), sort=False
+        features, npartitions=min(2 * count, max(1, len(features))), sort=False
     )
-    predictions = _watched(
-        client,
-        lambda: dxgb.inplace_predict(client, booster, frame).compute(),
-        what,
-    )
-    return np.asarray(predictions, dtype=float).reshape(-1)
+    scores: np.ndarray = predict(client, [booster], frame, what)[0]
+    return scores
+
+
+def predict(
+    client: Any, boosters: Sequence[Any], frame: Any, what: str, label: str | None = None
+) -> np.ndarray:
+    """Each booster's probability for every row of the dask DataFrame `frame`, its partitions
+    scored in parallel where they lie (`Booster.inplace_predict` per partition, the boosters
+    sent to each worker once), gathered in the frame's order as one float32 array of shape
+    (len(boosters), rows); with `label`, that column (not a feature) is the last row of the
+    array. Only these arrays reach the runner: no pandas objects, no feature values."""
+    from distributed import wait
+
+    def work() -> np.ndarray:
+        models = client.scatter([list(boosters)], broadcast=True)[0]
+        parts = client.compute(frame.to_delayed())
+        scored = client.map(_predict_part, parts, models=models, label=label, pure=False)
+        wait(scored)  # type: ignore[no-untyped-call]
+        pieces = client.gather(scored)
+        if not pieces:
+            return np.empty((len(boosters) + (label is not None), 0), dtype=np.float32)
+        return np.concatenate(pieces, axis=1)
+
+    result: np.ndarray = _watched(client, work, what)
+    return result
+
+
+def _predict_part(part: pd.DataFrame, models: Sequence[Any], label: str | None) -> np.ndarray:
+    """One partition's scores (on a worker): a row per booster, then the label's when asked."""
+    features = part.drop(columns=[label]) if label is not None else part
+    rows = [np.asarray(m.inplace_predict(features), dtype=np.float32).reshape(-1) for m in models]
+    if label is not None:
+        rows.append(part[label].to_numpy(dtype=np.float32))
+    out = np.empty((len(rows), len(part)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        out[i] = row
+    return out

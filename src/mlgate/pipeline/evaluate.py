@@ -32,7 +32,7 @@ from mlgate.files import write_json_atomic
 from mlgate.gate import threshold as thresholds
 from mlgate.gate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
 from mlgate.gate.latency import measure_models
-from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
+from mlgate.gate.metrics import Ranking, classification_metrics, slice_masks, slice_metrics
 from mlgate.gate.significance import PairedAuc, delong, statement
 from mlgate.github import outputs as github
 from mlgate.pipeline.data import check_id_column, file_md5, load_frame, pull
@@ -420,8 +420,10 @@ def _assess(
     threshold = model_threshold(tags, run.data.params, settings, "candidate", flags)
     cut = {"candidate": threshold}
     cand_proba = score(cand_model, features, "candidate", candidate, cluster_client)
+    # each model's scores are sorted once, for its metrics, its slices and DeLong's test
+    ranked = {"candidate": Ranking(y, cand_proba)}
     metrics: dict[str, dict[str, Any]] = {
-        "candidate": _metrics(holdout, y, cand_proba, settings, threshold)
+        "candidate": _metrics(holdout, ranked["candidate"], settings, threshold)
     }
     champ_proba, paired, champ_model, champion_tags = None, None, None, None
     if champion is not None:
@@ -447,9 +449,16 @@ def _assess(
                 "the features",
             )
         champ_proba = score(champ_model, features, "champion", champion, cluster_client)
-        metrics["champion"] = _metrics(holdout, y, champ_proba, settings, cut["champion"])
+        ranked["champion"] = Ranking(y, champ_proba)
+        metrics["champion"] = _metrics(holdout, ranked["champion"], settings, cut["champion"])
         try:
-            paired = delong(y, cand_proba, champ_proba, settings.gate.confidence)
+            paired = delong(
+                y,
+                cand_proba,
+                champ_proba,
+                settings.gate.confidence,
+                (ranked["candidate"], ranked["champion"]),
+            )
         except ValueError as exc:  # fewer than 2 rows of a class: no interval, fail closed
             raise DataError(
                 f"the holdout cannot compare the models: {exc}",
@@ -535,11 +544,12 @@ def build_reports(settings: Settings, decision: Decision, evidence: Evidence) ->
 
 
 def _metrics(
-    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, settings: Settings, threshold: float
+    frame: pd.DataFrame, ranked: Ranking, settings: Settings, threshold: float
 ) -> dict[str, Any]:
+    y, proba = ranked.y, ranked.proba
     return {
-        "overall": classification_metrics(y, proba, threshold),
-        "slices": slice_metrics(frame, y, proba, settings.metrics.slices, threshold),
+        "overall": classification_metrics(y, proba, threshold, ranked),
+        "slices": slice_metrics(frame, y, proba, settings.metrics.slices, threshold, ranked),
     }
 
 
