@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,21 +144,45 @@ def _has_dvcignore_rules(project_dir: Path, out_root: Path) -> bool:
     return False
 
 
-def _remote_of(settings: Settings, dvc_dir: Path) -> tuple[str, str]:
-    """The DVC remote (name, URL) from DVC's configuration alone (no repository opened)."""
-    from dvc.config import Config
-    from dvc.config import ConfigError as DvcConfigError
+# DVC's user and system configuration (platformdirs' places on Linux and macOS). When one
+# exists it may define or override remotes: the remote is then left to DVC itself.
+DVC_OUTER_CONFIGS = (
+    Path.home() / ".config" / "dvc" / "config",
+    Path.home() / "Library" / "Application Support" / "dvc" / "config",
+    Path("/etc/xdg/dvc/config"),
+    Path("/Library/Application Support/dvc/config"),
+)
 
-    try:
-        config = Config(str(dvc_dir / ".dvc"))
-    except DvcConfigError as exc:
-        raise DataError(
-            f"DVC's configuration cannot be read: {exc}", fix="correct .dvc/config"
-        ) from exc
-    remote = settings.dvc.remote or config["core"].get("remote")
-    _check_remote(remote, config["remote"])
-    assert remote is not None
-    return remote, _portable(str(config["remote"][remote]["url"]), settings.project_dir)
+
+def _remote_of(settings: Settings, dvc_dir: Path) -> tuple[str, str] | None:
+    """The DVC remote (name, URL) from the project's DVC configuration (.dvc/config, then
+    .dvc/config.local), read as DVC reads it (configobj; a relative local URL is relative to
+    the .dvc folder), without importing DVC (`dvc.config` alone imports its filesystems, about
+    3 s). None when DVC's answer could differ (a user or system configuration exists, or the
+    remote is not defined here): the caller then asks DVC."""
+    import configobj  # type: ignore[import-untyped]  # DVC's own reader of its config
+
+    if any(place.is_file() for place in DVC_OUTER_CONFIGS):
+        return None
+    merged: dict[str, dict[str, str]] = {}
+    for name in ("config", "config.local"):
+        path = dvc_dir / ".dvc" / name
+        if not path.is_file():
+            continue
+        try:
+            parsed = configobj.ConfigObj(str(path), encoding="utf-8", interpolation=False)
+        except configobj.ConfigObjError:
+            return None  # DVC reports it
+        for section, values in parsed.items():
+            if isinstance(values, dict):
+                merged.setdefault(section, {}).update({k: str(v) for k, v in values.items()})
+    remote = settings.dvc.remote or merged.get("core", {}).get("remote")
+    url = merged.get(f'remote "{remote}"', {}).get("url") if remote else None
+    if not remote or not url:
+        return None
+    if not re.match(r"\w+://", url) and not Path(url).is_absolute():
+        url = os.path.abspath(os.path.join(dvc_dir / ".dvc", os.path.expanduser(url)))
+    return remote, _portable(url, settings.project_dir)
 
 
 def _check_remote(remote: str | None, remotes: Any) -> None:
@@ -174,9 +200,6 @@ def _check_remote(remote: str | None, remotes: Any) -> None:
 
 def pull(settings: Settings) -> DataVersion:
     """Pull the data that data.dvc names and describe the version that was pulled."""
-    from dvc.exceptions import CheckoutError, DvcException, NotDvcRepoError
-    from dvc.repo import Repo
-
     dvc_file = settings.path(settings.data.dvc_file)
     out = read_dvc_file(dvc_file)
     data_path = settings.path(settings.data.path)
@@ -191,8 +214,9 @@ def pull(settings: Settings) -> DataVersion:
     # The workspace already holds the version data.dvc names (checked by digest): nothing for
     # DVC to pull or check out, and DVC's repository (seconds of imports) is not opened.
     present = workspace_digests(settings.project_dir, out_root, out)
-    if present is not None and data_path.is_file():
-        remote, remote_url = _remote_of(settings, dvc_file.parent)
+    configured = _remote_of(settings, dvc_file.parent) if present is not None else None
+    if present is not None and configured is not None and data_path.is_file():
+        remote, remote_url = configured
         return DataVersion(
             dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
             dvc_md5=out.md5,
@@ -201,6 +225,9 @@ def pull(settings: Settings) -> DataVersion:
             remote=remote,
             remote_url=remote_url,
         )
+
+    from dvc.exceptions import CheckoutError, DvcException, NotDvcRepoError
+    from dvc.repo import Repo
 
     config: dict[str, Any] = {}
     try:
