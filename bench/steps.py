@@ -267,8 +267,7 @@ def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str], 
             for _ in range(reps)
         ]
         # version 1 becomes the champion (not in smoke); the last trained version the candidate
-        versions = 1 + (0 if smoke else reps + 1)
-        candidate = "1" if smoke else str(versions)
+        candidate = "1" if smoke else str(1 + reps)  # the warm-up and `reps` runs trained
         if not smoke:
             _run([*mlgate, "evaluate", "--candidate-version", "1"], project, step_env)
             _run([*mlgate, "promote", "--candidate-version", "1"], project, step_env)
