@@ -1016,6 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run these groups only ({', '.join(GROUPS)}); default: all",
     )
     args = parser.parse_args(argv)
+    # a terminated run still stops the servers it started (their `finally:` blocks run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     only = set(args.only.split(",")) if args.only else set(GROUPS)
     if args.smoke:
         args.quick = True
