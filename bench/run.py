@@ -15,8 +15,9 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
   startup                `mlgate --help` wall time (imports are paid by every workflow step)
   register               log + register with lineage tags vs log_model(registered_model_name=)
   gate                   metrics, slices and DeLong on 1,000,000 holdout rows
-  steps                  promote, evaluate, train on the demo data: whole processes (issue 18;
-                         bench/steps.py)
+  steps                  promote, evaluate, train on the demo data: whole processes, each also
+                         beside its floor (MLflow's client; + xgboost, pandas), against one
+                         `mlflow server` started for the run (issue 18; bench/steps.py)
   train-user             `mlgate train` vs a typical user script (bench/user-script.py), whole
                          processes, 1,000,000 x 50 (group "train")
   setup                  the setup action's install step, warm uv cache, vs plain pip (warm)
@@ -30,7 +31,8 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
                          rows; its time vs rows; the gate on 10,000,000 holdout rows
                          (bench/dask_engine.py; not in --smoke)
 
-Usage: python bench/run.py [--quick | --smoke] [--only GROUP,...] [--base-image REF] [--out DIR];
+Usage: python bench/run.py [--quick | --smoke] [--only GROUP,...] [--base-image REF] [--out DIR]
+[--steps-store server|sqlite];
 writes DIR/results.json and DIR/results.md. --smoke runs each group once on tiny sizes (the test
 suite's check that the harness works; its figures mean nothing).
 """
@@ -50,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -1004,11 +1006,20 @@ def main(argv: list[str] | None = None) -> int:
         "pulls work: python:3.11-slim-bookworm)",
     )
     parser.add_argument(
+        "--steps-store",
+        choices=("server", "sqlite"),
+        default="server",
+        help="the registry of the steps and train groups: one `mlflow server` started for the "
+        "run (what the workflows talk to; default), or a sqlite file each process opens itself",
+    )
+    parser.add_argument(
         "--only",
         metavar="GROUP,...",
         help=f"run these groups only ({', '.join(GROUPS)}); default: all",
     )
     args = parser.parse_args(argv)
+    # a terminated run still stops the servers it started (their `finally:` blocks run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     only = set(args.only.split(",")) if args.only else set(GROUPS)
     if args.smoke:
         args.quick = True
@@ -1025,8 +1036,14 @@ def main(argv: list[str] | None = None) -> int:
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     }
-    with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp, ExitStack() as services:
         store = Path(tmp)
+        env = steps.bytecode_env(env, store)  # every process reads compiled bytecode
+        registry = f"sqlite:///{store}/steps.db"
+        if only & {"steps", "train"} and args.steps_store == "server":
+            (store / "registry").mkdir()
+            print("starting mlflow server for the steps ...", flush=True)
+            registry = services.enter_context(steps.tracking_server(store / "registry", env))
         frame, version, bundle = None, None, store / "bundle"
         if only & {
             "register",
@@ -1044,10 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
         quick, smoke = args.quick, args.smoke
         groups = {
             "startup": lambda: [startup_figure(quick, env, smoke)],
-            "steps": lambda: steps.step_figures(Figure, median, quick, smoke, env),
+            "steps": lambda: steps.step_figures(Figure, median, quick, smoke, env, registry),
             "gate": lambda: [gate_figure(quick, smoke)],
             "train": lambda: [
-                steps.user_train_figure(Figure, median, train_project, quick, smoke, env)
+                steps.user_train_figure(Figure, median, train_project, quick, smoke, env, registry)
             ],
             "setup": lambda: [setup_figure(quick, env)],
             "register": lambda: [registration_figure(store, quick, smoke)],

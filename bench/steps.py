@@ -16,10 +16,23 @@ this environment), on the demo data (data/breast_cancer.csv, 569 rows, the shipp
                  xgboost.train with early stopping, mlflow.xgboost.log_model with
                  registered_model_name), both whole processes (quick: 50,000 rows, not judged)
 
+  *-floor        each step beside the floor no step of its kind can go under, measured in the
+                 same run, interleaved with it, as whole processes: for promote, MLflow's client
+                 asking the server one thing (`import mlflow; MlflowClient(URI).
+                 search_experiments()`); for evaluate and train, the same after `import
+                 xgboost, pandas`. What the step takes above its floor is mlgate's own overhead
+                 (the median of the interleaved differences), and the goals are set on it.
+
 Every step's first run is a warm-up, not timed, run under `python -X importtime`: the heavy
 libraries it imported are reported with the figure (and checked by tests/integration/
-test_bench.py). The tracking store is a local sqlite file (each process opens it with
-SQLAlchemy: about as much as connecting to `mlflow server`, see docs/performance.md).
+test_bench.py).
+
+The registry is what the workflows talk to: one real `mlflow server` (sqlite behind it, proxied
+artifacts, one worker, its GenAI job runner off, as tests/conftest.py starts it), started once
+per bench run for the steps and train groups (its start is not timed); mlgate, the floors and
+the alternatives all use it. `--steps-store sqlite` points them at a sqlite file instead: each
+process then opens the store itself (SQLAlchemy and MLflow's schema check, about 4 CPU s more
+per process on the 2-core machine), which is not what a workflow pays.
 """
 
 from __future__ import annotations
@@ -28,11 +41,16 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+import requests
 
 # What a repository using mlgate holds, copied to a scratch folder (as the demo does).
 from mlgate.pipeline.demo import PROJECT_FILES
@@ -70,6 +88,12 @@ xgb.train(t["params"], train, t["num_boost_round"], evals=[(valid, "validation")
     early_stopping_rounds=t["early_stopping_rounds"], verbose_eval=False)
 print(time.perf_counter() - start)
 """
+
+# The floors (see the module's docstring): whole processes, the tracking URI as argv[1].
+REGISTRY_FLOOR = "import sys, mlflow; mlflow.MlflowClient(sys.argv[1]).search_experiments()"
+TRAINING_FLOOR = (
+    "import sys, mlflow, xgboost, pandas; mlflow.MlflowClient(sys.argv[1]).search_experiments()"
+)
 
 MOVE_ALIAS = """
 import sys
@@ -126,6 +150,66 @@ def heavy_imports(
     return wall, [m for m in HEAVY if m in names]
 
 
+def bytecode_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """Every timed process reads compiled bytecode, as an installed environment has it (pip
+    compiles it at install; a uv install writes it on first import unless
+    PYTHONDONTWRITEBYTECODE is set). Without it each process compiles every module it imports
+    from source: with this project's environment (uv-installed, PYTHONDONTWRITEBYTECODE=1) that
+    tripled `import mlflow` (3 CPU s became 9). The bytecode goes to a scratch folder of the
+    bench run (PYTHONPYCACHEPREFIX), written by the warm-up runs, never into the environment."""
+    kept = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return kept | {"PYTHONPYCACHEPREFIX": str(root / "pycache")}
+
+
+@contextmanager
+def tracking_server(root: Path, env: dict[str, str], seconds: float = 600) -> Iterator[str]:
+    """One `mlflow server` as the workflows reach it (see the module's docstring): its URI.
+    Stopped, with its process group, when the block ends."""
+    with socket_port() as port:
+        pass
+    args = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--workers", "1"]
+    args += ["--backend-store-uri", f"sqlite:///{root}/mlflow.db"]
+    args += ["--artifacts-destination", str(root / "artifacts")]
+    log = root / "server.log"
+    uri = f"http://127.0.0.1:{port}"
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            args,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            with suppress(requests.RequestException):
+                if requests.get(f"{uri}/health", timeout=2).ok:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def socket_port() -> Iterator[int]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def demo_project(root: Path, env: dict[str, str]) -> Path:
     """A scratch repository with the demo data pulled, as a workflow's checkout has it."""
     project = root / "demo"
@@ -144,41 +228,51 @@ def demo_project(root: Path, env: dict[str, str]) -> Path:
     return project
 
 
-def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) -> list:
-    """promote, evaluate and train-demo on the demo data. `figure` is bench/run.py's Figure.
-    Smoke: each step runs once (its import-listing run is its measurement), the candidate is
-    evaluated without a champion, and the reports' alternative is not measured."""
+def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str], uri: str) -> list:
+    """promote, evaluate and train-demo on the demo data, each beside its floor, against the
+    tracking URI `uri` (the bench run's `mlflow server`). `figure` is bench/run.py's Figure.
+    Smoke: each step runs once (its import-listing run is its measurement) with its floor once,
+    the candidate is evaluated without a champion, and the reports' alternative is not measured."""
     reps = 1 if smoke else (3 if quick else 5)
     mlgate = [sys.executable, "-m", "mlgate"]
+    floors: dict[str, list[float]] = {}
+    overheads: dict[str, list[float]] = {}
 
-    def runs(args: list[str], step: str, ok=(0,)) -> list[float]:
-        """The import-listing warm-up (the only run in smoke), then `reps` timed runs."""
+    def runs(args: list[str], step: str, floor: str, ok=(0,)) -> list[float]:
+        """The import-listing warm-up (the only run in smoke), then `reps` timed runs, each
+        followed by a run of the step's floor (interleaved: a change of load hits both)."""
         took, imports[step] = heavy_imports(args, project, step_env, ok, step if smoke else "")
-        return (
-            [took]
-            if smoke
-            else [timed([*mlgate, *args], project, step_env, ok, step) for _ in range(reps)]
-        )
+        mine = [took] if smoke else []
+        floor_cmd = [sys.executable, "-c", floor, uri]
+        if not smoke:  # the floor's own warm-up (bytecode), not timed
+            _run(floor_cmd, project, env)
+        for _ in range(reps):
+            if not smoke:
+                mine.append(timed([*mlgate, *args], project, step_env, ok, step))
+            floors.setdefault(step, []).append(timed(floor_cmd, project, env, step=f"{step}-floor"))
+            overheads.setdefault(step, []).append(mine[-1] - floors[step][-1])
+        return mine
 
     imports: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-steps-") as tmp:
         project = demo_project(Path(tmp), env)
-        store = f"sqlite:///{project}/mlflow.db"
-        step_env = env | {"MLGATE_TRACKING_URI": store, "MLGATE_REPORTS_DIR": f"{tmp}/reports"}
+        step_env = env | {"MLGATE_TRACKING_URI": uri, "MLGATE_REPORTS_DIR": f"{tmp}/reports"}
         read_name = "import yaml; print(yaml.safe_load(open('params.yaml'))['model']['name'])"
         name = _run([sys.executable, "-c", read_name], project, env).stdout.strip()
-        train_runs = runs(["train", "--no-pull"], "train")
+        # `train` as a workflow runs it: the data is pulled (here: already in the workspace,
+        # as data.dvc names it; mlgate checks that by digest)
+        train_runs = runs(["train"], "train", TRAINING_FLOOR)
         bare_runs = [
             float(_run([sys.executable, "-c", BARE_TRAIN], project, env).stdout.split()[-1])
             for _ in range(reps)
         ]
         # version 1 becomes the champion (not in smoke); the last trained version the candidate
-        candidate = "1" if smoke else str(1 + reps)
+        candidate = "1" if smoke else str(1 + reps)  # the warm-up and `reps` runs trained
         if not smoke:
             _run([*mlgate, "evaluate", "--candidate-version", "1"], project, step_env)
             _run([*mlgate, "promote", "--candidate-version", "1"], project, step_env)
         evaluate = ["evaluate", "--candidate-version", candidate, "--fail-on-gate", "false"]
-        eval_runs = runs([*evaluate, "--set", "reports.quality=false"], "evaluate")
+        eval_runs = runs([*evaluate, "--set", "reports.quality=false"], "evaluate", TRAINING_FLOOR)
         published = {p.name for p in (Path(tmp) / "reports" / name / f"v{candidate}").iterdir()}
         if "decision.json" not in published or any("evidently" in p for p in published):
             raise RuntimeError(f"reports.quality=false published {sorted(published)}")
@@ -190,12 +284,14 @@ def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) 
             ]
         )
         # the first run moves the alias (exit 6 if the gate rejected the candidate: the same work)
-        promote_runs = runs(["promote", "--candidate-version", candidate], "promote", (0, 6))
-        move = [sys.executable, "-c", MOVE_ALIAS, store, name, candidate]
+        promote_runs = runs(
+            ["promote", "--candidate-version", candidate], "promote", REGISTRY_FLOOR, (0, 6)
+        )
+        move = [sys.executable, "-c", MOVE_ALIAS, uri, name, candidate]
         bare_alias = [timed(move, project, env, (0,), "alias") for _ in range(reps)]
     IMPORTS.update(imports)
     bare = median(bare_runs)
-    return [
+    figures = [
         figure(
             "promote",
             "`mlgate promote` whole process vs a bare MLflow script moving one alias (s); "
@@ -237,12 +333,47 @@ def step_figures(figure, median, quick: bool, smoke: bool, env: dict[str, str]) 
             notes=f"mlgate − bare = {median(train_runs) - bare:.2f} s; {cpu('train', median)}",
         ),
     ]
+    for step, what, goal, step_runs in (
+        ("promote", REGISTRY_FLOOR, 1.0, promote_runs),
+        ("evaluate", TRAINING_FLOOR, 3.0, eval_runs),
+        ("train", TRAINING_FLOOR, 5.0, train_runs),
+    ):
+        overhead = median(overheads[step])
+        cpu_overhead = (
+            median(CPU[step]) - median(CPU[f"{step}-floor"])
+            if CPU.get(step) and CPU.get(f"{step}-floor")
+            else float("nan")
+        )
+        figures.append(
+            figure(
+                f"{step}-floor",
+                f"`mlgate {step}` vs its floor, interleaved whole processes: `python -c "
+                f'"{what.replace("sys.argv[1]", "URI")}"` (s); mlgate\'s overhead is the '
+                "median of the differences",
+                median(step_runs),
+                median(floors[step]),
+                "s",
+                f"overhead ≤ {goal:g} s",
+                overhead <= goal,
+                step_runs,
+                floors[step],
+                notes=f"overhead {overhead:.2f} s wall, {cpu_overhead:.2f} s CPU "
+                f"({cpu(step, median)} vs {cpu(step + '-floor', median)})",
+            )
+        )
+    return figures
 
 
 USER_SCRIPT = ROOT / "bench" / "user-script.py"
+WARM_TRAINING = (
+    "import mlflow, mlflow.xgboost, xgboost, pandas, yaml, sklearn.metrics, pandera.pandas, "
+    "dvc.repo, mlgate.pipeline.train"
+)
 
 
-def user_train_figure(figure, median, train_project, quick: bool, smoke: bool, env) -> object:
+def user_train_figure(
+    figure, median, train_project, quick: bool, smoke: bool, env, uri: str
+) -> object:
     """`mlgate train` vs the typical user script (bench/user-script.py), whole processes, on
     1,000,000 x 50 rows (quick: 50,000; smoke: 2,000; neither judged)."""
     rows = 2_000 if smoke else (50_000 if quick else 1_000_000)
@@ -250,11 +381,12 @@ def user_train_figure(figure, median, train_project, quick: bool, smoke: bool, e
     rounds = 10 if smoke else (50 if quick else 200)
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-train-") as tmp:
         project = train_project(Path(tmp), rows, 50, rounds=rounds, env=env)
-        store = f"sqlite:///{project}/mlflow.db"
-        ours = [sys.executable, "-m", "mlgate", "train", "--no-pull"]
-        theirs = [sys.executable, str(USER_SCRIPT), "params.yaml", store]
-        step_env = env | {"MLGATE_TRACKING_URI": store}
+        ours = [sys.executable, "-m", "mlgate", "train"]  # the data is in the workspace
+        theirs = [sys.executable, str(USER_SCRIPT), "params.yaml", uri]
+        step_env = env | {"MLGATE_TRACKING_URI": uri}
         mine, alt = [], []
+        if not smoke:  # bytecode for what both import (a full run takes minutes), not timed
+            _run([sys.executable, "-c", WARM_TRAINING], project, env)
         for _ in range(reps):  # interleaved, so a change of load hits both alike
             mine.append(timed(ours, project, step_env, step="train-user"))
             alt.append(timed(theirs, project, env, step="user-script"))

@@ -12,7 +12,8 @@ tests/integration/test_serve_http.py and test_serve_workers.py; the rest is wrk 
 
 The steps group also records which heavy libraries each step imported while it ran: that is
 asserted here (the decision path never loads the reports' libraries; promotion never loads a
-training library), on real runs against a real store."""
+training library; a workspace already holding the data version never opens DVC), on real runs
+against a real `mlflow server` that the bench starts (as the workflows reach the registry)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ from tests.conftest import REPO
 
 FIGURES = {
     "startup": {"startup"},
-    "steps": {"promote", "evaluate", "train-demo"},
+    "steps": {
+        "promote",
+        "evaluate",
+        "train-demo",
+        "promote-floor",
+        "evaluate-floor",
+        "train-floor",
+    },
     "gate": {"gate"},
     "train": {"train-user"},
     "register": {"register"},
@@ -56,6 +64,8 @@ def test_the_smoke_benchmark_runs_its_groups_and_reports(tmp_path) -> None:
     assert {"mlflow", "xgboost", "pandas"} <= set(imports["train"])
     assert not {"evidently", "matplotlib"} & set(imports["train"])
     assert not {"evidently", "matplotlib", "pandera"} & set(imports["evaluate"])
+    # the workspace holds the data data.dvc names (checked by digest): DVC is not opened
+    assert "dvc" not in set(imports["train"]) | set(imports["evaluate"])
     assert not {"xgboost", "sklearn", "dvc", "pandera", "evidently", "matplotlib"} & set(
         imports["promote"]
     )

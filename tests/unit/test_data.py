@@ -110,3 +110,55 @@ def test_a_sharded_version_is_read_as_one_frame_in_shard_order(project: Path) ->
     whole.iloc[:5].to_csv(shards / "part-99.csv", index=False)
     with pytest.raises(DataError, match="shards of one format"):
         data.load_frame(shards)
+
+
+def test_a_workspace_that_holds_the_version_is_trusted_by_digest(project: Path) -> None:
+    """The second pull finds the data data.dvc names already there (by md5): it neither needs
+    the remote nor changes the version it records."""
+    first = data.pull(settings_for(project))
+    shutil.rmtree(project / "dvc-remote")  # DVC would now fail: nothing is asked of it
+    assert data.pull(settings_for(project)) == first
+    assert data.pull(settings_for(project, MLGATE_DVC_PULL="false")) == first
+    (project / "data" / "breast_cancer.csv").write_text("changed\n")
+    out = data.read_dvc_file(project / "data.dvc")
+    assert data.workspace_digests(project, (project / "data").resolve(), out) is None
+
+
+def test_workspace_digests_are_the_ones_dvc_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oracle is DVC itself: `dvc add` of a nested directory and of a single file."""
+    from dvc.repo import Repo
+
+    folder = tmp_path / "data"
+    (folder / "b" / "c").mkdir(parents=True)
+    (folder / "z.csv").write_text("a,b\n1,2\n")
+    (folder / "b" / "y.csv").write_bytes(b"x\r\n1\r\n")  # CRLF: DVC 3 hashes the bytes
+    (folder / "b" / "c" / "a b.parquet").write_bytes(bytes(range(256)))
+    (tmp_path / "one.csv").write_text("x\n3\n")
+    monkeypatch.chdir(tmp_path)  # DVC resolves the targets from the working directory
+    repo = Repo.init(str(tmp_path), no_scm=True)
+    repo.add(["data", "one.csv"])
+    repo.close()
+    for name, root in (("data.dvc", folder), ("one.csv.dvc", tmp_path / "one.csv")):
+        out = data.read_dvc_file(tmp_path / name)
+        assert out.hash_name == "md5"
+        digests = data.workspace_digests(tmp_path, root.resolve(), out)
+        assert digests is not None, name
+        assert all(digest == data.file_md5(path) for path, digest in digests.items())
+    (folder / "new.csv").write_text("extra\n")  # a file data.dvc does not list
+    assert (
+        data.workspace_digests(
+            tmp_path, folder.resolve(), data.read_dvc_file(tmp_path / "data.dvc")
+        )
+        is None
+    )
+    # a .dvcignore rule changes what DVC lists: DVC decides
+    (folder / "new.csv").unlink()
+    (tmp_path / ".dvcignore").write_text("# a comment\n*.tmp\n")
+    assert (
+        data.workspace_digests(
+            tmp_path, folder.resolve(), data.read_dvc_file(tmp_path / "data.dvc")
+        )
+        is None
+    )

@@ -9,7 +9,10 @@ says which of the usual causes it is and what to do.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ class DvcOutput:
     md5: str
     path: str
     is_dir: bool
+    hash_name: str | None = None  # "md5" (DVC 3); absent in DVC 2's files (md5-dos2unix)
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,123 @@ def read_dvc_file(path: Path) -> DvcOutput:
         raise DataError(
             f"{path.name} has no valid md5 for '{out_path}'", fix=fix.format(path.name, out_path)
         )
-    return DvcOutput(md5=md5, path=out_path, is_dir=md5.endswith(".dir"))
+    hash_name = out.get("hash")
+    return DvcOutput(
+        md5=md5,
+        path=out_path,
+        is_dir=md5.endswith(".dir"),
+        hash_name=hash_name if isinstance(hash_name, str) else None,
+    )
+
+
+def workspace_digests(project_dir: Path, out_root: Path, out: DvcOutput) -> dict[Path, str] | None:
+    """The md5 of every file of the tracked output when the workspace holds exactly the data
+    version the .dvc file names, proven by digest; else None (and DVC decides). Computed as
+    DVC 3 computes it: a file's md5 is the md5 of its bytes; a directory's is the md5 of the
+    JSON list of its files (`[{"md5": ..., "relpath": ...}]`, sorted by path, keys sorted)
+    plus ".dir" (dvc_data's Tree.digest). DVC 2's md5-dos2unix files and projects with
+    .dvcignore rules are left to DVC; so is anything that does not match: this only ever
+    skips work DVC would have found nothing to do for."""
+    if out.hash_name != "md5" or _has_dvcignore_rules(project_dir, out_root):
+        return None
+    if not out.is_dir:
+        if not out_root.is_file():
+            return None
+        digest = file_md5(out_root)
+        return {out_root: digest} if digest == out.md5 else None
+    if not out_root.is_dir():
+        return None
+    digests: dict[Path, str] = {}
+    for path in out_root.rglob("*"):
+        if path.is_symlink():
+            return None  # a link (DVC's symlink cache type): DVC's own rules apply
+        if path.is_dir():
+            continue
+        if not path.is_file():
+            return None
+        digests[path] = file_md5(path)
+    listing = sorted(
+        (
+            {"md5": digest, "relpath": PurePosixPath(path.relative_to(out_root)).as_posix()}
+            for path, digest in digests.items()
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    tree = hashlib.md5(json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False)
+    return digests if f"{tree.hexdigest()}.dir" == out.md5 else None
+
+
+def _has_dvcignore_rules(project_dir: Path, out_root: Path) -> bool:
+    """A .dvcignore with a rule at the project's root or inside the tracked output."""
+    places = [project_dir / ".dvcignore"]
+    if out_root.is_dir():
+        places += list(out_root.rglob(".dvcignore"))
+    for place in places:
+        if place.is_file():
+            text = place.read_text(encoding="utf-8", errors="replace")
+            if any(
+                line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()
+            ):
+                return True
+    return False
+
+
+# DVC's user and system configuration (platformdirs' places on Linux and macOS). When one
+# exists it may define or override remotes: the remote is then left to DVC itself.
+DVC_OUTER_CONFIGS = (
+    Path.home() / ".config" / "dvc" / "config",
+    Path.home() / "Library" / "Application Support" / "dvc" / "config",
+    Path("/etc/xdg/dvc/config"),
+    Path("/Library/Application Support/dvc/config"),
+)
+
+
+def _remote_of(settings: Settings, dvc_dir: Path) -> tuple[str, str] | None:
+    """The DVC remote (name, URL) from the project's DVC configuration (.dvc/config, then
+    .dvc/config.local), read as DVC reads it (configobj; a relative local URL is relative to
+    the .dvc folder), without importing DVC (`dvc.config` alone imports its filesystems, about
+    3 s). None when DVC's answer could differ (a user or system configuration exists, or the
+    remote is not defined here): the caller then asks DVC."""
+    import configobj  # type: ignore[import-untyped]  # DVC's own reader of its config
+
+    if any(place.is_file() for place in DVC_OUTER_CONFIGS):
+        return None
+    merged: dict[str, dict[str, str]] = {}
+    for name in ("config", "config.local"):
+        path = dvc_dir / ".dvc" / name
+        if not path.is_file():
+            continue
+        try:
+            parsed = configobj.ConfigObj(str(path), encoding="utf-8", interpolation=False)
+        except configobj.ConfigObjError:
+            return None  # DVC reports it
+        for section, values in parsed.items():
+            if isinstance(values, dict):
+                merged.setdefault(section, {}).update({k: str(v) for k, v in values.items()})
+    remote = settings.dvc.remote or merged.get("core", {}).get("remote")
+    url = merged.get(f'remote "{remote}"', {}).get("url") if remote else None
+    if not remote or not url:
+        return None
+    if not re.match(r"\w+://", url) and not Path(url).is_absolute():
+        url = os.path.abspath(os.path.join(dvc_dir / ".dvc", os.path.expanduser(url)))
+    return remote, _portable(url, settings.project_dir)
+
+
+def _check_remote(remote: str | None, remotes: Any) -> None:
+    if not remote:
+        raise DataError(
+            "no DVC remote is configured",
+            fix="add one with `dvc remote add -d NAME URL`, or set dvc.remote",
+        )
+    if remote not in remotes:
+        raise DataError(
+            f"DVC remote '{remote}' is not configured",
+            fix=f"use one of: {', '.join(remotes) or '(none)'}; or `dvc remote add`",
+        )
 
 
 def pull(settings: Settings) -> DataVersion:
     """Pull the data that data.dvc names and describe the version that was pulled."""
-    from dvc.exceptions import CheckoutError, DvcException
-
     dvc_file = settings.path(settings.data.dvc_file)
     out = read_dvc_file(dvc_file)
     data_path = settings.path(settings.data.path)
@@ -96,6 +210,23 @@ def pull(settings: Settings) -> DataVersion:
             f"{dvc_file.name} tracks",
             fix=f"set data.path to a file under {out.path}/ or point data.dvc_file at its .dvc file",
         )
+
+    # The workspace already holds the version data.dvc names (checked by digest): nothing for
+    # DVC to pull or check out, and DVC's repository (seconds of imports) is not opened.
+    present = workspace_digests(settings.project_dir, out_root, out)
+    configured = _remote_of(settings, dvc_file.parent) if present is not None else None
+    if present is not None and configured is not None and data_path.is_file():
+        remote, remote_url = configured
+        return DataVersion(
+            dvc_file=str(PurePosixPath(dvc_file.relative_to(settings.project_dir))),
+            dvc_md5=out.md5,
+            path=str(PurePosixPath(data_path.relative_to(settings.project_dir))),
+            file_md5=present.get(data_path.resolve()) or file_md5(data_path),
+            remote=remote,
+            remote_url=remote_url,
+        )
+
+    from dvc.exceptions import CheckoutError, DvcException
 
     with remote_of(settings, dvc_file) as (repo, remote, remote_url), _dvc_messages() as messages:
         try:
@@ -160,17 +291,8 @@ def remote_of(settings: Settings, dvc_file: Path) -> Iterator[tuple[Any, str, st
             f"{dvc_file.parent} is not a DVC repository", fix="run `dvc init` and commit .dvc/"
         ) from exc
     remote = settings.dvc.remote or repo.config["core"].get("remote")
-    if not remote:
-        raise DataError(
-            "no DVC remote is configured",
-            fix="add one with `dvc remote add -d NAME URL`, or set dvc.remote",
-        )
-    remotes = repo.config["remote"]
-    if remote not in remotes:
-        raise DataError(
-            f"DVC remote '{remote}' is not configured",
-            fix=f"use one of: {', '.join(remotes) or '(none)'}; or `dvc remote add`",
-        )
+    _check_remote(remote, repo.config["remote"])
+    assert remote is not None
     if settings.dvc.endpoint_url:
         config = {"remote": {remote: {"endpointurl": settings.dvc.endpoint_url}}}
         repo.close()

@@ -46,12 +46,12 @@ from mlgate.settings import GateSettings, Settings
 def data_of(settings: Settings, tags: Mapping[str, str], *, pulled: Path | None) -> pd.DataFrame:
     """The data version a model was trained on: the pulled workspace file when it is that
     version, else read through DVC at the commit that trained it."""
-    import dvc.api
-
     wanted = tags.get("mlgate.data.file_md5")
     path = tags.get("mlgate.data.path", str(settings.data.path))
     if pulled is not None and pulled.is_file() and file_md5(pulled) == wanted:
         return load_frame(pulled)
+    import dvc.api  # only for a version the workspace does not hold (seconds of imports)
+
     commit = tags.get("mlgate.git.commit")
     try:
         with dvc.api.open(path, repo=str(settings.project_dir), rev=commit, mode="rb") as handle:

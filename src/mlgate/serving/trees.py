@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -308,6 +309,9 @@ def parity_rows(booster: Any, extra: np.ndarray | None = None, seed: int = 0) ->
     return rows
 
 
+_QUIET = threading.Lock()
+
+
 @contextmanager
 def _quiet() -> Iterator[Callable[[], str]]:
     """treelite and tl2cgen talk as they work: from C++ straight to file descriptor 2 (a
@@ -318,18 +322,19 @@ def _quiet() -> Iterator[Callable[[], str]]:
     import warnings
 
     printed = io.StringIO()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as native, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        os.dup2(native.fileno(), 2)
+    with _QUIET:  # fd 2, stdout and the warning filters are the process's: one at a time
+        saved = os.dup(2)
+        with tempfile.TemporaryFile(mode="w+b") as native, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(native.fileno(), 2)
 
-        def said() -> str:
-            native.seek(0)
-            return (printed.getvalue() + native.read().decode(errors="replace"))[-2000:]
+            def said() -> str:
+                native.seek(0)
+                return (printed.getvalue() + native.read().decode(errors="replace"))[-2000:]
 
-        try:
-            with contextlib.redirect_stdout(printed):
-                yield said
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            try:
+                with contextlib.redirect_stdout(printed):
+                    yield said
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
