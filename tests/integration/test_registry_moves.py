@@ -114,6 +114,16 @@ def test_one_holder_at_a_time_from_every_starting_state(moves_server, tmp_path) 
     victim = subprocess.Popen(
         [python, "-c", KILLED_HOLDER, mlflow_postgres, names["killed"]], stderr=subprocess.PIPE
     )
+    # The lockers start once its ticket is in the registry: a dead holder's ticket is deleted
+    # by the next taker, so a victim slower than all sixteen lockers (a busy runner) would
+    # leave it with no taker after it, and the test would prove nothing about it.
+    deadline = time.monotonic() + 300
+    while not lock_versions(client, names["killed"]):
+        if victim.poll() is not None:  # killed at its fault point: its ticket is there
+            assert lock_versions(client, names["killed"]), victim.stderr.read()
+            break
+        assert time.monotonic() < deadline, "the holder being killed never took a ticket"
+        time.sleep(0.2)
     flags = tmp_path / "flags"
     flags.mkdir()
     order = list(names.values())
