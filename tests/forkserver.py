@@ -9,13 +9,21 @@ reaped by the server, which reports its exit status as `subprocess` would (-9 fo
 Nothing runs in the server before a fork but the imports (no client, no connection, no Python
 thread: the server reports its thread count, which the tests check is one), so every child
 starts from the state a fresh interpreter has after the same imports.
+
+`run_all` forks a batch and waits for it; `start_all` forks a batch and returns while it runs
+(its pids, each child's stdout read as it is written, a SIGKILL of those still running), for
+children that live through several rounds the test drives (the mixed race of
+test_registry_moves).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,7 +68,8 @@ def child(job):
         os._exit(code)
 
 
-# One line, a list of jobs: all forked at once (they run side by side), then all reaped.
+# One line, a list of jobs: all forked at once (they run side by side), their pids reported,
+# then all reaped and their exit statuses reported.
 for line in sys.stdin:
     pids = []
     for job in json.loads(line):
@@ -68,6 +77,8 @@ for line in sys.stdin:
         if pid == 0:
             child(job)
         pids.append(pid)
+    report.write(json.dumps(pids) + "\n")
+    report.flush()
     codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
     report.write(json.dumps(codes) + "\n")
     report.flush()
@@ -92,6 +103,12 @@ class ForkServer:
         self, jobs: Sequence[tuple[str, Sequence[str], Mapping[str, str]]]
     ) -> list[subprocess.CompletedProcess]:
         """Fork one child per job, all at once (they run side by side), and wait for all."""
+        return self.start_all(jobs).wait()
+
+    def start_all(self, jobs: Sequence[tuple[str, Sequence[str], Mapping[str, str]]]) -> Running:
+        """Fork one child per job, all at once, and return while they run: the test talks to
+        them (files, barriers) and reads their stdout as they write it, then waits for all.
+        The server forks nothing else until they are reaped."""
         lines, files = [], []
         for code, argv, env in jobs:
             self.jobs += 1
@@ -104,16 +121,66 @@ class ForkServer:
         assert self.process.stdin and self.process.stdout
         self.process.stdin.write(json.dumps(lines) + "\n")
         self.process.stdin.flush()
+        return Running(self, files, json.loads(self.report()))
+
+    def report(self) -> str:
+        assert self.process.stdout
         line = self.process.stdout.readline()
         assert line, f"the fork server died (exit {self.process.poll()})"
-        return [
-            subprocess.CompletedProcess(argv, code, out.read_text(), err.read_text())
-            for (argv, out, err), code in zip(files, json.loads(line), strict=True)
-        ]
+        return line
 
     def mlgate(self, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
         """`mlgate ARGV` in a forked child."""
         return self.run(MLGATE, ["mlgate", *argv], env)
+
+
+class Running:
+    """Children forked by `ForkServer.start_all`, still running: their pids, their stdout as
+    written so far, and their end (each reaped by the server)."""
+
+    def __init__(
+        self, server: ForkServer, files: list[tuple[list[str], Path, Path]], pids: list[int]
+    ) -> None:
+        self.server, self.files, self.pids = server, files, pids
+        self.codes: list[int] | None = None
+
+    def alive(self, i: int) -> bool:
+        """Child `i` has not exited (a child that exited is a zombie until the server reaps it)."""
+        if self.codes is not None:
+            return False
+        try:
+            stat = Path(f"/proc/{self.pids[i]}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    def line(self, i: int, n: int, seconds: float = 1800) -> str:
+        """Line `n` (from 0) of child `i`'s stdout, waited for while the child lives."""
+        _, out, err = self.files[i]
+        deadline = time.monotonic() + seconds
+        while True:
+            lines = out.read_text().splitlines(keepends=True) if out.exists() else []
+            if len(lines) > n and lines[n].endswith("\n"):
+                return lines[n]
+            assert self.alive(i), f"child {i} exited without line {n}:\n{err.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"child {i} wrote no line {n} in {seconds} s"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL the children that still run (each by its pid; the server reaps them)."""
+        for i, pid in enumerate(self.pids):
+            if self.alive(i):
+                os.kill(pid, signal.SIGKILL)
+
+    def wait(self) -> list[subprocess.CompletedProcess]:
+        """Wait for every child; what `subprocess.run(..., capture_output=True, text=True)`
+        would return for each."""
+        if self.codes is None:
+            self.codes = list(json.loads(self.server.report()))
+        return [
+            subprocess.CompletedProcess(argv, code, out.read_text(), err.read_text())
+            for (argv, out, err), code in zip(self.files, self.codes, strict=True)
+        ]
 
 
 @contextmanager

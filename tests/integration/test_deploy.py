@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -22,7 +22,8 @@ from mlgate.pipeline import deploy, rollback
 from mlgate.registry import audit, doctor
 from mlgate.registry import moves as registry
 from mlgate.serving.predlog import S3Sink, read_log
-from tests.conftest import BIN, REPO, free_port, push_data
+from tests.conftest import REPO, free_port, push_data
+from tests.forkserver import ForkServer, fork_server
 from tests.integration.test_gate import WEAK, Registry
 
 pytestmark = pytest.mark.docker
@@ -78,6 +79,29 @@ def production(models: Registry) -> str | None:
         return str(models.client.get_model_version_by_alias(models.model, "production").version)
     except Exception:
         return None
+
+
+def production_with_history(site, docker_engine, container_registry) -> str:
+    """The version in Production, deployed over an earlier one (its `previous` is a version):
+    the state test_deploy_then_serve_then_roll_back leaves. When that test did not run (a `-k`
+    selection), it is made here the cheap way: a weak champion and a better candidate, each
+    promoted and deployed with an image pushed beforehand that holds its model (deploy
+    verifies and reuses it: no build). So each test below sets up what it reads."""
+    from tests.integration.test_concurrency import model_image
+
+    models, env, image = site
+    current = production(models)
+    if current is None:
+        for params in (WEAK, ()):
+            version = models.train(*params)
+            assert models.evaluate(version) == 0 and models.promote(version) == 0
+            model_image(docker_engine, models, version, image, container_registry)
+            assert deploy_cli(models, env, version) == 0
+        current = production(models)
+    assert current is not None
+    tags = models.client.get_model_version(models.model, current).tags
+    assert tags.get("mlgate.production.previous", "none") != "none", tags
+    return current
 
 
 class SpyRegistry:
@@ -482,27 +506,39 @@ def test_deploy_refuses_a_version_that_is_not_staging(site, capsys) -> None:
     assert production(models) != v
 
 
+# What `mlgate deploy` imports before its first registry call.
+DEPLOY_IMPORTS = ("mlflow", "docker", "mlgate.cli", "mlgate.pipeline.deploy")
+
+
+@pytest.fixture
+def forks(tmp_path) -> Iterator[ForkServer]:
+    """One interpreter that imported what `mlgate deploy` needs: the killed jobs are forked
+    from it (each a real process, SIGKILLed for real) instead of importing mlflow twice."""
+    with fork_server(tmp_path / "forks", DEPLOY_IMPORTS) as server:
+        assert server.threads == 1, "a thread started by an import would not survive the fork"
+        yield server
+
+
 def test_job_killed_around_the_production_move_converges(
-    site, docker_engine, breast_cancer, capsys
+    site, docker_engine, container_registry, breast_cancer, capsys, forks
 ) -> None:
     """A real `mlgate deploy` process is SIGKILLed (no handler, no `finally`: its lock ticket
     stays, as a dead job leaves it) after the push, with the move recorded as pending but
     Production not moved; then right after Production moved, before its stage and tags. Each
     re-run meets what the dead job left and finishes the work; nothing is half done."""
     models, env, _ = site
-    before = production(models)
+    before = production_with_history(site, docker_engine, container_registry)
     push_data(models.project, breast_cancer.iloc[40:], message="data: v3")
     v3 = models.train()
     assert models.evaluate(v3) == 0 and models.promote(v3) == 0
     env = env | {"MLGATE_TRACKING_LOCK_LEASE": "60"}  # no move outlasts it on a busy runner
     lock = registry.lock_name(models.model)
-    argv = [str(BIN / "mlgate"), "deploy", *models.args(), "--candidate-version", v3]
+    argv = ["deploy", *models.args(), "--candidate-version", v3]
     argv += ["--source", str(REPO), "--approved-by", "alice"]
 
     def killed_at(point: str) -> None:
-        done = subprocess.run(
-            argv, env=env | {"MLGATE_TRACKING_FAULT_POINT": point}, capture_output=True, text=True
-        )
+        # `mlgate deploy`, a real process forked after its imports (tests/forkserver.py).
+        done = forks.mlgate(argv, env | {"MLGATE_TRACKING_FAULT_POINT": point})
         assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
         (left,) = models.client.search_model_versions(f"name='{lock}'")  # its ticket
         # Its lease runs out: the expiry on the ticket moved into the past, as the clock would
@@ -542,17 +578,20 @@ def test_job_killed_around_the_production_move_converges(
     assert models.client.search_model_versions(f"name='{lock}'") == []
 
 
-def test_production_moves_into_its_own_model_and_rolls_back_there(site, capsys) -> None:
-    """The migration from the earlier layout (docs/production-registry.md), with the real
-    images of the tests above (no new build): with model.production_name set, deploying the
+def test_production_moves_into_its_own_model_and_rolls_back_there(
+    site, docker_engine, container_registry, capsys
+) -> None:
+    """The migration from the earlier layout (docs/production-registry.md), with the images
+    of the tests above (or those production_with_history pushed; no new build): with model.production_name set, deploying the
     version in Production copies it into the production model and moves `production` there;
     a re-run copies nothing more; lineage reads Production through the copy; a rollback to
     what it replaced (deployed in the earlier layout) copies that version first and moves
     between the copies; the main model is never written, and doctor names its stale alias.
     About 30 s on an idle machine (image pulls and checks, MLflow calls)."""
     models, env, _ = site
-    legacy = production(models)  # on the model itself, left by the tests above
-    assert legacy is not None and models.staging() == legacy
+    # On the model itself, left by the tests above (or made by production_with_history).
+    legacy = production_with_history(site, docker_engine, container_registry)
+    assert models.staging() == legacy
     held = f"{models.model}-production"
     env = env | {"MLGATE_MODEL_PRODUCTION_NAME": held}
     then = models.client.get_model_version(models.model, legacy).tags
