@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -157,33 +157,10 @@ def server(
     seconds: float = 180,
 ) -> Iterator[str]:
     prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        [*prefix, *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + seconds
-    try:
-        while True:
-            try:
-                if requests.get(url + ready, timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{args[0]} did not start:\n{Path(log.name).read_text()[-3000:]}"
-                )
-            time.sleep(0.3)
-        yield url
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        Path(log.name).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlgate-bench-server-") as tmp:
+        url = f"http://127.0.0.1:{port}"
+        with steps.running([*prefix, *args], url, ready, env, Path(tmp) / "server.log", seconds):
+            yield url
 
 
 def mlgate_server(bundle: Path, port: int, workers: int, cpus: str | None, env):

@@ -171,26 +171,33 @@ def tracking_server(root: Path, env: dict[str, str], seconds: float = 600) -> It
     args += ["--port", str(port), "--workers", "1"]
     args += ["--backend-store-uri", f"sqlite:///{root}/mlflow.db"]
     args += ["--artifacts-destination", str(root / "artifacts")]
-    log = root / "server.log"
-    uri = f"http://127.0.0.1:{port}"
+    server_env = env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    url = f"http://127.0.0.1:{port}"
+    with running(args, url, "/health", server_env, root / "server.log", seconds) as uri:
+        yield uri
+
+
+@contextmanager
+def running(
+    args: list[str], url: str, ready: str, env: dict[str, str], log: Path, seconds: float
+) -> Iterator[str]:
+    """A server process (its own process group, output in `log`) until `url + ready`
+    answers 200 within `seconds`: `url`. SIGTERM to the group when the block ends (SIGKILL
+    after 30 s)."""
     with log.open("w") as handle:
         process = subprocess.Popen(
-            args,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     try:
         deadline = time.monotonic() + seconds
         while True:
             with suppress(requests.RequestException):
-                if requests.get(f"{uri}/health", timeout=2).ok:
+                if requests.get(url + ready, timeout=2).ok:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield uri
+                raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
     finally:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
