@@ -27,6 +27,23 @@ RUN python3 -m venv /opt/venv \
        ! -name s3 ! -name sts ! -name sso ! -name sso-oidc -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
+# What every model shares comes first and is cached; what names one model (its labels and its
+# bundle) comes last, in two layers, so a new model version costs two layers, not the stage.
+COPY --from=build /opt/venv /opt/venv
+COPY src/mlgate /opt/mlgate/mlgate
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/mlgate \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MLGATE_SERVE_BUNDLE=/model \
+    MLGATE_SERVE_HOST=0.0.0.0 \
+    MLGATE_SERVE_PORT=8080
+USER 10001:10001
+WORKDIR /model
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/ping' % os.environ.get('MLGATE_SERVE_PORT', '8080'), timeout=2)"]
+ENTRYPOINT ["python", "-m", "mlgate", "serve"]
 ARG MODEL_NAME=unknown
 ARG MODEL_VERSION=0
 ARG MODEL_RUN_ID=""
@@ -46,19 +63,4 @@ LABEL org.opencontainers.image.title="mlgate-serve ${MODEL_NAME}" \
       dev.mlgate.model.sha256="${MODEL_SHA256}" \
       dev.mlgate.data.md5="${DATA_MD5}" \
       dev.mlgate.git.commit="${GIT_COMMIT}"
-COPY --from=build /opt/venv /opt/venv
-COPY src/mlgate /opt/mlgate/mlgate
 COPY bundle/ /model/
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/opt/mlgate \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    MLGATE_SERVE_BUNDLE=/model \
-    MLGATE_SERVE_HOST=0.0.0.0 \
-    MLGATE_SERVE_PORT=8080
-USER 10001:10001
-WORKDIR /model
-EXPOSE 8080
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/ping' % os.environ.get('MLGATE_SERVE_PORT', '8080'), timeout=2)"]
-ENTRYPOINT ["python", "-m", "mlgate", "serve"]

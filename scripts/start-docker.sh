@@ -5,9 +5,10 @@
 #   scripts/start-docker.sh            # engine (if none answers) + registry on 127.0.0.1:5000
 #   REGISTRY_ADDR=127.0.0.1:5001 scripts/start-docker.sh
 #
-# Engine: the running one when `docker info` answers; otherwise dockerd with no bridge network,
-# no iptables and the vfs storage driver (works inside containers and VMs without overlayfs),
-# so containers use host networking (the demo does). Needs root and Debian's docker.io.
+# Engine: the running one when `docker info` answers; otherwise dockerd with no bridge network
+# and no iptables, on the overlay2 storage driver, or vfs where the kernel cannot mount overlayfs
+# (some containers and VMs: vfs copies every layer whole, so builds are far slower). Containers
+# use host networking (the demo does). Needs root and Debian's docker.io.
 # Registry: the CNCF distribution registry (Debian's docker-registry) on REGISTRY_ADDR with its
 # data in STATE_DIR/registry; with REGISTRY_USERNAME and REGISTRY_PASSWORD set it requires them
 # (htpasswd, bcrypt), as GHCR requires a token. Logs and pid files go to STATE_DIR
@@ -39,11 +40,24 @@ else
         echo "error: no dockerd; install Debian's docker.io (apt-get install docker.io)" >&2
         exit 1
     }
-    nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
-        >"$STATE_DIR/dockerd.log" 2>&1 &
-    echo $! >"$STATE_DIR/dockerd.pid"
-    wait_for 60 "the Docker engine" docker info
-    echo "Docker engine: started (pid $(cat "$STATE_DIR/dockerd.pid"), log $STATE_DIR/dockerd.log)"
+    for driver in overlay2 vfs; do
+        nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver="$driver" \
+            >>"$STATE_DIR/dockerd.log" 2>&1 &
+        echo $! >"$STATE_DIR/dockerd.pid"
+        # an unsupported driver ends dockerd within seconds; a supported one answers
+        for _ in $(seq 60); do
+            docker info >/dev/null 2>&1 && break 2
+            kill -0 "$(cat "$STATE_DIR/dockerd.pid")" 2>/dev/null || continue 2
+            sleep 1
+        done
+        echo "error: the Docker engine did not start within 60 s; see $STATE_DIR" >&2
+        exit 1
+    done
+    docker info >/dev/null 2>&1 || {
+        echo "error: dockerd started on neither overlay2 nor vfs; see $STATE_DIR/dockerd.log" >&2
+        exit 1
+    }
+    echo "Docker engine: started on $driver (pid $(cat "$STATE_DIR/dockerd.pid"), log $STATE_DIR/dockerd.log)"
 fi
 
 if curl -s -o /dev/null "http://$REGISTRY_ADDR/v2/"; then

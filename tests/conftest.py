@@ -10,6 +10,7 @@ They run in that order, so a quick failure shows before the slow tests start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -364,9 +365,30 @@ def github_api(github_api_session: OpenAPIStandIn) -> Iterator[OpenAPIStandIn]:
 BASE_IMAGE = "local/python:3.11-bookworm"
 
 
+STORAGE_DRIVERS = ("overlay2", "vfs")
+
+
+def engine_answering(dockerd: subprocess.Popen[bytes], log: Path) -> object | None:
+    """The client of `dockerd` once it answers, or None when it exited (its storage driver is
+    not supported here)."""
+    import docker
+
+    deadline = time.monotonic() + 60
+    while dockerd.poll() is None:
+        try:
+            client = docker.from_env()
+            client.ping()
+            return client
+        except docker.errors.DockerException:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+    return None
+
+
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real Docker engine: the running one, else dockerd started as TESTBED.md says."""
+    """A real Docker engine: the running one, else dockerd started as TESTBED.md says (on
+    overlay2 where the kernel allows it)."""
     import docker
 
     started = None
@@ -377,27 +399,27 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         dockerd = shutil.which("dockerd")
         assert dockerd, "install the Docker engine (apt-get install docker.io)"
         log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-        started = subprocess.Popen(
-            [
-                dockerd,
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-                "--storage-driver=vfs",
-            ],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # stop() signals the process group
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client = docker.from_env()
-                client.ping()
+        # overlay2 where the kernel mounts overlayfs (a new layer costs nothing), else vfs, which
+        # copies every layer whole: an image build took 355 s on vfs and 2 s on overlay2 here.
+        for driver in STORAGE_DRIVERS:
+            started = subprocess.Popen(
+                [
+                    dockerd,
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--bridge=none",
+                    f"--storage-driver={driver}",
+                ],
+                stdout=log.open("a"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # stop() signals the process group
+            )
+            client = engine_answering(started, log)
+            if client is not None:
                 break
-            except docker.errors.DockerException:
-                assert started.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(1)
+            with contextlib.suppress(ProcessLookupError):  # its containerd may be gone too
+                stop(started)
+        assert client is not None, log.read_text()
     yield client
     if started is not None:
         stop(started)
