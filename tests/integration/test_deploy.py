@@ -211,7 +211,7 @@ def log_metric(url: str, name: str) -> float:
     return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
 
 
-@pytest.mark.timeout(2400)  # two image builds and many engine calls on a shared vfs engine
+@pytest.mark.timeout(2400)  # two image builds and many engine calls (vfs where overlay2 fails)
 def test_deploy_then_serve_then_roll_back(
     site,
     docker_engine,
