@@ -28,6 +28,14 @@ WEAK = (
     "--set",
     "train.early_stopping_rounds=1",
 )
+# What a test that is not about them runs without: evidently's reports (built after the decision
+# is recorded, they never change it; test_a_better_model_on_new_data_replaces_the_champion checks
+# them) and ...
+NO_REPORTS = ("--set", "reports.quality=false")
+# ... the latency check, which compiles both models' trees with the C compiler and measures them
+# (31 rounds) on every evaluation; the check itself is proven by the first three tests here
+# (first model, better model, the verdict under load), as test_concurrency's racers do.
+DECISION_ONLY = (*NO_REPORTS, "--set", "gate.max_latency_ms=null")
 
 
 class Registry:
@@ -39,8 +47,9 @@ class Registry:
         self.client = client(server)
 
     def args(self, *extra: str) -> list[str]:
-        # The latency check stays on at its default: it is measured in CPU time, so a loaded
-        # test machine does not move it (test_the_verdict_holds_with_every_core_busy).
+        # The latency check is on at its default unless a test passes DECISION_ONLY: it is
+        # measured in CPU time, so a loaded test machine does not move it
+        # (test_the_verdict_holds_with_every_core_busy).
         return train_args(self.project, self.server, self.model, *extra)
 
     def train(self, *extra: str) -> str:
@@ -79,7 +88,7 @@ def test_first_model_goes_to_staging(registry: Registry, tmp_path: Path, capsys)
     v1 = registry.train(*WEAK)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("holdout ("))
     assert " rows, " in line and "AUC 0." in line and "at threshold 0.5" in line
-    assert registry.evaluate(v1) == 0
+    assert registry.evaluate(v1, *NO_REPORTS) == 0
     decision = registry.decision(v1, tmp_path)
     assert decision["verdict"] == "pass" and decision["champion"] is None
     assert decision["schema_version"] == 2 and decision["statistics"] is None
@@ -156,11 +165,11 @@ def test_the_verdict_holds_with_every_core_busy(registry: Registry, tmp_path: Pa
     """Issue 18: the same evaluation, on a quiet machine and with every core saturated, gets
     the same verdict, check by check, with the latency check on at its default."""
     candidate = registry.train()
-    assert registry.evaluate(candidate) == 0
+    assert registry.evaluate(candidate, *NO_REPORTS) == 0
     quiet = registry.decision(candidate, tmp_path / "quiet")
     loops = busy_loops()
     try:
-        assert registry.evaluate(candidate) == 0
+        assert registry.evaluate(candidate, *NO_REPORTS) == 0
         assert all(loop.poll() is None for loop in loops), "the load ran throughout"
     finally:
         for loop in loops:
@@ -183,7 +192,7 @@ def test_a_worse_model_is_rejected_and_the_champion_untouched(
 ) -> None:
     champion = registry.staging()
     v3 = registry.train(*WEAK)
-    assert registry.evaluate(v3) == 6
+    assert registry.evaluate(v3, *DECISION_ONLY) == 6
     out = capsys.readouterr().out
     assert "::error title=mlgate gate::auc vs champion (non-inferiority)" in out
     assert registry.decision(v3, tmp_path)["verdict"] == "fail"
@@ -198,7 +207,7 @@ def test_a_worse_model_is_rejected_and_the_champion_untouched(
 def test_dry_run_reports_without_failing_or_moving(registry: Registry, capsys) -> None:
     champion = registry.staging()
     v4 = registry.train(*WEAK)
-    assert registry.evaluate(v4, "--set", "gate.mode=dry-run") == 0
+    assert registry.evaluate(v4, *DECISION_ONLY, "--set", "gate.mode=dry-run") == 0
     assert "::warning title=mlgate gate::" in capsys.readouterr().out
     assert registry.promote(v4) == 0
     assert "dry run: version" in capsys.readouterr().out
@@ -208,9 +217,9 @@ def test_dry_run_reports_without_failing_or_moving(registry: Registry, capsys) -
 def test_a_stale_comparison_is_refused(registry: Registry, capsys) -> None:
     """Evaluated against one champion; another took Staging since: do not promote."""
     v5 = registry.train()
-    assert registry.evaluate(v5, "--set", "gate.max_auc_drop=1") == 0
+    assert registry.evaluate(v5, *DECISION_ONLY, "--set", "gate.max_auc_drop=1") == 0
     v6 = registry.train()
-    assert registry.evaluate(v6, "--set", "gate.max_auc_drop=1") == 0
+    assert registry.evaluate(v6, *DECISION_ONLY, "--set", "gate.max_auc_drop=1") == 0
     assert registry.promote(v6) == 0
     assert registry.promote(v5) == 6
     assert "the champion changed since the evaluation" in capsys.readouterr().err
@@ -255,7 +264,7 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
     registry.client.set_registered_model_alias(registry.model, "production", odd)
     candidate = registry.train()
     champion_before = registry.staging()
-    assert registry.evaluate(candidate) == 7
+    assert registry.evaluate(candidate, *DECISION_ONLY) == 7
     assert "take different features" in capsys.readouterr().err
     assert registry.staging() == champion_before
     registry.client.delete_registered_model_alias(registry.model, "production")
@@ -267,7 +276,7 @@ def test_a_held_lock_stops_a_promotion_until_its_lease_ends(registry: Registry, 
     from mlgate.registry.moves import EXPIRES, PointerLock, lock_name
 
     candidate = registry.train()
-    assert registry.evaluate(candidate) == 0
+    assert registry.evaluate(candidate, *DECISION_ONLY) == 0
     held = PointerLock(
         registry.client, registry.model, holder="deploy by run 42", wait=0, lease=600
     )
@@ -292,12 +301,12 @@ def test_a_rejected_version_promoted_later_carries_no_stale_reasons(
     """Rejected, then promoted after a policy change: the version's record says what is true
     now; the rejection stays in the registered model's history."""
     v = registry.train(*WEAK)
-    assert registry.evaluate(v) == 6
+    assert registry.evaluate(v, *DECISION_ONLY) == 6
     assert registry.promote(v) == 6
     tags = registry.client.get_model_version(registry.model, v).tags
     assert tags["mlgate.promotion"] == "rejected" and "mlgate.promotion.reasons" in tags
     lenient = ("--set", "gate.max_auc_drop=1", "--set", "gate.reject_significantly_worse=false")
-    assert registry.evaluate(v, *lenient) == 0
+    assert registry.evaluate(v, *DECISION_ONLY, *lenient) == 0
     assert registry.promote(v) == 0
     tags = registry.client.get_model_version(registry.model, v).tags
     assert tags["mlgate.promotion"] == "staging" and "mlgate.promotion.reasons" not in tags
@@ -357,7 +366,7 @@ def test_a_threshold_rule_is_chosen_recorded_judged_and_served(
     assert float(params["metrics.threshold"]) == chosen
     assert params["metrics.threshold_rule"] == "max_f1"
 
-    assert registry.evaluate(v, *rule) == 0
+    assert registry.evaluate(v, *DECISION_ONLY, *rule) == 0
     decision = registry.decision(v, tmp_path)
     assert decision["metrics"]["candidate"]["threshold"] == chosen
     champion = registry.client.get_model_version(registry.model, registry.staging()).tags
@@ -383,7 +392,7 @@ def test_a_corrupt_champion_is_refused(registry: Registry, capsys) -> None:
     for path in boosters:
         path.write_bytes(b"not a model")
     candidate = registry.train()
-    assert registry.evaluate(candidate) == 7
+    assert registry.evaluate(candidate, *DECISION_ONLY) == 7
     assert "cannot load the champion" in capsys.readouterr().err
     assert registry.staging() == champion
 
@@ -393,6 +402,6 @@ def test_an_unloadable_champion_is_refused(registry: Registry, capsys) -> None:
     champion = registry.staging()
     shutil.rmtree(champion_files(registry, champion))
     candidate = registry.train()
-    assert registry.evaluate(candidate) == 7
+    assert registry.evaluate(candidate, *DECISION_ONLY) == 7
     assert "cannot load the champion" in capsys.readouterr().err
     assert registry.staging() == champion

@@ -5,6 +5,7 @@ different category sets each scored with their own codes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,16 +45,20 @@ def test_categories_are_sorted_text_and_unseen_is_missing(settings) -> None:
     assert codes[0] == sorted(PLANS).index("gold") and np.isnan(codes[1]) and np.isnan(codes[2])
 
 
-def test_compiled_trees_match_the_booster_around_every_category(settings, tmp_path) -> None:
+def test_compiled_trees_match_the_booster_around_every_category(settings, bundle_dir) -> None:
     booster, _ = boosters.categorical()
     assert booster.feature_types == ["int", "c"]
     rows = trees.parity_rows(booster)
     codes = set(np.unique(rows[~np.isnan(rows[:, 1]), 1]).astype(int))
     assert set(range(len(PLANS))) <= codes and len(PLANS) in codes  # every code, one unseen
     assert np.isnan(rows[:, 1]).any()
-    meta = trees.compile_trees(bytes(booster.save_raw("ubj")), tmp_path)
+    # the trees the bundle compiled (once per test process, tests/boosters.py) from this booster
+    meta = json.loads((bundle_dir / "bundle.json").read_text())["compiled"]
+    assert json.loads((bundle_dir / "bundle.json").read_text())["model_sha256"] == (
+        hashlib.sha256(bytes(booster.save_raw("ubj"))).hexdigest()
+    )
     assert meta["parity"]["max_abs_diff"] <= 1e-6
-    compiled = trees.CompiledTrees(tmp_path / trees.LIBRARY, 2, threads=1)
+    compiled = trees.CompiledTrees(bundle_dir / trees.LIBRARY, 2, threads=1)
     # an independent oracle: the booster on a DataFrame of category text, recoded by XGBoost
     import xgboost as xgb
 

@@ -4,6 +4,8 @@ writes nothing; a bundle's compiled library is checked like its booster."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +35,20 @@ def model() -> tuple[bytes, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def compiled(model, tmp_path_factory) -> tuple[dict, CompiledTrees]:
-    out = tmp_path_factory.mktemp("compiled")
-    record = compile_trees(model[0], out)
-    return record, CompiledTrees(out / LIBRARY, 85, threads=2)
+def built(model, tmp_path_factory) -> Path:
+    """The model's bundle, its trees compiled once for the module (the compile record is the
+    bundle's): the tests read it, or damage a copy of it."""
+    raw, names = model
+    out = tmp_path_factory.mktemp("compiled") / "b"
+    meta = {"name": "m", "version": "1", "run_id": "r", "features": names, "threshold": 0.5}
+    write_bundle(out, raw, **meta)
+    return out
+
+
+@pytest.fixture(scope="module")
+def compiled(built) -> tuple[dict, CompiledTrees]:
+    record = json.loads((built / META_FILE).read_text())["compiled"]
+    return record, CompiledTrees(built / LIBRARY, 85, threads=2)
 
 
 def test_compiled_trees_equal_the_booster_at_every_threshold_and_with_missing_values(
@@ -65,9 +77,10 @@ def test_a_large_request_is_split_across_threads_with_the_same_answer(model, com
         trees.predict(rows[:, :3])
 
 
-def test_a_failed_parity_check_writes_nothing(model, tmp_path: Path) -> None:
+def test_a_failed_parity_check_writes_nothing(tmp_path: Path) -> None:
+    # any model fails a negative tolerance: a small one compiles in a fraction of the time
     with pytest.raises(ModelError, match="disagree with the booster") as caught:
-        compile_trees(model[0], tmp_path / "out", tolerance=-1.0)
+        compile_trees(_trained("binary:logistic", rounds=3), tmp_path / "out", tolerance=-1.0)
     assert "nothing was written" in caught.value.message
     assert not (tmp_path / "out").exists()
 
@@ -83,11 +96,11 @@ def test_no_compiler_is_a_config_error_that_says_what_to_install(model, tmp_path
 
 
 def test_a_bundle_serves_its_compiled_trees_and_refuses_a_changed_library(
-    model, tmp_path: Path
+    model, built, tmp_path: Path
 ) -> None:
     raw, names = model
     meta = {"name": "m", "version": "1", "run_id": "r", "features": names, "threshold": 0.5}
-    write_bundle(tmp_path / "b", raw, **meta)
+    shutil.copytree(built, tmp_path / "b")  # the module's bundle, compiled once; a copy to damage
     bundle = load_bundle(tmp_path / "b")
     assert bundle.trees.engine == "compiled" and bundle.describe()["engine"] == "compiled"
     # Replaced, not rewritten in place: this process has the library mapped, and a file
