@@ -132,6 +132,8 @@ def holder(models: Registry, alias: str) -> str | None:
         return None
 
 
+# Sixteen processes racing, and the session's templates trained in its setup when it runs first.
+@pytest.mark.timeout(2400)
 def test_sixteen_racing_promotions_leave_one_consistent_history(
     trained_on_postgres: Templates, clean_env_module, docker_engine, container_registry, tmp_path
 ) -> None:
