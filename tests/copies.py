@@ -91,7 +91,10 @@ def copy_version(client: Any, templates: Templates, kind: str, to_model: str) ->
         run_id=run_id,
         tags=dict(source.tags) | {"mlgate.run_id": run_id},
         description=source.description,
-        model_id=getattr(source, "model_id", None),
+        # The logged model the source names (`models:/<model id>`), which the registry checks.
+        model_id=source.source.removeprefix("models:/")
+        if source.source.startswith("models:/m-")
+        else None,
         await_creation_for=300,
     )
     return str(version.version)
