@@ -140,7 +140,11 @@ def test_sixteen_racing_promotions_leave_one_consistent_history(
     templates = trained_on_postgres
     models = Registry(templates.project, templates.server, clean_env_module)
     repository = f"{container_registry.host}/mlgate/{models.model}"
-    env = clean_env_module | container_registry.env() | {"MLGATE_DEPLOY_IMAGE": repository}
+    # The racers queue for the lock one move at a time: on a loaded runner sixteen moves outlast
+    # the default wait (180 s; a racer then exits 5 instead of its verdict), so wait as the
+    # mixed race of test_registry_moves does.
+    wait = {"MLGATE_TRACKING_LOCK_WAIT": "600"}
+    env = clean_env_module | container_registry.env() | {"MLGATE_DEPLOY_IMAGE": repository} | wait
 
     def trained(kind: str) -> str:
         """A version of this test's model as `mlgate train` leaves it, copied from the
