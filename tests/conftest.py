@@ -27,7 +27,14 @@ import pytest
 import requests
 
 from mlgate.pipeline.demo import PROJECT_FILES  # what a repository using mlgate holds
+from tests.copies import STUMP, Templates
 from tests.github_openapi import OpenAPIStandIn, description, serve
+
+# XGBoost's OpenMP threads spin-wait for work by default (GOMP's ACTIVE policy): sixteen racing
+# or training processes on two cores would burn their slices spinning. PASSIVE makes them sleep;
+# set at import, before anything loads libgomp, so every process a test starts inherits it. A
+# caller's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -305,6 +312,21 @@ def mlflow_postgres(tmp_path_factory, postgres: str, s3_server: str) -> Iterator
     )
     yield uri
     stop(process)
+
+
+@pytest.fixture(scope="session")
+def trained_on_postgres(tmp_path_factory, mlflow_postgres: str) -> Templates:
+    """Models trained once a session on the PostgreSQL MLflow, for the registry tests to copy
+    (tests/copies.py): a weak champion, a better candidate (the defaults) and a worse one (a
+    stump), versions of a template model that nothing evaluates or moves."""
+    from tests.integration.test_gate import WEAK, Registry
+
+    project = make_project(tmp_path_factory.mktemp("templates") / "project")
+    models = Registry(project, mlflow_postgres, without_tool_variables())
+    weak = models.train(*WEAK)
+    better = models.train()
+    worse = models.train(*STUMP)
+    return Templates(project, mlflow_postgres, models.model, weak, better, worse)
 
 
 @pytest.fixture(scope="session")

@@ -21,21 +21,21 @@ import pytest
 
 from mlgate.pipeline import deploy
 from mlgate.registry import moves as registry
-from tests.conftest import make_project
+from tests.copies import Templates, copy_version
 from tests.forkserver import fork_server
-from tests.integration.test_gate import WEAK, Registry
+from tests.integration.test_gate import Registry
 
 pytestmark = pytest.mark.docker
 
 RACERS = 16
-# Better than the weak champion: the default parameters; worse: a single stump.
-STUMP = ("--set", "train.params.max_depth=1", "--set", "train.num_boost_round=1")
 # The race is about the registry, not the models: the candidates are judged on AUC against the
 # champion (the stumps fail, the defaults pass), with the latency check off. Measuring latency
 # compiles both models' trees for each of the 16 decisions (measured alone: 1.3 CPU s and 9 s
 # of wall time per decision at a load average of 28); the check itself is proven by
-# tests/integration/test_gate.py, and the racers never read it.
-NO_LATENCY = ("--set", "gate.max_latency_ms=null")
+# tests/integration/test_gate.py, and the racers never read it. Nor do they read the quality
+# reports (evidently's HTML and the curves, built after the decision is recorded, never
+# changing it: reports.quality), proven by test_gate and test_evaluate_outputs.
+NO_LATENCY = ("--set", "gate.max_latency_ms=null", "--set", "reports.quality=false")
 RACER = """
 import json, sys
 from mlgate.pipeline import deploy, promote
@@ -132,16 +132,27 @@ def holder(models: Registry, alias: str) -> str | None:
         return None
 
 
+# Sixteen processes racing, and the session's templates trained in its setup when it runs first.
+@pytest.mark.timeout(2400)
 def test_sixteen_racing_promotions_leave_one_consistent_history(
-    tmp_path_factory, mlflow_postgres, clean_env_module, docker_engine, container_registry, tmp_path
+    trained_on_postgres: Templates, clean_env_module, docker_engine, container_registry, tmp_path
 ) -> None:
-    project = make_project(tmp_path_factory.mktemp("race") / "project")
-    models = Registry(project, mlflow_postgres, clean_env_module)
+    templates = trained_on_postgres
+    models = Registry(templates.project, templates.server, clean_env_module)
     repository = f"{container_registry.host}/mlgate/{models.model}"
-    env = clean_env_module | container_registry.env() | {"MLGATE_DEPLOY_IMAGE": repository}
+    # The racers queue for the lock one move at a time: on a loaded runner sixteen moves outlast
+    # the default wait (180 s; a racer then exits 5 instead of its verdict), so wait as the
+    # mixed race of test_registry_moves does.
+    wait = {"MLGATE_TRACKING_LOCK_WAIT": "600"}
+    env = clean_env_module | container_registry.env() | {"MLGATE_DEPLOY_IMAGE": repository} | wait
+
+    def trained(kind: str) -> str:
+        """A version of this test's model as `mlgate train` leaves it, copied from the
+        session's trained templates (tests/copies.py): its own run, the same booster."""
+        return copy_version(models.client, templates, kind, models.model)
 
     # The champion: a weak model, in Production with its image.
-    champion = models.train(*WEAK)
+    champion = trained("weak")
     assert models.evaluate(champion, *NO_LATENCY) == 0 and models.promote(champion) == 0
     model_image(docker_engine, models, champion, repository, container_registry)
     first = [*models.args(), "--candidate-version", champion, "--approved-by", "lead"]
@@ -149,7 +160,7 @@ def test_sixteen_racing_promotions_leave_one_consistent_history(
     assert holder(models, "production") == champion
 
     # Sixteen candidates, each evaluated against that champion; images already pushed.
-    candidates = [models.train(*(STUMP if i % 2 else ())) for i in range(RACERS)]
+    candidates = [trained("worse" if i % 2 else "better") for i in range(RACERS)]
     verdicts = {}
     for version in candidates:
         models.evaluate(version, *NO_LATENCY)

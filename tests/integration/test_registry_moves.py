@@ -21,7 +21,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +30,11 @@ from mlgate.faults import FAULT_POINTS
 from mlgate.pipeline import deploy, promote, rollback
 from mlgate.registry import doctor
 from mlgate.registry import moves as registry
-from tests.conftest import BIN, make_project
+from tests.conftest import BIN
+from tests.copies import Templates, copy_version
 from tests.forkserver import ForkServer, fork_server
 from tests.integration.test_concurrency import NO_LATENCY, model_image
-from tests.integration.test_gate import WEAK, Registry
+from tests.integration.test_gate import Registry
 
 pytestmark = pytest.mark.docker
 
@@ -86,7 +86,7 @@ def lock_versions(client, name: str) -> list:
     return client.search_model_versions(f"name='{registry.lock_name(name)}'")
 
 
-def test_one_holder_at_a_time_from_every_starting_state(moves_server, tmp_path) -> None:
+def test_one_holder_at_a_time_from_every_starting_state(moves_server, forks, tmp_path) -> None:
     import mlflow
 
     mlflow_postgres = moves_server
@@ -128,22 +128,21 @@ def test_one_holder_at_a_time_from_every_starting_state(moves_server, tmp_path) 
     flags.mkdir()
     order = list(names.values())
 
-    def locker(i: int) -> subprocess.CompletedProcess:
+    def locker(i: int) -> tuple[str, list[str], dict[str, str]]:
         # Every locker contends on the killed and the expired lock, half of them on each of
         # the others (the cheap states), in different orders.
         mine = [names["killed"], names["expired"], names["live" if i % 2 else "none"]]
         mine = mine[i % 3 :] + mine[: i % 3]
-        return subprocess.run(
-            [python, "-c", LOCKER, mlflow_postgres, str(flags), *mine],
-            capture_output=True,
-            text=True,
-        )
+        return LOCKER, ["locker", mlflow_postgres, str(flags), *mine], dict(os.environ)
 
-    with ThreadPoolExecutor(HOLDERS) as pool:
-        futures = [pool.submit(locker, i) for i in range(HOLDERS)]
+    # Sixteen real processes, forked at once from the module's fork server (their imports of
+    # mlflow and mlgate done once there, not sixteen times on two cores).
+    lockers = forks.start_all([locker(i) for i in range(HOLDERS)])
+    try:
         assert victim.wait() == -signal.SIGKILL, victim.stderr.read()
         live.__exit__(None, None, None)
-        done = [f.result() for f in futures]
+    finally:
+        done = lockers.wait()
     logs = "\n".join(d.stderr for d in done)
     assert all(d.returncode == 0 for d in done), logs[-4000:]
     held = [line for d in done for line in d.stdout.splitlines() if line.startswith("held")]
@@ -260,8 +259,9 @@ MOVE_IMPORTS += ("mlgate.pipeline.rollback", "mlgate.registry.doctor")
 
 @pytest.fixture(scope="module")
 def forks(tmp_path_factory) -> Iterator[ForkServer]:
-    """One interpreter that imported what the moves need; each kill test's process is forked
-    from it (a real process, SIGKILLed for real) instead of importing mlflow again."""
+    """One interpreter that imported what the moves need; each kill test's process, each
+    locker and each mixed racer is forked from it (a real process, SIGKILLed for real) instead
+    of importing mlflow again."""
     with fork_server(tmp_path_factory.mktemp("forks"), MOVE_IMPORTS) as server:
         assert server.threads == 1, "a thread started by an import would not survive the fork"
         yield server
@@ -269,21 +269,25 @@ def forks(tmp_path_factory) -> Iterator[ForkServer]:
 
 @pytest.fixture(scope="module")
 def site(
-    tmp_path_factory, moves_server, clean_env_module, docker_engine, container_registry, forks
+    trained_on_postgres: Templates, clean_env_module, docker_engine, container_registry, forks
 ) -> Site:
     """A champion in Production and two better candidates, evaluated against it, each with
-    its image pushed and deployed once (so both can be rolled back to)."""
-    project = make_project(tmp_path_factory.mktemp("moves") / "project")
+    its image pushed and deployed once (so both can be rolled back to). The versions are
+    copies of the session's trained templates (tests/copies.py), on a model of this module's
+    own: the moves are under test, not the training."""
+    templates = trained_on_postgres
     env = (
         clean_env_module
         | container_registry.env()
         | {"MLGATE_TRACKING_LOCK_LEASE": LEASE, "MLGATE_TRACKING_LOCK_WAIT": "60"}
     )
-    models = Registry(project, moves_server, env)
+    models = Registry(templates.project, templates.server, env)
     repository = f"{container_registry.host}/mlgate/{models.model}"
     env["MLGATE_DEPLOY_IMAGE"] = repository
-    champion = models.train(*WEAK)
-    a, b = models.train(), models.train()
+    champion, a, b = (
+        copy_version(models.client, templates, kind, models.model)
+        for kind in ("weak", "better", "better")
+    )
     for version in (champion, a, b):
         model_image(docker_engine, models, version, repository, container_registry)
     # The moves are under test, not the models: no latency check (test_concurrency says why).
