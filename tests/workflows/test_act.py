@@ -4,9 +4,12 @@ What act cannot do, and how the harness stands in (see ../../TESTBED notes in th
 - `uses: $/X` (GitHub's self-reference: mlgate's own repository at the commit the workflow was
   called at) is rejected by act. The harness rewrites it to `mlgate/mlgate/X@SHA` and maps that
   repository to the local copy with --local-repository: the resolution GitHub itself performs.
-- Remote actions cannot be downloaded: actions/setup-python, actions/cache and
-  actions/upload-artifact are mapped to the stand-ins in stand-ins/; actions/checkout of the
+- Remote actions cannot be downloaded: actions/setup-python, actions/cache/restore and /save,
+  and the artifact actions are mapped to the stand-ins in stand-ins/; actions/checkout of the
   caller's repository is act's own.
+- The cache stand-ins keep what they save in one store per exported mlgate commit, as GitHub
+  keeps one cache per repository: the first job builds mlgate's environment and saves it, every
+  later job (of any test in the module) restores it, as on a runner with a warm cache.
 """
 
 from __future__ import annotations
@@ -83,6 +86,10 @@ def run_act(
 ) -> ActResult:
     source, sha = mlgate
     tmp.mkdir(parents=True, exist_ok=True)
+    actions_cache = source.parent / f"{source.name}-actions-cache"
+    actions_cache.mkdir(exist_ok=True)
+    cache_sha = pinned("actions/cache/restore").split("@")[1]
+    assert pinned("actions/cache/save") == f"actions/cache/save@{cache_sha}"
     event = tmp / "event.json"
     head = git(repo, "rev-parse", "HEAD")
     event.write_text(
@@ -113,16 +120,18 @@ def run_act(
         "--local-repository",
         f"{pinned('actions/setup-python')}={STAND_INS / 'setup-python'}",
         "--local-repository",
-        f"{pinned('actions/cache')}={STAND_INS / 'cache'}",
+        f"actions/cache@{cache_sha}={STAND_INS / 'cache'}",
         "--local-repository",
         f"{pinned('actions/upload-artifact')}={STAND_INS / 'upload-artifact'}",
         "--local-repository",
         f"{pinned('actions/download-artifact')}={STAND_INS / 'download-artifact'}",
         "--env",
         f"ACT_STAND_IN_ARTIFACTS={tmp / 'artifacts'}",
+        "--env",
+        f"ACT_STAND_IN_CACHE={actions_cache}",
         "--var",
         f"MLFLOW_TRACKING_URI={tracking_uri}",
-        # the host's warm uv cache, as actions/cache would restore it
+        # the host's warm uv cache, for the job that builds mlgate's environment
         "--env",
         f"UV_CACHE_DIR={os.environ.get('UV_CACHE_DIR', Path.home() / '.cache/uv')}",
         "--env",
