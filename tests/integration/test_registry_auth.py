@@ -255,7 +255,8 @@ def test_a_copy_killed_at_each_point_is_made_once(team: Team, version: str, tmp_
 # The killed mover's lease: the re-run waits out what is left of it (the dead ticket is live
 # until then), once per fault point. It was 40 s; a few registry calls reach the last point,
 # well inside the 15 s this leaves before the lease's margin. Were it not reached, the mover
-# would exit 5 ("the lock ... ran out"), not -9: the test fails, it cannot pass wrongly.
+# would raise "the lock ... ran out" (exit 1), not die by SIGKILL: the test fails, never passes
+# wrongly.
 KILLED_LEASE = 20
 
 
