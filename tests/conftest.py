@@ -28,6 +28,7 @@ import requests
 
 from mlgate.pipeline.demo import PROJECT_FILES  # what a repository using mlgate holds
 from tests.copies import STUMP, Templates
+from tests.forkserver import ForkServer, fork_server
 from tests.github_openapi import OpenAPIStandIn, description, serve
 
 # XGBoost's OpenMP threads spin-wait for work by default (GOMP's ACTIVE policy): sixteen racing
@@ -643,3 +644,23 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aut
     )
     yield AuthMlflow(uri, password)
     stop(process)
+
+
+# What `mlgate`'s commands import before their first registry call: train, evaluate (with its
+# evidently reports and its curves), promote, deploy, doctor. None of them starts a thread.
+MLGATE_IMPORTS = ("mlflow", "mlflow.artifacts", "mlflow.xgboost", "mlflow.models", "yaml")
+MLGATE_IMPORTS += ("mlflow.data.pandas_dataset", "xgboost", "docker", "sklearn.metrics")
+MLGATE_IMPORTS += ("evidently", "evidently.presets", "matplotlib.pyplot")
+MLGATE_IMPORTS += ("mlgate.cli", "mlgate.pipeline.train", "mlgate.pipeline.evaluate")
+MLGATE_IMPORTS += ("mlgate.pipeline.promote", "mlgate.pipeline.deploy", "mlgate.registry.doctor")
+
+
+@pytest.fixture(scope="session")
+def mlgate_forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """One interpreter that did MLGATE_IMPORTS (about 30 CPU seconds, measured), once a
+    session: the `mlgate` processes of test_faults, test_registry_auth, test_registry_windows
+    and test_evaluate_outputs are real processes forked from it (tests/forkserver.py). A test
+    reaps every child it forked before it ends, so the next test's batch runs."""
+    with fork_server(tmp_path_factory.mktemp("mlgate-forks"), MLGATE_IMPORTS) as server:
+        assert server.threads == 1, "a thread started by an import would not survive the fork"
+        yield server

@@ -4,6 +4,10 @@ This module kills a training job and its MLflow server while the run is open, so
 server of its own. The other faults of the catalogue (SECURITY.md) live beside the stage they
 hit: the registry down or refusing credentials during a push (test_deploy), the S3 remote
 unreachable during `dvc pull` (test_s3_remote), an unloadable champion (test_gate).
+
+Every `mlgate train` here is a real process of its own (its pid, killed with SIGKILL), forked
+from the session's interpreter that imported mlflow, xgboost and mlgate once (`mlgate_forks`,
+tests/forkserver.py), not started afresh: eight imports (about 8 CPU seconds each) saved.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -22,6 +27,7 @@ import requests
 from mlgate.registry import tracking
 from tests import proxy
 from tests.conftest import BIN, free_port, make_project, start, stop
+from tests.forkserver import MLGATE, ForkServer, Running
 from tests.integration.test_train import train_args, unique
 
 
@@ -59,21 +65,77 @@ def server(tmp_path_factory) -> Iterator[Server]:
         stop(server.process)
 
 
-def start_training(
+@dataclass
+class Job:
+    """Child `i` of a batch forked by the fork server: a real `mlgate train` process."""
+
+    running: Running
+    i: int
+
+    @property
+    def pid(self) -> int:
+        return self.running.pids[self.i]
+
+    def alive(self) -> bool:
+        return self.running.alive(self.i)
+
+    def output(self) -> str:
+        """What the job wrote so far, stdout then stderr (fault injection reports on stderr)."""
+        _, out, err = self.running.files[self.i]
+        return "".join(f.read_text() for f in (out, err) if f.exists())
+
+    def kill(self) -> None:
+        """SIGKILL, by its pid (the fork server reaps it)."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """Its end (the batch's: the fork server reports every child's exit at once)."""
+        return self.running.wait()[self.i]
+
+
+class Trainings:
+    """`mlgate train` jobs forked from the session's fork server, one batch at a time; at the
+    end of a test, whatever still runs is SIGKILLed and reaped, so the next test's batch runs."""
+
+    def __init__(self, forks: ForkServer) -> None:
+        self.forks, self.batches = forks, []
+
+    def start(self, *jobs: tuple[Sequence[str], Mapping[str, str]], wait_for: Path | None = None):
+        """Fork one `mlgate ARGV` per job, side by side. With `wait_for`, every job after the
+        first waits until that file exists before it starts (a barrier the test opens)."""
+        gate = "import os, time\n" + f"while not os.path.exists({str(wait_for)!r}):\n"
+        gate += "    time.sleep(0.05)\n"
+        batch = [
+            ((gate if wait_for is not None and n else "") + MLGATE, ["mlgate", *argv], env)
+            for n, (argv, env) in enumerate(jobs)
+        ]
+        running = self.forks.start_all(batch)
+        self.batches.append(running)
+        return [Job(running, i) for i in range(len(batch))]
+
+    def end(self) -> None:
+        for running in self.batches:
+            running.kill()
+            running.wait()
+
+
+@pytest.fixture
+def trainings(mlgate_forks: ForkServer) -> Iterator[Trainings]:
+    jobs = Trainings(mlgate_forks)
+    yield jobs
+    jobs.end()
+
+
+def training(
     project: Path, server: Server, model: str, env: dict, lease: float = 3, *extra: str
-) -> subprocess.Popen:
+) -> tuple[list[str], dict]:
     """`mlgate train` with a short run lease (default 3 s), so a dead job's run expires soon.
     Its requests are retried as by default: with one retry, a server slowed by a busy runner
     failed a job before it reached its run."""
     args = train_args(project, server.uri, model, *extra)
     args += ["--set", f"tracking.run_lease={lease}"]
-    return subprocess.Popen(
-        [str(BIN / "mlgate"), "train", *args, "--set", "tracking.backoff=0.1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return ["train", *args, "--set", "tracking.backoff=0.1"], env
 
 
 def pause_at(point: str, release: Path) -> dict[str, str]:
@@ -82,30 +144,27 @@ def pause_at(point: str, release: Path) -> dict[str, str]:
     return {"MLGATE_TRACKING_FAULT_POINT": f"pause:{point}:{release}"}
 
 
-def wait_until_paused(job: subprocess.Popen, point: str) -> list[str]:
-    """Read the job's output until it says it is paused at `point` (it is then alive, its run
-    open); the lines read so far are returned. A job that ends first fails the test."""
-    assert job.stdout is not None
-    lines = []
-    for line in job.stdout:
-        lines.append(line)
-        if line.startswith(f"fault injection: paused at {point}"):
-            return lines
-    job.wait()
-    pytest.fail(f"the job ended (exit {job.returncode}) before {point}:\n{''.join(lines)}")
+def wait_until_paused(job: Job, point: str) -> None:
+    """Wait until the job says it is paused at `point` (it is then alive, its run open). A job
+    that ends first fails the test."""
+    said = f"fault injection: paused at {point}"
+    while said not in job.output():
+        if not job.alive():
+            pytest.fail(f"the job ended before {point}:\n{job.output()[-3000:]}")
+        time.sleep(0.05)
 
 
-def wait_for_open_run(server: Server, model: str, job: subprocess.Popen) -> str:
+def wait_for_open_run(server: Server, model: str, job: Job) -> str:
     client = mlflow.MlflowClient(server.uri)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and job.poll() is None:
+    while time.monotonic() < deadline and job.alive():
         experiment = client.get_experiment_by_name(model)
         if experiment is not None:
             runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
             if runs:
                 return runs[0].info.run_id
         time.sleep(0.05)
-    pytest.fail(f"no run opened: {job.communicate()[0] if job.poll() is not None else ''}")
+    pytest.fail(f"no run opened: {job.output()[-3000:]}")
 
 
 def wait_until_lease_expired(server: Server, run_id: str) -> None:
@@ -129,7 +188,7 @@ def versions_of(server: Server, model: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("victim", ["job", "server"])
 def test_killed_mid_run_then_rerun_converges(
-    victim: str, server: Server, tmp_path: Path, clean_env: dict
+    victim: str, server: Server, tmp_path: Path, clean_env: dict, trainings: Trainings
 ) -> None:
     """SIGKILL (no handler runs) of the training job, or of the MLflow server under it, while
     the run is open. The job is held alive inside its run (fault point `train.in_run`) when
@@ -139,32 +198,34 @@ def test_killed_mid_run_then_rerun_converges(
     project = make_project(tmp_path / "project")
     model = unique(f"killed-{victim}")
     release = tmp_path / "release"
-    job = start_training(project, server, model, clean_env | pause_at("train.in_run", release))
+    [job] = trainings.start(
+        training(project, server, model, clean_env | pause_at("train.in_run", release))
+    )
     try:
         wait_until_paused(job, "train.in_run")
         ghost = wait_for_open_run(server, model, job)
         if victim == "job":
             job.kill()
-            job.wait()
+            assert job.wait().returncode == -signal.SIGKILL
         else:
             server.kill()
             release.touch()  # its next call to the server finds it gone
-            output = job.communicate(timeout=300)[0]
-            assert job.returncode == 5, output  # TrackingError, after its bounded retries
+            ended = job.wait()
+            output = ended.stdout + ended.stderr
+            assert ended.returncode == 5, output  # TrackingError, after its bounded retries
             assert "MLflow failed while" in output and "fix:" in output
             assert "Traceback" not in output
             server.start()
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
+        job.kill()
     assert runs_of(server, model)[ghost] == "RUNNING"  # what the fault leaves
     wait_until_lease_expired(server, ghost)  # nobody renews it: its job is dead
 
     # The re-run holds a long lease: its own heartbeat need not keep pace with a busy runner.
-    rerun = start_training(project, server, model, clean_env, 60)
-    output = rerun.communicate(timeout=300)[0]
-    assert rerun.returncode == 0, output
+    [rerun] = trainings.start(training(project, server, model, clean_env, 60))
+    done = rerun.wait()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
     assert f"ended run {ghost}, left RUNNING by an earlier attempt" in output
     runs = runs_of(server, model)
     assert runs[ghost] == "KILLED"
@@ -176,29 +237,39 @@ def test_killed_mid_run_then_rerun_converges(
 
 
 def test_concurrent_trainings_of_one_commit_and_data_never_end_each_other(
-    server: Server, tmp_path: Path, clean_env: dict
+    server: Server, tmp_path: Path, clean_env: dict, trainings: Trainings
 ) -> None:
     """Two live `mlgate train` jobs at the same commit and data version (same run name), their
     runs open at the same time: the second job's look for abandoned runs finds the first's run
     RUNNING with a live lease and leaves it alone. Job A is held alive inside its run (fault
     point `train.in_run`, its heartbeat running) until B has finished, so B's whole run,
-    its look for abandoned runs included, overlaps A's on any runner: no timing decides it."""
+    its look for abandoned runs included, overlaps A's on any runner: no timing decides it.
+    Both are forked at once; B waits for a file the test writes once A's run is open."""
     project = make_project(tmp_path / "project")
     model = unique("concurrent")
-    release = tmp_path / "release"
+    release, go = tmp_path / "release", tmp_path / "go"
     held = clean_env | pause_at("train.in_run", release)
-    first = start_training(project, server, model, held, 60)
+    first, second = trainings.start(
+        training(project, server, model, held, 60),
+        training(project, server, model, clean_env, 60),
+        wait_for=go,
+    )
     try:
         wait_until_paused(first, "train.in_run")
         first_run = wait_for_open_run(server, model, first)
-        second = start_training(project, server, model, clean_env, 60)
-        second_output = second.communicate(timeout=300)[0]
-        assert second.returncode == 0, second_output
+        assert "ended run" not in second.output() and second.alive(), "B started before A"
+        go.touch()
+        while second.alive():  # B's whole run, while A is held in its own
+            assert first.alive(), f"the held job died:\n{first.output()[-3000:]}"
+            time.sleep(0.1)
         assert runs_of(server, model)[first_run] == "RUNNING"
     finally:
         release.touch()
-    first_output = first.communicate(timeout=300)[0]
-    assert first.returncode == 0, first_output
+    first_done, second_done = (job.wait() for job in (first, second))
+    second_output = second_done.stdout + second_done.stderr
+    assert second_done.returncode == 0, second_output
+    first_output = first_done.stdout + first_done.stderr
+    assert first_done.returncode == 0, first_output
     assert "fault injection: released at train.in_run" in first_output
     assert not any("ended run" in output for output in (first_output, second_output))
     client = mlflow.MlflowClient(server.uri)
@@ -218,7 +289,7 @@ HEARTBEAT_LEASE = 15  # seconds: a beat every 5 s; a beat must be 10 s late to l
 
 
 def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
-    server: Server, tmp_path: Path, clean_env: dict
+    server: Server, tmp_path: Path, clean_env: dict, trainings: Trainings
 ) -> None:
     """A job held alive inside its open run (fault point `train.in_run`) for as long as the
     test needs: its heartbeat pushes the lease forward (two renewals seen, each later than
@@ -233,7 +304,7 @@ def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
     model = unique("heartbeat")
     release = tmp_path / "release"
     held = clean_env | pause_at("train.in_run", release)
-    job = start_training(project, server, model, held, HEARTBEAT_LEASE)
+    [job] = trainings.start(training(project, server, model, held, HEARTBEAT_LEASE))
     try:
         wait_until_paused(job, "train.in_run")
         run_id = wait_for_open_run(server, model, job)
@@ -246,7 +317,7 @@ def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
         )
         seen: list[float] = []
         while len(set(seen)) < 3:  # the lease the run was created with, then two renewals
-            assert job.poll() is None, "the held job died"
+            assert job.alive(), f"the held job died:\n{job.output()[-3000:]}"
             run = client.get_run(run_id)
             assert run.info.status == "RUNNING" and tracking.ABANDONED not in run.data.tags
             seen.append(float(run.data.tags[tracking.RUN_LEASE]))
@@ -254,8 +325,8 @@ def test_the_lease_of_a_live_run_is_renewed_and_never_counts_as_abandoned(
             time.sleep(0.5)
     finally:
         release.touch()
-    output = job.communicate(timeout=300)[0]
-    assert job.returncode == 0, output
+    done = job.wait()
+    assert done.returncode == 0, done.stdout + done.stderr
     assert seen == sorted(seen), "a renewal only ever pushes the lease forward"
     final = client.get_run(run_id)
     assert final.info.status == "FINISHED" and tracking.ABANDONED not in final.data.tags
@@ -282,7 +353,7 @@ def delaying_proxy(target: str, path: str, delay: float) -> tuple[str, Callable[
 
 
 def test_a_registration_retried_after_a_timeout_leaves_one_version(
-    server: Server, tmp_path: Path, clean_env: dict
+    server: Server, tmp_path: Path, clean_env: dict, trainings: Trainings
 ) -> None:
     """The registry commits `create_model_version` but answers after the client's timeout;
     MLflow's HTTP client retries the POST, and the registry makes a second version of the same
@@ -295,13 +366,8 @@ def test_a_registration_retried_after_a_timeout_leaves_one_version(
         project = make_project(tmp_path / "project")
         model = unique("retried")
         args = train_args(project, uri, model, "--set", "tracking.timeout=4")
-        done = subprocess.run(
-            [str(BIN / "mlgate"), "train", *args],
-            env=clean_env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        [job] = trainings.start((["train", *args], clean_env))
+        done = job.wait()
     finally:
         shutdown()
     assert done.returncode == 0, done.stdout + done.stderr

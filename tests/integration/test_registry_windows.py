@@ -6,7 +6,8 @@ it then commits a second version of the run *after* the retry, after the registe
 search for duplicates, or even after the job has ended. A proxy between `mlgate train` and
 the session's MLflow server (several workers, PostgreSQL) holds the first create and lets it
 through at exactly those moments; the oracle is the registry itself, read with a plain
-MlflowClient.
+MlflowClient. Each `mlgate train` is a real process forked from the session's interpreter that
+did its imports (`mlgate_forks`, tests/forkserver.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import requests
 
 from mlgate.registry.doctor import main as doctor_main
 from tests import proxy
-from tests.conftest import BIN, make_project
+from tests.conftest import make_project
+from tests.forkserver import ForkServer
 from tests.integration.test_train import train_args, unique
 
 CREATE = "/api/2.0/mlflow/model-versions/create"
@@ -84,18 +86,12 @@ def project(tmp_path: Path) -> Path:
 
 
 def train_through(
-    proxy: HeldCreate, project: Path, model: str, env: dict[str, str], out: Path
+    forks: ForkServer, proxy: HeldCreate, project: Path, model: str, env: dict[str, str], out: Path
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """`mlgate train` through the proxy, with a 4 s timeout so the held create is retried;
     returns the process and the version it reported (GITHUB_OUTPUT)."""
     args = train_args(project, proxy.uri, model, "--set", "tracking.timeout=4")
-    done = subprocess.run(
-        [str(BIN / "mlgate"), "train", *args],
-        env=env | {"GITHUB_OUTPUT": str(out)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = forks.mlgate(["train", *args], env | {"GITHUB_OUTPUT": str(out)})
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
     return done, outputs.get("model-version", "")
 
@@ -117,13 +113,18 @@ def held(server: str, request: pytest.FixtureRequest) -> Iterator[HeldCreate]:
 
 @pytest.mark.parametrize("held", [True], indirect=True)
 def test_a_create_committed_after_the_jobs_search_is_dropped_before_the_run_ends(
-    held: HeldCreate, server: str, project: Path, clean_env: dict[str, str], tmp_path
+    held: HeldCreate,
+    server: str,
+    project: Path,
+    clean_env: dict[str, str],
+    tmp_path,
+    mlgate_forks: ForkServer,
 ) -> None:
     """The retry commits first; the held first create commits right after the job's search
     for duplicates has read the registry. Registration searches again once its lease is
     confirmed, so the job still ends with one version, the lowest, and reports it."""
     model = unique("late-create")
-    done, reported = train_through(held, project, model, clean_env, tmp_path / "out")
+    done, reported = train_through(mlgate_forks, held, project, model, clean_env, tmp_path / "out")
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(held.creates) == 2, f"the create was not retried ({held.creates})"
     assert held.committed.is_set(), "the held create never reached the server"
@@ -135,13 +136,19 @@ def test_a_create_committed_after_the_jobs_search_is_dropped_before_the_run_ends
 
 @pytest.mark.parametrize("held", [False], indirect=True)
 def test_a_create_committed_after_the_job_ended_is_found_and_dropped_by_doctor(
-    held: HeldCreate, server: str, project: Path, clean_env: dict[str, str], tmp_path, capsys
+    held: HeldCreate,
+    server: str,
+    project: Path,
+    clean_env: dict[str, str],
+    tmp_path,
+    capsys,
+    mlgate_forks: ForkServer,
 ) -> None:
     """The held first create commits only after the job has ended: nothing in the job can
     see it. `mlgate doctor` reports the run's second version (exit 12, nothing changed),
     `--repair` drops it keeping the lowest (the one the job reported), and doctor is clean."""
     model = unique("ended-create")
-    done, reported = train_through(held, project, model, clean_env, tmp_path / "out")
+    done, reported = train_through(mlgate_forks, held, project, model, clean_env, tmp_path / "out")
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(held.creates) == 2, f"the create was not retried ({held.creates})"
     assert [str(v) for v, _ in versions_of(server, model)] == [reported]
