@@ -36,6 +36,9 @@ from tests.github_openapi import OpenAPIStandIn, description, serve
 # set at import, before anything loads libgomp, so every process a test starts inherits it. A
 # caller's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# No usage telemetry from the tests' MLflow clients and servers: it sends nothing anyway on CI,
+# and its first call raced once on a loaded machine (KeyError '_MLFLOW_TELEMETRY_SESSION_ID').
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
