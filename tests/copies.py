@@ -61,7 +61,8 @@ def copy_version(client: Any, templates: Templates, kind: str, to_model: str) ->
     """Register a copy of the template version `kind` ("weak", "better", "worse") as the next
     version of `to_model`, with a run of its own; return its version number."""
     from mlflow.entities import Metric, Param
-    from mlflow.exceptions import MlflowException
+
+    from mlgate.registry.tracking import register
 
     source = client.get_model_version(templates.model, getattr(templates, kind))
     run = client.get_run(source.run_id)
@@ -80,21 +81,18 @@ def copy_version(client: Any, templates: Templates, kind: str, to_model: str) ->
         local = Path(client.download_artifacts(source.run_id, "", tmp))
         client.log_artifacts(run_id, str(local))
     client.set_terminated(run_id)
-    try:
-        client.create_registered_model(to_model)
-    except MlflowException as exc:
-        if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
-            raise
-    version = client.create_model_version(
-        to_model,
-        source=source.source,
-        run_id=run_id,
-        tags=dict(source.tags) | {"mlgate.run_id": run_id},
+    # Registered as `mlgate train` registers (tracking.register): the model created if need be,
+    # the version with its lineage in one call, READY, and deleted again if anything fails.
+    version = register(
+        client,
+        name=to_model,
         description=source.description,
+        model_uri=source.source,
         # The logged model the source names (`models:/<model id>`), which the registry checks.
         model_id=source.source.removeprefix("models:/")
         if source.source.startswith("models:/m-")
         else None,
-        await_creation_for=300,
+        run_id=run_id,
+        tags=dict(source.tags) | {"mlgate.run_id": run_id},
     )
     return str(version.version)
