@@ -27,8 +27,9 @@ $(BIN)/python:
 
 .PHONY: install
 install: $(BIN)/python ## Install the dev lock and mlgate (editable) into .venv
-	$(UV) pip sync --python $(BIN)/python --require-hashes requirements-dev.lock
+	$(UV) pip sync --python $(BIN)/python --require-hashes --compile-bytecode requirements-dev.lock
 	$(UV) pip install --python $(BIN)/python --no-deps --editable .
+	$(BIN)/python -m compileall -q -j 0 src
 
 .PHONY: lock
 lock: $(BIN)/python ## Regenerate requirements.lock and requirements-dev.lock from pyproject.toml
