@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -20,6 +19,7 @@ from mlgate import cli
 from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.github import outputs as github
+from mlgate.pipeline import checks
 from mlgate.pipeline.data import DataVersion, LabelProblem, label_classes, load_frame, pull
 from mlgate.settings import Settings, short
 
@@ -129,7 +129,7 @@ def validate_frame(
     try:
         validated = schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        violations += _group(exc.failure_cases)
+        violations += _group(exc.failure_cases, schema, frame.columns)
     except pandera.errors.SchemaError as exc:  # non-lazy failures (e.g. an empty frame)
         violations.append(Violation(DATAFRAME, str(exc).splitlines()[0], 1, ()))
     violations += _training_checks(frame, settings)
@@ -144,54 +144,67 @@ def validate_frame(
     return validated, report
 
 
-def _group(failure_cases: pd.DataFrame) -> list[Violation]:
-    cases = failure_cases.copy()
-    schema_level = cases["schema_context"] == "DataFrameSchema"
-    # For schema-wide checks (a column missing or unexpected) the column is the failure case.
-    cases.loc[schema_level, "column"] = cases.loc[schema_level, "failure_case"]
+def _group(failure_cases: pd.DataFrame, schema: Any, columns: Sequence[Any]) -> list[Violation]:
     out = []
+    cases = checks.ordered(failure_cases, schema, columns)
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
         rows = tuple(int(i) for i in group["index"].dropna().head(SAMPLES))
-        samples = tuple(dict.fromkeys(repr(v) for v in group["failure_case"].head(SAMPLES)))
-        if check in {"column_in_schema", "column_in_dataframe"}:
-            check = {
-                "column_in_schema": "unexpected column (schema is strict)",
-                "column_in_dataframe": "required column missing",
-            }[check]
-            samples = ()
-        out.append(Violation(str(column), str(check), len(group), samples, rows))
+        samples = tuple(repr(v) for v in group["failure_case"].head(SAMPLES))
+        out.append(_violation(str(column), str(check), len(group), samples, rows))
     return out
+
+
+def _violation(
+    column: str, check: str, count: int, samples: tuple[str, ...], rows: tuple[int, ...]
+) -> Violation:
+    """One failing pandera check: the first SAMPLES cases' values (each once) and rows."""
+    values = tuple(dict.fromkeys(samples))
+    if check in {"column_in_schema", "column_in_dataframe"}:
+        check = {
+            "column_in_schema": "unexpected column (schema is strict)",
+            "column_in_dataframe": "required column missing",
+        }[check]
+        values = ()
+    return Violation(column, check, count, values, rows)
 
 
 def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
     """What training needs beyond the schema: enough rows and both classes, each big enough
     for a stratified three-way split."""
+    classes = checks.classes_of(frame, settings.data.target)
+    return _training_violations(
+        len(frame),
+        [str(c) for c in frame.columns],
+        checks.infinite_of(frame),
+        None if classes is None else frame[settings.data.target].value_counts(dropna=True),
+        settings,
+    )
+
+
+def _training_violations(
+    rows: int,
+    columns: list[str],
+    infinite: Mapping[str, tuple[int, list[str], list[int]]],
+    counts: pd.Series | None,
+    settings: Settings,
+) -> list[Violation]:
+    """The training checks from the data's aggregates: its rows and columns, +inf per numeric
+    column (`checks.infinite_of`), the target's value counts (None: no target column)."""
     out = []
-    if len(frame) < settings.schema.min_rows:
+    if rows < settings.schema.min_rows:
         out.append(
             Violation(
                 DATAFRAME,
                 f"at least {settings.schema.min_rows} rows (schema.min_rows)",
                 1,
-                (f"{len(frame)} rows",),
+                (f"{rows} rows",),
             )
         )
-    numeric = frame.select_dtypes("number")
-    for column, count in np.isinf(numeric).sum().items():
-        if count:  # pandera's range checks let +inf through; XGBoost refuses it
-            bad = numeric[column][np.isinf(numeric[column])].head(5)
-            out.append(
-                Violation(
-                    str(column),
-                    "finite values",
-                    int(count),
-                    tuple(str(v) for v in bad),
-                    tuple(int(r) for r in bad.index),
-                )
-            )
+    for column, (count, values, at) in infinite.items():
+        # pandera's range checks let +inf through; XGBoost refuses it
+        out.append(Violation(column, "finite values", count, tuple(values), tuple(at)))
     target = settings.data.target
-    if target not in frame.columns:
-        columns = [str(c) for c in frame.columns]
+    if counts is None:
         listed = ", ".join(short(c, 40) for c in columns[:20]) + (
             f", ... ({len(columns)} in all)" if len(columns) > 20 else ""
         )
@@ -205,7 +218,6 @@ def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]
             )
         )
         return out
-    counts = frame[target].value_counts(dropna=True)
     if len(counts) < 2:
         seen = ", ".join(f"{k!r}" for k in counts.index) or "none"
         out.append(Violation(target, "both classes present", 1, (f"classes seen: {seen}",)))
@@ -235,46 +247,45 @@ def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
     """The data contract, beyond the schema: the target is two classes, the positive one
     named (data.positive_class) unless they are 0 and 1, no label missing; every feature is
     numeric, boolean or declared categorical. Each violation names its columns and the fix."""
+    contract = checks.contract_of(frame, settings.data.target, settings.data.id_column)
+    return _contract_violations(contract, settings)
+
+
+def _contract_violations(contract: checks.Contract, settings: Settings) -> list[Violation]:
+    """The contract checks from the data's aggregates (`checks.contract_of`)."""
     out: list[Violation] = []
     target = settings.data.target
-    single = (frame.columns == target).sum() == 1  # a duplicated name is the schema's to report
-    if single and frame[target].nunique() >= 2:  # else: "both classes present" says it
-        labels = frame[target]
+    if contract.single and len(contract.labels) >= 2:  # else: "both classes present" says it
         try:
-            label_classes(labels, settings.data.positive_class, target)
+            label_classes(pd.Series(contract.labels), settings.data.positive_class, target)
         except LabelProblem as exc:
             out.append(
                 Violation(target, "two classes, positive one named", 1, (exc.message,), fix=exc.fix)
             )
-        missing = labels.isna()
-        if missing.any():
+        if contract.missing:
             out.append(
                 Violation(
                     target,
                     "no missing label",
-                    int(missing.sum()),
+                    contract.missing,
                     (),
-                    tuple(int(i) for i in frame.index[missing][:SAMPLES]),
+                    tuple(contract.missing_rows[:SAMPLES]),
                     fix="drop the unlabelled rows or label them, then push a new data version",
                 )
             )
-    ignored = {target, settings.data.id_column}
-    found = {
-        column: frame.iloc[:, i]
-        for i, column in enumerate(frame.columns)
-        if column not in ignored and not _usable_feature(frame.iloc[:, i])
-    }
+    found: dict[str, tuple[str, list[str]]] = {}
+    for column, usable, dtype, values in contract.features:
+        if not usable:
+            found[column] = (dtype, values)
     bad = list(found)
     if bad:
-        samples = []
-        for column in bad[:SAMPLES]:
-            values = found[column].dropna().astype(str).unique()[:2]
-            dtype = found[column].dtype
-            samples.append(f"{short(str(column), 40)}: {dtype} ({', '.join(values)})")
+        samples = [
+            f"{short(column, 40)}: {found[column][0]} ({', '.join(found[column][1])})"
+            for column in bad[:SAMPLES]
+        ]
         out.append(
             Violation(
-                ", ".join(str(c) for c in bad[:20])
-                + (f", ... ({len(bad)} in all)" if len(bad) > 20 else ""),
+                ", ".join(bad[:20]) + (f", ... ({len(bad)} in all)" if len(bad) > 20 else ""),
                 "feature is numeric, boolean or declared categorical",
                 len(bad),
                 tuple(samples),
@@ -285,14 +296,6 @@ def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
             )
         )
     return out
-
-
-def _usable_feature(column: pd.Series) -> bool:
-    if isinstance(column.dtype, pd.CategoricalDtype):  # declared categorical (dtype: category)
-        return True
-    return pd.api.types.is_bool_dtype(column) or (
-        pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column)
-    )
 
 
 def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
