@@ -115,7 +115,7 @@ class Summary:
     numeric: list[str]  # the numeric columns
     infinite: dict[str, tuple[int, list[str], list[int]]]  # column: count, values, rows
     classes: list[tuple[Any, int]] | None  # the target's value counts as first seen; None: absent
-    raw: Contract | None  # the contract on the partition as read
+    raw: Contract  # the contract on the partition as read
     validated: Contract | None  # ... and as pandera coerced it (None: it failed)
 
 
@@ -174,7 +174,6 @@ def summarize(
                 )
             )
     failures = _failures(pd.concat(cases, ignore_index=True), schema, part.columns) if cases else []
-    present = target in part.columns
     return Summary(
         rows=len(part),
         columns=[str(c) for c in part.columns],
@@ -183,10 +182,8 @@ def summarize(
         numeric=[str(c) for c in part.select_dtypes("number").columns],
         infinite=infinite_of(part),
         classes=classes_of(part, target),
-        raw=contract_of(part, target, id_column) if present else None,
-        validated=contract_of(validated, target, id_column)
-        if validated is not None and target in validated.columns
-        else None,
+        raw=contract_of(part, target, id_column),
+        validated=None if validated is None else contract_of(validated, target, id_column),
     )
 
 

@@ -298,14 +298,32 @@ def _contract_violations(contract: checks.Contract, settings: Settings) -> list[
     return out
 
 
-def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
-    """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad."""
-    version = pull(settings)
+def check(
+    settings: Settings, cluster_client: Any = None
+) -> tuple[pd.DataFrame, DataVersion, Report]:
+    """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad.
+    With train.engine: dask the workers validate the version's shards first (`on_cluster`;
+    `cluster_client`: the stage's client, else one is opened); the runner then still pulls and
+    loads the frame it splits (docs/dask.md, "What the runner still reads")."""
     schema = load_schema(settings.path(settings.schema.path))
+    if settings.train.engine == "dask":
+        report, md5 = on_cluster(settings, cluster_client)
+        publish(settings, report, md5)
+        version = pull(settings)
+        frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
+        return schema.validate(frame, lazy=True), version, report  # coerced, as checked
+    version = pull(settings)
     frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
     validated, report = validate_frame(frame, schema, settings, name=version.path)
+    publish(settings, report, version.dvc_md5)
+    return validated, version, report
+
+
+def publish(settings: Settings, report: Report, md5: str) -> None:
+    """The report as validation.json, text, step summary and outputs; ValidationFailed (exit 3)
+    when the data is bad."""
     report_path = settings.path(settings.reports.dir) / "validation.json"
-    write_json_atomic(report_path, {**asdict(report), "ok": report.ok, "data_md5": version.dvc_md5})
+    write_json_atomic(report_path, {**asdict(report), "ok": report.ok, "data_md5": md5})
     print(report.to_text(), flush=True)
     github.write_summary(settings.github, report.to_markdown())
     github.write_outputs(
@@ -313,7 +331,7 @@ def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
         {
             "valid": str(report.ok).lower(),
             "report": github.relative(report_path, Path.cwd()),
-            "data-hash": version.dvc_md5,
+            "data-hash": md5,
         },
     )
     if not report.ok:
@@ -323,14 +341,147 @@ def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
             )
         fixes = list(dict.fromkeys(v.fix for v in report.violations if v.fix))
         raise ValidationFailed(
-            f"{version.path} breaks the schema or the data contract in "
+            f"{report.data} breaks the schema or the data contract in "
             f"{len(report.violations)} checks (listed above); nothing was trained",
             fix="; ".join(fixes[:3])
             if fixes
             else f"correct the data and push a new version (`dvc add`, `dvc push`), or update "
             f"{settings.schema.path} if the schema is what changed",
         )
-    return validated, version, report
+
+
+def on_cluster(settings: Settings, cluster_client: Any = None) -> tuple[Report, str]:
+    """train.engine: dask: the data version's shards validated on the workers, partition by
+    partition, from the DVC remote (no pull); the report and the version's md5."""
+    from mlgate.pipeline import cluster, shards
+
+    located = shards.locate(settings)
+    path = settings.path(settings.data.path)
+    name = (  # as the local engine names it (DataVersion.path)
+        path.relative_to(settings.project_dir).as_posix()
+        if path.is_relative_to(settings.project_dir)
+        else path.as_posix()
+    )
+    if cluster_client is None:
+        with cluster.connect(settings) as client:
+            return summarized(client, settings, located, name), located.dvc_md5
+    return summarized(cluster_client, settings, located, name), located.dvc_md5
+
+
+def summarized(client: Any, settings: Settings, located: Any, name: str) -> Report:
+    """Validate the shards of `located` (`shards.Shards`) on the workers; one report."""
+    from mlgate.pipeline import shards
+
+    path = settings.path(settings.schema.path)
+    schema = load_schema(path)
+    if schema.unique:
+        raise ConfigError(
+            f"schema file {path} declares unique: {schema.unique} for the whole frame, which "
+            "train.engine: dask cannot check across partitions yet",
+            fix="declare `unique: true` on one column instead, or use train.engine: local",
+        )
+    frame = shards.frame(client, located)
+    duplicated: dict[str, list[Any]] = {}
+    for column in checks.unique_columns(schema):
+        if column in frame.columns:  # reduced on the workers: only values seen twice come back
+            counts = frame[column].value_counts(dropna=False)
+            duplicated[column] = counts[counts > 1].compute().index.tolist()
+    target, id_column = settings.data.target, settings.data.id_column
+    text = path.read_text(encoding="utf-8")
+    parts = [
+        client.submit(checks.summarize, part, text, target, id_column, duplicated, pure=False)
+        for part in client.compute(frame.to_delayed())
+    ]
+    return merge(client.gather(parts), settings, name=name)
+
+
+def merge(summaries: Sequence[checks.Summary], settings: Settings, *, name: str) -> Report:
+    """The partitions' summaries (in the version's order) as the one report the local engine
+    gives for the whole frame: counts summed, the first rows and values kept, each row
+    numbered in the whole version, the checks that span partitions from their aggregates."""
+    offsets = [sum(s.rows for s in summaries[:i]) for i in range(len(summaries))]
+    rows = sum(s.rows for s in summaries)
+    columns = summaries[0].columns if summaries else []
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for summary, offset in zip(summaries, offsets, strict=True):
+        for f in summary.failures:
+            group = groups.setdefault(
+                (f.column, f.check),
+                {"rank": f.rank, "count": 0, "rows": [], "values": [], "general": {}},
+            )
+            group["count"] += f.count
+            group["rows"] += [offset + r for r in f.rows]
+            group["values"] += f.values
+            group["general"].update(dict.fromkeys(f.general))  # the same case in every partition
+    violations = []
+    for (column, check), group in sorted(groups.items(), key=lambda item: item[1]["rank"]):
+        if group["count"]:
+            # a dtype check fails at the rows that keep a column from the dtype (its missing
+            # values, for an integer dtype) where there are some, else on the column's dtype:
+            # a partition without such rows names the dtype, the whole frame names the rows
+            group["general"] = {}
+        samples = (list(group["general"]) + group["values"])[:SAMPLES]
+        count = group["count"] + len(group["general"])
+        violations.append(
+            _violation(column, check, count, tuple(samples), tuple(group["rows"][:SAMPLES]))
+        )
+    errors = [e for s in summaries for e in s.errors if s.rows or not rows]
+    if not groups and errors:  # pandera's non-lazy failure (an empty frame)
+        violations.append(Violation(DATAFRAME, errors[0], 1, ()))
+    failed = bool(violations)
+
+    numeric = [c for c in columns if all(c in s.numeric for s in summaries)]
+    infinite: dict[str, tuple[int, list[str], list[int]]] = {}
+    for column in numeric:
+        count, values, at = 0, list[str](), list[int]()
+        for summary, offset in zip(summaries, offsets, strict=True):
+            if column in summary.infinite:
+                n, v, r = summary.infinite[column]
+                count, values, at = count + n, values + v, at + [offset + i for i in r]
+        if count:
+            infinite[column] = (count, values[:SAMPLES], at[:SAMPLES])
+    counts = None
+    if summaries and all(s.classes is not None for s in summaries):
+        seen: dict[Any, int] = {}
+        for summary in summaries:
+            for label, n in summary.classes or []:
+                seen[label] = seen.get(label, 0) + n
+        counts = pd.Series(list(seen.values()), index=pd.Index(list(seen)), dtype="int64")
+        counts = counts.sort_values(ascending=False)  # as value_counts orders them
+    violations += _training_violations(rows, columns, infinite, counts, settings)
+
+    parts = [
+        (s.raw if failed or s.validated is None else s.validated, offset)
+        for s, offset in zip(summaries, offsets, strict=True)
+    ]
+    if parts:
+        violations += _contract_violations(_merged_contract(parts), settings)
+    return Report(
+        schema_version=1,
+        data=name,
+        rows=rows,
+        columns=len(columns),
+        violations=tuple(violations),
+    )
+
+
+def _merged_contract(parts: Sequence[tuple[checks.Contract, int]]) -> checks.Contract:
+    first = parts[0][0]
+    labels = pd.unique(pd.Series([v for c, _ in parts for v in c.labels], dtype=object))
+    features: dict[str, list[Any]] = {}
+    for contract, _ in parts:
+        for column, usable, dtype, values in contract.features:
+            entry = features.setdefault(column, [True, "", []])
+            if not usable and entry[0]:
+                entry[0], entry[1] = False, dtype
+            entry[2] = list(dict.fromkeys(entry[2] + values))[:2]
+    return checks.Contract(
+        single=first.single,
+        labels=list(labels),
+        missing=sum(c.missing for c, _ in parts),
+        missing_rows=[offset + r for c, offset in parts for r in c.missing_rows][:SAMPLES],
+        features=[(c, usable, dtype, values) for c, (usable, dtype, values) in features.items()],
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -339,7 +490,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     def action() -> int:
-        check(cli.settings_from(args, env))
+        settings = cli.settings_from(args, env)
+        if settings.train.engine == "dask":  # on the workers: the runner pulls nothing
+            publish(settings, *on_cluster(settings))
+        else:
+            check(settings)
         return 0
 
     return cli.run(action)
