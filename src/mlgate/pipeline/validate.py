@@ -370,6 +370,8 @@ def on_cluster(settings: Settings, cluster_client: Any = None) -> tuple[Report, 
 
 def summarized(client: Any, settings: Settings, located: Any, name: str) -> Report:
     """Validate the shards of `located` (`shards.Shards`) on the workers; one report."""
+    from dask.delayed import delayed
+
     from mlgate.pipeline import shards
 
     path = settings.path(settings.schema.path)
@@ -388,11 +390,11 @@ def summarized(client: Any, settings: Settings, located: Any, name: str) -> Repo
             duplicated[column] = counts[counts > 1].compute().index.tolist()
     target, id_column = settings.data.target, settings.data.id_column
     text = path.read_text(encoding="utf-8")
-    parts = [
-        client.submit(checks.summarize, part, text, target, id_column, duplicated, pure=False)
-        for part in client.compute(frame.to_delayed())
-    ]
-    return merge(client.gather(parts), settings, name=name)
+    # one task per partition reads it and summarizes it: the partition is dropped as soon as
+    # its summary exists, so the workers never hold more than the partitions they work on
+    summarize = delayed(checks.summarize, pure=True)
+    tasks = [summarize(part, text, target, id_column, duplicated) for part in frame.to_delayed()]
+    return merge(client.gather(client.compute(tasks)), settings, name=name)
 
 
 def merge(summaries: Sequence[checks.Summary], settings: Settings, *, name: str) -> Report:
