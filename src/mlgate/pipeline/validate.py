@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from mlgate import cli
-from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
+from mlgate.errors import ConfigError, DataError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.github import outputs as github
 from mlgate.pipeline import checks
@@ -311,7 +311,17 @@ def check(
         publish(settings, report, md5)
         version = pull(settings)
         frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
-        return schema.validate(frame, lazy=True), version, report  # coerced, as checked
+        import pandera.errors
+
+        try:
+            return schema.validate(frame, lazy=True), version, report  # coerced, as checked
+        except (pandera.errors.SchemaErrors, pandera.errors.SchemaError) as exc:
+            raise DataError(  # fail closed: the runner's copy is not what the workers read
+                f"the data pulled to the runner fails the schema the workers' shards passed: "
+                f"{str(exc).splitlines()[0]}",
+                fix="check that data.path names the tracked directory data.dvc versions and "
+                "that the DVC remote holds that version (`dvc push`), then re-run",
+            ) from exc
     version = pull(settings)
     frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
     validated, report = validate_frame(frame, schema, settings, name=version.path)
