@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -254,6 +255,64 @@ def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
         Path(c.download_artifacts(version.run_id, "data/objects.json", str(tmp_path))).read_text()
     )
     assert [o["url"] for o in read["objects"]] == [_object_url(bucket, f) for f in files]
+
+
+def _spoiled(frame: pd.DataFrame) -> pd.DataFrame:
+    """Several kinds of violation, with one each side of the shard boundaries 200 and 400."""
+    bad = frame.drop(columns=["mean_area"]).assign(extra=1.0)
+    for row in (3, 199, 200, 400):
+        bad.loc[row, "mean_radius"] = -1.0
+    bad.loc[7, "worst_area"] = float("nan")
+    bad.loc[399, "worst_area"] = float("inf")
+    bad["diagnosis"] = bad["diagnosis"].astype(float)
+    bad.loc[401, "diagnosis"] = float("nan")
+    bad.loc[10, "diagnosis"] = 2.0
+    return bad
+
+
+def test_validation_on_the_workers_reports_what_the_local_engine_reports(
+    dask_cluster, s3_server, tmp_path, breast_cancer, clean_env
+):
+    """`mlgate validate` with the dask engine validates each shard of the version on the
+    workers (the runner pulls nothing) and writes the report the local engine writes for the
+    whole frame (the oracle, with counts taken here with pandas); good data passes."""
+    from mlgate.pipeline import validate
+
+    bad = _spoiled(breast_cancer)
+    project = make_project(tmp_path / "project")
+    _sharded_on_s3(project, s3_server, bad, [0, 200, 400, len(bad)])
+    shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
+    args = ["--params", str(project / "params.yaml"), *_dask(dask_cluster)]
+    args += ["--set", "data.path=data"]
+    assert validate.main(args, env=clean_env) == 4  # ValidationFailed, as the local engine
+    assert not (project / ".dvc" / "cache").exists()  # nothing was pulled
+    found = json.loads((project / "reports" / "validation.json").read_text())
+
+    settings = load_settings(env={}, params_file=project / "params.yaml")
+    schema = validate.load_schema(project / "schema" / "breast_cancer.yaml")
+    whole = bad.reset_index(drop=True)  # the shards read back, in order, are this frame
+    _, local = validate.validate_frame(whole, schema, settings, name="data")
+    expected = json.loads(json.dumps({**dataclasses.asdict(local), "ok": False}))
+    assert {k: v for k, v in found.items() if k != "data_md5"} == expected
+    by_check = {(v["column"], v["check"]): v for v in found["violations"]}
+    radius = by_check[("mean_radius", "greater_than_or_equal_to(0)")]
+    negative = whole.index[whole["mean_radius"] < 0].tolist()
+    assert radius["count"] == len(negative) == 4 and radius["rows"] == negative
+    assert by_check[("worst_area", "not_nullable")]["rows"] == [7]
+    assert by_check[("worst_area", "finite values")]["rows"] == [399]
+    missing = whole.index[whole["diagnosis"].isna()].tolist()
+    assert by_check[("diagnosis", "no missing label")]["rows"] == missing == [401]
+    assert by_check[("diagnosis", "isin([0, 1])")]["rows"] == [10]
+    assert ("mean_area", "required column missing") in by_check
+    assert ("extra", "unexpected column (schema is strict)") in by_check
+    assert found["rows"] == len(whole) and found["columns"] == whole.shape[1]
+
+    good = make_project(tmp_path / "good")
+    _sharded_on_s3(good, s3_server, breast_cancer, [0, 200, 400, len(breast_cancer)])
+    args = ["--params", str(good / "params.yaml"), *_dask(dask_cluster), "--set", "data.path=data"]
+    assert validate.main(args, env=clean_env) == 0
+    report = json.loads((good / "reports" / "validation.json").read_text())
+    assert report["ok"] and report["rows"] == len(breast_cancer) and not report["violations"]
 
 
 def test_partitions_scored_on_the_workers_are_the_boosters_predictions(dask_cluster, breast_cancer):

@@ -42,13 +42,15 @@ STAGES = {
     "split": 0,
     "frames": 0,  # the partition functions (imported by the Dask workers: numpy and pandas only)
     "shards": 0,  # a data version's shards in the DVC remote, read by the Dask workers
+    # validation of a partition, on the Dask workers (numpy, pandas and pandera only)
+    "checks": 0,
     "init": 1,  # `mlgate init`: reads the data (data) and writes the schema validate checks
     "validate": 1,
     "lineage": 1,
     "train": 2,
     # the logged model's pyfunc flavour (train logs it; frames encodes with it; no mlgate imports)
     "pyfunc": 0,
-    "cluster": 2,  # train.engine: dask (training, and the gate's scoring on the workers)
+    "cluster": 1,  # train.engine: dask (validation, training, the gate's scoring on the workers)
     "evaluate": 3,
     "promote": 4,
     "export": 5,
@@ -363,6 +365,32 @@ def test_the_serving_package_imports_and_scores_with_the_training_stack_blocked(
     assert out["loaded"] == [] and out["engine"] != "xgboost"
     expected = booster.predict(xgb.DMatrix(x[:20]))
     np.testing.assert_allclose(out["scores"], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_the_dask_workers_validation_module_imports_no_mlflow_or_xgboost(tmp_path):
+    """`checks` (a partition validated on a worker) needs pandera, and nothing heavier: no
+    MLflow, XGBoost, DVC, evidently or scikit-learn; and a partition's summary is computed."""
+    blocked = ("mlflow", "xgboost", "dvc", "evidently", "sklearn")
+    probe = BLOCKER.format(blocked=blocked) + textwrap.dedent(
+        """
+        import json
+        import pandas as pd
+        from mlgate.pipeline import checks
+        text = "columns:\\n  a:\\n    dtype: int64\\n    checks:\\n      greater_than: 1\\n"
+        part = pd.DataFrame({"a": [1, 2, 3], "y": [0, 1, 1]})
+        summary = checks.summarize(part, text, "y", None, {})
+        print(json.dumps({"failed": [(f.column, f.count, f.rows) for f in summary.failures],
+              "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out == {"failed": [["a", 1, [0]]], "loaded": []}
 
 
 def test_the_blocker_blocks(tmp_path):

@@ -196,27 +196,29 @@ def predict(
 
 
 def train(settings: Settings) -> TrainResult:
-    frame, version, checked = validate.check(settings)  # bad data stops here, before any run
-    check_id_column(frame, settings.data.id_column)
-    check_xgboost_params(settings.train.params)
-    slice_masks(frame, settings.metrics.slices)  # a bad slice query too
-    target = settings.data.target
-    labels = labels_of(frame, settings)  # 0/1; a label outside the contract stops here
-    negative, positive = label_classes(frame[target], settings.data.positive_class, target)
-    categories = categories_of(frame, settings)
-    split = split_frame(
-        frame,
-        target=target,
-        seed=settings.split.seed,
-        validation_fraction=settings.split.validation_fraction,
-        holdout_fraction=settings.split.holdout_fraction,
-        id_column=settings.data.id_column,
-    )
-    # train.engine: dask: the workers read the version's shards from the DVC remote; its
-    # manifest is read (and a missing one refused) here, before any run.
-    located = shards.locate(settings) if settings.train.engine == "dask" else None
-    client = tracking.connect(settings)  # unreachable server: fail here, no run started
-    with engine(settings) as cluster_client:  # unreachable scheduler too (train.engine: dask)
+    # train.engine: dask: an unreachable scheduler fails here, before anything else; the
+    # workers validate the version's shards (validate.check), read from the DVC remote
+    with engine(settings) as cluster_client:
+        frame, version, checked = validate.check(settings, cluster_client)  # bad data stops here
+        check_id_column(frame, settings.data.id_column)
+        check_xgboost_params(settings.train.params)
+        slice_masks(frame, settings.metrics.slices)  # a bad slice query too
+        target = settings.data.target
+        labels = labels_of(frame, settings)  # 0/1; a label outside the contract stops here
+        negative, positive = label_classes(frame[target], settings.data.positive_class, target)
+        categories = categories_of(frame, settings)
+        split = split_frame(
+            frame,
+            target=target,
+            seed=settings.split.seed,
+            validation_fraction=settings.split.validation_fraction,
+            holdout_fraction=settings.split.holdout_fraction,
+            id_column=settings.data.id_column,
+        )
+        # train.engine: dask: the workers read the version's shards from the DVC remote; its
+        # manifest is read (and a missing one refused) here, before any run.
+        located = shards.locate(settings) if settings.train.engine == "dask" else None
+        client = tracking.connect(settings)  # unreachable server: fail here, no run started
         return _train(
             settings,
             frame,

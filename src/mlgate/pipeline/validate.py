@@ -12,14 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from mlgate import cli
-from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
+from mlgate.errors import ConfigError, DataError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.github import outputs as github
+from mlgate.pipeline import checks
 from mlgate.pipeline.data import DataVersion, LabelProblem, label_classes, load_frame, pull
 from mlgate.settings import Settings, short
 
@@ -129,7 +129,7 @@ def validate_frame(
     try:
         validated = schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        violations += _group(exc.failure_cases)
+        violations += _group(exc.failure_cases, schema, frame.columns)
     except pandera.errors.SchemaError as exc:  # non-lazy failures (e.g. an empty frame)
         violations.append(Violation(DATAFRAME, str(exc).splitlines()[0], 1, ()))
     violations += _training_checks(frame, settings)
@@ -144,54 +144,67 @@ def validate_frame(
     return validated, report
 
 
-def _group(failure_cases: pd.DataFrame) -> list[Violation]:
-    cases = failure_cases.copy()
-    schema_level = cases["schema_context"] == "DataFrameSchema"
-    # For schema-wide checks (a column missing or unexpected) the column is the failure case.
-    cases.loc[schema_level, "column"] = cases.loc[schema_level, "failure_case"]
+def _group(failure_cases: pd.DataFrame, schema: Any, columns: Sequence[Any]) -> list[Violation]:
     out = []
+    cases = checks.ordered(failure_cases, schema, columns)
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
         rows = tuple(int(i) for i in group["index"].dropna().head(SAMPLES))
-        samples = tuple(dict.fromkeys(repr(v) for v in group["failure_case"].head(SAMPLES)))
-        if check in {"column_in_schema", "column_in_dataframe"}:
-            check = {
-                "column_in_schema": "unexpected column (schema is strict)",
-                "column_in_dataframe": "required column missing",
-            }[check]
-            samples = ()
-        out.append(Violation(str(column), str(check), len(group), samples, rows))
+        samples = tuple(repr(v) for v in group["failure_case"].head(SAMPLES))
+        out.append(_violation(str(column), str(check), len(group), samples, rows))
     return out
+
+
+def _violation(
+    column: str, check: str, count: int, samples: tuple[str, ...], rows: tuple[int, ...]
+) -> Violation:
+    """One failing pandera check: the first SAMPLES cases' values (each once) and rows."""
+    values = tuple(dict.fromkeys(samples))
+    if check in {"column_in_schema", "column_in_dataframe"}:
+        check = {
+            "column_in_schema": "unexpected column (schema is strict)",
+            "column_in_dataframe": "required column missing",
+        }[check]
+        values = ()
+    return Violation(column, check, count, values, rows)
 
 
 def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
     """What training needs beyond the schema: enough rows and both classes, each big enough
     for a stratified three-way split."""
+    classes = checks.classes_of(frame, settings.data.target)
+    return _training_violations(
+        len(frame),
+        [str(c) for c in frame.columns],
+        checks.infinite_of(frame),
+        None if classes is None else frame[settings.data.target].value_counts(dropna=True),
+        settings,
+    )
+
+
+def _training_violations(
+    rows: int,
+    columns: list[str],
+    infinite: Mapping[str, tuple[int, list[str], list[int]]],
+    counts: pd.Series | None,
+    settings: Settings,
+) -> list[Violation]:
+    """The training checks from the data's aggregates: its rows and columns, +inf per numeric
+    column (`checks.infinite_of`), the target's value counts (None: no target column)."""
     out = []
-    if len(frame) < settings.schema.min_rows:
+    if rows < settings.schema.min_rows:
         out.append(
             Violation(
                 DATAFRAME,
                 f"at least {settings.schema.min_rows} rows (schema.min_rows)",
                 1,
-                (f"{len(frame)} rows",),
+                (f"{rows} rows",),
             )
         )
-    numeric = frame.select_dtypes("number")
-    for column, count in np.isinf(numeric).sum().items():
-        if count:  # pandera's range checks let +inf through; XGBoost refuses it
-            bad = numeric[column][np.isinf(numeric[column])].head(5)
-            out.append(
-                Violation(
-                    str(column),
-                    "finite values",
-                    int(count),
-                    tuple(str(v) for v in bad),
-                    tuple(int(r) for r in bad.index),
-                )
-            )
+    for column, (count, values, at) in infinite.items():
+        # pandera's range checks let +inf through; XGBoost refuses it
+        out.append(Violation(column, "finite values", count, tuple(values), tuple(at)))
     target = settings.data.target
-    if target not in frame.columns:
-        columns = [str(c) for c in frame.columns]
+    if counts is None:
         listed = ", ".join(short(c, 40) for c in columns[:20]) + (
             f", ... ({len(columns)} in all)" if len(columns) > 20 else ""
         )
@@ -205,7 +218,6 @@ def _training_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]
             )
         )
         return out
-    counts = frame[target].value_counts(dropna=True)
     if len(counts) < 2:
         seen = ", ".join(f"{k!r}" for k in counts.index) or "none"
         out.append(Violation(target, "both classes present", 1, (f"classes seen: {seen}",)))
@@ -235,46 +247,45 @@ def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
     """The data contract, beyond the schema: the target is two classes, the positive one
     named (data.positive_class) unless they are 0 and 1, no label missing; every feature is
     numeric, boolean or declared categorical. Each violation names its columns and the fix."""
+    contract = checks.contract_of(frame, settings.data.target, settings.data.id_column)
+    return _contract_violations(contract, settings)
+
+
+def _contract_violations(contract: checks.Contract, settings: Settings) -> list[Violation]:
+    """The contract checks from the data's aggregates (`checks.contract_of`)."""
     out: list[Violation] = []
     target = settings.data.target
-    single = (frame.columns == target).sum() == 1  # a duplicated name is the schema's to report
-    if single and frame[target].nunique() >= 2:  # else: "both classes present" says it
-        labels = frame[target]
+    if contract.single and len(contract.labels) >= 2:  # else: "both classes present" says it
         try:
-            label_classes(labels, settings.data.positive_class, target)
+            label_classes(pd.Series(contract.labels), settings.data.positive_class, target)
         except LabelProblem as exc:
             out.append(
                 Violation(target, "two classes, positive one named", 1, (exc.message,), fix=exc.fix)
             )
-        missing = labels.isna()
-        if missing.any():
+        if contract.missing:
             out.append(
                 Violation(
                     target,
                     "no missing label",
-                    int(missing.sum()),
+                    contract.missing,
                     (),
-                    tuple(int(i) for i in frame.index[missing][:SAMPLES]),
+                    tuple(contract.missing_rows[:SAMPLES]),
                     fix="drop the unlabelled rows or label them, then push a new data version",
                 )
             )
-    ignored = {target, settings.data.id_column}
-    found = {
-        column: frame.iloc[:, i]
-        for i, column in enumerate(frame.columns)
-        if column not in ignored and not _usable_feature(frame.iloc[:, i])
-    }
+    found: dict[str, tuple[str, list[str]]] = {}
+    for column, usable, dtype, values in contract.features:
+        if not usable:
+            found[column] = (dtype, values)
     bad = list(found)
     if bad:
-        samples = []
-        for column in bad[:SAMPLES]:
-            values = found[column].dropna().astype(str).unique()[:2]
-            dtype = found[column].dtype
-            samples.append(f"{short(str(column), 40)}: {dtype} ({', '.join(values)})")
+        samples = [
+            f"{short(column, 40)}: {found[column][0]} ({', '.join(found[column][1])})"
+            for column in bad[:SAMPLES]
+        ]
         out.append(
             Violation(
-                ", ".join(str(c) for c in bad[:20])
-                + (f", ... ({len(bad)} in all)" if len(bad) > 20 else ""),
+                ", ".join(bad[:20]) + (f", ... ({len(bad)} in all)" if len(bad) > 20 else ""),
                 "feature is numeric, boolean or declared categorical",
                 len(bad),
                 tuple(samples),
@@ -287,22 +298,42 @@ def contract_checks(frame: pd.DataFrame, settings: Settings) -> list[Violation]:
     return out
 
 
-def _usable_feature(column: pd.Series) -> bool:
-    if isinstance(column.dtype, pd.CategoricalDtype):  # declared categorical (dtype: category)
-        return True
-    return pd.api.types.is_bool_dtype(column) or (
-        pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column)
-    )
-
-
-def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
-    """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad."""
-    version = pull(settings)
+def check(
+    settings: Settings, cluster_client: Any = None
+) -> tuple[pd.DataFrame, DataVersion, Report]:
+    """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad.
+    With train.engine: dask the workers validate the version's shards first (`on_cluster`;
+    `cluster_client`: the stage's client, else one is opened); the runner then still pulls and
+    loads the frame it splits (docs/dask.md, "What the runner still reads")."""
     schema = load_schema(settings.path(settings.schema.path))
+    if settings.train.engine == "dask":
+        report, md5 = on_cluster(settings, cluster_client)
+        publish(settings, report, md5)
+        version = pull(settings)
+        frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
+        import pandera.errors
+
+        try:
+            return schema.validate(frame, lazy=True), version, report  # coerced, as checked
+        except (pandera.errors.SchemaErrors, pandera.errors.SchemaError) as exc:
+            raise DataError(  # fail closed: the runner's copy is not what the workers read
+                f"the data pulled to the runner fails the schema the workers' shards passed: "
+                f"{str(exc).splitlines()[0]}",
+                fix="check that data.path names the tracked directory data.dvc versions and "
+                "that the DVC remote holds that version (`dvc push`), then re-run",
+            ) from exc
+    version = pull(settings)
     frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
     validated, report = validate_frame(frame, schema, settings, name=version.path)
+    publish(settings, report, version.dvc_md5)
+    return validated, version, report
+
+
+def publish(settings: Settings, report: Report, md5: str) -> None:
+    """The report as validation.json, text, step summary and outputs; ValidationFailed (exit 3)
+    when the data is bad."""
     report_path = settings.path(settings.reports.dir) / "validation.json"
-    write_json_atomic(report_path, {**asdict(report), "ok": report.ok, "data_md5": version.dvc_md5})
+    write_json_atomic(report_path, {**asdict(report), "ok": report.ok, "data_md5": md5})
     print(report.to_text(), flush=True)
     github.write_summary(settings.github, report.to_markdown())
     github.write_outputs(
@@ -310,7 +341,7 @@ def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
         {
             "valid": str(report.ok).lower(),
             "report": github.relative(report_path, Path.cwd()),
-            "data-hash": version.dvc_md5,
+            "data-hash": md5,
         },
     )
     if not report.ok:
@@ -320,14 +351,149 @@ def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
             )
         fixes = list(dict.fromkeys(v.fix for v in report.violations if v.fix))
         raise ValidationFailed(
-            f"{version.path} breaks the schema or the data contract in "
+            f"{report.data} breaks the schema or the data contract in "
             f"{len(report.violations)} checks (listed above); nothing was trained",
             fix="; ".join(fixes[:3])
             if fixes
             else f"correct the data and push a new version (`dvc add`, `dvc push`), or update "
             f"{settings.schema.path} if the schema is what changed",
         )
-    return validated, version, report
+
+
+def on_cluster(settings: Settings, cluster_client: Any = None) -> tuple[Report, str]:
+    """train.engine: dask: the data version's shards validated on the workers, partition by
+    partition, from the DVC remote (no pull); the report and the version's md5."""
+    from mlgate.pipeline import cluster, shards
+
+    located = shards.locate(settings)
+    path = settings.path(settings.data.path)
+    name = (  # as the local engine names it (DataVersion.path)
+        path.relative_to(settings.project_dir).as_posix()
+        if path.is_relative_to(settings.project_dir)
+        else path.as_posix()
+    )
+    if cluster_client is None:
+        with cluster.connect(settings) as client:
+            return summarized(client, settings, located, name), located.dvc_md5
+    return summarized(cluster_client, settings, located, name), located.dvc_md5
+
+
+def summarized(client: Any, settings: Settings, located: Any, name: str) -> Report:
+    """Validate the shards of `located` (`shards.Shards`) on the workers; one report."""
+    from dask.delayed import delayed
+
+    from mlgate.pipeline import shards
+
+    path = settings.path(settings.schema.path)
+    schema = load_schema(path)
+    if schema.unique:
+        raise ConfigError(
+            f"schema file {path} declares unique: {schema.unique} for the whole frame, which "
+            "train.engine: dask cannot check across partitions yet",
+            fix="declare `unique: true` on one column instead, or use train.engine: local",
+        )
+    frame = shards.frame(client, located)
+    duplicated: dict[str, list[Any]] = {}
+    for column in checks.unique_columns(schema):
+        if column in frame.columns:  # reduced on the workers: only values seen twice come back
+            counts = frame[column].value_counts(dropna=False)
+            duplicated[column] = counts[counts > 1].compute().index.tolist()
+    target, id_column = settings.data.target, settings.data.id_column
+    text = path.read_text(encoding="utf-8")
+    # one task per partition reads it and summarizes it: the partition is dropped as soon as
+    # its summary exists, so the workers never hold more than the partitions they work on
+    summarize = delayed(checks.summarize, pure=True)
+    tasks = [summarize(part, text, target, id_column, duplicated) for part in frame.to_delayed()]
+    return merge(client.gather(client.compute(tasks)), settings, name=name)
+
+
+def merge(summaries: Sequence[checks.Summary], settings: Settings, *, name: str) -> Report:
+    """The partitions' summaries (in the version's order) as the one report the local engine
+    gives for the whole frame: counts summed, the first rows and values kept, each row
+    numbered in the whole version, the checks that span partitions from their aggregates."""
+    offsets = [sum(s.rows for s in summaries[:i]) for i in range(len(summaries))]
+    rows = sum(s.rows for s in summaries)
+    columns = summaries[0].columns if summaries else []
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for summary, offset in zip(summaries, offsets, strict=True):
+        for f in summary.failures:
+            group = groups.setdefault(
+                (f.column, f.check),
+                {"rank": f.rank, "count": 0, "rows": [], "values": [], "general": {}},
+            )
+            group["count"] += f.count
+            group["rows"] += [offset + r for r in f.rows]
+            group["values"] += f.values
+            group["general"].update(dict.fromkeys(f.general))  # the same case in every partition
+    violations = []
+    for (column, check), group in sorted(groups.items(), key=lambda item: item[1]["rank"]):
+        if group["count"]:
+            # a dtype check fails at the rows that keep a column from the dtype (its missing
+            # values, for an integer dtype) where there are some, else on the column's dtype:
+            # a partition without such rows names the dtype, the whole frame names the rows
+            group["general"] = {}
+        samples = (list(group["general"]) + group["values"])[:SAMPLES]
+        count = group["count"] + len(group["general"])
+        violations.append(
+            _violation(column, check, count, tuple(samples), tuple(group["rows"][:SAMPLES]))
+        )
+    errors = [e for s in summaries for e in s.errors if s.rows or not rows]
+    if not groups and errors:  # pandera's non-lazy failure (an empty frame)
+        violations.append(Violation(DATAFRAME, errors[0], 1, ()))
+    failed = bool(violations)
+
+    numeric = [c for c in columns if all(c in s.numeric for s in summaries)]
+    infinite: dict[str, tuple[int, list[str], list[int]]] = {}
+    for column in numeric:
+        count, values, at = 0, list[str](), list[int]()
+        for summary, offset in zip(summaries, offsets, strict=True):
+            if column in summary.infinite:
+                n, v, r = summary.infinite[column]
+                count, values, at = count + n, values + v, at + [offset + i for i in r]
+        if count:
+            infinite[column] = (count, values[:SAMPLES], at[:SAMPLES])
+    counts = None
+    if summaries and all(s.classes is not None for s in summaries):
+        seen: dict[Any, int] = {}
+        for summary in summaries:
+            for label, n in summary.classes or []:
+                seen[label] = seen.get(label, 0) + n
+        counts = pd.Series(list(seen.values()), index=pd.Index(list(seen)), dtype="int64")
+        counts = counts.sort_values(ascending=False)  # as value_counts orders them
+    violations += _training_violations(rows, columns, infinite, counts, settings)
+
+    parts = [
+        (s.raw if failed or s.validated is None else s.validated, offset)
+        for s, offset in zip(summaries, offsets, strict=True)
+    ]
+    if parts:
+        violations += _contract_violations(_merged_contract(parts), settings)
+    return Report(
+        schema_version=1,
+        data=name,
+        rows=rows,
+        columns=len(columns),
+        violations=tuple(violations),
+    )
+
+
+def _merged_contract(parts: Sequence[tuple[checks.Contract, int]]) -> checks.Contract:
+    first = parts[0][0]
+    labels = pd.unique(pd.Series([v for c, _ in parts for v in c.labels], dtype=object))
+    features: dict[str, list[Any]] = {}
+    for contract, _ in parts:
+        for column, usable, dtype, values in contract.features:
+            entry = features.setdefault(column, [True, "", []])
+            if not usable and entry[0]:
+                entry[0], entry[1] = False, dtype
+            entry[2] = list(dict.fromkeys(entry[2] + values))[:2]
+    return checks.Contract(
+        single=first.single,
+        labels=list(labels),
+        missing=sum(c.missing for c, _ in parts),
+        missing_rows=[offset + r for c, offset in parts for r in c.missing_rows][:SAMPLES],
+        features=[(c, usable, dtype, values) for c, (usable, dtype, values) in features.items()],
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -336,7 +502,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
 
     def action() -> int:
-        check(cli.settings_from(args, env))
+        settings = cli.settings_from(args, env)
+        if settings.train.engine == "dask":  # on the workers: the runner pulls nothing
+            publish(settings, *on_cluster(settings))
+        else:
+            check(settings)
         return 0
 
     return cli.run(action)
