@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import os
 import shutil
 import signal
@@ -89,12 +90,16 @@ class App:
         access_log: TextIO | None = None,
         metrics_dir: str | None = None,
         count: bool = True,
+        freeze: bool = False,
     ) -> None:
         """`bundle_dir`: large bodies are parsed and scored in a process of their own that
         loads it (without it: on a thread, which still holds the GIL while parsing JSON).
         `access_log`: a line per request written there. `metrics_dir`: prometheus-client's
         multiprocess directory, so that /metrics sums every worker. `count=False` is the
-        scoring process: it counts nothing and hands its scored rows back."""
+        scoring process: it counts nothing and hands its scored rows back. `freeze`: once
+        started, move every object alive into the collector's permanent generation
+        (`gc.freeze`), so that its full collections, which scanned the whole heap (modules,
+        numpy, the server: 60 ms once in 11,000 requests), stop pausing requests."""
         self.bundle = bundle
         self.limits = limits or Limits()
         self.checks = Matrices(bundle, self.limits)
@@ -106,6 +111,7 @@ class App:
         self.access_log = access_log
         self._pid = os.getpid()
         self._executor: Executor | None = None  # made for the first large body
+        self.freeze = freeze
         prefix = f"/v2/models/{bundle.name}"
         self.v2_model_paths = {prefix, f"{prefix}/versions/{bundle.version}"}
         # The fast lane (mlgate.serving.protocol): small POSTs to these exact paths are
@@ -232,6 +238,9 @@ class App:
                             flush=True,
                         )
                         self._executor, self.bundle_dir = None, None
+                if self.freeze:  # everything loaded: the heap the collector need not scan
+                    gc.collect()
+                    gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
@@ -516,6 +525,7 @@ def create_app() -> App:
         access_log=sys.stderr if s.access_log else None,
         # set by `mlgate serve` for 2+ workers: /metrics sums them all
         metrics_dir=process_env().get("PROMETHEUS_MULTIPROC_DIR") or None,
+        freeze=True,
     )
     if log is not None and app.metrics is not None:
         log.on_flush = app.metrics.sync_log

@@ -44,10 +44,18 @@ class _Lane:
         self.response_complete = False
         self.keep_alive = True  # uvicorn's shutdown sets it False: answer, then close
         self.disconnected = False
-        self.message_event = self  # connection_lost calls message_event.set()
+        self.message_event = _NO_EVENT  # connection_lost calls message_event.set()
+
+
+class _NoEvent:
+    """Nothing waits on a fast-lane request (a shared object: a `_Lane` that referred to
+    itself would be a reference cycle, garbage for the cyclic collector at every request)."""
 
     def set(self) -> None:
-        """Nothing waits on a fast-lane request."""
+        pass
+
+
+_NO_EVENT = _NoEvent()
 
 
 class HeadTooLarge(Exception):
