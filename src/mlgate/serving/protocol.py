@@ -12,14 +12,15 @@ forever (uvicorn's keep-alive timeout only starts after a response). This subcla
   incomplete then gets 408 (if nothing was answered yet) and the connection is closed.
 
 And a fast lane for the requests that matter at single-row traffic: a small POST (a
-Content-Length under `App.lane_bytes`: 64 KiB, and within serve.max_body_bytes) to an inference path of
-the app (`App.lanes`: `/invocations`, `/v2/models/{name}[/versions/{v}]/infer`), on a kept-alive
-HTTP/1.1 connection with nothing else in flight, is answered by `App.answer` when its last byte
-arrives, in one write: no ASGI task, event, scope or messages per request (uvicorn's path cost
-about as much CPU as parsing and scoring the row). `App.answer` runs the same checks, scoring,
-errors, metrics and access log as the ASGI path. Anything else (other routes and methods, chunked
-or larger bodies, `Expect: 100-continue`, HTTP/1.0, upgrades, `X-Forwarded-For`, pipelined
-requests behind a slow one) takes uvicorn's ASGI path as before.
+Content-Length under `App.lane_bytes`, 64 KiB, and within serve.max_body_bytes) to an inference
+path of the app (`App.lanes`: `/invocations`, `/v2/models/{name}[/versions/{v}]/infer`) over
+HTTP/1.1, with nothing else in flight on its connection, is answered by `App.answer` as soon as
+its last byte arrives, in one write: no ASGI task, event, scope or messages per request (measured
+in-process, uvicorn's path cost about as much CPU as parsing and scoring the row). `App.answer`
+runs the same checks, scoring, errors, metrics and access log as the ASGI path. Anything else
+(other routes and methods, chunked or larger bodies, `Expect: 100-continue`, HTTP/1.0,
+upgrades, `X-Forwarded-For`, pipelined requests behind a slow one, a client that does not read
+its answers) takes uvicorn's ASGI path as before.
 
 Everything else is uvicorn's own code.
 """
@@ -165,7 +166,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()  # the request is in; the next one re-arms on its first byte
         if self._fast is not None:
             lane, self._fast = self._fast, None
-            self._answer(lane)
+            try:
+                self._answer(lane)
+            except Exception as exc:  # a bug (App.answer answers every request error itself)
+                self.logger.error("Exception in mlgate's fast lane", exc_info=exc)
+                self.transport.close()
         else:
             super().on_message_complete()
 
@@ -177,6 +182,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             or self.parser.get_http_version() != "1.1"
             or self.parser.should_upgrade()
             or self.expect_100_continue
+            or self.flow.write_paused  # a client not reading its answers: uvicorn's drain
             or self.limit_concurrency is not None
             or self.pipeline
             or (self.cycle is not None and not self.cycle.response_complete)
