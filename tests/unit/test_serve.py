@@ -846,3 +846,27 @@ def test_the_fast_lane_reads_a_body_in_pieces_and_closes_when_asked(live: int) -
     first, second = _answers(raw)
     assert first[0] == second[0] == 200 and first[2] == second[2]
     assert b"connection: close" in second[1] and b"connection" not in first[1]
+
+
+def test_a_served_worker_freezes_its_heap_once_started(tmp_path: Path) -> None:
+    """`mlgate serve`'s app (create_app: freeze=True) moves what is alive at startup out of the
+    collector's reach, so its full collections stop scanning the modules and the server."""
+    import gc
+
+    app = App(load_bundle(make_bundle(tmp_path / "b")), freeze=True)
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message["type"])
+
+    gc.unfreeze()
+    try:
+        asyncio.run(app({"type": "lifespan"}, receive, send))
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()  # the test process's heap back to the collector
