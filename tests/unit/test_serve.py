@@ -827,6 +827,11 @@ def test_the_fast_lane_answers_as_the_asgi_path_does(live: int, monkeypatch) -> 
     # pipelined behind a request on the ASGI path, the next waits its turn (uvicorn's path)
     pipelined = _answers(_exchange(live, requests[1] + requests[0] + requests[1] + PING))
     assert [a[2] for a in pipelined[:3]] == [answers[0][2]] * 3 and pipelined[3][0] == 200
+    # two in one segment, each in the fast lane, answered in order
+    before = len(taken)
+    pipelined = _answers(_exchange(live, requests[0] + requests[2] + PING))
+    assert [a[2] for a in pipelined[:2]] == [answers[0][2], answers[2][2]]
+    assert len(taken) == before + 2
 
 
 def test_the_fast_lane_reads_a_body_in_pieces_and_closes_when_asked(live: int) -> None:
