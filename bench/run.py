@@ -9,6 +9,7 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
                          `mlflow models serve` of the same version (one worker pinned to a core,
                          load generator on another; then every core)
   serve-1conn            the same at 1 connection: p50 and p99
+  serve-cpu              the server's CPU µs per request in serve-1w (every process of it)
   oip-v2                 single-row POST /v2/models/NAME/infer vs MLflow's /invocations
   batch-10k              one request of 10,000 rows: rows/s vs MLflow, and time vs orjson alone
                          decoding the same body (decoding is the floor)
@@ -52,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -212,7 +213,39 @@ wrk.body = io.open("{body}"):read("*a")
 """
 
 
+def listener_group(port: int) -> int | None:
+    """The process group of the process listening on 127.0.0.1:`port` (Linux /proc), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+                    inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with suppress(OSError):
+            if os.readlink(fd) in inodes:
+                return os.getpgid(int(fd.parts[2]))
+    return None
+
+
+def group_cpu(group: int) -> float:
+    """CPU seconds (user + system) of every process in process group `group` so far."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group:
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def wrk(url: str, body: bytes, connections: int, seconds: int, cpus: str | None) -> dict:
+    """wrk's figures for POSTing `body` to `url`, plus `cpu_us`: the server's CPU microseconds
+    (user + system, every process of its group) per answered request, which the other
+    processes on a shared machine move far less than the rates and latencies."""
+    group = listener_group(int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]))
+    before = group_cpu(group) if group is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "body.json").write_bytes(body)
         script = Path(tmp) / "post.lua"
@@ -242,7 +275,18 @@ def wrk(url: str, body: bytes, connections: int, seconds: int, cpus: str | None)
         raise RuntimeError(f"{url}: {errors.group(1)} error answers under load:\n{out}")
     latency = {p: _ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
     answered = int(re.search(r"(\d+) requests in", out).group(1))
-    return {"rps": rps, "p50": latency.get("50"), "p99": latency.get("99"), "requests": answered}
+    cpu_us = (
+        1e6 * (group_cpu(group) - before) / answered
+        if group is not None and before is not None and answered
+        else None
+    )
+    return {
+        "rps": rps,
+        "p50": latency.get("50"),
+        "p99": latency.get("99"),
+        "requests": answered,
+        "cpu_us": cpu_us,
+    }
 
 
 def _ms(text: str) -> float:
@@ -337,6 +381,26 @@ def serving_figures(frame, bundle, store, version, quick: bool, env, smoke=False
                 ratio >= goal_ratio and p99 <= 3,
                 ours,
                 theirs,
+            )
+        )
+    cpu = {
+        tool: [r["cpu_us"] for r in results["1w"][tool] if r["cpu_us"] is not None]
+        for tool in ("mlgate", "mlflow")
+    }
+    v2_cpu = [r["cpu_us"] for r in results["v2"]["mlgate"] if r["cpu_us"] is not None]
+    if cpu["mlgate"] and cpu["mlflow"]:
+        figures.append(
+            Figure(
+                "serve-cpu",
+                "server CPU µs (user + system, all its processes) per single-row request, "
+                "1 worker, 8 connections" + (f"; OIP v2 {median(v2_cpu):.0f} µs" if v2_cpu else ""),
+                median(cpu["mlgate"]),
+                median(cpu["mlflow"]),
+                "µs",
+                "report",
+                None,
+                cpu["mlgate"],
+                cpu["mlflow"],
             )
         )
     ours1 = results["1conn"]["mlgate"]

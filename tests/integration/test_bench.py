@@ -36,7 +36,15 @@ FIGURES = {
     "gate": {"gate"},
     "train": {"train-user"},
     "register": {"register"},
-    "serve": {"serve-1w", "serve-1conn", "oip-v2", "serve-log", "batch-10k", "batch-vs-decode"},
+    "serve": {
+        "serve-1w",
+        "serve-1conn",
+        "serve-cpu",
+        "oip-v2",
+        "serve-log",
+        "batch-10k",
+        "batch-vs-decode",
+    },
 }
 
 # The groups the suite runs (see above); FIGURES lists every group's figures.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -687,3 +688,190 @@ def test_the_startup_line_names_model_version_address_workers_engine(tmp_path: P
     assert line == (
         "mlgate serve: model toy version 3 on http://0.0.0.0:8080 with 2 workers, engine compiled"
     )
+
+
+# -- the fast lane (mlgate.serving.protocol): small POSTs answered without ASGI -----------------
+def _post(path: str, body: bytes, content_type: str = "application/json", extra: bytes = b""):
+    return (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nhost: x\r\ncontent-type: "
+        + content_type.encode()
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+def _chunked(path: str, body: bytes, content_type: str = "application/json") -> bytes:
+    """The same request with a chunked body: never the fast lane (uvicorn's ASGI path)."""
+    return (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nhost: x\r\ncontent-type: "
+        + content_type.encode()
+        + b"\r\ntransfer-encoding: chunked\r\n\r\n"
+        + (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"")
+        + b"0\r\n\r\n"
+    )
+
+
+def _answers(raw: bytes) -> list[tuple[int, bytes, bytes]]:
+    """(status, headers without the date, body) of each response in `raw`."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        fields = dict(line.split(b": ", 1) for line in lines[1:])
+        size = int(fields[b"content-length"])
+        fields.pop(b"date", None)
+        kept = b"\r\n".join(sorted(k + b": " + v for k, v in fields.items()))
+        out.append((int(lines[0].split()[1]), kept, rest[:size]))
+        raw = rest[size:]
+    return out
+
+
+FAST_CASES = [  # (path, content type, body): good and bad, every inference format
+    (
+        "/invocations",
+        "application/json",
+        json.dumps({"dataframe_split": {"columns": FEATURES, "data": ROWS}}),
+    ),
+    ("/invocations?labels=true", "application/json", json.dumps({"instances": ROWS})),
+    (
+        "/invocations",
+        "application/json",
+        json.dumps({"dataframe_split": {"columns": ["alpha", "beta"], "data": ROWS}}),
+    ),
+    ("/invocations", "application/json", '{"inputs": [[1, 2, null]]}'),
+    ("/invocations", "application/json", "{not json"),
+    ("/invocations", "application/json", ""),
+    ("/invocations", "text/csv", "gamma,alpha,beta\n2,0.5,-1\n"),
+    ("/invocations", "text/plain", "alpha,beta,gamma\n1,2,3\n"),
+    (
+        "/v2/models/toy/infer",
+        "application/json",
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "shape": [2, 3],
+                        "datatype": "FP64",
+                        "data": [v for r in ROWS for v in r],
+                    }
+                ]
+            }
+        ),
+    ),
+    (
+        "/v2/models/toy/versions/3/infer",
+        "application/json",
+        json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2]}]}
+        ),
+    ),
+]
+
+
+def _one_by_one(port: int, requests: list[bytes]) -> list[tuple[int, bytes, bytes]]:
+    """Each request on one kept-alive connection, sent once the previous one is answered."""
+    import socket
+
+    answers = []
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        for request in requests:
+            conn.sendall(request)
+            raw = b""
+            while b"\r\n\r\n" not in raw or len(_body_of(raw)) < _length_of(raw):
+                raw += conn.recv(65536)
+            answers += _answers(raw)
+    return answers
+
+
+def _length_of(raw: bytes) -> int:
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    return int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+
+
+def _body_of(raw: bytes) -> bytes:
+    return raw.partition(b"\r\n\r\n")[2]
+
+
+def test_the_fast_lane_answers_as_the_asgi_path_does(live: int, monkeypatch) -> None:
+    """Each case on one kept-alive connection: once as the fast lane takes it (App.answer)
+    and once chunked (uvicorn's ASGI path), interleaved; the answers are the same, byte for
+    byte (bar the date), and the scored rows are the trees' probabilities."""
+    taken: list[str] = []
+    answer = App.answer
+
+    def counted(self: App, route: str, path: str, *args):
+        taken.append(path)
+        return answer(self, route, path, *args)
+
+    monkeypatch.setattr(App, "answer", counted)
+    requests = []
+    for path, kind, body in FAST_CASES:
+        requests += [_post(path, body.encode(), kind), _chunked(path, body.encode(), kind)]
+    answers = _one_by_one(live, requests)
+    assert len(taken) == len(FAST_CASES)  # every first one took the fast lane, no other
+    for i, (path, _, body) in enumerate(FAST_CASES):
+        fast, slow = answers[2 * i], answers[2 * i + 1]
+        assert fast == slow, (path, body, fast, slow)
+        assert fast[0] in (200, 400, 415), (path, body, fast)
+    trees = load_bundle(make_bundle(Path(tempfile.mkdtemp()) / "b"))
+    assert json.loads(answers[0][2])["predictions"] == trees.predict(np.asarray(ROWS)).tolist()
+    # pipelined behind a request on the ASGI path, the next waits its turn (uvicorn's path)
+    pipelined = _answers(_exchange(live, requests[1] + requests[0] + requests[1] + PING))
+    assert [a[2] for a in pipelined[:3]] == [answers[0][2]] * 3 and pipelined[3][0] == 200
+    # two in one segment, each in the fast lane, answered in order
+    before = len(taken)
+    pipelined = _answers(_exchange(live, requests[0] + requests[2] + PING))
+    assert [a[2] for a in pipelined[:2]] == [answers[0][2], answers[2][2]]
+    assert len(taken) == before + 2
+
+
+def test_the_fast_lane_reads_a_body_in_pieces_and_closes_when_asked(live: int) -> None:
+    import socket
+    import time
+
+    body = json.dumps({"inputs": ROWS}).encode()
+    with socket.create_connection(("127.0.0.1", live), timeout=60) as conn:
+        request = _post("/invocations", body)
+        for piece in (request[:30], request[30:-10], request[-10:]):  # head, body in parts
+            conn.sendall(piece)
+            time.sleep(0.05)
+        conn.sendall(_post("/invocations", body, extra=b"connection: close\r\n"))
+        raw = b""
+        while chunk := conn.recv(65536):  # the server closes after the second answer
+            raw += chunk
+    first, second = _answers(raw)
+    assert first[0] == second[0] == 200 and first[2] == second[2]
+    assert b"connection: close" in second[1] and b"connection" not in first[1]
+
+
+def test_a_served_worker_freezes_its_heap_once_started(tmp_path: Path) -> None:
+    """`mlgate serve`'s app (create_app: freeze=True) moves what is alive at startup out of the
+    collector's reach, so its full collections stop scanning the modules and the server."""
+    import gc
+
+    app = App(load_bundle(make_bundle(tmp_path / "b")), freeze=True)
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message["type"])
+
+    gc.unfreeze()
+    try:
+        asyncio.run(app({"type": "lifespan"}, receive, send))
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()  # the test process's heap back to the collector

@@ -66,7 +66,8 @@ class Matrices:
         rows = shape[0] if shape else (None if by_column else len(data))
         if rows is not None:
             self.check_rows(rows, where)
-        if columns is not None:  # names first: a bad name is the clearer message
+        in_order = columns == self.features  # the common case: the model's own order
+        if columns is not None and not in_order:  # names first: the clearer message
             if not isinstance(columns, list):
                 raise BadRequest(f"{where}: columns must be a list of names")
             self.check_columns(columns, f"{where.rsplit('.', 1)[0]}.columns")
@@ -111,22 +112,23 @@ class Matrices:
                     f"{where}: rows have {array.shape[1]} values but columns names "
                     f"{len(columns)}; send one value per column in each row"
                 )
-            if columns != self.features:
+            if not in_order:
                 array = array[:, [columns.index(name) for name in self.features]]
         if array.shape[1] != len(self.features):
             raise BadRequest(
                 f"{where}: rows have {array.shape[1]} values; the model takes "
                 f"{len(self.features)} ({few(self.features)})"
             )
-        if not self.limits.allow_missing and not np.isfinite(array).all():
+        if self.limits.allow_missing:
+            if np.isinf(array).any():
+                raise BadRequest(f"{where}: infinite values are not valid inputs")
+        elif not np.isfinite(array).all():  # (all finite: no infinities either)
             row, col = (int(i) for i in np.argwhere(~np.isfinite(array))[0])
             raise BadRequest(
                 f"{where}: row {row}, column '{self.features[col]}' is null, NaN or infinite; "
                 "the model was trained without missing values (serve.allow_missing=true to "
                 "let XGBoost treat them as missing)"
             )
-        if np.isinf(array).any():
-            raise BadRequest(f"{where}: infinite values are not valid inputs")
         return array
 
     def check_rows(self, rows: int, where: str) -> None:
@@ -139,6 +141,8 @@ class Matrices:
 
     def check_columns(self, given: list[Any], where: str) -> None:
         """`given` names each of the model's columns exactly once (any order)."""
+        if given == self.features:  # the model's own order: nothing more to check
+            return
         if not all(isinstance(g, str) for g in given):
             bad = next(g for g in given if not isinstance(g, str))
             raise BadRequest(

@@ -25,7 +25,8 @@ def parse(request: Request, checks: Matrices) -> Parsed:
         if not header:
             raise BadRequest("CSV body is empty; send a header row and data rows")
         checks.check_columns(header, "CSV header")
-        order = [header.index(name) for name in checks.features]
+        at = {name: i for i, name in enumerate(header)}  # the names are unique (checked)
+        order = [at[name] for name in checks.features]
         rows = []
         for n, row in enumerate(reader, start=2):
             if not row:
@@ -42,6 +43,8 @@ def parse(request: Request, checks: Matrices) -> Parsed:
                         else math.nan
                         for name, i in zip(checks.features, order, strict=True)
                     ]
+                    if categories
+                    else [float(row[i]) if row[i] != "" else math.nan for i in order]
                 )
             except ValueError as exc:
                 raise BadRequest(f"CSV line {n}: {exc}") from exc
