@@ -78,7 +78,7 @@ def load_model(ref: ModelRef, role: str) -> Any:  # an mlflow.pyfunc.PyFuncModel
     import mlflow
 
     try:
-        return mlflow.pyfunc.load_model(ref.uri)
+        return mlflow.pyfunc.load_model(ref.uri, suppress_warnings=True)
     except Exception as exc:  # a missing or corrupt artifact surfaces as many types
         raise ModelError(
             f"cannot load the {role} {ref.uri}: {str(exc).splitlines()[0]}",
