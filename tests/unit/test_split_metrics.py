@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mlgate.errors import ConfigError, DataError
-from mlgate.gate.metrics import classification_metrics, slice_metrics
+from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
 from mlgate.pipeline.split import frame_digest, holdout_from_keys, row_keys, split_frame
 
 
@@ -221,6 +221,9 @@ def test_one_sort_serves_metrics_and_slices_exactly(dtype: str) -> None:
     frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.integers(0, 3, n)})
     slices = {"high": "a > 0.3", "b0": "b == 0"}
     out = slice_metrics(frame, y, p, slices, 0.5, Ranking(y, p))
+    # the gate evaluates the queries once for both models and passes the masks: the same
+    masks = slice_masks(frame, slices)
+    assert slice_metrics(frame, y, p, slices, 0.5, Ranking(y, p), masks=masks) == out
     for name, query in slices.items():
         mask = frame.eval(query).to_numpy()
         alone = classification_metrics(y[mask], p[mask], 0.5)

@@ -148,6 +148,19 @@ def test_the_node_tables_score_like_the_booster_for_each_objective_they_cover(
         )
 
 
+def test_trees_compiled_without_the_json_reader_score_the_same(tmp_path: Path) -> None:
+    """The gate's latency check compiles the trees without the server's JSON reader (its own
+    translation unit): the library has no reader, and the trees score as the full build's."""
+    raw = _trained("binary:logistic", rounds=5)
+    compile_trees(raw, tmp_path / "full")
+    compile_trees(raw, tmp_path / "lean", json_numbers=False)
+    full = CompiledTrees(tmp_path / "full" / LIBRARY, 12, threads=1)
+    lean = CompiledTrees(tmp_path / "lean" / LIBRARY, 12, threads=1)
+    assert full.json_numbers is not None and lean.json_numbers is None
+    rows = parity_rows(BoosterTrees.from_bytes(raw).booster, seed=5)
+    assert np.array_equal(lean.predict(rows), full.predict(rows))
+
+
 def test_a_model_the_tables_do_not_cover_is_compiled_by_tl2cgen(tmp_path: Path) -> None:
     """binary:hinge is not in the tables' list: tl2cgen compiles it, through the same parity
     check, and the record says why."""

@@ -69,6 +69,7 @@ def serving_trees(
                         bytes(booster.save_raw("ubj")),
                         workdir / role,
                         compiler=compiler,
+                        json_numbers=False,  # the server's JSON reader: not on this path
                     )
                     for role, booster in boosters.items()
                 }

@@ -211,11 +211,15 @@ def slice_metrics(
     slices: Mapping[str, str],
     threshold: float,
     ranking: Ranking | None = None,
+    masks: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics for each slice, a named pandas query over the same rows, plus its row count.
-    A slice's rows keep the whole set's sort (`ranking`, made once): no sort per slice."""
+    A slice's rows keep the whole set's sort (`ranking`, made once): no sort per slice.
+    `masks`: the slices' row masks (`slice_masks` of the same frame and slices), when the
+    caller judges several models on the same rows: each query is then evaluated once."""
     out: dict[str, dict[str, float]] = {}
-    masks = slice_masks(frame, slices)
+    if masks is None:
+        masks = slice_masks(frame, slices)
     if not masks:
         return out
     if ranking is None:

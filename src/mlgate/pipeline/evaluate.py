@@ -78,7 +78,7 @@ def load_model(ref: ModelRef, role: str) -> Any:  # an mlflow.pyfunc.PyFuncModel
     import mlflow
 
     try:
-        return mlflow.pyfunc.load_model(ref.uri)
+        return mlflow.pyfunc.load_model(ref.uri, suppress_warnings=True)
     except Exception as exc:  # a missing or corrupt artifact surfaces as many types
         raise ModelError(
             f"cannot load the {role} {ref.uri}: {str(exc).splitlines()[0]}",
@@ -413,7 +413,7 @@ def _assess(
             fix="raise split.holdout_fraction or add rows of the missing class",
         )
     features = features_of(holdout, settings)
-    slice_masks(holdout, settings.metrics.slices)
+    masks = slice_masks(holdout, settings.metrics.slices)  # a bad query fails before loading
 
     cand_model = load_model(candidate, "candidate")
     flags: list[str] = []
@@ -423,7 +423,7 @@ def _assess(
     # each model's scores are sorted once, for its metrics, its slices and DeLong's test
     ranked = {"candidate": Ranking(y, cand_proba)}
     metrics: dict[str, dict[str, Any]] = {
-        "candidate": _metrics(holdout, ranked["candidate"], settings, threshold)
+        "candidate": _metrics(holdout, ranked["candidate"], settings, threshold, masks)
     }
     champ_proba, paired, champ_model, champion_tags = None, None, None, None
     if champion is not None:
@@ -450,7 +450,9 @@ def _assess(
             )
         champ_proba = score(champ_model, features, "champion", champion, cluster_client)
         ranked["champion"] = Ranking(y, champ_proba)
-        metrics["champion"] = _metrics(holdout, ranked["champion"], settings, cut["champion"])
+        metrics["champion"] = _metrics(
+            holdout, ranked["champion"], settings, cut["champion"], masks
+        )
         try:
             paired = delong(
                 y,
@@ -544,12 +546,18 @@ def build_reports(settings: Settings, decision: Decision, evidence: Evidence) ->
 
 
 def _metrics(
-    frame: pd.DataFrame, ranked: Ranking, settings: Settings, threshold: float
+    frame: pd.DataFrame,
+    ranked: Ranking,
+    settings: Settings,
+    threshold: float,
+    masks: Mapping[str, np.ndarray],
 ) -> dict[str, Any]:
     y, proba = ranked.y, ranked.proba
     return {
         "overall": classification_metrics(y, proba, threshold, ranked),
-        "slices": slice_metrics(frame, y, proba, settings.metrics.slices, threshold, ranked),
+        "slices": slice_metrics(
+            frame, y, proba, settings.metrics.slices, threshold, ranked, masks=masks
+        ),
     }
 
 

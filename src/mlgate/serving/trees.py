@@ -161,11 +161,15 @@ def compile_trees(
     compiler: str = "cc",
     extra_rows: np.ndarray | None = None,
     tolerance: float = TOLERANCE,
+    json_numbers: bool = True,
 ) -> dict[str, Any]:
     """Compile the booster in `raw_model` to `dest/model.so`, check it against the booster,
     and return what bundle.json records of it. Nothing is written unless the check passes.
     The C is our node tables (serving/tables.py) when they cover the model, tl2cgen's
-    otherwise; both pass the same parity check."""
+    otherwise; both pass the same parity check. `json_numbers=False` leaves out the server's
+    JSON reader (serving/fastjson.py, its own translation unit: the trees' code is the same
+    without it), which the gate's latency measurement does not call: it costs more compiler
+    time than the trees of a small model."""
     cc = shutil.which(compiler)
     if cc is None:
         raise ConfigError(
@@ -185,7 +189,8 @@ def compile_trees(
         except tables.Unsupported as reason:  # tl2cgen covers the rest
             generator = {"generator": "tl2cgen", "tl2cgen": _tl2cgen(booster, src)}
             generator["fallback_reason"] = str(reason)
-        (src / "mlgate_json.c").write_text(fastjson.C_SOURCE)
+        if json_numbers:
+            (src / "mlgate_json.c").write_text(fastjson.C_SOURCE)
         library = src / LIBRARY
         _build(cc, sorted(src.glob("*.c")), library)
         compiled = CompiledTrees(library, booster.num_features(), threads=1)
