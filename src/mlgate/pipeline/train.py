@@ -418,23 +418,25 @@ def log_model(
     from mlflow.models import infer_signature
 
     signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
+    requirements = lineage.serving_requirements()
     log: dict[str, Any] = dict(
         name=MODEL_ARTIFACT,
         signature=pyfunc.any_categories(signature, categories),
         input_example=inputs.head(3),
-        pip_requirements=lineage.serving_requirements(),
+        pip_requirements=requirements,
         model_format="ubj",
     )
-    if not categories:
-        return mlflow.xgboost.log_model(booster, **log)
-    return mlflow.models.Model.log(
-        artifact_path=None,  # `name` names it (MLflow 3)
-        flavor=pyfunc.Flavor,
-        flavor_name="xgboost",
-        xgb_model=booster,
-        metadata={CATEGORIES_KEY: dict(categories)},
-        **log,
-    )
+    with lineage.requirements_scan_skipped(requirements):
+        if not categories:
+            return mlflow.xgboost.log_model(booster, **log)
+        return mlflow.models.Model.log(
+            artifact_path=None,  # `name` names it (MLflow 3)
+            flavor=pyfunc.Flavor,
+            flavor_name="xgboost",
+            xgb_model=booster,
+            metadata={CATEGORIES_KEY: dict(categories)},
+            **log,
+        )
 
 
 @contextmanager
