@@ -166,7 +166,9 @@ def fit(
         dict(settings.train.params),
         dtrain,
         num_boost_round=settings.train.num_boost_round,
-        evals=[(dtrain, "train"), (dvalid, "validation")],
+        # Early stopping watches the last (here: only) evaluation set; scoring the training
+        # part too every round would cost time and change nothing that is kept.
+        evals=[(dvalid, "validation")],
         early_stopping_rounds=settings.train.early_stopping_rounds,
         verbose_eval=False,
     )
