@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import logging
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 from mlgate.github import outputs as github
 from mlgate.pipeline import lineage
@@ -99,3 +102,48 @@ def test_installed_distributions_lists_this_environment() -> None:
     lines = text.splitlines()
     assert lines == sorted(lines) and len(lines) == len(set(lines))
     assert f"numpy=={metadata.version('numpy')}" in lines
+    # the oracle: the same listing through the standard library's full metadata parser
+    parsed = {
+        f"{d.metadata['Name'].lower()}=={d.version}"
+        for d in metadata.distributions()
+        if d.metadata["Name"]
+    }
+    assert lines == sorted(parsed)
+
+
+def test_logging_a_model_skips_mlflows_distribution_scan_but_still_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """requirements_scan_skipped fills MLflow's private module map (this fails loudly when
+    MLflow renames or drops it): MLflow's requirement processing, the code log_model runs,
+    then never scans every distribution, yet still checks (and warns about) each pin."""
+    from mlflow.utils import environment
+    from mlflow.utils import requirements_utils as mlflow_requirements
+
+    assert hasattr(mlflow_requirements, "_init_modules_to_packages_map")
+    assert hasattr(mlflow_requirements, "_PACKAGES_TO_MODULES")
+    monkeypatch.setattr(mlflow_requirements, "_MODULES_TO_PACKAGES", None)
+    scans: list[int] = []
+    real = mlflow_requirements.importlib_metadata.packages_distributions
+    monkeypatch.setattr(
+        mlflow_requirements.importlib_metadata,
+        "packages_distributions",
+        lambda: scans.append(1) or real(),
+    )
+    warned: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warned.append(record.getMessage())  # type: ignore[method-assign]
+    mlflow_requirements._logger.addHandler(handler)
+    monkeypatch.setattr(mlflow_requirements._logger, "disabled", False)
+    pins = lineage.serving_requirements()
+    with lineage.requirements_scan_skipped(pins):
+        _, processed, _ = environment._process_pip_requirements([], pip_requirements=pins)
+        assert not warned  # every pin is satisfied by this environment
+        environment._process_pip_requirements([], pip_requirements=["numpy==0.0.1"])
+    assert scans == []
+    assert processed == pins
+    mlflow_requirements._logger.removeHandler(handler)
+    assert "numpy (current: " in "".join(warned)  # the check still ran, and warned
+    assert mlflow_requirements._MODULES_TO_PACKAGES is None  # emptied after the block
+    environment._process_pip_requirements([], pip_requirements=pins)
+    assert scans == [1]  # the oracle: without the block MLflow does scan

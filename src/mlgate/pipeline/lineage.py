@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -100,11 +102,62 @@ def serving_requirements() -> list[str]:
     return pins
 
 
+@contextmanager
+def requirements_scan_skipped(requirements: list[str]) -> Iterator[None]:
+    """While logging a model with `requirements` (each `name==version` of an installed
+    distribution, as serving_requirements pins them), MLflow's check that the environment
+    satisfies them does not scan every installed distribution.
+
+    `mlflow.<flavour>.log_model` runs `warn_dependency_requirement_mismatches` even with
+    explicit pip_requirements; it first maps every import name to its distributions
+    (`packages_distributions()`: it reads every distribution's file list, about 1.1 CPU s
+    here), a map the check only consults for a requirement whose version it cannot read from
+    the metadata. MLflow has no setting to skip it, so this fills MLflow's private map (module
+    `mlflow.utils.requirements_utils`, `_MODULES_TO_PACKAGES`, filled once per process by
+    `_init_modules_to_packages_map`) with the requirements' own names for the block, and
+    empties it again after. The check itself still runs, on the same versions, and warns as
+    before. tests/unit/test_github_lineage.py fails loudly when MLflow renames or drops that
+    state (then this falls back to MLflow's scan, never to a wrong record)."""
+    from mlflow.utils import requirements_utils as mlflow_requirements
+
+    known = getattr(mlflow_requirements, "_MODULES_TO_PACKAGES", "missing")
+    if known is not None or not hasattr(mlflow_requirements, "_init_modules_to_packages_map"):
+        yield  # already filled in this process, or MLflow changed: its own way
+        return
+    names = [req.partition("==")[0] for req in requirements]
+    modules: dict[str, list[str]] = {}
+    for name in names:
+        modules.setdefault(name.replace("-cpu", "").replace("-", "_"), []).append(name)
+    setattr(mlflow_requirements, "_MODULES_TO_PACKAGES", modules)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(mlflow_requirements, "_MODULES_TO_PACKAGES", None)  # noqa: B010
+        if hasattr(mlflow_requirements, "_PACKAGES_TO_MODULES"):
+            setattr(mlflow_requirements, "_PACKAGES_TO_MODULES", None)  # noqa: B010
+
+
 def installed_distributions() -> str:
-    """Every installed distribution as `name==version`, one a line, sorted."""
-    pins = {
-        f"{d.metadata['Name'].lower()}=={d.version}"
-        for d in metadata.distributions()
-        if d.metadata["Name"]
-    }
+    """Every installed distribution as `name==version`, one a line, sorted. The two headers
+    are read from each one's metadata file as the core metadata spec lays it out (headers
+    first, up to the first blank line): `Distribution.metadata` parses the whole file, long
+    description included, with the email parser (about 0.5 CPU s for this environment)."""
+    pins = set()
+    for dist in metadata.distributions():
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        name, version = _headers(text, "name", "version")
+        if name:
+            pins.add(f"{name.lower()}=={version}")
     return "\n".join(sorted(pins)) + "\n"
+
+
+def _headers(text: str, *wanted: str) -> tuple[str | None, ...]:
+    """The first value of each wanted header (case-insensitive) of a metadata file."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the body (the long description) starts here
+        key, sep, value = line.partition(":")
+        if sep and not line[:1].isspace():
+            found.setdefault(key.strip().lower(), value.strip())
+    return tuple(found.get(key) for key in wanted)

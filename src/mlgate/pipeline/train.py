@@ -66,11 +66,13 @@ class TrainResult:
 def categories_of(frame: pd.DataFrame, settings: Settings) -> dict[str, list[str]]:
     """The declared categorical features (category dtype after validation: the schema says
     `dtype: category`) and each one's categories, as text, sorted: category i is code i."""
-    features = features_of(frame, settings)
+    # features_of leaves categorical columns as they are; reading the dtypes here spares its
+    # copy of every feature (1.3 CPU s on 1,000,000 x 50).
+    not_features = {settings.data.target, settings.data.id_column}
     return {
-        str(column): sorted(features[column].dropna().astype(str).unique().tolist())
-        for column in features
-        if isinstance(features[column].dtype, pd.CategoricalDtype)
+        str(column): sorted(frame[column].dropna().astype(str).unique().tolist())
+        for column, dtype in frame.dtypes.items()
+        if column not in not_features and isinstance(dtype, pd.CategoricalDtype)
     }
 
 
@@ -166,7 +168,9 @@ def fit(
         dict(settings.train.params),
         dtrain,
         num_boost_round=settings.train.num_boost_round,
-        evals=[(dtrain, "train"), (dvalid, "validation")],
+        # Early stopping watches the last (here: only) evaluation set; scoring the training
+        # part too every round would cost time and change nothing that is kept.
+        evals=[(dvalid, "validation")],
         early_stopping_rounds=settings.train.early_stopping_rounds,
         verbose_eval=False,
     )
@@ -420,23 +424,25 @@ def log_model(
     from mlflow.models import infer_signature
 
     signature = infer_signature(inputs, booster.predict(xgb.DMatrix(inputs.head(5))))
+    requirements = lineage.serving_requirements()
     log: dict[str, Any] = dict(
         name=MODEL_ARTIFACT,
         signature=pyfunc.any_categories(signature, categories),
         input_example=inputs.head(3),
-        pip_requirements=lineage.serving_requirements(),
+        pip_requirements=requirements,
         model_format="ubj",
     )
-    if not categories:
-        return mlflow.xgboost.log_model(booster, **log)
-    return mlflow.models.Model.log(
-        artifact_path=None,  # `name` names it (MLflow 3)
-        flavor=pyfunc.Flavor,
-        flavor_name="xgboost",
-        xgb_model=booster,
-        metadata={CATEGORIES_KEY: dict(categories)},
-        **log,
-    )
+    with lineage.requirements_scan_skipped(requirements):
+        if not categories:
+            return mlflow.xgboost.log_model(booster, **log)
+        return mlflow.models.Model.log(
+            artifact_path=None,  # `name` names it (MLflow 3)
+            flavor=pyfunc.Flavor,
+            flavor_name="xgboost",
+            xgb_model=booster,
+            metadata={CATEGORIES_KEY: dict(categories)},
+            **log,
+        )
 
 
 @contextmanager
