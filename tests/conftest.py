@@ -650,20 +650,42 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aut
 
 
 # What `mlgate`'s commands import before their first registry call: train, evaluate (with its
-# evidently reports and its curves), promote, deploy, doctor. None of them starts a thread.
+# evidently reports and its curves), promote, deploy, rollback, doctor, and the registry lock
+# (mlgate.registry.moves, which the lockers and racers use directly). None starts a thread.
 MLGATE_IMPORTS = ("mlflow", "mlflow.artifacts", "mlflow.xgboost", "mlflow.models", "yaml")
 MLGATE_IMPORTS += ("mlflow.data.pandas_dataset", "xgboost", "docker", "sklearn.metrics")
 MLGATE_IMPORTS += ("evidently", "evidently.presets", "matplotlib.pyplot")
 MLGATE_IMPORTS += ("mlgate.cli", "mlgate.pipeline.train", "mlgate.pipeline.evaluate")
-MLGATE_IMPORTS += ("mlgate.pipeline.promote", "mlgate.pipeline.deploy", "mlgate.registry.doctor")
+MLGATE_IMPORTS += ("mlgate.pipeline.promote", "mlgate.pipeline.deploy", "mlgate.pipeline.rollback")
+MLGATE_IMPORTS += ("mlgate.registry.moves", "mlgate.registry.doctor")
+# The fork servers started this session (one: mlgate_forks), for the reaping after each test.
+FORK_SERVERS: list[ForkServer] = []
 
 
 @pytest.fixture(scope="session")
 def mlgate_forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
-    """One interpreter that did MLGATE_IMPORTS (about 30 CPU seconds, measured), once a
-    session: the `mlgate` processes of test_faults, test_registry_auth, test_registry_windows
-    and test_evaluate_outputs are real processes forked from it (tests/forkserver.py). A test
-    reaps every child it forked before it ends, so the next test's batch runs."""
+    """The session's one fork server: an interpreter that did MLGATE_IMPORTS (about 30 CPU
+    seconds, measured), once a session. Every test that needs many real processes of mlgate
+    forks them from it (tests/forkserver.py): the trainings of test_faults and
+    test_registry_windows, the movers of test_registry_auth, the evaluations of
+    test_evaluate_outputs, the lockers, killed movers and mixed racers of test_registry_moves
+    (the racers living through its three rounds: `start_all`), the racers of test_concurrency
+    and the killed deploys of test_deploy. Children live within one test: it reaps them before
+    it ends, and whatever a failed test left running is SIGKILLed and reaped after it
+    (`forked_children_reaped`), so the next test's batch runs."""
     with fork_server(tmp_path_factory.mktemp("mlgate-forks"), MLGATE_IMPORTS) as server:
         assert server.threads == 1, "a thread started by an import would not survive the fork"
-        yield server
+        FORK_SERVERS.append(server)
+        try:
+            yield server
+        finally:
+            FORK_SERVERS.remove(server)
+
+
+@pytest.fixture(autouse=True)
+def forked_children_reaped() -> Iterator[None]:
+    """After each test: the children it forked and left running (a failure between
+    `start_all` and `wait`) SIGKILLed by pid and reaped."""
+    yield
+    for server in FORK_SERVERS:
+        server.reap()
