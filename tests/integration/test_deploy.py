@@ -843,7 +843,9 @@ def test_scripts_start_a_registry_and_find_the_wheels(
     docker_engine, serve_wheels, tmp_path
 ) -> None:
     """scripts/start-docker.sh reuses the running engine and starts a registry that requires
-    the given credentials; scripts/download-wheels.sh prints the folder the tests build from."""
+    the given credentials (with --no-registry, as the `docker_engine` fixture calls it where no
+    engine answers, no registry); scripts/download-wheels.sh prints the folder the tests build
+    from."""
     import os
     import signal
     import subprocess
@@ -875,6 +877,17 @@ def test_scripts_start_a_registry_and_find_the_wheels(
     finally:
         if pid_file.is_file():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    alone = tmp_path / "engine-alone"
+    engine = subprocess.run(
+        [str(REPO / "scripts" / "start-docker.sh"), "--no-registry"],
+        env=env | {"STATE_DIR": str(alone)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert engine.returncode == 0, engine.stdout + engine.stderr
+    assert engine.stdout == "Docker engine: already running\n"
+    assert not (alone / "registry.pid").exists()
     wheels = subprocess.run(
         [str(REPO / "scripts" / "download-wheels.sh")],
         env=os.environ | {"PYTHON": sys.executable, "CACHE": str(serve_wheels.parent)},
