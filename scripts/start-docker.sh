@@ -33,7 +33,7 @@ done
 STATE_DIR=${STATE_DIR:-.cache/docker}
 REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
 PYTHON=${PYTHON:-python3}
-mkdir -p "$STATE_DIR/registry"
+mkdir -p "$STATE_DIR"
 STATE_DIR=$(cd "$STATE_DIR" && pwd)
 
 wait_for() { # seconds, description, command...
@@ -74,6 +74,7 @@ else
     echo "Docker engine: started on $driver (pid $(cat "$STATE_DIR/dockerd.pid"), log $STATE_DIR/dockerd.log)"
 fi
 $registry || exit 0
+mkdir -p "$STATE_DIR/registry"
 
 if curl -s -o /dev/null "http://$REGISTRY_ADDR/v2/"; then
     echo "registry: something already answers at $REGISTRY_ADDR"

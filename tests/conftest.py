@@ -428,8 +428,12 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             text=True,
             start_new_session=True,  # its group outlives it: dockerd and containerd
         )
-        said, _ = script.communicate(timeout=300)
         group = script.pid
+        try:
+            said, _ = script.communicate(timeout=300)  # two drivers tried, 60 s each at most
+        except subprocess.TimeoutExpired:
+            script.kill()  # reaped here; its dockerd, in its group, is stopped below
+            said = script.communicate()[0] + "\n(stopped: still running after 300 s)"
         log = state / "dockerd.log"
         if script.returncode != 0:
             stop_group(group)  # nothing half started outlives the failure
