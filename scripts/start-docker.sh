@@ -4,11 +4,14 @@
 #
 #   scripts/start-docker.sh            # engine (if none answers) + registry on 127.0.0.1:5000
 #   REGISTRY_ADDR=127.0.0.1:5001 scripts/start-docker.sh
+#   STATE_DIR=/tmp/engine scripts/start-docker.sh --no-registry   # the engine alone
 #
 # Engine: the running one when `docker info` answers; otherwise dockerd with no bridge network
 # and no iptables, on the overlay2 storage driver, or vfs where the kernel cannot mount overlayfs
 # (some containers and VMs: vfs copies every layer whole, so builds are far slower). Containers
-# use host networking (the demo does). Needs root and Debian's docker.io.
+# use host networking (the demo does). Needs root and Debian's docker.io. The tests start their
+# engine with this script too (`docker_engine`, tests/conftest.py: --no-registry, STATE_DIR
+# under the session's tmp), so the storage-driver fallback is written once, here.
 # Registry: the CNCF distribution registry (Debian's docker-registry) on REGISTRY_ADDR with its
 # data in STATE_DIR/registry; with REGISTRY_USERNAME and REGISTRY_PASSWORD set it requires them
 # (htpasswd, bcrypt), as GHCR requires a token. Logs and pid files go to STATE_DIR
@@ -16,10 +19,21 @@
 # dockerd.pid when this script started the engine).
 set -euo pipefail
 
+registry=true
+for arg in "$@"; do
+    case $arg in
+        --no-registry) registry=false ;;
+        *)
+            echo "error: unknown argument '$arg'; the only option is --no-registry" >&2
+            exit 2
+            ;;
+    esac
+done
+
 STATE_DIR=${STATE_DIR:-.cache/docker}
 REGISTRY_ADDR=${REGISTRY_ADDR:-127.0.0.1:5000}
 PYTHON=${PYTHON:-python3}
-mkdir -p "$STATE_DIR/registry"
+mkdir -p "$STATE_DIR"
 STATE_DIR=$(cd "$STATE_DIR" && pwd)
 
 wait_for() { # seconds, description, command...
@@ -59,6 +73,8 @@ else
     }
     echo "Docker engine: started on $driver (pid $(cat "$STATE_DIR/dockerd.pid"), log $STATE_DIR/dockerd.log)"
 fi
+$registry || exit 0
+mkdir -p "$STATE_DIR/registry"
 
 if curl -s -o /dev/null "http://$REGISTRY_ADDR/v2/"; then
     echo "registry: something already answers at $REGISTRY_ADDR"

@@ -10,9 +10,9 @@ They run in that order, so a quick failure shows before the slow tests start.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -391,64 +391,59 @@ def github_api(github_api_session: OpenAPIStandIn) -> Iterator[OpenAPIStandIn]:
 BASE_IMAGE = "local/python:3.11-bookworm"
 
 
-STORAGE_DRIVERS = ("overlay2", "vfs")
-
-
-def engine_answering(dockerd: subprocess.Popen[bytes], log: Path) -> object | None:
-    """The client of `dockerd` once it answers, or None when it exited (its storage driver is
-    not supported here)."""
-    import docker
-
-    deadline = time.monotonic() + 60
-    while dockerd.poll() is None:
-        try:
-            client = docker.from_env()
-            client.ping()
-            return client
-        except docker.errors.DockerException:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
-    return None
+def stop_group(group: int, seconds: float = 20) -> None:
+    """SIGTERM process group `group` once (dockerd quits without cleaning up on a third), then
+    SIGKILL what is left of it after `seconds`; return once it is gone. For processes that are
+    not this one's children (a script started them), so they are watched, not waited for."""
+    deadline = time.monotonic() + seconds
+    try:
+        os.killpg(group, signal.SIGTERM)
+        while True:
+            time.sleep(0.2)
+            os.killpg(group, signal.SIGKILL if time.monotonic() > deadline else 0)
+    except ProcessLookupError:
+        return
 
 
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real Docker engine: the running one, else dockerd started as TESTBED.md says (on
-    overlay2 where the kernel allows it)."""
+    """A real Docker engine: the running one, else the one scripts/start-docker.sh starts
+    (--no-registry, its log and pid file under the session's tmp): dockerd without a bridge,
+    on overlay2 where the kernel mounts overlayfs, else vfs. The fallback is written once, in
+    the script a user runs. The script and dockerd (and its containerd) are one process group,
+    stopped at the end of the session."""
     import docker
 
-    started = None
+    group = None
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException:
-        dockerd = shutil.which("dockerd")
-        assert dockerd, "install the Docker engine (apt-get install docker.io)"
-        log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-        # overlay2 where the kernel mounts overlayfs (a new layer costs nothing), else vfs, which
-        # copies every layer whole: an image build took 355 s on vfs and 2 s on overlay2 here.
-        for driver in STORAGE_DRIVERS:
-            started = subprocess.Popen(
-                [
-                    dockerd,
-                    "--iptables=false",
-                    "--ip6tables=false",
-                    "--bridge=none",
-                    f"--storage-driver={driver}",
-                ],
-                stdout=log.open("a"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # stop() signals the process group
-            )
-            client = engine_answering(started, log)
-            if client is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):  # its containerd may be gone too
-                stop(started)
-        assert client is not None, log.read_text()
+        state = tmp_path_factory.mktemp("dockerd")
+        script = subprocess.Popen(
+            [str(REPO / "scripts" / "start-docker.sh"), "--no-registry"],
+            env=os.environ | {"STATE_DIR": str(state)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its group outlives it: dockerd and containerd
+        )
+        group = script.pid
+        try:
+            said, _ = script.communicate(timeout=300)  # two drivers tried, 60 s each at most
+        except subprocess.TimeoutExpired:
+            script.kill()  # reaped here; its dockerd, in its group, is stopped below
+            said = script.communicate()[0] + "\n(stopped: still running after 300 s)"
+        log = state / "dockerd.log"
+        if script.returncode != 0:
+            stop_group(group)  # nothing half started outlives the failure
+            engine_log = log.read_text()[-3000:] if log.exists() else ""
+            pytest.fail(f"scripts/start-docker.sh failed:\n{said}\n{engine_log}")
+        client = docker.from_env()
+        client.ping()
     yield client
-    if started is not None:
-        stop(started)
+    if group is not None:
+        stop_group(group)
 
 
 @pytest.fixture(scope="session")
@@ -650,20 +645,42 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aut
 
 
 # What `mlgate`'s commands import before their first registry call: train, evaluate (with its
-# evidently reports and its curves), promote, deploy, doctor. None of them starts a thread.
+# evidently reports and its curves), promote, deploy, rollback, doctor, and the registry lock
+# (mlgate.registry.moves, which the lockers and racers use directly). None starts a thread.
 MLGATE_IMPORTS = ("mlflow", "mlflow.artifacts", "mlflow.xgboost", "mlflow.models", "yaml")
 MLGATE_IMPORTS += ("mlflow.data.pandas_dataset", "xgboost", "docker", "sklearn.metrics")
 MLGATE_IMPORTS += ("evidently", "evidently.presets", "matplotlib.pyplot")
 MLGATE_IMPORTS += ("mlgate.cli", "mlgate.pipeline.train", "mlgate.pipeline.evaluate")
-MLGATE_IMPORTS += ("mlgate.pipeline.promote", "mlgate.pipeline.deploy", "mlgate.registry.doctor")
+MLGATE_IMPORTS += ("mlgate.pipeline.promote", "mlgate.pipeline.deploy", "mlgate.pipeline.rollback")
+MLGATE_IMPORTS += ("mlgate.registry.moves", "mlgate.registry.doctor")
+# The fork servers started this session (one: mlgate_forks), for the reaping after each test.
+FORK_SERVERS: list[ForkServer] = []
 
 
 @pytest.fixture(scope="session")
 def mlgate_forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
-    """One interpreter that did MLGATE_IMPORTS (about 30 CPU seconds, measured), once a
-    session: the `mlgate` processes of test_faults, test_registry_auth, test_registry_windows
-    and test_evaluate_outputs are real processes forked from it (tests/forkserver.py). A test
-    reaps every child it forked before it ends, so the next test's batch runs."""
+    """The session's one fork server: an interpreter that did MLGATE_IMPORTS (about 30 CPU
+    seconds, measured), once a session. Every test that needs many real processes of mlgate
+    forks them from it (tests/forkserver.py): the trainings of test_faults and
+    test_registry_windows, the movers of test_registry_auth, the evaluations of
+    test_evaluate_outputs, the lockers, killed movers and mixed racers of test_registry_moves
+    (the racers living through its three rounds: `start_all`), the racers of test_concurrency
+    and the killed deploys of test_deploy. Children live within one test: it reaps them before
+    it ends, and whatever a failed test left running is SIGKILLed and reaped after it
+    (`forked_children_reaped`), so the next test's batch runs."""
     with fork_server(tmp_path_factory.mktemp("mlgate-forks"), MLGATE_IMPORTS) as server:
         assert server.threads == 1, "a thread started by an import would not survive the fork"
-        yield server
+        FORK_SERVERS.append(server)
+        try:
+            yield server
+        finally:
+            FORK_SERVERS.remove(server)
+
+
+@pytest.fixture(autouse=True)
+def forked_children_reaped() -> Iterator[None]:
+    """After each test: the children it forked and left running (a failure between
+    `start_all` and `wait`) SIGKILLed by pid and reaped."""
+    yield
+    for server in FORK_SERVERS:
+        server.reap()

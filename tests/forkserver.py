@@ -13,7 +13,9 @@ starts from the state a fresh interpreter has after the same imports.
 `run_all` forks a batch and waits for it; `start_all` forks a batch and returns while it runs
 (its pids, each child's stdout read as it is written, a SIGKILL of those still running), for
 children that live through several rounds the test drives (the mixed race of
-test_registry_moves).
+test_registry_moves). One batch at a time: the server reaps a batch before it reads the next,
+so forking another while one runs is refused (it would read the first batch's exit statuses as
+the second's pids), and `reap` SIGKILLs and reaps what a failed test left running.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ MLGATE = "import sys\nfrom mlgate.cli import main\nsys.exit(main())\n"
 class ForkServer:
     def __init__(self, process: subprocess.Popen, scratch: Path, threads: int) -> None:
         self.process, self.scratch, self.threads, self.jobs = process, scratch, threads, 0
+        self.running: Running | None = None  # the batch forked and not yet reaped
 
     def run(
         self, code: str, argv: Sequence[str], env: Mapping[str, str]
@@ -109,6 +112,10 @@ class ForkServer:
         """Fork one child per job, all at once, and return while they run: the test talks to
         them (files, barriers) and reads their stdout as they write it, then waits for all.
         The server forks nothing else until they are reaped."""
+        assert self.running is None, (
+            "the batch forked before still runs: wait() for it (or kill() it, then wait()) "
+            "before forking another"
+        )
         lines, files = [], []
         for code, argv, env in jobs:
             self.jobs += 1
@@ -121,7 +128,15 @@ class ForkServer:
         assert self.process.stdin and self.process.stdout
         self.process.stdin.write(json.dumps(lines) + "\n")
         self.process.stdin.flush()
-        return Running(self, files, json.loads(self.report()))
+        self.running = Running(self, files, json.loads(self.report()))
+        return self.running
+
+    def reap(self) -> None:
+        """SIGKILL and reap the batch still running, if any (a test that failed before it
+        waited): the server can fork the next test's batch."""
+        if self.running is not None:
+            self.running.kill()
+            self.running.wait()
 
     def report(self) -> str:
         assert self.process.stdout
@@ -177,6 +192,7 @@ class Running:
         would return for each."""
         if self.codes is None:
             self.codes = list(json.loads(self.server.report()))
+            self.server.running = None
         return [
             subprocess.CompletedProcess(argv, code, out.read_text(), err.read_text())
             for (argv, out, err), code in zip(self.files, self.codes, strict=True)

@@ -22,7 +22,7 @@ import pytest
 from mlgate.pipeline import deploy
 from mlgate.registry import moves as registry
 from tests.copies import Templates, copy_version
-from tests.forkserver import fork_server
+from tests.forkserver import ForkServer
 from tests.integration.test_gate import Registry
 
 pytestmark = pytest.mark.docker
@@ -44,8 +44,6 @@ promoted = promote.main(args)
 deployed = deploy.main([*args, "--approved-by", approver])
 print(promoted, deployed)
 """
-# What a racer imports before its first registry call, done once before the forks.
-RACER_IMPORTS = ("mlflow", "docker", "mlgate.pipeline.deploy", "mlgate.pipeline.promote")
 
 
 def tiny_image(
@@ -135,7 +133,12 @@ def holder(models: Registry, alias: str) -> str | None:
 # Sixteen processes racing, and the session's templates trained in its setup when it runs first.
 @pytest.mark.timeout(2400)
 def test_sixteen_racing_promotions_leave_one_consistent_history(
-    trained_on_postgres: Templates, clean_env_module, docker_engine, container_registry, tmp_path
+    trained_on_postgres: Templates,
+    clean_env_module,
+    docker_engine,
+    container_registry,
+    mlgate_forks: ForkServer,
+    tmp_path,
 ) -> None:
     templates = trained_on_postgres
     models = Registry(templates.project, templates.server, clean_env_module)
@@ -175,15 +178,14 @@ def test_sixteen_racing_promotions_leave_one_consistent_history(
 
     # The race: sixteen processes, each `mlgate promote` then `mlgate deploy` of its candidate
     # (one interpreter for both, as one CI job would run them back to back). Each is forked,
-    # all at once, from one interpreter that did their imports (tests/forkserver.py): sixteen
-    # real processes racing on PostgreSQL, without sixteen imports of mlflow on two cores.
+    # all at once, from the session's interpreter that did their imports (`mlgate_forks`,
+    # tests/forkserver.py): sixteen real processes racing on PostgreSQL, without sixteen
+    # imports of mlflow on two cores.
     jobs = [
         (RACER, ["racer", json.dumps([*models.args(), "--candidate-version", v]), f"approver-{v}"])
         for v in candidates
     ]
-    with fork_server(tmp_path / "racers", RACER_IMPORTS) as forks:
-        assert forks.threads == 1, "a thread started by an import would not survive the fork"
-        done = forks.run_all([(code, argv, env) for code, argv in jobs])
+    done = mlgate_forks.run_all([(code, argv, env) for code, argv in jobs])
     results = []
     for version, racer in zip(candidates, done, strict=True):
         promoted, deployed = (int(code) for code in racer.stdout.split()[-2:])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -23,7 +22,7 @@ from mlgate.registry import audit, doctor
 from mlgate.registry import moves as registry
 from mlgate.serving.predlog import S3Sink, read_log
 from tests.conftest import REPO, free_port, push_data
-from tests.forkserver import ForkServer, fork_server
+from tests.forkserver import ForkServer
 from tests.integration.test_gate import WEAK, Registry
 
 pytestmark = pytest.mark.docker
@@ -506,21 +505,8 @@ def test_deploy_refuses_a_version_that_is_not_staging(site, capsys) -> None:
     assert production(models) != v
 
 
-# What `mlgate deploy` imports before its first registry call.
-DEPLOY_IMPORTS = ("mlflow", "docker", "mlgate.cli", "mlgate.pipeline.deploy")
-
-
-@pytest.fixture
-def forks(tmp_path) -> Iterator[ForkServer]:
-    """One interpreter that imported what `mlgate deploy` needs: the killed jobs are forked
-    from it (each a real process, SIGKILLed for real) instead of importing mlflow twice."""
-    with fork_server(tmp_path / "forks", DEPLOY_IMPORTS) as server:
-        assert server.threads == 1, "a thread started by an import would not survive the fork"
-        yield server
-
-
 def test_job_killed_around_the_production_move_converges(
-    site, docker_engine, container_registry, breast_cancer, capsys, forks
+    site, docker_engine, container_registry, breast_cancer, capsys, mlgate_forks: ForkServer
 ) -> None:
     """A real `mlgate deploy` process is SIGKILLed (no handler, no `finally`: its lock ticket
     stays, as a dead job leaves it) after the push, with the move recorded as pending but
@@ -537,8 +523,9 @@ def test_job_killed_around_the_production_move_converges(
     argv += ["--source", str(REPO), "--approved-by", "alice"]
 
     def killed_at(point: str) -> None:
-        # `mlgate deploy`, a real process forked after its imports (tests/forkserver.py).
-        done = forks.mlgate(argv, env | {"MLGATE_TRACKING_FAULT_POINT": point})
+        # `mlgate deploy`, a real process forked from the session's interpreter that did its
+        # imports (`mlgate_forks`, tests/forkserver.py).
+        done = mlgate_forks.mlgate(argv, env | {"MLGATE_TRACKING_FAULT_POINT": point})
         assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
         (left,) = models.client.search_model_versions(f"name='{lock}'")  # its ticket
         # Its lease runs out: the expiry on the ticket moved into the past, as the clock would
@@ -856,7 +843,9 @@ def test_scripts_start_a_registry_and_find_the_wheels(
     docker_engine, serve_wheels, tmp_path
 ) -> None:
     """scripts/start-docker.sh reuses the running engine and starts a registry that requires
-    the given credentials; scripts/download-wheels.sh prints the folder the tests build from."""
+    the given credentials (with --no-registry, as the `docker_engine` fixture calls it where no
+    engine answers, no registry); scripts/download-wheels.sh prints the folder the tests build
+    from."""
     import os
     import signal
     import subprocess
@@ -888,6 +877,17 @@ def test_scripts_start_a_registry_and_find_the_wheels(
     finally:
         if pid_file.is_file():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    alone = tmp_path / "engine-alone"
+    engine = subprocess.run(
+        [str(REPO / "scripts" / "start-docker.sh"), "--no-registry"],
+        env=env | {"STATE_DIR": str(alone)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert engine.returncode == 0, engine.stdout + engine.stderr
+    assert engine.stdout == "Docker engine: already running\n"
+    assert list(alone.iterdir()) == [], "no registry started, nothing written"
     wheels = subprocess.run(
         [str(REPO / "scripts" / "download-wheels.sh")],
         env=os.environ | {"PYTHON": sys.executable, "CACHE": str(serve_wheels.parent)},

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from mlgate.registry import doctor
 from mlgate.registry import moves as registry
 from tests.conftest import BIN
 from tests.copies import Templates, copy_version
-from tests.forkserver import ForkServer, fork_server
+from tests.forkserver import ForkServer
 from tests.integration.test_concurrency import NO_LATENCY, model_image
 from tests.integration.test_gate import Registry
 
@@ -86,7 +85,9 @@ def lock_versions(client, name: str) -> list:
     return client.search_model_versions(f"name='{registry.lock_name(name)}'")
 
 
-def test_one_holder_at_a_time_from_every_starting_state(moves_server, forks, tmp_path) -> None:
+def test_one_holder_at_a_time_from_every_starting_state(
+    moves_server, mlgate_forks: ForkServer, tmp_path
+) -> None:
     import mlflow
 
     mlflow_postgres = moves_server
@@ -135,9 +136,9 @@ def test_one_holder_at_a_time_from_every_starting_state(moves_server, forks, tmp
         mine = mine[i % 3 :] + mine[: i % 3]
         return LOCKER, ["locker", mlflow_postgres, str(flags), *mine], dict(os.environ)
 
-    # Sixteen real processes, forked at once from the module's fork server (their imports of
+    # Sixteen real processes, forked at once from the session's fork server (their imports of
     # mlflow and mlgate done once there, not sixteen times on two cores).
-    lockers = forks.start_all([locker(i) for i in range(HOLDERS)])
+    lockers = mlgate_forks.start_all([locker(i) for i in range(HOLDERS)])
     try:
         assert victim.wait() == -signal.SIGKILL, victim.stderr.read()
         live.__exit__(None, None, None)
@@ -203,8 +204,9 @@ class Site:
     champion: str
     a: str
     b: str
-    # The kill tests' processes are forked from it, their imports done (tests/forkserver.py)
-    forks: ForkServer | None = None
+    # The kill tests' processes are forked from it, their imports done (tests/forkserver.py):
+    # the session's `mlgate_forks`
+    forks: ForkServer
 
     def versions(self) -> dict[str, object]:
         return {
@@ -225,14 +227,8 @@ class Site:
 
     def run(self, command: str, *args: str, fault: str | None = None):
         env = self.env | ({"MLGATE_TRACKING_FAULT_POINT": fault} if fault else {})
-        if self.forks is not None:  # `mlgate COMMAND ...`, a real process, minus the imports
-            return self.forks.mlgate([command, *self.args(), *args], env)
-        return subprocess.run(
-            [str(BIN / "mlgate"), command, *self.args(), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        # `mlgate COMMAND ...`, a real process, minus the imports
+        return self.forks.mlgate([command, *self.args(), *args], env)
 
     def doctor(self, *extra: str) -> int:
         return doctor.main([*self.args(), *extra], env=self.env)
@@ -246,30 +242,13 @@ class Site:
         assert self.doctor() == 0
 
 
-# What `mlgate promote`, `deploy` and `rollback` import before their first registry call.
-MOVE_IMPORTS = (
-    "mlflow",
-    "docker",
-    "mlgate.cli",
-    "mlgate.pipeline.deploy",
-    "mlgate.pipeline.promote",
-)
-MOVE_IMPORTS += ("mlgate.pipeline.rollback", "mlgate.registry.doctor")
-
-
-@pytest.fixture(scope="module")
-def forks(tmp_path_factory) -> Iterator[ForkServer]:
-    """One interpreter that imported what the moves need; each kill test's process, each
-    locker and each mixed racer is forked from it (a real process, SIGKILLed for real) instead
-    of importing mlflow again."""
-    with fork_server(tmp_path_factory.mktemp("forks"), MOVE_IMPORTS) as server:
-        assert server.threads == 1, "a thread started by an import would not survive the fork"
-        yield server
-
-
 @pytest.fixture(scope="module")
 def site(
-    trained_on_postgres: Templates, clean_env_module, docker_engine, container_registry, forks
+    trained_on_postgres: Templates,
+    clean_env_module,
+    docker_engine,
+    container_registry,
+    mlgate_forks: ForkServer,
 ) -> Site:
     """A champion in Production and two better candidates, evaluated against it, each with
     its image pushed and deployed once (so both can be rolled back to). The versions are
@@ -292,7 +271,7 @@ def site(
         model_image(docker_engine, models, version, repository, container_registry)
     # The moves are under test, not the models: no latency check (test_concurrency says why).
     assert models.evaluate(champion, *NO_LATENCY) == 0 and models.promote(champion) == 0
-    site = Site(models, env, champion, a, b, forks)
+    site = Site(models, env, champion, a, b, mlgate_forks)
     for version in (a, b, champion):  # each deployed once; the champion in Production last
         flags = ("--set", "deploy.require_staging=false")
         argv = [*site.args(*flags), "--candidate-version", version, "--approved-by", "alice"]
@@ -344,7 +323,7 @@ def kill_then_rerun(site: Site, command: str, args: list[str], point: str):
     return killed
 
 
-# Nine kills, each a process forked from `forks`, and in-process re-runs (the dead job's lease is
+# Nine kills, each a process forked from `mlgate_forks`, and in-process re-runs (the dead job's lease is
 # aged, not waited).
 @pytest.mark.timeout(2400)
 def test_promote_killed_after_each_registry_call_converges(site: Site, capsys) -> None:
@@ -517,9 +496,9 @@ def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
         return out
 
     barrier = tmp_path / "round"
-    # Sixteen real processes, each living through the three rounds, forked from the module's
-    # fork server (their imports done once, not sixteen times on two cores).
-    assert site.forks is not None
+    # Sixteen real processes, each living through the three rounds, forked from the session's
+    # fork server (their imports done once, not sixteen times on two cores); reaped before the
+    # test ends, killed first if it fails (and by `forked_children_reaped` if even that fails).
     racers = site.forks.start_all(
         [(RACER, ["racer", str(barrier), json.dumps(plan(i))], env) for i in range(RACERS)]
     )

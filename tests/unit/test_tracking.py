@@ -91,3 +91,54 @@ def test_an_unreachable_server_is_a_tracking_error_naming_the_attempts() -> None
     with pytest.raises(TrackingError) as caught:
         tracking.wait_until_healthy(f"http://127.0.0.1:{port}", retries=1, backoff=0, timeout=2)
     assert "is unreachable after 2 attempts" in caught.value.message
+
+
+# Values a public caller may pass, each with the literal it becomes. The oracle of what the
+# literal means is MLflow's own filter parser, the code its server runs on `filter_string`.
+LITERALS = [
+    ("breast-cancer-xgb", "'breast-cancer-xgb'"),
+    ("o'brien", '"o\'brien"'),  # a valid MLflow model name
+    ('say "hi"', "'say \"hi\"'"),
+    ("x' and run_id='y", "\"x' and run_id='y\""),  # would narrow the search if spliced
+    ("a''b", "\"a''b\""),  # not unescaped by MLflow: searched as written
+    ("back\\slash", "'back\\slash'"),
+    ("semi;colon", "'semi;colon'"),
+    ("", "''"),
+]
+
+
+@pytest.mark.parametrize(("value", "literal"), LITERALS)
+def test_a_filter_value_is_quoted_as_mlflow_reads_it_back(value: str, literal: str) -> None:
+    from mlflow.utils.search_utils import SearchModelVersionUtils, SearchUtils
+
+    assert tracking.filter_literal(value) == literal
+    versions = SearchModelVersionUtils.parse_search_filter(
+        f"name = {literal} and run_id = {tracking.filter_literal('r')}"
+    )
+    assert [(c["key"], c["value"]) for c in versions] == [("name", value), ("run_id", "r")]
+    runs = SearchUtils.parse_search_filter(
+        f"attributes.run_name = {literal} and attributes.status = 'RUNNING'"
+    )
+    assert [(c["key"], c["value"]) for c in runs] == [("run_name", value), ("status", "RUNNING")]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"), [('it\'s "x"', "both a single and a double quote"), ("ends\\", "backslash")]
+)
+def test_a_value_mlflow_cannot_read_back_is_refused(value: str, why: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchModelVersionUtils
+
+    with pytest.raises(ValueError, match=why) as caught:
+        tracking.filter_literal(value)
+    assert "rename it" in str(caught.value)
+    # Why: between either quote (the next clause's value quoted alike), MLflow reads another
+    # value or none at all.
+    for q in "'\"":
+        try:
+            read = SearchModelVersionUtils.parse_search_filter(
+                f"name = {q}{value}{q} and run_id = {q}r{q}"
+            )
+        except MlflowException:
+            continue
+        assert [c["value"] for c in read] != [value, "r"]

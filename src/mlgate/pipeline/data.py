@@ -154,12 +154,13 @@ DVC_OUTER_CONFIGS = (
 )
 
 
-def _remote_of(settings: Settings, dvc_dir: Path) -> tuple[str, str] | None:
-    """The DVC remote (name, URL) from the project's DVC configuration (.dvc/config, then
-    .dvc/config.local), read as DVC reads it (configobj; a relative local URL is relative to
-    the .dvc folder), without importing DVC (`dvc.config` alone imports its filesystems, about
-    3 s). None when DVC's answer could differ (a user or system configuration exists, or the
-    remote is not defined here): the caller then asks DVC."""
+def _configured_remote_name_and_url(settings: Settings, dvc_dir: Path) -> tuple[str, str] | None:
+    """The name and URL of the DVC remote configured for the repository at `dvc_dir` (its
+    .dvc/config, then .dvc/config.local; dvc.remote, else core.remote), read as DVC reads it
+    (configobj; a relative local URL is relative to the .dvc folder), without importing DVC
+    (`dvc.config` alone imports its filesystems, about 3 s). None when DVC's answer could
+    differ (a user or system configuration exists, or the remote is not defined here): the
+    caller then asks DVC."""
     import configobj  # type: ignore[import-untyped]  # DVC's own reader of its config
 
     if any(place.is_file() for place in DVC_OUTER_CONFIGS):
@@ -214,7 +215,9 @@ def pull(settings: Settings) -> DataVersion:
     # The workspace already holds the version data.dvc names (checked by digest): nothing for
     # DVC to pull or check out, and DVC's repository (seconds of imports) is not opened.
     present = workspace_digests(settings.project_dir, out_root, out)
-    configured = _remote_of(settings, dvc_file.parent) if present is not None else None
+    configured = (
+        _configured_remote_name_and_url(settings, dvc_file.parent) if present is not None else None
+    )
     if present is not None and configured is not None and data_path.is_file():
         remote, remote_url = configured
         return DataVersion(

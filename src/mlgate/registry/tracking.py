@@ -41,6 +41,35 @@ Client = Any
 DENIED = {"PERMISSION_DENIED", "UNAUTHENTICATED"}  # MLflow's codes for HTTP 403 / 401
 
 
+def filter_literal(value: str) -> str:
+    """`value` as a string literal of an MLflow search filter (`filter_string` of
+    search_runs, search_model_versions, search_registered_models): every filter mlgate builds
+    puts its values through here, never between quotes of its own.
+
+    MLflow's filter parser (sqlparse, then the quotes trimmed off) has no escape: `'it''s'`
+    is searched as `it''s`. So a value is written between the quotes it does not contain:
+    single quotes, else double ones (a model named `o'brien` is `"o'brien"`). A value holding
+    both, or ending in a backslash (the parser reads `\\'` as an escaped quote and the literal
+    runs on into the next clause), is refused with a ValueError rather than searched for as
+    something else: MLflow reads most such values back as another value or not at all (model
+    names from the settings never hold either, MODEL_NAME)."""
+    if value.endswith("\\"):
+        raise ValueError(
+            f"{value!r} cannot be searched for in MLflow: a filter value cannot end in a "
+            "backslash (MLflow's filter parser reads it as escaping the closing quote); "
+            "rename it without the trailing backslash"
+        )
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(
+        f"{value!r} cannot be searched for in MLflow: a filter value cannot hold both a single "
+        "and a double quote (MLflow's filter strings have no escape for either); rename it "
+        "without one of them"
+    )
+
+
 @contextmanager
 def errors(action: str, *, denied: str | None = None) -> Iterator[None]:
     """Turn MLflow and HTTP failures during `action` into a TrackingError; a refused
@@ -317,7 +346,8 @@ def end_abandoned_runs(client: Client, settings: Settings, run_name: str) -> lis
         experiment = client.get_experiment_by_name(settings.tracking.experiment)
         runs = client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"attributes.run_name = '{run_name}' and attributes.status = 'RUNNING'",
+            filter_string=f"attributes.run_name = {filter_literal(run_name)}"
+            " and attributes.status = 'RUNNING'",
         )
         for found in runs:
             run_id = found.info.run_id
@@ -405,7 +435,9 @@ def search_versions(
     run), all pages, in the registry's order."""
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, not {page_size}")
-    query = f"name='{name}'" + (f" and run_id='{run_id}'" if run_id is not None else "")
+    query = f"name = {filter_literal(name)}"
+    if run_id is not None:
+        query += f" and run_id = {filter_literal(run_id)}"
     out: list[Any] = []
     token: str | None = None
     while True:
