@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.parser import HeaderParser
 from importlib import metadata
 from pathlib import Path
 
@@ -138,26 +139,15 @@ def requirements_scan_skipped(requirements: list[str]) -> Iterator[None]:
 
 
 def installed_distributions() -> str:
-    """Every installed distribution as `name==version`, one a line, sorted. The two headers
-    are read from each one's metadata file as the core metadata spec lays it out (headers
-    first, up to the first blank line): `Distribution.metadata` parses the whole file, long
-    description included, with the email parser (about 0.5 CPU s for this environment)."""
+    """Every installed distribution as `name==version`, one a line, sorted. Only the headers
+    of each one's metadata file are parsed (`HeaderParser`, headers only):
+    `Distribution.metadata` parses the whole file, long description included (about 0.5 CPU s
+    for this environment, against 0.06)."""
+    parser = HeaderParser()
     pins = set()
     for dist in metadata.distributions():
         text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-        name, version = _headers(text, "name", "version")
-        if name:
-            pins.add(f"{name.lower()}=={version}")
+        headers = parser.parsestr(text, headersonly=True)
+        if headers["Name"]:
+            pins.add(f"{headers['Name'].lower()}=={headers['Version']}")
     return "\n".join(sorted(pins)) + "\n"
-
-
-def _headers(text: str, *wanted: str) -> tuple[str | None, ...]:
-    """The first value of each wanted header (case-insensitive) of a metadata file."""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the body (the long description) starts here
-        key, sep, value = line.partition(":")
-        if sep and not line[:1].isspace():
-            found.setdefault(key.strip().lower(), value.strip())
-    return tuple(found.get(key) for key in wanted)
