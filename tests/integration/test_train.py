@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -107,13 +108,17 @@ def trained(tmp_path_factory, mlflow_server, clean_env_module):
         "GITHUB_SHA": git(project, "rev-parse", "HEAD"),
         **SECRETS,
     }
-    saved = dict(os.environ)
+    saved, argv = dict(os.environ), sys.argv[:]
     os.environ.update(SECRETS)  # where MLflow and DVC would read them from, too
+    # as `mlgate train` runs: MLflow reads its git tags from the checkout holding argv[0],
+    # the `mlgate` script (in mlgate's own checkout here)
+    sys.argv[:] = [str(Path(sys.executable).parent / "mlgate"), "train"]
     try:
         assert train.main(train_args(project, mlflow_server, model), env=env) == 0
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        sys.argv[:] = argv
     outputs = dict(
         line.split("=", 1) for line in (root / "out").read_text().splitlines() if "=" in line
     )
@@ -179,6 +184,15 @@ def test_version_carries_every_lineage_tag(trained) -> None:
     assert tags["mlgate.github.run_url"] == "https://github.com/acme/models/actions/runs/42"
     assert tags["mlgate.data.md5"] in version.description
     assert version.status == "READY"
+
+
+def test_mlflows_git_tags_name_the_project_not_mlgates_checkout(trained) -> None:
+    """MLflow tags a run with the git checkout of `sys.argv[0]` (here pytest's, in mlgate's own
+    checkout; in a workflow the `mlgate` script's): the run's git tags must be the project's."""
+    tags, project = trained["run"].data.tags, trained["project"]
+    assert tags["mlflow.source.git.commit"] == git(project, "rev-parse", "HEAD")
+    assert tags["mlflow.source.git.branch"] == git(project, "symbolic-ref", "--short", "HEAD")
+    assert tags["mlflow.source.git.repoURL"] == "https://github.com/acme/models"
 
 
 def test_model_reloads_with_signature_example_and_pinned_environment(trained, tmp_path) -> None:

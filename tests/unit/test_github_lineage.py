@@ -74,9 +74,18 @@ def test_lineage_tags() -> None:
     assert tags["mlgate.data.object_url"] == "s3://bucket/dvc/files/md5/01/23" + "b" * 28
     assert tags["mlgate.github.run_url"] == "https://github.com/acme/m/actions/runs/9"
     assert tags["mlflow.source.git.commit"] == "c" * 40
+    assert tags["mlflow.source.git.branch"] == "main"
+    assert tags["mlflow.source.git.repoURL"] == "https://github.com/acme/m"
     assert tags["mlgate.data.rows"] == "5" and tags["mlgate.git.dirty"] == "false"
     assert all(isinstance(v, str) for v in tags.values())
     assert "mlgate.github.actor" not in tags  # unset values are left out
+
+
+def test_mlflows_git_tags_unknown_to_the_project_are_to_be_removed() -> None:
+    """A pull request's merge ref names no branch, and outside Actions there is no repository
+    URL: None, so train removes what MLflow took from another checkout."""
+    git = lineage.GitInfo(commit=None, dirty=None, ref="refs/pull/7/merge")
+    assert lineage.mlflow_git_tags(git, GitHubContext()) == dict.fromkeys(lineage.MLFLOW_GIT_TAGS)
 
 
 def test_serving_requirements_are_the_lock_pins() -> None:

@@ -86,9 +86,29 @@ def lineage_tags(
         "mlgate.python": platform.python_version(),
         **extra,
     }
-    if git.commit:
-        tags["mlflow.source.git.commit"] = git.commit
+    tags.update(mlflow_git_tags(git, github))
     return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+# MLflow's own git tags on a run. `mlflow.start_run` fills them from the checkout holding
+# `sys.argv[0]`, the `mlgate` script: mlgate's install, not the project, wherever that install
+# sits in a checkout of its own. mlgate writes the project's values over them, and removes any
+# it has no project value for (train), so they never name another repository.
+MLFLOW_GIT_TAGS = (
+    "mlflow.source.git.commit",
+    "mlflow.source.git.branch",
+    "mlflow.source.git.repoURL",
+)
+
+
+def mlflow_git_tags(git: GitInfo, github: GitHubContext) -> dict[str, str | None]:
+    """MLflow's git tags (MLFLOW_GIT_TAGS) for the project: its commit, its branch (the short
+    name of a `refs/heads/` ref; None for a tag, a pull request's merge ref or a detached
+    head) and its repository's URL on GitHub (None outside Actions). None: to be removed."""
+    ref = git.ref or ""
+    branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+    url = f"{github.server_url}/{github.repository}" if github.repository else None
+    return dict(zip(MLFLOW_GIT_TAGS, (git.commit, branch, url), strict=True))
 
 
 def serving_requirements() -> list[str]:

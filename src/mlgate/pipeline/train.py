@@ -345,6 +345,9 @@ def _train(
         }
         tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
         mlflow.set_tags(tags)
+        for key in set(lineage.MLFLOW_GIT_TAGS) - set(tags):  # MLflow's, of another checkout
+            if key in run.data.tags:
+                client.delete_tag(run_id, key)
         mlflow.log_params(_flat_params(settings, booster, chosen))
 
         with _quiet_mlflow_hints():
