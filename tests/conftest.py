@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
+from hypothesis import settings
 
 from mlgate.pipeline.demo import PROJECT_FILES  # what a repository using mlgate holds
 from tests.copies import STUMP, Templates
@@ -39,6 +40,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # No usage telemetry from the tests' MLflow clients and servers: it sends nothing anyway on CI,
 # and its first call raced once on a loaded machine (KeyError '_MLFLOW_TELEMETRY_SESSION_ID').
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The property tests (hypothesis) are a required check on CI: the same commit must get the same
+# verdict, so there they draw the same examples every run (derandomize) and keep no example
+# database. Elsewhere they draw new examples each run, which is how they keep finding cases.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -265,7 +265,7 @@ def binary_requests(draw) -> tuple[bytes, dict[str, str], np.ndarray | None]:
         new_head = json.dumps(head).encode()
         body = new_head + body[head_length:]
         headers["Inference-Header-Content-Length"] = str(len(new_head))
-        if head == original:
+        if json.dumps(head) == json.dumps(original):  # as sent: `true` is not `1` in JSON
             corruption = "none"  # the draw left it unchanged
     valid = corruption == "none" and n > 0
     return body, headers, typed.astype(np.float64) if valid else None
