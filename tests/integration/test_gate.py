@@ -288,6 +288,8 @@ def test_a_held_lock_stops_a_promotion_until_its_lease_ends(registry: Registry, 
     assert "waiting for the lock" in err and "locked by deploy by run 42" in err
     assert "the lock frees itself when the lease ends" in err
     assert registry.staging() == staged
+    # The holder dies: its heartbeat stops, and its lease is over (aged, not waited out).
+    held.stop_renewing()
     lock = lock_name(registry.model)
     registry.client.set_model_version_tag(lock, str(held.ticket), EXPIRES, str(time.time() - 1))
     assert registry.promote(candidate) == 0

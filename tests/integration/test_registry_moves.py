@@ -158,6 +158,139 @@ def test_one_holder_at_a_time_from_every_starting_state(
     assert not list(flags.iterdir())
 
 
+# A holder and a waiter of one lock, each writing a tag of its own on the model under the lock
+# (the oracle: what the registry holds afterwards). The holder takes the lock at once and is
+# held at its fault point; the waiter starts once the file GO exists.
+LEASED = """
+import os, sys, time
+import mlflow
+from mlgate.registry import moves as registry
+role, uri, name, lease, point, go = sys.argv[1:7]
+mlflow.set_tracking_uri(uri)
+client = mlflow.MlflowClient()
+while not os.path.exists(go):
+    time.sleep(0.05)
+lock = registry.PointerLock(client, name, holder=f"{role} {os.getpid()}", wait=600,
+                            lease=float(lease), fault_point=point or None)
+with lock:
+    lock.check("writing")
+    client.set_registered_model_tag(name, f"written.{role}", str(os.getpid()))
+print("held", name, flush=True)
+"""
+# The leases of test_a_live_holder_keeps_its_lock_and_a_stopped_or_killed_one_loses_it: short,
+# so the test waits little, and still eight beats a lease (a beat every 1.9 s): the paused
+# holder loses its lock only if its heartbeat thread is starved for over 9 s.
+SHORT_LEASE = 15
+
+
+def ticket_of(client, name: str):
+    left = registry.tickets_of(lock_versions(client, name))
+    return left[0] if left else None
+
+
+def until(what: str, ready, children, watched: tuple[int, ...], seconds: float = 600) -> None:
+    """Wait (bounded, generously: a wait, not a timed assertion) until `ready()` is true; a
+    `watched` child that exited meanwhile fails the test at once, with what it said."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        for i in watched:
+            err = children.files[i][2]
+            assert children.alive(i), f"child {i} exited: {err.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
+
+
+def test_a_live_holder_keeps_its_lock_and_a_stopped_or_killed_one_loses_it(
+    moves_server, mlgate_forks: ForkServer, tmp_path
+) -> None:
+    """The lease is the holder's heartbeat (registry.PointerLock._beat). Two locks, each with
+    a holder held at `lock.after_ticket` and a waiter:
+
+    * alive (paused, its threads running): seen holding past the lease first written on its
+      ticket, its waiter still waiting; then SIGKILLed, and the waiter takes over once the last
+      renewed lease ran out;
+    * stopped (SIGSTOP, the whole process, longer than its lease: starved to nothing): its
+      waiter takes over after the lease; on SIGCONT the holder finds its lease gone and stops
+      before it writes (exit 1 here, `TrackingError`: exit 5 from the CLI), so the model under
+      the lock holds the waiter's write only."""
+    import mlflow
+
+    mlflow.set_tracking_uri(moves_server)
+    client = mlflow.MlflowClient()
+    stamp = int(time.time() * 1000)
+    alive, stopped_name = f"lease-alive-{stamp}", f"lease-stopped-{stamp}"
+    for name in (alive, stopped_name):
+        client.create_registered_model(name)
+    now, go = tmp_path / "now", tmp_path / "go"
+    now.touch()  # the holders start at once, the waiters on `go`
+    env, never = dict(os.environ), tmp_path / "never"
+
+    def job(role: str, name: str, point: str, start: Path):
+        argv = ["leased", role, moves_server, name, str(SHORT_LEASE), point, str(start)]
+        return LEASED, argv, env
+
+    jobs = [
+        job("holder", alive, f"pause:lock.after_ticket:{never}", now),
+        job("holder", stopped_name, "stop:lock.after_ticket", now),
+        job("waiter", alive, "", go),
+        job("waiter", stopped_name, "", go),
+    ]
+    children = mlgate_forks.start_all(jobs)
+    try:
+        until(
+            "the alive holder holds",
+            lambda: ticket_of(client, alive) is not None,
+            children,
+            (0, 1, 2, 3),
+        )
+        first = ticket_of(client, alive)
+        until(
+            "the stopped holder is stopped",
+            lambda: stopped_pid(children.pids[1]),
+            children,
+            (0, 1, 2, 3),
+        )
+        assert ticket_of(client, stopped_name) is not None
+        go.touch()
+
+        # Stopped past its lease: its waiter takes over and writes; then the holder runs again.
+        assert children.line(3, 0) == f"held {stopped_name}\n"
+        os.kill(children.pids[1], signal.SIGCONT)
+
+        # Alive past the lease first written on its ticket: renewed, the waiter still waiting.
+        until(
+            "the first lease of the alive holder is over",
+            lambda: time.time() > first.expires,
+            children,
+            (0, 2),
+        )
+        held = ticket_of(client, alive)
+        assert held is not None and held.version == first.version and held.expires > time.time()
+        assert children.alive(2) and "written.waiter" not in client.get_registered_model(alive).tags
+        waiting = children.files[2][2].read_text()
+        assert f"held by holder {children.pids[0]}" in waiting, waiting
+        # Then it dies: its waiter takes over once the renewed lease runs out.
+        os.kill(children.pids[0], signal.SIGKILL)
+    except BaseException:
+        children.kill()  # what a failure left running
+        raise
+    finally:
+        done = children.wait()
+    codes = [d.returncode for d in done]
+    assert codes == [-signal.SIGKILL, 1, 0, 0], [d.stderr[-2000:] for d in done]
+    assert "ran out before writing" in done[1].stderr, done[1].stderr[-2000:]
+    assert "held" not in done[1].stdout
+    assert done[2].stdout == f"held {alive}\n" and done[3].stdout == f"held {stopped_name}\n"
+    for name in (alive, stopped_name):
+        written = {k for k in client.get_registered_model(name).tags if k.startswith("written.")}
+        assert written == {"written.waiter"}, (name, written)
+        assert lock_versions(client, name) == [], name  # the dead tickets deleted by the waiters
+
+
+def stopped_pid(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def test_one_move_reaches_every_registry_fault_point_in_order(moves_server, monkeypatch) -> None:
     """One staging move from a holder to another, in process (seconds): every point of
     FAULT_POINTS is reached, once, in the order the list gives. So the kill tests, which

@@ -14,13 +14,22 @@ caller of the same MLflow server, whatever runs them:
   *live* ticket (not deleted, lease not over) below its own number holds the lock; one that does
   withdraws (deletes its own ticket) and waits.
 * Nobody deletes another's live ticket. Waiters delete only tickets whose lease is over, and a
-  lease is never extended, so an expired ticket can never become live again: deleting it needs
-  no compare-and-delete. That removes the race of the old lock (read the holder, then delete the
-  lock another waiter had just re-created).
+  lease is extended only while it is live with more than the margin left, so an expired ticket
+  can never become live again: deleting it needs no compare-and-delete. That removes the race of
+  the old lock (read the holder, then delete the lock another waiter had just re-created).
+* While it holds, a daemon thread of the holder (the heartbeat) pushes its ticket's expiry
+  `lease` seconds ahead every `lease / 8` seconds, so a live holder slowed by a busy machine
+  keeps its lock however long its move takes. A beat is sent only while the holder's own
+  deadline (below) has not passed, and moves that deadline only once the registry accepted it;
+  a ticket deleted meanwhile (its lease ran out, a waiter took over) stays deleted: the beat
+  fails and the holder has lost the lock. A holder whose whole process is stopped (SIGSTOP, a
+  frozen VM) for longer than its lease cannot renew, and is treated as dead: a waiter takes
+  over, and once the holder runs again its next check fails (exit 5) before it writes.
 * A holder stops `lease / 4` (the safety margin) before its lease ends, by its own monotonic
-  clock, and before every registry call of a move it also re-reads the tickets: its own must
-  still be there with no live ticket below it. A waiter counts a ticket dead only when the
-  lease written on it has passed by the waiter's clock.
+  clock (counted from the last beat the registry accepted), and before every registry call of
+  a move it also re-reads the tickets: its own must still be there with no live ticket below
+  it. A waiter counts a ticket dead only when the lease written on it has passed by the
+  waiter's clock.
 
 Why that is safe: two processes hold at once only if the older holder's registry call lands
 after its lease ended, i.e. one registry call took longer than the margin (plus clock skew
@@ -48,6 +57,7 @@ import random
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -146,6 +156,9 @@ class PointerLock:
         self.fault_point = fault_point
         self.ticket: int | None = None
         self.deadline = 0.0  # time.monotonic() after which this holder moves nothing
+        self.lost: str | None = None  # why the heartbeat stopped, when it found the lock lost
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
 
     # -- taking and releasing
 
@@ -159,6 +172,7 @@ class PointerLock:
                     mine = self._take()
                     below = [t for t in self._live_tickets() if t.version < mine]
                     if not below:
+                        self._beat_start(mine)
                         self.fault("lock.after_ticket")
                         return self
                     self._withdraw()
@@ -184,10 +198,55 @@ class PointerLock:
             delay = min(delay * 2, 0.5)  # a move takes well under a second
 
     def __exit__(self, *exc_info: object) -> None:
+        self.stop_renewing()
         try:
             self._withdraw()
         except Exception:  # the lease frees it; never hide the error that got us here
             pass
+
+    # -- the heartbeat: a live holder keeps its lease
+
+    def _beat_start(self, ticket: int) -> None:
+        self._stop.clear()
+        self._heart = threading.Thread(
+            target=self._beat, args=(ticket,), name="mlgate-lock-lease", daemon=True
+        )
+        self._heart.start()
+
+    def stop_renewing(self) -> None:
+        """Stop the heartbeat: from here the lease runs out as a dead holder's does."""
+        self._stop.set()
+        if self._heart is not None:
+            # A beat stuck on a slow server must not hold the release: a late beat lands on a
+            # ticket that is deleted (it fails) or about to be (the withdraw below).
+            self._heart.join(timeout=2.0)
+            self._heart = None
+
+    def _beat(self, ticket: int) -> None:
+        """Push `ticket`'s expiry `lease` seconds ahead every `lease / 8` seconds while this
+        holder's deadline has not passed. The deadline moves only after the registry accepted
+        the new expiry, and by what was sent: `start + lease - margin`, `start` taken before the
+        call, so a slow call only shortens what this holder believes it has."""
+        from mlflow.exceptions import MlflowException
+
+        while not self._stop.wait(self.lease / 8):
+            start = time.monotonic()
+            if start >= self.deadline:  # too late to extend safely: the lease is given up
+                self.lost = "its lease ran out before the heartbeat could renew it"
+                return
+            expires = time.time() + self.lease
+            try:
+                self.client.set_model_version_tag(self.lock, str(ticket), EXPIRES, repr(expires))
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # deleted: taken over
+                    self.lost = f"its ticket {ticket} was deleted (its lease had run out)"
+                    return
+                continue  # the server may answer the next beat; check() decides
+            except Exception:
+                continue
+            if self._stop.is_set():
+                return
+            self.deadline = max(self.deadline, start + self.lease - self.margin)
 
     def ensure_lock_model(self) -> None:
         """The lock's registered model, created once with the marker; a model of that name
@@ -273,12 +332,16 @@ class PointerLock:
     def check(self, action: str) -> None:
         """Before each registry call of a move: the lease has more than the margin left, and
         this ticket is still the lowest live one. Otherwise nothing more moves."""
-        if self.ticket is None or time.monotonic() >= self.deadline:
+        if self.ticket is None or self.lost is not None or time.monotonic() >= self.deadline:
             raise TrackingError(
-                f"the lock on {self.name}'s aliases ran out before {action}; nothing more "
-                "was moved",
-                fix="re-run (it completes what was left half done); if moves take this long, "
-                "raise tracking.lock_lease",
+                f"the lock on {self.name}'s aliases ran out before {action}"
+                + (f" ({self.lost})" if self.lost else "")
+                + "; nothing more was moved",
+                fix="re-run (it completes what was left half done). The lease is renewed "
+                "while the process runs, so this follows a process stopped or starved of CPU "
+                "for longer than tracking.lock_lease, or an MLflow server that did not answer "
+                "the renewals: check the machine's load and the server, or raise "
+                "tracking.lock_lease",
             )
         with errors(f"checking the lock before {action}"):
             live = self._live_tickets()
