@@ -51,6 +51,7 @@ COPY_FAULT_POINTS: tuple[str, ...] = (
 ALL_FAULT_POINTS: tuple[str, ...] = FAULT_POINTS + COPY_FAULT_POINTS
 TRAIN_POINTS: tuple[str, ...] = (
     "train.in_run",  # the run open and its lease's heartbeat started, nothing trained yet
+    "train.after_register",  # its version registered (READY, tagged), the run not yet ended
 )
 PAUSE_POLL = 0.05  # seconds between looks for the release file
 

@@ -236,6 +236,46 @@ def test_killed_mid_run_then_rerun_converges(
     assert versions_of(server, model) == [("1", finished)]
 
 
+def test_killed_after_registering_then_rerun_keeps_one_version_and_the_projects_git_tags(
+    server: Server, tmp_path: Path, clean_env: dict, trainings: Trainings
+) -> None:
+    """The second path of a SIGKILL later in the run: the job dies right after its version was
+    registered (READY, with its lineage), its run still RUNNING. The same job re-run (same run
+    name: data and commit) ends the ghost run, deletes the version it left (no half-registered
+    version stays beside the new one) and registers one of its own, on a run that carries the
+    project's git tags (not the checkout of the `mlgate` script)."""
+    project = make_project(tmp_path / "project")
+    model = unique("killed-registered")
+    repo = {"GITHUB_REPOSITORY": "acme/models", "GITHUB_SERVER_URL": "https://github.com"}
+    env = clean_env | repo
+    killed_env = env | {"MLGATE_TRACKING_FAULT_POINT": "train.after_register"}
+    [job] = trainings.start(training(project, server, model, killed_env))
+    killed = job.wait()
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    assert "fault injection: SIGKILL at train.after_register" in killed.stderr
+    [(left, ghost)] = versions_of(server, model)  # what the fault leaves: a READY version
+    assert runs_of(server, model) == {ghost: "RUNNING"}
+    wait_until_lease_expired(server, ghost)  # nobody renews it: its job is dead
+
+    [rerun] = trainings.start(training(project, server, model, env, 60))
+    done = rerun.wait()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert f"ended run {ghost}, left RUNNING by an earlier attempt" in output
+    runs = runs_of(server, model)
+    assert runs[ghost] == "KILLED" and sorted(runs.values()) == ["FINISHED", "KILLED"]
+    (finished,) = [run for run, status in runs.items() if status == "FINISHED"]
+    # The ghost's version deleted, one of the re-run's own: the registry never reuses a number.
+    assert versions_of(server, model) == [(str(int(left) + 1), finished)]
+    tags = mlflow.MlflowClient(server.uri).get_run(finished).data.tags
+    head = subprocess.run(
+        ["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == head and tags["mlgate.git.commit"] == head
+    assert tags["mlflow.source.git.branch"] == "main"  # make_project's branch
+    assert tags["mlflow.source.git.repoURL"] == "https://github.com/acme/models"
+
+
 def test_concurrent_trainings_of_one_commit_and_data_never_end_each_other(
     server: Server, tmp_path: Path, clean_env: dict, trainings: Trainings
 ) -> None:
