@@ -5,13 +5,20 @@
 #   scripts/start-docker.sh            # engine (if none answers) + registry on 127.0.0.1:5000
 #   REGISTRY_ADDR=127.0.0.1:5001 scripts/start-docker.sh
 #   STATE_DIR=/tmp/engine scripts/start-docker.sh --no-registry   # the engine alone
+#   STATE_DIR=/tmp/engine scripts/start-docker.sh --own-engine --no-registry
+#       # an engine of STATE_DIR's own, even if another runs: DOCKER_HOST=unix://STATE_DIR/docker.sock
 #
 # Engine: the running one when `docker info` answers; otherwise dockerd with no bridge network
 # and no iptables, on the overlay2 storage driver, or vfs where the kernel cannot mount overlayfs
 # (some containers and VMs: vfs copies every layer whole, so builds are far slower). Containers
 # use host networking (the demo does). Needs root and Debian's docker.io. The tests start their
-# engine with this script too (`docker_engine`, tests/conftest.py: --no-registry, STATE_DIR
-# under the session's tmp), so the storage-driver fallback is written once, here.
+# engine with this script too (`docker_engine`, tests/conftest.py: --own-engine --no-registry,
+# STATE_DIR under the session's tmp), so the storage-driver fallback is written once, here.
+# With --own-engine the engine is STATE_DIR's alone: its socket, pid file, data and exec roots
+# (and its containerd's) are under STATE_DIR, so two of them (two test sessions on one machine)
+# never share a socket, and stopping one never stops the other or an engine already running.
+# DATA_ROOT (default STATE_DIR/data) puts its images elsewhere: on a filesystem where overlay2
+# works (not on an overlayfs), or builds fall back to vfs.
 # Registry: the CNCF distribution registry (Debian's docker-registry) on REGISTRY_ADDR with its
 # data in STATE_DIR/registry; with REGISTRY_USERNAME and REGISTRY_PASSWORD set it requires them
 # (htpasswd, bcrypt), as GHCR requires a token. Logs and pid files go to STATE_DIR
@@ -20,11 +27,13 @@
 set -euo pipefail
 
 registry=true
+own=false
 for arg in "$@"; do
     case $arg in
         --no-registry) registry=false ;;
+        --own-engine) own=true ;;
         *)
-            echo "error: unknown argument '$arg'; the only option is --no-registry" >&2
+            echo "error: unknown argument '$arg'; the options are --no-registry and --own-engine" >&2
             exit 2
             ;;
     esac
@@ -47,16 +56,29 @@ wait_for() { # seconds, description, command...
     return 1
 }
 
+engine=()
+if $own; then
+    # unix sockets are limited to 107 bytes: say so rather than fail inside dockerd
+    sock=$STATE_DIR/docker.sock
+    if ((${#sock} > 100)); then
+        echo "error: STATE_DIR is too long for a socket path ($sock); fix: use a shorter STATE_DIR" >&2
+        exit 2
+    fi
+    export DOCKER_HOST=unix://$sock
+    engine=(-H "$DOCKER_HOST" --pidfile "$STATE_DIR/docker.pid"
+        --data-root "${DATA_ROOT:-$STATE_DIR/data}" --exec-root "$STATE_DIR/exec")
+fi
+
 if docker info >/dev/null 2>&1; then
-    echo "Docker engine: already running"
+    echo "Docker engine: already running${DOCKER_HOST:+ at $DOCKER_HOST}"
 else
     command -v dockerd >/dev/null || {
         echo "error: no dockerd; install Debian's docker.io (apt-get install docker.io)" >&2
         exit 1
     }
     for driver in overlay2 vfs; do
-        nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver="$driver" \
-            >>"$STATE_DIR/dockerd.log" 2>&1 &
+        nohup dockerd "${engine[@]}" --iptables=false --ip6tables=false --bridge=none \
+            --storage-driver="$driver" >>"$STATE_DIR/dockerd.log" 2>&1 &
         echo $! >"$STATE_DIR/dockerd.pid"
         # an unsupported driver ends dockerd within seconds; a supported one answers
         for _ in $(seq 60); do
@@ -73,6 +95,7 @@ else
     }
     echo "Docker engine: started on $driver (pid $(cat "$STATE_DIR/dockerd.pid"), log $STATE_DIR/dockerd.log)"
 fi
+if $own; then echo "DOCKER_HOST=$DOCKER_HOST"; fi
 $registry || exit 0
 mkdir -p "$STATE_DIR/registry"
 

@@ -413,23 +413,34 @@ def stop_group(group: int, seconds: float = 20) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real Docker engine: the running one, else the one scripts/start-docker.sh starts
-    (--no-registry, its log and pid file under the session's tmp): dockerd without a bridge,
-    on overlay2 where the kernel mounts overlayfs, else vfs. The fallback is written once, in
-    the script a user runs. The script and dockerd (and its containerd) are one process group,
-    stopped at the end of the session."""
+def docker_engine() -> Iterator[object]:
+    """A real Docker engine: the running one, else one of this session's own, started by
+    scripts/start-docker.sh --own-engine --no-registry (its socket, pid file, data and log
+    under the session's tmp; DOCKER_HOST set for the session, so every process the tests start
+    uses it): dockerd without a bridge, on overlay2 where the kernel mounts overlayfs, else
+    vfs. The fallback is written once, in the script a user runs. The script and dockerd (and
+    its containerd) are one process group, stopped at the end of the session. An engine that
+    answers where the environment points (DOCKER_HOST, else the default socket) is someone
+    else's (the machine's, another session's): used, never stopped. The one this session starts
+    is found by no other session (it is not on the default socket), so none can use it and lose
+    it when this session ends (tests/integration/test_docker_engine.py)."""
     import docker
 
-    group = None
+    group, before = None, os.environ.get("DOCKER_HOST")
+    state = data = Path()
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException:
-        state = tmp_path_factory.mktemp("dockerd")
+        # a short path: a unix socket's path is limited to 107 bytes
+        state = Path(tempfile.mkdtemp(prefix="mlgate-dockerd-"))
+        # Its images where the machine keeps Docker's (often a volume of its own: overlay2
+        # works there when the root filesystem is an overlayfs, where only vfs would).
+        default = Path("/var/lib/docker")
+        data = default / f"mlgate-{state.name}" if os.access(default, os.W_OK) else state / "data"
         script = subprocess.Popen(
-            [str(REPO / "scripts" / "start-docker.sh"), "--no-registry"],
-            env=os.environ | {"STATE_DIR": str(state)},
+            [str(REPO / "scripts" / "start-docker.sh"), "--own-engine", "--no-registry"],
+            env=os.environ | {"STATE_DIR": str(state), "DATA_ROOT": str(data)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -446,11 +457,20 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             stop_group(group)  # nothing half started outlives the failure
             engine_log = log.read_text()[-3000:] if log.exists() else ""
             pytest.fail(f"scripts/start-docker.sh failed:\n{said}\n{engine_log}")
+        os.environ["DOCKER_HOST"] = f"unix://{state}/docker.sock"
         client = docker.from_env()
         client.ping()
-    yield client
-    if group is not None:
-        stop_group(group)
+    try:
+        yield client
+    finally:
+        if group is not None:
+            stop_group(group)
+            shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(state, ignore_errors=True)
+            if before is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = before
 
 
 @pytest.fixture(scope="session")
