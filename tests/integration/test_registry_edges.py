@@ -297,3 +297,51 @@ def test_a_version_replaced_by_a_registry_reset_is_told_apart(client) -> None:
     why = registry.replaced_since(client, model, seen)
     assert why is not None and why.startswith(f"{model} version 1 is another version now (run ")
     assert "the model was deleted and re-created" in why
+
+
+def test_a_registry_reset_under_a_champion_and_a_lock_fails_closed(
+    deployed, clean_env, capsys
+) -> None:
+    """The registry's database emptied (a reset store) while v2 held `production` and a
+    deploy held the lock: the model, its versions, its aliases and the lock's tickets are gone.
+    A rollback (bare, or `--to` the old champion) must fail closed, saying what is missing,
+    and never record a champion it cannot find: afterwards the model still does not exist.
+    Then the model re-created with a version 1 of another run (never deployed): `--to 1` is
+    refused (nothing in Production) and nothing moves. Each refusal is exit 2 with its fix."""
+    from mlgate.registry import moves as registry
+
+    held = registry.PointerLock(
+        deployed.client, deployed.model, holder="deploy by run 7", wait=0, lease=600
+    )
+    held.__enter__()
+    held.stop_renewing()  # its job is gone with the store
+    for name in (registry.lock_name(deployed.model), deployed.model):
+        deployed.client.delete_registered_model(name)
+
+    def gone() -> bool:
+        try:
+            deployed.client.get_registered_model(deployed.model)
+        except MlflowException as exc:
+            return exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+        return False
+
+    base = [*deployed.args, "--reason", "r", "--approved-by", "bob"]
+    for extra in ([], ["--to", deployed.v2], ["--to", deployed.v1]):
+        code, out = run(rollback.main, [*base, *extra], clean_env, capsys)
+        assert code == 2 and "Traceback" not in out, (extra, out)
+        said = f"error: the registered model '{deployed.model}' does not exist in this registry"
+        assert said in out and "if the registry was reset" in out, (extra, out)
+        assert "fix:" in out, (extra, out)
+        assert gone(), f"a rollback {extra} re-created {deployed.model}"
+    # The lock's model was made again (empty), and no ticket is left behind.
+    lock = registry.lock_name(deployed.model)
+    assert deployed.client.search_model_versions(f"name='{lock}'") == []
+
+    deployed.client.create_registered_model(deployed.model)
+    experiment = deployed.client.create_experiment(unique("reset"))
+    [one] = register(deployed.client, deployed.model, [deployed.client.create_run(experiment).info])
+    code, out = run(rollback.main, [*base, "--to", one], clean_env, capsys)
+    assert code == 2 and "has no version in Production: nothing to roll back" in out, out
+    model = deployed.client.get_registered_model(deployed.model)
+    assert dict(model.aliases) == {}
+    assert deployed.client.get_model_version(deployed.model, one).current_stage == "None"

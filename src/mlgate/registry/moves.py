@@ -621,7 +621,17 @@ def read_state(client: Client, name: str, *, with_tickets: bool = False) -> Mode
     from mlflow.exceptions import MlflowException
 
     with errors(f"reading the pointers of {name}"):
-        model = client.get_registered_model(name)
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise ConfigError(
+                f"the registered model '{name}' does not exist in this registry, so it has no "
+                "versions, aliases or stages to move (nothing was moved or recorded)",
+                fix="check model.name and the tracking URI; if the registry was reset (its "
+                "database emptied or replaced), train and deploy again: what it held is gone",
+            ) from None
         versions = {
             str(v.version): VersionState(str(v.version), v.current_stage or "None", dict(v.tags))
             for v in search_versions(client, name)
