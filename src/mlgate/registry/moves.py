@@ -208,6 +208,7 @@ class PointerLock:
 
     def _beat_start(self, ticket: int) -> None:
         self._stop.clear()
+        self.lost = None
         self._heart = threading.Thread(
             target=self._beat, args=(ticket,), name="mlgate-lock-lease", daemon=True
         )
