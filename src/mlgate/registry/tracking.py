@@ -116,7 +116,14 @@ def connect(settings: Settings, *, experiment: bool = True) -> Client:  # an mlf
         wait_until_healthy(uri, retries=t.retries, backoff=t.backoff, timeout=t.timeout)
     elif scheme == "sqlite":
         check_sqlite_folder(uri)
-    mlflow.set_tracking_uri(uri)
+    # MLflow resolves the tracking URI from its global, else from MLFLOW_TRACKING_URI (which
+    # set_tracking_uri also sets). The variable alone does it in a fresh process, without the
+    # reset of MLflow's tracer provider that set_tracking_uri makes (it imports the
+    # OpenTelemetry SDK's metrics, 20-30 ms, for traces mlgate never writes); the global is
+    # set only when an earlier one in this process points elsewhere.
+    set_process_env({"MLFLOW_TRACKING_URI": uri})
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     if experiment:
         with errors(f"selecting experiment '{t.experiment}'"):
