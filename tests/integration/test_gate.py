@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from urllib.parse import urlparse
 import mlflow
 import numpy as np
 import pytest
+import requests
 
 from mlgate.pipeline import evaluate, promote, train
 from mlgate.registry import audit
@@ -111,6 +113,86 @@ def test_promotion_is_idempotent(registry: Registry, capsys) -> None:
     assert registry.promote(v1) == 0
     assert "already holds 'staging': nothing to do" in capsys.readouterr().out
     assert registry.staging() == v1
+
+
+# What a promotion may not load at all (issue 18: promote ≤ 2 s): the training and report
+# libraries, SQLAlchemy (an HTTP server is the registry), and the OpenTelemetry metrics that
+# mlflow.set_tracking_uri's tracer reset imports.
+NEVER_IN_PROMOTE = (
+    "sklearn",
+    "xgboost",
+    "dvc",
+    "pandera",
+    "evidently",
+    "matplotlib",
+    "sqlalchemy",
+    "opentelemetry.sdk.metrics",
+)
+# Libraries `import mlflow` itself loads (scipy: mlflow.models.utils imports scipy.sparse):
+# a promotion may hold them only through MLflow, never through an import of mlgate's.
+THROUGH_MLFLOW = ("numpy", "pandas", "scipy")
+
+
+def import_roots(importtime: str) -> dict[str, str]:
+    """Each module of a `python -X importtime` log, with the top-level import that loaded it
+    (the log lists what an import pulled in before it, one level deeper)."""
+    rows = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|( *)(\S+)\s*$", importtime, re.M)
+    roots: dict[str, str] = {}
+    pulled: list[str] = []
+    for indent, module in rows:
+        pulled.append(module)
+        if len(indent) <= 1:  # a top-level import: it, and what was listed since the last one
+            roots.update(dict.fromkeys(pulled, module))
+            pulled = []
+    return roots
+
+
+def test_a_promotion_asks_the_registry_little_and_imports_only_what_mlflow_does(
+    registry: Registry,
+) -> None:
+    """The re-run of a promotion (what the bench times) as a whole process, through a proxy
+    that lists its requests: the round trips mlgate adds are the ones the move needs (the
+    health check, the version, its run and decision, the lock's ticket, the state read under
+    it), and the process loads no library that `import mlflow` does not load itself."""
+    from tests import proxy
+
+    v1 = registry.staging()
+    assert v1 is not None
+    seen: list[str] = []
+
+    def around(method: str, path: str, send_on: proxy.SendOn) -> requests.Response:
+        seen.append(f"{method} {path.partition('?')[0]}")
+        return send_on()
+
+    uri, shutdown = proxy.start(registry.server, around)
+    try:
+        args = train_args(registry.project, uri, registry.model)
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "mlgate", "promote", *args]
+            + ["--candidate-version", v1],
+            capture_output=True,
+            text=True,
+            env=registry.env,
+            cwd=registry.project,
+            timeout=300,
+        )
+    finally:
+        shutdown()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "nothing to do" in done.stdout
+    # MlflowClient reads the registered model before each write only to refuse a prompt:
+    # mlgate's writes skip that read (checked once, on the state read under the lock), the
+    # experiment is not selected (no run is started), the decision is read from the run's
+    # artifact URI (no logged-model search), and converge reads back only what it wrote.
+    assert not [r for r in seen if "experiments/" in r or "logged-models" in r], seen
+    assert seen.count("GET /api/2.0/mlflow/registered-models/get") == 2, seen  # lock + state
+    assert seen.count("GET /api/2.0/mlflow/model-versions/search") == 2, seen  # tickets + state
+    assert len(seen) <= 12, seen
+    roots = import_roots(done.stderr)
+    assert not [m for m in roots if m.startswith(NEVER_IN_PROMOTE)], sorted(roots)
+    for library in THROUGH_MLFLOW:
+        if library in roots:
+            assert roots[library].startswith("mlflow"), (library, roots[library])
 
 
 def test_a_better_model_on_new_data_replaces_the_champion(

@@ -142,3 +142,39 @@ def test_a_value_mlflow_cannot_read_back_is_refused(value: str, why: str) -> Non
         except MlflowException:
             continue
         assert [c["value"] for c in read] != [value, "r"]
+
+
+def test_a_prompt_is_refused_as_a_model_and_a_model_passes() -> None:
+    """MlflowClient refuses to write a prompt's registered model (its check before every
+    write); mlgate makes that check once, on the model it read under the lock."""
+    from mlflow.prompt.constants import IS_PROMPT_TAG_KEY
+
+    assert tracking.PROMPT_TAG == IS_PROMPT_TAG_KEY  # MLflow's own mark
+    with pytest.raises(ConfigError) as caught:
+        tracking.refuse_prompt("greeting", {IS_PROMPT_TAG_KEY: "true", "x": "1"})
+    assert "'greeting' is an MLflow prompt" in caught.value.message and caught.value.fix
+    tracking.refuse_prompt("model", {"mlgate.lock": "ticket-lock/1"})
+    tracking.refuse_prompt("model", {})
+
+
+def test_the_writes_of_a_move_go_to_mlflows_registry_client_with_the_same_calls() -> None:
+    """`tracking.writes` is the registry client MlflowClient delegates to, and it takes every
+    write a move makes with the arguments mlgate passes (an MLflow upgrade that moves them
+    fails here, not in a move)."""
+    import inspect
+
+    import mlflow
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+    writer = tracking.writes(mlflow.MlflowClient("http://127.0.0.1:9"))  # never contacted
+    assert isinstance(writer, ModelRegistryClient)
+    for method, args in {
+        "set_model_version_tag": ("m", "1", "k", "v"),
+        "set_registered_model_tag": ("m", "k", "v"),
+        "delete_model_version_tag": ("m", "1", "k"),
+        "delete_model_version": ("m", "1"),
+    }.items():
+        inspect.signature(getattr(writer, method)).bind(*args)
+    inspect.signature(writer.transition_model_version_stage).bind(
+        "m", "1", "Archived", archive_existing_versions=False
+    )

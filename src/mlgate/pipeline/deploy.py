@@ -599,7 +599,7 @@ def deploy(
     approved_by: Sequence[str] = (),
 ) -> Deployment:
     approval = environment.require_approval(settings, approved_by)  # fail closed, first
-    client = tracking.connect(settings)
+    client = tracking.connect(settings, experiment=False)
     name, holder_model = settings.model.name, settings.model.production_model
     separate = holder_model != name  # Production is a registered model of its own
     model_version = get_version(client, name, version)
@@ -883,7 +883,7 @@ def summarise_lineage(settings: Settings, version: str) -> None:
     from mlgate.registry import audit
 
     try:
-        record = audit.lineage(tracking.connect(settings), settings, version)
+        record = audit.lineage(tracking.connect(settings, experiment=False), settings, version)
     except Exception as exc:  # the deployment is done: a summary must not fail the job
         github.annotate("warning", f"could not write the lineage: {type(exc).__name__}: {exc}")
         return

@@ -383,7 +383,7 @@ def score(
 def _assess(
     settings: Settings, candidate_version: str, cluster_client: Any
 ) -> tuple[Decision, Evidence]:
-    client = tracking.connect(settings)
+    client = tracking.connect(settings, experiment=False)
     name = settings.model.name
     version = get_version(client, name, candidate_version)
     with tracking.errors(f"reading the run of {name} version {candidate_version}"):

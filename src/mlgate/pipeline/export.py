@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     def action() -> int:
         settings = cli.settings_from(args, env)
-        client = tracking.connect(settings)
+        client = tracking.connect(settings, experiment=False)
         meta = export_bundle(
             client, settings.model.name, args.version, args.out, compiler=settings.serve.compiler
         )

@@ -45,8 +45,8 @@ def load_decision(client: Any, settings: Settings, candidate_version: str) -> di
     with tracking.errors(f"reading the decision of {name} version {candidate_version}"):
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = client.download_artifacts(
-                    version.run_id, f"{DECISION_ARTIFACT}/decision.json", tmp
+                path = tracking.run_file(
+                    client, version.run_id, f"{DECISION_ARTIFACT}/decision.json", tmp
                 )
             except Exception as exc:
                 raise GateFailed(
@@ -68,20 +68,34 @@ def checked_decision(decision: Any, candidate_version: str) -> dict[str, Any]:
 
 
 def promote(settings: Settings, candidate_version: str) -> Promotion:
-    client = tracking.connect(settings)
+    client = tracking.connect(settings, experiment=False)
     decision = load_decision(client, settings, candidate_version)
     # Reading the champion and moving the alias must not interleave with another promotion:
     # both would compare against the same champion and the later would win on a stale check.
     with tracking.pointer_lock(
         client, settings, f"promotion of version {candidate_version}"
     ) as lock:
-        # First finish whatever a killed move left half done (a dry run only reads).
-        done = (
-            []
-            if decision["mode"] == "dry-run"
-            else registry.converge(client, settings.model.name, lock=lock)
-        )
-        return _promote(client, settings, candidate_version, decision, lock, done)
+        # First finish whatever a killed move left half done (a dry run only reads). What
+        # that read of the registry found (aliases, tags) is what the promotion starts from.
+        done: list[registry.Finding] = []
+        state: registry.ModelState | None = None
+        if decision["mode"] != "dry-run":
+            done, state = registry.converged(client, settings.model.name, lock=lock)
+        return _promote(client, settings, candidate_version, decision, lock, done, state)
+
+
+def staged_version(
+    client: Any, name: str, state: registry.ModelState | None
+) -> tuple[str, Mapping[str, str]] | None:
+    """The version holding `staging` and its tags, or None: from `state` when the registry
+    was just read under the lock (`registry.converged`), else asked for."""
+    if state is None:
+        held = tracking.version_by_alias(client, name, STAGING)
+        return None if held is None else (str(held.version), dict(held.tags))
+    version = state.aliases.get(STAGING)
+    if version is None or version not in state.versions:
+        return None
+    return version, state.versions[version].tags
 
 
 def _promote(
@@ -91,12 +105,13 @@ def _promote(
     decision: dict[str, Any],
     lock: registry.PointerLock,
     done: list[registry.Finding],
+    state: registry.ModelState | None = None,
 ) -> Promotion:
     name = settings.model.name
-    staged = tracking.version_by_alias(client, name, STAGING)
-    if staged is not None and str(staged.version) == str(candidate_version):
+    staged = staged_version(client, name, state)
+    if staged is not None and staged[0] == str(candidate_version):
         finished = str(candidate_version) in registry.completed(done, STAGING)
-        _clear_rejection(client, name, candidate_version, staged.tags)
+        _clear_rejection(client, name, candidate_version, staged[1])
         return Promotion(
             candidate_version,
             f"{name} version {candidate_version} already holds '{STAGING}': "
@@ -135,7 +150,7 @@ def _promote(
             candidate_version, f"dry run: version {candidate_version} would be promoted to Staging"
         )
 
-    previous = str(staged.version) if staged is not None else None  # int from a SQL store
+    previous = staged[0] if staged is not None else None
     when = datetime.now(UTC).isoformat(timespec="seconds")
     tags = {
         "mlgate.promotion": "staging",

@@ -49,7 +49,7 @@ def rollback(
 ) -> Deployment:
     # Who decided, read as a deployment's approval is (fail closed, never "unknown").
     approval = environment.require_approval(settings, approved_by)
-    client = tracking.connect(settings)
+    client = tracking.connect(settings, experiment=False)
     holder_model = settings.model.production_model
     with tracking.pointer_lock(client, settings, "rollback", name=holder_model) as lock:
         if holder_model != settings.model.name:  # this credential may write Production?

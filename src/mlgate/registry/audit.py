@@ -160,7 +160,7 @@ def _tags(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
 def _decision(client: Any, run_id: str) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client.download_artifacts(run_id, f"{DECISION_ARTIFACT}/decision.json", tmp)
+            path = tracking.run_file(client, run_id, f"{DECISION_ARTIFACT}/decision.json", tmp)
         except Exception:  # never evaluated (or the artifact store lost it): say so, go on
             return None
         record: dict[str, Any] = json.loads(Path(path).read_text())
@@ -531,7 +531,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     def action() -> int:
         settings = cli.settings_from(args, env)
-        record = lineage(tracking.connect(settings), settings, args.which)
+        record = lineage(tracking.connect(settings, experiment=False), settings, args.which)
         print(json.dumps(record, indent=2) if args.json else lineage_text(record), flush=True)
         github.write_summary(settings.github, lineage_markdown(record))
         return 0
@@ -551,7 +551,9 @@ def metrics_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         if args.days <= 0:
             raise ConfigError(f"--days must be positive, got {args.days}", fix="e.g. --days 30")
         settings = cli.settings_from(args, env)
-        result = delivery_metrics(tracking.connect(settings), settings, days=args.days)
+        result = delivery_metrics(
+            tracking.connect(settings, experiment=False), settings, days=args.days
+        )
         print(json.dumps(result, indent=2) if args.json else metrics_markdown(result), flush=True)
         github.write_summary(settings.github, metrics_markdown(result))
         return 0

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         from mlflow.exceptions import MlflowException
 
         settings = cli.settings_from(args, env)
-        client = tracking.connect(settings)
+        client = tracking.connect(settings, experiment=False)
         name = settings.model.name
         missing = False
         with tracking.errors(f"reading the registered model '{name}'"):

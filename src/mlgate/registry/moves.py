@@ -69,7 +69,14 @@ from mlgate import faults
 from mlgate.errors import ConfigError, TrackingError
 from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.gate.decision import ModelRef
-from mlgate.registry.tracking import Client, errors, search_versions, version_by_alias
+from mlgate.registry.tracking import (
+    Client,
+    errors,
+    refuse_prompt,
+    search_versions,
+    version_by_alias,
+    writes,
+)
 from mlgate.settings import Settings
 
 LOCK_PREFIX = "mlgate-lock."  # + model name: the registered model holding the tickets
@@ -165,9 +172,14 @@ class PointerLock:
     def __enter__(self) -> PointerLock:
         self.ensure_lock_model()
         deadline, delay, announced = time.monotonic() + self.wait, 0.05, None
+        # The first attempt takes a ticket without reading the others first (the read after
+        # taking decides, as always): an uncontended lock costs one search, not two. After a
+        # withdrawal, each attempt reads first, so waiters add no tickets while it is held.
+        contended = False
         while True:
             with errors(f"taking the lock on {self.name}'s aliases", denied=self.denied):
-                live = self._live_tickets()
+                live = self._live_tickets() if contended else []
+                contended = True
                 if not live:
                     mine = self._take()
                     below = [t for t in self._live_tickets() if t.version < mine]
@@ -305,7 +317,7 @@ class PointerLock:
             return
         ticket, self.ticket = self.ticket, None
         try:
-            self.client.delete_model_version(self.lock, str(ticket))
+            writes(self.client).delete_model_version(self.lock, str(ticket))
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
@@ -323,7 +335,7 @@ class PointerLock:
                 live.append(ticket)
                 continue
             try:
-                self.client.delete_model_version(self.lock, str(ticket.version))
+                writes(self.client).delete_model_version(self.lock, str(ticket.version))
             except MlflowException:
                 pass  # another waiter deleted it first
         return live
@@ -364,6 +376,7 @@ class PointerLock:
 
 
 def check_marker(lock: str, name: str, tags: Mapping[str, str]) -> None:
+    refuse_prompt(lock, tags)
     if tags.get(MARKER) != MARKER_VALUE:
         raise ConfigError(
             f"a registered model named '{lock}' exists, but mlgate did not create it (it lacks "
@@ -653,6 +666,7 @@ def read_state(client: Client, name: str, *, with_tickets: bool = False) -> Mode
                         if (v.tags or {}).get(MARKER) == MARKER_VALUE
                     )
                 )
+    refuse_prompt(name, model.tags)
     aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
     return ModelState(name, aliases, dict(model.tags), versions, tickets, time.time())
 
@@ -676,6 +690,9 @@ def apply(client: Client, name: str, finding: Finding, lock: PointerLock | None)
     if lock is not None:
         lock.check(finding.message)
     call, *args = finding.action
+    # Only `converge` applies findings, on the state it has just read (`read_state`, which
+    # refuses a prompt): each repair is the write alone (tracking.writes).
+    client = writes(client)
     if call == "stage":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated upstream
@@ -698,6 +715,15 @@ def converge(client: Client, name: str, *, lock: PointerLock | None) -> list[Fin
     """Bring `name`'s stages, tags and history into agreement with its aliases and pending
     records, then remove the pending records: what a re-run does after a crash at any point of a
     move, and what `mlgate doctor --repair` does. The findings repaired are returned."""
+    return converged(client, name, lock=lock)[0]
+
+
+def converged(
+    client: Client, name: str, *, lock: PointerLock | None
+) -> tuple[list[Finding], ModelState]:
+    """`converge`, and the state it last read: the aliases, stages and tags as they agree
+    now (a pending record it cleared may still show in the tags), for a caller under the same
+    lock to read instead of asking the registry again."""
     with errors(f"completing the pointer moves of {name}"):
         done = []
         state = read_state(client, name)
@@ -707,8 +733,13 @@ def converge(client: Client, name: str, *, lock: PointerLock | None) -> list[Fin
                 apply(client, name, finding, lock)
                 done.append(finding)
         # Trust nothing written without reading it back: the pending records go only when
-        # aliases, stages, tags and history all agree.
-        left = [f for f in inspect(read_state(client, name)) if f.kind != "ticket"]
+        # aliases, stages, tags and history all agree. When nothing was written, the state
+        # just read is what a second read would return under the lock, so it is used as is.
+        if done or lock is None:
+            state = read_state(client, name)
+            left = [f for f in inspect(state) if f.kind != "ticket"]
+        else:
+            left = findings
         wrong = [f for f in left if f.action and f.kind not in {"clear", "drop"}]
         if wrong:
             raise TrackingError(
@@ -720,7 +751,7 @@ def converge(client: Client, name: str, *, lock: PointerLock | None) -> list[Fin
             if finding.action:
                 apply(client, name, finding, lock)
                 done.append(finding)
-    return done
+    return done, state
 
 
 def completed(findings: Iterable[Finding], alias: str) -> list[str]:

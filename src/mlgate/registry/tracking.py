@@ -92,8 +92,12 @@ def errors(action: str, *, denied: str | None = None) -> Iterator[None]:
         raise TrackingError(f"MLflow failed while {action}: {first}", fix=FIX_UNREACHABLE) from exc
 
 
-def connect(settings: Settings) -> Client:  # an mlflow.MlflowClient
-    """Point MLflow at the tracking URI, wait (bounded) until it answers, select the experiment."""
+def connect(settings: Settings, *, experiment: bool = True) -> Client:  # an mlflow.MlflowClient
+    """Point MLflow at the tracking URI, wait (bounded) until it answers and, with `experiment`,
+    select the experiment (created if missing) for the runs this process starts. The stages that
+    start no run (promote, deploy, rollback, and the registry's readers) pass
+    `experiment=False`: one request fewer or more, and none of what MLflow's set_experiment
+    loads (its tracing provider)."""
     import mlflow
 
     uri = settings.tracking_uri
@@ -112,16 +116,26 @@ def connect(settings: Settings) -> Client:  # an mlflow.MlflowClient
         wait_until_healthy(uri, retries=t.retries, backoff=t.backoff, timeout=t.timeout)
     elif scheme == "sqlite":
         check_sqlite_folder(uri)
-    mlflow.set_tracking_uri(uri)
+    # MLflow resolves the tracking URI from its global, else from MLFLOW_TRACKING_URI (which
+    # set_tracking_uri also sets). The variable alone does it in a fresh process, without the
+    # reset of MLflow's tracer provider that set_tracking_uri makes (it imports the
+    # OpenTelemetry SDK's metrics, 20-30 ms, for traces mlgate never writes); the global is
+    # set only when an earlier one in this process points elsewhere.
+    set_process_env({"MLFLOW_TRACKING_URI": uri})
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    with errors(f"selecting experiment '{t.experiment}'"):
-        experiment = client.get_experiment_by_name(t.experiment)
-        if experiment is None:
+    if experiment:
+        with errors(f"selecting experiment '{t.experiment}'"):
             location = t.artifact_location
             if location is None and scheme == "sqlite":
                 location = (settings.project_dir / "mlartifacts").as_uri()
-            client.create_experiment(t.experiment, artifact_location=location)
-        mlflow.set_experiment(t.experiment)
+            # set_experiment reads the experiment by name (and creates a missing one, in the
+            # server's default artifact location): the one read needed unless the experiment
+            # must be created in a location of ours, which only a first read can tell.
+            if location is not None and client.get_experiment_by_name(t.experiment) is None:
+                client.create_experiment(t.experiment, artifact_location=location)
+            mlflow.set_experiment(t.experiment)
     return client
 
 
@@ -162,6 +176,47 @@ def wait_until_healthy(uri: str, *, retries: int, backoff: float, timeout: float
                 f"{type(exc).__name__}",
                 fix=FIX_UNREACHABLE,
             ) from exc
+
+
+def writes(client: Client) -> Any:  # MLflow's ModelRegistryClient
+    """The registry client that `client` (an MlflowClient) delegates each registry call to:
+    MLflow's own, the same request to the same store. MlflowClient reads the whole registered
+    model before every write (set or delete a tag, an alias, a stage, a version) only to refuse
+    a prompt (MLflow keeps prompts as registered models): one request more per write. The
+    callers of this read the registered model they write anyway, under the pointer lock, and
+    refuse a prompt there (`refuse_prompt`), so each write of a move is one request. When the
+    MLflow in use has no such delegate, MlflowClient itself is returned (the same methods)."""
+    delegate = getattr(client, "_get_registry_client", None)
+    return client if delegate is None else delegate()
+
+
+PROMPT_TAG = "mlflow.prompt.is_prompt"  # MLflow's mark of a registered model that is a prompt
+
+
+def refuse_prompt(name: str, tags: Any) -> None:
+    """MlflowClient's check before each registry write, made once on a registered model read
+    (its `tags`, a dict): a prompt is never written as a model."""
+    if PROMPT_TAG in (tags or {}):
+        raise ConfigError(
+            f"'{name}' is an MLflow prompt, not a registered model: mlgate moves no pointer of it",
+            fix="set model.name to a registered model (a prompt's name cannot be reused)",
+        )
+
+
+def run_file(client: Client, run_id: str, path: str, dst: str) -> Path:
+    """Download the file `path` of run `run_id`'s artifacts into the folder `dst`: its local
+    path. Read from the run's artifact URI rather than `runs:/RUN/PATH`, whose repository reads
+    the run a second time and searches the run's logged models before downloading (two
+    requests more to the tracking server, for a file that is never a model's)."""
+    import mlflow.artifacts
+
+    run = client.get_run(run_id)
+    location = f"{run.info.artifact_uri.rstrip('/')}/{path}"
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=location, dst_path=dst, tracking_uri=client.tracking_uri
+        )
+    )
 
 
 def version_by_alias(client: Client, name: str, alias: str) -> Any:  # ModelVersion | None
