@@ -357,6 +357,8 @@ def _train(
                     source=version.object_url,
                     targets=target,
                     name=f"{name}@{version.dvc_md5[:12]}",
+                    # MLflow's own digest, without its scan of every value's type
+                    digest=lineage.dataset_digest(part),
                 )
                 for name, part in (
                     ("train", split.train),
