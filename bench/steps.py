@@ -14,7 +14,9 @@ this environment), on the demo data (data/breast_cancer.csv, 569 rows, the shipp
   train-demo     `mlgate train` vs the bare `xgboost.train` call on the same rows and params
   train-user     on 1,000,000 x 50 rows: `mlgate train` vs user-script.py (pandas reads the file,
                  xgboost.train with early stopping, mlflow.xgboost.log_model with
-                 registered_model_name), both whole processes (quick: 50,000 rows, not judged)
+                 registered_model_name), both whole processes (quick: 50,000 rows, not judged);
+                 the script trains on mlgate's split of the same rows (written before the timed
+                 runs), so both stop early at the same round
 
   *-floor        each step beside the floor no step of its kind can go under, measured in the
                  same run, interleaved with it, as whole processes: for promote, MLflow's client
