@@ -109,7 +109,7 @@ def test_the_model_and_its_records_are_the_copying_paths(settings, rows: int) ->
     ):
         pd.testing.assert_frame_equal(ours, theirs)
     assert split.holdout_digest == frame_digest(holdout)
-    pd.testing.assert_frame_equal(features_of(frame, settings), copied_features(frame))
+    pd.testing.assert_frame_equal(features_of(frame, settings, view=True), copied_features(frame))
 
     booster, best, scored = fit_scored(split, settings, categories)
     reference = xgb.train(
@@ -137,12 +137,15 @@ def test_the_model_and_its_records_are_the_copying_paths(settings, rows: int) ->
     assert hashlib.sha256(again[0].save_raw("ubj")).hexdigest() == sha[0]
 
 
-def test_features_are_views_of_the_validated_frame(settings) -> None:
-    """What makes the path cheap: no feature column of a numeric dtype is copied (the frame
-    is not written to: the features are read by XGBoost only)."""
+def test_features_are_views_of_the_validated_frame_for_a_reader_only(settings) -> None:
+    """What makes the training path cheap: for the DMatrix (`view=True`) no feature column
+    that keeps its type is copied; everyone else (evaluate, drift) gets a frame of its own."""
     frame = mixed(500)
-    features = features_of(frame, settings)
-    assert np.shares_memory(features["x"].to_numpy(), frame["x"].to_numpy())
-    assert np.shares_memory(features["count"].to_numpy(), frame["count"].to_numpy())
-    assert features["small"].dtype == np.int64  # the one column whose type changes
-    assert list(features.columns) == ["x", "count", "small", "flag", "plan"]
+    viewed, own = features_of(frame, settings, view=True), features_of(frame, settings)
+    pd.testing.assert_frame_equal(viewed, own)
+    pd.testing.assert_frame_equal(own, copied_features(frame))
+    assert np.shares_memory(viewed["x"].to_numpy(), frame["x"].to_numpy())
+    assert np.shares_memory(viewed["count"].to_numpy(), frame["count"].to_numpy())
+    assert not np.shares_memory(own["x"].to_numpy(), frame["x"].to_numpy())
+    assert viewed["small"].dtype == np.int64  # the one column whose type changes
+    assert list(viewed.columns) == ["x", "count", "small", "flag", "plan"]

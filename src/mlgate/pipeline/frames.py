@@ -19,12 +19,18 @@ from mlgate.pipeline.pyfunc import encode as _encode
 BUCKETS = 1_000_000  # a row's split position is its hash modulo this, over this
 
 
-def features_of(frame: pd.DataFrame, settings: Any) -> pd.DataFrame:
+def features_of(frame: pd.DataFrame, settings: Any, *, view: bool = False) -> pd.DataFrame:
     """The model's inputs: integer columns stay int64 and booleans bool (the signature then
     declares long and boolean, so `mlflow.pyfunc` takes integer-coded data as it is, and
     refuses a fractional value sent to an integer column instead of truncating it); every
-    other column is float64 (double)."""
+    other column is float64 (double). A frame of its own; `view=True` (for a reader only,
+    such as a DMatrix): a column whose type stays is `frame`'s own array, not a copy
+    (`columns_of`), so nothing may write to it."""
     drop = [settings.data.target] + ([settings.data.id_column] if settings.data.id_column else [])
+    if not view:
+        features = frame.drop(columns=[c for c in drop if c in frame.columns])
+        dtypes = {column: _feature_dtype(features[column]) for column in features}
+        return features.astype({column: dtype for column, dtype in dtypes.items() if dtype})
     features = columns_of(frame, [c for c in frame.columns if c not in drop])
     dtypes = {column: _feature_dtype(features[column]) for column in features}
     cast = {c: dtype for c, dtype in dtypes.items() if dtype and features[c].dtype != dtype}

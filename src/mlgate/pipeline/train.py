@@ -85,7 +85,7 @@ def dmatrix(
     import xgboost as xgb
 
     categories = categories or {}  # None: no categorical feature
-    features = features_of(frame, settings)
+    features = features_of(frame, settings, view=True)  # XGBoost only reads it
     types = feature_types(features, categories)
     return xgb.DMatrix(
         encode(features, categories),
