@@ -20,7 +20,8 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
                          beside its floor (MLflow's client; + xgboost, pandas), against one
                          `mlflow server` started for the run (issue 18; bench/steps.py)
   train-user             `mlgate train` vs a typical user script (bench/user-script.py), whole
-                         processes, 1,000,000 x 50 (group "train")
+                         processes, 1,000,000 x 50, both on mlgate's split of the rows (group
+                         "train")
   setup                  the setup action's install step, warm uv cache, vs plain pip (warm)
   serve-log              serve-1w with the prediction log on vs off (every answer logged)
   image-size / cold-start  the serving image vs an image from the same base serving the same

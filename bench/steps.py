@@ -14,7 +14,9 @@ this environment), on the demo data (data/breast_cancer.csv, 569 rows, the shipp
   train-demo     `mlgate train` vs the bare `xgboost.train` call on the same rows and params
   train-user     on 1,000,000 x 50 rows: `mlgate train` vs user-script.py (pandas reads the file,
                  xgboost.train with early stopping, mlflow.xgboost.log_model with
-                 registered_model_name), both whole processes (quick: 50,000 rows, not judged)
+                 registered_model_name), both whole processes (quick: 50,000 rows, not judged);
+                 the script trains on mlgate's split of the same rows (written before the timed
+                 runs), so both stop early at the same round
 
   *-floor        each step beside the floor no step of its kind can go under, measured in the
                  same run, interleaved with it, as whole processes: for promote, MLflow's client
@@ -116,12 +118,16 @@ IMPORTS: dict[str, list[str]] = {}  # the heavy libraries each step's warm-up ru
 CPU: dict[str, list[float]] = {}  # CPU seconds (user + system) of each timed process, by step
 
 
-def timed(args: list[str], cwd: Path, env: dict[str, str], ok=(0,), step: str = "") -> float:
+def timed(
+    args: list[str], cwd: Path, env: dict[str, str], ok=(0,), step: str = "", out=None
+) -> float:
     """Wall time of one whole process; its CPU time goes to CPU[step] (on a shared machine
-    the CPU time is the steadier of the two)."""
+    the CPU time is the steadier of the two). `out`: a list its standard output is added to."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    _run(args, cwd, env, ok)
+    done = _run(args, cwd, env, ok)
+    if out is not None:
+        out.append(done.stdout)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -388,16 +394,21 @@ def user_train_figure(
     rounds = 10 if smoke else (50 if quick else 200)
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-train-") as tmp:
         project = train_project(Path(tmp), rows, 50, rounds=rounds, env=env)
+        parts = same_rows(project, Path(tmp) / "parts.npz")  # not timed
         ours = [sys.executable, "-m", "mlgate", "train"]  # the data is in the workspace
-        theirs = [sys.executable, str(USER_SCRIPT), "params.yaml", uri]
+        theirs = [sys.executable, str(USER_SCRIPT), "params.yaml", uri, str(parts)]
         step_env = env | {"MLGATE_TRACKING_URI": uri}
-        mine, alt = [], []
+        mine, alt, said, wrote = [], [], [], []
         if not smoke:  # bytecode for what both import (a full run takes minutes), not timed
             _run([sys.executable, "-c", WARM_TRAINING], project, env)
         for _ in range(reps):  # interleaved, so a change of load hits both alike
-            mine.append(timed(ours, project, step_env, step="train-user"))
-            alt.append(timed(theirs, project, env, step="user-script"))
+            mine.append(timed(ours, project, step_env, step="train-user", out=said))
+            alt.append(timed(theirs, project, env, step="user-script", out=wrote))
     ratio = median(mine) / median(alt)
+    theirs_best = re.findall(r"best iteration (\d+)", "".join(wrote))
+    rounds_note = (
+        f"best iteration {', '.join(best_iterations(said, uri))} vs {', '.join(theirs_best)}"
+    )
     judged = not (quick or smoke)
     return figure(
         "train-user",
@@ -410,8 +421,45 @@ def user_train_figure(
         ratio <= 1.15 if judged else None,
         mine,
         alt,
-        notes=f"{cpu('train-user', median)} vs {cpu('user-script', median)}",
+        notes=f"{cpu('train-user', median)} vs {cpu('user-script', median)}; the same rows "
+        f"(mlgate's split); {rounds_note}; {cpu_note()}",
     )
+
+
+def same_rows(project: Path, path: Path) -> Path:
+    """mlgate's split of the project's data (holdout, validation and train row positions) in
+    `path`, for the user script: both then train on the same rows (bench/user-script.py)."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from mlgate.pipeline.split import split_frame
+
+    settings = yaml.safe_load((project / "params.yaml").read_text())
+    frame = pd.read_csv(project / settings["data"]["path"])
+    split = split_frame(
+        frame,
+        target=settings["data"]["target"],
+        seed=settings["split"]["seed"],
+        validation_fraction=settings["split"]["validation_fraction"],
+        holdout_fraction=settings["split"]["holdout_fraction"],
+    )
+    np.savez(
+        path,
+        holdout=split.holdout.index.to_numpy(),
+        validation=split.validation.index.to_numpy(),
+        train=split.train.index.to_numpy(),
+    )
+    return path
+
+
+def best_iterations(outputs: list[str], uri: str) -> list[str]:
+    """The best iteration of each `mlgate train` run, from the runs its output names."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    runs = re.findall(r"\(run ([0-9a-f]+),", "".join(outputs))
+    return [f"{client.get_run(run).data.metrics['best_iteration']:.0f}" for run in runs]
 
 
 def cpu_note() -> str:

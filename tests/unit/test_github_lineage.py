@@ -156,3 +156,40 @@ def test_logging_a_model_skips_mlflows_distribution_scan_but_still_checks(
     assert mlflow_requirements._MODULES_TO_PACKAGES is None  # emptied after the block
     environment._process_pip_requirements([], pip_requirements=pins)
     assert scans == [1]  # the oracle: without the block MLflow does scan
+
+
+def test_dataset_digest_is_mlflows_on_every_dtype() -> None:
+    """The datasets' digests logged with the run are the ones MLflow computes itself (its
+    scan of every value's type is what mlgate skips for number columns)."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.data.digest_utils import MAX_ROWS, compute_pandas_digest
+
+    rows = MAX_ROWS + 50
+    rng = np.random.default_rng(0)
+    text = rng.choice(["a", "b", "c"], rows).astype(object)
+    late = text.copy()
+    late[MAX_ROWS + 7] = 3  # a str column up to MAX_ROWS, not after: MLflow drops it
+    with_nan = text.copy()
+    with_nan[5] = np.nan
+    frame = pd.DataFrame(
+        {
+            "f": rng.random(rows),
+            "i": rng.integers(0, 9, rows),
+            "b": rng.random(rows) < 0.5,
+            "text": text,
+            "late": late,
+            "with_nan": with_nan,
+            "cat": pd.Categorical(text),
+            "cat_nan": pd.Categorical(with_nan),
+            "string": pd.array(text, dtype="string"),
+            "nullable": pd.array(rng.integers(0, 9, rows), dtype="Int64"),
+            "when": pd.date_range("2020-01-01", periods=rows, freq="min"),
+            "f32": rng.random(rows).astype("float32"),
+            "label": rng.integers(0, 2, rows),
+        }
+    )
+    parts = [frame, frame.iloc[:30], frame.iloc[::3], frame[["f", "i", "label"]], frame.iloc[:0]]
+    for part in parts:
+        assert lineage.dataset_digest(part) == compute_pandas_digest(part)
+    assert len({lineage.dataset_digest(p) for p in parts}) == len(parts)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlgate.errors import DataError
@@ -31,8 +33,8 @@ class Split:
     validation: pd.DataFrame
     holdout: pd.DataFrame
 
-    @property
-    def holdout_digest(self) -> str:
+    @cached_property
+    def holdout_digest(self) -> str:  # logged twice: the tag and the split manifest
         return frame_digest(self.holdout)
 
 
@@ -47,10 +49,15 @@ def split_frame(
 ) -> Split:
     """Assign each row by the seeded hash of its key: holdout, then validation, then train."""
     position = row_hash(frame, target=target, seed=seed, id_column=id_column) % BUCKETS / BUCKETS
-    holdout = position < holdout_fraction
-    validation = ~holdout & (position < holdout_fraction + validation_fraction)
+    # each row's part as 0 holdout, 1 validation, 2 train; each part taken once by its rows'
+    # positions (boolean masks cost a pass per mask and part)
+    part = (position >= holdout_fraction).view(np.uint8) + (
+        position >= holdout_fraction + validation_fraction
+    ).view(np.uint8)
     split = Split(
-        train=frame[~holdout & ~validation], validation=frame[validation], holdout=frame[holdout]
+        train=frame.take(np.flatnonzero(part == 2)),
+        validation=frame.take(np.flatnonzero(part == 1)),
+        holdout=frame.take(np.flatnonzero(part == 0)),
     )
     for name, part in (
         ("train", split.train),

@@ -85,7 +85,7 @@ def dmatrix(
     import xgboost as xgb
 
     categories = categories or {}  # None: no categorical feature
-    features = features_of(frame, settings)
+    features = features_of(frame, settings, view=True)  # XGBoost only reads it
     types = feature_types(features, categories)
     return xgb.DMatrix(
         encode(features, categories),
@@ -160,6 +160,16 @@ def fit(
     """Train with early stopping on the validation set; return the booster cut at its best
     iteration, so what is logged is exactly what was measured. Categorical features train
     with XGBoost's native categorical splits."""
+    booster, best, _ = fit_scored(split, settings, categories)
+    return booster, best
+
+
+def fit_scored(
+    split: Split, settings: Settings, categories: Mapping[str, Sequence[str]] | None = None
+) -> tuple[Any, int, np.ndarray]:
+    """`fit`, and the returned booster's scores of the validation part (what the threshold
+    is chosen on), from the DMatrix early stopping watched instead of a second one built from
+    the same rows (`predict`): the same values."""
     import xgboost as xgb
 
     dtrain = dmatrix(split.train, settings, categories, labels_of(split.train, settings))
@@ -177,7 +187,7 @@ def fit(
     best = int(booster.best_iteration)
     trimmed = booster[: best + 1]
     trimmed.set_attr(best_iteration=str(best))
-    return trimmed, best
+    return trimmed, best, np.asarray(trimmed.predict(dvalid))
 
 
 def schema_sample(frame: pd.DataFrame, rows: int = 100) -> pd.DataFrame:
@@ -258,10 +268,11 @@ def _fit(
     frame: pd.DataFrame,
     cluster_client: Any,
     located: shards.Shards | None = None,
-) -> tuple[Any, int]:  # (the xgboost.Booster, its best iteration)
-    """`fit` on the runner, or on the Dask cluster: the same booster type either way."""
+) -> tuple[Any, int, np.ndarray | None]:
+    """`fit` on the runner, or on the Dask cluster: the same booster type either way; its
+    best iteration; on the runner its scores of the validation part (`fit_scored`)."""
     if cluster_client is None:
-        return fit(split, settings, categories)
+        return fit_scored(split, settings, categories)
     from mlgate.pipeline import cluster
 
     expected = {
@@ -269,9 +280,10 @@ def _fit(
         cluster.VALIDATION: len(split.validation),
         cluster.HOLDOUT: len(split.holdout),
     }
-    return cluster.fit(
+    booster, best = cluster.fit(
         cluster_client, settings, categories, frame.iloc[:5], expected, source=located
     )
+    return booster, best, None
 
 
 def _train(
@@ -310,12 +322,12 @@ def _train(
     ):
         run_id = run.info.run_id
         faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
-        booster, best = _fit(split, settings, categories, frame, cluster_client, located)
+        booster, best, scored = _fit(split, settings, categories, frame, cluster_client, located)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
             thresholds.parse(settings.metrics.threshold),
             labels_of(split.validation, settings),
-            predict(booster, split.validation, settings, categories),
+            predict(booster, split.validation, settings, categories) if scored is None else scored,
         )
         proba = predict(booster, split.holdout, settings, categories)
         y = labels_of(split.holdout, settings)
@@ -357,6 +369,8 @@ def _train(
                     source=version.object_url,
                     targets=target,
                     name=f"{name}@{version.dvc_md5[:12]}",
+                    # MLflow's own digest, without its scan of every value's type
+                    digest=lineage.dataset_digest(part),
                 )
                 for name, part in (
                     ("train", split.train),
