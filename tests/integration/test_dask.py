@@ -226,18 +226,38 @@ def test_a_missing_manifest_or_a_bad_endpoint_is_a_data_error(s3_server, tmp_pat
     assert "dvc push" in str(caught.value.fix)
 
 
+def _holdout_oracle(frame: pd.DataFrame, **rule) -> tuple[pd.DataFrame, str]:
+    """The local engine's holdout of `frame` and the digest the manifest's kind names: sha256
+    over the column names (JSON) and the sorted 64-bit row hashes (docs/dask.md)."""
+    import numpy as np
+
+    part = split_frame(frame, target="diagnosis", **rule).holdout
+    hashes = np.sort(pd.util.hash_pandas_object(part, index=False).to_numpy()).astype("<u8")
+    names = json.dumps([str(c) for c in frame.columns]).encode()
+    return part, hashlib.sha256(names + b"\n" + hashes.tobytes()).hexdigest()
+
+
 def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
     dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env
 ):
     """`mlgate train` of a directory of Parquet shards pushed to the S3 stand-in: the workers
-    read the object the manifest names and the model version records it. One shard: training
-    on several partitions hung in xgboost.dask on this two-worker test cluster (seen once under
-    a load average of 30; the reading of several shards is the test above)."""
+    read the object the manifest names and the model version records it. The runner pulls
+    nothing (the DVC cache stays absent): the split manifest holds the rule and the holdout's
+    digest (the oracle: the local engine's holdout, hashed here), and the holdout metrics
+    logged are the registered booster's on that holdout (scikit-learn's AUC). One shard:
+    training on several partitions hung in xgboost.dask on this two-worker test cluster (seen
+    once under a load average of 30; the reading of several shards is the test above)."""
+    import mlflow
+    import xgboost as xgb
+    from sklearn.metrics import roc_auc_score
+
     project = make_project(tmp_path / "project")
     bucket = _sharded_on_s3(project, s3_server, breast_cancer, [0, len(breast_cancer)])
-    files = sorted((project / "data").glob("*.parquet"))
+    urls = [_object_url(bucket, f) for f in sorted((project / "data").glob("*.parquet"))]
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "sharded data version on S3")
+    shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
+    shutil.rmtree(project / "data")  # the runner has neither the data nor its cache
     model = unique("dask-shards")
     args = [
         *train_args(project, mlflow_server, model),
@@ -254,7 +274,30 @@ def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
     read = json.loads(
         Path(c.download_artifacts(version.run_id, "data/objects.json", str(tmp_path))).read_text()
     )
-    assert [o["url"] for o in read["objects"]] == [_object_url(bucket, f) for f in files]
+    assert [o["url"] for o in read["objects"]] == urls
+    assert not (project / ".dvc" / "cache").exists()  # nothing was pulled
+    assert not (project / "data").exists()
+
+    manifest = json.loads(
+        Path(c.download_artifacts(version.run_id, "split/holdout.json", str(tmp_path))).read_text()
+    )
+    assert "holdout" not in manifest  # no key list
+    rule = {"seed": 42, "validation_fraction": 0.2, "holdout_fraction": 0.25}
+    part, digest = _holdout_oracle(breast_cancer, **rule)
+    assert manifest["digest_kind"] == "sha256-of-sorted-row-hashes"
+    assert manifest["rule"]["target"] == "diagnosis" and manifest["rule"]["seed"] == 42
+    assert manifest["holdout_digest"] == version.tags["mlgate.split.holdout_digest"] == digest
+    assert manifest["holdout_rows"] == len(part) == int(version.tags["mlgate.split.holdout_rows"])
+    assert version.tags["mlgate.data.rows"] == str(len(breast_cancer))
+    booster = mlflow.xgboost.load_model(f"models:/{model}/1")
+    proba = booster.predict(xgb.DMatrix(part.drop(columns=["diagnosis"])))
+    logged = c.get_run(version.run_id).data.metrics
+    assert logged["holdout_auc"] == pytest.approx(roc_auc_score(part["diagnosis"], proba), abs=1e-9)
+    large = (part["mean_radius"] >= 15).to_numpy()
+    assert logged["slice_large_masses_rows"] == large.sum()
+    assert logged["slice_large_masses_auc"] == pytest.approx(
+        roc_auc_score(part["diagnosis"][large], proba[large]), abs=1e-9
+    )
 
 
 def _spoiled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -367,7 +410,7 @@ def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
     assert read["objects_sha256"] == dask_v2.tags["mlgate.data.objects_sha256"]
     assert [o["relpath"] for o in read["objects"]] == ["breast_cancer.csv"]
     assert read["objects"][0]["url"].endswith("/" + local_v1.tags["mlgate.data.object_url"])
-    for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_digest"):
+    for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_rows"):
         assert dask_v2.tags[key] == local_v1.tags[key]
     assert dask_v2.tags["mlgate.model.class"] == "xgboost.core.Booster"
 

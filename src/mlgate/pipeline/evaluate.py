@@ -35,6 +35,7 @@ from mlgate.gate.latency import measure_models
 from mlgate.gate.metrics import Ranking, classification_metrics, slice_masks, slice_metrics
 from mlgate.gate.significance import PairedAuc, delong, statement
 from mlgate.github import outputs as github
+from mlgate.pipeline import holdout as holdouts
 from mlgate.pipeline.data import check_id_column, file_md5, load_frame, pull
 from mlgate.pipeline.split import holdout_from_keys
 from mlgate.pipeline.train import conform, engine, features_of, labels_of
@@ -399,12 +400,17 @@ def _assess(
             Path(client.download_artifacts(run.info.run_id, "split/holdout.json", tmp)).read_text()
         )
     check_id_column(frame, settings.data.id_column)
-    holdout = holdout_from_keys(
-        frame,
-        manifest["holdout"],
-        id_column=settings.data.id_column,
-        digest=tags["mlgate.split.holdout_digest"],
-    )
+    if holdouts.is_rule(manifest):  # trained with train.engine: dask: the rule and a digest
+        holdout = holdouts.from_rule(
+            frame, manifest, digest_tag=tags["mlgate.split.holdout_digest"]
+        )
+    else:
+        holdout = holdout_from_keys(
+            frame,
+            manifest["holdout"],
+            id_column=settings.data.id_column,
+            digest=tags["mlgate.split.holdout_digest"],
+        )
     y = labels_of(holdout, settings)  # 0/1, 1 = data.positive_class
     positive = same_positive_class(holdout, settings, tags, candidate.uri)
     if len(np.unique(y)) < 2:

@@ -378,8 +378,36 @@ def on_cluster(settings: Settings, cluster_client: Any = None) -> tuple[Report, 
     return summarized(cluster_client, settings, located, name), located.dvc_md5
 
 
+def on_workers(settings: Settings, cluster_client: Any) -> tuple[Report, Any, dict[str, str]]:
+    """`on_cluster` for a stage that goes on with the data on the workers (train.engine: dask):
+    the report, the version's shards (`shards.Shards`) and each column's dtype as the schema
+    coerced it (from the first partition that passed), which the workers apply again."""
+    from mlgate.pipeline import shards
+
+    located = shards.locate(settings)
+    summaries = _summaries(cluster_client, settings, located)
+    report = merge(summaries, settings, name=_name(settings))
+    dtypes = next((s.dtypes for s in summaries if s.dtypes), {})
+    return report, located, dtypes
+
+
+def _name(settings: Settings) -> str:
+    """data.path as the local engine names the data (DataVersion.path)."""
+    path = settings.path(settings.data.path)
+    return (
+        path.relative_to(settings.project_dir).as_posix()
+        if path.is_relative_to(settings.project_dir)
+        else path.as_posix()
+    )
+
+
 def summarized(client: Any, settings: Settings, located: Any, name: str) -> Report:
     """Validate the shards of `located` (`shards.Shards`) on the workers; one report."""
+    return merge(_summaries(client, settings, located), settings, name=name)
+
+
+def _summaries(client: Any, settings: Settings, located: Any) -> list[checks.Summary]:
+    """Each partition of `located`'s shards validated on the workers, in the version's order."""
     from dask.delayed import delayed
 
     from mlgate.pipeline import shards
@@ -404,7 +432,8 @@ def summarized(client: Any, settings: Settings, located: Any, name: str) -> Repo
     # its summary exists, so the workers never hold more than the partitions they work on
     summarize = delayed(checks.summarize, pure=True)
     tasks = [summarize(part, text, target, id_column, duplicated) for part in frame.to_delayed()]
-    return merge(client.gather(client.compute(tasks)), settings, name=name)
+    summaries: list[checks.Summary] = client.gather(client.compute(tasks))
+    return summaries
 
 
 def merge(summaries: Sequence[checks.Summary], settings: Settings, *, name: str) -> Report:
