@@ -238,7 +238,7 @@ def _holdout_oracle(frame: pd.DataFrame, **rule) -> tuple[pd.DataFrame, str]:
 
 
 def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
-    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env
+    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env, capsys
 ):
     """`mlgate train` of a directory of Parquet shards pushed to the S3 stand-in: the workers
     read the object the manifest names and the model version records it. The runner pulls
@@ -298,6 +298,33 @@ def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
     assert logged["slice_large_masses_auc"] == pytest.approx(
         roc_auc_score(part["diagnosis"][large], proba[large]), abs=1e-9
     )
+
+    # evaluate rebuilds the holdout on the workers from the rule: still nothing on the runner
+    gate = [*args, "--fail-on-gate", "false"]
+    assert evaluate.main([*gate, "--candidate-version", "1"], env=clean_env) == 0
+    assert not (project / ".dvc" / "cache").exists() and not (project / "data").exists()
+    decision = _decision(project, model, "1")
+    assert decision["holdout_digest"] == digest and decision["holdout_rows"] == len(part)
+    overall = decision["metrics"]["candidate"]["overall"]
+    assert overall["auc"] == pytest.approx(roc_auc_score(part["diagnosis"], proba), abs=1e-9)
+    assert decision["metrics"]["candidate"]["slices"]["large_masses"]["rows"] == large.sum()
+
+    # a re-run splits the same rows into the same holdout
+    assert train.main(args, env=clean_env) == 0
+    again = c.get_model_version(model, "2")
+    assert again.tags["mlgate.split.holdout_digest"] == digest
+
+    # the model's lineage naming another data version (three of its holdout rows gone): the
+    # rebuilt holdout's digest differs, exit 3, and nothing is recorded
+    _sharded_on_s3(project, s3_server, breast_cancer.drop(index=part.index[:3]), [0, 500, 566])
+    other = (project / "data.dvc").read_text().split("md5: ")[1].split()[0]
+    c.set_model_version_tag(model, "2", "mlgate.data.md5", other)
+    capsys.readouterr()
+    assert evaluate.main([*gate, "--candidate-version", "2"], env=clean_env) == 3
+    said = capsys.readouterr()
+    assert "does not match the digest logged at training" in said.out + said.err
+    assert "mlgate.decision.verdict" not in c.get_model_version(model, "2").tags
+    assert not (project / "reports" / model / "v2").exists()
 
 
 def _spoiled(frame: pd.DataFrame) -> pd.DataFrame:

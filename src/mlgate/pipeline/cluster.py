@@ -575,3 +575,88 @@ def wait_for(futures: Any) -> None:
     from distributed import wait
 
     wait(futures)  # type: ignore[no-untyped-call]
+
+
+def holdout_facts(
+    client: Any, data: Any, settings: Settings, fairness: str | None, head: int
+) -> list[dict[str, Any]]:
+    """What the gate needs of the holdout rows of `data` (`prepared`) besides the scores, per
+    partition: their hashes (the digest), 0/1 labels, distinct labels, slice masks, the
+    fairness column's values, and the first `head` rows (the latency check's rows)."""
+    pieces: list[dict[str, Any]] = _each_part(
+        client,
+        data,
+        _holdout_part,
+        "rebuilding the holdout",
+        settings=settings,
+        fairness=fairness,
+        head=head,
+    )
+    return pieces
+
+
+def _holdout_part(
+    part: pd.DataFrame, settings: Settings, fairness: str | None, head: int
+) -> dict[str, Any]:
+    rows = part[part[PART].to_numpy() == HOLDOUT].drop(columns=[PART])
+    target = settings.data.target
+    return {
+        "hashes": row_hashes(rows),
+        "y": np.asarray(labels_of(rows, settings), dtype=np.int8),
+        "labels": pd.unique(rows[target].dropna()).tolist() if target in rows.columns else [],
+        "masks": _masks(rows, settings.metrics.slices),
+        "fairness": (
+            rows[fairness].to_numpy(dtype=object) if fairness and fairness in rows.columns else None
+        ),
+        "head": rows.iloc[:head],
+    }
+
+
+def score_holdout(
+    client: Any,
+    data: Any,
+    booster: Any,
+    settings: Settings,
+    recorded: Mapping[str, Sequence[str]],
+    doubles: Sequence[str],
+    what: str,
+) -> np.ndarray:
+    """`booster`'s probability for each holdout row of `data` (`prepared`), scored where the
+    partitions lie, the features conformed as `train.conform` conforms them to a logged model
+    (`recorded`: its categories; `doubles`: the inputs its signature declares double)."""
+
+    def work() -> np.ndarray:
+        model = client.scatter([booster], broadcast=True)[0]
+        parts = client.compute(data.to_delayed())
+        futures = client.map(
+            _score_holdout_part,
+            parts,
+            booster=model,
+            settings=settings,
+            recorded=dict(recorded),
+            doubles=list(doubles),
+            pure=False,
+        )
+        wait_for(futures)
+        pieces = client.gather(futures)
+        return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.float32)
+
+    result: np.ndarray = _watched(client, work, what)
+    return result
+
+
+def _score_holdout_part(
+    part: pd.DataFrame,
+    booster: Any,
+    settings: Settings,
+    recorded: Mapping[str, Sequence[str]],
+    doubles: Sequence[str],
+) -> np.ndarray:
+    rows = part[part[PART].to_numpy() == HOLDOUT].drop(columns=[PART])
+    if not len(rows):
+        return np.empty(0, dtype=np.float32)
+    features = encode(features_of(rows, settings), recorded)
+    wanted = [d for d in doubles if d in features.columns]
+    if wanted:
+        features = features.astype(dict.fromkeys(wanted, "float64"))
+    return np.asarray(booster.inplace_predict(features), dtype=np.float32).reshape(-1)

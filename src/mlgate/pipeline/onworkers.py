@@ -23,6 +23,8 @@ The split manifest (split/holdout.json) holds the rule and the digest, not the k
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -273,4 +275,84 @@ def _train(
         threshold_rule=chosen.rule,
         holdout_rows=holdout_rows,
         holdout_positive_rate=float(np.mean(y)) if len(y) else None,
+    )
+
+
+# ---- `mlgate evaluate` with train.engine: dask, of a model whose manifest is a rule ----
+
+
+@dataclass(frozen=True)
+class RemoteHoldout:
+    """A holdout rebuilt on the workers from the logged rule, checked against its digest:
+    the rows stay there (`data`, persisted); the runner holds their labels and masks."""
+
+    data: Any  # dask DataFrame: the version, typed, with its parts (`cluster.prepared`)
+    rows: int
+    y: np.ndarray  # 0/1 per holdout row, in the version's order
+    labels: pd.DataFrame  # the target's distinct values in the holdout (one column)
+    masks: dict[str, np.ndarray]
+    fairness: pd.DataFrame | None  # gate.fairness_column of every holdout row
+    head: pd.DataFrame  # the first holdout rows (the latency check's)
+    settings: Settings
+
+
+def holdout_on_workers(
+    settings: Settings, cluster_client: Any, tags: Mapping[str, str], manifest: Mapping[str, Any]
+) -> RemoteHoldout:
+    """The holdout of the version a model was trained on (`mlgate.data.md5`), read from the
+    DVC remote by the workers, typed and split by the manifest's rule, its digest checked
+    (a mismatch is a DataError before anything is recorded)."""
+    from mlgate.gate.latency import ROWS
+    from mlgate.pipeline import cluster
+
+    rule = holdout.Rule.from_manifest(manifest)
+    located = shards.locate(settings, md5=tags.get("mlgate.data.md5"))
+    data = cluster.prepared(cluster_client, located, rule)
+    columns = [c for c in data.columns if c != cluster.PART]
+    fairness = settings.gate.fairness_column
+    pieces = cluster.holdout_facts(cluster_client, data, settings, fairness, ROWS)
+    hashes = (
+        np.concatenate([p["hashes"] for p in pieces]) if pieces else np.empty(0, dtype=np.uint64)
+    )
+    holdout.check(columns, hashes, manifest, tags["mlgate.split.holdout_digest"])
+    target = settings.data.target
+    labels = list(dict.fromkeys(v for p in pieces for v in p["labels"]))
+    names = list(settings.metrics.slices)
+    masks = np.concatenate([p["masks"] for p in pieces]) if pieces else np.empty((0, len(names)))
+    values = [p["fairness"] for p in pieces if p["fairness"] is not None]
+    return RemoteHoldout(
+        data=data,
+        rows=len(hashes),
+        y=np.concatenate([p["y"] for p in pieces]) if pieces else np.empty(0, dtype=np.int8),
+        labels=pd.DataFrame({target: labels}),
+        masks={name: masks[:, i].astype(bool) for i, name in enumerate(names)},
+        fairness=(
+            pd.DataFrame({fairness: np.concatenate(values)})
+            if fairness and len(values) == len(pieces) and values
+            else None
+        ),
+        head=pd.concat([p["head"] for p in pieces], ignore_index=True).iloc[:ROWS],
+        settings=settings,
+    )
+
+
+def score(
+    cluster_client: Any, remote: RemoteHoldout, model: Any, booster: Any, what: str
+) -> np.ndarray:
+    """A logged model's booster scored on the holdout rows where they lie, its inputs
+    conformed as `train.conform` does (the model's recorded categories, its double inputs)."""
+    from mlgate.pipeline import cluster
+    from mlgate.pipeline.train import CATEGORIES_KEY
+
+    recorded = (getattr(model.metadata, "metadata", None) or {}).get(CATEGORIES_KEY) or {}
+    schema = model.metadata.get_input_schema()
+    doubles = (
+        []
+        if schema is None
+        else [
+            spec.name for spec in schema.inputs if str(getattr(spec, "type", "")).endswith("double")
+        ]
+    )
+    return cluster.score_holdout(
+        cluster_client, remote.data, booster, remote.settings, recorded, doubles, what
     )
