@@ -617,3 +617,55 @@ def test_the_runners_peak_memory_does_not_grow_with_the_data(
         peaks[name] = _peak_rss_mb(args, clean_env, tmp_path / f"{name}.log")
     print(f"runner peak RSS: {peaks}")
     assert peaks["large"] <= peaks["small"] + 20, peaks
+
+
+def test_the_survey_of_the_partitions_is_what_the_local_engine_takes_of_the_whole(dask_cluster):
+    """What training gathers from the workers instead of the data: each part's rows and
+    classes, the categorical feature's categories, each part's schema sample and the holdout's
+    digest. The oracles: `split_frame`, `train.categories_of` and `train.schema_sample` on the
+    whole frame, and hashlib over its holdout (`_holdout_oracle`). Three uneven partitions, a
+    categorical feature, a missing value late in one column."""
+    import dask.dataframe as dd
+    import numpy as np
+    from distributed import Client
+
+    from mlgate.pipeline import holdout
+
+    rng = np.random.default_rng(2)
+    rows = 3000
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=rows),
+            "kind": pd.Categorical(rng.choice(["p", "q", "r", "s"], size=rows)),
+            "diagnosis": rng.integers(0, 2, size=rows),
+        }
+    )
+    frame.loc[2500, "a"] = np.nan
+    split = ["split.seed=42", "split.validation_fraction=0.2", "split.holdout_fraction=0.2"]
+    settings = load_settings(env={}, overrides=["data.target=diagnosis", *split])
+    rule = holdout.Rule.of(settings, {c: str(t) for c, t in frame.dtypes.items()})
+    local = split_frame(
+        frame, target="diagnosis", seed=42, validation_fraction=0.2, holdout_fraction=0.2
+    )
+    _, digest = _holdout_oracle(frame, seed=42, validation_fraction=0.2, holdout_fraction=0.2)
+    parts = dd.from_pandas(frame, npartitions=3, sort=False)
+    with Client(dask_cluster) as c:
+        data = parts.assign(
+            **{
+                cluster.PART: parts.map_partitions(
+                    cluster._rule_part, rule, meta=(cluster.PART, "int8")
+                )
+            }
+        ).persist()
+        surveyed = cluster.survey(c, data, "diagnosis", ["kind"])
+    assert surveyed.categories == train.categories_of(frame, settings) == {"kind": list("pqrs")}
+    for code, part in ((0, local.train), (1, local.validation), (2, local.holdout)):
+        assert surveyed.rows[code] == len(part)
+        assert surveyed.classes[code] == part["diagnosis"].value_counts().to_dict()
+        expected = train.schema_sample(part)
+        found = train.schema_sample(surveyed.samples[code])
+        pd.testing.assert_frame_equal(
+            found.reset_index(drop=True).astype(object),
+            expected.reset_index(drop=True).astype(object),
+        )
+    assert holdout.digest(surveyed.columns, surveyed.hashes) == digest
