@@ -128,13 +128,19 @@ def harness_cluster() -> Iterator[Any]:
     the runner's ru_maxrss then counts the runner alone (a LocalCluster the runner started
     would be its children, and wait4 reports the largest of them). In-process workers: they
     start at once (spawned worker processes took minutes to import under a shared machine's
-    load), and the measured runner is another process either way; the gate's gathered scores
-    then cross no network (12 bytes a row: about 1 s per 10,000,000 rows at 1 Gb/s)."""
+    load), and the measured runner is another process either way, which reaches them over
+    loopback TCP (an inproc:// address is this process's only); the gate's gathered scores
+    cross the loopback (12 bytes a row: about 1 s per 10,000,000 rows at 1 Gb/s)."""
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        LocalCluster(  # tcp: the measured `mlgate train` is another process
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,
+            protocol="tcp",
+            host="127.0.0.1",
+            dashboard_address=None,
         ) as local,
         Client(local) as client,
     ):
