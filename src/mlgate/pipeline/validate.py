@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DataError, ValidationFailed, did_you_mean
+from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.github import outputs as github
 from mlgate.pipeline import checks
@@ -302,26 +302,10 @@ def check(
     settings: Settings, cluster_client: Any = None
 ) -> tuple[pd.DataFrame, DataVersion, Report]:
     """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad.
-    With train.engine: dask the workers validate the version's shards first (`on_cluster`;
-    `cluster_client`: the stage's client, else one is opened); the runner then still pulls and
-    loads the frame it splits (docs/dask.md, "What the runner still reads")."""
+    The local engine's: with train.engine: dask the data stays on the workers (`on_workers`,
+    `mlgate.pipeline.onworkers`) and nothing calls this. `cluster_client` is unused (kept for
+    callers that pass it)."""
     schema = load_schema(settings.path(settings.schema.path))
-    if settings.train.engine == "dask":
-        report, md5 = on_cluster(settings, cluster_client)
-        publish(settings, report, md5)
-        version = pull(settings)
-        frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
-        import pandera.errors
-
-        try:
-            return schema.validate(frame, lazy=True), version, report  # coerced, as checked
-        except (pandera.errors.SchemaErrors, pandera.errors.SchemaError) as exc:
-            raise DataError(  # fail closed: the runner's copy is not what the workers read
-                f"the data pulled to the runner fails the schema the workers' shards passed: "
-                f"{str(exc).splitlines()[0]}",
-                fix="check that data.path names the tracked directory data.dvc versions and "
-                "that the DVC remote holds that version (`dvc push`), then re-run",
-            ) from exc
     version = pull(settings)
     frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
     validated, report = validate_frame(frame, schema, settings, name=version.path)
