@@ -507,56 +507,6 @@ def test_work_that_fails_after_a_worker_died_is_a_lost_worker(dask_cluster, monk
         assert len(cluster.workers(c)) == len(pids), "the killed worker was not replaced"
 
 
-def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
-    dask_cluster, mlflow_server, tmp_path, clean_env
-):
-    """SIGKILL of a real worker process while xgboost.dask trains (the training task seen
-    running on it): the stage exits 14 and no model version exists. Last in the module: the
-    worker's nanny starts a new worker process behind it."""
-    from distributed import Client
-
-    project = make_project(tmp_path / "project")
-    model = unique("dask-kill")
-    args = [
-        *train_args(project, mlflow_server, model),
-        *_dask(dask_cluster),
-        *("--set", "train.num_boost_round=1000000", "--set", "train.early_stopping_rounds=1000000"),
-    ]
-    log = tmp_path / "train.log"
-    with log.open("w") as handle:
-        stage = subprocess.Popen(
-            [sys.executable, "-m", "mlgate", "train", *args],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=clean_env,
-        )
-    try:
-        with Client(dask_cluster) as c:
-            pids = c.run(os.getpid)
-            victim = None
-            while victim is None and stage.poll() is None:  # bounded by the stage itself
-                # a worker whose running task is inside XGBoost's boosting loop
-                for worker, tasks in c.call_stack().items():
-                    if any("XGBoosterUpdateOneIter" in "".join(f) for f in tasks.values()):
-                        victim = worker
-                        break
-                else:
-                    time.sleep(0.5)
-            assert victim is not None, log.read_text()[-3000:]
-            os.kill(pids[victim], signal.SIGKILL)
-        assert stage.wait(timeout=300) == 14, log.read_text()[-3000:]
-    finally:
-        if stage.poll() is None:
-            stage.kill()
-            stage.wait()
-    output = log.read_text()
-    assert "during training" in output  # the worker seen lost, or the task failing with it
-    assert client(mlflow_server).search_model_versions(f"name='{model}'") == []
-    experiment = client(mlflow_server).get_experiment_by_name(model)
-    runs = client(mlflow_server).search_runs([experiment.experiment_id])
-    assert [r.info.status for r in runs] == ["FAILED"]
-
-
 # A small launcher between pytest and the measured process: Linux carries the pre-exec image's
 # high-water RSS into the exec'd process's ru_maxrss, so a child forked by pytest directly (which
 # holds the large frame) would report pytest's memory, not its own.
@@ -669,3 +619,53 @@ def test_the_survey_of_the_partitions_is_what_the_local_engine_takes_of_the_whol
             expected.reset_index(drop=True).astype(object),
         )
     assert holdout.digest(surveyed.columns, surveyed.hashes) == digest
+
+
+def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
+    dask_cluster, mlflow_server, tmp_path, clean_env
+):
+    """SIGKILL of a real worker process while xgboost.dask trains (the training task seen
+    running on it): the stage exits 14 and no model version exists. Last in the module: the
+    worker's nanny starts a new worker process behind it."""
+    from distributed import Client
+
+    project = make_project(tmp_path / "project")
+    model = unique("dask-kill")
+    args = [
+        *train_args(project, mlflow_server, model),
+        *_dask(dask_cluster),
+        *("--set", "train.num_boost_round=1000000", "--set", "train.early_stopping_rounds=1000000"),
+    ]
+    log = tmp_path / "train.log"
+    with log.open("w") as handle:
+        stage = subprocess.Popen(
+            [sys.executable, "-m", "mlgate", "train", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=clean_env,
+        )
+    try:
+        with Client(dask_cluster) as c:
+            pids = c.run(os.getpid)
+            victim = None
+            while victim is None and stage.poll() is None:  # bounded by the stage itself
+                # a worker whose running task is inside XGBoost's boosting loop
+                for worker, tasks in c.call_stack().items():
+                    if any("XGBoosterUpdateOneIter" in "".join(f) for f in tasks.values()):
+                        victim = worker
+                        break
+                else:
+                    time.sleep(0.5)
+            assert victim is not None, log.read_text()[-3000:]
+            os.kill(pids[victim], signal.SIGKILL)
+        assert stage.wait(timeout=300) == 14, log.read_text()[-3000:]
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+            stage.wait()
+    output = log.read_text()
+    assert "during training" in output  # the worker seen lost, or the task failing with it
+    assert client(mlflow_server).search_model_versions(f"name='{model}'") == []
+    experiment = client(mlflow_server).get_experiment_by_name(model)
+    runs = client(mlflow_server).search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
