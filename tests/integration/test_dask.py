@@ -226,18 +226,38 @@ def test_a_missing_manifest_or_a_bad_endpoint_is_a_data_error(s3_server, tmp_pat
     assert "dvc push" in str(caught.value.fix)
 
 
+def _holdout_oracle(frame: pd.DataFrame, **rule) -> tuple[pd.DataFrame, str]:
+    """The local engine's holdout of `frame` and the digest the manifest's kind names: sha256
+    over the column names (JSON) and the sorted 64-bit row hashes (docs/dask.md)."""
+    import numpy as np
+
+    part = split_frame(frame, target="diagnosis", **rule).holdout
+    hashes = np.sort(pd.util.hash_pandas_object(part, index=False).to_numpy()).astype("<u8")
+    names = json.dumps([str(c) for c in frame.columns]).encode()
+    return part, hashlib.sha256(names + b"\n" + hashes.tobytes()).hexdigest()
+
+
 def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
-    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env
+    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env, capsys
 ):
     """`mlgate train` of a directory of Parquet shards pushed to the S3 stand-in: the workers
-    read the object the manifest names and the model version records it. One shard: training
-    on several partitions hung in xgboost.dask on this two-worker test cluster (seen once under
-    a load average of 30; the reading of several shards is the test above)."""
+    read the object the manifest names and the model version records it. The runner pulls
+    nothing (the DVC cache stays absent): the split manifest holds the rule and the holdout's
+    digest (the oracle: the local engine's holdout, hashed here), and the holdout metrics
+    logged are the registered booster's on that holdout (scikit-learn's AUC). One shard:
+    training on several partitions hung in xgboost.dask on this two-worker test cluster (seen
+    once under a load average of 30; the reading of several shards is the test above)."""
+    import mlflow
+    import xgboost as xgb
+    from sklearn.metrics import roc_auc_score
+
     project = make_project(tmp_path / "project")
     bucket = _sharded_on_s3(project, s3_server, breast_cancer, [0, len(breast_cancer)])
-    files = sorted((project / "data").glob("*.parquet"))
+    urls = [_object_url(bucket, f) for f in sorted((project / "data").glob("*.parquet"))]
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "sharded data version on S3")
+    shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
+    shutil.rmtree(project / "data")  # the runner has neither the data nor its cache
     model = unique("dask-shards")
     args = [
         *train_args(project, mlflow_server, model),
@@ -254,7 +274,57 @@ def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
     read = json.loads(
         Path(c.download_artifacts(version.run_id, "data/objects.json", str(tmp_path))).read_text()
     )
-    assert [o["url"] for o in read["objects"]] == [_object_url(bucket, f) for f in files]
+    assert [o["url"] for o in read["objects"]] == urls
+    assert not (project / ".dvc" / "cache").exists()  # nothing was pulled
+    assert not (project / "data").exists()
+
+    manifest = json.loads(
+        Path(c.download_artifacts(version.run_id, "split/holdout.json", str(tmp_path))).read_text()
+    )
+    assert "holdout" not in manifest  # no key list
+    rule = {"seed": 42, "validation_fraction": 0.2, "holdout_fraction": 0.25}
+    part, digest = _holdout_oracle(breast_cancer, **rule)
+    assert manifest["digest_kind"] == "sha256-of-sorted-row-hashes"
+    assert manifest["rule"]["target"] == "diagnosis" and manifest["rule"]["seed"] == 42
+    assert manifest["holdout_digest"] == version.tags["mlgate.split.holdout_digest"] == digest
+    assert manifest["holdout_rows"] == len(part) == int(version.tags["mlgate.split.holdout_rows"])
+    assert version.tags["mlgate.data.rows"] == str(len(breast_cancer))
+    booster = mlflow.xgboost.load_model(f"models:/{model}/1")
+    proba = booster.predict(xgb.DMatrix(part.drop(columns=["diagnosis"])))
+    logged = c.get_run(version.run_id).data.metrics
+    assert logged["holdout_auc"] == pytest.approx(roc_auc_score(part["diagnosis"], proba), abs=1e-9)
+    large = (part["mean_radius"] >= 15).to_numpy()
+    assert logged["slice_large_masses_rows"] == large.sum()
+    assert logged["slice_large_masses_auc"] == pytest.approx(
+        roc_auc_score(part["diagnosis"][large], proba[large]), abs=1e-9
+    )
+
+    # evaluate rebuilds the holdout on the workers from the rule: still nothing on the runner
+    gate = [*args, "--fail-on-gate", "false"]
+    assert evaluate.main([*gate, "--candidate-version", "1"], env=clean_env) == 0
+    assert not (project / ".dvc" / "cache").exists() and not (project / "data").exists()
+    decision = _decision(project, model, "1")
+    assert decision["holdout_digest"] == digest and decision["holdout_rows"] == len(part)
+    overall = decision["metrics"]["candidate"]["overall"]
+    assert overall["auc"] == pytest.approx(roc_auc_score(part["diagnosis"], proba), abs=1e-9)
+    assert decision["metrics"]["candidate"]["slices"]["large_masses"]["rows"] == large.sum()
+
+    # a re-run splits the same rows into the same holdout
+    assert train.main(args, env=clean_env) == 0
+    again = c.get_model_version(model, "2")
+    assert again.tags["mlgate.split.holdout_digest"] == digest
+
+    # the model's lineage naming another data version (three of its holdout rows gone): the
+    # rebuilt holdout's digest differs, exit 3, and nothing is recorded
+    _sharded_on_s3(project, s3_server, breast_cancer.drop(index=part.index[:3]), [0, 500, 566])
+    other = (project / "data.dvc").read_text().split("md5: ")[1].split()[0]
+    c.set_model_version_tag(model, "2", "mlgate.data.md5", other)
+    capsys.readouterr()
+    assert evaluate.main([*gate, "--candidate-version", "2"], env=clean_env) == 3
+    said = capsys.readouterr()
+    assert "does not match the digest logged at training" in said.out + said.err
+    assert "mlgate.decision.verdict" not in c.get_model_version(model, "2").tags
+    assert not (project / "reports" / model / "v2").exists()
 
 
 def _spoiled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -367,7 +437,7 @@ def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
     assert read["objects_sha256"] == dask_v2.tags["mlgate.data.objects_sha256"]
     assert [o["relpath"] for o in read["objects"]] == ["breast_cancer.csv"]
     assert read["objects"][0]["url"].endswith("/" + local_v1.tags["mlgate.data.object_url"])
-    for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_digest"):
+    for key in ("mlgate.model.class", "mlgate.data.md5", "mlgate.split.holdout_rows"):
         assert dask_v2.tags[key] == local_v1.tags[key]
     assert dask_v2.tags["mlgate.model.class"] == "xgboost.core.Booster"
 
@@ -435,6 +505,120 @@ def test_work_that_fails_after_a_worker_died_is_a_lost_worker(dask_cluster, monk
                 break
             time.sleep(0.1)
         assert len(cluster.workers(c)) == len(pids), "the killed worker was not replaced"
+
+
+# A small launcher between pytest and the measured process: Linux carries the pre-exec image's
+# high-water RSS into the exec'd process's ru_maxrss, so a child forked by pytest directly (which
+# holds the large frame) would report pytest's memory, not its own.
+LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+open(sys.argv[1], "w").write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
+def _peak_rss_mb(args: list[str], env: dict[str, str], log: Path) -> float:
+    """`mlgate train` in a fresh process; its peak RSS (ru_maxrss from wait4), in MB."""
+    out = log.with_suffix(".rss")
+    with log.open("w") as handle:
+        subprocess.run(
+            [sys.executable, "-c", LAUNCHER, str(out), sys.executable, "-m", "mlgate", "train"]
+            + args,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=True,
+        )
+    code, kilobytes = out.read_text().split()
+    assert code == "0", log.read_text()[-3000:]
+    return int(kilobytes) / 1024
+
+
+def test_the_runners_peak_memory_does_not_grow_with_the_data(
+    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env
+):
+    """The runner only submits work: `mlgate train` with the dask engine on 200 times the rows
+    (113,800 x 31: 28 MB as one float64 frame, what one copy on the runner would add; the
+    local engine holds several) peaks within 20 MB of the same run on the 569 rows (seen at
+    400 times the rows: 333.7 and 335.9 MB). Memory, not time: a fair assertion on a
+    shared machine. Rows made distinct (a factor 0.9-1.1 per value) so the split spreads them."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    many = pd.concat([breast_cancer] * 200, ignore_index=True)
+    features = [c for c in many.columns if c != "diagnosis"]
+    many[features] = many[features] * rng.uniform(0.9, 1.1, size=(len(many), len(features)))
+    peaks = {}
+    for name, frame, bounds in (
+        ("small", breast_cancer, [0, len(breast_cancer)]),
+        ("large", many, [0, len(many) // 2, len(many)]),
+    ):
+        project = make_project(tmp_path / name)
+        _sharded_on_s3(project, s3_server, frame, bounds)
+        shutil.rmtree(project / "data")
+        shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
+        args = [
+            *train_args(project, mlflow_server, unique(f"dask-rss-{name}")),
+            *QUICK,
+            *_dask(dask_cluster),
+            *("--set", "data.path=data", "--set", "train.num_boost_round=20"),
+        ]
+        peaks[name] = _peak_rss_mb(args, clean_env, tmp_path / f"{name}.log")
+    print(f"runner peak RSS: {peaks}")
+    assert peaks["large"] <= peaks["small"] + 20, peaks
+
+
+def test_the_survey_of_the_partitions_is_what_the_local_engine_takes_of_the_whole(dask_cluster):
+    """What training gathers from the workers instead of the data: each part's rows and
+    classes, the categorical feature's categories, each part's schema sample and the holdout's
+    digest. The oracles: `split_frame`, `train.categories_of` and `train.schema_sample` on the
+    whole frame, and hashlib over its holdout (`_holdout_oracle`). Three uneven partitions, a
+    categorical feature, a missing value late in one column."""
+    import dask.dataframe as dd
+    import numpy as np
+    from distributed import Client
+
+    from mlgate.pipeline import holdout
+
+    rng = np.random.default_rng(2)
+    rows = 3000
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=rows),
+            "kind": pd.Categorical(rng.choice(["p", "q", "r", "s"], size=rows)),
+            "diagnosis": rng.integers(0, 2, size=rows),
+        }
+    )
+    frame.loc[2500, "a"] = np.nan
+    split = ["split.seed=42", "split.validation_fraction=0.2", "split.holdout_fraction=0.2"]
+    settings = load_settings(env={}, overrides=["data.target=diagnosis", *split])
+    rule = holdout.Rule.of(settings, {c: str(t) for c, t in frame.dtypes.items()})
+    local = split_frame(
+        frame, target="diagnosis", seed=42, validation_fraction=0.2, holdout_fraction=0.2
+    )
+    _, digest = _holdout_oracle(frame, seed=42, validation_fraction=0.2, holdout_fraction=0.2)
+    parts = dd.from_pandas(frame, npartitions=3, sort=False)
+    with Client(dask_cluster) as c:
+        data = parts.assign(
+            **{
+                cluster.PART: parts.map_partitions(
+                    cluster._rule_part, rule, meta=(cluster.PART, "int8")
+                )
+            }
+        ).persist()
+        surveyed = cluster.survey(c, data, "diagnosis", ["kind"])
+    assert surveyed.categories == train.categories_of(frame, settings) == {"kind": list("pqrs")}
+    for code, part in ((0, local.train), (1, local.validation), (2, local.holdout)):
+        assert surveyed.rows[code] == len(part)
+        assert surveyed.classes[code] == part["diagnosis"].value_counts().to_dict()
+        expected = train.schema_sample(part)
+        found = train.schema_sample(surveyed.samples[code])
+        pd.testing.assert_frame_equal(
+            found.reset_index(drop=True).astype(object),
+            expected.reset_index(drop=True).astype(object),
+        )
+    assert holdout.digest(surveyed.columns, surveyed.hashes) == digest
 
 
 def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(

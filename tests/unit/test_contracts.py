@@ -42,6 +42,7 @@ STAGES = {
     "split": 0,
     "frames": 0,  # the partition functions (imported by the Dask workers: numpy and pandas only)
     "shards": 0,  # a data version's shards in the DVC remote, read by the Dask workers
+    "holdout": 1,  # a dask-trained holdout's rule and digest (the workers hash their rows)
     # validation of a partition, on the Dask workers (numpy, pandas and pandera only)
     "checks": 0,
     "init": 1,  # `mlgate init`: reads the data (data) and writes the schema validate checks
@@ -51,6 +52,7 @@ STAGES = {
     # the logged model's pyfunc flavour (train logs it; frames encodes with it; no mlgate imports)
     "pyfunc": 0,
     "cluster": 1,  # train.engine: dask (validation, training, the gate's scoring on the workers)
+    "onworkers": 2,  # train and evaluate with train.engine: dask, the data on the workers
     "evaluate": 3,
     "promote": 4,
     "export": 5,
@@ -410,7 +412,7 @@ def test_the_dask_workers_partition_modules_import_no_training_library(tmp_path)
         """
         import json
         import pandas as pd
-        from mlgate.pipeline import cluster, frames, shards
+        from mlgate.pipeline import cluster, frames, holdout, shards
         from mlgate.settings import load_settings
         settings = load_settings(env={}, overrides=["data.target=y"])
         part = pd.DataFrame({"a": [1, 2, 3], "c": ["x", "y", None], "y": [0, 1, 1]})
@@ -420,6 +422,9 @@ def test_the_dask_workers_partition_modules_import_no_training_library(tmp_path)
               "hashes": len(set(frames.row_hash(part, target="y", seed=1, id_column=None))),
               "parts": len(cluster.part_of(part, target="y", seed=1, validation_fraction=0.2,
                                            holdout_fraction=0.2, id_column=None)),
+              "surveyed": cluster._survey_part(part.assign(**{cluster.PART: [0, 1, 2]}),
+                                               target="y", categorical=["c"])["rows"],
+              "digest": len(holdout.digest(part.columns, holdout.row_hashes(part))),
               "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
         """
     )
@@ -435,5 +440,7 @@ def test_the_dask_workers_partition_modules_import_no_training_library(tmp_path)
         "codes": [0.0, 1.0, -1.0],
         "hashes": 3,
         "parts": 3,
+        "surveyed": {"0": 1, "1": 1, "2": 1},
+        "digest": 64,
         "loaded": [],
     }

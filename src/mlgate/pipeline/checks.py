@@ -117,6 +117,7 @@ class Summary:
     classes: list[tuple[Any, int]] | None  # the target's value counts as first seen; None: absent
     raw: Contract  # the contract on the partition as read
     validated: Contract | None  # ... and as pandera coerced it (None: it failed)
+    dtypes: dict[str, str] = field(default_factory=dict)  # as pandera coerced it ({}: failed)
 
 
 @functools.lru_cache(maxsize=4)
@@ -184,6 +185,7 @@ def summarize(
         classes=classes_of(part, target),
         raw=contract_of(part, target, id_column),
         validated=None if validated is None else contract_of(validated, target, id_column),
+        dtypes={} if validated is None else {str(c): str(t) for c, t in validated.dtypes.items()},
     )
 
 

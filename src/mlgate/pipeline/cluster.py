@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import pandas as pd
 from mlgate.errors import ClusterError, DataError
 from mlgate.pipeline import shards
 from mlgate.pipeline.frames import BUCKETS, encode, feature_types, features_of, labels_of, row_hash
+from mlgate.pipeline.holdout import Rule, row_hashes
 from mlgate.pipeline.shards import Shards
 from mlgate.settings import Settings
 
@@ -172,23 +174,26 @@ def fit(
     expected: Mapping[int, int] | None = None,
     *,
     source: Shards | None = None,
+    data: Any = None,
 ) -> tuple[Any, int]:
     """Train on the cluster with early stopping on the validation part; the booster cut at its
     best iteration, as `train.fit` returns it. `sample` is a few validated rows (their dtypes
     and the model's feature types); `expected` the local split's row count per part, checked
     against the cluster's (the same rows in the same parts, or the stage fails). `source`: the
     data version's shards in the DVC remote (`shards.locate`), read by the workers; None:
-    data.path, on storage the workers share."""
+    data.path, on storage the workers share. `data`: the version already typed, split and
+    persisted on the workers (`prepared`), read from neither."""
     from xgboost import dask as dxgb
 
-    dtypes = sample.dtypes.to_dict()
-    if source is None:
-        frame = read(settings.path(settings.data.path), dtypes)
-    else:
-        frame = shards.frame(client, source)
-        frame = frame.astype({k: v for k, v in dtypes.items() if k in frame.columns})
-    data = split_parts(frame, settings)
-    data = data.persist()
+    if data is None:
+        dtypes = sample.dtypes.to_dict()
+        if source is None:
+            frame = read(settings.path(settings.data.path), dtypes)
+        else:
+            frame = shards.frame(client, source)
+            frame = frame.astype({k: v for k, v in dtypes.items() if k in frame.columns})
+        data = split_parts(frame, settings)
+        data = data.persist()
     if expected is not None:
         counts = data[PART].value_counts().compute().to_dict()
         found = {part: int(counts.get(part, 0)) for part in (TRAIN, VALIDATION, HOLDOUT)}
@@ -350,3 +355,308 @@ def _predict_part(part: pd.DataFrame, models: Sequence[Any], label: str | None) 
     for i, row in enumerate(rows):
         out[i] = row
     return out
+
+
+# ---- The runner never holds the data (issue 21): the version typed, split and summarized on
+# ---- the workers; only counts, samples, hashes, scores and labels come back.
+
+SAMPLE_ROWS = 100  # a part's first rows in its schema sample (train.schema_sample)
+
+
+def prepared(client: Any, located: Shards, rule: Rule) -> Any:  # -> dask DataFrame
+    """The version's shards read on the workers (`shards.frame`), typed as the schema coerced
+    them (`rule.dtypes`), each row's part added by `rule` (the PART column); persisted."""
+    frame = shards.frame(client, located)
+    wanted = {k: v for k, v in rule.dtypes.items() if k in frame.columns}
+    if wanted:
+        frame = frame.astype(wanted)
+    parts = frame.map_partitions(_rule_part, rule, meta=(PART, "int8"))
+    return frame.assign(**{PART: parts}).persist()
+
+
+def _rule_part(part: pd.DataFrame, rule: Rule) -> pd.Series:
+    return pd.Series(rule.parts(part), index=part.index, name=PART, dtype="int8")
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What training needs of the whole version besides the model, from the workers."""
+
+    columns: list[str]
+    rows: dict[int, int]  # per part
+    classes: dict[int, dict[Any, int]]  # the target's value counts, per part
+    categories: dict[str, list[str]]  # each categorical feature's categories (text, sorted)
+    samples: dict[int, pd.DataFrame]  # per part: the rows train.schema_sample takes of it
+    hashes: np.ndarray  # the holdout rows' hashes (holdout.row_hashes), uint64
+    fingerprints: dict[int, str]  # per part: an order-free fingerprint of its rows
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+    def class_counts(self) -> dict[Any, int]:
+        counts: dict[Any, int] = {}
+        for part in self.classes.values():
+            for label, n in part.items():
+                counts[label] = counts.get(label, 0) + n
+        return counts
+
+
+def survey(
+    client: Any, data: Any, target: str, categorical: Sequence[str], what: str = "the split"
+) -> Survey:
+    """Each part's rows, classes, schema sample and fingerprint, the categorical features'
+    categories and the holdout's row hashes, reduced from every partition of `data`
+    (`prepared`): a few bytes a holdout row and a few hundred rows reach the runner."""
+    pieces = _each_part(client, data, _survey_part, what, target=target, categorical=categorical)
+    codes = (TRAIN, VALIDATION, HOLDOUT)
+    rows = {c: sum(p["rows"][c] for p in pieces) for c in codes}
+    classes: dict[int, dict[Any, int]] = {c: {} for c in codes}
+    sums = {c: [0, 0] for c in codes}
+    for piece in pieces:
+        for c in codes:
+            for label, n in piece["classes"][c].items():
+                classes[c][label] = classes[c].get(label, 0) + n
+            total, xor = piece["sums"][c]
+            sums[c] = [(sums[c][0] + total) % 2**64, sums[c][1] ^ xor]
+    samples = {}
+    for c in codes:
+        sample = pd.concat([p["samples"][c] for p in pieces], ignore_index=True)
+        wanted = {k: "category" for k in categorical if k in sample.columns}
+        samples[c] = sample.astype(wanted) if wanted else sample  # categories differ by part
+    categories: dict[str, set[str]] = {}
+    for piece in pieces:
+        for column, values in piece["categories"].items():
+            categories.setdefault(column, set()).update(values)
+    hashes = [p["hashes"] for p in pieces]
+    return Survey(
+        columns=[str(c) for c in data.columns if c != PART],
+        rows=rows,
+        classes=classes,
+        categories={k: sorted(v) for k, v in categories.items()},
+        samples=samples,
+        hashes=np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64),
+        fingerprints={c: f"{rows[c]}:{sums[c][0]:016x}:{sums[c][1]:016x}" for c in codes},
+    )
+
+
+def _survey_part(part: pd.DataFrame, target: str, categorical: Sequence[str]) -> dict[str, Any]:
+    codes = part[PART].to_numpy()
+    data = part.drop(columns=[PART])
+    hashed = row_hashes(data)
+    out: dict[str, Any] = {"rows": {}, "classes": {}, "samples": {}, "sums": {}}
+    for code in (TRAIN, VALIDATION, HOLDOUT):
+        keep = codes == code
+        rows = data[keep]
+        out["rows"][code] = int(keep.sum())
+        counts = rows[target].value_counts(dropna=True) if target in rows.columns else {}
+        out["classes"][code] = {k: int(v) for k, v in dict(counts).items()}
+        missing = rows.isna().to_numpy()
+        firsts = missing.argmax(axis=0)[missing.any(axis=0)].tolist() if len(rows) else []
+        out["samples"][code] = rows.iloc[sorted({*range(min(SAMPLE_ROWS, len(rows))), *firsts})]
+        mine = hashed[keep]
+        xor = int(np.bitwise_xor.reduce(mine)) if len(mine) else 0
+        out["sums"][code] = (int(mine.sum(dtype=np.uint64)), xor)
+    out["hashes"] = hashed[codes == HOLDOUT]
+    out["categories"] = {
+        str(c): set(data[c].dropna().astype(str).unique().tolist())
+        for c in categorical
+        if c in data.columns
+    }
+    return out
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A booster's validation and holdout scores, gathered from the workers."""
+
+    validation: np.ndarray  # float32
+    validation_y: np.ndarray  # 0/1
+    holdout: np.ndarray  # float32, the holdout's rows in the version's order
+    holdout_y: np.ndarray
+    masks: dict[str, np.ndarray]  # each slice's holdout rows
+
+
+def scored(
+    client: Any,
+    data: Any,
+    booster: Any,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+) -> Scored:
+    """`booster`'s probabilities (as `train.predict` gives them: a DMatrix of the encoded
+    features) and the 0/1 labels of the validation and holdout rows of `data`, and the holdout
+    rows' slice masks (metrics.slices), computed where the partitions lie."""
+
+    def work() -> list[dict[int, Any]]:
+        model = client.scatter([booster], broadcast=True)[0]
+        parts = client.compute(data.to_delayed())
+        futures = client.map(
+            _scored_part,
+            parts,
+            booster=model,
+            settings=settings,
+            categories=dict(categories),
+            pure=False,
+        )
+        wait_for(futures)
+        pieces: list[dict[int, Any]] = client.gather(futures)
+        return pieces
+
+    pieces = _watched(client, work, "scoring the validation and holdout parts")
+
+    def joined(code: int, i: int, dtype: Any) -> np.ndarray:
+        arrays = [p[code][i] for p in pieces]
+        return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
+
+    names = list(settings.metrics.slices)
+    masks = joined(HOLDOUT, 2, bool) if names else np.empty((0, 0), dtype=bool)
+    return Scored(
+        validation=joined(VALIDATION, 0, np.float32),
+        validation_y=joined(VALIDATION, 1, np.int8),
+        holdout=joined(HOLDOUT, 0, np.float32),
+        holdout_y=joined(HOLDOUT, 1, np.int8),
+        masks={name: masks[:, i] for i, name in enumerate(names)} if names else {},
+    )
+
+
+def _scored_part(
+    part: pd.DataFrame, booster: Any, settings: Settings, categories: Mapping[str, Sequence[str]]
+) -> dict[int, Any]:
+    import xgboost as xgb
+
+    codes = part[PART].to_numpy()
+    out: dict[int, Any] = {}
+    for code in (VALIDATION, HOLDOUT):
+        rows = part[codes == code].drop(columns=[PART])
+        features = features_of(rows, settings)
+        types = feature_types(features, categories)
+        if len(rows):
+            matrix = xgb.DMatrix(
+                encode(features, categories),
+                feature_types=types,
+                enable_categorical=types is not None,
+            )
+            proba = np.asarray(booster.predict(matrix), dtype=np.float32)
+        else:
+            proba = np.empty(0, dtype=np.float32)
+        y = np.asarray(labels_of(rows, settings), dtype=np.int8)
+        masks = _masks(rows, settings.metrics.slices)
+        out[code] = (proba, y, masks)
+    return out
+
+
+def _masks(rows: pd.DataFrame, slices: Mapping[str, str]) -> np.ndarray:
+    """The slices' row masks, one column per slice (the queries were checked on a sample)."""
+    if not slices:
+        return np.empty((len(rows), 0), dtype=bool)
+    columns = [np.asarray(rows.eval(query), dtype=bool).reshape(-1) for query in slices.values()]
+    if not len(rows):
+        return np.empty((0, len(columns)), dtype=bool)
+    return np.stack(columns, axis=1)
+
+
+def _each_part(client: Any, data: Any, function: Any, what: str, **kwargs: Any) -> list[Any]:
+    """`function(partition, **kwargs)` on every partition of `data` where it lies; the results
+    in the partitions' order."""
+
+    def work() -> list[Any]:
+        parts = client.compute(data.to_delayed())
+        futures = client.map(function, parts, pure=False, **kwargs)
+        wait_for(futures)
+        pieces: list[Any] = client.gather(futures)
+        return pieces
+
+    result: list[Any] = _watched(client, work, what)
+    return result
+
+
+def wait_for(futures: Any) -> None:
+    from distributed import wait
+
+    wait(futures)  # type: ignore[no-untyped-call]
+
+
+def holdout_facts(
+    client: Any, data: Any, settings: Settings, fairness: str | None, head: int
+) -> list[dict[str, Any]]:
+    """What the gate needs of the holdout rows of `data` (`prepared`) besides the scores, per
+    partition: their hashes (the digest), 0/1 labels, distinct labels, slice masks, the
+    fairness column's values, and the first `head` rows (the latency check's rows)."""
+    pieces: list[dict[str, Any]] = _each_part(
+        client,
+        data,
+        _holdout_part,
+        "rebuilding the holdout",
+        settings=settings,
+        fairness=fairness,
+        head=head,
+    )
+    return pieces
+
+
+def _holdout_part(
+    part: pd.DataFrame, settings: Settings, fairness: str | None, head: int
+) -> dict[str, Any]:
+    rows = part[part[PART].to_numpy() == HOLDOUT].drop(columns=[PART])
+    target = settings.data.target
+    return {
+        "hashes": row_hashes(rows),
+        "y": np.asarray(labels_of(rows, settings), dtype=np.int8),
+        "labels": pd.unique(rows[target].dropna()).tolist() if target in rows.columns else [],
+        "masks": _masks(rows, settings.metrics.slices),
+        "fairness": (
+            rows[fairness].to_numpy(dtype=object) if fairness and fairness in rows.columns else None
+        ),
+        "head": rows.iloc[:head],
+    }
+
+
+def score_holdout(
+    client: Any,
+    data: Any,
+    booster: Any,
+    settings: Settings,
+    recorded: Mapping[str, Sequence[str]],
+    doubles: Sequence[str],
+    what: str,
+) -> np.ndarray:
+    """`booster`'s probability for each holdout row of `data` (`prepared`), scored where the
+    partitions lie, the features conformed as `train.conform` conforms them to a logged model
+    (`recorded`: its categories; `doubles`: the inputs its signature declares double)."""
+
+    def work() -> np.ndarray:
+        model = client.scatter([booster], broadcast=True)[0]
+        parts = client.compute(data.to_delayed())
+        futures = client.map(
+            _score_holdout_part,
+            parts,
+            booster=model,
+            settings=settings,
+            recorded=dict(recorded),
+            doubles=list(doubles),
+            pure=False,
+        )
+        wait_for(futures)
+        pieces = client.gather(futures)
+        return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.float32)
+
+    result: np.ndarray = _watched(client, work, what)
+    return result
+
+
+def _score_holdout_part(
+    part: pd.DataFrame,
+    booster: Any,
+    settings: Settings,
+    recorded: Mapping[str, Sequence[str]],
+    doubles: Sequence[str],
+) -> np.ndarray:
+    rows = part[part[PART].to_numpy() == HOLDOUT].drop(columns=[PART])
+    if not len(rows):
+        return np.empty(0, dtype=np.float32)
+    features = encode(features_of(rows, settings), recorded)
+    wanted = [d for d in doubles if d in features.columns]
+    if wanted:
+        features = features.astype(dict.fromkeys(wanted, "float64"))
+    return np.asarray(booster.inplace_predict(features), dtype=np.float32).reshape(-1)

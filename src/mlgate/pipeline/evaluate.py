@@ -35,6 +35,7 @@ from mlgate.gate.latency import measure_models
 from mlgate.gate.metrics import Ranking, classification_metrics, slice_masks, slice_metrics
 from mlgate.gate.significance import PairedAuc, delong, statement
 from mlgate.github import outputs as github
+from mlgate.pipeline import holdout as holdouts
 from mlgate.pipeline.data import check_id_column, file_md5, load_frame, pull
 from mlgate.pipeline.split import holdout_from_keys
 from mlgate.pipeline.train import conform, engine, features_of, labels_of
@@ -327,12 +328,12 @@ class Evidence:
     """What the reports are built from, after the decision is final."""
 
     client: Any
-    holdout: pd.DataFrame
+    holdout: pd.DataFrame | None  # None: on the workers (train.engine: dask)
     y: np.ndarray
     candidate: np.ndarray
     champion: np.ndarray | None
-    current: pd.DataFrame  # the candidate's data version
-    pulled: Path
+    current: pd.DataFrame | None  # the candidate's data version (None: on the workers)
+    pulled: Path | None
     champion_tags: Mapping[str, str] | None
 
 
@@ -358,16 +359,20 @@ def score(
     role: str,
     ref: ModelRef,
     cluster_client: Any = None,
+    remote: Any = None,
 ) -> np.ndarray:
     """`predict` on the runner, or `xgboost.dask.inplace_predict` of the model's booster on
-    the cluster: a float per row either way, which the gate's functions judge alike."""
+    the cluster: a float per row either way, which the gate's functions judge alike.
+    `remote`: the holdout on the workers (`onworkers.RemoteHoldout`), scored where it lies."""
     if cluster_client is None:
         return predict(model, features, role, ref)
     from mlgate.errors import ClusterError
-    from mlgate.pipeline import cluster
+    from mlgate.pipeline import cluster, onworkers
 
     booster = booster_of(model, ref, role)
     try:
+        if remote is not None:
+            return onworkers.score(cluster_client, remote, model, booster, f"scoring the {role}")
         return cluster.score(
             cluster_client, booster, conform(features, model), f"scoring the {role}"
         )
@@ -392,34 +397,53 @@ def _assess(
     tags = dict(version.tags)
     champion = find_champion(client, name, candidate.version, settings.model.production_model)
 
-    pulled = settings.path(Path(pull(settings).path))
-    frame = data_of(settings, tags, pulled=pulled)
     with tempfile.TemporaryDirectory() as tmp, tracking.errors("reading the logged split"):
         manifest = json.loads(
             Path(client.download_artifacts(run.info.run_id, "split/holdout.json", tmp)).read_text()
         )
-    check_id_column(frame, settings.data.id_column)
-    holdout = holdout_from_keys(
-        frame,
-        manifest["holdout"],
-        id_column=settings.data.id_column,
-        digest=tags["mlgate.split.holdout_digest"],
-    )
-    y = labels_of(holdout, settings)  # 0/1, 1 = data.positive_class
-    positive = same_positive_class(holdout, settings, tags, candidate.uri)
+    remote: Any = None  # onworkers.RemoteHoldout: the holdout stays on the workers
+    pulled: Path | None = None
+    frame: pd.DataFrame | None = None
+    if cluster_client is not None and holdouts.is_rule(manifest):
+        from mlgate.pipeline import onworkers
+
+        remote = onworkers.holdout_on_workers(settings, cluster_client, tags, manifest)
+        holdout = remote.head  # the first rows only: the latency check's
+        y = remote.y
+        labelled = remote.labels
+    else:
+        pulled = settings.path(Path(pull(settings).path))
+        frame = data_of(settings, tags, pulled=pulled)
+        check_id_column(frame, settings.data.id_column)
+        if holdouts.is_rule(manifest):  # trained with train.engine: dask: a rule and a digest
+            holdout = holdouts.from_rule(
+                frame, manifest, digest_tag=tags["mlgate.split.holdout_digest"]
+            )
+        else:
+            holdout = holdout_from_keys(
+                frame,
+                manifest["holdout"],
+                id_column=settings.data.id_column,
+                digest=tags["mlgate.split.holdout_digest"],
+            )
+        y = labels_of(holdout, settings)  # 0/1, 1 = data.positive_class
+        labelled = holdout
+    rows = len(y)
+    positive = same_positive_class(labelled, settings, tags, candidate.uri)
     if len(np.unique(y)) < 2:
         raise DataError(
             "the holdout has a single class, so AUC is undefined",
             fix="raise split.holdout_fraction or add rows of the missing class",
         )
     features = features_of(holdout, settings)
-    masks = slice_masks(holdout, settings.metrics.slices)  # a bad query fails before loading
+    # a bad query fails before loading
+    masks = remote.masks if remote is not None else slice_masks(holdout, settings.metrics.slices)
 
     cand_model = load_model(candidate, "candidate")
     flags: list[str] = []
     threshold = model_threshold(tags, run.data.params, settings, "candidate", flags)
     cut = {"candidate": threshold}
-    cand_proba = score(cand_model, features, "candidate", candidate, cluster_client)
+    cand_proba = score(cand_model, features, "candidate", candidate, cluster_client, remote)
     # each model's scores are sorted once, for its metrics, its slices and DeLong's test
     ranked = {"candidate": Ranking(y, cand_proba)}
     metrics: dict[str, dict[str, Any]] = {
@@ -438,7 +462,7 @@ def _assess(
         cut["champion"] = model_threshold(
             champion_tags, champion_params, settings, "champion", flags
         )
-        same_positive_class(holdout, settings, champion_tags, champion.uri, positive)
+        same_positive_class(labelled, settings, champion_tags, champion.uri, positive)
         if set(input_names(champ_model)) != set(input_names(cand_model)):
             missing = sorted(set(input_names(champ_model)) ^ set(input_names(cand_model)))
             raise ModelError(
@@ -448,7 +472,7 @@ def _assess(
                 "rows: promote it deliberately (move the alias by hand) or keep "
                 "the features",
             )
-        champ_proba = score(champ_model, features, "champion", champion, cluster_client)
+        champ_proba = score(champ_model, features, "champion", champion, cluster_client, remote)
         ranked["champion"] = Ranking(y, champ_proba)
         metrics["champion"] = _metrics(
             holdout, ranked["champion"], settings, cut["champion"], masks
@@ -480,7 +504,12 @@ def _assess(
             compiler=settings.serve.compiler,
         )
     fairness = (
-        disparate_impact(holdout, cand_proba, settings.gate.fairness_column, threshold)
+        disparate_impact(
+            holdout if remote is None else _fairness_rows(remote, settings),
+            cand_proba,
+            settings.gate.fairness_column,
+            threshold,
+        )
         if settings.gate.fairness_column
         else None
     )
@@ -497,7 +526,7 @@ def _assess(
         champion=champion,
         data_md5=tags["mlgate.data.md5"],
         holdout_digest=tags["mlgate.split.holdout_digest"],
-        holdout_rows=len(holdout),
+        holdout_rows=rows,
         mode=settings.gate.mode,
         checks=checks,
         metrics=metrics,
@@ -505,15 +534,34 @@ def _assess(
         latency_ms=latency_ms,
         model_size_bytes=cand_model.metadata.model_size_bytes,
         statistics=(
-            statement(paired, margin=settings.gate.max_auc_drop, rows=len(holdout))
-            if paired
-            else None
+            statement(paired, margin=settings.gate.max_auc_drop, rows=rows) if paired else None
         ),
         flags=flags,
         links=mlflow_links(settings.tracking_uri, candidate, champion, run.info.experiment_id),
     )
-    evidence = Evidence(client, holdout, y, cand_proba, champ_proba, frame, pulled, champion_tags)
+    evidence = Evidence(
+        client,
+        holdout if remote is None else None,
+        y,
+        cand_proba,
+        champ_proba,
+        frame,
+        pulled,
+        champion_tags,
+    )
     return decision, evidence
+
+
+def _fairness_rows(remote: Any, settings: Settings) -> pd.DataFrame:
+    """gate.fairness_column of the holdout rows on the workers (refused as on the runner when
+    the data has no such column)."""
+    if remote.fairness is None:
+        raise ConfigError(
+            f"gate.fairness_column '{settings.gate.fairness_column}' is not a column of the data",
+            fix="name a column of the data, or remove gate.fairness_column",
+        )
+    fairness: pd.DataFrame = remote.fairness
+    return fairness
 
 
 def build_reports(settings: Settings, decision: Decision, evidence: Evidence) -> list[Path]:
@@ -529,6 +577,16 @@ def build_reports(settings: Settings, decision: Decision, evidence: Evidence) ->
                 decision.candidate.run_id, str(private / "curves.png"), DECISION_ARTIFACT
             )
         _publish(private, outputs_dir(settings, decision.candidate))
+    curves = outputs_dir(settings, decision.candidate) / "curves.png"
+    if e.holdout is None or e.current is None:
+        # train.engine: dask: the holdout's rows never reach the runner, and evidently's
+        # reports need them as frames (docs/dask.md): the curves above are from the scores
+        print(
+            "evidently's drift and quality reports skipped: with train.engine: dask the data "
+            "stays on the workers (the ROC and precision-recall curves are built)",
+            flush=True,
+        )
+        return [curves]
     reference = (
         data_of(settings, e.champion_tags, pulled=e.pulled) if e.champion_tags is not None else None
     )
@@ -542,7 +600,7 @@ def build_reports(settings: Settings, decision: Decision, evidence: Evidence) ->
         reference=reference,
         client=e.client,
     )
-    return [outputs_dir(settings, decision.candidate) / "curves.png", *written]
+    return [curves, *written]
 
 
 def _metrics(

@@ -87,14 +87,20 @@ class Shards:
         }
 
 
-def locate(settings: Any) -> Shards:  # settings: mlgate.settings.Settings
+def locate(settings: Any, md5: str | None = None) -> Shards:  # settings: mlgate.settings.Settings
     """The shards of the data version named by data.dvc under data.path, read from the DVC
     remote's manifest (no pull). Raises DataError for an unreachable remote, a manifest that is
-    missing or unreadable, or a data.path that names no shard."""
+    missing or unreadable, or a data.path that names no shard. `md5`: another version of the
+    same output (a model's `mlgate.data.md5`: evaluation reads the version the model was
+    trained on, whatever data.dvc names now)."""
+    from dataclasses import replace
+
     from mlgate.pipeline import data
 
     dvc_file = settings.path(settings.data.dvc_file)
     out = data.read_dvc_file(dvc_file)
+    if md5 is not None and md5 != out.md5:
+        out = replace(out, md5=md5, is_dir=md5.endswith(".dir"))
     prefix = _prefix(settings, dvc_file, out.path)
     with data.remote_of(settings, dvc_file) as (repo, remote, remote_url):
         odb = _odb(repo, remote, remote_url)

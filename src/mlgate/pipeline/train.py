@@ -213,6 +213,10 @@ def train(settings: Settings) -> TrainResult:
     # train.engine: dask: an unreachable scheduler fails here, before anything else; the
     # workers validate the version's shards (validate.check), read from the DVC remote
     with engine(settings) as cluster_client:
+        if cluster_client is not None:  # the data stays on the workers (docs/dask.md)
+            from mlgate.pipeline import onworkers
+
+            return onworkers.train(settings, cluster_client)
         frame, version, checked = validate.check(settings, cluster_client)  # bad data stops here
         check_id_column(frame, settings.data.id_column)
         check_xgboost_params(settings.train.params)
@@ -523,26 +527,31 @@ def _flat_params(settings: Settings, booster: Any, chosen: thresholds.Chosen) ->
 
 def _log_artifacts(
     settings: Settings,
-    split: Split,
+    split: Split | None,
     version: DataVersion,
     checked: validate.Report,
     located: shards.Shards | None = None,
+    manifest: Mapping[str, Any] | None = None,
 ) -> None:
+    """The run's artifacts. `manifest`: the split manifest when it is not `split`'s key list
+    (train.engine: dask logs the rule and a digest: `mlgate.pipeline.holdout`)."""
     import mlflow
 
-    key = settings.data.id_column
-    manifest = {
-        "schema_version": 1,
-        "data_md5": version.dvc_md5,
-        "data_path": version.path,
-        "method": "seeded hash of the row key (id column, else feature values)",
-        "seed": settings.split.seed,
-        "validation_fraction": settings.split.validation_fraction,
-        "holdout_fraction": settings.split.holdout_fraction,
-        "key": key or "row position",
-        "holdout_digest": split.holdout_digest,
-        "holdout": row_keys(split.holdout, key),
-    }
+    if manifest is None:
+        assert split is not None
+        key = settings.data.id_column
+        manifest = {
+            "schema_version": 1,
+            "data_md5": version.dvc_md5,
+            "data_path": version.path,
+            "method": "seeded hash of the row key (id column, else feature values)",
+            "seed": settings.split.seed,
+            "validation_fraction": settings.split.validation_fraction,
+            "holdout_fraction": settings.split.holdout_fraction,
+            "key": key or "row position",
+            "holdout_digest": split.holdout_digest,
+            "holdout": row_keys(split.holdout, key),
+        }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "split").mkdir()

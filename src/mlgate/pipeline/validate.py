@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DataError, ValidationFailed, did_you_mean
+from mlgate.errors import ConfigError, ValidationFailed, did_you_mean
 from mlgate.files import write_json_atomic
 from mlgate.github import outputs as github
 from mlgate.pipeline import checks
@@ -302,26 +302,10 @@ def check(
     settings: Settings, cluster_client: Any = None
 ) -> tuple[pd.DataFrame, DataVersion, Report]:
     """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad.
-    With train.engine: dask the workers validate the version's shards first (`on_cluster`;
-    `cluster_client`: the stage's client, else one is opened); the runner then still pulls and
-    loads the frame it splits (docs/dask.md, "What the runner still reads")."""
+    The local engine's: with train.engine: dask the data stays on the workers (`on_workers`,
+    `mlgate.pipeline.onworkers`) and nothing calls this. `cluster_client` is unused (kept for
+    callers that pass it)."""
     schema = load_schema(settings.path(settings.schema.path))
-    if settings.train.engine == "dask":
-        report, md5 = on_cluster(settings, cluster_client)
-        publish(settings, report, md5)
-        version = pull(settings)
-        frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
-        import pandera.errors
-
-        try:
-            return schema.validate(frame, lazy=True), version, report  # coerced, as checked
-        except (pandera.errors.SchemaErrors, pandera.errors.SchemaError) as exc:
-            raise DataError(  # fail closed: the runner's copy is not what the workers read
-                f"the data pulled to the runner fails the schema the workers' shards passed: "
-                f"{str(exc).splitlines()[0]}",
-                fix="check that data.path names the tracked directory data.dvc versions and "
-                "that the DVC remote holds that version (`dvc push`), then re-run",
-            ) from exc
     version = pull(settings)
     frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
     validated, report = validate_frame(frame, schema, settings, name=version.path)
@@ -378,8 +362,36 @@ def on_cluster(settings: Settings, cluster_client: Any = None) -> tuple[Report, 
     return summarized(cluster_client, settings, located, name), located.dvc_md5
 
 
+def on_workers(settings: Settings, cluster_client: Any) -> tuple[Report, Any, dict[str, str]]:
+    """`on_cluster` for a stage that goes on with the data on the workers (train.engine: dask):
+    the report, the version's shards (`shards.Shards`) and each column's dtype as the schema
+    coerced it (from the first partition that passed), which the workers apply again."""
+    from mlgate.pipeline import shards
+
+    located = shards.locate(settings)
+    summaries = _summaries(cluster_client, settings, located)
+    report = merge(summaries, settings, name=_name(settings))
+    dtypes = next((s.dtypes for s in summaries if s.dtypes), {})
+    return report, located, dtypes
+
+
+def _name(settings: Settings) -> str:
+    """data.path as the local engine names the data (DataVersion.path)."""
+    path = settings.path(settings.data.path)
+    return (
+        path.relative_to(settings.project_dir).as_posix()
+        if path.is_relative_to(settings.project_dir)
+        else path.as_posix()
+    )
+
+
 def summarized(client: Any, settings: Settings, located: Any, name: str) -> Report:
     """Validate the shards of `located` (`shards.Shards`) on the workers; one report."""
+    return merge(_summaries(client, settings, located), settings, name=name)
+
+
+def _summaries(client: Any, settings: Settings, located: Any) -> list[checks.Summary]:
+    """Each partition of `located`'s shards validated on the workers, in the version's order."""
     from dask.delayed import delayed
 
     from mlgate.pipeline import shards
@@ -404,7 +416,8 @@ def summarized(client: Any, settings: Settings, located: Any, name: str) -> Repo
     # its summary exists, so the workers never hold more than the partitions they work on
     summarize = delayed(checks.summarize, pure=True)
     tasks = [summarize(part, text, target, id_column, duplicated) for part in frame.to_delayed()]
-    return merge(client.gather(client.compute(tasks)), settings, name=name)
+    summaries: list[checks.Summary] = client.gather(client.compute(tasks))
+    return summaries
 
 
 def merge(summaries: Sequence[checks.Summary], settings: Settings, *, name: str) -> Report:
