@@ -262,6 +262,7 @@ def _train(
                 **{f"mlgate.metrics.holdout_{k}": f"{v:.6f}" for k, v in overall.items()},
             },
         )
+        faults.reach("train.after_register", settings.tracking.fault_point)  # tests only
 
     return TrainResult(
         run_id=run_id,

@@ -211,13 +211,13 @@ def predict(
 
 def train(settings: Settings) -> TrainResult:
     # train.engine: dask: an unreachable scheduler fails here, before anything else; the
-    # workers validate the version's shards (validate.check), read from the DVC remote
+    # workers validate, split and train where the shards lie (pipeline/onworkers.py)
     with engine(settings) as cluster_client:
         if cluster_client is not None:  # the data stays on the workers (docs/dask.md)
             from mlgate.pipeline import onworkers
 
             return onworkers.train(settings, cluster_client)
-        frame, version, checked = validate.check(settings, cluster_client)  # bad data stops here
+        frame, version, checked = validate.check(settings)  # bad data stops here
         check_id_column(frame, settings.data.id_column)
         check_xgboost_params(settings.train.params)
         slice_masks(frame, settings.metrics.slices)  # a bad slice query too
@@ -233,23 +233,9 @@ def train(settings: Settings) -> TrainResult:
             holdout_fraction=settings.split.holdout_fraction,
             id_column=settings.data.id_column,
         )
-        # train.engine: dask: the workers read the version's shards from the DVC remote; its
-        # manifest is read (and a missing one refused) here, before any run.
-        located = shards.locate(settings) if settings.train.engine == "dask" else None
         client = tracking.connect(settings)  # unreachable server: fail here, no run started
         return _train(
-            settings,
-            frame,
-            version,
-            checked,
-            split,
-            labels,
-            categories,
-            client,
-            cluster_client,
-            negative,
-            positive,
-            located,
+            settings, frame, version, checked, split, labels, categories, client, negative, positive
         )
 
 
@@ -265,31 +251,6 @@ def engine(settings: Settings) -> Iterator[Any]:
         yield client
 
 
-def _fit(
-    split: Split,
-    settings: Settings,
-    categories: Mapping[str, Sequence[str]],
-    frame: pd.DataFrame,
-    cluster_client: Any,
-    located: shards.Shards | None = None,
-) -> tuple[Any, int, np.ndarray | None]:
-    """`fit` on the runner, or on the Dask cluster: the same booster type either way; its
-    best iteration; on the runner its scores of the validation part (`fit_scored`)."""
-    if cluster_client is None:
-        return fit_scored(split, settings, categories)
-    from mlgate.pipeline import cluster
-
-    expected = {
-        cluster.TRAIN: len(split.train),
-        cluster.VALIDATION: len(split.validation),
-        cluster.HOLDOUT: len(split.holdout),
-    }
-    booster, best = cluster.fit(
-        cluster_client, settings, categories, frame.iloc[:5], expected, source=located
-    )
-    return booster, best, None
-
-
 def _train(
     settings: Settings,
     frame: pd.DataFrame,
@@ -299,10 +260,8 @@ def _train(
     labels: np.ndarray,
     categories: dict[str, list[str]],
     client: Any,
-    cluster_client: Any,
     negative: Any,
     positive: Any,
-    located: shards.Shards | None = None,
 ) -> TrainResult:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas  # what mlflow.data.from_pandas is
@@ -326,7 +285,7 @@ def _train(
     ):
         run_id = run.info.run_id
         faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
-        booster, best, scored = _fit(split, settings, categories, frame, cluster_client, located)
+        booster, best, scored = fit_scored(split, settings, categories)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
             thresholds.parse(settings.metrics.threshold),
@@ -357,7 +316,6 @@ def _train(
             f"{thresholds.TAG}.validation": ", ".join(
                 f"{k} {v:.4f}" for k, v in chosen.validation.items()
             ),
-            **(located.lineage() if located else {}),
         }
         tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
         mlflow.set_tags(tags)
@@ -400,7 +358,7 @@ def _train(
             metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
         metric_values["best_iteration"] = float(best)
         mlflow.log_metrics(metric_values, model_id=model_info.model_id, dataset=sources["holdout"])
-        _log_artifacts(settings, split, version, checked, located)
+        _log_artifacts(settings, split, version, checked)
 
         description = _description(settings, version, git.commit, overall, settings.github)
         model_version = tracking.register(

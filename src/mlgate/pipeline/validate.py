@@ -298,13 +298,10 @@ def _contract_violations(contract: checks.Contract, settings: Settings) -> list[
     return out
 
 
-def check(
-    settings: Settings, cluster_client: Any = None
-) -> tuple[pd.DataFrame, DataVersion, Report]:
+def check(settings: Settings) -> tuple[pd.DataFrame, DataVersion, Report]:
     """Pull, load and validate; raise ValidationFailed (after reporting) when the data is bad.
     The local engine's: with train.engine: dask the data stays on the workers (`on_workers`,
-    `mlgate.pipeline.onworkers`) and nothing calls this. `cluster_client` is unused (kept for
-    callers that pass it)."""
+    `mlgate.pipeline.onworkers`) and nothing calls this."""
     schema = load_schema(settings.path(settings.schema.path))
     version = pull(settings)
     frame = load_frame(settings.path(Path(version.path)), settings.data.max_bytes)
