@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlgate import faults
 from mlgate.errors import DataError
 from mlgate.gate import threshold as thresholds
 from mlgate.gate.metrics import classification_metrics, slice_masks, slice_metrics
@@ -132,36 +131,23 @@ def _train(
         NEGATIVE_TAG,
         POSITIVE_TAG,
         TrainResult,
-        _description,
-        _file_sha256,
-        _flat_params,
-        _library_pin,
         _log_artifacts,
         _quiet_mlflow_hints,
         encode,
         features_of,
+        log_metrics,
         log_model,
+        register_version,
         schema_sample,
+        tag_run,
+        training_run,
     )
 
     negative, positive, counts = classes
     categories = surveyed.categories
     git = lineage.git_info(settings.project_dir, settings.github)
-    run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
-    for ghost in tracking.end_abandoned_runs(client, settings, run_name):
-        print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
-    for dropped in tracking.drop_duplicate_versions(client, settings.model.name):
-        print(f"dropped version(s) {', '.join(dropped.extra)}: {dropped.message}", flush=True)
-    lease_tags = tracking.RunLease.tags(settings.tracking.run_lease)
-    with (
-        tracking.errors("logging the training run"),
-        mlflow.start_run(run_name=run_name, tags=lease_tags) as run,
-        tracking.run_lease(
-            client, run.info.run_id, settings, float(lease_tags[tracking.RUN_LEASE])
-        ) as lease,
-    ):
+    with training_run(settings, client, version, git) as (run, lease):
         run_id = run.info.run_id
-        faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
         train_sample = surveyed.samples[cluster.TRAIN]
         booster, best = cluster.fit(
             cluster_client, settings, categories, train_sample, source=located, data=data
@@ -185,8 +171,6 @@ def _train(
         positives = sum(n for label, n in counts.items() if label == positive)
         holdout_rows = surveyed.rows[cluster.HOLDOUT]
         extra = {
-            "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
-            "mlgate.model.library": _library_pin(),
             "mlgate.data.rows": rows,
             "mlgate.data.positive_rate": f"{positives / rows:.6f}",
             POSITIVE_TAG: str(positive),
@@ -198,20 +182,9 @@ def _train(
             "mlgate.split.seed": settings.split.seed,
             "mlgate.split.holdout_rows": holdout_rows,
             "mlgate.split.holdout_digest": digest,
-            "mlgate.params.sha256": _file_sha256(settings.params_file),
-            thresholds.TAG: repr(chosen.threshold),
-            thresholds.RULE_TAG: chosen.rule,
-            f"{thresholds.TAG}.validation": ", ".join(
-                f"{k} {v:.4f}" for k, v in chosen.validation.items()
-            ),
             **located.lineage(),
         }
-        tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
-        mlflow.set_tags(tags)
-        for key in set(lineage.MLFLOW_GIT_TAGS) - set(tags):  # MLflow's, of another checkout
-            if key in run.data.tags:
-                client.delete_tag(run_id, key)
-        mlflow.log_params(_flat_params(settings, booster, chosen))
+        tags = tag_run(settings, client, run, version, git, booster, chosen, extra)
 
         with _quiet_mlflow_hints():
             # The parts are not on the runner: each is logged by its source, name, schema
@@ -233,11 +206,7 @@ def _train(
         inputs = encode(features_of(schema_sample(train_sample), settings), categories)
         model_info = log_model(booster, inputs, categories)
 
-        metric_values = {f"holdout_{k}": v for k, v in overall.items()}
-        for name, values in slices.items():
-            metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
-        metric_values["best_iteration"] = float(best)
-        mlflow.log_metrics(metric_values, model_id=model_info.model_id, dataset=sources["holdout"])
+        log_metrics(model_info, overall, slices, best, sources["holdout"])
         manifest = holdout.manifest(
             rule,
             data_md5=version.dvc_md5,
@@ -247,22 +216,9 @@ def _train(
         )
         _log_artifacts(settings, None, version, checked, located, manifest=manifest)
 
-        description = _description(settings, version, git.commit, overall, settings.github)
-        model_version = tracking.register(
-            client,
-            name=settings.model.name,
-            description=description,
-            model_uri=model_info.model_uri,
-            model_id=model_info.model_id,
-            run_id=run_id,
-            lease=lease,
-            tags={
-                **tags,
-                "mlgate.run_id": run_id,
-                **{f"mlgate.metrics.holdout_{k}": f"{v:.6f}" for k, v in overall.items()},
-            },
+        model_version = register_version(
+            settings, client, version, git, run_id, lease, model_info, overall, tags
         )
-        faults.reach("train.after_register", settings.tracking.fault_point)  # tests only
 
     return TrainResult(
         run_id=run_id,

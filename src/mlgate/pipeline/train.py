@@ -270,21 +270,8 @@ def _train(
     target = settings.data.target
     git = lineage.git_info(settings.project_dir, settings.github)
 
-    run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
-    for ghost in tracking.end_abandoned_runs(client, settings, run_name):
-        print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
-    for dropped in tracking.drop_duplicate_versions(client, settings.model.name):
-        print(f"dropped version(s) {', '.join(dropped.extra)}: {dropped.message}", flush=True)
-    lease_tags = tracking.RunLease.tags(settings.tracking.run_lease)
-    with (
-        tracking.errors("logging the training run"),
-        mlflow.start_run(run_name=run_name, tags=lease_tags) as run,
-        tracking.run_lease(
-            client, run.info.run_id, settings, float(lease_tags[tracking.RUN_LEASE])
-        ) as lease,
-    ):
+    with training_run(settings, client, version, git) as (run, lease):
         run_id = run.info.run_id
-        faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
         booster, best, scored = fit_scored(split, settings, categories)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
@@ -298,8 +285,6 @@ def _train(
         slices = slice_metrics(split.holdout, y, proba, settings.metrics.slices, chosen.threshold)
 
         extra = {
-            "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
-            "mlgate.model.library": _library_pin(),
             "mlgate.data.rows": len(frame),
             "mlgate.data.positive_rate": f"{labels.mean():.6f}",
             # What 1 means: serving's labels and every metric are of this class.
@@ -310,19 +295,8 @@ def _train(
             "mlgate.split.seed": settings.split.seed,
             "mlgate.split.holdout_rows": len(split.holdout),
             "mlgate.split.holdout_digest": split.holdout_digest,
-            "mlgate.params.sha256": _file_sha256(settings.params_file),
-            thresholds.TAG: repr(chosen.threshold),
-            thresholds.RULE_TAG: chosen.rule,
-            f"{thresholds.TAG}.validation": ", ".join(
-                f"{k} {v:.4f}" for k, v in chosen.validation.items()
-            ),
         }
-        tags = lineage.lineage_tags(git=git, data=version, github=settings.github, extra=extra)
-        mlflow.set_tags(tags)
-        for key in set(lineage.MLFLOW_GIT_TAGS) - set(tags):  # MLflow's, of another checkout
-            if key in run.data.tags:
-                client.delete_tag(run_id, key)
-        mlflow.log_params(_flat_params(settings, booster, chosen))
+        tags = tag_run(settings, client, run, version, git, booster, chosen, extra)
 
         with _quiet_mlflow_hints():
             sources = {
@@ -353,29 +327,12 @@ def _train(
         inputs = encode(features_of(schema_sample(split.train), settings), categories)
         model_info = log_model(booster, inputs, categories)
 
-        metric_values = {f"holdout_{k}": v for k, v in overall.items()}
-        for name, values in slices.items():
-            metric_values.update({f"slice_{name}_{k}": v for k, v in values.items()})
-        metric_values["best_iteration"] = float(best)
-        mlflow.log_metrics(metric_values, model_id=model_info.model_id, dataset=sources["holdout"])
+        log_metrics(model_info, overall, slices, best, sources["holdout"])
         _log_artifacts(settings, split, version, checked)
 
-        description = _description(settings, version, git.commit, overall, settings.github)
-        model_version = tracking.register(
-            client,
-            name=settings.model.name,
-            description=description,
-            model_uri=model_info.model_uri,
-            model_id=model_info.model_id,
-            run_id=run_id,
-            lease=lease,
-            tags={
-                **tags,
-                "mlgate.run_id": run_id,
-                **{f"mlgate.metrics.holdout_{k}": f"{v:.6f}" for k, v in overall.items()},
-            },
+        model_version = register_version(
+            settings, client, version, git, run_id, lease, model_info, overall, tags
         )
-        faults.reach("train.after_register", settings.tracking.fault_point)  # tests only
 
     return TrainResult(
         run_id=run_id,
@@ -390,6 +347,117 @@ def _train(
         holdout_rows=len(split.holdout),
         holdout_positive_rate=float(np.mean(y)) if len(y) else None,
     )
+
+
+@contextmanager
+def training_run(
+    settings: Settings, client: Any, version: DataVersion, git: lineage.GitInfo
+) -> Iterator[tuple[Any, Any]]:  # (MLflow's active Run, its tracking.RunLease)
+    """The run a training logs into, by either engine: an earlier attempt's run of the same
+    name (a job killed and re-run) is ended and its versions dropped first; the run holds a
+    lease while it lives; any MLflow failure inside becomes a TrackingError."""
+    import mlflow
+
+    run_name = f"train-{version.dvc_md5[:8]}-{(git.commit or 'nogit')[:8]}"
+    for ghost in tracking.end_abandoned_runs(client, settings, run_name):
+        print(f"ended run {ghost}, left RUNNING by an earlier attempt of this job", flush=True)
+    for dropped in tracking.drop_duplicate_versions(client, settings.model.name):
+        print(f"dropped version(s) {', '.join(dropped.extra)}: {dropped.message}", flush=True)
+    lease_tags = tracking.RunLease.tags(settings.tracking.run_lease)
+    with (
+        tracking.errors("logging the training run"),
+        mlflow.start_run(run_name=run_name, tags=lease_tags) as run,
+        tracking.run_lease(
+            client, run.info.run_id, settings, float(lease_tags[tracking.RUN_LEASE])
+        ) as lease,
+    ):
+        faults.reach("train.in_run", settings.tracking.fault_point)  # tests only
+        yield run, lease
+
+
+def tag_run(
+    settings: Settings,
+    client: Any,
+    run: Any,
+    version: DataVersion,
+    git: lineage.GitInfo,
+    booster: Any,
+    chosen: thresholds.Chosen,
+    extra: Mapping[str, object],
+) -> dict[str, str]:
+    """The run's lineage tags (the engine's `extra` beside what every run records) and
+    params; MLflow's own git tags of another checkout are removed. Returns the tags."""
+    import mlflow
+
+    tags = lineage.lineage_tags(
+        git=git,
+        data=version,
+        github=settings.github,
+        extra={
+            "mlgate.model.class": f"{type(booster).__module__}.{type(booster).__qualname__}",
+            "mlgate.model.library": _library_pin(),
+            **extra,
+            "mlgate.params.sha256": _file_sha256(settings.params_file),
+            thresholds.TAG: repr(chosen.threshold),
+            thresholds.RULE_TAG: chosen.rule,
+            f"{thresholds.TAG}.validation": ", ".join(
+                f"{k} {v:.4f}" for k, v in chosen.validation.items()
+            ),
+        },
+    )
+    mlflow.set_tags(tags)
+    for key in set(lineage.MLFLOW_GIT_TAGS) - set(tags):  # MLflow's, of another checkout
+        if key in run.data.tags:
+            client.delete_tag(run.info.run_id, key)
+    mlflow.log_params(_flat_params(settings, booster, chosen))
+    return tags
+
+
+def log_metrics(
+    model_info: Any,
+    overall: Mapping[str, float],
+    slices: Mapping[str, Mapping[str, float]],
+    best: int,
+    holdout: Any,  # the holdout's MLflow dataset
+) -> None:
+    """The holdout's metrics, overall and per slice, and the best iteration, on the model."""
+    import mlflow
+
+    values = {f"holdout_{k}": v for k, v in overall.items()}
+    for name, sliced in slices.items():
+        values.update({f"slice_{name}_{k}": v for k, v in sliced.items()})
+    values["best_iteration"] = float(best)
+    mlflow.log_metrics(values, model_id=model_info.model_id, dataset=holdout)
+
+
+def register_version(
+    settings: Settings,
+    client: Any,
+    version: DataVersion,
+    git: lineage.GitInfo,
+    run_id: str,
+    lease: Any,
+    model_info: Any,
+    overall: Mapping[str, float],
+    tags: Mapping[str, str],
+) -> Any:  # MLflow's ModelVersion
+    """Register the logged model as a new version carrying the run's tags (under its lease)."""
+    model_version = tracking.register(
+        client,
+        name=settings.model.name,
+        description=_description(settings, version, git.commit, overall, settings.github),
+        model_uri=model_info.model_uri,
+        model_id=model_info.model_id,
+        run_id=run_id,
+        lease=lease,
+        tags={
+            **tags,
+            "mlgate.run_id": run_id,
+            **{f"mlgate.metrics.holdout_{k}": f"{v:.6f}" for k, v in overall.items()},
+        },
+    )
+    faults.reach("train.after_register", settings.tracking.fault_point)  # tests only
+    return model_version
 
 
 def log_model(
