@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 
+from mlgate.gate.decision import DIGEST_TAG
 from mlgate.pipeline import evaluate, promote, train
 from mlgate.registry import audit
 from tests.conftest import SERVICE_PATHS, make_project, push_data
@@ -306,6 +308,44 @@ def test_a_stale_comparison_is_refused(registry: Registry, capsys) -> None:
     assert registry.promote(v5) == 6
     assert "the champion changed since the evaluation" in capsys.readouterr().err
     assert registry.staging() == v6
+
+
+def test_a_decision_changed_in_the_artifact_store_is_refused(
+    registry: Registry, tmp_path: Path, capsys
+) -> None:
+    """promote reads decision.json from the artifact store and takes it only if its bytes are
+    those whose sha256 evaluation tagged on the version (in the registry): a file overwritten
+    since, or a version whose digest is gone, is refused before anything moves."""
+    v = registry.staging()
+    assert v is not None
+    client = registry.client
+    run_id = client.get_model_version(registry.model, v).run_id
+    raw = Path(
+        client.download_artifacts(run_id, "decision/decision.json", str(tmp_path))
+    ).read_bytes()
+    recorded = client.get_model_version(registry.model, v).tags[DIGEST_TAG]
+    assert recorded == hashlib.sha256(raw).hexdigest()  # the oracle: hashlib on what was logged
+
+    def put(content: bytes) -> None:
+        folder = tmp_path / f"put-{hashlib.sha256(content).hexdigest()[:8]}"
+        folder.mkdir()
+        (folder / "decision.json").write_bytes(content)
+        client.log_artifact(run_id, str(folder / "decision.json"), "decision")
+
+    record = json.loads(raw)
+    record["reasons"] = [*record["reasons"], "edited after evaluation"]
+    put(json.dumps(record).encode())
+    assert registry.promote(v) == 6
+    assert "is not the one evaluation recorded" in capsys.readouterr().err
+
+    put(raw)  # the file evaluation wrote, back: taken again
+    assert registry.promote(v) == 0
+    client.delete_model_version_tag(registry.model, v, DIGEST_TAG)
+    assert registry.promote(v) == 6
+    assert "carries no digest" in capsys.readouterr().err
+    client.set_model_version_tag(registry.model, v, DIGEST_TAG, recorded)
+    assert registry.promote(v) == 0
+    assert registry.staging() == v
 
 
 def test_an_unknown_version_is_a_usage_error(registry: Registry, capsys) -> None:

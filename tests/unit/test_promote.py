@@ -3,6 +3,7 @@ mlgate reads and about this version, and its champion must still be the champion
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -62,3 +63,26 @@ def test_a_changed_champion_makes_the_comparison_stale(
         f"the champion changed since the evaluation {said}: the comparison is stale, so "
         "version 3 was not promoted"
     )
+
+
+def test_a_decision_whose_bytes_match_the_recorded_digest_is_taken() -> None:
+    raw = b'{"verdict": "pass"}'
+    promote.verified(raw, hashlib.sha256(raw).hexdigest(), "m version 3")
+
+
+@pytest.mark.parametrize(
+    ("recorded", "said"),
+    [
+        (None, "carries no digest"),
+        ("", "carries no digest"),
+        (hashlib.sha256(b"{}").hexdigest(), "is not the one evaluation recorded"),
+    ],
+)
+def test_a_decision_without_or_against_its_digest_is_refused(
+    recorded: str | None, said: str
+) -> None:
+    with pytest.raises(GateFailed) as caught:
+        promote.verified(b'{"verdict": "pass"}', recorded, "m version 3")
+    assert caught.value.exit_code == 6
+    assert said in caught.value.message and "m version 3" in caught.value.message
+    assert "mlgate evaluate" in caught.value.fix

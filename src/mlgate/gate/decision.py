@@ -25,6 +25,10 @@ from mlgate.github import outputs as github
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 DECISION_ARTIFACT = "decision"
+# The version tag holding the sha256 of the decision.json evaluate logged on the run: promote and
+# deploy read the file from the artifact store and refuse it unless its bytes match (a file
+# overwritten after evaluation, or two evaluations whose file and tags crossed).
+DIGEST_TAG = "mlgate.decision.sha256"
 LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
 
 

@@ -13,6 +13,7 @@ libraries are imported there and nowhere else, so promotion never waits for them
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,7 +31,14 @@ from mlgate import cli
 from mlgate.errors import ConfigError, DataError, GateFailed, ModelError
 from mlgate.files import write_json_atomic
 from mlgate.gate import threshold as thresholds
-from mlgate.gate.decision import DECISION_ARTIFACT, Check, Decision, ModelRef, mlflow_links
+from mlgate.gate.decision import (
+    DECISION_ARTIFACT,
+    DIGEST_TAG,
+    Check,
+    Decision,
+    ModelRef,
+    mlflow_links,
+)
 from mlgate.gate.latency import measure_models
 from mlgate.gate.metrics import Ranking, classification_metrics, slice_masks, slice_metrics
 from mlgate.gate.significance import PairedAuc, delong, statement
@@ -669,10 +677,14 @@ def record(settings: Settings, client: Any, decision: Decision) -> Path:
     with tempfile.TemporaryDirectory(prefix="mlgate-decision-") as tmp:
         private = Path(tmp)
         write_json_atomic(private / "decision.json", decision.to_dict())
+        # the digest of the bytes logged, kept in the registry beside the verdict (not in the
+        # artifact store with the file): promote and deploy check the file they read against it
+        digest = hashlib.sha256((private / "decision.json").read_bytes()).hexdigest()
         with tracking.errors("recording the decision"):
             path = str(private / "decision.json")
             client.log_artifact(decision.candidate.run_id, path, DECISION_ARTIFACT)
             for key, value in {
+                DIGEST_TAG: digest,
                 "mlgate.decision.verdict": decision.verdict,
                 "mlgate.decision.mode": decision.mode,
                 "mlgate.decision.champion": decision.champion.uri if decision.champion else "none",

@@ -9,6 +9,7 @@ already happened changes nothing and succeeds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 from mlgate import cli
 from mlgate.errors import GateFailed
-from mlgate.gate.decision import DECISION_ARTIFACT, check_schema
+from mlgate.gate.decision import DECISION_ARTIFACT, DIGEST_TAG, check_schema
 from mlgate.github import outputs as github
 from mlgate.registry import moves as registry
 from mlgate.registry import tracking
@@ -39,9 +40,11 @@ class Promotion:
 
 
 def load_decision(client: Any, settings: Settings, candidate_version: str) -> dict[str, Any]:
-    """The decision evaluation logged on the candidate's run."""
+    """The decision evaluation logged on the candidate's run, refused unless its bytes are
+    those whose sha256 evaluation tagged on the version (`DIGEST_TAG`)."""
     name = settings.model.name
     version = get_version(client, name, candidate_version)
+    recorded = dict(version.tags).get(DIGEST_TAG)
     with tracking.errors(f"reading the decision of {name} version {candidate_version}"):
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -53,8 +56,29 @@ def load_decision(client: Any, settings: Settings, candidate_version: str) -> di
                     f"{name} version {candidate_version} has no decision",
                     fix="run `mlgate evaluate` on it first",
                 ) from exc
-            decision = json.loads(Path(path).read_text())
-    return checked_decision(decision, candidate_version)
+            raw = Path(path).read_bytes()
+    verified(raw, recorded, f"{name} version {candidate_version}")
+    return checked_decision(json.loads(raw), candidate_version)
+
+
+def verified(raw: bytes, recorded: str | None, what: str) -> None:
+    """Fail closed unless `raw` (decision.json as read from the artifact store) is what
+    evaluation recorded: its sha256 equal to the version's DIGEST_TAG."""
+    if not recorded:
+        raise GateFailed(
+            f"the decision of {what} carries no digest ({DIGEST_TAG}), so it cannot be "
+            "checked against what evaluation wrote (recorded by an older mlgate, or an "
+            "evaluation that stopped before tagging the version)",
+            fix="re-run `mlgate evaluate` on it",
+        )
+    found = hashlib.sha256(raw).hexdigest()
+    if found != recorded:
+        raise GateFailed(
+            f"the decision of {what} in the artifact store (sha256 {found[:12]}) is not the "
+            f"one evaluation recorded ({DIGEST_TAG} {recorded[:12]}): it was changed after "
+            "evaluation, or two evaluations of this version crossed",
+            fix="re-run `mlgate evaluate` on it, once, and promote what it decides",
+        )
 
 
 def checked_decision(decision: Any, candidate_version: str) -> dict[str, Any]:
