@@ -20,6 +20,7 @@ image: the standard library, numpy and orjson only (boto3 when the sink is on S3
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import secrets
 import sys
@@ -259,7 +260,7 @@ class PredictionLog:
             "model": self.model,
             "version": self.version,
             "columns": self._columns,
-            "ts": [_iso(b.ts) for b in batches],
+            "ts": _iso_many([b.ts for b in batches]),
             "rows": [len(b.matrix) for b in batches],
             "data": np.ascontiguousarray(np.vstack([b.matrix for b in batches])),
             "probability": np.ascontiguousarray(np.concatenate([b.proba for b in batches])),
@@ -278,6 +279,27 @@ class PredictionLog:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def _iso_many(stamps: Sequence[float]) -> list[str]:
+    """`[_iso(ts) for ts in stamps]`, the same strings, for a batch of requests: the date and
+    time to the second are made once per second (a datetime per request cost 2.5 µs, a fifth
+    of the log's cost per single-row request). The microseconds are rounded as
+    `datetime.fromtimestamp` rounds them (half to even, carrying into the next second)."""
+    seconds: dict[int, str] = {}
+    out = []
+    for ts in stamps:
+        frac, whole = math.modf(ts)
+        micro = round(frac * 1e6)
+        if not 0 <= micro < 1_000_000 or not math.isfinite(ts):  # a carry, or before 1970
+            out.append(_iso(ts))
+            continue
+        second = int(whole)
+        head = seconds.get(second)
+        if head is None:
+            head = seconds[second] = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+        out.append(f"{head}.{micro // 1000:03d}+00:00")
+    return out
 
 
 def read_log(
