@@ -145,7 +145,7 @@ def test_the_server_answers_while_its_sink_fails_and_says_so_at_metrics(tmp_path
     assert "mlgate_prediction_log_rows_written_total 10.0" in call(app, "GET", "/metrics")[1]
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(
     st.lists(
         st.one_of(
@@ -155,7 +155,7 @@ def test_the_server_answers_while_its_sink_fails_and_says_so_at_metrics(tmp_path
             st.integers(0, 4_000_000_000).map(lambda s: s + 0.0000005),
             st.integers(0, 4_000_000_000).map(float),
         ),
-        max_size=40,
+        max_size=20,
     )
 )
 def test_a_batchs_timestamps_are_the_strings_datetime_makes(stamps: list[float]) -> None:

@@ -879,14 +879,14 @@ def test_a_served_worker_freezes_its_heap_once_started(tmp_path: Path) -> None:
 
 def test_a_worker_keeps_freed_memory_for_the_next_large_request() -> None:
     """glibc's malloc accepts the thresholds that keep what a large request freed
-    (app.keep_freed_memory). They hold for the whole process, so a child sets them, not the
-    test process (0.6 s: it imports the server's modules)."""
+    (memory.keep_freed_memory). They hold for the whole process, so a child sets them, not the
+    test process (0.1 s: the module imports only ctypes)."""
     import subprocess
     import sys
 
     code = (
         "import sys\n"
-        "from mlgate.serving.app import keep_freed_memory\n"
+        "from mlgate.serving.memory import keep_freed_memory\n"
         "sys.exit(0 if keep_freed_memory() else 3)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], check=False)
