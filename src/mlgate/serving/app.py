@@ -380,10 +380,13 @@ class App:
         )
 
     def _thread_pool(self) -> Executor:
+        """One scoring thread, as there is one scoring process: large requests take turns
+        (with two, two 10 MB requests and their trees' threads took both cores from the event
+        loop, and /ping's p99 doubled)."""
         if self._threads is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._threads = ThreadPoolExecutor(2, thread_name_prefix="mlgate-score")
+            self._threads = ThreadPoolExecutor(1, thread_name_prefix="mlgate-score")
         return self._threads
 
     async def _in_pool(self, name: Any, args: tuple[Any, ...], keep: bool = False) -> Any:
