@@ -344,8 +344,9 @@ class App:
 
     async def _offload(self, body: bytes, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)`, off the event loop when the body is large: parsing and scoring 10 MB
-        takes long enough to starve every other connection (a /ping waited 2.6 s). JSON
-        parsing holds the GIL, so a thread does not free the loop: a scoring process does."""
+        takes long enough to starve every other connection (a /ping waited 2.6 s). orjson
+        holds the GIL while it parses, so a thread would not free the loop for it: the scoring
+        process does. What C reads (`_released_gil`) goes to a thread of this process."""
         if len(body) < OFFLOAD_BYTES:
             return fn(*args)
         loop = asyncio.get_running_loop()
