@@ -1,6 +1,7 @@
 """`mlgate serve` as a process: /metrics sums every worker (2 workers, prometheus-client's
 multiprocess mode), the startup line and the access log, and /ping keeps answering while 10 MB
-requests stream in (they are parsed and scored in a scoring process, off the event loop).
+requests stream in (they are parsed and scored off the event loop: on a thread when the C JSON
+reader takes them, which lets go of the GIL, else in a scoring process).
 Tiny models; each server starts once. No timed assertion: the /ping p99 under load is bounded
 against the same run's duration of one 10 MB request, and both are printed."""
 
@@ -189,17 +190,22 @@ def test_a_killed_scoring_process_is_replaced_and_the_request_answered(tmp_path:
     log = tmp_path / "serve.log"
     process, port = serve(bundle_dir, log)
     rows = np.random.default_rng(2).normal(size=(5000, len(FEATURES)))  # > 64 KiB of JSON
-    body = {"dataframe_split": {"columns": FEATURES, "data": rows.tolist()}}
+    # read by the C JSON reader on a thread of the worker; orjson's, in the scoring process
+    split = {"dataframe_split": {"columns": FEATURES, "data": rows.tolist()}}
+    instances = {"instances": rows.tolist()}
     url = f"http://127.0.0.1:{port}/invocations"
     try:
         first = _scoring_processes(process.pid)
         assert len(first) == 1, "the scoring process starts with the server"
         os.kill(first[0], signal.SIGKILL)  # a real kill, as the OOM killer would
-        answer = requests.post(url, json=body, timeout=120)
-        assert answer.status_code == 200, answer.text[:300]
-        np.testing.assert_allclose(
-            answer.json()["predictions"], oracle(bundle_dir, rows), atol=1e-6
-        )
+        for body in (split, instances):
+            answer = requests.post(url, json=body, timeout=120)
+            assert answer.status_code == 200, answer.text[:300]
+            np.testing.assert_allclose(
+                answer.json()["predictions"], oracle(bundle_dir, rows), atol=1e-6
+            )
+            if body is split:  # answered on a thread: no scoring process was needed
+                assert _scoring_processes(process.pid) == []
         second = _scoring_processes(process.pid)
         assert len(second) == 1 and second != first
         assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=10).status_code == 200

@@ -182,6 +182,11 @@ def test_what_it_leaves_to_orjson(bundle, small_bodies) -> None:
         b'{"inputs": [{"name": "x", "data": [1]}, {"name": "y", "shape": [1]}]}',  # two inputs
         b'{"inputs": {"x": {"data": [1]}}}',
         b'{"id": "x", "data": [1, 2]}',
+        b'{"inputs": [{"name": "x", "data": [1, 25',  # ends in a number: the scan stops at the end
+        b'{"inputs": [{"name": "x", "data": [1, 2\x00, 3]}]}',  # a 0 byte inside
+        # the marker, escaped, under an escaped key: the array read is not the input's data
+        b'{"pre": {"data": [1, 2]}, "inputs": [{"name": "x", '
+        b'"d\\u0061ta": "\\u0000mlgat\\u0065-fastjson"}]}',
     ]:
         assert fastjson.oip(skipped, bundle) is None, skipped
 

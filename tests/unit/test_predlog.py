@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlgate.serving.app import App
-from mlgate.serving.predlog import DirectorySink, PredictionLog, read_log
+from mlgate.serving.predlog import DirectorySink, PredictionLog, _iso_many, read_log
 from tests.unit.test_serve import FEATURES, ROWS, call, expected, make_bundle
 
 
@@ -141,3 +143,23 @@ def test_the_server_answers_while_its_sink_fails_and_says_so_at_metrics(tmp_path
     [entry, *_] = read_log(sink, "toy", since=datetime.now(UTC) - timedelta(1))
     assert entry["data"] == ROWS and entry["probability"] == expected(app)
     assert "mlgate_prediction_log_rows_written_total 10.0" in call(app, "GET", "/metrics")[1]
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=0, max_value=4e9),  # to 2096
+            # a second's edges: rounding to the microsecond carries into the next second
+            st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999995),
+            st.integers(0, 4_000_000_000).map(lambda s: s + 0.0000005),
+            st.integers(0, 4_000_000_000).map(float),
+        ),
+        max_size=20,
+    )
+)
+def test_a_batchs_timestamps_are_the_strings_datetime_makes(stamps: list[float]) -> None:
+    """The log's timestamps, made once per second for a batch, equal
+    `datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")` of each request."""
+    want = [datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") for ts in stamps]
+    assert _iso_many(stamps) == want

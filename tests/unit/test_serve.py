@@ -875,3 +875,19 @@ def test_a_served_worker_freezes_its_heap_once_started(tmp_path: Path) -> None:
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()  # the test process's heap back to the collector
+
+
+def test_a_worker_keeps_freed_memory_for_the_next_large_request() -> None:
+    """glibc's malloc accepts the thresholds that keep what a large request freed
+    (memory.keep_freed_memory). They hold for the whole process, so a child sets them, not the
+    test process (0.1 s: the module imports only ctypes)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mlgate.serving.memory import keep_freed_memory\n"
+        "sys.exit(0 if keep_freed_memory() else 3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False)
+    assert done.returncode == 0, "mallopt refused mlgate serve's thresholds"

@@ -22,9 +22,11 @@ scoring process and `main`. Each request format is a module of mlgate.serving.fo
 body, render the answer), picked by route and content type from its registry `FORMATS`; the
 column, row and value checks they share are mlgate.serving.matrix.
 
-Bodies of 64 KiB or more are parsed and scored in a scoring process each worker starts (JSON
-parsing holds the GIL: on a thread it would still stall /ping); `serve.access_log` writes a line
-per request.
+Bodies of 64 KiB or more are parsed and scored off the event loop: on a thread of the worker
+when C reads them (the JSON reader of mlgate.serving.fastjson and the trees let go of the GIL;
+OIP's binary tensors are numpy views), else in a scoring process each worker starts (orjson and
+the CSV reader hold the GIL: on a thread they would stall /ping); `serve.access_log` writes a
+line per request.
 
 With `monitor.log_sink` set, every answered prediction is also queued for the prediction log
 (`mlgate.serving.predlog`): batched and written by a thread, off the request path; a failing sink never
@@ -63,7 +65,8 @@ import orjson
 from mlgate.serving.bundle import Bundle, load_bundle
 from mlgate.serving.formats import FORMATS, content_types, oip
 from mlgate.serving.formats.base import JSON_HEADERS, Request, Response
-from mlgate.serving.matrix import BadRequest, Limits, Matrices
+from mlgate.serving.matrix import BadRequest, Limits, Matrices, NeedsProcess, released_gil_only
+from mlgate.serving.memory import keep_freed_memory
 from mlgate.serving.metrics import Metrics
 from mlgate.serving.predlog import PredictionLog
 
@@ -75,6 +78,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # App._offload), so that /ping and small requests keep answering meanwhile (parsing a 10 MB
 # body takes from tens to hundreds of milliseconds).
 OFFLOAD_BYTES = 64 * 1024
+# Formats whose large bodies are read by C (mlgate.serving.fastjson, numpy's frombuffer) or
+# else by `parse_json`, which refuses them on a scoring thread (App._released_gil).
+RELEASED_GIL_FORMATS = {"mlflow-json", "oip"}
 
 
 class App:
@@ -110,7 +116,8 @@ class App:
         self.bundle_dir = bundle_dir
         self.access_log = access_log
         self._pid = os.getpid()
-        self._executor: Executor | None = None  # made for the first large body
+        self._executor: Executor | None = None  # the scoring process, made at startup
+        self._threads: Executor | None = None  # made for the first large body
         self.freeze = freeze
         prefix = f"/v2/models/{bundle.name}"
         self.v2_model_paths = {prefix, f"{prefix}/versions/{bundle.version}"}
@@ -246,9 +253,10 @@ class App:
                 self.ready = False
                 if self.log is not None:
                     self.log.close()  # in-flight requests are done: write what waits
-                if self._executor is not None:
-                    self._executor.shutdown(wait=True, cancel_futures=True)
-                    self._executor = None
+                for pool in (self._executor, self._threads):
+                    if pool is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                self._executor = self._threads = None
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -336,22 +344,51 @@ class App:
 
     async def _offload(self, body: bytes, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)`, off the event loop when the body is large: parsing and scoring 10 MB
-        takes long enough to starve every other connection (a /ping waited 2.6 s). JSON
-        parsing holds the GIL, so a thread does not free the loop: a scoring process does."""
+        takes long enough to starve every other connection (a /ping waited 2.6 s). orjson
+        holds the GIL while it parses, so a thread would not free the loop for it: the scoring
+        process does. What C reads (`_released_gil`) goes to a thread of this process."""
         if len(body) < OFFLOAD_BYTES:
             return fn(*args)
+        loop = asyncio.get_running_loop()
         if self.bundle_dir is None:  # an App made in-process (tests): a thread will do
-            if self._executor is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._executor = ThreadPoolExecutor(2, thread_name_prefix="mlgate-score")
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await loop.run_in_executor(self._thread_pool(), fn, *args)
+        if self._released_gil(*args):  # read by C that lets go of the GIL: a thread will do
+            try:
+                return await loop.run_in_executor(self._thread_pool(), _released, fn, args)
+            except NeedsProcess:  # only orjson can read it: the scoring process's turn
+                pass
         outcome, result, scored = await self._in_pool(fn.__name__, args, keep=self.log is not None)
         if outcome == "refused":
             raise BadRequest(result, scored)
         for rows, matrix, proba in scored:
             self._record(rows, matrix, proba)
         return result
+
+    def _released_gil(self, route: Any = None, request: Any = None, *_: Any) -> bool:
+        """Whether a large request can be scored on a thread of this process instead of the
+        scoring process: its body is JSON or binary tensors (CSV is parsed in Python), the
+        bundle carries the C JSON reader (the compiled engine) and no categories (their text
+        is encoded in Python). On the thread, the C reader and the trees let go of the GIL;
+        a body that needs orjson raises NeedsProcess there (matrix.released_gil_only) and
+        goes to the scoring process. This spares the 10,000-row request the copies of its
+        body through a pipe and back (about a fifth of its CPU)."""
+        if not isinstance(request, Request) or (route, request.content_type) not in FORMATS:
+            return False
+        return (
+            FORMATS[route, request.content_type].name in RELEASED_GIL_FORMATS
+            and getattr(self.bundle.trees, "json_numbers", None) is not None
+            and not self.bundle.categories
+        )
+
+    def _thread_pool(self) -> Executor:
+        """One scoring thread, as there is one scoring process: large requests take turns
+        (with two, two 10 MB requests and their trees' threads took both cores from the event
+        loop, and /ping's p99 doubled)."""
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(1, thread_name_prefix="mlgate-score")
+        return self._threads
 
     async def _in_pool(self, name: Any, args: tuple[Any, ...], keep: bool = False) -> Any:
         from concurrent.futures.process import BrokenProcessPool
@@ -456,6 +493,7 @@ class _Warm:
 
 def _scorer_start(bundle_dir: str, limits: Limits) -> None:
     global _SCORER  # noqa: PLW0603 - one scorer per scoring process, set at its start
+    keep_freed_memory()
     _SCORER = App(load_bundle(Path(bundle_dir)), limits, count=False)
 
 
@@ -472,6 +510,12 @@ def _scorer_call(name: Any, args: tuple[Any, ...], keep: bool = False) -> tuple[
         return "refused", str(exc), exc.status
     scored = [(len(m), m if keep else None, p if keep else None) for m, p in _SCORER.scored]
     return "ok", result, scored
+
+
+def _released(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """`fn(*args)` on a scoring thread: a body only orjson can read raises NeedsProcess."""
+    with released_gil_only():
+        return fn(*args)
 
 
 def _route_name(path: str) -> str:
@@ -500,6 +544,8 @@ def _printable(text: str) -> str:
 def create_app() -> App:
     """uvicorn factory: the bundle and limits from the settings (MLGATE_SERVE_* variables)."""
     from mlgate.settings import load_settings, process_env
+
+    keep_freed_memory()  # this worker's process: before the bundle and the first request
 
     settings = load_settings(env=process_env(), params_file=None)
     s, m = settings.serve, settings.monitor

@@ -12,7 +12,9 @@ serve.max_rows. The answer is a C-contiguous float64 array with the model's colu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,29 @@ import numpy as np
 import orjson
 
 from mlgate.serving.bundle import Bundle, CategoryError, encode_json
+
+# A body this big, decoded by orjson into Python objects, holds the GIL for milliseconds
+# (100 ms and more at 10 MB): not on the server's scoring thread (`released_gil_only`).
+GIL_BYTES = 64 * 1024
+
+
+class NeedsProcess(Exception):
+    """Raised on the server's scoring thread by a body that only orjson can read: the app
+    hands the request to its scoring process instead (mlgate.serving.app)."""
+
+
+_SCOPE = threading.local()
+
+
+@contextmanager
+def released_gil_only() -> Iterator[None]:
+    """Within: `parse_json` refuses (NeedsProcess) bodies of GIL_BYTES or more, so that
+    what runs here holds the GIL only briefly (the C JSON reader and the trees let go of it)."""
+    _SCOPE.active = True
+    try:
+        yield
+    finally:
+        _SCOPE.active = False
 
 
 class BadRequest(Exception):
@@ -188,6 +213,8 @@ def parse_json(body: bytes) -> Any:
     """A JSON body, or a 400 saying why not."""
     if not body:
         raise BadRequest("empty body; send JSON")
+    if len(body) >= GIL_BYTES and getattr(_SCOPE, "active", False):
+        raise NeedsProcess
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

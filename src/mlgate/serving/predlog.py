@@ -20,6 +20,7 @@ image: the standard library, numpy and orjson only (boto3 when the sink is on S3
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import secrets
 import sys
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -137,8 +138,12 @@ class Stats:
     last_error: str | None = None
 
 
-@dataclass
-class _Batch:
+class _Batch(NamedTuple):
+    """One answered request, waiting. A tuple of a float and two arrays, none of which the
+    cyclic collector tracks, so the collector stops tracking it too at its first pass: as
+    a dataclass, the thousands waiting for the writer were traversed by every collection
+    of the server (2.4 µs a request, in process)."""
+
     ts: float
     matrix: np.ndarray
     proba: np.ndarray
@@ -259,7 +264,7 @@ class PredictionLog:
             "model": self.model,
             "version": self.version,
             "columns": self._columns,
-            "ts": [_iso(b.ts) for b in batches],
+            "ts": _iso_many([b.ts for b in batches]),
             "rows": [len(b.matrix) for b in batches],
             "data": np.ascontiguousarray(np.vstack([b.matrix for b in batches])),
             "probability": np.ascontiguousarray(np.concatenate([b.proba for b in batches])),
@@ -278,6 +283,27 @@ class PredictionLog:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def _iso_many(stamps: Sequence[float]) -> list[str]:
+    """`[_iso(ts) for ts in stamps]`, the same strings, for a batch of requests: the date and
+    time to the second are made once per second (a datetime per request cost 2.5 µs, a fifth
+    of the log's cost per single-row request). The microseconds are rounded as
+    `datetime.fromtimestamp` rounds them (half to even, carrying into the next second)."""
+    seconds: dict[int, str] = {}
+    out = []
+    for ts in stamps:
+        frac, whole = math.modf(ts)
+        micro = round(frac * 1e6)
+        if not 0 <= micro < 1_000_000 or not math.isfinite(ts):  # a carry, or before 1970
+            out.append(_iso(ts))
+            continue
+        second = int(whole)
+        head = seconds.get(second)
+        if head is None:
+            head = seconds[second] = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+        out.append(f"{head}.{micro // 1000:03d}+00:00")
+    return out
 
 
 def read_log(

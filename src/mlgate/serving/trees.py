@@ -38,7 +38,7 @@ from mlgate.serving import fastjson, tables
 LIBRARY = "model.so"
 TOLERANCE = 1e-6
 SMALL_BATCH = 256  # rows below this are scored on the calling thread
-CFLAGS = ("-O2", "-fPIC", "-std=c99")
+CFLAGS = ("-O3", "-fPIC", "-std=c99")
 
 # Ours, compiled with tl2cgen's sources: a request's rows in one call. The generated
 # `predict` adds every tree into result[0], so each row's output starts at zero.
