@@ -130,12 +130,14 @@ def test_ping_keeps_answering_while_10mb_requests_stream_in(tmp_path: Path) -> N
             return np.asarray(out)
 
         idle = pings(200)
-        stop_load, answered = threading.Event(), []
+        stop_load, answered, took = threading.Event(), [], []
 
         def load() -> None:
             session = requests.Session()
             while not stop_load.is_set():
+                start = time.perf_counter()
                 r = session.post(f"{url}/invocations", data=body, headers=headers, timeout=120)
+                took.append(time.perf_counter() - start)
                 answered.append(r.status_code)
 
         senders = [threading.Thread(target=load) for _ in range(2)]
@@ -149,15 +151,19 @@ def test_ping_keeps_answering_while_10mb_requests_stream_in(tmp_path: Path) -> N
             t.join()
         assert set(answered) == {200}
         request = float(np.median(durations))
+        concurrent = float(np.median(took))  # two in flight at once, on the same busy machine
         p99_idle, p99_load = np.percentile(idle, 99), np.percentile(loaded, 99)
         print(
             f"\n/ping p99 idle {p99_idle * 1e3:.1f} ms, under 10 MB load {p99_load * 1e3:.1f} ms "
-            f"(max {loaded.max() * 1e3:.1f} ms); one 10 MB request {request * 1e3:.0f} ms; "
-            f"{len(answered)} loaded requests"
+            f"(max {loaded.max() * 1e3:.1f} ms); one 10 MB request {request * 1e3:.0f} ms alone, "
+            f"{concurrent * 1e3:.0f} ms two at a time; {len(answered)} loaded requests"
         )
-        # A server that parses on its event loop makes /ping wait for whole requests (p99 near
-        # one request's time); off the loop, /ping waits for a small part of one at most.
-        assert p99_load < 0.25 * request, (p99_load, request)
+        # A server that parses on its event loop makes /ping wait for whole requests: with two
+        # in flight, each takes about two requests' time and a ping waits up to one of them
+        # (p99 near half of `concurrent`); off the loop, /ping waits for a small part of one.
+        # The bound is taken from requests timed during the same load as the pings, so a
+        # machine that slows both (a busy runner) moves both sides alike: the same verdict.
+        assert p99_load < 0.25 * concurrent, (p99_load, concurrent)
     finally:
         stop(process, log)
 
