@@ -113,6 +113,9 @@ class DaskSettings:
 
     scheduler: str | None = None
     connect_timeout: float = 10.0  # seconds to reach the scheduler before failing
+    # A tls:// scheduler's client material as files on the runner (a self-hosted runner's
+    # mounted secret); the workflows pass it as PEM text instead, in the secrets DASK_TLS_CA,
+    # DASK_TLS_CERT and DASK_TLS_KEY (`DaskTls`). One way or the other, never both.
     tls_ca_file: Path | None = None
     tls_cert: Path | None = None  # the client's certificate ...
     tls_key: Path | None = None  # ... and key, for a scheduler that requires TLS (tls://)
@@ -308,6 +311,29 @@ class RegistryCredentials:
         return {"username": self.username, "password": self.password}
 
 
+# The workflow secrets that carry a tls:// scheduler's client material, as PEM text, and the
+# environment variables a job's step reads them from (the same names, as REGISTRY_PASSWORD).
+TLS_SECRETS = {"ca": "DASK_TLS_CA", "cert": "DASK_TLS_CERT", "key": "DASK_TLS_KEY"}
+TLS_FILE_KEYS = {"ca": "dask.tls_ca_file", "cert": "dask.tls_cert", "key": "dask.tls_key"}
+TLS_MAX_BYTES = 256 * 1024  # a CA bundle, a certificate chain or a key is a few KB
+
+
+@dataclass(frozen=True)
+class DaskTls:
+    """A tls:// scheduler's client material as checked PEM text (never printed): the CA that
+    signed the scheduler's certificate, the client's certificate and its key. Built from the
+    secrets DASK_TLS_CA / DASK_TLS_CERT / DASK_TLS_KEY when loading the settings, or from the
+    dask.tls_* files when connecting (`tls_material`). mlgate writes it to no file: Dask's
+    `Security` takes PEM text (mlgate.pipeline.cluster, docs/dask.md)."""
+
+    ca: str = field(repr=False)
+    cert: str = field(repr=False)
+    key: str = field(repr=False)
+    origin: str = "the secrets DASK_TLS_CA, DASK_TLS_CERT and DASK_TLS_KEY"
+    cert_not_after: str = ""  # ISO time the client certificate ends, for the connect error
+    cert_expired: bool = False
+
+
 @dataclass(frozen=True)
 class Settings:
     project_dir: Path
@@ -328,6 +354,7 @@ class Settings:
     deploy: DeploySettings = field(default_factory=DeploySettings)
     github: GitHubContext = field(default_factory=GitHubContext)
     registry: RegistryCredentials = field(default_factory=lambda: RegistryCredentials())
+    dask_tls: DaskTls | None = None  # from the DASK_TLS_* secrets, checked (None: not given)
 
     def path(self, relative: Path) -> Path:
         """A settings path, resolved against the project directory."""
@@ -357,7 +384,7 @@ IMAGE = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+")
 SECTIONS: dict[str, type] = {
     name: hint
     for name, hint in typing.get_type_hints(Settings).items()
-    if name not in {"project_dir", "params_file", "github", "registry"}
+    if name not in {"project_dir", "params_file", "github", "registry", "dask_tls"}
 }
 # Keys whose values are mappings, merged key by key across layers.
 MAPPING_KEYS = {("train", "params"), ("metrics", "slices"), ("gate", "slice_min_auc")}
@@ -419,7 +446,8 @@ def load_settings(
     )
     _check_consistency(settings)
     _check_inputs(settings)
-    return settings
+    secrets = _tls_secrets(settings, env)
+    return dataclasses.replace(settings, dask_tls=secrets) if secrets else settings
 
 
 class _Raw(str):
@@ -684,12 +712,14 @@ def _check_dask(s: Settings) -> None:
             "dask.tls_ca_file, dask.tls_cert and dask.tls_key must be set together",
             fix="set all three (a tls:// scheduler) or none",
         )
-    if address is not None and address.startswith("tls://") != all(tls):
+    if all(tls) and not (address or "").startswith("tls://"):
         raise ConfigError(
-            f"dask.scheduler {address} and the dask.tls_* files disagree",
-            fix="a tls:// address needs dask.tls_ca_file, dask.tls_cert and dask.tls_key; a "
-            "tcp:// one takes none",
+            f"the dask.tls_* files are set but dask.scheduler is {_unsecured(address)}",
+            fix="a tls:// address takes dask.tls_ca_file, dask.tls_cert and dask.tls_key; a "
+            "tcp:// one (or none) takes none: correct the address or unset the files",
         )
+    # A tls:// address without material is refused when connecting (`tls_material`), not
+    # here: the jobs that never reach the cluster (promote, deploy) get no TLS secrets.
     if not s.dask.connect_timeout > 0:
         raise ConfigError(
             f"dask.connect_timeout must be positive, got {s.dask.connect_timeout}",
@@ -1022,3 +1052,221 @@ def section_env(section: str, values: Any) -> dict[str, str]:
         else:  # a mapping: YAML flow style, which JSON is
             env[name] = json.dumps(value)
     return env
+
+
+# ---- A tls:// Dask scheduler's client material (issue 21, docs/dask.md) ----
+
+
+def _unsecured(address: str | None) -> str:
+    return address if address else "unset (a LocalCluster, which takes no TLS)"
+
+
+def _tls_secrets(s: Settings, env: Mapping[str, str]) -> DaskTls | None:
+    """The DASK_TLS_* secrets, checked now, before any work: all three or none, PEM text of
+    the right kinds, the key the certificate's, for a tls:// scheduler. An empty variable is
+    unset (a secret the caller did not pass, a fork's pull request)."""
+    given = {part: env[name] for part, name in TLS_SECRETS.items() if env.get(name, "").strip()}
+    if not given:
+        return None
+    names = ", ".join(TLS_SECRETS[part] for part in given)
+    missing = [name for part, name in TLS_SECRETS.items() if part not in given]
+    if missing:
+        raise ConfigError(
+            f"the Dask TLS secrets come as three: {names} arrived, {', '.join(missing)} did not",
+            fix="pass all three secrets to the workflow (DASK_TLS_CA: the CA that signed the "
+            "scheduler's certificate; DASK_TLS_CERT and DASK_TLS_KEY: the client's certificate "
+            "and its key), or none for a tcp:// scheduler",
+        )
+    if any(f is not None for f in (s.dask.tls_ca_file, s.dask.tls_cert, s.dask.tls_key)):
+        raise ConfigError(
+            "the Dask TLS material is given twice: by the secrets DASK_TLS_* and by the files "
+            "dask.tls_*",
+            fix="keep one: the secrets (GitHub-hosted runners) or the files (a runner that "
+            "holds them); unset the other",
+        )
+    address = s.dask.scheduler
+    if not (address or "").startswith("tls://"):
+        raise ConfigError(
+            f"the Dask TLS secrets are set but dask.scheduler is {_unsecured(address)}",
+            fix="give the tls:// address of the scheduler (the workflow input dask-scheduler), "
+            "or do not pass the DASK_TLS_* secrets: mlgate never sends them to a plain "
+            "tcp:// address",
+        )
+    return _checked_tls(given, TLS_SECRETS, origin=DaskTls.origin)
+
+
+def tls_material(s: Settings) -> DaskTls | None:
+    """The client's TLS material for dask.scheduler: None for a tcp:// address (or a
+    LocalCluster); for a tls:// one, the secrets' (checked when loading) or the dask.tls_*
+    files', read and checked now. A tls:// address with neither is refused (exit 2): mlgate
+    never falls back to a plain connection."""
+    address = s.dask.scheduler
+    if not (address or "").startswith("tls://"):
+        return None
+    if s.dask_tls is not None:
+        return s.dask_tls
+    files = {"ca": s.dask.tls_ca_file, "cert": s.dask.tls_cert, "key": s.dask.tls_key}
+    if not all(files.values()):
+        raise ConfigError(
+            f"dask.scheduler {address} is a TLS scheduler and no TLS material arrived: the "
+            "secrets DASK_TLS_CA, DASK_TLS_CERT and DASK_TLS_KEY are empty (a pull request from "
+            "a fork gets no secrets) and the dask.tls_* files are unset",
+            fix="pass the three secrets to the workflow (they are not given to pull requests "
+            "from forks: run their gate after merging, or from a branch of this repository), "
+            "or set dask.tls_ca_file, dask.tls_cert and dask.tls_key on a runner that holds "
+            "the files",
+        )
+    texts = {}
+    for part, path in files.items():
+        assert path is not None
+        where = s.path(path)
+        try:
+            size = where.stat().st_size
+            if size > TLS_MAX_BYTES:
+                raise ConfigError(
+                    f"{TLS_FILE_KEYS[part]} {where} is {size:,} bytes, not a PEM file",
+                    fix=f"point {TLS_FILE_KEYS[part]} at the PEM file",
+                )
+            texts[part] = where.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read {TLS_FILE_KEYS[part]} {where}: "
+                f"{exc.strerror if isinstance(exc, OSError) else 'not text'}",
+                fix=f"point {TLS_FILE_KEYS[part]} at a readable PEM file (relative paths are "
+                "relative to params.yaml)",
+            ) from None
+    return _checked_tls(
+        texts, TLS_FILE_KEYS, origin="the files " + ", ".join(TLS_FILE_KEYS.values())
+    )
+
+
+def _checked_tls(texts: Mapping[str, str], names: Mapping[str, str], *, origin: str) -> DaskTls:
+    """The three PEM texts parsed with cryptography: the CA one or more certificates, the
+    client's certificate (a chain: its own first) and an unencrypted private key holding the
+    certificate's public key. Nothing of the material is echoed in an error."""
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+
+    pem = {part: _normal_pem(text) for part, text in texts.items()}
+    _certificates(pem["ca"], names["ca"])
+    cert = _certificates(pem["cert"], names["cert"])[0]
+    key = _private_key(pem["key"], names["key"])
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise ConfigError(
+            f"the key in {names['key']} does not match the certificate in {names['cert']}",
+            fix="give the key the certificate was issued for (both from the same place: "
+            "dask-gateway's cluster.security, the service's client security); compare them "
+            "with `openssl x509 -noout -pubkey -in CERT` and `openssl pkey -pubout -in KEY`",
+        )
+    end = cert.not_valid_after_utc
+    return DaskTls(
+        ca=pem["ca"],
+        cert=pem["cert"],
+        key=pem["key"],
+        origin=origin,
+        cert_not_after=end.isoformat(),
+        cert_expired=end < datetime.datetime.now(datetime.UTC),
+    )
+
+
+def _normal_pem(text: str) -> str:
+    """Line ends made \\n, surrounding blanks dropped, one final newline (a secret pasted in a
+    web form may carry \\r\\n or a trailing space)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip() + "\n"
+
+
+def _certificates(text: str, name: str) -> list[Any]:
+    from cryptography import x509
+
+    if "CERTIFICATE-----" not in text or "\n" not in text.strip():
+        _not_pem(
+            text,
+            name,
+            "a certificate",
+            swapped="PRIVATE KEY-----" in text and "CERTIFICATE-----" not in text,
+        )
+    try:
+        return list(x509.load_pem_x509_certificates(text.encode()))
+    except ValueError as exc:
+        _not_pem(text, name, "a certificate", detail=str(exc))
+    raise AssertionError("unreachable")
+
+
+def _private_key(text: str, name: str) -> Any:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    if "PRIVATE KEY-----" not in text or "\n" not in text.strip():
+        _not_pem(
+            text,
+            name,
+            "a private key",
+            swapped="CERTIFICATE-----" in text and "PRIVATE KEY-----" not in text,
+        )
+    if "ENCRYPTED PRIVATE KEY-----" in text or "Proc-Type: 4,ENCRYPTED" in text:
+        raise ConfigError(
+            f"{name} holds an encrypted private key; Dask takes no passphrase",
+            fix="store the key unencrypted (`openssl pkey -in KEY -out plain.pem`); the secret "
+            "store is what protects it",
+        )
+    try:
+        return serialization.load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        _not_pem(text, name, "a private key", detail=str(exc))
+    raise AssertionError("unreachable")
+
+
+def _not_pem(text: str, name: str, kind: str, *, swapped: bool = False, detail: str = "") -> None:
+    """Refuse `text` as `kind`, saying what it looks like instead (never echoing it)."""
+    import base64
+    import binascii
+
+    body = text.strip()
+    how = (
+        f"store the file's whole contents, line breaks included: `gh secret set {name} < FILE.pem`"
+        if name.isupper()
+        else f"point {name} at the PEM file"
+    )
+    if swapped:
+        other = "a private key" if kind == "a certificate" else "a certificate"
+        raise ConfigError(
+            f"{name} holds {other}, not {kind}",
+            fix="check which secret holds what: DASK_TLS_CERT the client's certificate, "
+            "DASK_TLS_KEY its private key, DASK_TLS_CA the CA's certificate (are two swapped?)",
+        )
+    if "-----BEGIN" in body:
+        broken = "\n" not in body
+        raise ConfigError(
+            f"{name} is not a valid PEM {kind[2:]}: "
+            + ("its line breaks were lost (the PEM is on one line)" if broken else detail),
+            fix=how,
+        )
+    if "\n" not in body and (
+        body.startswith(("/", "~", "./", "../", "$", "C:\\"))
+        or body.lower().endswith((".pem", ".crt", ".cer", ".key"))
+    ):
+        raise ConfigError(
+            f"{name} looks like a file path ({len(body)} characters), not the PEM text of {kind}",
+            fix=how + (" (a path on the runner goes in dask.tls_*)" if name.isupper() else ""),
+        )
+    try:
+        decoded = base64.b64decode("".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if b"-----BEGIN" in decoded:
+        raise ConfigError(
+            f"{name} is base64 of a PEM file, not the PEM text of {kind}",
+            fix="store the PEM text itself (decode it first: `base64 -d`), then " + how,
+        )
+    if decoded[:1] == b"\x30":  # an ASN.1 SEQUENCE: DER in base64, without the PEM armour
+        raise ConfigError(
+            f"{name} is base64 of binary DER, not the PEM text of {kind}",
+            fix="convert it to PEM (`openssl x509 -inform DER -in CERT.der -out CERT.pem`, a key: "
+            "`openssl pkey -inform DER -in KEY.der -out KEY.pem`), then " + how,
+        )
+    raise ConfigError(
+        f"{name} is not PEM text of {kind} (no -----BEGIN line)",
+        fix=how,
+    )

@@ -39,7 +39,7 @@ from mlgate.pipeline import shards
 from mlgate.pipeline.frames import BUCKETS, encode, feature_types, features_of, labels_of, row_hash
 from mlgate.pipeline.holdout import Rule, row_hashes
 from mlgate.pipeline.shards import Shards
-from mlgate.settings import Settings
+from mlgate.settings import DaskTls, Settings, tls_material
 
 PART = "__mlgate_part__"  # the column `split_parts` adds: 0 train, 1 validation, 2 holdout
 TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
@@ -61,14 +61,22 @@ def connect(settings: Settings) -> Iterator[Any]:  # -> distributed.Client
         ):
             yield client
         return
+    material = tls_material(settings)  # a tls:// address without material: refused here
+    security = _security(material)
     try:
-        client = Client(address, timeout=timeout, security=_security(settings))  # type: ignore[no-untyped-call]
+        client = Client(address, timeout=timeout, security=security)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
+        tls = _tls_failure(exc, address, material)
+        if tls is not None:
+            raise tls from exc
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address} within {timeout:g} s: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             fix="check dask.scheduler (the workflow input dask-scheduler), that the scheduler "
-            "runs and that this runner may reach it; raise dask.connect_timeout for a slow start",
+            "runs and that this runner may reach it; raise dask.connect_timeout for a slow start"
+            + (
+                "; a scheduler that requires TLS takes a tls:// address" if security is None else ""
+            ),
         ) from exc
     with client:
         try:
@@ -81,19 +89,62 @@ def connect(settings: Settings) -> Iterator[Any]:  # -> distributed.Client
         yield client
 
 
-def _security(settings: Settings) -> Any:
-    if settings.dask.tls_ca_file is None:
+def _security(material: DaskTls | None) -> Any:
+    """The client's TLS for a tls:// scheduler (None: tcp://, or a LocalCluster). The material
+    is PEM text (`settings.tls_material`: the DASK_TLS_* secrets, or the dask.tls_* files read
+    and checked); mlgate writes it to no file. Dask's `Security` takes text for each (a value
+    holding a line break is content, not a path): it loads the CA from memory and the
+    certificate and key through a private temporary directory (mkdtemp, 0700) that it removes
+    as soon as the TLS context holds them."""
+    if material is None:
         return None
     from distributed.security import Security
 
-    def path(value: Path | None) -> str:
-        return str(settings.path(value)) if value else ""
-
     return Security(  # type: ignore[no-untyped-call]
-        tls_ca_file=path(settings.dask.tls_ca_file),
-        tls_client_cert=path(settings.dask.tls_cert),
-        tls_client_key=path(settings.dask.tls_key),
+        tls_ca_file=material.ca,
+        tls_client_cert=material.cert,
+        tls_client_key=material.key,
         require_encryption=True,
+    )
+
+
+def _tls_failure(exc: BaseException, address: str, material: DaskTls | None) -> ClusterError | None:
+    """A connection refused during the TLS handshake, said as such (exit 14), not as an
+    unreachable scheduler; None when no TLS error is in the chain."""
+    import ssl
+
+    seen: BaseException | None = exc
+    found: ssl.SSLError | None = None
+    for _ in range(16):  # the cause chain, bounded
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLError):
+            found = seen
+            break
+        seen = seen.__cause__ or seen.__context__
+    if found is None or material is None:
+        return None
+    origin = material.origin
+    if isinstance(found, ssl.SSLCertVerificationError):
+        return ClusterError(
+            f"TLS: the certificate of the Dask scheduler at {address} is not signed by the CA "
+            f"given ({origin}): {found.verify_message}",
+            fix="DASK_TLS_CA (dask.tls_ca_file) must be the CA that signed the scheduler's "
+            "certificate: dask-gateway's cluster.security.tls_ca_file, the operator's or "
+            "service's cluster CA; a renewed cluster CA needs the secret updated",
+        )
+    expired = (
+        f": the client certificate from {origin} expired at {material.cert_not_after}"
+        if material.cert_expired
+        else f" ({type(found).__name__}): the scheduler did not accept the client certificate "
+        f"from {origin}, or it does not speak TLS"
+    )
+    return ClusterError(
+        f"TLS: the handshake with the Dask scheduler at {address} failed{expired}",
+        fix="DASK_TLS_CERT (dask.tls_cert) must be signed by a CA the scheduler trusts and "
+        "valid now: issue a new one (dask-gateway issues one per cluster: take the current "
+        "cluster's cluster.security) and update the secrets; check that the scheduler "
+        "listens with --protocol tls",
     )
 
 
