@@ -153,7 +153,45 @@ def test_the_evaluate_job_is_defined_once() -> None:
         assert jobs["evaluate"]["secrets"] is jobs["train"]["secrets"], workflow
     pipeline = yaml.safe_load((REPO / ".github/workflows/pipeline.yml").read_text())["jobs"]
     promote = next(s for s in pipeline["promote"]["steps"] if s.get("id") == "promote")
-    assert promote["env"] is pipeline["train"]["secrets"]
+    connection = {k: v for k, v in pipeline["train"]["secrets"].items() if "DASK_TLS" not in k}
+    assert promote["env"] == connection, "promote gets the connection secrets, not the cluster's"
+
+
+TLS_SECRETS = {"DASK_TLS_CA", "DASK_TLS_CERT", "DASK_TLS_KEY"}
+
+
+def test_the_dask_tls_secrets_reach_the_steps_that_connect_and_no_other() -> None:
+    """issue 21: train.yml and evaluate.yml declare the three PEM secrets and give them, under
+    their own names, to the one step that reaches the cluster; pipeline.yml and pr-gate.yml
+    declare and pass them to those two jobs only (not promote, deploy, comment or gate)."""
+    for workflow in ("train.yml", "evaluate.yml", "pipeline.yml", "pr-gate.yml"):
+        doc = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())
+        declared = doc[True]["workflow_call"]["secrets"]
+        assert set(declared) >= TLS_SECRETS, workflow
+        assert not any(declared[name]["required"] for name in TLS_SECRETS), workflow
+        holders = set()
+        for name, job in doc["jobs"].items():
+            if any(t in yaml.safe_dump(job) for t in TLS_SECRETS):
+                holders.add(name)
+            if "uses" in job:
+                passed = job.get("secrets") or {}
+                if name in ("train", "evaluate"):
+                    for t in TLS_SECRETS:
+                        assert passed[t] == f"${{{{ secrets.{t} }}}}", (workflow, name, t)
+                continue
+            for step in job["steps"]:
+                env = step.get("env") or {}
+                given = TLS_SECRETS & set(env)
+                if given:
+                    assert step.get("id") in ("train", "evaluate"), (workflow, step)
+                    assert {env[t] for t in given} == {f"${{{{ secrets.{t} }}}}" for t in given}
+                    assert given == TLS_SECRETS
+        expected = (
+            {"train", "evaluate"}
+            if workflow in ("pipeline.yml", "pr-gate.yml")
+            else {workflow.removesuffix(".yml")}
+        )
+        assert holders == expected, (workflow, holders)
 
 
 def test_callers_pass_every_input_they_share_with_train_and_evaluate() -> None:
