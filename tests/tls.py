@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +117,90 @@ def issue(ca: Pair, common: str, *, expired: bool = False) -> Pair:
         .sign(ca._key, hashes.SHA256())
     )
     return Pair(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key), key, cert)
+
+
+@dataclass(frozen=True)
+class TlsCluster:
+    """A running `dask scheduler --protocol tls` and its workers, and the client material a
+    team's workflow would hold as the secrets DASK_TLS_CA / DASK_TLS_CERT / DASK_TLS_KEY."""
+
+    address: str
+    ca: Pair
+    client: Pair
+
+    def secrets(self) -> dict[str, str]:
+        return {
+            "DASK_TLS_CA": self.ca.cert,
+            "DASK_TLS_CERT": self.client.cert,
+            "DASK_TLS_KEY": self.client.key,
+        }
+
+
+@contextmanager
+def tls_cluster(root: Path, workers: int = 1) -> Iterator[TlsCluster]:
+    """A real scheduler (`--protocol tls`, with the CA, its certificate and key) and `workers`
+    `dask worker` processes (1 thread, 600 MB, TLS with their own certificate) on a free
+    loopback port; the client's certificate is issued by the same CA, as dask-gateway does."""
+    from distributed import Client
+    from distributed.security import Security
+
+    from tests.conftest import BIN, free_port
+
+    ca = authority("mlgate test cluster CA")
+    ca_file = root / "ca.pem"
+    root.mkdir(parents=True, exist_ok=True)
+    ca_file.write_text(ca.cert)
+    node_cert, node_key = issue(ca, "dask node").write(root, "node")
+    tls = ["--tls-ca-file", str(ca_file), "--tls-cert", str(node_cert), "--tls-key", str(node_key)]
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    processes: list[subprocess.Popen] = []
+
+    def spawn(args: list[str], log: Path) -> None:
+        with log.open("w") as handle:
+            processes.append(
+                subprocess.Popen(
+                    args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
+                )
+            )
+
+    client = issue(ca, "mlgate runner")
+    try:
+        spawn(
+            [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1"]
+            + ["--port", str(port), "--dashboard-address", ":0", *tls],
+            root / "scheduler.log",
+        )
+        for n in range(workers):
+            spawn(
+                [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1"]
+                + ["--memory-limit", "600MB", "--host", "127.0.0.1", "--dashboard-address", ":0"]
+                + tls,
+                root / f"worker{n}.log",
+            )
+        security = Security(
+            tls_ca_file=ca.cert,
+            tls_client_cert=client.cert,
+            tls_client_key=client.key,
+            require_encryption=True,
+        )
+        with Client(address, timeout=60, security=security) as c:
+            try:
+                c.wait_for_workers(workers, timeout=90)
+            except TimeoutError as exc:
+                logs = "".join(p.read_text()[-2000:] for p in sorted(root.glob("*.log")))
+                raise RuntimeError(f"the TLS cluster did not start:\n{logs}") from exc
+        yield TlsCluster(address, ca, client)
+    finally:
+        for process in reversed(processes):
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -205,3 +205,28 @@ def test_secrets_and_files_together_are_refused(tmp_path):
     env = _secrets(MLGATE_DASK_TLS_CA_FILE="a", MLGATE_DASK_TLS_CERT="b", MLGATE_DASK_TLS_KEY="c")
     with pytest.raises(ConfigError, match="given twice"):
         settings(tmp_path, env=env)
+
+
+def test_a_tls_refusal_is_told_from_an_unreachable_scheduler(tmp_path):
+    """distributed reports a peer's TLS alert either as a chained ssl error or only in the text
+    of its CommClosedError (both seen against a real scheduler: tests/integration/
+    test_dask_tls.py); either is a TLS failure, a timeout is not."""
+    import ssl
+
+    from mlgate.pipeline.cluster import _tls_failure
+
+    s = settings(tmp_path, env=_secrets())
+    text_only = OSError(
+        "in <TLS (closed)  local=tls://127.0.0.1:1 remote=tls://127.0.0.1:2>: SSLError: "
+        "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca (_ssl.c:2580)"
+    )
+    chained = OSError("in <TLS (closed)>")
+    chained.__cause__ = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    timeout = OSError("Timed out trying to connect to tls://10.0.0.5:8786 after 10 s")
+    address = "tls://10.0.0.5:8786"
+    for exc, code in ((text_only, "TLSV1_ALERT_UNKNOWN_CA"), (chained, "SSLEOFError")):
+        found = _tls_failure(exc, address, s.dask_tls)
+        assert found is not None and found.exit_code == 14
+        assert str(found).startswith("TLS: the handshake") and code in str(found)
+    assert _tls_failure(timeout, address, s.dask_tls) is None
+    assert _tls_failure(text_only, address, None) is None  # tcp://: no TLS was tried

@@ -110,37 +110,43 @@ def _security(material: DaskTls | None) -> Any:
 
 def _tls_failure(exc: BaseException, address: str, material: DaskTls | None) -> ClusterError | None:
     """A connection refused during the TLS handshake, said as such (exit 14), not as an
-    unreachable scheduler; None when no TLS error is in the chain."""
+    unreachable scheduler; None when nothing in the error chain is TLS's. distributed does not
+    always chain the ssl error (a peer's alert may come only as the text of a CommClosedError),
+    so its text counts too."""
+    import re
     import ssl
 
+    if material is None:
+        return None
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    found: ssl.SSLError | None = None
-    for _ in range(16):  # the cause chain, bounded
-        if seen is None:
-            break
-        if isinstance(seen, ssl.SSLError):
-            found = seen
-            break
+    while seen is not None and len(chain) < 16:  # the cause chain, bounded
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    if found is None or material is None:
+    text = " | ".join(str(e) for e in chain)
+    found = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
+    reason = re.search(r"\[SSL: ([A-Z0-9_]+)\]", text) or re.search(r"(SSL\w*Error)", text)
+    if found is None and reason is None:
         return None
     origin = material.origin
-    if isinstance(found, ssl.SSLCertVerificationError):
+    if isinstance(found, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        why = found.verify_message if isinstance(found, ssl.SSLCertVerificationError) else ""
         return ClusterError(
             f"TLS: the certificate of the Dask scheduler at {address} is not signed by the CA "
-            f"given ({origin}): {found.verify_message}",
+            f"given ({origin})" + (f": {why}" if why else ""),
             fix="DASK_TLS_CA (dask.tls_ca_file) must be the CA that signed the scheduler's "
             "certificate: dask-gateway's cluster.security.tls_ca_file, the operator's or "
             "service's cluster CA; a renewed cluster CA needs the secret updated",
         )
-    expired = (
+    code = next(g for g in reason.groups() if g) if reason is not None else type(found).__name__
+    said = (
         f": the client certificate from {origin} expired at {material.cert_not_after}"
         if material.cert_expired
-        else f" ({type(found).__name__}): the scheduler did not accept the client certificate "
-        f"from {origin}, or it does not speak TLS"
+        else f" ({code}): the scheduler did not accept the client certificate from {origin}, "
+        "or it does not speak TLS"
     )
     return ClusterError(
-        f"TLS: the handshake with the Dask scheduler at {address} failed{expired}",
+        f"TLS: the handshake with the Dask scheduler at {address} failed{said}",
         fix="DASK_TLS_CERT (dask.tls_cert) must be signed by a CA the scheduler trusts and "
         "valid now: issue a new one (dask-gateway issues one per cluster: take the current "
         "cluster's cluster.security) and update the secrets; check that the scheduler "
