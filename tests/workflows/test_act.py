@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import yaml
 from tests.conftest import REPO, git, make_project, push_data
 from tests.github_openapi import VALID_TOKEN, approvals_answer, environment_answer
 from tests.integration.test_train import LINEAGE_TAGS
+from tests.tls import TlsCluster, tls_cluster
 
 ACT = Path(sys.executable).parent / "act"
 STAND_INS = Path(__file__).parent / "stand-ins"
@@ -259,11 +261,23 @@ def test_a_data_change_runs_the_pipeline_to_production(
     assert container_registry.password not in result.log, "registry password never logged"
 
 
+@pytest.fixture(scope="module")
+def dask_tls(tmp_path_factory, s3_server) -> Iterator[TlsCluster]:
+    """A Dask cluster that requires TLS (tests/tls.py), started after the S3 stand-in: its
+    worker reads the consumer's data from S3 with the credentials of its own environment."""
+    with tls_cluster(tmp_path_factory.mktemp("dask-tls")) as running:
+        yield running
+
+
 def test_a_consumer_repository_calls_the_reusable_workflow(
-    tmp_path, mlgate_source, mlflow_server, s3_server
+    tmp_path, mlgate_source, mlflow_server, s3_server, dask_tls
 ) -> None:
     """Another repository, with its data on S3, calls mlgate's pipeline by SHA: every job
-    gets the secrets it needs to pull from S3, and the first model reaches Staging."""
+    gets the secrets it needs to pull from S3, and the first model reaches Staging. It trains
+    and evaluates on its Dask cluster, which requires TLS (issue 21): the address is the input
+    dask-scheduler, the client's material the three secrets DASK_TLS_CA / CERT / KEY (PEM
+    text), which only the train and evaluate jobs get; promote, which never reaches the
+    cluster, runs without them."""
     import boto3
     from dvc.repo import Repo
 
@@ -271,6 +285,7 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
     git(consumer, "remote", "add", "origin", "https://github.com/acme/consumer.git")
     params = yaml.safe_load((consumer / "params.yaml").read_text())
     params["model"]["name"] = "consumer-xgb"
+    params.setdefault("train", {})["engine"] = "dask"
     (consumer / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="consumer-data")
     with Repo(str(consumer)) as repo:
@@ -290,9 +305,15 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
     # Deployment is exercised by this repository's own caller run above.
     example = example.replace(
         'with: {tracking-uri: "${{ vars.MLFLOW_TRACKING_URI }}"}',
-        'with: {tracking-uri: "${{ vars.MLFLOW_TRACKING_URI }}", deploy: false}',
+        'with: {tracking-uri: "${{ vars.MLFLOW_TRACKING_URI }}", deploy: false, '
+        'dask-scheduler: "${{ vars.DASK_SCHEDULER }}"}',
     )
-    assert "deploy: false" in example
+    tls = "".join(f"      {name}: ${{{{ secrets.{name} }}}}\n" for name in dask_tls.secrets())
+    example = example.replace(
+        "      AWS_SECRET_ACCESS_KEY: ${{ secrets.AWS_SECRET_ACCESS_KEY }}\n",
+        "      AWS_SECRET_ACCESS_KEY: ${{ secrets.AWS_SECRET_ACCESS_KEY }}\n" + tls,
+    )
+    assert "deploy: false" in example and "DASK_TLS_KEY: ${{ secrets.DASK_TLS_KEY }}" in example
     workflow.write_text(re.sub(r"@0{40}", f"@{mlgate_source[1]}", example))
     git(consumer, "add", "-A")
     git(consumer, "commit", "-q", "-m", "train with mlgate")
@@ -304,11 +325,22 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
         mlgate=mlgate_source,
         tracking_uri=mlflow_server,
         tmp=tmp_path,
-        secrets={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        secrets={
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            **dask_tls.secrets(),
+        },
+        variables={"DASK_SCHEDULER": dask_tls.address},
     )
     assert result.returncode == 0, result.log[-5000:]
     [version] = version_for_commit(mlflow_server, "consumer-xgb", commit)
     assert set(version.tags) >= LINEAGE_TAGS, LINEAGE_TAGS - set(version.tags)
+    # trained on the cluster (the dask engine's lineage: the objects its worker read from S3),
+    # and evaluated there: the gate's scores came from the workers, evidently was skipped
+    assert version.tags["mlgate.data.objects"] == "1"
+    assert "evidently's drift and quality reports skipped" in result.log
+    for pem in dask_tls.secrets().values():
+        assert pem.splitlines()[1] not in result.log, "no PEM reaches the log"
     assert version.tags["mlgate.data.remote"] == "storage"
     assert version.tags["mlgate.data.remote_url"] == "s3://consumer-data/dvc"
     assert version.tags["mlgate.github.repository"] == "acme/consumer"
