@@ -11,9 +11,13 @@ flags. Precedence, highest first:
 3. the params file: `params.yaml` in the working directory, or `--params PATH` / `MLGATE_PARAMS`;
 4. the defaults written in the dataclasses below.
 
-Mappings (`train.params`, `metrics.slices`) are merged key by key across the layers; every other
-value is replaced. Relative paths are relative to the directory holding the params file.
-An unknown section or key anywhere is an error that names the closest known one.
+Secrets are read from the environment only, under their own names, never from a params file
+or a flag (a flag shows in `ps`, a params file is committed): REGISTRY_USERNAME /
+REGISTRY_PASSWORD, and a tls:// Dask scheduler's PEM text DASK_TLS_CA / DASK_TLS_CERT /
+DASK_TLS_KEY (`DaskTls`). Mappings (`train.params`, `metrics.slices`) are merged key by key
+across the layers; every other value is replaced. Relative paths are relative to the directory
+holding the params file. An unknown section or key anywhere is an error that names the closest
+known one.
 """
 
 from __future__ import annotations
@@ -1064,7 +1068,9 @@ def _unsecured(address: str | None) -> str:
 def _tls_secrets(s: Settings, env: Mapping[str, str]) -> DaskTls | None:
     """The DASK_TLS_* secrets, checked now, before any work: all three or none, PEM text of
     the right kinds, the key the certificate's, for a tls:// scheduler. An empty variable is
-    unset (a secret the caller did not pass, a fork's pull request)."""
+    unset (a secret the caller did not pass, a fork's pull request). (Dask, when imported,
+    also reads DASK_* variables into its configuration, here as the keys tls-ca, tls-cert and
+    tls-key: no Dask code reads those, and a client never sends its configuration.)"""
     given = {part: env[name] for part, name in TLS_SECRETS.items() if env.get(name, "").strip()}
     if not given:
         return None
