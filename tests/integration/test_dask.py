@@ -669,3 +669,111 @@ def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
     experiment = client(mlflow_server).get_experiment_by_name(model)
     runs = client(mlflow_server).search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def _local_shards(folder: Path, frames: dict[str, pd.DataFrame]) -> shards.Shards:
+    """CSV shards in `folder` as a data version's manifest names them (its md5s), read by the
+    workers from a path they share (no DVC remote needed to read them)."""
+    folder.mkdir()
+    listed = []
+    for name, part in frames.items():
+        path = folder / name
+        part.to_csv(path, index=False)
+        md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        listed.append(shards.Shard(name, md5, str(path)))
+    return shards.Shards(
+        "0" * 32 + ".dir",
+        "local",
+        str(folder),
+        "csv",
+        tuple(sorted(listed, key=lambda s: s.relpath)),
+    )
+
+
+def test_a_key_list_holdout_rebuilt_on_the_workers_is_the_runners(dask_cluster, tmp_path):
+    """A local-engine model's holdout (its key list) rebuilt on the workers: the version as
+    `data.load_frame` reads it (the shards in its order, one shard's integer column widened
+    by another's missing value, an empty shard, text), the rows the keys name in the key
+    list's order, and `split.frame_digest`'s digest. The oracle: the runner's
+    `load_frame` and `holdout_from_keys`, by row position and by id column, the keys in a
+    shuffled order. Then the drift sample: the same rows whatever the partitioning, and the
+    ones with the smallest seeded hash of the whole frame (hashes sorted here, by numpy)."""
+    import dask
+    import dask.dataframe as dd
+    import numpy as np
+    from distributed import Client
+
+    from mlgate.pipeline import frames, onworkers
+    from mlgate.pipeline.data import load_frame
+    from mlgate.pipeline.split import frame_digest, holdout_from_keys, row_keys
+
+    rng = np.random.default_rng(21)
+    rows = 600
+    whole = pd.DataFrame(
+        {
+            "id": [f"r{n:04d}" for n in rng.permutation(rows)],
+            "mean_radius": rng.normal(14, 3, size=rows),
+            "count": rng.integers(0, 9, size=rows),
+            "kind": rng.choice(["p", "q", "r"], size=rows),
+            "diagnosis": rng.integers(0, 2, size=rows),
+        }
+    )
+    parts = {
+        "part-0.csv": whole.iloc[:250],
+        "part-1.csv": whole.iloc[250:250].copy(),  # header only
+        "part-10.csv": whole.iloc[250:400].assign(
+            count=lambda f: f["count"].where(f.index != 300)  # float: one missing value
+        ),
+        "part-2.csv": whole.iloc[400:],
+    }
+    located = _local_shards(tmp_path / "data", parts)
+    runner = load_frame(tmp_path / "data")
+    assert runner["count"].dtype == "float64" and len(runner) == rows
+    local = split_frame(
+        runner, target="diagnosis", seed=42, validation_fraction=0.2, holdout_fraction=0.25
+    )
+    features = ["mean_radius", "count", "kind"]
+    with Client(dask_cluster) as c:
+        read, total = cluster.as_read(c, located)
+        assert total == rows
+        pd.testing.assert_frame_equal(c.compute(read).result(), runner, check_index_type=False)
+        for id_column in (None, "id"):
+            settings = load_settings(
+                env={},
+                overrides=["data.target=diagnosis"]
+                + ([f"data.id_column={id_column}"] if id_column else []),
+                cwd=tmp_path,
+            )
+            keys = row_keys(local.holdout, id_column)
+            keys = [keys[i] for i in rng.permutation(len(keys))]
+            oracle = (
+                runner.iloc[pd.Index(runner["id"]).get_indexer(keys)]
+                if id_column
+                else runner.loc[keys]
+            )
+            digest = frame_digest(oracle)
+            assert holdout_from_keys(runner, keys, id_column=id_column, digest=digest) is not None
+            remote = onworkers.keyed_remote(settings, c, located, keys, digest)
+            assert remote.rows == len(keys)
+            assert remote.y.tolist() == oracle["diagnosis"].tolist()
+            pd.testing.assert_frame_equal(
+                remote.head.reset_index(drop=True), oracle.iloc[:200].reset_index(drop=True)
+            )
+            with pytest.raises(DataError, match="does not match the digest") as caught:
+                onworkers.keyed_remote(settings, c, located, keys[1:], digest)
+            assert caught.value.exit_code == 3
+            gone = [*keys[:-1], "r9999" if id_column else rows + 5]
+            with pytest.raises(DataError, match="missing from the data"):
+                onworkers.keyed_remote(settings, c, located, gone, digest)
+
+        sample, seen = cluster.drift_sample(c, read, features, 50, "diagnosis")
+        with dask.config.set({"dataframe.convert-string": False}):  # pandas' dtypes, as read
+            repartitioned = dd.from_pandas(runner, npartitions=7, sort=False)
+        again, _ = cluster.drift_sample(c, repartitioned, features, 50, "diagnosis")
+        everything, _ = cluster.drift_sample(c, read, features, rows + 1, "diagnosis")
+    assert seen == rows and len(sample) == 50
+    pd.testing.assert_frame_equal(sample, again)
+    hashed = frames.row_hash(runner[features], target="", seed=cluster.DRIFT_SEED, id_column=None)
+    smallest = runner[features].iloc[np.argsort(hashed, kind="stable")[:50]]
+    pd.testing.assert_frame_equal(sample, smallest.reset_index(drop=True))
+    assert len(everything) == rows
