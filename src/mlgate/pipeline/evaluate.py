@@ -359,7 +359,9 @@ def evaluate(settings: Settings, candidate_version: str) -> Decision:
 
 def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Evidence]:
     """The decision, computed (nothing written yet), and the evidence the reports need. With
-    train.engine: dask the two models score the holdout on the cluster's workers."""
+    train.engine: dask the two models score the holdout on the cluster's workers, and the
+    client is closed on return: `build_reports` needs it open (`evaluate` and `main` keep it
+    open until the reports are built)."""
     with engine(settings) as cluster_client:
         return _assess(settings, candidate_version, cluster_client)
 
