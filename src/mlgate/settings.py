@@ -243,6 +243,9 @@ class ReportsSettings:
     # ROC / precision-recall curves. False: decision only (evaluate never imports evidently or
     # matplotlib; see docs/performance.md).
     quality: bool = True
+    # train.engine: dask: evidently's drift report compares a sample of each data version of at
+    # most this many rows, drawn on the workers by a seeded row hash (docs/dask.md)
+    drift_sample_rows: int = 20000
 
 
 @dataclass(frozen=True)
@@ -750,6 +753,12 @@ def _check_consistency(s: Settings) -> None:
         raise ConfigError(
             "split.validation_fraction + split.holdout_fraction leave under 10% to train on",
             fix="lower one of them so that their sum is below 0.9",
+        )
+    if s.reports.drift_sample_rows < 1:
+        raise ConfigError(
+            f"reports.drift_sample_rows must be at least 1, got {s.reports.drift_sample_rows}",
+            fix="set reports.drift_sample_rows to the rows of each data version the drift "
+            "report may compare with train.engine: dask (default 20000)",
         )
     for key in ("num_boost_round", "early_stopping_rounds"):
         if getattr(s.train, key) < 1:

@@ -669,3 +669,236 @@ def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
     experiment = client(mlflow_server).get_experiment_by_name(model)
     runs = client(mlflow_server).search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def _local_shards(folder: Path, frames: dict[str, pd.DataFrame]) -> shards.Shards:
+    """CSV shards in `folder` as a data version's manifest names them (its md5s), read by the
+    workers from a path they share (no DVC remote needed to read them)."""
+    folder.mkdir()
+    listed = []
+    for name, part in frames.items():
+        path = folder / name
+        part.to_csv(path, index=False)
+        md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        listed.append(shards.Shard(name, md5, str(path)))
+    return shards.Shards(
+        "0" * 32 + ".dir",
+        "local",
+        str(folder),
+        "csv",
+        tuple(sorted(listed, key=lambda s: s.relpath)),
+    )
+
+
+def test_a_key_list_holdout_rebuilt_on_the_workers_is_the_runners(dask_cluster, tmp_path):
+    """A local-engine model's holdout (its key list) rebuilt on the workers: the version as
+    `data.load_frame` reads it (the shards in its order, one shard's integer column widened
+    by another's missing value, an empty shard, text), the rows the keys name in the key
+    list's order, and `split.frame_digest`'s digest. The oracle: the runner's
+    `load_frame` and `holdout_from_keys`, by row position and by id column, the keys in a
+    shuffled order. Then the drift sample: the same rows whatever the partitioning, and the
+    ones with the smallest seeded hash of the whole frame (hashes sorted here, by numpy)."""
+    import dask
+    import dask.dataframe as dd
+    import numpy as np
+    from distributed import Client
+
+    from mlgate.pipeline import frames, onworkers
+    from mlgate.pipeline.data import load_frame
+    from mlgate.pipeline.split import frame_digest, holdout_from_keys, row_keys
+
+    rng = np.random.default_rng(21)
+    rows = 600
+    whole = pd.DataFrame(
+        {
+            "id": [f"r{n:04d}" for n in rng.permutation(rows)],
+            "mean_radius": rng.normal(14, 3, size=rows),
+            "count": rng.integers(0, 9, size=rows),
+            "kind": rng.choice(["p", "q", "r"], size=rows),
+            "diagnosis": rng.integers(0, 2, size=rows),
+        }
+    )
+    parts = {
+        "part-0.csv": whole.iloc[:250],
+        "part-1.csv": whole.iloc[250:250].copy(),  # header only
+        "part-10.csv": whole.iloc[250:400].assign(
+            count=lambda f: f["count"].where(f.index != 300)  # float: one missing value
+        ),
+        "part-2.csv": whole.iloc[400:],
+    }
+    located = _local_shards(tmp_path / "data", parts)
+    runner = load_frame(tmp_path / "data")
+    assert runner["count"].dtype == "float64" and len(runner) == rows
+    local = split_frame(
+        runner, target="diagnosis", seed=42, validation_fraction=0.2, holdout_fraction=0.25
+    )
+    features = ["mean_radius", "count", "kind"]
+    with Client(dask_cluster) as c:
+        read, total = cluster.as_read(c, located)
+        assert total == rows
+        pd.testing.assert_frame_equal(c.compute(read).result(), runner, check_index_type=False)
+        for id_column in (None, "id"):
+            settings = load_settings(
+                env={},
+                overrides=["data.target=diagnosis"]
+                + ([f"data.id_column={id_column}"] if id_column else []),
+                cwd=tmp_path,
+            )
+            keys = row_keys(local.holdout, id_column)
+            keys = [keys[i] for i in rng.permutation(len(keys))]
+            oracle = (
+                runner.iloc[pd.Index(runner["id"]).get_indexer(keys)]
+                if id_column
+                else runner.loc[keys]
+            )
+            digest = frame_digest(oracle)
+            assert holdout_from_keys(runner, keys, id_column=id_column, digest=digest) is not None
+            remote = onworkers.keyed_remote(settings, c, located, keys, digest)
+            assert remote.rows == len(keys)
+            assert remote.y.tolist() == oracle["diagnosis"].tolist()
+            pd.testing.assert_frame_equal(
+                remote.head.reset_index(drop=True), oracle.iloc[:200].reset_index(drop=True)
+            )
+            with pytest.raises(DataError, match="does not match the digest") as caught:
+                onworkers.keyed_remote(settings, c, located, keys[1:], digest)
+            assert caught.value.exit_code == 3
+            gone = [*keys[:-1], "r9999" if id_column else rows + 5]
+            with pytest.raises(DataError, match="missing from the data"):
+                onworkers.keyed_remote(settings, c, located, gone, digest)
+
+        sample, seen = cluster.drift_sample(c, read, features, 50, "diagnosis")
+        with dask.config.set({"dataframe.convert-string": False}):  # pandas' dtypes, as read
+            repartitioned = dd.from_pandas(runner, npartitions=7, sort=False)
+        again, _ = cluster.drift_sample(c, repartitioned, features, 50, "diagnosis")
+        everything, _ = cluster.drift_sample(c, read, features, rows + 1, "diagnosis")
+    assert seen == rows and len(sample) == 50
+    pd.testing.assert_frame_equal(sample, again)
+    hashed = frames.row_hash(runner[features], target="", seed=cluster.DRIFT_SEED, id_column=None)
+    smallest = runner[features].iloc[np.argsort(hashed, kind="stable")[:50]]
+    pd.testing.assert_frame_equal(sample, smallest.reset_index(drop=True))
+    assert len(everything) == rows
+
+
+def _push_version(project: Path, frame: pd.DataFrame) -> str:
+    """A new version of data/part-0.parquet pushed to the project's DVC remote and committed;
+    data.dvc's md5."""
+    from dvc.repo import Repo
+
+    frame.to_parquet(project / "data" / "part-0.parquet", index=False)
+    with Repo(str(project)) as repo:
+        repo.add([str(project / "data")])
+        repo.push()
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "data: new version")
+    return (project / "data.dvc").read_text().split("md5: ")[1].split()[0]
+
+
+def test_a_local_engine_model_is_judged_on_the_workers_as_on_the_runner_with_its_reports(
+    dask_cluster, mlflow_server, s3_server, tmp_path, breast_cancer, clean_env, capsys
+):
+    """v1 (the champion) and v2 trained by the local engine on two versions of a Parquet file
+    in the S3 stand-in; v2 evaluated by the local engine (the oracle), then with the dask
+    engine on a runner without the data or a DVC cache: the workers rebuild the key-list
+    holdout (the same rows as `holdout_from_keys` on the pulled frame) and the decision is the
+    runner's to 1e-9. That one evaluation builds evidently's reports: the quality report from
+    every holdout row, the drift report from a sample of 200 rows of each version, the
+    champion's from its own version's shards: the rows with the smallest seeded hashes of the
+    whole frame (the oracle sorts them here). Then the lineage naming another version: exit 3,
+    nothing recorded."""
+    import numpy as np
+
+    from mlgate.pipeline import frames, holdout
+    from mlgate.pipeline.data import load_frame
+    from mlgate.pipeline.split import holdout_from_keys
+
+    project = make_project(tmp_path / "project")
+    older = breast_cancer.iloc[40:]
+    _sharded_on_s3(project, s3_server, older, [0, len(older)])
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "data on S3")
+    model = unique("dask-keys")
+    path = ("--set", "data.path=data/part-0.parquet")
+    args = [*train_args(project, mlflow_server, model), *QUICK, *path]
+    assert train.main(args, env=clean_env) == 0  # v1: the champion, on the older version
+    c = client(mlflow_server)
+    c.set_registered_model_alias(model, "staging", "1")  # what promote moves (tested elsewhere)
+    older_md5 = (project / "data.dvc").read_text().split("md5: ")[1].split()[0]
+    newer_md5 = _push_version(project, breast_cancer)
+    assert train.main(args, env=clean_env) == 0  # v2 on the newer one
+    v2 = c.get_model_version(model, "2")
+    assert v2.tags["mlgate.data.md5"] == newer_md5
+    manifest = json.loads(
+        Path(c.download_artifacts(v2.run_id, "split/holdout.json", str(tmp_path))).read_text()
+    )
+    assert "digest_kind" not in manifest  # the local engine's key list
+    frame = load_frame(project / "data" / "part-0.parquet")
+    rows = holdout_from_keys(
+        frame, manifest["holdout"], id_column=None, digest=v2.tags["mlgate.split.holdout_digest"]
+    )
+    gate = ["--candidate-version", "2", "--fail-on-gate", "false"]
+    rc_local = evaluate.main([*args, *gate], env=clean_env)
+    on_runner = _decision(project, model, "2")
+
+    features = [c for c in frame.columns if c != "diagnosis"]
+
+    def drawn(data: pd.DataFrame) -> str:  # the oracle of the drift sample's rows
+        hashed = frames.row_hash(data[features], target="", seed=cluster.DRIFT_SEED, id_column=None)
+        sample = data[features].iloc[np.argsort(hashed, kind="stable")[:200]]
+        sample = sample.reset_index(drop=True)
+        return holdout.digest(list(sample.columns), holdout.row_hashes(sample))
+
+    expected = {"current": drawn(frame), "reference": drawn(older.reset_index(drop=True))}
+    shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
+    shutil.rmtree(project / "data")  # the runner has neither the data nor its cache
+    reports = [
+        *train_args(project, mlflow_server, model),
+        *path,
+        *("--set", "gate.max_latency_ms=null", "--set", "reports.drift_sample_rows=200"),
+        *_dask(dask_cluster),
+    ]
+    rc_dask = evaluate.main([*reports, *gate], env=clean_env)
+    assert not (project / ".dvc" / "cache").exists() and not (project / "data").exists()
+    on_cluster = _decision(project, model, "2")
+    assert rc_dask == rc_local == 0
+    assert on_cluster["verdict"] == on_runner["verdict"]
+    assert on_cluster["holdout_rows"] == on_runner["holdout_rows"] == len(rows)
+    assert on_cluster["holdout_digest"] == on_runner["holdout_digest"]
+    assert on_cluster["champion"]["version"] == "1"
+    for role in ("candidate", "champion"):
+        for key, value in on_runner["metrics"][role]["overall"].items():
+            assert on_cluster["metrics"][role]["overall"][key] == pytest.approx(value, abs=1e-9)
+        slices = on_runner["metrics"][role]["slices"]
+        assert on_cluster["metrics"][role]["slices"].keys() == slices.keys()
+    for key, value in on_runner["significance"].items():
+        if isinstance(value, float):
+            assert on_cluster["significance"][key] == pytest.approx(value, abs=1e-9)
+
+    out = project / "reports" / model / "v2"
+    names = [
+        "curves.png",
+        "evidently-quality.html",
+        "evidently-drift.html",
+        "evidently-inputs.json",
+    ]
+    logged = {Path(a.path).name for a in c.list_artifacts(v2.run_id, "decision")}
+    assert set(names) <= logged
+    assert all((out / name).stat().st_size > 0 for name in names)
+    about = json.loads((out / "evidently-inputs.json").read_text())
+    assert about["quality"]["rows"] == about["quality"]["holdout_rows"] == len(rows)
+    drift = about["drift"]
+    assert drift["sample_rows"] == 200
+    assert drift["current"]["data_md5"] == newer_md5 and drift["reference"]["data_md5"] == older_md5
+    assert (drift["current"]["rows"], drift["current"]["of"]) == (200, len(breast_cancer))
+    assert (drift["reference"]["rows"], drift["reference"]["of"]) == (200, len(older))
+    assert drift["current"]["rows_sha256"] == expected["current"]
+    assert drift["reference"]["rows_sha256"] == expected["reference"]
+    said = capsys.readouterr()
+    assert "a sample of 200 of 569 rows" in said.out
+
+    # the lineage naming the older version: the key list's rows are not all there, exit 3
+    recorded = c.get_model_version(model, "2").tags["mlgate.decision.created_at"]
+    c.set_model_version_tag(model, "2", "mlgate.data.md5", older_md5)
+    assert evaluate.main([*reports, *gate], env=clean_env) == 3
+    said = capsys.readouterr()
+    assert "holdout rows logged at training are missing from the data" in said.out + said.err
+    assert c.get_model_version(model, "2").tags["mlgate.decision.created_at"] == recorded

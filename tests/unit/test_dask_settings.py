@@ -19,6 +19,8 @@ def settings(tmp_path, *overrides: str, env: dict[str, str] | None = None):
 def test_the_default_engine_is_local_and_needs_no_cluster(tmp_path):
     s = settings(tmp_path)
     assert (s.train.engine, s.dask.scheduler, s.dask.connect_timeout) == ("local", None, 10.0)
+    assert s.reports.drift_sample_rows == 20000
+    assert settings(tmp_path, "reports.drift_sample_rows=500").reports.drift_sample_rows == 500
 
 
 def test_the_environment_sets_engine_and_scheduler(tmp_path):
@@ -53,6 +55,7 @@ def test_an_empty_scheduler_variable_is_a_local_cluster(tmp_path):
             "files are set but dask.scheduler is tcp://h:8786",
         ),
         (["train.engine=dask", "dask.connect_timeout=0"], "must be positive"),
+        (["reports.drift_sample_rows=0"], "drift_sample_rows must be at least 1"),
     ],
 )
 def test_bad_dask_settings_are_refused_with_a_fix(tmp_path, overrides, message):

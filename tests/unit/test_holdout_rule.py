@@ -89,3 +89,21 @@ def test_a_rule_this_version_cannot_apply_is_refused():
         holdout.Rule.from_manifest(manifest)
     with pytest.raises(DataError, match="no usable rule"):
         holdout.Rule.from_manifest({"digest_kind": holdout.DIGEST_KIND})
+
+
+def test_the_key_list_digest_from_row_hashes_is_frame_digest():
+    """`split.rows_digest` (the workers' row hashes, digested on the runner in the key list's
+    order) is `split.frame_digest` of the holdout `holdout_from_keys` rebuilds; the oracle:
+    hashlib over pandas' hashes of the rebuilt frame."""
+    from mlgate.pipeline.split import frame_digest, holdout_from_keys, rows_digest
+
+    frame = _frame()
+    keys = [int(k) for k in np.random.default_rng(4).permutation(len(frame))[:90]]
+    expected = hashlib.sha256(
+        ",".join(frame.columns).encode()
+        + pd.util.hash_pandas_object(frame.loc[keys], index=True).to_numpy().tobytes()
+    ).hexdigest()
+    rebuilt = holdout_from_keys(frame, keys, id_column=None, digest=expected)
+    assert frame_digest(rebuilt) == expected
+    hashed = [pd.util.hash_pandas_object(frame.loc[[k]], index=True).to_numpy()[0] for k in keys]
+    assert rows_digest(frame.columns, np.array(hashed, dtype=np.uint64)) == expected

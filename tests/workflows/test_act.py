@@ -28,6 +28,7 @@ import mlflow
 import pytest
 import yaml
 
+from mlgate.gate.decision import DECISION_ARTIFACT
 from tests.conftest import REPO, git, make_project, push_data
 from tests.github_openapi import VALID_TOKEN, approvals_answer, environment_answer
 from tests.integration.test_train import LINEAGE_TAGS
@@ -336,9 +337,15 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
     [version] = version_for_commit(mlflow_server, "consumer-xgb", commit)
     assert set(version.tags) >= LINEAGE_TAGS, LINEAGE_TAGS - set(version.tags)
     # trained on the cluster (the dask engine's lineage: the objects its worker read from S3),
-    # and evaluated there: the gate's scores came from the workers, evidently was skipped
+    # and evaluated there: evidently's inputs came from the workers (their record says so)
     assert version.tags["mlgate.data.objects"] == "1"
-    assert "evidently's drift and quality reports skipped" in result.log
+    mlflow.set_tracking_uri(mlflow_server)
+    about = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id,
+        artifact_path=f"{DECISION_ARTIFACT}/evidently-inputs.json",
+        dst_path=str(tmp_path / "about"),
+    )
+    assert json.loads(Path(about).read_text())["engine"] == "dask"
     for pem in dask_tls.secrets().values():
         assert pem.splitlines()[1] not in result.log, "no PEM reaches the log"
     assert version.tags["mlgate.data.remote"] == "storage"

@@ -717,3 +717,212 @@ def _score_holdout_part(
     if wanted:
         features = features.astype(dict.fromkeys(wanted, "float64"))
     return np.asarray(booster.inplace_predict(features), dtype=np.float32).reshape(-1)
+
+
+# ---- A local-engine model evaluated on the workers (issue 21): its split manifest is the
+# ---- holdout's key list and `split.frame_digest` over the frame as `data.load_frame` reads it.
+
+
+def _load_order(located: Shards) -> Shards:
+    """The shards in the order `data.load_frame` concatenates a directory's files: by path
+    (its parts), hidden files skipped."""
+    from dataclasses import replace
+    from pathlib import PurePosixPath
+
+    kept = [s for s in located.shards if not PurePosixPath(s.relpath).name.startswith(".")]
+    ordered = sorted(kept or located.shards, key=lambda s: PurePosixPath(s.relpath).parts)
+    return replace(located, shards=tuple(ordered))
+
+
+def as_read(client: Any, located: Shards) -> tuple[Any, int]:  # -> (dask DataFrame, rows)
+    """The version as `data.load_frame` reads it on the runner, without reading it there: its
+    shards in that order, each partition typed as pandas' concatenation of all of them types
+    it, and indexed by its rows' positions in that frame; held by the workers. And its rows.
+
+    The common dtypes come from one representative row per shard (each column's first
+    non-missing value, else a missing one; none for an empty shard): pandas resolves a
+    concatenation's dtypes from the parts' dtypes, emptiness and all-missing columns alone,
+    so the representatives resolve as the shards do."""
+    import warnings
+
+    import dask.dataframe as dd
+
+    with _pandas_dtypes():
+        raw = shards.frame(client, _load_order(located))
+
+    def work() -> tuple[list[Any], list[tuple[int, pd.DataFrame]]]:
+        parts = client.compute(raw.to_delayed())
+        firsts = client.map(_representative, parts, pure=False)
+        wait_for(firsts)
+        gathered: list[tuple[int, pd.DataFrame]] = client.gather(firsts)
+        return parts, gathered
+
+    parts, firsts = _watched(client, work, "reading the shards")
+    counts = [n for n, _ in firsts]
+    with warnings.catch_warnings():  # pandas' notice on all-missing parts: the same as the runner's
+        warnings.simplefilter("ignore", FutureWarning)
+        meta = pd.concat([f for _, f in firsts], ignore_index=True).iloc[:0]
+    dtypes = {str(k): v for k, v in meta.dtypes.items()}
+    offsets = np.cumsum([0, *counts[:-1]]).tolist() if counts else []
+    typed = client.map(_as_read_part, parts, offsets, dtypes=dtypes, pure=False)
+    with _pandas_dtypes():
+        frame = dd.from_delayed(typed, meta=meta, verify_meta=False)
+    return frame, sum(counts)
+
+
+def _pandas_dtypes() -> Any:
+    """Dask's own conversion of text columns to pyarrow strings (`dataframe.convert-string`,
+    decided when a collection is built) turned off: the partitions keep the dtypes pandas
+    reads, which `split.frame_digest` hashes and `data.load_frame` gives on the runner."""
+    import dask
+
+    return dask.config.set({"dataframe.convert-string": False})
+
+
+def _representative(part: pd.DataFrame) -> tuple[int, pd.DataFrame]:
+    if not len(part):
+        return 0, part.iloc[:0]
+    columns = {}
+    for name in part.columns:
+        column = part[name]
+        present = column.notna().to_numpy()
+        at = int(present.argmax()) if present.any() else 0
+        columns[name] = column.iloc[at : at + 1].reset_index(drop=True)
+    return len(part), pd.DataFrame(columns)
+
+
+def _as_read_part(part: pd.DataFrame, offset: int, dtypes: Mapping[str, Any]) -> pd.DataFrame:
+    changed = {c: t for c, t in dtypes.items() if c in part.columns and part[c].dtype != t}
+    typed = part.astype(changed) if changed else part
+    return typed.set_axis(pd.RangeIndex(offset, offset + len(typed)), axis=0)
+
+
+def keyed_holdout(
+    client: Any,
+    frame: Any,
+    keys: Sequence[Any],
+    settings: Settings,
+    fairness: str | None,
+    head: int,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The holdout named by a key list (the id column's values, else row positions) in `frame`
+    (`as_read`): the frame with the PART column (HOLDOUT for those rows), held by the workers,
+    and per partition what the gate needs of its holdout rows (`_keyed_facts`). The key list
+    goes to every worker once."""
+    import dask.dataframe as dd
+
+    id_column = settings.data.id_column
+
+    def work() -> tuple[Any, list[dict[str, Any]]]:
+        wanted = client.scatter([pd.Index(list(keys))], broadcast=True)[0]
+        parts = client.compute(frame.to_delayed())
+        marked = client.map(_keyed_part, parts, keys=wanted, id_column=id_column, pure=False)
+        facts = client.map(
+            _keyed_facts,
+            marked,
+            keys=wanted,
+            settings=settings,
+            fairness=fairness,
+            head=head,
+            pure=False,
+        )
+        wait_for(facts)
+        pieces: list[dict[str, Any]] = client.gather(facts)
+        meta = frame._meta.assign(**{PART: np.int8(0)})
+        with _pandas_dtypes():
+            marked_frame = dd.from_delayed(marked, meta=meta, verify_meta=False)
+        return marked_frame, pieces
+
+    result: tuple[Any, list[dict[str, Any]]] = _watched(client, work, "rebuilding the holdout")
+    return result
+
+
+def _key_positions(rows: pd.DataFrame, keys: pd.Index, id_column: str | None) -> np.ndarray:
+    """Each row's place in the key list (-1: not in it), as `split.holdout_from_keys` finds
+    them: by the id column's value, else by the row's position (`rows.index`)."""
+    named = pd.Index(rows[id_column]) if id_column else rows.index
+    found: np.ndarray = keys.get_indexer(named)
+    return found
+
+
+def _keyed_part(part: pd.DataFrame, keys: pd.Index, id_column: str | None) -> pd.DataFrame:
+    held = _key_positions(part, keys, id_column) >= 0
+    return part.assign(**{PART: np.where(held, HOLDOUT, TRAIN).astype("int8")})
+
+
+def _keyed_facts(
+    part: pd.DataFrame, keys: pd.Index, settings: Settings, fairness: str | None, head: int
+) -> dict[str, Any]:
+    """`_holdout_part`'s facts of a keyed holdout's rows (in the partition's order, which
+    `score_holdout` keeps), with each row's place in the key list and its
+    `hash_pandas_object(index=True)`: `split.frame_digest`'s row hashes, its index being the
+    row's position in the whole frame."""
+    rows = part[part[PART].to_numpy() == HOLDOUT].drop(columns=[PART])
+    at = _key_positions(rows, keys, settings.data.id_column)
+    target = settings.data.target
+    return {
+        "at": at,
+        "hashes": pd.util.hash_pandas_object(rows, index=True).to_numpy(dtype=np.uint64),
+        # labels_of refuses a column without two classes: a partition may hold no holdout row
+        "y": np.asarray(labels_of(rows, settings) if len(rows) else [], dtype=np.int8),
+        "labels": pd.unique(rows[target].dropna()).tolist() if target in rows.columns else [],
+        "masks": _masks(rows, settings.metrics.slices),
+        "fairness": (
+            rows[fairness].to_numpy(dtype=object) if fairness and fairness in rows.columns else None
+        ),
+        "head": rows[at < head],
+    }
+
+
+# ---- evidently's drift report with the dask engine: a bounded, deterministic sample.
+
+DRIFT_SEED = 0x6D6C67617465  # the drift sample's row-hash seed ("mlgate"), not split.seed's
+
+
+def drift_sample(
+    client: Any, frame: Any, columns: Sequence[str], rows: int, target: str
+) -> tuple[pd.DataFrame, int]:
+    """At most `rows` rows of `frame` (columns `columns`) and its row count: the rows whose
+    seeded hash of their values (`frames.row_hash`, DRIFT_SEED) is among the `rows` smallest,
+    drawn on the workers in two passes (each partition's smallest hashes, then the rows at or
+    below the runner's cut), sorted by that hash. The same rows whatever the partitioning and
+    on every re-run; rows of equal hash are equal rows, so a tie changes no value."""
+    smallest = _each_part(
+        client, frame, _smallest, "drawing the drift sample", columns=list(columns), rows=rows
+    )
+    total = sum(n for n, _ in smallest)
+    hashes = [h for _, h in smallest]
+    pooled = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+    if len(pooled) <= rows:
+        cut = np.uint64(np.iinfo(np.uint64).max)
+    else:
+        cut = np.partition(pooled, rows - 1)[rows - 1]
+    pieces = _each_part(
+        client, frame, _at_most, "drawing the drift sample", columns=list(columns), cut=int(cut)
+    )
+    kept = [p for p in pieces if len(p)] or pieces[:1]
+    sample = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=list(columns))
+    if _HASH in sample.columns:
+        sample = sample.sort_values(_HASH, kind="stable").iloc[:rows].drop(columns=[_HASH])
+    return sample.reset_index(drop=True), total
+
+
+_HASH = "__mlgate_drift_hash__"
+
+
+def _drift_hashes(part: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    hashed: np.ndarray = row_hash(part[list(columns)], target="", seed=DRIFT_SEED, id_column=None)
+    return hashed
+
+
+def _smallest(part: pd.DataFrame, columns: Sequence[str], rows: int) -> tuple[int, np.ndarray]:
+    hashed = _drift_hashes(part, columns)
+    if len(hashed) > rows:
+        hashed = np.partition(hashed, rows - 1)[:rows]
+    return len(part), hashed
+
+
+def _at_most(part: pd.DataFrame, columns: Sequence[str], cut: int) -> pd.DataFrame:
+    hashed = _drift_hashes(part, columns)
+    keep = hashed <= np.uint64(cut)
+    return part.loc[keep, list(columns)].assign(**{_HASH: hashed[keep]})

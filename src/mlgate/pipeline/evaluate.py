@@ -343,20 +343,25 @@ class Evidence:
     current: pd.DataFrame | None  # the candidate's data version (None: on the workers)
     pulled: Path | None
     champion_tags: Mapping[str, str] | None
+    cluster: Any = None  # the Dask client (train.engine: dask), open until the reports are built
+    remote: Any = None  # onworkers.RemoteHoldout: the holdout on the workers
 
 
 def evaluate(settings: Settings, candidate_version: str) -> Decision:
     """Decide, record the decision, then build the reports (when `reports.quality` is on)."""
-    decision, evidence = assess(settings, candidate_version)
-    record(settings, evidence.client, decision)
-    if settings.reports.quality:
-        build_reports(settings, decision, evidence)
+    with engine(settings) as cluster_client:
+        decision, evidence = _assess(settings, candidate_version, cluster_client)
+        record(settings, evidence.client, decision)
+        if settings.reports.quality:
+            build_reports(settings, decision, evidence)
     return decision
 
 
 def assess(settings: Settings, candidate_version: str) -> tuple[Decision, Evidence]:
     """The decision, computed (nothing written yet), and the evidence the reports need. With
-    train.engine: dask the two models score the holdout on the cluster's workers."""
+    train.engine: dask the two models score the holdout on the cluster's workers, and the
+    client is closed on return: `build_reports` needs it open (`evaluate` and `main` keep it
+    open until the reports are built)."""
     with engine(settings) as cluster_client:
         return _assess(settings, candidate_version, cluster_client)
 
@@ -412,10 +417,17 @@ def _assess(
     remote: Any = None  # onworkers.RemoteHoldout: the holdout stays on the workers
     pulled: Path | None = None
     frame: pd.DataFrame | None = None
-    if cluster_client is not None and holdouts.is_rule(manifest):
+    if cluster_client is not None:
         from mlgate.pipeline import onworkers
 
-        remote = onworkers.holdout_on_workers(settings, cluster_client, tags, manifest)
+        # the holdout rebuilt where the version lies, from the logged rule (a dask-trained
+        # model) or key list (a local-engine model), its digest checked on the runner
+        rebuild = (
+            onworkers.holdout_on_workers
+            if holdouts.is_rule(manifest)
+            else onworkers.keyed_holdout_on_workers
+        )
+        remote = rebuild(settings, cluster_client, tags, manifest)
         holdout = remote.head  # the first rows only: the latency check's
         y = remote.y
         labelled = remote.labels
@@ -556,6 +568,8 @@ def _assess(
         frame,
         pulled,
         champion_tags,
+        cluster_client,
+        remote,
     )
     return decision, evidence
 
@@ -586,29 +600,150 @@ def build_reports(settings: Settings, decision: Decision, evidence: Evidence) ->
             )
         _publish(private, outputs_dir(settings, decision.candidate))
     curves = outputs_dir(settings, decision.candidate) / "curves.png"
-    if e.holdout is None or e.current is None:
-        # train.engine: dask: the holdout's rows never reach the runner, and evidently's
-        # reports need them as frames (docs/dask.md): the curves above are from the scores
+    if e.remote is not None:  # train.engine: dask: the rows stay on the workers
+        inputs = worker_inputs(settings, decision, e)
+    else:
+        assert e.holdout is not None and e.current is not None
+        reference = (
+            data_of(settings, e.champion_tags, pulled=e.pulled)
+            if e.champion_tags is not None
+            else None
+        )
+        inputs = local_inputs(
+            settings, e.holdout, e.candidate, e.champion, current=e.current, reference=reference
+        )
+    written = quality_report(settings, decision, inputs, client=e.client)
+    return [curves, *written]
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What evidently's reports are run on: the quality report's scored holdout (the candidate's,
+    and the champion's as its reference), the drift report's two frames (the candidate's data,
+    the champion's training data), the columns each describes, and, with the dask engine, what
+    they were drawn from (`evidently-inputs.json`)."""
+
+    quality: pd.DataFrame
+    quality_reference: pd.DataFrame | None
+    quality_columns: Mapping[str, list[str] | None]
+    drift: tuple[pd.DataFrame, pd.DataFrame] | None  # current, reference
+    drift_columns: Mapping[str, list[str] | None]
+    about: dict[str, Any] | None = None
+
+
+def _kinds(inputs: pd.DataFrame) -> dict[str, list[str] | None]:
+    """Categorical features (issue 19) are described as such, the others as numbers."""
+    features = list(inputs.columns)
+    numbers = [c for c in features if pd.api.types.is_numeric_dtype(inputs[c])]
+    return {
+        "numerical_columns": numbers,
+        "categorical_columns": [c for c in features if c not in numbers] or None,
+    }
+
+
+def local_inputs(
+    settings: Settings,
+    holdout: pd.DataFrame,
+    cand: np.ndarray,
+    champ: np.ndarray | None,
+    *,
+    current: pd.DataFrame,
+    reference: pd.DataFrame | None,
+) -> ReportInputs:
+    """The local engine's: the holdout's rows with each model's scores and the 0/1 target, and
+    the two data versions' features, every row."""
+    target = settings.data.target
+    inputs = features_of(holdout, settings)
+    features = list(inputs.columns)
+    kinds = _kinds(inputs)
+
+    def scored(proba: np.ndarray) -> pd.DataFrame:
+        return holdout.assign(probability=proba, **{target: labels_of(holdout, settings)})
+
+    return ReportInputs(
+        quality=scored(cand),
+        quality_reference=scored(champ) if champ is not None else None,
+        quality_columns=kinds,
+        drift=(current[features], reference[features]) if reference is not None else None,
+        drift_columns=kinds,
+    )
+
+
+SAMPLE_METHOD = (
+    "the rows whose seeded 64-bit hash of their feature values is among the smallest, drawn on "
+    "the Dask workers (the same rows on every run, whatever the partitioning)"
+)
+
+
+def worker_inputs(settings: Settings, decision: Decision, e: Evidence) -> ReportInputs:
+    """With the dask engine: the quality report from every holdout row the gate judged (its
+    0/1 labels and the two models' scores, which is all evidently's ClassificationPreset
+    reads), and the drift report from a bounded sample of each data version
+    (`reports.drift_sample_rows`, `cluster.drift_sample`), read as the local engine reads it."""
+    from mlgate.pipeline import cluster, shards
+
+    target = settings.data.target
+    remote = e.remote
+
+    def scored(proba: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({target: e.y, "probability": proba})
+
+    about: dict[str, Any] = {
+        "schema_version": 1,
+        "engine": "dask",
+        "quality": {
+            "rows": len(e.y),
+            "holdout_rows": decision.holdout_rows,
+            "columns": [target, "probability"],
+            "rows_from": "every holdout row the gate judged: its label and each model's score",
+        },
+        "drift": None,
+    }
+    drift = None
+    kinds: dict[str, list[str] | None] = {"numerical_columns": [], "categorical_columns": None}
+    if e.champion_tags is not None:
+        size = settings.reports.drift_sample_rows
+        features = list(features_of(remote.head, settings).columns)
+
+        def sample(located: Any, frame: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+            if frame is None:
+                frame, _ = cluster.as_read(e.cluster, located)
+            rows, total = cluster.drift_sample(e.cluster, frame, features, size, target)
+            return rows, {
+                "data_md5": located.dvc_md5,
+                "rows": len(rows),
+                "of": total,
+                "rows_sha256": holdouts.digest(list(rows.columns), holdouts.row_hashes(rows)),
+            }
+
+        current, said = sample(remote.located, remote.data if remote.as_read else None)
+        champion_md5 = e.champion_tags.get("mlgate.data.md5")
+        if champion_md5 == remote.located.dvc_md5:
+            reference, told = current, said
+        else:
+            reference, told = sample(shards.locate(settings, md5=champion_md5))
+        drift = (current, reference)
+        kinds = _kinds(features_of(current, settings))
+        about["drift"] = {
+            "sample_rows": size,
+            "method": SAMPLE_METHOD,
+            "current": said,
+            "reference": told,
+        }
         print(
-            "evidently's drift and quality reports skipped: with train.engine: dask the data "
-            "stays on the workers (the ROC and precision-recall curves are built)",
+            f"evidently's drift report: a sample of {said['rows']:,} of {said['of']:,} rows of "
+            f"the candidate's data and {told['rows']:,} of {told['of']:,} of the champion's "
+            "(reports.drift_sample_rows)",
             flush=True,
         )
-        return [curves]
-    reference = (
-        data_of(settings, e.champion_tags, pulled=e.pulled) if e.champion_tags is not None else None
+    return ReportInputs(
+        quality=scored(e.candidate),
+        quality_reference=scored(e.champion) if e.champion is not None else None,
+        quality_columns={"numerical_columns": [], "categorical_columns": None},
+        drift=drift,
+        drift_columns=kinds,
+        about=about,
     )
-    written = quality_report(
-        settings,
-        decision,
-        e.holdout,
-        e.candidate,
-        e.champion,
-        current=e.current,
-        reference=reference,
-        client=e.client,
-    )
-    return [curves, *written]
 
 
 def _metrics(
@@ -701,15 +836,7 @@ def record(settings: Settings, client: Any, decision: Decision) -> Path:
 
 
 def quality_report(
-    settings: Settings,
-    decision: Decision,
-    holdout: pd.DataFrame,
-    cand: np.ndarray,
-    champ: np.ndarray | None,
-    *,
-    current: pd.DataFrame,
-    reference: pd.DataFrame | None,
-    client: Any,
+    settings: Settings, decision: Decision, inputs: ReportInputs, *, client: Any
 ) -> list[Path]:
     """evidently HTML reports: data drift from the champion's training data to the
     candidate's, and classification quality of both models on the holdout."""
@@ -717,41 +844,49 @@ def quality_report(
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
     target = settings.data.target
-    inputs = features_of(holdout, settings)
-    features = list(inputs.columns)
-    # Categorical features (issue 19) are described as such; the target as its 0/1 labels.
-    numbers = [c for c in features if pd.api.types.is_numeric_dtype(inputs[c])]
-    kinds = {
-        "numerical_columns": numbers,
-        "categorical_columns": [c for c in features if c not in numbers] or None,
-    }
     tmp = tempfile.TemporaryDirectory(prefix="mlgate-evidently-")  # private to this process
     private = Path(tmp.name)
     written = []
     scored = DataDefinition(
-        **kinds,
+        **inputs.quality_columns,
         classification=[BinaryClassification(target=target, prediction_probas="probability")],
     )
 
-    def dataset(proba: np.ndarray) -> Dataset:
-        labelled = holdout.assign(probability=proba, **{target: labels_of(holdout, settings)})
-        return Dataset.from_pandas(labelled, data_definition=scored)
+    def dataset(frame: pd.DataFrame) -> Dataset:
+        return Dataset.from_pandas(frame, data_definition=scored)
 
+    sampled = (inputs.about or {}).get("drift")
     with tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quality = Report([ClassificationPreset()]).run(
-            current_data=dataset(cand), reference_data=dataset(champ) if champ is not None else None
+            current_data=dataset(inputs.quality),
+            reference_data=(
+                dataset(inputs.quality_reference) if inputs.quality_reference is not None else None
+            ),
         )
         written.append(private / "evidently-quality.html")
         quality.save_html(str(written[-1]))
-        if reference is not None:
-            plain = DataDefinition(**kinds)
-            drift = Report([DataDriftPreset()]).run(
-                current_data=Dataset.from_pandas(current[features], data_definition=plain),
-                reference_data=Dataset.from_pandas(reference[features], data_definition=plain),
+        if inputs.drift is not None:
+            plain = DataDefinition(**inputs.drift_columns)
+            current, reference = inputs.drift
+            metadata = (
+                {
+                    "sample": f"{sampled['current']['rows']} of {sampled['current']['of']} rows "
+                    f"(candidate's data), {sampled['reference']['rows']} of "
+                    f"{sampled['reference']['of']} (champion's): {SAMPLE_METHOD}"
+                }
+                if sampled
+                else None
+            )
+            drift = Report([DataDriftPreset()], metadata=metadata).run(
+                current_data=Dataset.from_pandas(current, data_definition=plain),
+                reference_data=Dataset.from_pandas(reference, data_definition=plain),
             )
             written.append(private / "evidently-drift.html")
             drift.save_html(str(written[-1]))
+        if inputs.about is not None:
+            write_json_atomic(private / "evidently-inputs.json", inputs.about)
+            written.append(private / "evidently-inputs.json")
         with tracking.errors("logging the evidently reports"):
             for path in written:
                 client.log_artifact(decision.candidate.run_id, str(path), DECISION_ARTIFACT)
@@ -846,12 +981,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = cli.settings_from(args, env)
         # The decision first: recorded on the run and the version, then the step's outputs and
         # summary; the reports (slow imports) after it, then the exit code of the gate.
-        decision, evidence = assess(settings, args.candidate_version)
-        record(settings, evidence.client, decision)
-        publish(decision, settings)
-        if settings.reports.quality:
-            print("decision recorded; building the curves and evidently reports ...", flush=True)
-            build_reports(settings, decision, evidence)
+        # With train.engine: dask the client stays open for the reports' drift samples.
+        with engine(settings) as cluster_client:
+            decision, evidence = _assess(settings, args.candidate_version, cluster_client)
+            record(settings, evidence.client, decision)
+            publish(decision, settings)
+            if settings.reports.quality:
+                print(
+                    "decision recorded; building the curves and evidently reports ...", flush=True
+                )
+                build_reports(settings, decision, evidence)
         enforce(decision, fail=args.fail_on_gate == "true")
         return 0
 

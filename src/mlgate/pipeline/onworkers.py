@@ -251,6 +251,11 @@ class RemoteHoldout:
     fairness: pd.DataFrame | None  # gate.fairness_column of every holdout row
     head: pd.DataFrame  # the first holdout rows (the latency check's)
     settings: Settings
+    # a key-list holdout (a local-engine model): the holdout's rows as the workers score them
+    # (the partitions' order) put in the key list's order, which y, masks and head are in
+    order: np.ndarray | None = None
+    located: Any = None  # shards.Shards of the version the rows were read from
+    as_read: bool = False  # `data` is typed as data.load_frame reads it (cluster.as_read)
 
 
 def holdout_on_workers(
@@ -278,6 +283,7 @@ def holdout_on_workers(
     masks = np.concatenate([p["masks"] for p in pieces]) if pieces else np.empty((0, len(names)))
     values = [p["fairness"] for p in pieces if p["fairness"] is not None]
     return RemoteHoldout(
+        located=located,
         data=data,
         rows=len(hashes),
         y=np.concatenate([p["y"] for p in pieces]) if pieces else np.empty(0, dtype=np.int8),
@@ -310,6 +316,74 @@ def score(
             spec.name for spec in schema.inputs if str(getattr(spec, "type", "")).endswith("double")
         ]
     )
-    return cluster.score_holdout(
+    scores = cluster.score_holdout(
         cluster_client, remote.data, booster, remote.settings, recorded, doubles, what
+    )
+    return scores if remote.order is None else scores[remote.order]
+
+
+def keyed_holdout_on_workers(
+    settings: Settings, cluster_client: Any, tags: Mapping[str, str], manifest: Mapping[str, Any]
+) -> RemoteHoldout:
+    """The holdout of a model trained by the local engine (its manifest: the holdout's key
+    list), rebuilt on the workers as `split.holdout_from_keys` rebuilds it on the runner: the
+    version the model was trained on (`mlgate.data.md5`) read from the DVC remote and typed as
+    `data.load_frame` reads it (`cluster.as_read`), the rows the key list names selected, and
+    `split.frame_digest` computed here from their hashes in the key list's order. Missing rows
+    or another digest: the local engine's DataError, before anything is recorded."""
+    located = shards.locate(settings, md5=tags.get("mlgate.data.md5"))
+    keys = list(manifest.get("holdout") or [])
+    return keyed_remote(
+        settings, cluster_client, located, keys, tags["mlgate.split.holdout_digest"]
+    )
+
+
+def keyed_remote(
+    settings: Settings, cluster_client: Any, located: shards.Shards, keys: list[Any], digest: str
+) -> RemoteHoldout:
+    """`keyed_holdout_on_workers` of the version's shards `located`."""
+    from mlgate.gate.latency import ROWS
+    from mlgate.pipeline import cluster
+    from mlgate.pipeline.split import rows_digest
+
+    fix = "evaluate against the data version the model was trained on (mlgate.data.md5)"
+    frame, _ = cluster.as_read(cluster_client, located)
+    fairness = settings.gate.fairness_column
+    data, pieces = cluster.keyed_holdout(cluster_client, frame, keys, settings, fairness, ROWS)
+    at = np.concatenate([p["at"] for p in pieces]) if pieces else np.empty(0, dtype=np.intp)
+    order = np.argsort(at, kind="stable")
+    if len(at) != len(keys) or not np.array_equal(at[order], np.arange(len(keys))):
+        raise DataError(
+            "holdout rows logged at training are missing from the data"
+            if len(np.unique(at)) < len(keys)
+            else f"the data holds {len(at)} rows for the {len(keys)} holdout keys logged at "
+            f"training (the id column '{settings.data.id_column}' repeats a value)",
+            fix=fix,
+        )
+    hashes = np.concatenate([p["hashes"] for p in pieces])[order]
+    columns = [c for c in data.columns if c != cluster.PART]
+    if rows_digest(columns, hashes) != digest:
+        raise DataError("the rebuilt holdout does not match the digest logged at training", fix=fix)
+    target = settings.data.target
+    names = list(settings.metrics.slices)
+    masks = np.concatenate([p["masks"] for p in pieces])[order]
+    values = [p["fairness"] for p in pieces if p["fairness"] is not None]
+    heads = pd.concat([p["head"] for p in pieces])
+    head_at = np.concatenate([p["at"][p["at"] < ROWS] for p in pieces])
+    return RemoteHoldout(
+        data=data,
+        rows=len(keys),
+        y=np.concatenate([p["y"] for p in pieces])[order],
+        labels=pd.DataFrame({target: list(dict.fromkeys(v for p in pieces for v in p["labels"]))}),
+        masks={name: masks[:, i].astype(bool) for i, name in enumerate(names)},
+        fairness=(
+            pd.DataFrame({fairness: np.concatenate(values)[order]})
+            if fairness and len(values) == len(pieces) and values
+            else None
+        ),
+        head=heads.iloc[np.argsort(head_at, kind="stable")],
+        settings=settings,
+        order=order,
+        located=located,
+        as_read=True,
     )

@@ -102,6 +102,13 @@ def holdout_from_keys(
 
 def frame_digest(frame: pd.DataFrame) -> str:
     """sha256 over the rows' values and positions, independent of pandas' memory layout."""
-    hashed = pd.util.hash_pandas_object(frame, index=True).to_numpy()
-    columns = ",".join(map(str, frame.columns)).encode()
-    return hashlib.sha256(columns + hashed.tobytes()).hexdigest()
+    return rows_digest(frame.columns, pd.util.hash_pandas_object(frame, index=True).to_numpy())
+
+
+def rows_digest(columns: Any, hashed: np.ndarray) -> str:
+    """`frame_digest` from its parts: the column names and each row's
+    `hash_pandas_object(index=True)`, in the holdout's order. Each row's hash depends only on
+    its values, dtypes and index label, so the Dask workers hash their rows where they lie and
+    the runner digests them in the key list's order (`onworkers.keyed_holdout_on_workers`)."""
+    names = ",".join(map(str, columns)).encode()
+    return hashlib.sha256(names + np.asarray(hashed, dtype=np.uint64).tobytes()).hexdigest()
