@@ -352,7 +352,6 @@ def test_a_consumer_repository_calls_the_reusable_workflow(
     assert version.tags["mlgate.data.remote_url"] == "s3://consumer-data/dvc"
     assert version.tags["mlgate.github.repository"] == "acme/consumer"
     assert "testing" not in json.dumps(dict(version.tags)), "secrets never reach MLflow"
-    mlflow.set_tracking_uri(mlflow_server)
     staged = mlflow.MlflowClient().get_model_version_by_alias("consumer-xgb", "staging")
     assert staged.version == version.version
     # The deploy job did not run (as when its approval is rejected): nothing else moved.
