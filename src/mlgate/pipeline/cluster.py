@@ -9,9 +9,14 @@ the machine) and only submits work:
 * `split_parts` labels each row train / validation / holdout per partition with the same seeded
   row hash as the local engine (`frames.row_hash`), so a row lands in the same part whatever the
   partitioning;
-* `fit` trains with `xgboost.dask` (DaskQuantileDMatrix, early stopping on the validation part,
-  the same `train.params`) and returns the same `xgboost.Booster` the local engine does, cut at
-  its best iteration, so logging, registration, bundles and serving do not change;
+* `fit` trains with the same `train.params` and early stopping on the validation part, and
+  returns the same `xgboost.Booster` the local engine does, cut at its best iteration, so
+  logging, registration, bundles and serving do not change: on a data version in the DVC
+  remote (`mlgate train`) in XGBoost's external memory, one task per worker over its share of
+  the shards (`fit_external`: the version need not fit in the cluster's memory); on data.path
+  with `xgboost.dask` (DaskQuantileDMatrix);
+* the steps that go over the whole version (`survey`, `scored`, `holdout_facts`,
+  `score_holdout`) read it a partition at a time (`on_partitions`): nothing is persisted;
 * `predict` scores the partitions of a dask DataFrame where they lie, every booster at once,
   and gathers one float32 array (a row per booster, the label's when asked); `score` does so
   for a pandas frame on the runner. From these arrays the gate's own functions compute the
@@ -175,16 +180,24 @@ def fit(
     *,
     source: Shards | None = None,
     data: Any = None,
+    rule: Rule | None = None,
 ) -> tuple[Any, int]:
     """Train on the cluster with early stopping on the validation part; the booster cut at its
     best iteration, as `train.fit` returns it. `sample` is a few validated rows (their dtypes
     and the model's feature types); `expected` the local split's row count per part, checked
     against the cluster's (the same rows in the same parts, or the stage fails). `source`: the
     data version's shards in the DVC remote (`shards.locate`), read by the workers; None:
-    data.path, on storage the workers share. `data`: the version already typed, split and
-    persisted on the workers (`prepared`), read from neither."""
+    data.path, on storage the workers share. `data`: the version already typed and split on
+    the workers (`prepared`), read from neither.
+
+    With `source` and `rule` (`mlgate train`, train.engine: dask) the workers train in
+    external memory (`fit_external`): the version never has to fit in the cluster's memory.
+    Otherwise xgboost.dask's DaskQuantileDMatrix, which holds every partition of a worker at
+    once (`make bench`'s dask-train figure, on data.path)."""
     from xgboost import dask as dxgb
 
+    if source is not None and rule is not None:
+        return fit_external(client, settings, categories, sample, source, rule)
     if data is None:
         dtypes = sample.dtypes.to_dict()
         if source is None:
@@ -238,6 +251,199 @@ def fit(
     trimmed = booster[: best + 1]
     trimmed.set_attr(best_iteration=str(best))
     return trimmed, best
+
+
+TRACKER_TIMEOUT = 300  # s the tracker waits for every worker to join a training
+
+
+def fit_external(
+    client: Any,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    sample: pd.DataFrame,
+    source: Shards,
+    rule: Rule,
+) -> tuple[Any, int]:
+    """Train in external memory (XGBoost's `ExtMemQuantileDMatrix`), one task per worker inside
+    one XGBoost collective: the shards are dealt to the workers in manifest order (round-robin
+    over the sorted worker addresses), each worker copies its shards' objects to its local
+    disk (md5-checked), then iterates over them one at a time (read, typed and split by
+    `rule`, the part's rows encoded as the local engine encodes them) into a quantized matrix
+    cached on its local disk (`dask worker --local-directory`), for the train part and, with
+    the train part as its reference, the validation part. A worker thus holds one shard in
+    memory plus XGBoost's pages in use, whatever the size of the version; the tracker runs on
+    the scheduler, as xgboost.dask starts it, so the runner need not be reachable from the
+    workers. The booster is the one every member ends with, cut at its best iteration."""
+    from distributed.comm.addressing import get_address_host
+    from xgboost import dask as dxgb
+    from xgboost.collective import Config
+
+    alive = sorted(workers(client))
+    dealt: dict[str, list[shards.Shard]] = {w: [] for w in alive}
+    for n, shard in enumerate(source.shards):
+        dealt[alive[n % len(alive)]].append(shard)
+    members = [w for w in alive if dealt[w]]
+    empty = sample.iloc[:0].assign(**{PART: np.int8(0)})
+    columns = list(_inputs(empty, settings, categories).columns)
+
+    def work() -> list[Any]:
+        host = get_address_host(client.scheduler.address).strip("/:")
+        # xgboost.dask's own way to start its tracker on the scheduler (a function of xgboost,
+        # which the scheduler imports; mlgate need not be installed there)
+        tracker = client.run_on_scheduler(
+            dxgb._start_tracker, len(members), host, None, TRACKER_TIMEOUT
+        )
+        args = Config(timeout=TRACKER_TIMEOUT).get_comm_config(tracker)
+        futures = [
+            client.submit(
+                _train_on_worker,
+                dealt[w],
+                kind=source.kind,
+                storage_options=dict(source.storage_options),
+                rule=rule,
+                settings=settings,
+                categories=dict(categories),
+                columns=columns,
+                collective=args,
+                workers=[w],
+                allow_other_workers=False,
+                pure=False,
+                key=f"mlgate-train-external-{n}-{w}",
+            )
+            for n, w in enumerate(members)
+        ]
+        wait_for(futures)
+        boosters: list[Any] = client.gather(futures)
+        return boosters
+
+    boosters = _watched(client, work, "training")
+    booster = boosters[0]
+    best = int(booster.best_iteration)
+    trimmed = booster[: best + 1]
+    trimmed.set_attr(best_iteration=str(best))
+    return trimmed, best
+
+
+def _part_batches(
+    local: Sequence[shards.Shard],
+    kind: str,
+    rule: Rule,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    columns: Sequence[str],
+    code: int,
+    cache: str,
+) -> Any:  # -> xgboost.DataIter
+    import xgboost as xgb
+
+    class Batches(xgb.DataIter):
+        def __init__(self) -> None:
+            self._next = 0
+            self._given = 0
+            super().__init__(cache_prefix=cache, release_data=True)
+
+        def reset(self) -> None:
+            self._next = 0
+            self._given = 0
+
+        def next(self, input_data: Any) -> bool:
+            while self._next < len(local):
+                shard = local[self._next]
+                self._next += 1
+                typed = rule.typed(shards.read_shard(shard, kind, {}))
+                rows = typed[rule.parts(typed) == code]
+                if not len(rows) and (self._next < len(local) or self._given):
+                    continue
+                x = encode(features_of(rows, settings), categories)[list(columns)]
+                types = feature_types(x, categories)
+                input_data(
+                    data=x,
+                    label=labels_of(rows, settings).astype("float32"),
+                    feature_types=types,
+                )
+                self._given += 1
+                return True
+            return False
+
+    return Batches()
+
+
+def _train_on_worker(
+    dealt: Sequence[shards.Shard],
+    *,
+    kind: str,
+    storage_options: Mapping[str, Any],
+    rule: Rule,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    columns: Sequence[str],
+    collective: Mapping[str, Any],
+) -> Any:
+    """One member of the external-memory training (on a worker): its shards copied to the
+    worker's local disk, the train and validation parts quantized there, boosting inside the
+    collective. The cache directory is removed when the task ends, however it ends."""
+    import tempfile
+
+    import xgboost as xgb
+    from distributed import get_worker
+    from xgboost.dask import CommunicatorContext
+
+    worker = get_worker()
+    threads = int(worker.state.nthreads)
+    params = {**dict(settings.train.params), "nthread": threads}
+    with tempfile.TemporaryDirectory(prefix="mlgate-extmem-", dir=worker.local_directory) as tmp:
+        local = [_copied(shard, storage_options, Path(tmp)) for shard in dealt]
+        with CommunicatorContext(**dict(collective)):
+            matrices: dict[int, Any] = {}
+            for code, name in ((TRAIN, "train"), (VALIDATION, "validation")):
+                batches = _part_batches(
+                    local, kind, rule, settings, categories, columns, code, f"{tmp}/{name}"
+                )
+                matrices[code] = xgb.ExtMemQuantileDMatrix(
+                    batches,
+                    max_bin=params.get("max_bin"),
+                    ref=matrices.get(TRAIN),
+                    enable_categorical=bool(categories),
+                    nthread=threads,
+                )
+            shards.release_memory()  # the batches' frames, before boosting needs its own
+            booster = xgb.train(
+                params,
+                matrices[TRAIN],
+                num_boost_round=settings.train.num_boost_round,
+                evals=[(matrices[TRAIN], "train"), (matrices[VALIDATION], "validation")],
+                early_stopping_rounds=settings.train.early_stopping_rounds,
+                verbose_eval=False,
+            )
+            del matrices
+    return booster
+
+
+def _copied(
+    shard: shards.Shard, storage_options: Mapping[str, Any], directory: Path
+) -> shards.Shard:
+    """`shard`'s object copied from the DVC remote to `directory` (its md5 checked when it is
+    read: `shards.read_shard`); the shard as read from there."""
+    import fsspec  # type: ignore[import-untyped]
+
+    target = directory / f"{shard.md5}{Path(shard.relpath).suffix}"
+    try:
+        with fsspec.open(shard.url, "rb", **dict(storage_options)) as source:
+            target.write_bytes(source.read())
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"shard {shard.relpath} (md5 {shard.md5}) is missing from the DVC remote: {shard.url}",
+            fix="push the data version from the commit that changed data.dvc (`dvc push`), "
+            "then re-run",
+        ) from exc
+    except OSError as exc:
+        raise DataError(
+            f"cannot copy shard {shard.relpath} from {shard.url} to the worker's disk "
+            f"({directory}): {type(exc).__name__}: {exc}",
+            fix="the workers need the DVC remote and room on their local directory "
+            "(`dask worker --local-directory`) for their share of the version's objects",
+        ) from exc
+    return shards.Shard(shard.relpath, shard.md5, str(target))
 
 
 def workers(client: Any) -> set[str]:
@@ -365,13 +571,16 @@ SAMPLE_ROWS = 100  # a part's first rows in its schema sample (train.schema_samp
 
 def prepared(client: Any, located: Shards, rule: Rule) -> Any:  # -> dask DataFrame
     """The version's shards read on the workers (`shards.frame`), typed as the schema coerced
-    them (`rule.dtypes`), each row's part added by `rule` (the PART column); persisted."""
+    them (`rule.dtypes`), each row's part added by `rule` (the PART column). Lazy, never
+    persisted: each step that goes over it (`survey`, `scored`, `holdout_facts`,
+    `score_holdout`) reads every shard again, one partition at a time on each worker, and keeps
+    only what it returns, so a version larger than the cluster's memory goes through."""
     frame = shards.frame(client, located)
     wanted = {k: v for k, v in rule.dtypes.items() if k in frame.columns}
     if wanted:
         frame = frame.astype(wanted)
     parts = frame.map_partitions(_rule_part, rule, meta=(PART, "int8"))
-    return frame.assign(**{PART: parts}).persist()
+    return frame.assign(**{PART: parts})
 
 
 def _rule_part(part: pd.DataFrame, rule: Rule) -> pd.Series:
@@ -490,14 +699,13 @@ def scored(
 
     def work() -> list[dict[int, Any]]:
         model = client.scatter([booster], broadcast=True)[0]
-        parts = client.compute(data.to_delayed())
-        futures = client.map(
+        futures = on_partitions(
+            client,
+            data,
             _scored_part,
-            parts,
             booster=model,
             settings=settings,
             categories=dict(categories),
-            pure=False,
         )
         wait_for(futures)
         pieces: list[dict[int, Any]] = client.gather(futures)
@@ -561,14 +769,28 @@ def _each_part(client: Any, data: Any, function: Any, what: str, **kwargs: Any) 
     in the partitions' order."""
 
     def work() -> list[Any]:
-        parts = client.compute(data.to_delayed())
-        futures = client.map(function, parts, pure=False, **kwargs)
+        futures = on_partitions(client, data, function, **kwargs)
         wait_for(futures)
         pieces: list[Any] = client.gather(futures)
         return pieces
 
     result: list[Any] = _watched(client, work, what)
     return result
+
+
+def on_partitions(client: Any, data: Any, function: Any, **kwargs: Any) -> list[Any]:
+    """Futures of `function(partition, **kwargs)`, one per partition of `data`, each a task of
+    the graph that reads (and types and splits) its partition: the client holds only the
+    results, so a partition is dropped once its function has run and a worker never holds more
+    than the partitions it works on (the version may be larger than the cluster's memory).
+    Futures in `kwargs` (a scattered booster) are passed as their values."""
+    from dask.delayed import delayed
+
+    call = delayed(shards.released, pure=False)
+    futures: list[Any] = client.compute(
+        [call(part, function, kwargs) for part in data.to_delayed()]
+    )
+    return futures
 
 
 def wait_for(futures: Any) -> None:
@@ -627,15 +849,14 @@ def score_holdout(
 
     def work() -> np.ndarray:
         model = client.scatter([booster], broadcast=True)[0]
-        parts = client.compute(data.to_delayed())
-        futures = client.map(
+        futures = on_partitions(
+            client,
+            data,
             _score_holdout_part,
-            parts,
             booster=model,
             settings=settings,
             recorded=dict(recorded),
             doubles=list(doubles),
-            pure=False,
         )
         wait_for(futures)
         pieces = client.gather(futures)
