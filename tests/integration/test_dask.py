@@ -786,13 +786,12 @@ def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_
     dask_cluster, s3_server, mlflow_server, tmp_path, clean_env
 ):
     """A version of 2 GB in pandas, over three times one worker's 600 MB and more than both
-    together, goes through validate -> train -> evaluate -> promote on the module's two
-    workers; none of them is restarted, and evaluate rebuilds training's holdout (its digest
-    checked against training's)."""
+    together, goes through train (which validates it on the workers first: `mlgate validate`'s
+    own `validate.on_workers`) -> evaluate -> promote on the module's two workers; none of them
+    is restarted, and evaluate rebuilds training's holdout (its digest checked against the one
+    training logged, or exit 3)."""
     import dvc.api
     from distributed import Client
-
-    from mlgate.pipeline import validate
 
     project = make_project(tmp_path / "project")
     _, in_memory = _big_version_on_s3(project, s3_server)
@@ -805,12 +804,6 @@ def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_
     args = [*train_args(project, mlflow_server, model), *QUICK, *_dask(dask_cluster)]
     with Client(dask_cluster) as c:
         before = c.run(os.getpid)
-    assert (
-        validate.main(
-            ["--params", str(project / "params.yaml"), *_dask(dask_cluster)], env=clean_env
-        )
-        == 0
-    )
     assert train.main(args, env=clean_env) == 0
     assert evaluate.main([*args, "--candidate-version", "1"], env=clean_env) == 0
     decision = _decision(project, model, "1")

@@ -29,7 +29,9 @@ mlgate version as the runner.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ PART = "__mlgate_part__"  # the column `split_parts` adds: 0 train, 1 validation
 TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
 BLOCKSIZE = "64MB"  # a CSV file is read in partitions of about this size
 POLL_SECONDS = 0.5  # how often a running training checks that its workers are alive
+RELEASE_SECONDS = 2.0  # how often the workers hand back freed memory during a stage (_release)
 
 
 @contextmanager
@@ -416,6 +419,7 @@ def _train_on_worker(
                 verbose_eval=False,
             )
             del matrices
+    shards.release_memory()
     return booster
 
 
@@ -469,6 +473,7 @@ def _watched(client: Any, work: Any, what: str) -> Any:
 
     thread = threading.Thread(target=target, name=f"mlgate-dask-{what}", daemon=True)
     thread.start()
+    released = time.monotonic()
     while thread.is_alive():
         thread.join(POLL_SECONDS)
         if not thread.is_alive():
@@ -476,6 +481,9 @@ def _watched(client: Any, work: Any, what: str) -> Any:
         lost = started - workers(client)
         if lost:
             raise _worker_lost(lost, what)
+        if time.monotonic() - released >= RELEASE_SECONDS:
+            _release(client)
+            released = time.monotonic()
     if "error" in box:
         error = box["error"]
         # The work may fail before a poll sees the loss: xgboost.dask refuses a task that Dask
@@ -498,6 +506,17 @@ def _watched(client: Any, work: Any, what: str) -> Any:
             ) from error
         raise error
     return box["result"]
+
+
+def _release(client: Any) -> None:
+    """`shards.release_memory` on every worker, outside their tasks (`Client.run` reaches a
+    paused worker too): a worker whose process memory stays above Dask's pause threshold
+    after a task, with nothing it can spill, would otherwise run no task again. Best effort:
+    a worker that does not answer is the watch's business."""
+    try:
+        client.run(shards.release_memory, on_error="ignore")
+    except Exception:  # a failing worker is seen by the watch above
+        pass
 
 
 def _worker_lost(lost: set[str], what: str) -> ClusterError:
@@ -676,6 +695,42 @@ def _survey_part(part: pd.DataFrame, target: str, categorical: Sequence[str]) ->
 
 
 @dataclass(frozen=True)
+class Model:
+    """A booster as its UBJ bytes: what is sent to the workers for scoring and waits in their
+    memory. A `Booster` object waiting there may be spilled to disk and read back while the
+    tasks use it (a worker near its memory limit spills), which left tasks holding a disposed
+    booster ("Booster has not been initialized or has already been disposed"); bytes are
+    loaded into a `Booster` by the worker's tasks themselves (`_loaded`, once per process)."""
+
+    raw: bytes
+    digest: str
+
+
+def shipped(booster: Any) -> Model:
+    raw = bytes(booster.save_raw("ubj"))
+    return Model(raw, hashlib.sha256(raw).hexdigest())
+
+
+_LOADED: dict[str, Any] = {}  # per worker process: the boosters of the last few Models
+LOADED_MAX = 4
+
+
+def _loaded(model: Any) -> Any:
+    """The `Booster` of a `Model` (a booster given as such is returned as is)."""
+    if not isinstance(model, Model):
+        return model
+    booster = _LOADED.get(model.digest)
+    if booster is None:
+        import xgboost as xgb
+
+        booster = xgb.Booster(model_file=bytearray(model.raw))
+        if len(_LOADED) >= LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[model.digest] = booster
+    return booster
+
+
+@dataclass(frozen=True)
 class Scored:
     """A booster's validation and holdout scores, gathered from the workers."""
 
@@ -698,7 +753,7 @@ def scored(
     rows' slice masks (metrics.slices), computed where the partitions lie."""
 
     def work() -> list[dict[int, Any]]:
-        model = client.scatter([booster], broadcast=True)[0]
+        model = client.scatter([shipped(booster)], broadcast=True)[0]
         futures = on_partitions(
             client,
             data,
@@ -732,6 +787,8 @@ def _scored_part(
     part: pd.DataFrame, booster: Any, settings: Settings, categories: Mapping[str, Sequence[str]]
 ) -> dict[int, Any]:
     import xgboost as xgb
+
+    booster = _loaded(booster)
 
     codes = part[PART].to_numpy()
     out: dict[int, Any] = {}
@@ -848,7 +905,7 @@ def score_holdout(
     (`recorded`: its categories; `doubles`: the inputs its signature declares double)."""
 
     def work() -> np.ndarray:
-        model = client.scatter([booster], broadcast=True)[0]
+        model = client.scatter([shipped(booster)], broadcast=True)[0]
         futures = on_partitions(
             client,
             data,
@@ -876,6 +933,7 @@ def _score_holdout_part(
     rows = part[part[PART].to_numpy() == HOLDOUT].drop(columns=[PART])
     if not len(rows):
         return np.empty(0, dtype=np.float32)
+    booster = _loaded(booster)
     features = encode(features_of(rows, settings), recorded)
     wanted = [d for d in doubles if d in features.columns]
     if wanted:
