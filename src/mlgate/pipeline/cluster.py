@@ -441,7 +441,7 @@ def _copied(
             "then re-run",
         ) from exc
     except OSError as exc:
-        raise DataError(
+        raise ClusterError(
             f"cannot copy shard {shard.relpath} from {shard.url} to the worker's disk "
             f"({directory}): {type(exc).__name__}: {exc}",
             fix="the workers need the DVC remote and room on their local directory "
