@@ -902,3 +902,148 @@ def test_a_local_engine_model_is_judged_on_the_workers_as_on_the_runner_with_its
     said = capsys.readouterr()
     assert "holdout rows logged at training are missing from the data" in said.out + said.err
     assert c.get_model_version(model, "2").tags["mlgate.decision.created_at"] == recorded
+
+
+# ---- A data version several times the workers' memory (issue 21) ----
+
+BIG_SHARDS = 200  # x 12,500 rows x (100 float64 features + the int64 label): 2.02 GB in pandas
+BIG_ROWS = 12_500
+BIG_FEATURES = 100
+BIG_LEVELS = 8  # distinct values per feature: Parquet's dictionary and run-length encodings
+WORKER_LIMIT = 600e6  # dask_cluster's --memory-limit 600MB, in bytes
+
+
+def _big_shard(n: int) -> pd.DataFrame:
+    """Shard `n` of the big version: each feature takes one of BIG_LEVELS values in runs of
+    16 + j rows (the runs of the columns out of step, so the rows differ), and the label is
+    learnable from the first four features plus noise."""
+    import numpy as np
+
+    rows = np.arange(n * BIG_ROWS, (n + 1) * BIG_ROWS)
+    columns = {}
+    informative = np.zeros(BIG_ROWS)
+    for j in range(BIG_FEATURES):
+        level = (rows // (16 + j) + j) % BIG_LEVELS
+        columns[f"f{j:03d}"] = level * (j + 1) / 10.0
+        if j < 4:
+            informative += level / (BIG_LEVELS - 1) - 0.5
+    noise = np.random.default_rng(n).normal(0.0, 0.5, BIG_ROWS)
+    columns["y"] = (informative + noise > 0).astype("int64")
+    return pd.DataFrame(columns)
+
+
+BIG_SCHEMA = (
+    "schema_type: dataframe\napi: pandas\ncolumns:\n"
+    + "".join(f"  f{j:03d}:\n    dtype: float64\n    coerce: true\n" for j in range(BIG_FEATURES))
+    + "  y:\n    dtype: int64\n    isin:\n    - 0\n    - 1\nstrict: true\nname: big\n"
+)
+BIG_PARAMS = """\
+model:
+  name: big
+data:
+  dvc_file: data.dvc
+  path: data
+  target: y
+schema:
+  path: schema/big.yaml
+  min_rows: 100
+  min_class_count: 20
+split:
+  seed: 42
+  validation_fraction: 0.2
+  holdout_fraction: 0.25
+train:
+  num_boost_round: 8
+  early_stopping_rounds: 3
+  params:
+    objective: binary:logistic
+    eval_metric: logloss
+    tree_method: hist
+    max_depth: 3
+    eta: 0.3
+    seed: 42
+metrics:
+  threshold: 0.5
+  slices:
+    high_f000: "f000 >= 0.4"
+"""
+
+
+def _big_version_on_s3(project: Path, s3_server: str) -> tuple[str, int]:
+    """The big version written straight into a fresh bucket as DVC 3 objects (each shard's
+    md5-named object, the `.dir` manifest as `dvc add` serializes it) and data.dvc pointing at
+    it, never materialized whole, nor on the runner's disk; the bucket and the version's size
+    in pandas (`memory_usage(deep=True)` of each shard as read back from its Parquet bytes)."""
+    import io
+
+    import boto3
+    from dvc.repo import Repo
+
+    bucket = f"big-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket=bucket)
+
+    def put(md5: str, body: bytes) -> None:
+        s3.put_object(Bucket=bucket, Key=f"dvc/files/md5/{md5[:2]}/{md5[2:]}", Body=body)
+
+    entries, size, in_memory = [], 0, 0
+    for n in range(BIG_SHARDS):
+        buffer = io.BytesIO()
+        _big_shard(n).to_parquet(buffer, index=False, compression="zstd")
+        raw = buffer.getvalue()
+        md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        put(md5, raw)
+        entries.append({"md5": md5, "relpath": f"part-{n:03d}.parquet"})
+        size += len(raw)
+        in_memory += int(pd.read_parquet(io.BytesIO(raw)).memory_usage(deep=True).sum())
+    manifest = json.dumps(entries, sort_keys=True).encode()
+    dir_md5 = hashlib.md5(manifest, usedforsecurity=False).hexdigest() + ".dir"
+    put(dir_md5, manifest)
+    (project / "data.dvc").write_text(
+        f"outs:\n- md5: {dir_md5}\n  size: {size}\n  nfiles: {BIG_SHARDS}\n  hash: md5\n"
+        "  path: data\n"
+    )
+    (project / "schema" / "big.yaml").write_text(BIG_SCHEMA)
+    (project / "params.yaml").write_text(BIG_PARAMS)
+    shutil.rmtree(project / "data", ignore_errors=True)
+    with Repo(str(project)) as repo:
+        with repo.config.edit() as conf:
+            conf["remote"]["s3"] = {"url": f"s3://{bucket}/dvc", "endpointurl": s3_server}
+            conf["core"]["remote"] = "s3"
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "data: the big version")
+    return bucket, in_memory
+
+
+def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_memory(
+    dask_cluster, s3_server, mlflow_server, tmp_path, clean_env
+):
+    """A version of 2 GB in pandas, over three times one worker's 600 MB and more than both
+    together, goes through train (which validates it on the workers first: `mlgate validate`'s
+    own `validate.on_workers`) -> evaluate -> promote on the module's two workers; none of them
+    is restarted, and evaluate rebuilds training's holdout (its digest checked against the one
+    training logged, or exit 3)."""
+    import dvc.api
+    from distributed import Client
+
+    project = make_project(tmp_path / "project")
+    _, in_memory = _big_version_on_s3(project, s3_server)
+    assert in_memory >= 3 * WORKER_LIMIT and in_memory > 2 * WORKER_LIMIT  # the oracle's size
+    # DVC itself reads the hand-written version: the manifest and a shard, from the remote
+    with dvc.api.open("data/part-007.parquet", repo=str(project), mode="rb") as handle:
+        pd.testing.assert_frame_equal(pd.read_parquet(handle), _big_shard(7))
+
+    model = unique("dask-big")
+    args = [*train_args(project, mlflow_server, model), *QUICK, *_dask(dask_cluster)]
+    with Client(dask_cluster) as c:
+        before = c.run(os.getpid)
+    assert train.main(args, env=clean_env) == 0
+    assert evaluate.main([*args, "--candidate-version", "1"], env=clean_env) == 0
+    decision = _decision(project, model, "1")
+    assert decision["verdict"] == "pass"
+    assert decision["metrics"]["candidate"]["overall"]["auc"] > 0.7
+    assert promote.main([*args, "--candidate-version", "1"], env=clean_env) == 0
+    c = client(mlflow_server)
+    assert str(c.get_model_version_by_alias(model, "staging").version) == "1"
+    with Client(dask_cluster) as dc:
+        assert dc.run(os.getpid) == before  # the same worker processes: none was restarted

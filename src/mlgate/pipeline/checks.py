@@ -143,7 +143,23 @@ def summarize(
     duplicated: Mapping[str, Sequence[Any]],
 ) -> Summary:
     """Validate one partition (on a worker) and summarize it. `duplicated`: for each column
-    declared unique, the values the whole version holds more than once."""
+    declared unique, the values the whole version holds more than once. The memory the
+    validation's copies held is handed back when it ends (`shards.release_memory`)."""
+    from mlgate.pipeline.shards import release_memory
+
+    try:
+        return _summarize(part, schema_text, target, id_column, duplicated)
+    finally:
+        release_memory()
+
+
+def _summarize(
+    part: pd.DataFrame,
+    schema_text: str,
+    target: str,
+    id_column: str | None,
+    duplicated: Mapping[str, Sequence[Any]],
+) -> Summary:
     import pandera.errors
 
     part = part.reset_index(drop=True)

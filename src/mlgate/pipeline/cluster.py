@@ -9,9 +9,14 @@ the machine) and only submits work:
 * `split_parts` labels each row train / validation / holdout per partition with the same seeded
   row hash as the local engine (`frames.row_hash`), so a row lands in the same part whatever the
   partitioning;
-* `fit` trains with `xgboost.dask` (DaskQuantileDMatrix, early stopping on the validation part,
-  the same `train.params`) and returns the same `xgboost.Booster` the local engine does, cut at
-  its best iteration, so logging, registration, bundles and serving do not change;
+* `fit` trains with the same `train.params` and early stopping on the validation part, and
+  returns the same `xgboost.Booster` the local engine does, cut at its best iteration, so
+  logging, registration, bundles and serving do not change: on a data version in the DVC
+  remote (`mlgate train`) in XGBoost's external memory, one task per worker over its share of
+  the shards (`fit_external`: the version need not fit in the cluster's memory); on data.path
+  with `xgboost.dask` (DaskQuantileDMatrix);
+* the steps that go over the whole version (`survey`, `scored`, `holdout_facts`,
+  `score_holdout`) read it a partition at a time (`on_partitions`): nothing is persisted;
 * `predict` scores the partitions of a dask DataFrame where they lie, every booster at once,
   and gathers one float32 array (a row per booster, the label's when asked); `score` does so
   for a pandas frame on the runner. From these arrays the gate's own functions compute the
@@ -24,7 +29,9 @@ mlgate version as the runner.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +52,7 @@ PART = "__mlgate_part__"  # the column `split_parts` adds: 0 train, 1 validation
 TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
 BLOCKSIZE = "64MB"  # a CSV file is read in partitions of about this size
 POLL_SECONDS = 0.5  # how often a running training checks that its workers are alive
+RELEASE_SECONDS = 2.0  # how often the workers hand back freed memory during a stage (_release)
 
 
 @contextmanager
@@ -232,16 +240,24 @@ def fit(
     *,
     source: Shards | None = None,
     data: Any = None,
+    rule: Rule | None = None,
 ) -> tuple[Any, int]:
     """Train on the cluster with early stopping on the validation part; the booster cut at its
     best iteration, as `train.fit` returns it. `sample` is a few validated rows (their dtypes
     and the model's feature types); `expected` the local split's row count per part, checked
     against the cluster's (the same rows in the same parts, or the stage fails). `source`: the
     data version's shards in the DVC remote (`shards.locate`), read by the workers; None:
-    data.path, on storage the workers share. `data`: the version already typed, split and
-    persisted on the workers (`prepared`), read from neither."""
+    data.path, on storage the workers share. `data`: the version already typed and split on
+    the workers (`prepared`), read from neither.
+
+    With `source` and `rule` (`mlgate train`, train.engine: dask) the workers train in
+    external memory (`fit_external`): the version never has to fit in the cluster's memory.
+    Otherwise xgboost.dask's DaskQuantileDMatrix, which holds every partition of a worker at
+    once (`make bench`'s dask-train figure, on data.path)."""
     from xgboost import dask as dxgb
 
+    if source is not None and rule is not None:
+        return fit_external(client, settings, categories, sample, source, rule)
     if data is None:
         dtypes = sample.dtypes.to_dict()
         if source is None:
@@ -297,6 +313,200 @@ def fit(
     return trimmed, best
 
 
+TRACKER_TIMEOUT = 300  # s the tracker waits for every worker to join a training
+
+
+def fit_external(
+    client: Any,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    sample: pd.DataFrame,
+    source: Shards,
+    rule: Rule,
+) -> tuple[Any, int]:
+    """Train in external memory (XGBoost's `ExtMemQuantileDMatrix`), one task per worker inside
+    one XGBoost collective: the shards are dealt to the workers in manifest order (round-robin
+    over the sorted worker addresses), each worker copies its shards' objects to its local
+    disk (md5-checked), then iterates over them one at a time (read, typed and split by
+    `rule`, the part's rows encoded as the local engine encodes them) into a quantized matrix
+    cached on its local disk (`dask worker --local-directory`), for the train part and, with
+    the train part as its reference, the validation part. A worker thus holds one shard in
+    memory plus XGBoost's pages in use, whatever the size of the version; the tracker runs on
+    the scheduler, as xgboost.dask starts it, so the runner need not be reachable from the
+    workers. The booster is the one every member ends with, cut at its best iteration."""
+    from distributed.comm.addressing import get_address_host
+    from xgboost import dask as dxgb
+    from xgboost.collective import Config
+
+    alive = sorted(workers(client))
+    dealt: dict[str, list[shards.Shard]] = {w: [] for w in alive}
+    for n, shard in enumerate(source.shards):
+        dealt[alive[n % len(alive)]].append(shard)
+    members = [w for w in alive if dealt[w]]
+    empty = sample.iloc[:0].assign(**{PART: np.int8(0)})
+    columns = list(_inputs(empty, settings, categories).columns)
+
+    def work() -> list[Any]:
+        host = get_address_host(client.scheduler.address).strip("/:")
+        # xgboost.dask's own way to start its tracker on the scheduler (a function of xgboost,
+        # which the scheduler imports; mlgate need not be installed there)
+        tracker = client.run_on_scheduler(
+            dxgb._start_tracker, len(members), host, None, TRACKER_TIMEOUT
+        )
+        args = Config(timeout=TRACKER_TIMEOUT).get_comm_config(tracker)
+        futures = [
+            client.submit(
+                _train_on_worker,
+                dealt[w],
+                kind=source.kind,
+                storage_options=dict(source.storage_options),
+                rule=rule,
+                settings=settings,
+                categories=dict(categories),
+                columns=columns,
+                collective=args,
+                workers=[w],
+                allow_other_workers=False,
+                pure=False,
+                key=f"mlgate-train-external-{n}-{w}",
+            )
+            for n, w in enumerate(members)
+        ]
+        wait_for(futures)
+        boosters: list[Any] = client.gather(futures)
+        return boosters
+
+    boosters = _watched(client, work, "training")
+    booster = boosters[0]
+    best = int(booster.best_iteration)
+    trimmed = booster[: best + 1]
+    trimmed.set_attr(best_iteration=str(best))
+    return trimmed, best
+
+
+def _part_batches(
+    local: Sequence[shards.Shard],
+    kind: str,
+    rule: Rule,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    columns: Sequence[str],
+    code: int,
+    cache: str,
+) -> Any:  # -> xgboost.DataIter
+    import xgboost as xgb
+
+    class Batches(xgb.DataIter):
+        def __init__(self) -> None:
+            self._next = 0
+            self._given = 0
+            super().__init__(cache_prefix=cache, release_data=True)
+
+        def reset(self) -> None:
+            self._next = 0
+            self._given = 0
+
+        def next(self, input_data: Any) -> bool:
+            while self._next < len(local):
+                shard = local[self._next]
+                self._next += 1
+                typed = rule.typed(shards.read_shard(shard, kind, {}))
+                rows = typed[rule.parts(typed) == code]
+                if not len(rows) and (self._next < len(local) or self._given):
+                    continue
+                x = encode(features_of(rows, settings), categories)[list(columns)]
+                types = feature_types(x, categories)
+                input_data(
+                    data=x,
+                    label=labels_of(rows, settings).astype("float32"),
+                    feature_types=types,
+                )
+                self._given += 1
+                return True
+            return False
+
+    return Batches()
+
+
+def _train_on_worker(
+    dealt: Sequence[shards.Shard],
+    *,
+    kind: str,
+    storage_options: Mapping[str, Any],
+    rule: Rule,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    columns: Sequence[str],
+    collective: Mapping[str, Any],
+) -> Any:
+    """One member of the external-memory training (on a worker): its shards copied to the
+    worker's local disk, the train and validation parts quantized there, boosting inside the
+    collective. The cache directory is removed when the task ends, however it ends."""
+    import tempfile
+
+    import xgboost as xgb
+    from distributed import get_worker
+    from xgboost.dask import CommunicatorContext
+
+    worker = get_worker()
+    threads = int(worker.state.nthreads)
+    params = {**dict(settings.train.params), "nthread": threads}
+    with tempfile.TemporaryDirectory(prefix="mlgate-extmem-", dir=worker.local_directory) as tmp:
+        local = [_copied(shard, storage_options, Path(tmp)) for shard in dealt]
+        with CommunicatorContext(**dict(collective)):
+            matrices: dict[int, Any] = {}
+            for code, name in ((TRAIN, "train"), (VALIDATION, "validation")):
+                batches = _part_batches(
+                    local, kind, rule, settings, categories, columns, code, f"{tmp}/{name}"
+                )
+                matrices[code] = xgb.ExtMemQuantileDMatrix(
+                    batches,
+                    max_bin=params.get("max_bin"),
+                    ref=matrices.get(TRAIN),
+                    enable_categorical=bool(categories),
+                    nthread=threads,
+                )
+            shards.release_memory()  # the batches' frames, before boosting needs its own
+            booster = xgb.train(
+                params,
+                matrices[TRAIN],
+                num_boost_round=settings.train.num_boost_round,
+                evals=[(matrices[TRAIN], "train"), (matrices[VALIDATION], "validation")],
+                early_stopping_rounds=settings.train.early_stopping_rounds,
+                verbose_eval=False,
+            )
+            del matrices
+    shards.release_memory()
+    return booster
+
+
+def _copied(
+    shard: shards.Shard, storage_options: Mapping[str, Any], directory: Path
+) -> shards.Shard:
+    """`shard`'s object copied from the DVC remote to `directory` (its md5 checked when it is
+    read: `shards.read_shard`); the shard as read from there."""
+    import fsspec  # type: ignore[import-untyped]
+
+    target = directory / f"{shard.md5}{Path(shard.relpath).suffix}"
+    try:
+        with fsspec.open(shard.url, "rb", **dict(storage_options)) as source:
+            target.write_bytes(source.read())
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"shard {shard.relpath} (md5 {shard.md5}) is missing from the DVC remote: {shard.url}",
+            fix="push the data version from the commit that changed data.dvc (`dvc push`), "
+            "then re-run",
+        ) from exc
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot copy shard {shard.relpath} from {shard.url} to the worker's disk "
+            f"({directory}): {type(exc).__name__}: {exc}",
+            fix="the workers need the DVC remote and room on their local directory "
+            "(`dask worker --local-directory`) for their share of the version's objects",
+        ) from exc
+    return shards.Shard(shard.relpath, shard.md5, str(target))
+
+
 def workers(client: Any) -> set[str]:
     """The addresses of the scheduler's workers now. Asked of the scheduler itself:
     `Client.scheduler_info()` returns a cache that the client's own periodic refresh
@@ -320,6 +530,7 @@ def _watched(client: Any, work: Any, what: str) -> Any:
 
     thread = threading.Thread(target=target, name=f"mlgate-dask-{what}", daemon=True)
     thread.start()
+    released = time.monotonic()
     while thread.is_alive():
         thread.join(POLL_SECONDS)
         if not thread.is_alive():
@@ -327,6 +538,9 @@ def _watched(client: Any, work: Any, what: str) -> Any:
         lost = started - workers(client)
         if lost:
             raise _worker_lost(lost, what)
+        if time.monotonic() - released >= RELEASE_SECONDS:
+            _release(client)
+            released = time.monotonic()
     if "error" in box:
         error = box["error"]
         # The work may fail before a poll sees the loss: xgboost.dask refuses a task that Dask
@@ -349,6 +563,17 @@ def _watched(client: Any, work: Any, what: str) -> Any:
             ) from error
         raise error
     return box["result"]
+
+
+def _release(client: Any) -> None:
+    """`shards.release_memory` on every worker, outside their tasks (`Client.run` reaches a
+    paused worker too): a worker whose process memory stays above Dask's pause threshold
+    after a task, with nothing it can spill, would otherwise run no task again. Best effort:
+    a worker that does not answer is the watch's business."""
+    try:
+        client.run(shards.release_memory, on_error="ignore")
+    except Exception:  # a failing worker is seen by the watch above
+        pass
 
 
 def _worker_lost(lost: set[str], what: str) -> ClusterError:
@@ -422,13 +647,16 @@ SAMPLE_ROWS = 100  # a part's first rows in its schema sample (train.schema_samp
 
 def prepared(client: Any, located: Shards, rule: Rule) -> Any:  # -> dask DataFrame
     """The version's shards read on the workers (`shards.frame`), typed as the schema coerced
-    them (`rule.dtypes`), each row's part added by `rule` (the PART column); persisted."""
+    them (`rule.dtypes`), each row's part added by `rule` (the PART column). Lazy, never
+    persisted: each step that goes over it (`survey`, `scored`, `holdout_facts`,
+    `score_holdout`) reads every shard again, one partition at a time on each worker, and keeps
+    only what it returns, so a version larger than the cluster's memory goes through."""
     frame = shards.frame(client, located)
     wanted = {k: v for k, v in rule.dtypes.items() if k in frame.columns}
     if wanted:
         frame = frame.astype(wanted)
     parts = frame.map_partitions(_rule_part, rule, meta=(PART, "int8"))
-    return frame.assign(**{PART: parts}).persist()
+    return frame.assign(**{PART: parts})
 
 
 def _rule_part(part: pd.DataFrame, rule: Rule) -> pd.Series:
@@ -524,6 +752,42 @@ def _survey_part(part: pd.DataFrame, target: str, categorical: Sequence[str]) ->
 
 
 @dataclass(frozen=True)
+class Model:
+    """A booster as its UBJ bytes: what is sent to the workers for scoring and waits in their
+    memory. A `Booster` object waiting there may be spilled to disk and read back while the
+    tasks use it (a worker near its memory limit spills), which left tasks holding a disposed
+    booster ("Booster has not been initialized or has already been disposed"); bytes are
+    loaded into a `Booster` by the worker's tasks themselves (`_loaded`, once per process)."""
+
+    raw: bytes
+    digest: str
+
+
+def shipped(booster: Any) -> Model:
+    raw = bytes(booster.save_raw("ubj"))
+    return Model(raw, hashlib.sha256(raw).hexdigest())
+
+
+_LOADED: dict[str, Any] = {}  # per worker process: the boosters of the last few Models
+LOADED_MAX = 4
+
+
+def _loaded(model: Any) -> Any:
+    """The `Booster` of a `Model` (a booster given as such is returned as is)."""
+    if not isinstance(model, Model):
+        return model
+    booster = _LOADED.get(model.digest)
+    if booster is None:
+        import xgboost as xgb
+
+        booster = xgb.Booster(model_file=bytearray(model.raw))
+        if len(_LOADED) >= LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[model.digest] = booster
+    return booster
+
+
+@dataclass(frozen=True)
 class Scored:
     """A booster's validation and holdout scores, gathered from the workers."""
 
@@ -546,15 +810,14 @@ def scored(
     rows' slice masks (metrics.slices), computed where the partitions lie."""
 
     def work() -> list[dict[int, Any]]:
-        model = client.scatter([booster], broadcast=True)[0]
-        parts = client.compute(data.to_delayed())
-        futures = client.map(
+        model = client.scatter([shipped(booster)], broadcast=True)[0]
+        futures = on_partitions(
+            client,
+            data,
             _scored_part,
-            parts,
             booster=model,
             settings=settings,
             categories=dict(categories),
-            pure=False,
         )
         wait_for(futures)
         pieces: list[dict[int, Any]] = client.gather(futures)
@@ -581,6 +844,8 @@ def _scored_part(
     part: pd.DataFrame, booster: Any, settings: Settings, categories: Mapping[str, Sequence[str]]
 ) -> dict[int, Any]:
     import xgboost as xgb
+
+    booster = _loaded(booster)
 
     codes = part[PART].to_numpy()
     out: dict[int, Any] = {}
@@ -618,14 +883,28 @@ def _each_part(client: Any, data: Any, function: Any, what: str, **kwargs: Any) 
     in the partitions' order."""
 
     def work() -> list[Any]:
-        parts = client.compute(data.to_delayed())
-        futures = client.map(function, parts, pure=False, **kwargs)
+        futures = on_partitions(client, data, function, **kwargs)
         wait_for(futures)
         pieces: list[Any] = client.gather(futures)
         return pieces
 
     result: list[Any] = _watched(client, work, what)
     return result
+
+
+def on_partitions(client: Any, data: Any, function: Any, **kwargs: Any) -> list[Any]:
+    """Futures of `function(partition, **kwargs)`, one per partition of `data`, each a task of
+    the graph that reads (and types and splits) its partition: the client holds only the
+    results, so a partition is dropped once its function has run and a worker never holds more
+    than the partitions it works on (the version may be larger than the cluster's memory).
+    Futures in `kwargs` (a scattered booster) are passed as their values."""
+    from dask.delayed import delayed
+
+    call = delayed(shards.released, pure=False)
+    futures: list[Any] = client.compute(
+        [call(part, function, kwargs) for part in data.to_delayed()]
+    )
+    return futures
 
 
 def wait_for(futures: Any) -> None:
@@ -683,16 +962,15 @@ def score_holdout(
     (`recorded`: its categories; `doubles`: the inputs its signature declares double)."""
 
     def work() -> np.ndarray:
-        model = client.scatter([booster], broadcast=True)[0]
-        parts = client.compute(data.to_delayed())
-        futures = client.map(
+        model = client.scatter([shipped(booster)], broadcast=True)[0]
+        futures = on_partitions(
+            client,
+            data,
             _score_holdout_part,
-            parts,
             booster=model,
             settings=settings,
             recorded=dict(recorded),
             doubles=list(doubles),
-            pure=False,
         )
         wait_for(futures)
         pieces = client.gather(futures)
@@ -712,6 +990,7 @@ def _score_holdout_part(
     rows = part[part[PART].to_numpy() == HOLDOUT].drop(columns=[PART])
     if not len(rows):
         return np.empty(0, dtype=np.float32)
+    booster = _loaded(booster)
     features = encode(features_of(rows, settings), recorded)
     wanted = [d for d in doubles if d in features.columns]
     if wanted:

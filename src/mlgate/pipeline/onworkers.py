@@ -5,14 +5,17 @@ The runner reads the version's manifest from the DVC remote (`shards.locate`), n
 1. the workers validate the shards (`validate.on_workers`); bad data stops here, as with the
    local engine, and each column's dtype after the schema's coercion comes back;
 2. the workers read the shards again, type them with those dtypes and put each row in its part
-   by the split's rule (`cluster.prepared`, persisted: the version is read once more);
+   by the split's rule (`cluster.prepared`: lazy, never persisted; each step below reads the
+   shards again, a partition at a time, so the version may be larger than the cluster's
+   memory);
 3. from every partition (`cluster.survey`): each part's rows and classes (every part must hold
    both classes, or the same DataError as `split.split_frame`), the categorical features'
    categories, each part's schema sample (the rows `train.schema_sample` takes of it: the
    signature, the input example and the logged datasets' schemas are the local engine's), and
    the holdout rows' hashes, from which the runner computes the holdout digest
    (`holdout.digest`);
-4. training with xgboost.dask on the persisted parts (`cluster.fit`);
+4. training in external memory, one XGBoost task per worker over its share of the shards
+   (`cluster.fit_external`);
 5. the validation and holdout rows scored where they lie (`cluster.scored`): the threshold is
    chosen from the validation part's scores and labels, the holdout metrics and slices come from
    the holdout's scores, labels and slice masks, by the local engine's functions.
@@ -150,7 +153,7 @@ def _train(
         run_id = run.info.run_id
         train_sample = surveyed.samples[cluster.TRAIN]
         booster, best = cluster.fit(
-            cluster_client, settings, categories, train_sample, source=located, data=data
+            cluster_client, settings, categories, train_sample, source=located, rule=rule
         )
         scores = cluster.scored(cluster_client, data, booster, settings, categories)
         # The threshold is chosen on the validation part; the holdout judges it.
@@ -241,7 +244,8 @@ def _train(
 @dataclass(frozen=True)
 class RemoteHoldout:
     """A holdout rebuilt on the workers from the logged rule, checked against its digest:
-    the rows stay there (`data`, persisted); the runner holds their labels and masks."""
+    the rows stay there (`data`, read again by each step); the runner holds their labels and
+    masks."""
 
     data: Any  # dask DataFrame: the version, typed, with its parts (`cluster.prepared`)
     rows: int

@@ -223,10 +223,44 @@ def _md5(raw: bytes) -> str:
     return hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
+def release_memory() -> None:
+    """Hand the memory of the partitions a worker has finished with back to the system:
+    pyarrow's pool (mimalloc or jemalloc keep freed pages) and glibc's free lists
+    (`malloc_trim`). Without it a worker's process memory stays at its high-water mark after
+    each partition: with 600 MB workers it stayed at 450-470 MiB after the validation of a
+    2 GB version (263 MiB once released), above Dask's pause threshold (80 % of the limit)
+    with nothing the worker could spill, so both workers paused for good and the stage hung."""
+    import ctypes
+
+    try:
+        import pyarrow  # type: ignore[import-untyped]
+
+        pyarrow.default_memory_pool().release_unused()
+    except ImportError:  # pragma: no cover - pandas reads Parquet with pyarrow here
+        pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator keeps its own policy
+        pass
+
+
+def released(part: Any, function: Any, kwargs: Mapping[str, Any]) -> Any:
+    """`function(part, **kwargs)` on a worker, then the memory it freed handed back
+    (`release_memory`): what a per-partition task of the version runs."""
+    try:
+        return function(part, **kwargs)
+    finally:
+        del part
+        release_memory()
+
+
 def read_shard(shard: Shard, kind: str, storage_options: Mapping[str, Any]) -> pd.DataFrame:
     """One shard as a pandas frame, on the worker that reads it: its bytes are checked against
-    the manifest's md5 before they are parsed."""
+    the manifest's md5 before they are parsed (the memory of the partitions read before it
+    handed back first: `release_memory`)."""
     import fsspec  # type: ignore[import-untyped]
+
+    release_memory()
 
     try:
         with fsspec.open(shard.url, "rb", **dict(storage_options)) as handle:
@@ -260,6 +294,9 @@ def read_shard(shard: Shard, kind: str, storage_options: Mapping[str, Any]) -> p
             f"cannot parse shard {shard.relpath} ({kind}): {exc}",
             fix=f"write every shard of the version as {kind} with the same columns",
         ) from exc
+    finally:
+        del raw
+        release_memory()  # the bytes and pyarrow's table, now a pandas frame
 
 
 def frame(client: Any, shards: Shards) -> Any:  # -> dask DataFrame
