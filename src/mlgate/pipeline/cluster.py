@@ -43,7 +43,14 @@ import pandas as pd
 
 from mlgate.errors import ClusterError, DataError
 from mlgate.pipeline import shards
-from mlgate.pipeline.frames import BUCKETS, encode, feature_types, features_of, labels_of, row_hash
+from mlgate.pipeline.frames import (
+    BUCKETS,
+    encode,
+    feature_types,
+    features_of,
+    part_labels_of,
+    row_hash,
+)
 from mlgate.pipeline.holdout import Rule, row_hashes
 from mlgate.pipeline.shards import Shards
 from mlgate.settings import DaskTls, Settings, tls_material
@@ -228,7 +235,7 @@ def _inputs(
 
 
 def _labels(part: pd.DataFrame, settings: Settings) -> pd.Series:
-    return pd.Series(labels_of(part, settings).astype("float32"), index=part.index)
+    return pd.Series(part_labels_of(part, settings).astype("float32"), index=part.index)
 
 
 def fit(
@@ -418,7 +425,7 @@ def _part_batches(
                 types = feature_types(x, categories)
                 input_data(
                     data=x,
-                    label=labels_of(rows, settings).astype("float32"),
+                    label=part_labels_of(rows, settings).astype("float32"),
                     feature_types=types,
                 )
                 self._given += 1
@@ -862,7 +869,7 @@ def _scored_part(
             proba = np.asarray(booster.predict(matrix), dtype=np.float32)
         else:
             proba = np.empty(0, dtype=np.float32)
-        y = np.asarray(labels_of(rows, settings), dtype=np.int8)
+        y = np.asarray(part_labels_of(rows, settings), dtype=np.int8)
         masks = _masks(rows, settings.metrics.slices)
         out[code] = (proba, y, masks)
     return out
@@ -938,7 +945,7 @@ def _holdout_part(
     target = settings.data.target
     return {
         "hashes": row_hashes(rows),
-        "y": np.asarray(labels_of(rows, settings), dtype=np.int8),
+        "y": np.asarray(part_labels_of(rows, settings), dtype=np.int8),
         "labels": pd.unique(rows[target].dropna()).tolist() if target in rows.columns else [],
         "masks": _masks(rows, settings.metrics.slices),
         "fairness": (
@@ -1142,8 +1149,7 @@ def _keyed_facts(
     return {
         "at": at,
         "hashes": pd.util.hash_pandas_object(rows, index=True).to_numpy(dtype=np.uint64),
-        # labels_of refuses a column without two classes: a partition may hold no holdout row
-        "y": np.asarray(labels_of(rows, settings) if len(rows) else [], dtype=np.int8),
+        "y": np.asarray(part_labels_of(rows, settings), dtype=np.int8),
         "labels": pd.unique(rows[target].dropna()).tolist() if target in rows.columns else [],
         "masks": _masks(rows, settings.metrics.slices),
         "fairness": (

@@ -538,6 +538,30 @@ def label_classes(labels: pd.Series, positive: str | None, target: str) -> tuple
     return negative, matches[0]
 
 
+def part_labels(labels: pd.Series, positive: str | None, target: str) -> np.ndarray:
+    """`binary_labels` of a part of a version (a partition, or one part of the split in it),
+    which may hold one of the two classes or no row at all: the version as a whole was checked
+    to hold two (validation, the survey), so a lone class is the positive one when it is
+    data.positive_class (else when it is 1 or True) and the negative one otherwise."""
+    values = labels.dropna().unique().tolist()
+    if len(values) >= 2:
+        return binary_labels(labels, positive, target)  # two classes, or refused as before
+    _refuse_missing(labels, target)
+    if positive is None:
+        numbers = [_number(v) for v in values]
+        if any(n not in (0.0, 1.0) for n in numbers):
+            raise DataError(
+                f"the target '{target}' holds {short(values[0], 40)}, not 0 and 1, and "
+                "data.positive_class is not set",
+                fix="name the class to predict in params.yaml: data: positive_class: ...",
+            )
+        hits = [v for v, n in zip(values, numbers, strict=True) if n == 1.0]
+    else:
+        hits = [v for v in values if same_label(v, positive)]
+    codes: np.ndarray = labels.isin(hits).to_numpy(dtype=np.int64)
+    return codes
+
+
 def binary_labels(labels: pd.Series, positive: str | None, target: str) -> np.ndarray:
     """The target as 0/1 (int64): 1 for the positive class. Raises DataError when the target
     is not two classes without missing values (validate reports it first)."""
@@ -545,10 +569,14 @@ def binary_labels(labels: pd.Series, positive: str | None, target: str) -> np.nd
         _, pos = label_classes(labels, positive, target)
     except LabelProblem as exc:
         raise DataError(exc.message, fix=exc.fix) from exc
+    _refuse_missing(labels, target)
+    codes: np.ndarray = (labels == pos).to_numpy(dtype=np.int64)
+    return codes
+
+
+def _refuse_missing(labels: pd.Series, target: str) -> None:
     if labels.isna().any():
         raise DataError(
             f"the target '{target}' has {int(labels.isna().sum())} missing values",
             fix="drop the unlabelled rows or label them",
         )
-    codes: np.ndarray = (labels == pos).to_numpy(dtype=np.int64)
-    return codes

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlgate.pipeline.data import binary_labels
+from mlgate.pipeline.data import binary_labels, part_labels
 from mlgate.pipeline.pyfunc import encode as _encode
 
 BUCKETS = 1_000_000  # a row's split position is its hash modulo this, over this
@@ -93,6 +93,13 @@ def labels_of(frame: pd.DataFrame, settings: Any) -> np.ndarray:
     """The target as 0/1, 1 for data.positive_class (validate has checked the contract)."""
     target = settings.data.target
     return binary_labels(frame[target], settings.data.positive_class, target)
+
+
+def part_labels_of(frame: pd.DataFrame, settings: Any) -> np.ndarray:
+    """`labels_of` a part of a version (a Dask partition's rows of one part of the split),
+    which may hold one class of the two or no row (`data.part_labels`)."""
+    target = settings.data.target
+    return part_labels(frame[target], settings.data.positive_class, target)
 
 
 def row_hash(frame: pd.DataFrame, *, target: str, seed: int, id_column: str | None) -> np.ndarray:
