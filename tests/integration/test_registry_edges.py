@@ -8,6 +8,7 @@ client by another call than the one under test.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -345,3 +346,79 @@ def test_a_registry_reset_under_a_champion_and_a_lock_fails_closed(
     model = deployed.client.get_registered_model(deployed.model)
     assert dict(model.aliases) == {}
     assert deployed.client.get_model_version(deployed.model, one).current_stage == "None"
+
+
+def history(client: Any, model: str, alias: str, version: str, at: str, **tags: str) -> None:
+    """The event a completed move of `alias` to `version` leaves on `model` (one tag a move),
+    written literally as docs/production.md describes it."""
+    stamp = at.replace("-", "").replace(":", "").replace("+0000", "")
+    event = {"alias": alias, "version": version, "previous": "none", "at": at, "tags": tags}
+    client.set_registered_model_tag(
+        model, f"mlgate.history.{alias}.{stamp}.000000Z.v{version}", json.dumps(event)
+    )
+
+
+def test_a_champion_deleted_from_the_registry_is_said_never_read_as_no_champion(
+    deployed, clean_env, capsys
+) -> None:
+    """v2 held `production` (its deploy's history event on the model says so), then someone
+    deleted v2: MLflow deletes its alias with it, so the registry holds no `production` at all.
+    Read as "no champion", the next candidate would be judged against nothing (or against
+    `staging`) and go to Production unchecked. Evaluate, deploy (the gated path), rollback and
+    doctor each name the deleted version and stop (exit 12), nothing recorded or moved; the
+    evaluation of a champion still there is untouched. The oracle: MLflow's own reads."""
+    from mlgate.pipeline import deploy, evaluate
+    from mlgate.registry import moves as registry
+
+    client, model = deployed.client, deployed.model
+    history(client, model, "production", deployed.v1, "2026-01-10T00:00:00+00:00")
+    history(client, model, "production", deployed.v2, "2026-01-11T00:00:00+00:00")
+    experiment = client.create_experiment(unique("candidate"))
+    [v3] = register(client, model, [client.create_run(experiment).info])
+    client.set_registered_model_alias(model, "staging", v3)
+    client.transition_model_version_stage(model, v3, "Staging")
+    assert registry.find_champion(client, model, v3).version == deployed.v2  # the first path
+
+    client.delete_model_version(model, deployed.v2)
+    assert dict(client.get_registered_model(model).aliases) == {"staging": v3}, (
+        "MLflow deletes the alias of a deleted version"
+    )
+    tags_before = dict(client.get_model_version(model, v3).tags)
+    said = f"version {deployed.v2}, which held 'production' since 2026-01-11"
+    candidate = [*deployed.args, "--candidate-version", v3]
+    for main, argv in (
+        (evaluate.main, candidate),
+        (deploy.main, [*candidate, "--approved-by", "bob"]),
+        (rollback.main, [*deployed.args, "--reason", "r", "--approved-by", "bob"]),
+    ):
+        code, out = run(main, argv, clean_env, capsys)
+        assert code == 12, (main.__module__, out)
+        assert said in out and "was deleted" in out, (main.__module__, out)
+        assert "fix:" in out and "deploy.require_staging=false" in out and "Traceback" not in out
+        assert dict(client.get_registered_model(model).aliases) == {"staging": v3}
+        assert dict(client.get_model_version(model, v3).tags) == tags_before, "nothing recorded"
+    code, out = run(doctor.main, deployed.args, clean_env, capsys)
+    assert code == 12 and said in out and "deploy.require_staging=false" in out, out
+
+    # Production in a registered model of its own (model.production_name): the copy holds the
+    # alias, and the original it copies was deleted. Said as such, never as a bad argument.
+    production = unique("rolled-production")
+    client.create_registered_model(production)
+    copy = client.copy_model_version(f"models:/{model}/{deployed.v1}", production)
+    client.set_model_version_tag(
+        production, copy.version, "mlgate.copy.of", f"{model}/{deployed.v1}"
+    )
+    client.set_registered_model_alias(production, "production", copy.version)
+    client.delete_model_version(model, deployed.v1)
+    code, out = run(
+        evaluate.main,
+        [*candidate, "--set", f"model.production_name={production}"],
+        clean_env,
+        capsys,
+    )
+    assert code == 12, out
+    assert (
+        f"{production} version {copy.version} holds 'production' as the copy of {model} "
+        f"version {deployed.v1}, which was deleted" in out
+    ), out
+    assert "--candidate-version with a registered version" not in out, out

@@ -42,7 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError
+from mlgate.errors import (
+    ConfigError,
+    DeployError,
+    GateFailed,
+    ModelError,
+    ProductionLost,
+)
 from mlgate.github import environment
 from mlgate.github import outputs as github
 from mlgate.pipeline.export import export_bundle
@@ -777,6 +783,13 @@ def _check_deployable(client: Any, settings: Settings, version: str, production:
             "another one deliberately",
         )
     if production is None:
+        lost = registry.lost_production(client, name, settings.model.production_model)
+        if lost is not None:  # its decision compared with a version that is gone, or none
+            raise ProductionLost(
+                f"{lost}: the gated deploy of version {version} is refused, nothing was "
+                "built or moved",
+                fix=registry.LOST_FIX,
+            )
         return
     champion = load_decision(client, settings, version)["champion"]
     then = champion["version"] if champion else None

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DeployError
+from mlgate.errors import ConfigError, DeployError, ProductionLost
 from mlgate.github import environment
 from mlgate.github import outputs as github
 from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
@@ -75,6 +75,12 @@ def _rollback(
     separate = holder_model != name
     current = registry.production(client, settings)
     if current is None:
+        lost = registry.lost_production(client, name, holder_model)
+        if lost is not None:
+            raise ProductionLost(
+                f"{lost}: nothing to roll back from, and nothing was moved",
+                fix=registry.LOST_FIX,
+            )
         raise ConfigError(
             f"{name} has no version in Production: nothing to roll back",
             fix="deploy a version first (`mlgate deploy`)",
