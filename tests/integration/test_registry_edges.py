@@ -422,3 +422,120 @@ def test_a_champion_deleted_from_the_registry_is_said_never_read_as_no_champion(
         f"version {deployed.v1}, which was deleted" in out
     ), out
     assert "--candidate-version with a registered version" not in out, out
+
+
+def manifest_digest(registry: Any, repository: str, reference: str) -> str | None:
+    """The oracle: the registry's own answer (its HTTP API, not docker-py nor mlgate) for a tag
+    or digest of `repository` (HOST/PATH): the digest it holds, or None (404)."""
+    import requests
+
+    host, _, path = repository.partition("/")
+    answer = requests.head(
+        f"http://{host}/v2/{path}/manifests/{reference}",
+        auth=(registry.username, registry.password),
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        timeout=30,
+    )
+    if answer.status_code == 404:
+        return None
+    answer.raise_for_status()
+    return str(answer.headers["Docker-Content-Digest"])
+
+
+@pytest.mark.docker
+def test_a_rollback_to_an_image_gone_or_retagged_in_the_container_registry_fails_closed(
+    trained_on_postgres, docker_engine, container_registry, clean_env, capsys
+) -> None:
+    """Three versions deployed in turn, each with an image pushed that holds its model (v3 in
+    Production). Then, in the container registry itself: v1's manifest deleted (the engine
+    still has the image: only the registry's answer counts), and v2's content-addressed tag
+    re-pushed with another image (its recorded digest still holds v2's model, but untagged: a
+    garbage collection deletes it, and someone wrote over a tag mlgate never rewrites). A
+    rollback to either is refused (exit 9, what the registry holds named, the fix), nothing
+    moved; the tag restored to the recorded digest, the same rollback goes through, and its
+    re-run is a no-op. The oracle: the registry's HTTP API and MLflow's own reads."""
+    import requests
+
+    from mlgate.pipeline import deploy
+    from tests.copies import copy_version
+    from tests.integration.test_concurrency import model_image, tiny_image
+    from tests.integration.test_gate import Registry
+
+    templates = trained_on_postgres
+    models = Registry(templates.project, templates.server, clean_env)
+    client, model = models.client, models.model
+    repository = f"{container_registry.host}/mlgate/{model}"
+    env = clean_env | container_registry.env() | {"MLGATE_DEPLOY_IMAGE": repository}
+    versions = [copy_version(client, templates, kind, model) for kind in ("weak", "better", "weak")]
+    previous = "none"
+    for day, version in enumerate(versions, start=10):  # three deploys, each replacing the last
+        digest = model_image(docker_engine, models, version, repository, container_registry)
+        for key, value in {
+            "mlgate.production.since": f"2026-01-{day}T00:00:00+00:00",
+            "mlgate.production.previous": previous,
+        }.items():
+            client.set_model_version_tag(model, version, key, value)
+        tag = client.get_model_version(model, version).tags["mlgate.image.tag"]
+        assert tag == deploy.model_digest(client, model, version).tag  # content-addressed
+        assert manifest_digest(container_registry, repository, tag) == digest
+        previous = version
+    v1, v2, v3 = versions
+    client.set_registered_model_alias(model, "production", v3)
+    client.transition_model_version_stage(model, v3, "Production")
+
+    def state() -> tuple[dict[str, str], dict[str, tuple[str, dict[str, str]]]]:
+        aliases = dict(client.get_registered_model(model).aliases)
+        return aliases, {
+            n: (v.current_stage, dict(v.tags))
+            for n in versions
+            for v in [client.get_model_version(model, n)]
+        }
+
+    def rollback_to(version: str) -> tuple[int, str]:
+        argv = [*models.args(), "--to", version, "--reason", "r", "--approved-by", "bob"]
+        return run(rollback.main, argv, env, capsys)
+
+    # v1's image deleted from the registry (its API's DELETE of the manifest by digest).
+    d1 = client.get_model_version(model, v1).tags["mlgate.image.digest"]
+    host, _, path = repository.partition("/")
+    deleted = requests.delete(
+        f"http://{host}/v2/{path}/manifests/{d1}",
+        auth=(container_registry.username, container_registry.password),
+        timeout=30,
+    )
+    assert deleted.status_code == 202, deleted.text
+    assert manifest_digest(container_registry, repository, d1) is None
+    assert docker_engine.images.get(f"{repository}@{d1}"), "the engine still has it"
+    before = state()
+    code, out = rollback_to(v1)
+    assert code == 9, out
+    assert f"refusing to roll back {model} to version {v1}" in out, out
+    assert "the registry does not hold it" in out and "fix:" in out and "Traceback" not in out
+    assert state() == before, "nothing moved"
+
+    # v2's tag re-pushed with another image: the recorded digest holds v2's model, untagged.
+    v2_tags = client.get_model_version(model, v2).tags
+    d2, tag2 = v2_tags["mlgate.image.digest"], v2_tags["mlgate.image.tag"]
+    other = tiny_image(docker_engine, repository, tag2, container_registry)
+    assert manifest_digest(container_registry, repository, tag2) == other != d2
+    assert manifest_digest(container_registry, repository, d2) == d2, "still held, untagged"
+    code, out = rollback_to(v2)
+    assert code == 9, out
+    assert f"its tag {repository}:{tag2} names {other}" in out, out
+    assert f"docker tag {repository}@{d2} {repository}:{tag2}" in out, out
+    assert state() == before, "nothing moved"
+
+    # The tag restored as the fix says: the rollback goes through, its re-run is a no-op.
+    auth = {"username": container_registry.username, "password": container_registry.password}
+    docker_engine.images.pull(f"{repository}@{d2}", auth_config=auth).tag(repository, tag2)
+    docker_engine.images.push(repository, tag=tag2, auth_config=auth)
+    assert manifest_digest(container_registry, repository, tag2) == d2
+    code, out = rollback_to(v2)
+    assert code == 0, out
+    aliases, after = state()
+    assert aliases["production"] == v2 and after[v2][0] == "Production"
+    assert after[v2][1]["mlgate.production.image"] == f"{repository}@{d2}"
+    assert after[v3][1]["mlgate.rollback.rolled_back"] == "true"
+    code, out = rollback_to(v2)
+    assert code == 0 and "nothing to do" in out, out
+    assert state() == (aliases, after)

@@ -25,10 +25,12 @@ from mlgate.pipeline.deploy import (
     _held_here,
     _now,
     connect_docker,
+    docker_errors,
     image_repository,
     model_digest,
     move_production,
     record_image,
+    registry_digest,
     report,
     summarise_lineage,
     trusted_record,
@@ -286,7 +288,36 @@ def verified_target(
             f"{why}",
             fix=redeploy,
         )
+    why = moved_tag(settings, image)
+    if why is not None:
+        raise DeployError(
+            f"refusing to roll back {name} to version {target}: its image {image.pinned} holds "
+            f"that version's model, but {why}",
+            fix=f"find out who pushed {image.ref}; then restore the tag to the verified digest "
+            f"(`docker pull {image.pinned} && docker tag {image.pinned} {image.ref} && docker "
+            f"push {image.ref}`) and roll back again, or roll back to another version with --to N",
+        )
     return image, model
+
+
+def moved_tag(settings: Settings, image: Image) -> str | None:
+    """Why `image`'s content-addressed tag (`vN-<sha12>`, which mlgate never rewrites) no
+    longer names its digest, or None when it does. A tag re-pushed with another image leaves
+    the recorded digest untagged: a registry garbage collection deletes it, so Production would
+    point at an image about to vanish, and someone wrote where only mlgate writes."""
+    with docker_errors(f"looking up {image.ref} in the registry"):
+        held = registry_digest(connect_docker(), image.ref, settings.registry.auth_config())
+    if held == image.digest:
+        return None
+    if held is None:
+        return (
+            f"its tag {image.ref} is gone from the registry, so the digest is untagged (a "
+            "garbage collection deletes it)"
+        )
+    return (
+        f"its tag {image.ref} names {held} now: someone re-pushed the tag, and the recorded "
+        "digest is untagged (a garbage collection deletes it)"
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
