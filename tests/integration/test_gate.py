@@ -348,6 +348,65 @@ def test_a_decision_changed_in_the_artifact_store_is_refused(
     assert registry.staging() == v
 
 
+def test_a_model_changed_in_the_artifact_store_after_evaluation_is_never_deployed(
+    registry: Registry, tmp_path: Path, capsys
+) -> None:
+    """The decision records the sha256 of the booster file evaluation downloaded and judged.
+    The staging version's booster is then rewritten in the artifact store (one bit changed,
+    the same file name): the gated deploy refuses it before anything is built (exit 7,
+    both digests named), Production untouched. Put back, the file is what was judged again.
+    The oracle: hashlib on the file MLflow serves, downloaded with MLflow's own client."""
+    import yaml
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from mlgate.pipeline import deploy
+
+    v = registry.staging()
+    assert v is not None
+    client, model = registry.client, registry.model
+
+    def booster(version: str, folder: str) -> tuple[str, bytes, str]:
+        """(the version's artifact location, its booster's bytes, the file's relative path)"""
+        uri = client.get_model_version_download_uri(model, version)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(tmp_path / folder), tracking_uri=registry.server
+            )
+        )
+        data = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["xgboost"]["data"]
+        return uri, (local / data).read_bytes(), data
+
+    uri, raw, data = booster(v, "judged")
+    assert (
+        registry.decision(v, tmp_path)["candidate_model_sha256"] == hashlib.sha256(raw).hexdigest()
+    )
+    swapped = raw[:-1] + bytes([raw[-1] ^ 1])  # one bit of the booster file changed
+
+    def put(content: bytes) -> None:
+        folder = tmp_path / f"put-{hashlib.sha256(content).hexdigest()[:8]}"
+        (folder / data).parent.mkdir(parents=True)
+        (folder / data).write_bytes(content)
+        parent = str(Path(data).parent)
+        get_artifact_repository(uri).log_artifact(
+            str(folder / data), None if parent == "." else parent
+        )
+        assert booster(v, f"check-{folder.name}")[1] == content
+
+    put(swapped)
+    argv = [*registry.args(), "--candidate-version", v, "--approved-by", "alice"]
+    assert deploy.main(argv, env=registry.env) == 7
+    err = capsys.readouterr().err
+    said = f"booster in the artifact store (sha256 {hashlib.sha256(swapped).hexdigest()[:12]})"
+    assert (
+        said in err
+        and f"not the one its evaluation judged ({hashlib.sha256(raw).hexdigest()[:12]})" in err
+    )
+    assert "nothing was built or moved" in err and "fix:" in err
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(model, "production")
+    put(raw)  # the file evaluation judged, back (the tests after this one read it)
+
+
 def test_an_unknown_version_is_a_usage_error(registry: Registry, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         registry.evaluate("../1")
