@@ -407,6 +407,63 @@ def test_a_model_changed_in_the_artifact_store_after_evaluation_is_never_deploye
     put(raw)  # the file evaluation judged, back (the tests after this one read it)
 
 
+def test_an_evaluation_rerun_while_a_promotion_waits_is_never_promoted_on_stale(
+    registry: Registry, tmp_path: Path, mlgate_forks, capsys
+) -> None:
+    """A real `mlgate promote` process reads the decision, takes the lock and is held there
+    (`pause:lock.after_ticket`); meanwhile the same version is evaluated again (a new
+    decision, recorded on the version). Released, the promotion stops (exit 6: the decision
+    changed while it waited, re-run), nothing moved or tagged. Its re-run promotes on the
+    decision recorded now, and the move records that decision's sha256 on the version and in
+    the history event. The oracle: the version's tags and the model's history, read with
+    MLflow's own client."""
+    from tests.forkserver import MLGATE
+
+    client, model = registry.client, registry.model
+    v = registry.staging()
+    assert v is not None
+    client.delete_registered_model_alias(model, "staging")  # v is a candidate again
+    before = dict(client.get_model_version(model, v).tags)
+    release = tmp_path / "release"
+    argv = ["mlgate", "promote", *registry.args(), "--candidate-version", v]
+    fault = {"MLGATE_TRACKING_FAULT_POINT": f"pause:lock.after_ticket:{release}"}
+    running = mlgate_forks.start_all([(MLGATE, argv, registry.env | fault)])
+    try:
+        err = Path(running.files[0][2])
+        deadline = time.monotonic() + 600
+        while "paused at lock.after_ticket" not in (err.read_text() if err.exists() else ""):
+            assert running.alive(0) and time.monotonic() < deadline, err.read_text()[-3000:]
+            time.sleep(0.05)
+        assert registry.evaluate(v, *DECISION_ONLY) == 0  # the decision recorded anew
+    finally:
+        release.touch()
+    [done] = running.wait()
+    again = client.get_model_version(model, v).tags
+    assert again[DIGEST_TAG] != before[DIGEST_TAG]
+    assert done.returncode == 6, done.stderr[-3000:]
+    said = f"the decision of {model} version {v} changed while this promotion waited"
+    assert said in done.stderr and f"now records {again[DIGEST_TAG][:12]}" in done.stderr
+    assert "run `mlgate promote` again" in done.stderr
+    assert registry.staging() is None, "nothing moved"
+    assert "mlgate.promotion" not in again or again["mlgate.promotion"] == before.get(
+        "mlgate.promotion"
+    )
+
+    capsys.readouterr()
+    assert registry.promote(v) == 0, capsys.readouterr().err
+    assert registry.staging() == v
+    moved = client.get_model_version(model, v).tags
+    assert moved["mlgate.promotion.decision_sha256"] == moved[DIGEST_TAG] == again[DIGEST_TAG]
+    events = [
+        json.loads(value)
+        for key, value in client.get_registered_model(model).tags.items()
+        if key.startswith("mlgate.history.staging.") and key.endswith(f".v{v}")
+    ]
+    assert any(
+        e["tags"].get("mlgate.promotion.decision_sha256") == again[DIGEST_TAG] for e in events
+    ), events
+
+
 def test_an_unknown_version_is_a_usage_error(registry: Registry, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         registry.evaluate("../1")

@@ -104,6 +104,7 @@ HISTORY_TAGS = {
     "mlgate.rollback.by",
     "mlgate.promotion.run_url",
     "mlgate.promotion.champion_at_evaluation",
+    "mlgate.promotion.decision_sha256",
 }
 
 
