@@ -423,6 +423,23 @@ def test_a_champion_deleted_from_the_registry_is_said_never_read_as_no_champion(
     ), out
     assert "--candidate-version with a registered version" not in out, out
 
+    # That copy deleted too, after it held `production` there (its move in the production
+    # model's history), while model.name still carries a stale `production` alias of the
+    # earlier layout: Production is lost, never read from that stale alias.
+    history(client, production, "production", str(copy.version), "2026-01-12T00:00:00+00:00")
+    client.delete_model_version(production, copy.version)
+    [stale] = register(client, model, [client.create_run(experiment).info])
+    client.set_registered_model_alias(model, "production", stale)
+    code, out = run(
+        evaluate.main,
+        [*candidate, "--set", f"model.production_name={production}"],
+        clean_env,
+        capsys,
+    )
+    assert code == 12, out
+    assert f"{production} version {copy.version}, which held 'production' since 2026-01-12" in out
+    assert "was deleted" in out and f"version {stale}" not in out, out
+
 
 def manifest_digest(registry: Any, repository: str, reference: str) -> str | None:
     """The oracle: the registry's own answer (its HTTP API, not docker-py nor mlgate) for a tag

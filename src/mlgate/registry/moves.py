@@ -981,8 +981,26 @@ def production_of(client: Client, name: str, production_model: str) -> Productio
         holder = version_by_alias(client, production_model, PRODUCTION)
         if holder is not None:
             return Production(original_of(client, name, holder), holder)
+        if _production_history(client, production_model):
+            # Production lived here and its holder is gone: never fall back to a stale alias
+            # of the earlier layout (`lost_production` says what was lost).
+            return None
     legacy = version_by_alias(client, name, PRODUCTION)
     return None if legacy is None else Production(legacy, legacy)
+
+
+def _production_history(client: Client, model: str) -> bool:
+    """Whether `model`'s history records a move of `production` (a missing model: no)."""
+    from mlflow.exceptions import MlflowException
+
+    with errors(f"reading the history of {model}"):
+        try:
+            tags = client.get_registered_model(model).tags or {}
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+    return any(key.startswith(f"{HISTORY}{PRODUCTION}.") for key in tags)
 
 
 def production(client: Client, settings: Settings) -> Production | None:
