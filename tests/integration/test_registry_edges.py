@@ -272,6 +272,27 @@ def test_a_rollback_whose_previous_version_was_deleted_says_so(deployed, clean_e
     assert dict(deployed.client.get_model_version(deployed.model, deployed.v2).tags) == tags
 
 
+def test_a_rollback_from_a_version_no_longer_in_production_moves_nothing(
+    deployed, clean_env, capsys
+) -> None:
+    """The operator saw version 1 in Production and decided to withdraw it; by the time the
+    rollback takes the lock a deploy has put v2 there (a bare rollback would now withdraw v2,
+    the version just approved, and put v1 back). `--from 1` names what they saw: refused (exit
+    6, both versions named), nothing moved. `--from 2 --to 2`, a re-run of a rollback that
+    already happened, is a no-op."""
+    before = deployed.state()
+    base = [*deployed.args, "--reason", "r", "--approved-by", "bob"]
+    code, out = run(rollback.main, [*base, "--from", deployed.v1], clean_env, capsys)
+    assert code == 6, out
+    assert f"Production holds version {deployed.v2} now, not version {deployed.v1}" in out
+    assert f"--from {deployed.v2}" in out and "Traceback" not in out
+    assert deployed.state() == before, "nothing moved"
+    argv = [*base, "--from", deployed.v2, "--to", deployed.v2]
+    code, out = run(rollback.main, argv, clean_env, capsys)
+    assert code == 0 and "nothing to do" in out, out
+    assert deployed.state() == before
+
+
 def test_a_version_replaced_by_a_registry_reset_is_told_apart(client) -> None:
     """What a deploy checks after its build and again under the lock (`_still_the_version`):
     version 1 read, then the model deleted and re-created and version 1 registered again from

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DeployError, ProductionLost
+from mlgate.errors import ConfigError, DeployError, GateFailed, ProductionLost
 from mlgate.github import environment
 from mlgate.github import outputs as github
 from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
@@ -48,6 +48,7 @@ def rollback(
     reason: str,
     to: str | None = None,
     approved_by: Sequence[str] = (),
+    expected: str | None = None,
 ) -> Deployment:
     # Who decided, read as a deployment's approval is (fail closed, never "unknown").
     approval = environment.require_approval(settings, approved_by)
@@ -59,7 +60,14 @@ def rollback(
         # First finish whatever a killed move left half done, then decide on what holds.
         done = registry.converge(client, holder_model, lock=lock)
         return _rollback(
-            client, settings, reason=reason, to=to, approval=approval, lock=lock, done=done
+            client,
+            settings,
+            reason=reason,
+            to=to,
+            approval=approval,
+            lock=lock,
+            done=done,
+            expected=expected,
         )
 
 
@@ -72,6 +80,7 @@ def _rollback(
     approval: environment.Approval,
     lock: registry.PointerLock,
     done: list[registry.Finding],
+    expected: str | None = None,
 ) -> Deployment:
     name, holder_model = settings.model.name, settings.model.production_model
     separate = holder_model != name
@@ -108,6 +117,14 @@ def _rollback(
             served_image(name, current_version, current.tags),
             f"{name} version {current_version} is already in Production: nothing to do",
             reused_image=True,
+        )
+    if expected is not None and expected != current_version:
+        raise GateFailed(
+            f"refusing to roll back {name}: Production holds version {current_version} now, not "
+            f"version {expected} (--from): another deploy or rollback moved it since you "
+            "looked; nothing was moved",
+            fix=f"check `mlgate lineage {current_version}`; if version {current_version} must "
+            f"go too, run the rollback again with --from {current_version}",
         )
     if to is None and not _exists(client, name, target):
         raise ConfigError(
@@ -331,6 +348,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         help="the version to go back to (default: the one Production replaced)",
     )
     parser.add_argument(
+        "--from",
+        dest="expected",
+        type=cli.model_version,
+        metavar="N",
+        help="the version you saw in Production and mean to withdraw: refused, nothing moved, "
+        "when Production holds another once the lock is taken (a deploy or rollback landed)",
+    )
+    parser.add_argument(
         "--approved-by",
         action="append",
         default=[],
@@ -345,7 +370,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if not args.reason.strip():
             raise ConfigError("--reason is empty", fix="say why Production goes back")
         result = rollback(
-            settings, reason=args.reason.strip(), to=args.to, approved_by=args.approved_by
+            settings,
+            reason=args.reason.strip(),
+            to=args.to,
+            approved_by=args.approved_by,
+            expected=args.expected,
         )
         report(settings, result, title="Rollback")
         summarise_lineage(settings, result.version)
