@@ -122,6 +122,14 @@ class RegistryDisagreement(MlgateError):
 EXIT_CODES[RegistryDisagreement.exit_code] = "registry pointers disagreed (mlgate doctor)"
 
 
+class ProductionLost(RegistryDisagreement):
+    """The registry's history says a version held `production` and none does now (it was
+    deleted, and MLflow deleted its alias with it): evaluate, promote, the gated deploy and
+    rollback stop rather than read that as "no champion". Exit 12, as doctor reports it."""
+
+    level = "error"
+
+
 class PermissionDenied(MlgateError):
     """MLflow refused the credential (HTTP 401/403): e.g. the pipeline's credential tried to
     move Production, which only the Environment's credential may write

@@ -119,7 +119,9 @@ def model_image(docker_engine, models: Registry, version: str, repository: str, 
     """A pre-pushed image that deploy reuses for `version` (it holds that version's model),
     recorded on the version as an earlier deploy would: the cheap way to an image."""
     digest = tiny_image(docker_engine, repository, None, registry, models=models, version=version)
-    record_image(models, version, repository, digest)
+    # The content-addressed tag tiny_image pushed (what deploy records), which a rollback checks.
+    tag = deploy.model_digest(models.client, models.model, version).tag
+    record_image(models, version, repository, digest, tag)
     return digest
 
 

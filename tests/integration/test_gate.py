@@ -348,6 +348,122 @@ def test_a_decision_changed_in_the_artifact_store_is_refused(
     assert registry.staging() == v
 
 
+def test_a_model_changed_in_the_artifact_store_after_evaluation_is_never_deployed(
+    registry: Registry, tmp_path: Path, capsys
+) -> None:
+    """The decision records the sha256 of the booster file evaluation downloaded and judged.
+    The staging version's booster is then rewritten in the artifact store (one bit changed,
+    the same file name): the gated deploy refuses it before anything is built (exit 7,
+    both digests named), Production untouched. Put back, the file is what was judged again.
+    The oracle: hashlib on the file MLflow serves, downloaded with MLflow's own client."""
+    import yaml
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from mlgate.pipeline import deploy
+
+    v = registry.staging()
+    assert v is not None
+    client, model = registry.client, registry.model
+
+    def booster(version: str, folder: str) -> tuple[str, bytes, str]:
+        """(the version's artifact location, its booster's bytes, the file's relative path)"""
+        uri = client.get_model_version_download_uri(model, version)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(tmp_path / folder), tracking_uri=registry.server
+            )
+        )
+        data = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["xgboost"]["data"]
+        return uri, (local / data).read_bytes(), data
+
+    uri, raw, data = booster(v, "judged")
+    assert (
+        registry.decision(v, tmp_path)["candidate_model_sha256"] == hashlib.sha256(raw).hexdigest()
+    )
+    swapped = raw[:-1] + bytes([raw[-1] ^ 1])  # one bit of the booster file changed
+
+    def put(content: bytes) -> None:
+        folder = tmp_path / f"put-{hashlib.sha256(content).hexdigest()[:8]}"
+        (folder / data).parent.mkdir(parents=True)
+        (folder / data).write_bytes(content)
+        parent = str(Path(data).parent)
+        get_artifact_repository(uri).log_artifact(
+            str(folder / data), None if parent == "." else parent
+        )
+        assert booster(v, f"check-{folder.name}")[1] == content
+
+    put(swapped)
+    argv = [*registry.args(), "--candidate-version", v, "--approved-by", "alice"]
+    assert deploy.main(argv, env=registry.env) == 7
+    err = capsys.readouterr().err
+    said = f"booster in the artifact store (sha256 {hashlib.sha256(swapped).hexdigest()[:12]})"
+    assert (
+        said in err
+        and f"not the one its evaluation judged ({hashlib.sha256(raw).hexdigest()[:12]})" in err
+    )
+    assert "nothing was built or moved" in err and "fix:" in err
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(model, "production")
+    put(raw)  # the file evaluation judged, back (the tests after this one read it)
+
+
+def test_an_evaluation_rerun_while_a_promotion_waits_is_never_promoted_on_stale(
+    registry: Registry, tmp_path: Path, mlgate_forks, capsys
+) -> None:
+    """A real `mlgate promote` process reads the decision, takes the lock and is held there
+    (`pause:lock.after_ticket`); meanwhile the same version is evaluated again (a new
+    decision, recorded on the version). Released, the promotion stops (exit 6: the decision
+    changed while it waited, re-run), nothing moved or tagged. Its re-run promotes on the
+    decision recorded now, and the move records that decision's sha256 on the version and in
+    the history event. The oracle: the version's tags and the model's history, read with
+    MLflow's own client."""
+    from tests.forkserver import MLGATE
+
+    client, model = registry.client, registry.model
+    v = registry.staging()
+    assert v is not None
+    client.delete_registered_model_alias(model, "staging")  # v is a candidate again
+    before = dict(client.get_model_version(model, v).tags)
+    release = tmp_path / "release"
+    argv = ["mlgate", "promote", *registry.args(), "--candidate-version", v]
+    fault = {"MLGATE_TRACKING_FAULT_POINT": f"pause:lock.after_ticket:{release}"}
+    running = mlgate_forks.start_all([(MLGATE, argv, registry.env | fault)])
+    try:
+        err = Path(running.files[0][2])
+        deadline = time.monotonic() + 600
+        while "paused at lock.after_ticket" not in (err.read_text() if err.exists() else ""):
+            assert running.alive(0) and time.monotonic() < deadline, err.read_text()[-3000:]
+            time.sleep(0.05)
+        assert registry.evaluate(v, *DECISION_ONLY) == 0  # the decision recorded anew
+    finally:
+        release.touch()
+    [done] = running.wait()
+    again = client.get_model_version(model, v).tags
+    assert again[DIGEST_TAG] != before[DIGEST_TAG]
+    assert done.returncode == 6, done.stderr[-3000:]
+    said = f"the decision of {model} version {v} changed while this promotion waited"
+    assert said in done.stderr and f"now records {again[DIGEST_TAG][:12]}" in done.stderr
+    assert "run `mlgate promote` again" in done.stderr
+    assert registry.staging() is None, "nothing moved"
+    assert "mlgate.promotion" not in again or again["mlgate.promotion"] == before.get(
+        "mlgate.promotion"
+    )
+
+    capsys.readouterr()
+    assert registry.promote(v) == 0, capsys.readouterr().err
+    assert registry.staging() == v
+    moved = client.get_model_version(model, v).tags
+    assert moved["mlgate.promotion.decision_sha256"] == moved[DIGEST_TAG] == again[DIGEST_TAG]
+    events = [
+        json.loads(value)
+        for key, value in client.get_registered_model(model).tags.items()
+        if key.startswith("mlgate.history.staging.") and key.endswith(f".v{v}")
+    ]
+    assert any(
+        e["tags"].get("mlgate.promotion.decision_sha256") == again[DIGEST_TAG] for e in events
+    ), events
+
+
 def test_an_unknown_version_is_a_usage_error(registry: Registry, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         registry.evaluate("../1")

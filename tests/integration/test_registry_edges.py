@@ -8,6 +8,7 @@ client by another call than the one under test.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,27 @@ def test_a_rollback_whose_previous_version_was_deleted_says_so(deployed, clean_e
     assert dict(deployed.client.get_model_version(deployed.model, deployed.v2).tags) == tags
 
 
+def test_a_rollback_from_a_version_no_longer_in_production_moves_nothing(
+    deployed, clean_env, capsys
+) -> None:
+    """The operator saw version 1 in Production and decided to withdraw it; by the time the
+    rollback takes the lock a deploy has put v2 there (a bare rollback would now withdraw v2,
+    the version just approved, and put v1 back). `--from 1` names what they saw: refused (exit
+    6, both versions named), nothing moved. `--from 2 --to 2`, a re-run of a rollback that
+    already happened, is a no-op."""
+    before = deployed.state()
+    base = [*deployed.args, "--reason", "r", "--approved-by", "bob"]
+    code, out = run(rollback.main, [*base, "--from", deployed.v1], clean_env, capsys)
+    assert code == 6, out
+    assert f"Production holds version {deployed.v2} now, not version {deployed.v1}" in out
+    assert f"--from {deployed.v2}" in out and "Traceback" not in out
+    assert deployed.state() == before, "nothing moved"
+    argv = [*base, "--from", deployed.v2, "--to", deployed.v2]
+    code, out = run(rollback.main, argv, clean_env, capsys)
+    assert code == 0 and "nothing to do" in out, out
+    assert deployed.state() == before
+
+
 def test_a_version_replaced_by_a_registry_reset_is_told_apart(client) -> None:
     """What a deploy checks after its build and again under the lock (`_still_the_version`):
     version 1 read, then the model deleted and re-created and version 1 registered again from
@@ -345,3 +367,213 @@ def test_a_registry_reset_under_a_champion_and_a_lock_fails_closed(
     model = deployed.client.get_registered_model(deployed.model)
     assert dict(model.aliases) == {}
     assert deployed.client.get_model_version(deployed.model, one).current_stage == "None"
+
+
+def history(client: Any, model: str, alias: str, version: str, at: str, **tags: str) -> None:
+    """The event a completed move of `alias` to `version` leaves on `model` (one tag a move),
+    written literally as docs/production.md describes it."""
+    stamp = at.replace("-", "").replace(":", "").replace("+0000", "")
+    event = {"alias": alias, "version": version, "previous": "none", "at": at, "tags": tags}
+    client.set_registered_model_tag(
+        model, f"mlgate.history.{alias}.{stamp}.000000Z.v{version}", json.dumps(event)
+    )
+
+
+def test_a_champion_deleted_from_the_registry_is_said_never_read_as_no_champion(
+    deployed, clean_env, capsys
+) -> None:
+    """v2 held `production` (its deploy's history event on the model says so), then someone
+    deleted v2: MLflow deletes its alias with it, so the registry holds no `production` at all.
+    Read as "no champion", the next candidate would be judged against nothing (or against
+    `staging`) and go to Production unchecked. Evaluate, deploy (the gated path), rollback and
+    doctor each name the deleted version and stop (exit 12), nothing recorded or moved; the
+    evaluation of a champion still there is untouched. The oracle: MLflow's own reads."""
+    from mlgate.pipeline import deploy, evaluate
+    from mlgate.registry import moves as registry
+
+    client, model = deployed.client, deployed.model
+    history(client, model, "production", deployed.v1, "2026-01-10T00:00:00+00:00")
+    history(client, model, "production", deployed.v2, "2026-01-11T00:00:00+00:00")
+    experiment = client.create_experiment(unique("candidate"))
+    [v3] = register(client, model, [client.create_run(experiment).info])
+    client.set_registered_model_alias(model, "staging", v3)
+    client.transition_model_version_stage(model, v3, "Staging")
+    assert registry.find_champion(client, model, v3).version == deployed.v2  # the first path
+
+    client.delete_model_version(model, deployed.v2)
+    assert dict(client.get_registered_model(model).aliases) == {"staging": v3}, (
+        "MLflow deletes the alias of a deleted version"
+    )
+    tags_before = dict(client.get_model_version(model, v3).tags)
+    said = f"version {deployed.v2}, which held 'production' since 2026-01-11"
+    candidate = [*deployed.args, "--candidate-version", v3]
+    for main, argv in (
+        (evaluate.main, candidate),
+        (deploy.main, [*candidate, "--approved-by", "bob"]),
+        (rollback.main, [*deployed.args, "--reason", "r", "--approved-by", "bob"]),
+    ):
+        code, out = run(main, argv, clean_env, capsys)
+        assert code == 12, (main.__module__, out)
+        assert said in out and "was deleted" in out, (main.__module__, out)
+        assert "fix:" in out and "deploy.require_staging=false" in out and "Traceback" not in out
+        assert dict(client.get_registered_model(model).aliases) == {"staging": v3}
+        assert dict(client.get_model_version(model, v3).tags) == tags_before, "nothing recorded"
+    code, out = run(doctor.main, deployed.args, clean_env, capsys)
+    assert code == 12 and said in out and "deploy.require_staging=false" in out, out
+
+    # Production in a registered model of its own (model.production_name): the copy holds the
+    # alias, and the original it copies was deleted. Said as such, never as a bad argument.
+    production = unique("rolled-production")
+    client.create_registered_model(production)
+    copy = client.copy_model_version(f"models:/{model}/{deployed.v1}", production)
+    client.set_model_version_tag(
+        production, copy.version, "mlgate.copy.of", f"{model}/{deployed.v1}"
+    )
+    client.set_registered_model_alias(production, "production", copy.version)
+    client.delete_model_version(model, deployed.v1)
+    code, out = run(
+        evaluate.main,
+        [*candidate, "--set", f"model.production_name={production}"],
+        clean_env,
+        capsys,
+    )
+    assert code == 12, out
+    assert (
+        f"{production} version {copy.version} holds 'production' as the copy of {model} "
+        f"version {deployed.v1}, which was deleted" in out
+    ), out
+    assert "--candidate-version with a registered version" not in out, out
+
+    # That copy deleted too, after it held `production` there (its move in the production
+    # model's history), while model.name still carries a stale `production` alias of the
+    # earlier layout: Production is lost, never read from that stale alias.
+    history(client, production, "production", str(copy.version), "2026-01-12T00:00:00+00:00")
+    client.delete_model_version(production, copy.version)
+    [stale] = register(client, model, [client.create_run(experiment).info])
+    client.set_registered_model_alias(model, "production", stale)
+    code, out = run(
+        evaluate.main,
+        [*candidate, "--set", f"model.production_name={production}"],
+        clean_env,
+        capsys,
+    )
+    assert code == 12, out
+    assert f"{production} version {copy.version}, which held 'production' since 2026-01-12" in out
+    assert "was deleted" in out and f"version {stale}" not in out, out
+
+
+def manifest_digest(registry: Any, repository: str, reference: str) -> str | None:
+    """The oracle: the registry's own answer (its HTTP API, not docker-py nor mlgate) for a tag
+    or digest of `repository` (HOST/PATH): the digest it holds, or None (404)."""
+    import requests
+
+    host, _, path = repository.partition("/")
+    answer = requests.head(
+        f"http://{host}/v2/{path}/manifests/{reference}",
+        auth=(registry.username, registry.password),
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        timeout=30,
+    )
+    if answer.status_code == 404:
+        return None
+    answer.raise_for_status()
+    return str(answer.headers["Docker-Content-Digest"])
+
+
+@pytest.mark.docker
+def test_a_rollback_to_an_image_gone_or_retagged_in_the_container_registry_fails_closed(
+    trained_on_postgres, docker_engine, container_registry, clean_env, capsys
+) -> None:
+    """Three versions deployed in turn, each with an image pushed that holds its model (v3 in
+    Production). Then, in the container registry itself: v1's manifest deleted (the engine
+    still has the image: only the registry's answer counts), and v2's content-addressed tag
+    re-pushed with another image (its recorded digest still holds v2's model, but untagged: a
+    garbage collection deletes it, and someone wrote over a tag mlgate never rewrites). A
+    rollback to either is refused (exit 9, what the registry holds named, the fix), nothing
+    moved; the tag restored to the recorded digest, the same rollback goes through, and its
+    re-run is a no-op. The oracle: the registry's HTTP API and MLflow's own reads."""
+    import requests
+
+    from mlgate.pipeline import deploy
+    from tests.copies import copy_version
+    from tests.integration.test_concurrency import model_image, tiny_image
+    from tests.integration.test_gate import Registry
+
+    templates = trained_on_postgres
+    models = Registry(templates.project, templates.server, clean_env)
+    client, model = models.client, models.model
+    repository = f"{container_registry.host}/mlgate/{model}"
+    env = clean_env | container_registry.env() | {"MLGATE_DEPLOY_IMAGE": repository}
+    versions = [copy_version(client, templates, kind, model) for kind in ("weak", "better", "weak")]
+    previous = "none"
+    for day, version in enumerate(versions, start=10):  # three deploys, each replacing the last
+        digest = model_image(docker_engine, models, version, repository, container_registry)
+        for key, value in {
+            "mlgate.production.since": f"2026-01-{day}T00:00:00+00:00",
+            "mlgate.production.previous": previous,
+        }.items():
+            client.set_model_version_tag(model, version, key, value)
+        tag = client.get_model_version(model, version).tags["mlgate.image.tag"]
+        assert tag == deploy.model_digest(client, model, version).tag  # content-addressed
+        assert manifest_digest(container_registry, repository, tag) == digest
+        previous = version
+    v1, v2, v3 = versions
+    client.set_registered_model_alias(model, "production", v3)
+    client.transition_model_version_stage(model, v3, "Production")
+
+    def state() -> tuple[dict[str, str], dict[str, tuple[str, dict[str, str]]]]:
+        aliases = dict(client.get_registered_model(model).aliases)
+        return aliases, {
+            n: (v.current_stage, dict(v.tags))
+            for n in versions
+            for v in [client.get_model_version(model, n)]
+        }
+
+    def rollback_to(version: str) -> tuple[int, str]:
+        argv = [*models.args(), "--to", version, "--reason", "r", "--approved-by", "bob"]
+        return run(rollback.main, argv, env, capsys)
+
+    # v1's image deleted from the registry (its API's DELETE of the manifest by digest).
+    d1 = client.get_model_version(model, v1).tags["mlgate.image.digest"]
+    host, _, path = repository.partition("/")
+    deleted = requests.delete(
+        f"http://{host}/v2/{path}/manifests/{d1}",
+        auth=(container_registry.username, container_registry.password),
+        timeout=30,
+    )
+    assert deleted.status_code == 202, deleted.text
+    assert manifest_digest(container_registry, repository, d1) is None
+    assert docker_engine.images.get(f"{repository}@{d1}"), "the engine still has it"
+    before = state()
+    code, out = rollback_to(v1)
+    assert code == 9, out
+    assert f"refusing to roll back {model} to version {v1}" in out, out
+    assert "the registry does not hold it" in out and "fix:" in out and "Traceback" not in out
+    assert state() == before, "nothing moved"
+
+    # v2's tag re-pushed with another image: the recorded digest holds v2's model, untagged.
+    v2_tags = client.get_model_version(model, v2).tags
+    d2, tag2 = v2_tags["mlgate.image.digest"], v2_tags["mlgate.image.tag"]
+    other = tiny_image(docker_engine, repository, tag2, container_registry)
+    assert manifest_digest(container_registry, repository, tag2) == other != d2
+    assert manifest_digest(container_registry, repository, d2) == d2, "still held, untagged"
+    code, out = rollback_to(v2)
+    assert code == 9, out
+    assert f"its tag {repository}:{tag2} names {other}" in out, out
+    assert f"docker tag {repository}@{d2} {repository}:{tag2}" in out, out
+    assert state() == before, "nothing moved"
+
+    # The tag restored as the fix says: the rollback goes through, its re-run is a no-op.
+    auth = {"username": container_registry.username, "password": container_registry.password}
+    docker_engine.images.pull(f"{repository}@{d2}", auth_config=auth).tag(repository, tag2)
+    docker_engine.images.push(repository, tag=tag2, auth_config=auth)
+    assert manifest_digest(container_registry, repository, tag2) == d2
+    code, out = rollback_to(v2)
+    assert code == 0, out
+    aliases, after = state()
+    assert aliases["production"] == v2 and after[v2][0] == "Production"
+    assert after[v2][1]["mlgate.production.image"] == f"{repository}@{d2}"
+    assert after[v3][1]["mlgate.rollback.rolled_back"] == "true"
+    code, out = rollback_to(v2)
+    assert code == 0 and "nothing to do" in out, out
+    assert state() == (aliases, after)

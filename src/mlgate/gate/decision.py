@@ -70,6 +70,9 @@ class Decision:
     links: dict[str, str] = field(default_factory=dict)  # MLflow UI pages, when it has one
     statistics: dict[str, Any] | None = None  # significance.statement: test, margin, words
     flags: list[str] = field(default_factory=list)  # warnings that do not fail the gate
+    # sha256 of the candidate's booster file as evaluation downloaded and judged it: deploy
+    # ships only that booster (None: an older decision, or not an XGBoost flavor).
+    candidate_model_sha256: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -99,6 +102,7 @@ class Decision:
             "mode": self.mode,
             "created_at": self.created_at,
             "candidate": ref(self.candidate),
+            "candidate_model_sha256": self.candidate_model_sha256,
             "champion": ref(self.champion),
             "data_md5": self.data_md5,
             "holdout_digest": self.holdout_digest,

@@ -42,7 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError
+from mlgate.errors import (
+    ConfigError,
+    DeployError,
+    GateFailed,
+    ModelError,
+    ProductionLost,
+)
 from mlgate.github import environment
 from mlgate.github import outputs as github
 from mlgate.pipeline.export import export_bundle
@@ -619,6 +625,8 @@ def deploy(
     hint = copy.tags if copy is not None and Image.recorded(copy.tags) else model_version.tags
     tags = dict(model_version.tags)
     model = model_digest(client, name, version)
+    if settings.deploy.require_staging:
+        _judged(client, settings, version, model)  # before anything is built
     image = reused_image(settings, version, dict(hint), model)
     reused = image is not None
     if image is None:
@@ -695,6 +703,32 @@ def deploy(
         changed=True,
         previous=None if migrating else previous,
         reused_image=reused,
+    )
+
+
+def _judged(client: Any, settings: Settings, version: str, model: ModelDigest) -> None:
+    """Refuse (exit 7, nothing built or moved) unless the booster in the artifact store now is
+    the one the evaluation judged: the sha256 its decision records (the decision itself checked
+    against the digest evaluation tagged on the version). A model file rewritten after the
+    evaluation (and the approval that read it) is never built into an image."""
+    judged = load_decision(client, settings, version).get("candidate_model_sha256")
+    if judged == model.sha256:
+        return
+    if not judged:
+        raise ModelError(
+            f"the decision of {model.name} version {version} records no digest of the model it "
+            "judged (an evaluation by an older mlgate), so what would be deployed cannot be "
+            "proven to be what passed the gate; nothing was built or moved",
+            fix=f"re-run `mlgate evaluate --candidate-version {version}` and promote it, then "
+            "deploy",
+        )
+    raise ModelError(
+        f"{model.name} version {version}'s booster in the artifact store (sha256 "
+        f"{model.sha256[:12]}) is not the one its evaluation judged ({judged[:12]}): the model "
+        "file was changed after the evaluation; nothing was built or moved",
+        fix="find out who wrote to the artifact store of run "
+        f"{model.run_id}; restore the file, or re-run `mlgate evaluate --candidate-version "
+        f"{version}` to judge the file as it is now (and promote it), then deploy",
     )
 
 
@@ -777,6 +811,13 @@ def _check_deployable(client: Any, settings: Settings, version: str, production:
             "another one deliberately",
         )
     if production is None:
+        lost = registry.lost_production(client, name, settings.model.production_model)
+        if lost is not None:  # its decision compared with a version that is gone, or none
+            raise ProductionLost(
+                f"{lost}: the gated deploy of version {version} is refused, nothing was "
+                "built or moved",
+                fix=registry.LOST_FIX,
+            )
         return
     champion = load_decision(client, settings, version)["champion"]
     then = champion["version"] if champion else None

@@ -96,6 +96,30 @@ def load_model(ref: ModelRef, role: str) -> Any:  # an mlflow.pyfunc.PyFuncModel
         ) from exc
 
 
+def load_judged(ref: ModelRef, role: str) -> tuple[Any, str | None]:
+    """The model, loaded from one download of its artifacts, and the sha256 of the booster
+    file in that very download (None when it is no XGBoost flavor): the decision records it,
+    and deploy ships only a booster with that digest, so a file changed in the artifact store
+    after the evaluation never reaches Production unjudged."""
+    import mlflow
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="mlgate-judged-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp))
+            flavors = yaml.safe_load((local / "MLmodel").read_text()).get("flavors") or {}
+            data = (flavors.get("xgboost") or {}).get("data")
+            digest = hashlib.sha256((local / data).read_bytes()).hexdigest() if data else None
+            model = mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
+        except Exception as exc:  # a missing or corrupt artifact surfaces as many types
+            raise ModelError(
+                f"cannot load the {role} {ref.uri}: {str(exc).splitlines()[0]}",
+                fix=f"check the artifact store of run {ref.run_id}; re-register the "
+                f"{role} or move its alias to a loadable version",
+            ) from exc
+    return model, digest
+
+
 def input_names(model: Any) -> list[str]:
     schema = model.metadata.get_input_schema()
     return list(schema.input_names()) if schema is not None else []
@@ -459,7 +483,7 @@ def _assess(
     # a bad query fails before loading
     masks = remote.masks if remote is not None else slice_masks(holdout, settings.metrics.slices)
 
-    cand_model = load_model(candidate, "candidate")
+    cand_model, cand_sha256 = load_judged(candidate, "candidate")
     flags: list[str] = []
     threshold = model_threshold(tags, run.data.params, settings, "candidate", flags)
     cut = {"candidate": threshold}
@@ -553,6 +577,7 @@ def _assess(
         significance=paired.to_dict() if paired else None,
         latency_ms=latency_ms,
         model_size_bytes=cand_model.metadata.model_size_bytes,
+        candidate_model_sha256=cand_sha256,
         statistics=(
             statement(paired, margin=settings.gate.max_auc_drop, rows=rows) if paired else None
         ),

@@ -42,6 +42,14 @@ class Promotion:
 def load_decision(client: Any, settings: Settings, candidate_version: str) -> dict[str, Any]:
     """The decision evaluation logged on the candidate's run, refused unless its bytes are
     those whose sha256 evaluation tagged on the version (`DIGEST_TAG`)."""
+    return read_decision(client, settings, candidate_version)[0]
+
+
+def read_decision(
+    client: Any, settings: Settings, candidate_version: str
+) -> tuple[dict[str, Any], str]:
+    """`load_decision`, and the sha256 of the bytes read (equal to the version's DIGEST_TAG
+    when they were read): what a promotion checks again under the lock."""
     name = settings.model.name
     version = get_version(client, name, candidate_version)
     recorded = dict(version.tags).get(DIGEST_TAG)
@@ -58,7 +66,7 @@ def load_decision(client: Any, settings: Settings, candidate_version: str) -> di
                 ) from exc
             raw = Path(path).read_bytes()
     verified(raw, recorded, f"{name} version {candidate_version}")
-    return checked_decision(json.loads(raw), candidate_version)
+    return checked_decision(json.loads(raw), candidate_version), hashlib.sha256(raw).hexdigest()
 
 
 def verified(raw: bytes, recorded: str | None, what: str) -> None:
@@ -93,7 +101,7 @@ def checked_decision(decision: Any, candidate_version: str) -> dict[str, Any]:
 
 def promote(settings: Settings, candidate_version: str) -> Promotion:
     client = tracking.connect(settings, experiment=False)
-    decision = load_decision(client, settings, candidate_version)
+    decision, digest = read_decision(client, settings, candidate_version)
     # Reading the champion and moving the alias must not interleave with another promotion:
     # both would compare against the same champion and the later would win on a stale check.
     with tracking.pointer_lock(
@@ -105,7 +113,28 @@ def promote(settings: Settings, candidate_version: str) -> Promotion:
         state: registry.ModelState | None = None
         if decision["mode"] != "dry-run":
             done, state = registry.converged(client, settings.model.name, lock=lock)
+            _same_decision(settings.model.name, candidate_version, digest, state)
+            decision = {**decision, "sha256": digest}  # recorded with the move
         return _promote(client, settings, candidate_version, decision, lock, done, state)
+
+
+def _same_decision(
+    name: str, candidate_version: str, digest: str, state: registry.ModelState
+) -> None:
+    """Refuse (exit 6, nothing moved or tagged) when the decision recorded on the version now,
+    read under the lock, is not the one this promotion read before it: an evaluation of the
+    same version re-run meanwhile. The promotion never moves on a decision the registry no
+    longer records; its re-run reads the one recorded now."""
+    version = state.versions.get(str(candidate_version))
+    recorded = None if version is None else version.tags.get(DIGEST_TAG)
+    if recorded != digest:
+        raise GateFailed(
+            f"the decision of {name} version {candidate_version} changed while this promotion "
+            f"waited for the lock: it read the decision with sha256 {digest[:12]}, the version "
+            f"now records {str(recorded)[:12]} (another evaluation of it was recorded "
+            "meanwhile); nothing was moved",
+            fix="run `mlgate promote` again: it reads the decision recorded now",
+        )
 
 
 def staged_version(
@@ -182,6 +211,8 @@ def _promote(
         "mlgate.promotion.replaced": previous or "none",
         "mlgate.promotion.champion_at_evaluation": then or "none",
     }
+    if decision.get("sha256"):  # the decision this move was made on (mlgate.decision.sha256)
+        tags["mlgate.promotion.decision_sha256"] = decision["sha256"]
     if settings.github.run_url:
         tags["mlgate.promotion.run_url"] = settings.github.run_url
     tracking.move_alias(

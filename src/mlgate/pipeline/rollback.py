@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DeployError
+from mlgate.errors import ConfigError, DeployError, GateFailed, ProductionLost
 from mlgate.github import environment
 from mlgate.github import outputs as github
 from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
@@ -25,10 +25,12 @@ from mlgate.pipeline.deploy import (
     _held_here,
     _now,
     connect_docker,
+    docker_errors,
     image_repository,
     model_digest,
     move_production,
     record_image,
+    registry_digest,
     report,
     summarise_lineage,
     trusted_record,
@@ -46,6 +48,7 @@ def rollback(
     reason: str,
     to: str | None = None,
     approved_by: Sequence[str] = (),
+    expected: str | None = None,
 ) -> Deployment:
     # Who decided, read as a deployment's approval is (fail closed, never "unknown").
     approval = environment.require_approval(settings, approved_by)
@@ -57,7 +60,14 @@ def rollback(
         # First finish whatever a killed move left half done, then decide on what holds.
         done = registry.converge(client, holder_model, lock=lock)
         return _rollback(
-            client, settings, reason=reason, to=to, approval=approval, lock=lock, done=done
+            client,
+            settings,
+            reason=reason,
+            to=to,
+            approval=approval,
+            lock=lock,
+            done=done,
+            expected=expected,
         )
 
 
@@ -70,11 +80,18 @@ def _rollback(
     approval: environment.Approval,
     lock: registry.PointerLock,
     done: list[registry.Finding],
+    expected: str | None = None,
 ) -> Deployment:
     name, holder_model = settings.model.name, settings.model.production_model
     separate = holder_model != name
     current = registry.production(client, settings)
     if current is None:
+        lost = registry.lost_production(client, name, holder_model)
+        if lost is not None:
+            raise ProductionLost(
+                f"{lost}: nothing to roll back from, and nothing was moved",
+                fix=registry.LOST_FIX,
+            )
         raise ConfigError(
             f"{name} has no version in Production: nothing to roll back",
             fix="deploy a version first (`mlgate deploy`)",
@@ -100,6 +117,14 @@ def _rollback(
             served_image(name, current_version, current.tags),
             f"{name} version {current_version} is already in Production: nothing to do",
             reused_image=True,
+        )
+    if expected is not None and expected != current_version:
+        raise GateFailed(
+            f"refusing to roll back {name}: Production holds version {current_version} now, not "
+            f"version {expected} (--from): another deploy or rollback moved it since you "
+            "looked; nothing was moved",
+            fix=f"check `mlgate lineage {current_version}`; if version {current_version} must "
+            f"go too, run the rollback again with --from {current_version}",
         )
     if to is None and not _exists(client, name, target):
         raise ConfigError(
@@ -280,7 +305,36 @@ def verified_target(
             f"{why}",
             fix=redeploy,
         )
+    why = moved_tag(settings, image)
+    if why is not None:
+        raise DeployError(
+            f"refusing to roll back {name} to version {target}: its image {image.pinned} holds "
+            f"that version's model, but {why}",
+            fix=f"find out who pushed {image.ref}; then restore the tag to the verified digest "
+            f"(`docker pull {image.pinned} && docker tag {image.pinned} {image.ref} && docker "
+            f"push {image.ref}`) and roll back again, or roll back to another version with --to N",
+        )
     return image, model
+
+
+def moved_tag(settings: Settings, image: Image) -> str | None:
+    """Why `image`'s content-addressed tag (`vN-<sha12>`, which mlgate never rewrites) no
+    longer names its digest, or None when it does. A tag re-pushed with another image leaves
+    the recorded digest untagged: a registry garbage collection deletes it, so Production would
+    point at an image about to vanish, and someone wrote where only mlgate writes."""
+    with docker_errors(f"looking up {image.ref} in the registry"):
+        held = registry_digest(connect_docker(), image.ref, settings.registry.auth_config())
+    if held == image.digest:
+        return None
+    if held is None:
+        return (
+            f"its tag {image.ref} is gone from the registry, so the digest is untagged (a "
+            "garbage collection deletes it)"
+        )
+    return (
+        f"its tag {image.ref} names {held} now: someone re-pushed the tag, and the recorded "
+        "digest is untagged (a garbage collection deletes it)"
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -292,6 +346,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         type=cli.model_version,
         metavar="N",
         help="the version to go back to (default: the one Production replaced)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="expected",
+        type=cli.model_version,
+        metavar="N",
+        help="the version you saw in Production and mean to withdraw: refused, nothing moved, "
+        "when Production holds another once the lock is taken (a deploy or rollback landed)",
     )
     parser.add_argument(
         "--approved-by",
@@ -308,7 +370,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if not args.reason.strip():
             raise ConfigError("--reason is empty", fix="say why Production goes back")
         result = rollback(
-            settings, reason=args.reason.strip(), to=args.to, approved_by=args.approved_by
+            settings,
+            reason=args.reason.strip(),
+            to=args.to,
+            approved_by=args.approved_by,
+            expected=args.expected,
         )
         report(settings, result, title="Rollback")
         summarise_lineage(settings, result.version)

@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         states = [registry.read_state(client, model, with_tickets=True) for model in names]
         findings = [f for state in states for f in registry.inspect(state)]
         images = [f for state in states for f in unproven_images(state)]
+        images += lost(client, settings)
         for finding in findings + images:
             print(f"- {finding.message}", flush=True)
         extras = tracking.duplicate_versions(client, name)
@@ -78,7 +79,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if not args.repair:
             raise RegistryDisagreement(
                 f"{name}: {len(wrong)} disagreement(s) found; nothing was changed",
-                fix=IMAGE_FIX
+                fix=registry.LOST_FIX
+                if any(f.kind == "lost" for f in images)
+                else IMAGE_FIX
                 if len(images) == len(wrong)
                 else "run `mlgate doctor --repair` (or re-run the interrupted promote, deploy or "
                 "rollback)",
@@ -92,6 +95,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         left: list[registry.Finding | tracking.Duplicate] = [
             *problems([f for state in states for f in registry.inspect(state)]),
             *[f for state in states for f in unproven_images(state)],
+            *lost(client, settings),
             *tracking.duplicate_versions(client, name),
         ]
         for repaired in done:
@@ -101,7 +105,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             raise RegistryDisagreement(
                 f"{name}: {len(wrong)} disagreement(s) found, {len(left)} still left after the "
                 f"repair: {left[0].message}",
-                fix=IMAGE_FIX
+                fix=registry.LOST_FIX
+                if any(isinstance(f, registry.Finding) and f.kind == "lost" for f in left)
+                else IMAGE_FIX
                 if image
                 else "if a move is running, re-run doctor when it ends; else check the MLflow "
                 "server",
@@ -150,6 +156,17 @@ def unproven_images(state: registry.ModelState) -> list[registry.Finding]:
             )
         found.append(registry.Finding("image", message, ()))
     return found
+
+
+def lost(client: Any, settings: Settings) -> list[registry.Finding]:
+    """Production lost: the history says a version held it, and none does now (that version
+    deleted, and its alias with it). No repair: only a deliberate deploy chooses what serves."""
+    if registry.production(client, settings) is not None:
+        return []
+    why = registry.lost_production(client, settings.model.name, settings.model.production_model)
+    if why is None:
+        return []
+    return [registry.Finding("lost", why, ())]
 
 
 def production_model(client: Any, settings: Settings) -> list[str]:

@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlgate import faults
-from mlgate.errors import ConfigError, TrackingError
+from mlgate.errors import ConfigError, ProductionLost, TrackingError
 from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.gate.decision import ModelRef
 from mlgate.registry.tracking import (
@@ -104,6 +104,7 @@ HISTORY_TAGS = {
     "mlgate.rollback.by",
     "mlgate.promotion.run_url",
     "mlgate.promotion.champion_at_evaluation",
+    "mlgate.promotion.decision_sha256",
 }
 
 
@@ -778,6 +779,73 @@ def find_champion(
             version = version_by_alias(client, name, alias)
         if version is not None and str(version.version) != str(candidate_version):
             return ModelRef(name, str(version.version), version.run_id, alias)
+        if alias == PRODUCTION and version is None:
+            lost = lost_production(client, name, production_model or name)
+            if lost is not None:
+                raise ProductionLost(
+                    f"{lost}. Judging a candidate against "
+                    + (
+                        "the version holding 'staging'"
+                        if version_by_alias(client, name, "staging") is not None
+                        else "no champion"
+                    )
+                    + " instead would not compare it with what served, so nothing was judged",
+                    fix=LOST_FIX,
+                )
+    return None
+
+
+LOST_FIX = (
+    "put a version back in Production deliberately, behind the Environment's approval: "
+    "`mlgate deploy --candidate-version N --set deploy.require_staging=false` (N: the version "
+    "to serve; `mlgate lineage` lists what was deployed). Until then evaluate, promote, the "
+    "gated deploy and rollback refuse, and `mlgate doctor` reports it"
+)
+
+
+def lost_production(client: Client, name: str, production_model: str) -> str | None:
+    """Why no version holds `production` although the registry's history says one did (what
+    a deleted version leaves: MLflow deletes its aliases with it), or None when Production
+    never held a version (a new model, or a registry reset: the history went with the model).
+    Called only when `production_of` found no holder. Never "no champion" for a lost one."""
+    from mlflow.exceptions import MlflowException
+
+    for model in dict.fromkeys((production_model, name)):
+        with errors(f"reading the history of {model}"):
+            try:
+                tags = dict(client.get_registered_model(model).tags or {})
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue
+        events = sorted(k for k in tags if k.startswith(f"{HISTORY}{PRODUCTION}."))
+        if not events:
+            continue
+        try:  # the newest move (the keys carry a fixed-width UTC stamp)
+            event = json.loads(tags[events[-1]])
+            version, at = str(event["version"]), str(event.get("at", "?"))
+            original = (event.get("tags") or {}).get(COPY_OF)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            version = events[-1].rpartition(".v")[2]
+            at, original = "?", None
+        with errors(f"reading {model} version {version}"):
+            try:
+                client.get_model_version(model, version)
+                gone = False
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                gone = True
+        what = f"{model} version {version}" + (f" (the copy of {original})" if original else "")
+        return (
+            f"no version holds '{PRODUCTION}', but {what}, which held '{PRODUCTION}' since {at} "
+            f"({model}'s history), "
+            + (
+                "was deleted (MLflow deletes a version's aliases with it)"
+                if gone
+                else "lost the alias (removed by hand)"
+            )
+        )
     return None
 
 
@@ -886,7 +954,16 @@ def original_of(client: Client, name: str, copy: Any) -> Any:  # -> ModelVersion
             fix=f"point '{PRODUCTION}' of {copy.name} at a copy made by `mlgate deploy` "
             "(`mlgate rollback --to N` makes one), or check model.production_name",
         )
-    original = get_version(client, name, match.group(2))
+    try:
+        original = get_version(client, name, match.group(2))
+    except ConfigError:
+        raise ProductionLost(
+            f"{copy.name} version {copy.version} holds '{PRODUCTION}' as the copy of {name} "
+            f"version {match.group(2)}, which was deleted: its lineage, run and decision are "
+            "gone, so what is in Production cannot be read",
+            fix=f"remove the alias with the Environment's credential (MlflowClient()."
+            f"delete_registered_model_alias('{copy.name}', '{PRODUCTION}')), then {LOST_FIX}",
+        ) from None
     if original.run_id != copy.run_id:
         raise TrackingError(
             f"{copy.name} version {copy.version} names {name} version {original.version} as "
@@ -904,8 +981,26 @@ def production_of(client: Client, name: str, production_model: str) -> Productio
         holder = version_by_alias(client, production_model, PRODUCTION)
         if holder is not None:
             return Production(original_of(client, name, holder), holder)
+        if _production_history(client, production_model):
+            # Production lived here and its holder is gone: never fall back to a stale alias
+            # of the earlier layout (`lost_production` says what was lost).
+            return None
     legacy = version_by_alias(client, name, PRODUCTION)
     return None if legacy is None else Production(legacy, legacy)
+
+
+def _production_history(client: Client, model: str) -> bool:
+    """Whether `model`'s history records a move of `production` (a missing model: no)."""
+    from mlflow.exceptions import MlflowException
+
+    with errors(f"reading the history of {model}"):
+        try:
+            tags = client.get_registered_model(model).tags or {}
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+    return any(key.startswith(f"{HISTORY}{PRODUCTION}.") for key in tags)
 
 
 def production(client: Client, settings: Settings) -> Production | None:
