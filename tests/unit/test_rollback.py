@@ -69,3 +69,42 @@ def test_production_without_an_image_record_is_refused_not_reported() -> None:
         "m", "2", {"mlgate.image.repository": "r", "mlgate.image.digest": digest}
     )
     assert image.pinned == f"r@{digest}"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        ({}, []),
+        ({"INPUT_TO_VERSION": "2"}, ["--to", "2"]),
+        ({"INPUT_FROM_VERSION": "3"}, ["--from", "3"]),
+        ({"INPUT_TO_VERSION": "2", "INPUT_FROM_VERSION": "3"}, ["--to", "2", "--from", "3"]),
+    ],
+)
+def test_the_actions_command_line_passes_to_and_from_when_given(inputs, expected) -> None:
+    """The rollback action's one command, run by bash with a stand-in `mlgate` that prints its
+    arguments: empty inputs pass no flag; each given one passes its own (`--to`, `--from`)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    action = yaml.safe_load(
+        (Path(__file__).parents[2] / ".github/actions/rollback/action.yml").read_text()
+    )
+    (step,) = action["runs"]["steps"]
+    env = {"INPUT_REASON": "bad scores", "INPUT_TO_VERSION": "", "INPUT_FROM_VERSION": "", **inputs}
+    printed = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'mlgate() { python3 -c "import json,sys; print(json.dumps(sys.argv[1:]))" "$@"; }\n'
+            + step["run"],
+        ],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    argv = json.loads(printed)
+    assert argv == ["rollback", "--reason", "bad scores", *expected]
