@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,25 +37,26 @@ QUICK = ("--set", "reports.quality=false", "--set", "gate.max_latency_ms=null")
 def _wait_workers(address: str, count: int, process: subprocess.Popen, log: Path) -> None:
     from distributed import Client
 
+    # joined whatever their status (`Client.wait_for_workers` counts running ones only: a
+    # worker paused for memory as soon as it joined would never count)
     with Client(address, timeout=30) as c:
-        try:
-            c.wait_for_workers(count, timeout=60)
-        except TimeoutError as exc:
-            raise RuntimeError(
-                f"{count} Dask workers did not join:\n{log.read_text()[-3000:]}"
-            ) from exc
+        deadline = time.monotonic() + 60
+        while len(cluster.workers(c)) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} Dask workers did not join:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[str]:
-    """A real scheduler and two workers (CLI, 1 thread, 600 MB each) on free loopback ports.
+@contextlib.contextmanager
+def running_cluster(root: Path, workers: int = 2, **env: str) -> Iterator[str]:
+    """A real scheduler and `workers` workers (CLI, 1 thread, 600 MB each) on free loopback
+    ports, logging into `root`, stopped on exit; `env`: more of the processes' environment.
     Started after the S3 stand-in: the workers read shards from it with the credentials of
     their own environment (s3_server sets them), as workers of a real cluster do."""
-    root = tmp_path_factory.mktemp("dask")
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     processes: list[subprocess.Popen] = []
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False", **env}
 
     def spawn(args: list[str], log: Path) -> subprocess.Popen:
         with log.open("w") as handle:
@@ -70,13 +72,13 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> It
             + ["--dashboard-address", ":0"],
             root / "scheduler.log",
         )
-        for n in range(2):
+        for n in range(workers):
             worker = spawn(
                 [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1"]
                 + ["--memory-limit", "600MB", "--host", "127.0.0.1", "--dashboard-address", ":0"],
                 root / f"worker{n}.log",
             )
-        _wait_workers(address, 2, worker, root / "worker1.log")
+        _wait_workers(address, workers, worker, root / f"worker{workers - 1}.log")
         yield address
     finally:
         for process in reversed(processes):
@@ -90,6 +92,21 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> It
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[str]:
+    """The module's cluster: two 600 MB workers, shared by its tests."""
+    with running_cluster(tmp_path_factory.mktemp("dask")) as address:
+        yield address
+
+
+@pytest.fixture
+def fresh_dask_cluster(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[str]:
+    """Two 600 MB workers of the test's own, nothing run on them before: what is measured
+    against their memory limit is not what earlier tests left in the module's workers."""
+    with running_cluster(tmp_path_factory.mktemp("dask-fresh")) as address:
+        yield address
 
 
 def _dask(address: str) -> tuple[str, ...]:
@@ -498,7 +515,7 @@ def test_work_that_fails_after_a_worker_died_is_a_lost_worker(dask_cluster, monk
             )
 
         with pytest.raises(ClusterError, match=f"{victim} was lost during training") as caught:
-            cluster._watched(c, work, "training")
+            cluster.watched(c, work, "training")
         assert caught.value.exit_code == 14
         for _ in range(600):  # the nanny's new worker, for the tests after this one
             if len(cluster.workers(c)) == len(pids):
@@ -1016,13 +1033,14 @@ def _big_version_on_s3(project: Path, s3_server: str) -> tuple[str, int]:
 
 
 def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_memory(
-    dask_cluster, s3_server, mlflow_server, tmp_path, clean_env
+    fresh_dask_cluster, s3_server, mlflow_server, tmp_path, clean_env
 ):
     """A version of 2 GB in pandas, over three times one worker's 600 MB and more than both
     together, goes through train (which validates it on the workers first: `mlgate validate`'s
-    own `validate.on_workers`) -> evaluate -> promote on the module's two workers; none of them
+    own `validate.on_workers`) -> evaluate -> promote on two workers of its own; none of them
     is restarted, and evaluate rebuilds training's holdout (its digest checked against the one
     training logged, or exit 3)."""
+    dask_cluster = fresh_dask_cluster
     import dvc.api
     from distributed import Client
 
@@ -1047,3 +1065,29 @@ def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_
     assert str(c.get_model_version_by_alias(model, "staging").version) == "1"
     with Client(dask_cluster) as dc:
         assert dc.run(os.getpid) == before  # the same worker processes: none was restarted
+
+
+def test_workers_paused_for_lack_of_memory_fail_the_stage_rather_than_hang(
+    tmp_path_factory, s3_server, monkeypatch
+):
+    """A worker whose memory stays above Dask's pause threshold runs no task again: the stage
+    watching it (`cluster.watched`, as validation, training and scoring are) fails with a
+    ClusterError naming memory once every worker has been paused for `STALLED_SECONDS`
+    (shortened here), instead of waiting for ever. The worker is really paused: its pause
+    threshold is set below what its process holds at start."""
+    from distributed import Client
+
+    from mlgate.errors import ClusterError
+
+    monkeypatch.setattr(cluster, "STALLED_SECONDS", 3.0)
+    root = tmp_path_factory.mktemp("dask-paused")
+    with (
+        running_cluster(root, workers=1, DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE="0.05") as address,
+        Client(address) as c,
+    ):
+        while not cluster._all_paused(cluster._identities(c)):
+            time.sleep(0.1)
+        with pytest.raises(ClusterError, match="paused for lack of memory") as caught:
+            cluster.watched(c, lambda: c.submit(sum, [1, 2], pure=False).result(), "a test")
+    assert caught.value.exit_code == 14
+    assert "--memory-limit" in caught.value.fix

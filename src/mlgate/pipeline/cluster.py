@@ -60,6 +60,7 @@ TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
 BLOCKSIZE = "64MB"  # a CSV file is read in partitions of about this size
 POLL_SECONDS = 0.5  # how often a running training checks that its workers are alive
 RELEASE_SECONDS = 2.0  # how often the workers hand back freed memory during a stage (_release)
+STALLED_SECONDS = 120.0  # every worker paused (out of memory) this long: the stage fails
 
 
 @contextmanager
@@ -300,7 +301,7 @@ def fit(
             enable_categorical=types is not None,
             ref=matrices.get("train"),
         )
-    output = _watched(
+    output = watched(
         client,
         lambda: dxgb.train(
             client,
@@ -383,7 +384,7 @@ def fit_external(
         boosters: list[Any] = client.gather(futures)
         return boosters
 
-    boosters = _watched(client, work, "training")
+    boosters = watched(client, work, "training")
     booster = boosters[0]
     best = int(booster.best_iteration)
     trimmed = booster[: best + 1]
@@ -518,14 +519,28 @@ def workers(client: Any) -> set[str]:
     """The addresses of the scheduler's workers now. Asked of the scheduler itself:
     `Client.scheduler_info()` returns a cache that the client's own periodic refresh
     overwrites with a copy holding no workers."""
+    return set(_identities(client))
+
+
+def _identities(client: Any) -> dict[str, Any]:
     identity = client.sync(client.scheduler.identity, n_workers=-1)
-    return set(identity.get("workers", {}))
+    found: dict[str, Any] = identity.get("workers", {})
+    return found
 
 
-def _watched(client: Any, work: Any, what: str) -> Any:
-    """Run `work` (a collective xgboost.dask call) while checking that every worker it started
+def _all_paused(found: dict[str, Any]) -> bool:
+    """Whether every worker is paused: Dask pauses a worker whose process memory is above
+    its pause threshold (80% of --memory-limit) and runs no task on it until it is below."""
+    return bool(found) and all(w.get("status") == "paused" for w in found.values())
+
+
+def watched(client: Any, work: Any, what: str) -> Any:
+    """Run `work` (a stage's tasks on the cluster) while checking that every worker it started
     with is alive: a lost worker leaves its peers waiting in a collective, so the stage fails
-    instead (ClusterError), before anything downstream runs."""
+    instead (ClusterError), before anything downstream runs. Every `RELEASE_SECONDS` the
+    workers hand freed memory back (`_release`); when every worker stays paused for lack of
+    memory for `STALLED_SECONDS` all the same, no task would run again: the stage fails
+    (ClusterError) rather than wait for ever."""
     started = workers(client)
     box: dict[str, Any] = {}
 
@@ -538,14 +553,23 @@ def _watched(client: Any, work: Any, what: str) -> Any:
     thread = threading.Thread(target=target, name=f"mlgate-dask-{what}", daemon=True)
     thread.start()
     released = time.monotonic()
+    paused_since: float | None = None
     while thread.is_alive():
         thread.join(POLL_SECONDS)
         if not thread.is_alive():
             break
-        lost = started - workers(client)
+        found = _identities(client)
+        lost = started - set(found)
         if lost:
             raise _worker_lost(lost, what)
-        if time.monotonic() - released >= RELEASE_SECONDS:
+        now = time.monotonic()
+        if not _all_paused(found):
+            paused_since = None
+        elif paused_since is None:
+            paused_since = now
+        elif now - paused_since >= STALLED_SECONDS:
+            raise _stalled(what, now - paused_since)
+        if now - released >= RELEASE_SECONDS:
             _release(client)
             released = time.monotonic()
     if "error" in box:
@@ -581,6 +605,15 @@ def _release(client: Any) -> None:
         client.run(shards.release_memory, on_error="ignore")
     except Exception:  # a failing worker is seen by the watch above
         pass
+
+
+def _stalled(what: str, seconds: float) -> ClusterError:
+    return ClusterError(
+        f"every Dask worker has been paused for lack of memory for {seconds:.0f} s during "
+        f"{what}, though they were asked to hand freed memory back: the stage would never end",
+        fix="give the workers more memory (dask worker --memory-limit) or write the version "
+        "as smaller shards (docs/dask.md, Known limits). Nothing was registered",
+    )
 
 
 def _worker_lost(lost: set[str], what: str) -> ClusterError:
@@ -630,7 +663,7 @@ def predict(
             return np.empty((len(boosters) + (label is not None), 0), dtype=np.float32)
         return np.concatenate(pieces, axis=1)
 
-    result: np.ndarray = _watched(client, work, what)
+    result: np.ndarray = watched(client, work, what)
     return result
 
 
@@ -830,7 +863,7 @@ def scored(
         pieces: list[dict[int, Any]] = client.gather(futures)
         return pieces
 
-    pieces = _watched(client, work, "scoring the validation and holdout parts")
+    pieces = watched(client, work, "scoring the validation and holdout parts")
 
     def joined(code: int, i: int, dtype: Any) -> np.ndarray:
         arrays = [p[code][i] for p in pieces]
@@ -895,7 +928,7 @@ def _each_part(client: Any, data: Any, function: Any, what: str, **kwargs: Any) 
         pieces: list[Any] = client.gather(futures)
         return pieces
 
-    result: list[Any] = _watched(client, work, what)
+    result: list[Any] = watched(client, work, what)
     return result
 
 
@@ -983,7 +1016,7 @@ def score_holdout(
         pieces = client.gather(futures)
         return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.float32)
 
-    result: np.ndarray = _watched(client, work, what)
+    result: np.ndarray = watched(client, work, what)
     return result
 
 
@@ -1043,7 +1076,7 @@ def as_read(client: Any, located: Shards) -> tuple[Any, int]:  # -> (dask DataFr
         gathered: list[tuple[int, pd.DataFrame]] = client.gather(firsts)
         return parts, gathered
 
-    parts, firsts = _watched(client, work, "reading the shards")
+    parts, firsts = watched(client, work, "reading the shards")
     counts = [n for n, _ in firsts]
     with warnings.catch_warnings():  # pandas' notice on all-missing parts: the same as the runner's
         warnings.simplefilter("ignore", FutureWarning)
@@ -1119,7 +1152,7 @@ def keyed_holdout(
             marked_frame = dd.from_delayed(marked, meta=meta, verify_meta=False)
         return marked_frame, pieces
 
-    result: tuple[Any, list[dict[str, Any]]] = _watched(client, work, "rebuilding the holdout")
+    result: tuple[Any, list[dict[str, Any]]] = watched(client, work, "rebuilding the holdout")
     return result
 
 

@@ -391,7 +391,7 @@ def _summaries(client: Any, settings: Settings, located: Any) -> list[checks.Sum
     """Each partition of `located`'s shards validated on the workers, in the version's order."""
     from dask.delayed import delayed
 
-    from mlgate.pipeline import shards
+    from mlgate.pipeline import cluster, shards
 
     path = settings.path(settings.schema.path)
     schema = load_schema(path)
@@ -413,7 +413,9 @@ def _summaries(client: Any, settings: Settings, located: Any) -> list[checks.Sum
     # its summary exists, so the workers never hold more than the partitions they work on
     summarize = delayed(checks.summarize, pure=True)
     tasks = [summarize(part, text, target, id_column, duplicated) for part in frame.to_delayed()]
-    summaries: list[checks.Summary] = client.gather(client.compute(tasks))
+    summaries: list[checks.Summary] = cluster.watched(
+        client, lambda: client.gather(client.compute(tasks)), "validation"
+    )
     return summaries
 
 
