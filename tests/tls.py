@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,7 +141,8 @@ def tls_cluster(root: Path, workers: int = 1) -> Iterator[TlsCluster]:
     from distributed import Client
     from distributed.security import Security
 
-    from tests.conftest import BIN, free_port
+    from tests.conftest import free_port
+    from tests.daskprocs import dask_processes
 
     ca = authority("mlgate test cluster CA")
     ca_file = root / "ca.pem"
@@ -154,31 +152,11 @@ def tls_cluster(root: Path, workers: int = 1) -> Iterator[TlsCluster]:
     tls = ["--tls-ca-file", str(ca_file), "--tls-cert", str(node_cert), "--tls-key", str(node_key)]
     port = free_port()
     address = f"tls://127.0.0.1:{port}"
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    processes: list[subprocess.Popen] = []
-
-    def spawn(args: list[str], log: Path) -> None:
-        with log.open("w") as handle:
-            processes.append(
-                subprocess.Popen(
-                    args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
-                )
-            )
-
     client = issue(ca, "mlgate runner")
-    try:
-        spawn(
-            [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1"]
-            + ["--port", str(port), "--dashboard-address", ":0", *tls],
-            root / "scheduler.log",
-        )
+    with dask_processes() as processes:
+        processes.scheduler(port, root / "scheduler.log", "--protocol", "tls", *tls)
         for n in range(workers):
-            spawn(
-                [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1"]
-                + ["--memory-limit", "600MB", "--host", "127.0.0.1", "--dashboard-address", ":0"]
-                + tls,
-                root / f"worker{n}.log",
-            )
+            processes.worker(address, root / f"worker{n}.log", *tls)
         security = Security(
             tls_ca_file=ca.cert,
             tls_client_cert=client.cert,
@@ -192,15 +170,3 @@ def tls_cluster(root: Path, workers: int = 1) -> Iterator[TlsCluster]:
                 logs = "".join(p.read_text()[-2000:] for p in sorted(root.glob("*.log")))
                 raise RuntimeError(f"the TLS cluster did not start:\n{logs}") from exc
         yield TlsCluster(address, ca, client)
-    finally:
-        for process in reversed(processes):
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()

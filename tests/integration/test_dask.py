@@ -24,7 +24,8 @@ from mlgate.errors import ClusterError, DataError
 from mlgate.pipeline import cluster, evaluate, promote, shards, train
 from mlgate.pipeline.split import split_frame
 from mlgate.settings import load_settings
-from tests.conftest import BIN, free_port, git, make_project
+from tests.conftest import free_port, git, make_project
+from tests.daskprocs import dask_processes
 from tests.integration.test_train import assert_nothing_left, client, train_args, unique
 
 pytestmark = pytest.mark.integration
@@ -55,43 +56,12 @@ def running_cluster(root: Path, workers: int = 2, **env: str) -> Iterator[str]:
     their own environment (s3_server sets them), as workers of a real cluster do."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    processes: list[subprocess.Popen] = []
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False", **env}
-
-    def spawn(args: list[str], log: Path) -> subprocess.Popen:
-        with log.open("w") as handle:
-            process = subprocess.Popen(
-                args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
-        processes.append(process)
-        return process
-
-    try:
-        spawn(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--dashboard-address", ":0"],
-            root / "scheduler.log",
-        )
+    with dask_processes(**env) as processes:
+        processes.scheduler(port, root / "scheduler.log")
         for n in range(workers):
-            worker = spawn(
-                [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1"]
-                + ["--memory-limit", "600MB", "--host", "127.0.0.1", "--dashboard-address", ":0"],
-                root / f"worker{n}.log",
-            )
+            worker = processes.worker(address, root / f"worker{n}.log")
         _wait_workers(address, workers, worker, root / f"worker{workers - 1}.log")
         yield address
-    finally:
-        for process in reversed(processes):
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,14 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlgate.settings import load_settings
-from tests.conftest import BIN, free_port, make_project
+from tests.conftest import free_port, make_project
+from tests.daskprocs import dask_processes
 from tests.integration.test_dask import _dask, _sharded_on_s3, _spoiled, _wait_workers
 
 KILLER = """
@@ -60,43 +59,13 @@ def killing_cluster(tmp_path: Path, s3_server: str) -> Iterator[tuple[str, Path]
     flag = root / "killed"
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = os.environ | {"MLGATE_TEST_KILL_FLAG": str(flag)}
-    processes: list[subprocess.Popen] = []
-
-    def spawn(args: list[str], log: Path) -> subprocess.Popen:
-        with log.open("w") as handle:
-            process = subprocess.Popen(
-                args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
-        processes.append(process)
-        return process
-
-    try:
-        spawn(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--dashboard-address", ":0"],
-            root / "scheduler.log",
-        )
-        worker = spawn(
-            [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1"]
-            + ["--memory-limit", "600MB", "--host", "127.0.0.1", "--dashboard-address", ":0"]
-            + ["--preload", str(root / "killer.py")],
-            root / "worker.log",
+    with dask_processes(MLGATE_TEST_KILL_FLAG=str(flag)) as processes:
+        processes.scheduler(port, root / "scheduler.log")
+        worker = processes.worker(
+            address, root / "worker.log", "--preload", str(root / "killer.py")
         )
         _wait_workers(address, 1, worker, root / "worker.log")
         yield address, flag
-    finally:
-        for process in reversed(processes):  # each group: the nanny and its worker too
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def test_a_worker_killed_mid_validation_is_retried_and_the_report_is_the_same(

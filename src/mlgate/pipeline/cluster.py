@@ -493,18 +493,10 @@ def _copied(
 ) -> shards.Shard:
     """`shard`'s object copied from the DVC remote to `directory` (its md5 checked when it is
     read: `shards.read_shard`); the shard as read from there."""
-    import fsspec  # type: ignore[import-untyped]
-
     target = directory / f"{shard.md5}{Path(shard.relpath).suffix}"
+    raw = shards.fetch(shard, storage_options)
     try:
-        with fsspec.open(shard.url, "rb", **dict(storage_options)) as source:
-            target.write_bytes(source.read())
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"shard {shard.relpath} (md5 {shard.md5}) is missing from the DVC remote: {shard.url}",
-            fix="push the data version from the commit that changed data.dvc (`dvc push`), "
-            "then re-run",
-        ) from exc
+        target.write_bytes(raw)
     except OSError as exc:
         raise ClusterError(
             f"cannot copy shard {shard.relpath} from {shard.url} to the worker's disk "

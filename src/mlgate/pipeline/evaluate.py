@@ -89,11 +89,15 @@ def load_model(ref: ModelRef, role: str) -> Any:  # an mlflow.pyfunc.PyFuncModel
     try:
         return mlflow.pyfunc.load_model(ref.uri, suppress_warnings=True)
     except Exception as exc:  # a missing or corrupt artifact surfaces as many types
-        raise ModelError(
-            f"cannot load the {role} {ref.uri}: {str(exc).splitlines()[0]}",
-            fix=f"check the artifact store of run {ref.run_id}; re-register the "
-            f"{role} or move its alias to a loadable version",
-        ) from exc
+        raise _unloadable(ref, role, exc) from exc
+
+
+def _unloadable(ref: ModelRef, role: str, exc: Exception) -> ModelError:
+    return ModelError(
+        f"cannot load the {role} {ref.uri}: {(str(exc).splitlines() or [type(exc).__name__])[0]}",
+        fix=f"check the artifact store of run {ref.run_id}; re-register the "
+        f"{role} or move its alias to a loadable version",
+    )
 
 
 def load_judged(ref: ModelRef, role: str) -> tuple[Any, str | None]:
@@ -112,11 +116,7 @@ def load_judged(ref: ModelRef, role: str) -> tuple[Any, str | None]:
             digest = hashlib.sha256((local / data).read_bytes()).hexdigest() if data else None
             model = mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
         except Exception as exc:  # a missing or corrupt artifact surfaces as many types
-            raise ModelError(
-                f"cannot load the {role} {ref.uri}: {str(exc).splitlines()[0]}",
-                fix=f"check the artifact store of run {ref.run_id}; re-register the "
-                f"{role} or move its alias to a loadable version",
-            ) from exc
+            raise _unloadable(ref, role, exc) from exc
     return model, digest
 
 

@@ -254,17 +254,14 @@ def released(part: Any, function: Any, kwargs: Mapping[str, Any]) -> Any:
         release_memory()
 
 
-def read_shard(shard: Shard, kind: str, storage_options: Mapping[str, Any]) -> pd.DataFrame:
-    """One shard as a pandas frame, on the worker that reads it: its bytes are checked against
-    the manifest's md5 before they are parsed (the memory of the partitions read before it
-    handed back first: `release_memory`)."""
+def fetch(shard: Shard, storage_options: Mapping[str, Any]) -> bytes:
+    """`shard`'s bytes as the DVC remote holds them (not checked: the reader checks the md5);
+    a missing object or an unreachable remote is a DataError saying which."""
     import fsspec  # type: ignore[import-untyped]
-
-    release_memory()
 
     try:
         with fsspec.open(shard.url, "rb", **dict(storage_options)) as handle:
-            raw = handle.read()
+            raw: bytes = handle.read()
     except FileNotFoundError as exc:
         raise DataError(
             f"shard {shard.relpath} (md5 {shard.md5}) is missing from the DVC remote: {shard.url}",
@@ -278,6 +275,15 @@ def read_shard(shard: Shard, kind: str, storage_options: Mapping[str, Any]) -> p
             fix="the workers must reach the DVC remote: check its endpoint (dvc.endpoint_url) "
             "and the workers' credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
         ) from exc
+    return raw
+
+
+def read_shard(shard: Shard, kind: str, storage_options: Mapping[str, Any]) -> pd.DataFrame:
+    """One shard as a pandas frame, on the worker that reads it: its bytes are checked against
+    the manifest's md5 before they are parsed (the memory of the partitions read before it
+    handed back first: `release_memory`)."""
+    release_memory()
+    raw = fetch(shard, storage_options)
     found = _md5(raw)
     if found != shard.md5:
         raise DataError(
