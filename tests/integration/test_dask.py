@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from mlgate.errors import ClusterError, DataError
-from mlgate.pipeline import cluster, evaluate, promote, shards, train
+from mlgate.pipeline import cluster, evaluate, promote, shards, train, validate
 from mlgate.pipeline.split import split_frame
 from mlgate.settings import load_settings
 from tests.conftest import free_port, git, make_project
@@ -333,7 +333,6 @@ def test_validation_on_the_workers_reports_what_the_local_engine_reports(
     """`mlgate validate` with the dask engine validates each shard of the version on the
     workers (the runner pulls nothing) and writes the report the local engine writes for the
     whole frame (the oracle, with counts taken here with pandas); good data passes."""
-    from mlgate.pipeline import validate
 
     bad = _spoiled(breast_cancer)
     project = make_project(tmp_path / "project")
@@ -1006,10 +1005,10 @@ def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_
     fresh_dask_cluster, s3_server, mlflow_server, tmp_path, clean_env
 ):
     """A version of 2 GB in pandas, over three times one worker's 600 MB and more than both
-    together, goes through train (which validates it on the workers first: `mlgate validate`'s
-    own `validate.on_workers`) -> evaluate -> promote on two workers of its own; none of them
-    is restarted, and evaluate rebuilds training's holdout (its digest checked against the one
-    training logged, or exit 3)."""
+    together, goes through validate -> train (which validates it on the workers again) ->
+    evaluate -> promote on two workers of its own; none of them is restarted, and evaluate
+    rebuilds training's holdout (its digest checked against the one training logged, or
+    exit 3)."""
     dask_cluster = fresh_dask_cluster
     import dvc.api
     from distributed import Client
@@ -1025,6 +1024,7 @@ def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_
     args = [*train_args(project, mlflow_server, model), *QUICK, *_dask(dask_cluster)]
     with Client(dask_cluster) as c:
         before = c.run(os.getpid)
+    assert validate.main(args, env=clean_env) == 0
     assert train.main(args, env=clean_env) == 0
     assert evaluate.main([*args, "--candidate-version", "1"], env=clean_env) == 0
     decision = _decision(project, model, "1")
