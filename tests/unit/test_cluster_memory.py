@@ -56,3 +56,19 @@ def test_the_loaded_boosters_are_bounded():
         cluster._loaded(model)
     assert len(cluster._LOADED) == cluster.LOADED_MAX
     assert models[-1].digest in cluster._LOADED and models[0].digest not in cluster._LOADED
+
+
+def test_the_pinned_xgboost_starts_its_tracker_as_fit_external_calls_it():
+    """`cluster.fit_external` starts the collective's tracker with xgboost.dask's own function,
+    which XGBoost does not publish as API (docs/dask.md, Known limits): an upgrade that renames
+    it or changes its parameters fails here, not in a training job."""
+    import inspect
+
+    from xgboost import dask as dxgb
+
+    assert list(inspect.signature(dxgb._start_tracker).parameters) == [
+        "n_workers",
+        "addr_from_dask",
+        "addr_from_user",
+        "timeout",
+    ]
