@@ -244,47 +244,17 @@ def fit(
     settings: Settings,
     categories: Mapping[str, Sequence[str]],
     sample: pd.DataFrame,
-    expected: Mapping[int, int] | None = None,
-    *,
-    source: Shards | None = None,
-    data: Any = None,
-    rule: Rule | None = None,
 ) -> tuple[Any, int]:
-    """Train on the cluster with early stopping on the validation part; the booster cut at its
-    best iteration, as `train.fit` returns it. `sample` is a few validated rows (their dtypes
-    and the model's feature types); `expected` the local split's row count per part, checked
-    against the cluster's (the same rows in the same parts, or the stage fails). `source`: the
-    data version's shards in the DVC remote (`shards.locate`), read by the workers; None:
-    data.path, on storage the workers share. `data`: the version already typed and split on
-    the workers (`prepared`), read from neither.
-
-    With `source` and `rule` (`mlgate train`, train.engine: dask) the workers train in
-    external memory (`fit_external`): the version never has to fit in the cluster's memory.
-    Otherwise xgboost.dask's DaskQuantileDMatrix, which holds every partition of a worker at
-    once (`make bench`'s dask-train figure, on data.path)."""
+    """Train on the cluster with xgboost.dask's DaskQuantileDMatrix (which holds every
+    partition of a worker at once), from data.path on storage the workers share, with early
+    stopping on the validation part; the booster cut at its best iteration, as `train.fit`
+    returns it. `sample` is a few validated rows (their dtypes and the model's feature types).
+    A DVC version's shards (`mlgate train`, train.engine: dask) train in external memory
+    instead (`fit_external`); this is `make bench`'s dask-train figure."""
     from xgboost import dask as dxgb
 
-    if source is not None and rule is not None:
-        return fit_external(client, settings, categories, sample, source, rule)
-    if data is None:
-        dtypes = sample.dtypes.to_dict()
-        if source is None:
-            frame = read(settings.path(settings.data.path), dtypes)
-        else:
-            frame = shards.frame(client, source)
-            frame = frame.astype({k: v for k, v in dtypes.items() if k in frame.columns})
-        data = split_parts(frame, settings)
-        data = data.persist()
-    if expected is not None:
-        counts = data[PART].value_counts().compute().to_dict()
-        found = {part: int(counts.get(part, 0)) for part in (TRAIN, VALIDATION, HOLDOUT)}
-        if found != dict(expected):
-            raise DataError(
-                f"the cluster's split {found} differs from the runner's {dict(expected)} "
-                "(train 0, validation 1, holdout 2)",
-                fix="the workers must read the same data version as the runner: point "
-                "data.path at storage both reach, holding the version data.dvc names",
-            )
+    frame = read(settings.path(settings.data.path), sample.dtypes.to_dict())
+    data = split_parts(frame, settings).persist()
     empty = sample.iloc[:0].assign(**{PART: np.int8(0)})
     x_meta = _inputs(empty, settings, categories)
     types = feature_types(x_meta, categories)

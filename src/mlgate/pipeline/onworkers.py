@@ -152,8 +152,8 @@ def _train(
     with training_run(settings, client, version, git) as (run, lease):
         run_id = run.info.run_id
         train_sample = surveyed.samples[cluster.TRAIN]
-        booster, best = cluster.fit(
-            cluster_client, settings, categories, train_sample, source=located, rule=rule
+        booster, best = cluster.fit_external(
+            cluster_client, settings, categories, train_sample, located, rule
         )
         scores = cluster.scored(cluster_client, data, booster, settings, categories)
         # The threshold is chosen on the validation part; the holdout judges it.
