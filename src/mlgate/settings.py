@@ -1041,6 +1041,16 @@ def unset_process_env(*names: str) -> None:
         os.environ.pop(name, None)
 
 
+# `mlgate serve` with 2+ workers hands them the directory where each writes its metrics in
+# prometheus-client's own variable (the client reads it too, for its multiprocess mode).
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prometheus_multiproc_dir(env: Mapping[str, str]) -> str | None:
+    """The metrics directory `mlgate serve` gave its workers (None: a single worker)."""
+    return env.get(PROMETHEUS_MULTIPROC_DIR) or None
+
+
 def section_env(section: str, values: Any) -> dict[str, str]:
     """The `MLGATE_<SECTION>_<KEY>` variables from which `load_settings` reads back `values`
     (a section's dataclass), every key of it: how a child process that reads only the

@@ -6,7 +6,13 @@ function-level import counts as much as a module-level one: it runs too, only la
   trees) sits in a `try` that handles ImportError;
 * a pipeline stage never imports a later stage;
 * registry, gate, github and serving never import pipeline;
-* nothing but mlgate.settings reads or writes `os.environ`;
+* each part imports of the others only what its `__init__` docstring allows (gate: github's
+  outputs and serving's trees; github: gate's decision; registry: gate and github; serving and
+  the foundation: the foundation), and none of the libraries it has no business with (gate and
+  github: no mlflow, DVC, pandera, evidently, Dask or XGBoost; registry: no DVC, pandera,
+  evidently, Dask or XGBoost);
+* nothing but mlgate.settings reads or writes `os.environ`, nor reads a variable by its name
+  from an environment mapping (`env.get("NAME")`, `process_env()["NAME"]`);
 * each request format module (mlgate.serving.formats) imports no other format module;
 * each subpackage says in its docstring what it owns and may import, and imports nothing itself
   (importing `mlgate.registry` must not pull the registry's dependencies).
@@ -15,6 +21,7 @@ function-level import counts as much as a module-level one: it runs too, only la
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -280,6 +287,143 @@ def test_nothing_but_settings_touches_os_environ():
         "read the environment through mlgate.settings (process_env, load_settings): "
         + ", ".join(bad)
     )
+
+
+# What each part may import of mlgate outside itself (pipeline: anything but a later stage),
+# as its __init__ docstring says, and the libraries it never imports (at any level).
+DASK = ("dask", "distributed")
+MAY_IMPORT = {
+    "foundation": {"mlgate.gate.threshold", "mlgate.github.outputs"},
+    "gate": {"mlgate.github.outputs", "mlgate.serving.trees"},
+    "github": {"mlgate.gate.decision"},
+    "registry": {"mlgate.gate.*", "mlgate.github.*"},
+    "serving": set(),
+}
+NEVER = {
+    "foundation": (*TRAINING, *DASK, "docker"),
+    "gate": ("mlflow", "dvc", "pandera", "evidently", "sklearn", "xgboost", *DASK, "docker"),
+    "github": (*TRAINING, *DASK, "docker"),
+    "registry": ("dvc", "pandera", "evidently", "sklearn", "xgboost", *DASK, "docker"),
+    "serving": ("mlflow", "dvc", "pandera", "evidently", "sklearn", "pandas", *DASK, "docker"),
+}
+
+
+def _part(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in SUBPACKAGES else "foundation"
+
+
+def _allowed(imported: str, part: str) -> bool:
+    if _part(imported) in {part, "foundation"}:
+        return True
+    return any(
+        imported == rule or (rule.endswith(".*") and imported.startswith(rule[:-1]))
+        # `from mlgate.gate import decision` imports the package first
+        or rule.startswith(imported + ".")
+        for rule in MAY_IMPORT[part]
+    )
+
+
+def _strays(modules: dict[str, Module]) -> list[str]:
+    bad = []
+    for name, module in sorted(modules.items()):
+        part = _part(name)
+        if part == "pipeline":
+            continue
+        for imported, line, guarded in module.imports:
+            where = f"{module.path.relative_to(SRC)}:{line} imports {imported}"
+            if imported.startswith("mlgate"):
+                ours = _ours(imported) or imported
+                if not _allowed(ours, part):
+                    bad.append(f"{where} (mlgate.{part} may import {sorted(MAY_IMPORT[part])})")
+            elif imported.split(".")[0] in NEVER[part] and not guarded:
+                bad.append(f"{where} (mlgate.{part} never imports it)")
+    return bad
+
+
+def test_each_part_imports_only_what_its_docstring_allows():
+    """gate decides from scores and never reads the registry; github talks to GitHub and never
+    moves a version; registry moves pointers and never trains or validates (issue 22)."""
+    bad = _strays(MODULES)
+    assert not bad, "; ".join(bad)
+
+
+def test_the_import_rules_see_a_stray():
+    """Not vacuous: gate importing the registry or mlflow, github importing the registry, a
+    function-level import in serving of pandas: each is named."""
+    tree = ast.parse("")
+    fake = {
+        "mlgate.gate.decision": [("mlgate.registry.moves", 3, False), ("mlflow", 4, False)],
+        "mlgate.github.comment": [("mlgate.registry.tracking", 5, False), ("requests", 6, False)],
+        "mlgate.serving.app": [("pandas", 7, False), ("xgboost", 8, True)],
+        "mlgate.registry.doctor": [("mlgate.gate.decision", 9, False), ("mlflow", 10, False)],
+    }
+    modules = {
+        name: Module(name, SRC / (name.replace(".", "/") + ".py"), tree, imports)
+        for name, imports in fake.items()
+    }
+    assert [line.split(" (")[0] for line in _strays(modules)] == [
+        "mlgate/gate/decision.py:3 imports mlgate.registry.moves",
+        "mlgate/gate/decision.py:4 imports mlflow",
+        "mlgate/github/comment.py:5 imports mlgate.registry.tracking",
+        "mlgate/serving/app.py:7 imports pandas",
+    ]
+
+
+# An environment variable's name, as a string (GITHUB_SHA, MLGATE_PARAMS, ...).
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+")
+
+
+def _env_reads(tree: ast.AST) -> list[int]:
+    """Lines that read a variable by name from an environment: `X.get("NAME")` or `X["NAME"]`
+    where X is `process_env()` or a name ending in `env`/`environ`."""
+
+    def environment(node: ast.AST) -> bool:
+        if isinstance(node, ast.Call):
+            func = node.func
+            return isinstance(func, ast.Name | ast.Attribute) and (
+                getattr(func, "id", None) or getattr(func, "attr", None)
+            ) == "process_env"
+        name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+        return isinstance(node, ast.Name | ast.Attribute) and name.endswith(("env", "environ"))
+
+    def named(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and bool(ENV_NAME.fullmatch(node.value))
+        )
+
+    lines = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and environment(node.func.value)
+            and node.args
+            and named(node.args[0])
+        ) or (isinstance(node, ast.Subscript) and environment(node.value) and named(node.slice)):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_nothing_but_settings_reads_a_variable_by_its_name():
+    """A variable read elsewhere is a setting with no precedence, no check and no row in
+    docs/settings.md: settings.py reads it and hands out what it means."""
+    bad = [
+        f"{module.path.relative_to(SRC)}:{line}"
+        for name, module in MODULES.items()
+        if name != "mlgate.settings"
+        for line in _env_reads(module.tree)
+    ]
+    assert not bad, "read it in mlgate.settings (a function of the env mapping): " + ", ".join(bad)
+    caught = ast.parse(
+        'a = process_env().get("PROMETHEUS_MULTIPROC_DIR")\nb = env["GITHUB_SHA"]\n'
+        'c = self.env.get("MLGATE_PARAMS", "")\nd = env.get(key)\ne = os.environ["HOME_DIR"]\n'
+        'f = settings.get("NOT_AN_ENV")\n'
+    )
+    assert _env_reads(caught) == [1, 2, 3, 5]
 
 
 def test_the_contract_catches_what_it_forbids(tmp_path):

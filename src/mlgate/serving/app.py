@@ -543,7 +543,7 @@ def _printable(text: str) -> str:
 
 def create_app() -> App:
     """uvicorn factory: the bundle and limits from the settings (MLGATE_SERVE_* variables)."""
-    from mlgate.settings import load_settings, process_env
+    from mlgate.settings import load_settings, process_env, prometheus_multiproc_dir
 
     keep_freed_memory()  # this worker's process: before the bundle and the first request
 
@@ -570,7 +570,7 @@ def create_app() -> App:
         bundle_dir=settings.path(s.bundle),
         access_log=sys.stderr if s.access_log else None,
         # set by `mlgate serve` for 2+ workers: /metrics sums them all
-        metrics_dir=process_env().get("PROMETHEUS_MULTIPROC_DIR") or None,
+        metrics_dir=prometheus_multiproc_dir(process_env()),
         freeze=True,
     )
     if log is not None and app.metrics is not None:
