@@ -317,7 +317,8 @@ def _allowed(imported: str, part: str) -> bool:
     if _part(imported) in {part, "foundation"}:
         return True
     return any(
-        imported == rule or (rule.endswith(".*") and imported.startswith(rule[:-1]))
+        imported == rule
+        or (rule.endswith(".*") and imported.startswith(rule[:-1]))
         # `from mlgate.gate import decision` imports the package first
         or rule.startswith(imported + ".")
         for rule in MAY_IMPORT[part]
@@ -381,9 +382,10 @@ def _env_reads(tree: ast.AST) -> list[int]:
     def environment(node: ast.AST) -> bool:
         if isinstance(node, ast.Call):
             func = node.func
-            return isinstance(func, ast.Name | ast.Attribute) and (
-                getattr(func, "id", None) or getattr(func, "attr", None)
-            ) == "process_env"
+            return (
+                isinstance(func, ast.Name | ast.Attribute)
+                and (getattr(func, "id", None) or getattr(func, "attr", None)) == "process_env"
+            )
         name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
         return isinstance(node, ast.Name | ast.Attribute) and name.endswith(("env", "environ"))
 

@@ -92,14 +92,55 @@ def test_remote_actions_are_pinned_by_sha_with_a_version_comment(path: Path) -> 
         assert re.search(r"#\s*v\d", match.group(2)), f"no version comment: {line}"
 
 
+WORKFLOWS = sorted(
+    [*REPO.glob(".github/workflows/*.yml"), *REPO.glob("examples/**/.github/workflows/*.yml")]
+)
+
+
 def test_workflows_start_with_no_permissions_and_every_job_has_a_timeout() -> None:
-    for path in REPO.glob(".github/workflows/*.yml"):
+    for path in WORKFLOWS:
         doc = yaml.safe_load(path.read_text())
         assert doc["permissions"] == {}, path.name
         for name, job in doc["jobs"].items():
             assert "permissions" in job, f"{path.name}:{name} has no permissions"
+            assert isinstance(job["permissions"], dict), f"{path.name}:{name}: name each scope"
             if "uses" not in job:  # a called workflow sets its own timeouts
                 assert "timeout-minutes" in job, f"{path.name}:{name} has no timeout"
+
+
+def ungrounded_grants(text: str) -> list[str]:
+    """The lines of a workflow that grant a job a permission without a comment saying what for
+    (`contents: read # to check out params.yaml`): a multi-line `permissions:` block's lines,
+    or a one-line `permissions: {...}` (an empty one grants nothing and needs none)."""
+    bad, block = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        indent = len(line) - len(line.lstrip())
+        if block is not None and line.strip() and indent > block:
+            if "#" not in line:
+                bad.append(f"{number}: {line.strip()}")
+            continue
+        block = None
+        if match := re.match(r"(\s+)permissions:\s*(.*)$", line):
+            grant = match.group(2).split("#")[0].strip()
+            if not grant:
+                block = len(match.group(1))
+            elif grant != "{}" and "#" not in match.group(2):
+                bad.append(f"{number}: {line.strip()}")
+    return bad
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_granted_permission_says_what_it_is_for(path: Path) -> None:
+    assert not ungrounded_grants(path.read_text()), f"{path.name}: say why (`# to ...`)"
+
+
+def test_the_permission_comment_check_sees_a_bare_grant() -> None:
+    text = (
+        "permissions: {}\njobs:\n  a:\n    permissions:\n      contents: read # to check out\n"
+        "      packages: write\n    steps: []\n  b:\n    permissions: {issues: write}\n"
+        "  c:\n    permissions: {}\n"
+    )
+    assert ungrounded_grants(text) == ["6: packages: write", "9: permissions: {issues: write}"]
 
 
 @pytest.mark.parametrize("workflow", REUSABLE)
@@ -320,6 +361,121 @@ def test_docs_tables_name_every_input_secret_and_output(workflow: str) -> None:
             )
 
 
+def table_rows(page: str, heading: str) -> list[list[str]]:
+    """The cells of each row of the table under `heading` that names something in backticks."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in section(page, heading).splitlines()
+        if line.startswith("| `")
+    ]
+
+
+def test_docs_tables_name_nothing_the_workflows_do_not_have() -> None:
+    calls = [
+        yaml.safe_load((REPO / ".github/workflows" / w).read_text())[True]["workflow_call"]
+        for w in REUSABLE
+    ]
+    for kind in ("inputs", "secrets", "outputs"):
+        real = {name for call in calls for name in call[kind]}
+        documented = {row[0].strip("`") for row in table_rows("workflows.md", f"## {kind.title()}")}
+        assert documented <= real, f"docs/workflows.md {kind} of no workflow: {documented - real}"
+
+
+@pytest.mark.parametrize("workflow", REUSABLE)
+def test_docs_inputs_table_gives_each_inputs_type_and_default(workflow: str) -> None:
+    """A row per input name (two where workflows differ): its type, and its default (`required`
+    for a required input) among the Default cell's values."""
+    call = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())[True][
+        "workflow_call"
+    ]
+    rows = table_rows("workflows.md", "## Inputs")
+    for name, spec in call["inputs"].items():
+        default = spec.get("default", "")
+        if spec.get("required"):
+            expected = "required"
+        elif isinstance(default, bool):
+            expected = f"`{str(default).lower()}`"
+        else:
+            expected = f"`{default}`" if default != "" else '`""`'
+        cells = [(row[1], row[2]) for row in rows if row[0] == f"`{name}`"]
+        assert any(
+            kind == spec["type"] and expected in default_cell for kind, default_cell in cells
+        ), (
+            f"docs/workflows.md ## Inputs: {workflow} {name} is {spec['type']}, default "
+            f"{expected}; the rows say {cells}"
+        )
+
+
+def settings_rows() -> dict[str, list[str]]:
+    """docs/settings.md's table: each section's keys, the names in backticks outside the
+    parentheses (the parentheses hold defaults and notes)."""
+    rows = {}
+    for cells in table_rows("settings.md", "# Settings"):
+        if not cells[0].strip("`").islower():  # the variables' table below it
+            continue
+        text, depth, keys = cells[1], 0, []
+        for token in re.finditer(r"[()]|`([^`]+)`", text):
+            if token.group(0) in "()":
+                depth += 1 if token.group(0) == "(" else -1
+            elif depth == 0 and token.group(1).isidentifier():
+                keys.append(token.group(1))
+        rows[cells[0].strip("`")] = keys
+    return rows
+
+
+def test_docs_settings_table_names_every_key_and_no_other() -> None:
+    import dataclasses
+
+    from mlgate.settings import SECTIONS
+
+    rows = settings_rows()
+    assert set(rows) == set(SECTIONS), "docs/settings.md: a row per section of mlgate.settings"
+    for name, section in SECTIONS.items():
+        if name == "gate":  # docs/gate.md's policy table (test_docs_policy_table_...)
+            continue
+        keys = {f.name for f in dataclasses.fields(section)}
+        assert set(rows[name]) == keys, (
+            f"docs/settings.md `{name}`: missing {sorted(keys - set(rows[name]))}, "
+            f"no such key {sorted(set(rows[name]) - keys)}"
+        )
+
+
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+")
+
+
+def test_docs_name_every_variable_settings_reads_and_no_other() -> None:
+    """The names settings.py spells out (string constants shaped like a variable, outside
+    f-strings) are the rows of docs/settings.md's variables table."""
+    import ast
+
+    tree = ast.parse((REPO / "src/mlgate/settings.py").read_text())
+    inside_f = {
+        id(part)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        for part in node.values
+    }
+    read = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in inside_f
+        and ENV_NAME.fullmatch(node.value)
+    }
+    table = section("settings.md", "## Other environment variables")
+    documented = {
+        name
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
+    }
+    assert documented == read, (
+        f"docs/settings.md variables: missing {sorted(read - documented)}, "
+        f"not read {sorted(documented - read)}"
+    )
+
+
 def test_docs_policy_table_names_every_gate_key() -> None:
     import dataclasses
 
@@ -338,6 +494,27 @@ def test_docs_list_every_exit_code() -> None:
         if match := re.match(r"\| (\d+) \| ([^|]+?) \|", line):
             rows[int(match.group(1))] = match.group(2)
     assert rows == EXIT_CODES, "docs/exit-codes.md and mlgate.errors.EXIT_CODES disagree"
+
+
+def test_every_error_class_has_its_exit_code_listed_and_every_code_a_class() -> None:
+    """EXIT_CODES (the table above, `mlgate --help`) and the classes of mlgate.errors agree:
+    a new class with a new code needs its row, and no row outlives its class."""
+    import inspect
+
+    from mlgate import errors
+
+    classes = [
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.MlgateError)
+    ]
+    codes = {cls.exit_code for cls in classes}
+    assert codes | {0} == set(errors.EXIT_CODES), (
+        f"mlgate.errors: codes of no class {set(errors.EXIT_CODES) - codes - {0}}, "
+        f"classes without a row {codes - set(errors.EXIT_CODES)}"
+    )
+    for cls in classes:
+        assert cls.__doc__, f"{cls.__name__}: say when it is raised"
 
 
 # -- scripts/: the operational scripts a user runs (docs/production.md "Docker") -----------
