@@ -80,3 +80,35 @@ def test_links_to_repository_files_name_files_that_exist() -> None:
             if target.startswith(BLOB):
                 path = target[len(BLOB) :].partition("#")[0]
                 assert (REPO / path).exists(), f"{page.name} links to a missing {path}"
+
+
+def layout_tree() -> set[str]:
+    """The paths docs/layout.md's annotated tree names under `src/mlgate/` (folders end in
+    `/`): two spaces of indent a level; a deeper indented line continues a description."""
+    block = (REPO / "docs/layout.md").read_text().split("```")[1].splitlines()
+    start = next(i for i, line in enumerate(block) if line.strip() == "src/mlgate/")
+    named: set[str] = set()
+    folders: list[str] = []
+    for line in block[start + 1 :]:
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent > 12:
+            continue
+        folders = folders[: indent // 2 - 1]
+        for name in re.split(r"\s{2,}", line.strip())[0].split(", "):
+            if name.endswith("/"):
+                folders.append(name)
+            named.add("".join(folders) + name if not name.endswith("/") else "".join(folders))
+    return named
+
+
+def test_the_layout_tree_names_every_module_and_no_other() -> None:
+    package = REPO / "src/mlgate"
+    real = {
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.name != "__init__.py" or p.parent == package
+    } | {f"{p.relative_to(package)}/" for p in package.rglob("*/") if p.name != "__pycache__"}
+    named = layout_tree()
+    assert named == real, (
+        f"docs/layout.md's tree: add {sorted(real - named)}, remove {sorted(named - real)}"
+    )

@@ -326,6 +326,9 @@ def test_readme_holds_the_example_callers_verbatim(example: str) -> None:
 def test_readme_documents_the_first_commands() -> None:
     readme = (REPO / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
+    # what a caller needs besides the workflow, one click away
+    for link in ("docs/workflows.md#secrets", "docs/production.md#one-time-setup", "docs/cli.md"):
+        assert f"]({link})" in readme, f"README.md: link {link}"
     ci = (REPO / ".ci/run").read_text()
     assert "make test" in ci
 
@@ -364,7 +367,7 @@ def test_docs_tables_name_every_input_secret_and_output(workflow: str) -> None:
 def table_rows(page: str, heading: str) -> list[list[str]]:
     """The cells of each row of the table under `heading` that names something in backticks."""
     return [
-        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         for line in section(page, heading).splitlines()
         if line.startswith("| `")
     ]
@@ -474,6 +477,67 @@ def test_docs_name_every_variable_settings_reads_and_no_other() -> None:
         f"docs/settings.md variables: missing {sorted(read - documented)}, "
         f"not read {sorted(documented - read)}"
     )
+
+
+def _flags(path: Path, entry: str) -> tuple[set[str], set[str]]:
+    """The `--flags` that `entry` of the module at `path` adds (with the module's functions it
+    calls, at any depth), and the names of the `cli.` helpers it calls. Read with `ast`:
+    importing every command's module would import MLflow, DVC and evidently."""
+    import ast
+
+    functions = {
+        node.name: node
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef)
+    }
+    flags, helpers, seen, todo = set(), set(), set(), [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        for node in ast.walk(functions[name]):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if called == "add_argument":
+                flags |= {
+                    a.value
+                    for a in node.args
+                    if isinstance(a, ast.Constant) and str(a.value).startswith("--")
+                }
+            elif called in functions:
+                todo.append(called)
+            elif isinstance(func, ast.Attribute) and getattr(func.value, "id", "") == "cli":
+                helpers.add(called)
+    return flags, helpers
+
+
+def test_docs_cli_page_names_every_command_and_flag_and_no_other() -> None:
+    from mlgate.cli import COMMANDS, FLAGS
+
+    cli_py = REPO / "src/mlgate/cli.py"
+    common, _ = _flags(cli_py, "stage_parser")
+    common |= set(FLAGS)  # added in a loop over FLAGS
+    candidate, _ = _flags(cli_py, "add_candidate_version")
+    documented_common = {
+        row[0].strip("`") for row in table_rows("cli.md", "## Flags every stage takes")
+    }
+    assert documented_common == common, "docs/cli.md: the flags of cli.stage_parser"
+    rows = {row[0].strip("`"): row for row in table_rows("cli.md", "## The commands")}
+    assert set(rows) == set(COMMANDS), "docs/cli.md: a row per command of mlgate.cli.COMMANDS"
+    for command, (target, _) in COMMANDS.items():
+        module, _, function = target.partition(":")
+        path = REPO / "src" / (module.replace(".", "/") + ".py")
+        flags, helpers = _flags(path, function or "main")
+        if "add_candidate_version" in helpers:
+            flags |= candidate
+        documented = set(re.findall(r"`(--[a-z][a-z-]*)", rows[command][2]))
+        assert documented == flags, (
+            f"docs/cli.md `{command}`: missing {sorted(flags - documented)}, "
+            f"no such flag {sorted(documented - flags)}"
+        )
 
 
 def test_docs_policy_table_names_every_gate_key() -> None:
