@@ -178,3 +178,28 @@ def test_the_writes_of_a_move_go_to_mlflows_registry_client_with_the_same_calls(
     inspect.signature(writer.transition_model_version_stage).bind(
         "m", "1", "Archived", archive_existing_versions=False
     )
+
+
+def test_the_public_registry_uri_is_the_one_the_client_resolved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """registry/logged.py passes the public `mlflow.get_registry_uri()` where it once read the
+    client's private `_registry_uri`: after `set_tracking_uri(client.tracking_uri)`, the two
+    are the same for a client made as `tracking.connect` makes it (no registry URI of its own),
+    with and without MLFLOW_REGISTRY_URI. The private attribute is the oracle here only."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored after the test
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    try:
+        for uri in ("http://127.0.0.1:9", "https://mlflow.invalid:5000/prefix"):  # never contacted
+            for registry in (None, "http://127.0.0.1:8"):
+                if registry:
+                    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry)
+                mlflow.set_tracking_uri(uri)
+                client = mlflow.MlflowClient()
+                mlflow.set_tracking_uri(client.tracking_uri)  # as logged_booster does
+                assert mlflow.get_registry_uri() == client._registry_uri == (registry or uri)
+                monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    finally:  # no global URI: MLflow reads MLFLOW_TRACKING_URI again, as monkeypatch restores it
+        mlflow.set_tracking_uri(None)

@@ -137,7 +137,9 @@ def requirements_scan_skipped(requirements: list[str]) -> Iterator[None]:
     explicit pip_requirements; it first maps every import name to its distributions
     (`packages_distributions()`: it reads every distribution's file list, about 1.1 CPU s
     here), a map the check only consults for a requirement whose version it cannot read from
-    the metadata. MLflow has no setting to skip it, so this fills MLflow's private map (module
+    the metadata. MLflow has no setting to skip it (its public MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK
+    skips another check, `pip install --dry-run` of requirements given with constraints, which
+    mlgate's pins never are), so this fills MLflow's private map (module
     `mlflow.utils.requirements_utils`, `_MODULES_TO_PACKAGES`, filled once per process by
     `_init_modules_to_packages_map`) with the requirements' own names for the block, and
     empties it again after. The check itself still runs, on the same versions, and warns as

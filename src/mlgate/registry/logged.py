@@ -45,13 +45,16 @@ def logged_booster(client: Any, name: str, version: str) -> LoggedBooster:
 
         # MLflow resolves `models:/` against the process's current URIs whatever it is passed
         # (ModelsArtifactRepository._get_model_uri_infos): point them at this client's store.
+        # The registry URI is then the public mlflow.get_registry_uri(): what the client
+        # resolved from the same tracking URI (tracking.connect makes it with no registry URI
+        # of its own; tests/unit/test_tracking.py checks the two agree).
         mlflow.set_tracking_uri(client.tracking_uri)
         local = Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{name}/{version}",
                 dst_path=tmp,
                 tracking_uri=client.tracking_uri,
-                registry_uri=client._registry_uri,
+                registry_uri=mlflow.get_registry_uri(),
             )
         )
         mlmodel = yaml.safe_load((local / "MLmodel").read_text())
