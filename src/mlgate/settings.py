@@ -23,6 +23,7 @@ known one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -157,6 +158,9 @@ class GateSettings:
     fairness_max_ratio: float = 1.25
 
 
+REQUEST_JITTER = 1.0  # seconds: MLflow's random addition to each retry's backoff (its default)
+
+
 @dataclass(frozen=True)
 class TrackingSettings:
     uri: str = "sqlite:///mlflow.db"
@@ -175,6 +179,33 @@ class TrackingSettings:
     # Tests only: SIGKILL this process right after the named registry call of a move (one of
     # mlgate.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
     fault_point: str | None = None
+
+    def mlflow_env(self) -> dict[str, str]:
+        """MLflow's HTTP client bounds (it reads them from the environment, at request time)
+        from these settings; `tracking.connect` sets them in the process."""
+        return {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(math.ceil(self.backoff)),  # int there
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": f"{REQUEST_JITTER:g}",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, self.timeout))),
+            # A server or proxy answering 429/503 with `Retry-After: N` would make MLflow's
+            # client sleep N seconds, however large: one request would have no bound.
+            "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
+        }
+
+    @property
+    def request_budget(self) -> float:
+        """The longest one MLflow request can take under `mlflow_env`, in seconds: each of its
+        retries + 1 attempts waits up to the timeout, and urllib3 sleeps between attempts (none
+        before the first retry, then factor x 2, x 4, ..., at most 120 s, each with up to
+        REQUEST_JITTER s added; counted on every retry, to be safe). A lock holder stops this
+        long before its lease ends (`registry.pointer_lock`): a write it starts lands in time."""
+        factor, timeout = math.ceil(self.backoff), int(max(1, self.timeout))
+        sleeps = sum(
+            (0 if n == 1 else min(120.0, factor * 2.0 ** (n - 1))) + REQUEST_JITTER
+            for n in range(1, self.retries + 1)
+        )
+        return float((self.retries + 1) * timeout + sleeps)
 
 
 @dataclass(frozen=True)

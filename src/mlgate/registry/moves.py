@@ -33,9 +33,11 @@ caller of the same MLflow server, whatever runs them:
 
 Why that is safe: two processes hold at once only if the older holder's registry call lands
 after its lease ended, i.e. one registry call took longer than the margin (plus clock skew
-between the two machines). Leases are minutes long (tracking.lock_lease, 120 s; margin 30 s)
-while a registry call takes milliseconds and mlgate bounds each HTTP request
-(tracking.timeout): keep lock_lease > 4 x (tracking.timeout x (tracking.retries + 1)).
+between the two machines). So the margin is at least the longest one registry call can take
+with MLflow's retries under mlgate's bounds (tracking.request_budget: every attempt its
+tracking.timeout, the backoff between; a server's Retry-After is not obeyed), 68 s with the
+defaults (lease 120 s), and `pointer_lock` refuses a lease shorter than 4/3 of it. `check`
+tests the deadline again after its own read, so the write after it starts in time too.
 
 A move (`move_alias`) is a state machine whose commit point is the alias:
 
@@ -52,6 +54,7 @@ A pending record whose alias never moved is dropped: the re-run starts that move
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -156,11 +159,15 @@ class PointerLock:
         lease: float,
         fault_point: str | None = None,
         denied: str | None = None,
+        call_budget: float = 0.0,
     ) -> None:
         self.client, self.name, self.lock = client, name, lock_name(name)
         self.denied = denied  # the fix of a PermissionDenied on the lock (Production's)
         self.holder = f"{holder} #{uuid.uuid4().hex[:12]}"
-        self.wait, self.lease, self.margin = wait, lease, lease / 4
+        # The margin: how long before its lease ends a holder stops. At least the longest one
+        # registry call can take with its retries (`call_budget`, tracking.request_budget), so
+        # a write started before the deadline lands before the lease ends.
+        self.wait, self.lease, self.margin = wait, lease, max(lease / 4, call_budget)
         self.fault_point = fault_point
         self.ticket: int | None = None
         self.deadline = 0.0  # time.monotonic() after which this holder moves nothing
@@ -359,6 +366,15 @@ class PointerLock:
             )
         with errors(f"checking the lock before {action}"):
             live = self._live_tickets()
+        if time.monotonic() >= self.deadline:
+            # The search itself took long (a server slow or coming back): the write that
+            # follows might land after the lease. Nothing more moves.
+            raise TrackingError(
+                f"the lock on {self.name}'s aliases ran out before {action} (the registry took "
+                "too long to answer); nothing more was moved",
+                fix="re-run once the MLflow server answers promptly (it completes what was left "
+                "half done); if this repeats, raise tracking.lock_lease",
+            )
         if not live or live[0].version != self.ticket:
             other = next((t for t in live if t.version != self.ticket), None)
             raise TrackingError(
@@ -399,16 +415,30 @@ def pointer_lock(
             f"tracking.fault_point '{point}' is not a fault point",
             fix="use one of: " + ", ".join(ALL_FAULT_POINTS + faults.TRAIN_POINTS),
         )
+    t = settings.tracking
+    budget = t.request_budget
+    if budget >= t.lock_lease * 3 / 4:
+        # A holder stops `budget` s before its lease ends, so that a registry call it started
+        # lands in time; a lease that leaves it no time to work cannot protect a move.
+        raise ConfigError(
+            f"tracking.lock_lease ({t.lock_lease:g} s) is too short for one MLflow request as "
+            f"tracking.timeout ({t.timeout:g} s) and tracking.retries ({t.retries}) bound it: up "
+            f"to {budget:g} s with its backoff, and a lock holder must stop that long before its "
+            "lease ends (else a late write could land after another holder took over)",
+            fix=f"raise tracking.lock_lease above {math.ceil(budget * 4 / 3)} s "
+            "(MLGATE_TRACKING_LOCK_LEASE), or lower tracking.timeout or tracking.retries",
+        )
     g = settings.github
     who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"
     return PointerLock(
         client,
         name or settings.model.name,
         holder=who,
-        wait=settings.tracking.lock_wait,
-        lease=settings.tracking.lock_lease,
+        wait=t.lock_wait,
+        lease=t.lock_lease,
         fault_point=point,
         denied=denied_fix(name) if name and name != settings.model.name else None,
+        call_budget=budget,
     )
 
 
