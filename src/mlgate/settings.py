@@ -814,6 +814,20 @@ def _check_consistency(s: Settings) -> None:
             f"{s.tracking.lock_wait} and {s.tracking.lock_lease}",
             fix="correct the tracking section; the lease must outlast one pointer move",
         )
+    budget = s.tracking.request_budget
+    if budget >= s.tracking.lock_lease * 3 / 4:
+        # A lock holder stops `budget` s before its lease ends, so that a registry call it
+        # started lands in time (mlgate.registry.moves); a lease that leaves it no time to
+        # work cannot protect a move.
+        raise ConfigError(
+            f"tracking.lock_lease ({s.tracking.lock_lease:g} s) is too short for one MLflow "
+            f"request as tracking.timeout ({s.tracking.timeout:g} s) and tracking.retries "
+            f"({s.tracking.retries}) bound it: up to {budget:g} s with its backoff, and a lock "
+            "holder must stop that long before its lease ends (else a late write could land "
+            "after another holder took over)",
+            fix=f"raise tracking.lock_lease above {math.ceil(budget * 4 / 3)} s "
+            "(MLGATE_TRACKING_LOCK_LEASE), or lower tracking.timeout or tracking.retries",
+        )
     if not 0 < s.serve.port < 65536 or not 1 <= s.serve.workers <= 64:
         raise ConfigError(
             f"serve.port must be 1-65535 and serve.workers 1-64, got {s.serve.port} and "

@@ -264,7 +264,7 @@ def test_a_lease_too_short_for_one_request_is_refused_with_its_fix(tmp_path) -> 
 
     env = {"MLGATE_TRACKING_LOCK_LEASE": "60"}  # the default bounds: up to 68 s a request
     with pytest.raises(ConfigError) as caught:
-        moves.pointer_lock(None, load_settings(env=env, cwd=tmp_path), "a move")
+        load_settings(env=env, cwd=tmp_path)
     assert "tracking.lock_lease (60 s) is too short for one MLflow request" in str(caught.value)
     assert "raise tracking.lock_lease above 91 s" in caught.value.fix
     fits = {"MLGATE_TRACKING_LOCK_LEASE": "60", "MLGATE_TRACKING_TIMEOUT": "5"}

@@ -36,7 +36,7 @@ after its lease ended, i.e. one registry call took longer than the margin (plus 
 between the two machines). So the margin is at least the longest one registry call can take
 with MLflow's retries under mlgate's bounds (tracking.request_budget: every attempt its
 tracking.timeout, the backoff between; a server's Retry-After is not obeyed), 68 s with the
-defaults (lease 120 s), and `pointer_lock` refuses a lease shorter than 4/3 of it. `check`
+defaults (lease 120 s); settings refuse a lease shorter than 4/3 of it (exit 2). `check`
 tests the deadline again after its own read, so the write after it starts in time too.
 
 A move (`move_alias`) is a state machine whose commit point is the alias:
@@ -54,7 +54,6 @@ A pending record whose alias never moved is dropped: the re-run starts that move
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -415,19 +414,7 @@ def pointer_lock(
             f"tracking.fault_point '{point}' is not a fault point",
             fix="use one of: " + ", ".join(ALL_FAULT_POINTS + faults.TRAIN_POINTS),
         )
-    t = settings.tracking
-    budget = t.request_budget
-    if budget >= t.lock_lease * 3 / 4:
-        # A holder stops `budget` s before its lease ends, so that a registry call it started
-        # lands in time; a lease that leaves it no time to work cannot protect a move.
-        raise ConfigError(
-            f"tracking.lock_lease ({t.lock_lease:g} s) is too short for one MLflow request as "
-            f"tracking.timeout ({t.timeout:g} s) and tracking.retries ({t.retries}) bound it: up "
-            f"to {budget:g} s with its backoff, and a lock holder must stop that long before its "
-            "lease ends (else a late write could land after another holder took over)",
-            fix=f"raise tracking.lock_lease above {math.ceil(budget * 4 / 3)} s "
-            "(MLGATE_TRACKING_LOCK_LEASE), or lower tracking.timeout or tracking.retries",
-        )
+    t = settings.tracking  # its lease fits its requests: checked when settings load
     g = settings.github
     who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"
     return PointerLock(
@@ -438,7 +425,7 @@ def pointer_lock(
         lease=t.lock_lease,
         fault_point=point,
         denied=denied_fix(name) if name and name != settings.model.name else None,
-        call_budget=budget,
+        call_budget=t.request_budget,
     )
 
 
