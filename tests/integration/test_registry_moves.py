@@ -28,7 +28,7 @@ import pytest
 
 from mlgate.faults import FAULT_POINTS
 from mlgate.pipeline import deploy, promote, rollback
-from mlgate.registry import doctor
+from mlgate.registry import audit, doctor
 from mlgate.registry import moves as registry
 from tests.conftest import BIN
 from tests.copies import Templates, copy_version
@@ -674,6 +674,168 @@ def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
         racers.kill()  # those still waiting for a round, after a failure
         done = racers.wait()
     assert [d.returncode for d in done] == [0] * RACERS, [d.stderr[-2000:] for d in done]
+
+
+# --- approvals racing: two gated deploys, a deploy and a rollback ---------------------------
+
+# One mover of a race: it starts once the file `start` exists (none: at once) and runs
+# `mlgate COMMAND ARGV` in-process (a real process forked from the session's fork server).
+RACING = """
+import json, os, sys, time
+from mlgate.pipeline import deploy, promote, rollback
+start, command, argv = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+while start and not os.path.exists(start):
+    time.sleep(0.05)
+sys.exit({"promote": promote.main, "deploy": deploy.main, "rollback": rollback.main}[command](argv))
+"""
+
+
+def refusals(site: Site) -> list[dict]:
+    """The history's refused moves (`registry.record_refusal`), oldest first."""
+    tags = site.models.client.get_registered_model(site.models.model).tags
+    keys = sorted(k for k in tags if k.startswith(f"{registry.HISTORY}{registry.REFUSED}."))
+    return [json.loads(tags[k]) for k in keys]
+
+
+# Two races of five real processes, each held at known points: minutes on a loaded machine.
+@pytest.mark.timeout(2400)
+def test_racing_approvals_one_wins_whole_and_the_history_says_what_happened_to_both(
+    site: Site, tmp_path, capsys
+) -> None:
+    """1. Two gated deploys of different versions, both approved and past their checks, wait
+    for the lock while a promotion moves staging between them: the deploy of the version
+    staging left is refused (exit 6), the other deploys; whichever takes the lock first.
+    2. A gated deploy waits for the lock while a rollback moves Production: the deploy's
+    decision is stale (exit 6), as is a second rollback `--from` the version withdrawn.
+    At the end alias, stage, image record and history agree, and the history holds a refusal
+    event for each loser beside the winners' moves. The oracle: MLflow's own reads."""
+    client, model = site.models.client, site.models.model
+    env = site.env | {"MLGATE_TRACKING_LOCK_WAIT": "600"}  # held as long as the test needs
+    back = [*site.args(), "--to", site.champion, "--reason", "reset", "--approved-by", "t"]
+    if site.holder("production") != site.champion:
+        assert rollback.main(back, env=env) == 0
+    site.no_staging()
+    before = len(refusals(site))
+
+    def job(start: Path | None, command: str, args: list[str], fault: str = "") -> tuple:
+        point = {"MLGATE_TRACKING_FAULT_POINT": fault} if fault else {}
+        argv = [*site.args(), *args]
+        return RACING, ["racing", str(start or ""), command, json.dumps(argv)], env | point
+
+    def until_said(running: Running, i: int, words: str) -> None:
+        until(words, lambda: words in running.files[i][2].read_text(), running, (i,))
+
+    approved = ["--approved-by", "alice"]
+    # 1. Staging on a, both deploys approved: a waits for the lock, b starts once staging is b.
+    assert site.models.promote(site.a) == 0 and site.holder("staging") == site.a
+    go = {name: tmp_path / name for name in ("deploy-a", "release", "deploy-b")}
+    racers = site.forks.start_all(
+        [
+            job(
+                None,
+                "promote",
+                ["--candidate-version", site.b],
+                f"pause:lock.after_ticket:{go['release']}",
+            ),
+            job(go["deploy-a"], "deploy", ["--candidate-version", site.a, *approved]),
+            job(go["deploy-b"], "deploy", ["--candidate-version", site.b, *approved]),
+        ]
+    )
+    try:
+        until_said(racers, 0, "fault injection: paused at lock.after_ticket")
+        go["deploy-a"].touch()
+        until_said(racers, 1, "waiting for the lock")  # past its checks: staging was a
+        go["release"].touch()
+        until("the promotion of b", lambda: site.holder("staging") == site.b, racers, ())
+        go["deploy-b"].touch()
+    except BaseException:
+        racers.kill()  # reaped below; the test fails with what they said
+        raise
+    finally:
+        promoted, deploy_a, deploy_b = racers.wait()
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
+    assert deploy_b.returncode == 0, deploy_b.stderr[-3000:]
+    assert deploy_a.returncode == 6, deploy_a.stderr[-3000:]
+    assert f"version {site.a} does not hold 'staging' (staging is {site.b})" in deploy_a.stderr
+    assert "Traceback" not in deploy_a.stderr + deploy_b.stderr
+    assert site.holder("production") == site.b
+
+    # 2. b in Production; a evaluated against it and staged. A rollback --from b to the
+    # champion holds the lock while the deploy of a and a second rollback --from b (to a)
+    # queue.
+    assert site.models.evaluate(site.a, *NO_LATENCY) == 0 and site.models.promote(site.a) == 0
+    go = {name: tmp_path / name for name in ("queue", "release-2")}
+    withdraw = ["--from", site.b, "--reason", "bad b", "--approved-by", "carol"]
+    racers = site.forks.start_all(
+        [
+            job(
+                None,
+                "rollback",
+                ["--to", site.champion, *withdraw],
+                f"pause:lock.after_ticket:{go['release-2']}",
+            ),
+            job(go["queue"], "deploy", ["--candidate-version", site.a, *approved]),
+            # --to A: not a re-run of the first (--to the champion would find it done)
+            job(go["queue"], "rollback", ["--to", site.a, *withdraw]),
+        ]
+    )
+    try:
+        until_said(racers, 0, "fault injection: paused at lock.after_ticket")
+        go["queue"].touch()
+        until_said(racers, 1, "waiting for the lock")  # past its checks: b was in Production
+        go["release-2"].touch()
+    except BaseException:
+        racers.kill()
+        raise
+    finally:
+        rolled, deploy_a, second = racers.wait()
+    assert rolled.returncode == 0, rolled.stderr[-3000:]
+    assert deploy_a.returncode == 6, deploy_a.stderr[-3000:]
+    assert (
+        f"version {site.a} was evaluated against version {site.b}, but version "
+        f"{site.champion} is in Production now: the comparison is stale" in deploy_a.stderr
+    )
+    assert second.returncode == 6, second.stderr[-3000:]
+    assert f"Production holds version {site.champion} now, not version {site.b}" in second.stderr
+
+    # One holder, its stage, its verified image record; the history says what happened.
+    versions = site.versions()
+    assert site.holder("production") == site.champion
+    assert [n for n, v in versions.items() if v.current_stage == "Production"] == [site.champion]
+    held = versions[site.champion].tags
+    assert held["mlgate.production.image"] == held["mlgate.image.ref"]
+    assert held["mlgate.rollback.from"] == site.b
+    assert versions[site.b].tags["mlgate.rollback.rolled_back"] == "true"
+    assert "mlgate.production.approved_by" in versions[site.b].tags  # its deploy, recorded
+    assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending.")]
+    assert lock_versions(client, model) == [] and site.doctor() == 0
+    moves = [
+        json.loads(v)
+        for k, v in client.get_registered_model(model).tags.items()
+        if k.startswith("mlgate.history.production.")
+    ]
+    last = sorted(moves, key=lambda e: e["at"])[-2:]
+    assert [(e["version"], e["previous"]) for e in last] == [
+        (site.b, site.champion),
+        (site.champion, site.b),
+    ]
+    refused = [
+        (e["version"], e["tags"]["mlgate.refused.command"], e["tags"]["mlgate.refused.reason"])
+        for e in refusals(site)[before:]
+    ]
+    assert len(refused) == 3, refused
+    assert refused[0][:2] == (site.a, "deploy") and f"staging is {site.b}" in refused[0][2]
+    assert sorted(r[:2] for r in refused[1:]) == sorted([(site.a, "deploy"), (site.b, "rollback")])
+    assert all(
+        f"version {site.champion} is in Production now" in r[2]
+        or f"Production holds version {site.champion} now" in r[2]
+        for r in refused[1:]
+    )
+    # `mlgate lineage A --json`: both of its refused deploys are in its history.
+    capsys.readouterr()
+    assert audit.main([*site.args(), str(site.a), "--json"], env=env) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [e.get("outcome") for e in record["history"]].count(registry.REFUSED) >= 2
 
 
 # --- the database stopped mid-move ----------------------------------------------------------

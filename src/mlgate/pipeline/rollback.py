@@ -119,13 +119,24 @@ def _rollback(
             reused_image=True,
         )
     if expected is not None and expected != current_version:
-        raise GateFailed(
+        refused = GateFailed(
             f"refusing to roll back {name}: Production holds version {current_version} now, not "
             f"version {expected} (--from): another deploy or rollback moved it since you "
             "looked; nothing was moved",
             fix=f"check `mlgate lineage {current_version}`; if version {current_version} must "
             f"go too, run the rollback again with --from {current_version}",
         )
+        # In the history beside the move that won, under the version it meant to withdraw.
+        registry.record_refusal(
+            client,
+            holder_model,
+            expected,
+            command="rollback",
+            reasons=refused.message,
+            lock=lock,
+            original=f"{name}/{expected}" if separate else None,
+        )
+        raise refused
     if to is None and not _exists(client, name, target):
         raise ConfigError(
             f"nothing to roll back to: version {target}, which {name} version "

@@ -68,7 +68,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlgate import faults
-from mlgate.errors import ConfigError, ProductionLost, TrackingError
+from mlgate.errors import ConfigError, MlgateError, ProductionLost, TrackingError
 from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.gate.decision import ModelRef
 from mlgate.registry.tracking import (
@@ -770,6 +770,47 @@ def converged(
                 apply(client, name, finding, lock)
                 done.append(finding)
     return done, state
+
+
+REFUSED = "refused"  # mlgate.history.refused.STAMP.vN: a move refused under the lock
+
+
+def record_refusal(
+    client: Client,
+    model: str,
+    version: str,
+    *,
+    command: str,
+    reasons: str,
+    lock: PointerLock,
+    original: str | None = None,
+) -> None:
+    """A deploy or rollback refused under the lock (another move landed first: its decision
+    is stale, or Production is not what its operator saw) leaves one event in `model`'s
+    history, as a refused promotion does, so the audit says what happened to both racers:
+    `{"alias": null, "outcome": "refused", "version": N, "tags": {command, reason}}`.
+    `original`: "NAME/VERSION" when `model` is the production model (`mlgate.copy.of`, how
+    `mlgate lineage` maps it to model.name's numbers). Nothing else is written; a failure to
+    write it is said and never hides the refusal (the caller raises its own error)."""
+    at = datetime.now(UTC)
+    tags = {"mlgate.refused.command": command, "mlgate.refused.reason": reasons[:1000]}
+    if original is not None:
+        tags[COPY_OF] = original
+    event = {
+        "alias": None,
+        "outcome": REFUSED,
+        "version": str(version),
+        "previous": None,
+        "at": at.isoformat(timespec="microseconds"),
+        "tags": tags,
+    }
+    key = f"{HISTORY}{REFUSED}.{at:%Y%m%dT%H%M%S.%f}Z.v{version}"
+    try:
+        lock.check(f"recording the refused {command} of version {version}")
+        with errors(f"recording the refused {command} of version {version} in {model}"):
+            client.set_registered_model_tag(model, key, json.dumps(event, sort_keys=True))
+    except MlgateError as exc:
+        print(f"warning: the refusal is not in {model}'s history: {exc}", file=sys.stderr)
 
 
 def completed(findings: Iterable[Finding], alias: str) -> list[str]:
