@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DeployError, GateFailed, ProductionLost
+from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError, ProductionLost
 from mlgate.github import environment
 from mlgate.github import outputs as github
 from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
@@ -307,7 +307,13 @@ def verified_target(
         raise DeployError(
             f"refusing to roll back {name} to version {target}: {ignored}", fix=redeploy
         )
-    model = model_digest(client, name, target)
+    try:
+        model = model_digest(client, name, target)
+    except ModelError as exc:  # its run's files are gone: nothing to verify the image against
+        raise ModelError(
+            f"refusing to roll back {name} to version {target}: {exc.message}; nothing was moved",
+            fix=exc.fix,
+        ) from exc
     why = verify_image(settings, connect_docker(), image, model)
     if why is not None:
         raise DeployError(
