@@ -224,6 +224,10 @@ class ServeSettings:
     max_header_bytes: int = 16384  # request line + headers; over it: 431, connection closed
     read_timeout_seconds: float = 30.0  # a whole request (head and body); incomplete: 408, closed
     access_log: bool = False  # a line per request on stderr (client, request, status, bytes, ms)
+    # The sha256 of the booster the serving image was built for (its label
+    # dev.mlgate.model.sha256; the Dockerfile sets MLGATE_SERVE_MODEL_SHA256 from the same build
+    # argument): `mlgate serve` refuses to start on a bundle holding another. None: not checked.
+    model_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -850,6 +854,13 @@ def _check_consistency(s: Settings) -> None:
             "serve.max_body_bytes must be at least 1024, serve.max_rows at least 1 and "
             "serve.graceful_seconds at least 0",
             fix="correct the serve section",
+        )
+    if s.serve.model_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", s.serve.model_sha256):
+        raise ConfigError(
+            f"serve.model_sha256 {short(s.serve.model_sha256)} is not a sha256 (64 lower-case "
+            "hex digits)",
+            fix="set it to the booster's sha256 (the image label dev.mlgate.model.sha256), or "
+            "leave it unset",
         )
     if s.serve.max_header_bytes < 1024 or s.serve.read_timeout_seconds <= 0:
         raise ConfigError(
