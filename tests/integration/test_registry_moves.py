@@ -1079,10 +1079,10 @@ def test_the_mlflow_server_gone_mid_move_is_retried_then_refused_and_the_rerun_c
         "MLGATE_TRACKING_LOCK_LEASE": "60",
     }
 
-    def move(version: str, fault: str = "") -> Running:
+    def move(version: str, fault: str = "", **extra: str) -> Running:
         point = {"MLGATE_TRACKING_FAULT_POINT": fault} if fault else {}
         return mlgate_forks.start_all(
-            [(SERVED_MOVER, ["mover", version, str(tmp_path)], env | point)]
+            [(SERVED_MOVER, ["mover", version, str(tmp_path)], env | point | extra)]
         )
 
     def until_stopped(mover: Running) -> None:
@@ -1119,7 +1119,8 @@ def test_the_mlflow_server_gone_mid_move_is_retried_then_refused_and_the_rerun_c
     assert len([k for k in tags if k.endswith(".v2")]) == 1
 
     # 2. Stopped right after the alias (the commit point); the server SIGKILLed, not back.
-    mover = move("3", "stop:move.after_alias")
+    # One retry: the server is gone for good, so more would only wait longer.
+    mover = move("3", "stop:move.after_alias", MLGATE_TRACKING_RETRIES="1")
     until_stopped(mover)
     stoppable.signal(signal.SIGKILL)
     os.kill(mover.pids[0], signal.SIGCONT)
