@@ -63,4 +63,7 @@ LABEL org.opencontainers.image.title="mlgate-serve ${MODEL_NAME}" \
       dev.mlgate.model.sha256="${MODEL_SHA256}" \
       dev.mlgate.data.md5="${DATA_MD5}" \
       dev.mlgate.git.commit="${GIT_COMMIT}"
+# What `mlgate serve` checks the bundle's booster against before it starts: an image derived
+# from this one with another bundle copied over /model inherits it, and does not start.
+ENV MLGATE_SERVE_MODEL_SHA256=${MODEL_SHA256}
 COPY bundle/ /model/

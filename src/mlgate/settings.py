@@ -23,6 +23,7 @@ known one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -157,6 +158,9 @@ class GateSettings:
     fairness_max_ratio: float = 1.25
 
 
+REQUEST_JITTER = 1.0  # seconds: MLflow's random addition to each retry's backoff (its default)
+
+
 @dataclass(frozen=True)
 class TrackingSettings:
     uri: str = "sqlite:///mlflow.db"
@@ -176,6 +180,33 @@ class TrackingSettings:
     # mlgate.faults.FAULT_POINTS; MLGATE_TRACKING_FAULT_POINT), as a killed job dies.
     fault_point: str | None = None
 
+    def mlflow_env(self) -> dict[str, str]:
+        """MLflow's HTTP client bounds (it reads them from the environment, at request time)
+        from these settings; `tracking.connect` sets them in the process."""
+        return {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(math.ceil(self.backoff)),  # int there
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": f"{REQUEST_JITTER:g}",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, self.timeout))),
+            # A server or proxy answering 429/503 with `Retry-After: N` would make MLflow's
+            # client sleep N seconds, however large: one request would have no bound.
+            "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
+        }
+
+    @property
+    def request_budget(self) -> float:
+        """The longest one MLflow request can take under `mlflow_env`, in seconds: each of its
+        retries + 1 attempts waits up to the timeout, and urllib3 sleeps between attempts (none
+        before the first retry, then factor x 2, x 4, ..., at most 120 s, each with up to
+        REQUEST_JITTER s added; counted on every retry, to be safe). A lock holder stops this
+        long before its lease ends (`registry.pointer_lock`): a write it starts lands in time."""
+        factor, timeout = math.ceil(self.backoff), int(max(1, self.timeout))
+        sleeps = sum(
+            (0 if n == 1 else min(120.0, factor * 2.0 ** (n - 1))) + REQUEST_JITTER
+            for n in range(1, self.retries + 1)
+        )
+        return float((self.retries + 1) * timeout + sleeps)
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -193,6 +224,10 @@ class ServeSettings:
     max_header_bytes: int = 16384  # request line + headers; over it: 431, connection closed
     read_timeout_seconds: float = 30.0  # a whole request (head and body); incomplete: 408, closed
     access_log: bool = False  # a line per request on stderr (client, request, status, bytes, ms)
+    # The sha256 of the booster the serving image was built for (its label
+    # dev.mlgate.model.sha256; the Dockerfile sets MLGATE_SERVE_MODEL_SHA256 from the same build
+    # argument): `mlgate serve` refuses to start on a bundle holding another. None: not checked.
+    model_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -783,6 +818,20 @@ def _check_consistency(s: Settings) -> None:
             f"{s.tracking.lock_wait} and {s.tracking.lock_lease}",
             fix="correct the tracking section; the lease must outlast one pointer move",
         )
+    budget = s.tracking.request_budget
+    if budget >= s.tracking.lock_lease * 3 / 4:
+        # A lock holder stops `budget` s before its lease ends, so that a registry call it
+        # started lands in time (mlgate.registry.moves); a lease that leaves it no time to
+        # work cannot protect a move.
+        raise ConfigError(
+            f"tracking.lock_lease ({s.tracking.lock_lease:g} s) is too short for one MLflow "
+            f"request as tracking.timeout ({s.tracking.timeout:g} s) and tracking.retries "
+            f"({s.tracking.retries}) bound it: up to {budget:g} s with its backoff, and a lock "
+            "holder must stop that long before its lease ends (else a late write could land "
+            "after another holder took over)",
+            fix=f"raise tracking.lock_lease above {math.ceil(budget * 4 / 3)} s "
+            "(MLGATE_TRACKING_LOCK_LEASE), or lower tracking.timeout or tracking.retries",
+        )
     if not 0 < s.serve.port < 65536 or not 1 <= s.serve.workers <= 64:
         raise ConfigError(
             f"serve.port must be 1-65535 and serve.workers 1-64, got {s.serve.port} and "
@@ -805,6 +854,13 @@ def _check_consistency(s: Settings) -> None:
             "serve.max_body_bytes must be at least 1024, serve.max_rows at least 1 and "
             "serve.graceful_seconds at least 0",
             fix="correct the serve section",
+        )
+    if s.serve.model_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", s.serve.model_sha256):
+        raise ConfigError(
+            f"serve.model_sha256 {short(s.serve.model_sha256)} is not a sha256 (64 lower-case "
+            "hex digits)",
+            fix="set it to the booster's sha256 (the image label dev.mlgate.model.sha256), or "
+            "leave it unset",
         )
     if s.serve.max_header_bytes < 1024 or s.serve.read_timeout_seconds <= 0:
         raise ConfigError(

@@ -517,7 +517,8 @@ def test_job_killed_around_the_production_move_converges(
     push_data(models.project, breast_cancer.iloc[40:], message="data: v3")
     v3 = models.train()
     assert models.evaluate(v3) == 0 and models.promote(v3) == 0
-    env = env | {"MLGATE_TRACKING_LOCK_LEASE": "60"}  # no move outlasts it on a busy runner
+    # no move outlasts it on a busy runner (the default; its tickets are aged, not waited out)
+    env = env | {"MLGATE_TRACKING_LOCK_LEASE": "120"}
     lock = registry.lock_name(models.model)
     argv = ["deploy", *models.args(), "--candidate-version", v3]
     argv += ["--source", str(REPO), "--approved-by", "alice"]

@@ -236,3 +236,63 @@ def test_who_approved_is_never_guessed(github_api) -> None:
     with pytest.raises(ApprovalRefused, match="GITHUB_TOKEN is empty"):
         environment.require_approval(load_settings(env=bare))
     assert github_api.requests == []
+
+
+def malformed_environment(stand_in: OpenAPIStandIn, how: str) -> object:
+    """GET .../environments/production answered in a shape GitHub's description does not
+    allow (the stand-in records each as a violation of the description: the oracle; a
+    reviewer object without its login passes the stand-in's check, and names nobody)."""
+    answer = environment_answer(stand_in, "production", ["alice"])
+    if how == "a list":
+        return [answer]
+    if how == "rules as text":
+        return answer | {"protection_rules": "required_reviewers"}
+    if how == "rules of text":
+        return answer | {"protection_rules": ["required_reviewers"]}
+    [rule] = [r for r in answer["protection_rules"] if r["type"] == "required_reviewers"]
+    rule["reviewers"] = [{"type": "User", "reviewer": {"id": 1}}]  # a reviewer without a login
+    return answer
+
+
+@pytest.mark.parametrize("opt_out", ["false", "true"])
+@pytest.mark.parametrize(
+    "how", ["a list", "rules as text", "rules of text", "a reviewer without a login"]
+)
+def test_an_environment_answer_that_cannot_be_read_is_refused_never_unprotected(
+    github_api, how, opt_out
+) -> None:
+    """Read leniently, each of these once meant "no required reviewers" (with the opt-out: a
+    deploy recorded as unprotected) or a traceback (a list). Who must approve is unknown:
+    refused (exit 11), whatever allow-unprotected-environment says."""
+    github_api.respond("repos/get-environment", malformed_environment(github_api, how))
+    github_api.respond(
+        "actions/get-reviews-for-run",
+        approvals_answer(github_api, [("alice", "approved", "production")]),
+    )
+    extra = {"MLGATE_DEPLOY_ALLOW_UNPROTECTED_ENVIRONMENT": opt_out}
+    with pytest.raises(ApprovalRefused) as refused:
+        environment.require_approval(load_settings(env=actions_env(github_api, **extra)))
+    message = refused.value.message
+    assert refused.value.exit_code == 11
+    assert "GitHub's answer about the Environment 'production' of acme/models" in message
+    assert "GET /repos/acme/models/environments/production" in message
+    assert "nothing was built or moved" in message and "GITHUB_API_URL" in refused.value.fix
+    if how != "a reviewer without a login":  # which the stand-in's schema check lets through
+        assert any("repos/get-environment" in v for v in github_api.violations), how
+    github_api.violations.clear()  # the stand-in confirmed the answer breaks the description
+
+
+@pytest.mark.parametrize("opt_out", ["false", "true"])
+def test_approvals_that_cannot_be_read_are_refused_never_none(github_api, opt_out) -> None:
+    github_api.respond(
+        "repos/get-environment", environment_answer(github_api, "production", ["alice"])
+    )
+    reviews = approvals_answer(github_api, [("alice", "approved", "production")])
+    github_api.respond("actions/get-reviews-for-run", {"reviews": reviews})  # not a list
+    extra = {"MLGATE_DEPLOY_ALLOW_UNPROTECTED_ENVIRONMENT": opt_out}
+    with pytest.raises(ApprovalRefused) as refused:
+        environment.require_approval(load_settings(env=actions_env(github_api, **extra)))
+    assert "GET /repos/acme/models/actions/runs/42/approvals" in refused.value.message
+    assert "the answer is a dict, not a list of review objects" in refused.value.message
+    assert any("actions/get-reviews-for-run" in v for v in github_api.violations)
+    github_api.violations.clear()

@@ -95,8 +95,9 @@ class Team:
             | self.server.env(user)
             | {
                 "MLGATE_MODEL_PRODUCTION_NAME": self.production,
-                # a loaded machine makes each authenticated request slow: a lease of minutes
-                "MLGATE_TRACKING_LOCK_LEASE": "600",
+                # a loaded machine makes each authenticated request slow: a lease of minutes,
+                # over 4/3 of the longest request these bounds allow (618 s: pointer_lock)
+                "MLGATE_TRACKING_LOCK_LEASE": "900",
                 "MLGATE_TRACKING_TIMEOUT": "120",  # a retried create would register twice
             },
         )

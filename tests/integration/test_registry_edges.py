@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlgate.pipeline import rollback
+from mlgate.pipeline import deploy, rollback
 from mlgate.registry import doctor, tracking
 from tests.conftest import make_project
 from tests.integration.test_train import unique
@@ -577,3 +577,31 @@ def test_a_rollback_to_an_image_gone_or_retagged_in_the_container_registry_fails
     code, out = rollback_to(v2)
     assert code == 0 and "nothing to do" in out, out
     assert state() == (aliases, after)
+
+
+def test_a_rollback_to_a_version_whose_run_and_files_are_gone_fails_closed(
+    deployed, clean_env, capsys
+) -> None:
+    """v1, in Production before, has its version and image record, but its training run was
+    deleted and its files with it (`mlgate gc` after a delete, an artifact store cleaned): its
+    booster cannot be read back, so nothing proves what its image would serve. The rollback to
+    it is refused with a clear error naming the version (never a traceback), nothing moved,
+    before any image is looked at. The oracle: MLflow's own reads of the pointers."""
+    v1 = deployed.client.get_model_version(deployed.model, deployed.v1)
+    deployed.client.delete_run(v1.run_id)  # its files: none were ever logged here
+    before = deployed.state()
+    env = clean_env | {"MLGATE_DEPLOY_IMAGE": "127.0.0.1:5000/rolled"}  # its image is trusted
+    args = [*deployed.args, "--reason", "r", "--approved-by", "bob", "--to", deployed.v1]
+    code, out = run(rollback.main, args, env, capsys)
+    assert "Traceback" not in out, out
+    assert code == 7, out
+    assert f"refusing to roll back {deployed.model} to version {deployed.v1}: the files" in out
+    assert "are gone from the artifact store" in out and "nothing was moved" in out
+    assert "fix:" in out and "--to N" in out
+    assert deployed.state() == before, "nothing moved"
+    # A deliberate deploy of it: refused alike, before any image is built or looked up.
+    args = [*deployed.args, "--candidate-version", deployed.v1, "--approved-by", "bob"]
+    code, out = run(deploy.main, [*args, "--set", "deploy.require_staging=false"], env, capsys)
+    assert code == 7 and "Traceback" not in out, out
+    assert f"the files of {deployed.model} version {deployed.v1} are gone" in out
+    assert deployed.state() == before, "nothing moved"

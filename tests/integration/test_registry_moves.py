@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,19 +28,21 @@ import pytest
 
 from mlgate.faults import FAULT_POINTS
 from mlgate.pipeline import deploy, promote, rollback
-from mlgate.registry import doctor
+from mlgate.registry import audit, doctor
 from mlgate.registry import moves as registry
 from tests.conftest import BIN
 from tests.copies import Templates, copy_version
-from tests.forkserver import ForkServer
+from tests.forkserver import ForkServer, Running
 from tests.integration.test_concurrency import NO_LATENCY, model_image
 from tests.integration.test_gate import Registry
 
 pytestmark = pytest.mark.docker
 
 # seconds: long enough that no move outlasts it on a busy runner (the kill tests age a dead
-# job's ticket instead of waiting its lease out, see kill_then_rerun)
-LEASE = "60"
+# job's ticket instead of waiting its lease out, see kill_then_rerun), and over 4/3 of the
+# longest one MLflow request may take with the default tracking bounds (68 s, see
+# registry.pointer_lock): the default lease
+LEASE = "120"
 
 HOLDERS = 16
 LOCKER = """
@@ -612,7 +615,7 @@ def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
     rounds every racer has been each kind once; rounds two and three are the second path (a
     reset after a race, and interpreters that already ran a move running another)."""
     site.no_staging()
-    env = site.env | {"MLGATE_TRACKING_LOCK_LEASE": "30", "MLGATE_TRACKING_LOCK_WAIT": "600"}
+    env = site.env | {"MLGATE_TRACKING_LOCK_WAIT": "600"}
     deploy_flags = ["--set", "deploy.require_staging=false", "--approved-by", "dave"]
 
     def plan(i: int) -> list:
@@ -671,6 +674,168 @@ def test_sixteen_mixed_racers_three_rounds(site: Site, tmp_path) -> None:
         racers.kill()  # those still waiting for a round, after a failure
         done = racers.wait()
     assert [d.returncode for d in done] == [0] * RACERS, [d.stderr[-2000:] for d in done]
+
+
+# --- approvals racing: two gated deploys, a deploy and a rollback ---------------------------
+
+# One mover of a race: it starts once the file `start` exists (none: at once) and runs
+# `mlgate COMMAND ARGV` in-process (a real process forked from the session's fork server).
+RACING = """
+import json, os, sys, time
+from mlgate.pipeline import deploy, promote, rollback
+start, command, argv = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+while start and not os.path.exists(start):
+    time.sleep(0.05)
+sys.exit({"promote": promote.main, "deploy": deploy.main, "rollback": rollback.main}[command](argv))
+"""
+
+
+def refusals(site: Site) -> list[dict]:
+    """The history's refused moves (`registry.record_refusal`), oldest first."""
+    tags = site.models.client.get_registered_model(site.models.model).tags
+    keys = sorted(k for k in tags if k.startswith(f"{registry.HISTORY}{registry.REFUSED}."))
+    return [json.loads(tags[k]) for k in keys]
+
+
+# Two races of five real processes, each held at known points: minutes on a loaded machine.
+@pytest.mark.timeout(2400)
+def test_racing_approvals_one_wins_whole_and_the_history_says_what_happened_to_both(
+    site: Site, tmp_path, capsys
+) -> None:
+    """1. Two gated deploys of different versions, both approved and past their checks, wait
+    for the lock while a promotion moves staging between them: the deploy of the version
+    staging left is refused (exit 6), the other deploys; whichever takes the lock first.
+    2. A gated deploy waits for the lock while a rollback moves Production: the deploy's
+    decision is stale (exit 6), as is a second rollback `--from` the version withdrawn.
+    At the end alias, stage, image record and history agree, and the history holds a refusal
+    event for each loser beside the winners' moves. The oracle: MLflow's own reads."""
+    client, model = site.models.client, site.models.model
+    env = site.env | {"MLGATE_TRACKING_LOCK_WAIT": "600"}  # held as long as the test needs
+    back = [*site.args(), "--to", site.champion, "--reason", "reset", "--approved-by", "t"]
+    if site.holder("production") != site.champion:
+        assert rollback.main(back, env=env) == 0
+    site.no_staging()
+    before = len(refusals(site))
+
+    def job(start: Path | None, command: str, args: list[str], fault: str = "") -> tuple:
+        point = {"MLGATE_TRACKING_FAULT_POINT": fault} if fault else {}
+        argv = [*site.args(), *args]
+        return RACING, ["racing", str(start or ""), command, json.dumps(argv)], env | point
+
+    def until_said(running: Running, i: int, words: str) -> None:
+        until(words, lambda: words in running.files[i][2].read_text(), running, (i,))
+
+    approved = ["--approved-by", "alice"]
+    # 1. Staging on a, both deploys approved: a waits for the lock, b starts once staging is b.
+    assert site.models.promote(site.a) == 0 and site.holder("staging") == site.a
+    go = {name: tmp_path / name for name in ("deploy-a", "release", "deploy-b")}
+    racers = site.forks.start_all(
+        [
+            job(
+                None,
+                "promote",
+                ["--candidate-version", site.b],
+                f"pause:lock.after_ticket:{go['release']}",
+            ),
+            job(go["deploy-a"], "deploy", ["--candidate-version", site.a, *approved]),
+            job(go["deploy-b"], "deploy", ["--candidate-version", site.b, *approved]),
+        ]
+    )
+    try:
+        until_said(racers, 0, "fault injection: paused at lock.after_ticket")
+        go["deploy-a"].touch()
+        until_said(racers, 1, "waiting for the lock")  # past its checks: staging was a
+        go["release"].touch()
+        until("the promotion of b", lambda: site.holder("staging") == site.b, racers, ())
+        go["deploy-b"].touch()
+    except BaseException:
+        racers.kill()  # reaped below; the test fails with what they said
+        raise
+    finally:
+        promoted, deploy_a, deploy_b = racers.wait()
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
+    assert deploy_b.returncode == 0, deploy_b.stderr[-3000:]
+    assert deploy_a.returncode == 6, deploy_a.stderr[-3000:]
+    assert f"version {site.a} does not hold 'staging' (staging is {site.b})" in deploy_a.stderr
+    assert "Traceback" not in deploy_a.stderr + deploy_b.stderr
+    assert site.holder("production") == site.b
+
+    # 2. b in Production; a evaluated against it and staged. A rollback --from b to the
+    # champion holds the lock while the deploy of a and a second rollback --from b (to a)
+    # queue.
+    assert site.models.evaluate(site.a, *NO_LATENCY) == 0 and site.models.promote(site.a) == 0
+    go = {name: tmp_path / name for name in ("queue", "release-2")}
+    withdraw = ["--from", site.b, "--reason", "bad b", "--approved-by", "carol"]
+    racers = site.forks.start_all(
+        [
+            job(
+                None,
+                "rollback",
+                ["--to", site.champion, *withdraw],
+                f"pause:lock.after_ticket:{go['release-2']}",
+            ),
+            job(go["queue"], "deploy", ["--candidate-version", site.a, *approved]),
+            # --to A: not a re-run of the first (--to the champion would find it done)
+            job(go["queue"], "rollback", ["--to", site.a, *withdraw]),
+        ]
+    )
+    try:
+        until_said(racers, 0, "fault injection: paused at lock.after_ticket")
+        go["queue"].touch()
+        until_said(racers, 1, "waiting for the lock")  # past its checks: b was in Production
+        go["release-2"].touch()
+    except BaseException:
+        racers.kill()
+        raise
+    finally:
+        rolled, deploy_a, second = racers.wait()
+    assert rolled.returncode == 0, rolled.stderr[-3000:]
+    assert deploy_a.returncode == 6, deploy_a.stderr[-3000:]
+    assert (
+        f"version {site.a} was evaluated against version {site.b}, but version "
+        f"{site.champion} is in Production now: the comparison is stale" in deploy_a.stderr
+    )
+    assert second.returncode == 6, second.stderr[-3000:]
+    assert f"Production holds version {site.champion} now, not version {site.b}" in second.stderr
+
+    # One holder, its stage, its verified image record; the history says what happened.
+    versions = site.versions()
+    assert site.holder("production") == site.champion
+    assert [n for n, v in versions.items() if v.current_stage == "Production"] == [site.champion]
+    held = versions[site.champion].tags
+    assert held["mlgate.production.image"] == held["mlgate.image.ref"]
+    assert held["mlgate.rollback.from"] == site.b
+    assert versions[site.b].tags["mlgate.rollback.rolled_back"] == "true"
+    assert "mlgate.production.approved_by" in versions[site.b].tags  # its deploy, recorded
+    assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending.")]
+    assert lock_versions(client, model) == [] and site.doctor() == 0
+    moves = [
+        json.loads(v)
+        for k, v in client.get_registered_model(model).tags.items()
+        if k.startswith("mlgate.history.production.")
+    ]
+    last = sorted(moves, key=lambda e: e["at"])[-2:]
+    assert [(e["version"], e["previous"]) for e in last] == [
+        (site.b, site.champion),
+        (site.champion, site.b),
+    ]
+    refused = [
+        (e["version"], e["tags"]["mlgate.refused.command"], e["tags"]["mlgate.refused.reason"])
+        for e in refusals(site)[before:]
+    ]
+    assert len(refused) == 3, refused
+    assert refused[0][:2] == (site.a, "deploy") and f"staging is {site.b}" in refused[0][2]
+    assert sorted(r[:2] for r in refused[1:]) == sorted([(site.a, "deploy"), (site.b, "rollback")])
+    assert all(
+        f"version {site.champion} is in Production now" in r[2]
+        or f"Production holds version {site.champion} now" in r[2]
+        for r in refused[1:]
+    )
+    # `mlgate lineage A --json`: both of its refused deploys are in its history.
+    capsys.readouterr()
+    assert audit.main([*site.args(), str(site.a), "--json"], env=env) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [e.get("outcome") for e in record["history"]].count(registry.REFUSED) >= 2
 
 
 # --- the database stopped mid-move ----------------------------------------------------------
@@ -750,70 +915,237 @@ def stopped(process: subprocess.Popen) -> bool:
     return state == "T"
 
 
-def test_the_database_stopped_mid_move_then_back_converges(tmp_path) -> None:
+class Stoppable:
+    """An MLflow server (two workers) on a PostgreSQL cluster, both of this module's own, for the
+    tests that take the database or the server away mid-move: the session's are shared."""
+
+    def __init__(self, root: Path) -> None:
+        from tests.conftest import free_port
+
+        self.cluster, self.root = Cluster(), root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.server: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again, on the same port and store: a restarted server)."""
+        from tests.conftest import PATIENT_WORKERS, start
+
+        self.server = start(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port)]
+            + ["--backend-store-uri", self.cluster.uri]
+            + ["--artifacts-destination", str(self.root / "a")]
+            + ["--workers", "2", *PATIENT_WORKERS],
+            f"{self.uri}/health",
+            self.root / "server.log",
+            seconds=240,
+        )
+
+    def signal(self, signum: int) -> None:
+        """`signum` to the whole server: uvicorn's supervisor and its workers (its group)."""
+        assert self.server is not None
+        os.killpg(self.server.pid, signum)
+        if signum == signal.SIGKILL:
+            self.server.wait()
+            self.server = None
+
+
+@pytest.fixture(scope="module")
+def stoppable(tmp_path_factory) -> Iterator[Stoppable]:
     import shutil
 
+    from tests.conftest import stop
+
+    own = Stoppable(tmp_path_factory.mktemp("stoppable"))
+    try:
+        yield own
+    finally:
+        if own.server is not None:
+            os.killpg(own.server.pid, signal.SIGCONT)  # a test that failed while it was stopped
+            stop(own.server)
+        own.cluster.stop()
+        shutil.rmtree(own.cluster.root, ignore_errors=True)
+
+
+def test_the_database_stopped_mid_move_then_back_converges(stoppable: Stoppable) -> None:
     import mlflow
 
-    from tests.conftest import PATIENT_WORKERS, free_port, start, stop
+    cluster, uri = stoppable.cluster, stoppable.uri
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    name = "db-stop"
+    client.create_registered_model(name)
+    for _ in range(2):
+        client.create_model_version(name, source=registry.TICKET_SOURCE)
+    python, env = str(BIN / "python"), dict(os.environ)
+    assert subprocess.run([python, "-c", MOVER, uri, name, "1", ""], env=env).returncode == 0
 
-    cluster = Cluster()
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = start(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--backend-store-uri", cluster.uri, "--artifacts-destination", str(tmp_path / "a")]
-        + ["--workers", "2", *PATIENT_WORKERS],
-        f"{uri}/health",
-        tmp_path / "server.log",
-        seconds=240,
+    # The move of staging to version 2 stops right after its alias; the database goes away.
+    mover = subprocess.Popen(
+        [python, "-c", MOVER, uri, name, "2", "stop:move.after_alias"],
+        env=env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"},  # fail soon once it is gone
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    try:
-        mlflow.set_tracking_uri(uri)
-        client = mlflow.MlflowClient()
-        name = "db-stop"
-        client.create_registered_model(name)
-        for _ in range(2):
-            client.create_model_version(name, source=registry.TICKET_SOURCE)
-        python, env = str(BIN / "python"), dict(os.environ)
-        assert subprocess.run([python, "-c", MOVER, uri, name, "1", ""], env=env).returncode == 0
+    while not stopped(mover):
+        assert mover.poll() is None, mover.stderr.read()
+        time.sleep(0.1)
+    cluster.stop()
+    mover.send_signal(signal.SIGCONT)
+    _, err = mover.communicate()
+    assert mover.returncode != 0 and "Traceback" in err  # the next registry call failed
+    cluster.start()
 
-        # The move of staging to version 2 stops right after its alias; the database goes away.
-        mover = subprocess.Popen(
-            [python, "-c", MOVER, uri, name, "2", "stop:move.after_alias"],
-            env=env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"},  # fail soon once it is gone
-            stderr=subprocess.PIPE,
-            text=True,
+    # Split, as the database left it: alias on 2, stage on 1, the move pending.
+    versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
+    assert str(client.get_registered_model(name).aliases["staging"]) == "2"
+    assert versions["1"].current_stage == "Staging" and versions["2"].current_stage == "None"
+    assert "mlgate.pending.staging" in versions["2"].tags
+
+    # The re-run (after the dead mover's lease) converges.
+    done = subprocess.run(
+        [python, "-c", MOVER, uri, name, "2", ""], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
+    assert versions["2"].current_stage == "Staging"
+    assert versions["1"].current_stage == "Archived"
+    assert versions["2"].tags["mlgate.promotion"] == "staging"
+    assert versions["1"].tags["mlgate.promotion.superseded_by"] == "2"
+    assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending")]
+    history = [k for k in client.get_registered_model(name).tags if k.endswith(".v2")]
+    assert len(history) == 1
+
+
+# --- the MLflow server gone mid-move ------------------------------------------------------
+
+# A move of `staging` as mlgate makes one: its settings (tracking bounds from MLGATE_TRACKING_*,
+# the lock), tracking.connect, and errors reported by cli.run as every stage reports them.
+SERVED_MOVER = """
+import logging, os, sys
+from pathlib import Path
+# urllib3's own record of each retry ("Retrying (Retry(...)) after connection broken by ..."),
+# on stderr: the test's proof that a request was retried
+logging.getLogger("urllib3.connectionpool").addHandler(logging.StreamHandler())
+from mlgate import cli
+from mlgate.registry import moves as registry
+from mlgate.registry import tracking
+from mlgate.settings import load_settings
+version, cwd = sys.argv[1:3]
+
+def action():
+    settings = load_settings(env=os.environ, cwd=Path(cwd))
+    client = tracking.connect(settings, experiment=False)
+    name = settings.model.name
+    with registry.pointer_lock(client, settings, "a move of staging") as lock:
+        registry.converge(client, name, lock=lock)
+        with tracking.errors(f"reading {name}"):
+            holder = client.get_registered_model(name).aliases.get("staging")
+        if str(holder) != version:
+            registry.move_alias(client, name, "staging", version, lock=lock,
+                                tags={"mlgate.promotion": "staging"},
+                                previous=str(holder) if holder else None,
+                                previous_tags={"mlgate.promotion.superseded_by": version})
+    print("moved", flush=True)
+
+sys.exit(cli.run(action))
+"""
+
+
+def test_the_mlflow_server_gone_mid_move_is_retried_then_refused_and_the_rerun_converges(
+    stoppable: Stoppable, mlgate_forks: ForkServer, clean_env, tmp_path
+) -> None:
+    """The server itself goes away between two registry calls of a move (not its database):
+
+    1. stopped (SIGSTOP of its supervisor and workers: connections hang) for longer than a
+       request's timeout, then back: MLflow's bounded retries carry the move through;
+    2. SIGKILLed and not back: the move stops with exit 5 and a clear error, in bounded time;
+       the server restarted on the same store, the re-run completes the move from its pending
+       record. The oracle: MLflow's own reads of aliases, stages, tags and history."""
+    import mlflow
+
+    name = "server-gone"
+    client = mlflow.MlflowClient(stoppable.uri)
+    client.create_registered_model(name)
+    for _ in range(3):
+        client.create_model_version(name, source=registry.TICKET_SOURCE)
+    env = clean_env | {
+        "MLGATE_TRACKING_URI": stoppable.uri,
+        "MLGATE_MODEL_NAME": name,
+        # 4 attempts of 3 s, sleeps 0-4 s: at most 22 s a request (tracking.request_budget)
+        "MLGATE_TRACKING_TIMEOUT": "3",
+        "MLGATE_TRACKING_RETRIES": "3",
+        "MLGATE_TRACKING_LOCK_LEASE": "60",
+    }
+
+    def move(version: str, fault: str = "", **extra: str) -> Running:
+        point = {"MLGATE_TRACKING_FAULT_POINT": fault} if fault else {}
+        return mlgate_forks.start_all(
+            [(SERVED_MOVER, ["mover", version, str(tmp_path)], env | point | extra)]
         )
-        while not stopped(mover):
-            assert mover.poll() is None, mover.stderr.read()
+
+    def until_stopped(mover: Running) -> None:
+        stat = Path(f"/proc/{mover.pids[0]}/stat")
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert mover.alive(0), mover.files[0][2].read_text()[-3000:]
             time.sleep(0.1)
-        cluster.stop()
-        mover.send_signal(signal.SIGCONT)
-        _, err = mover.communicate()
-        assert mover.returncode != 0 and "Traceback" in err  # the next registry call failed
-        cluster.start()
 
-        # Split, as the database left it: alias on 2, stage on 1, the move pending.
+    def state() -> tuple[dict, dict, dict]:
+        model = client.get_registered_model(name)
         versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
-        assert str(client.get_registered_model(name).aliases["staging"]) == "2"
-        assert versions["1"].current_stage == "Staging" and versions["2"].current_stage == "None"
-        assert "mlgate.pending.staging" in versions["2"].tags
+        return {k: str(v) for k, v in model.aliases.items()}, versions, dict(model.tags)
 
-        # The re-run (after the dead mover's lease) converges.
-        done = subprocess.run(
-            [python, "-c", MOVER, uri, name, "2", ""], env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        versions = {str(v.version): v for v in client.search_model_versions(f"name='{name}'")}
-        assert versions["2"].current_stage == "Staging"
-        assert versions["1"].current_stage == "Archived"
-        assert versions["2"].tags["mlgate.promotion"] == "staging"
-        assert versions["1"].tags["mlgate.promotion.superseded_by"] == "2"
-        assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending")]
-        history = [k for k in client.get_registered_model(name).tags if k.endswith(".v2")]
-        assert len(history) == 1
+    (first,) = move("1").wait()
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    # 1. The mover stopped right after its pending record; the server stopped; the mover goes
+    # on into a server that accepts connections and answers none, for longer than a timeout.
+    mover = move("2", "stop:move.after_pending")
+    until_stopped(mover)
+    stoppable.signal(signal.SIGSTOP)
+    try:
+        os.kill(mover.pids[0], signal.SIGCONT)
+        time.sleep(8)  # over two timeouts: the mover's request times out and is retried
     finally:
-        stop(server)
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        stoppable.signal(signal.SIGCONT)
+    (done,) = mover.wait()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Retrying" in done.stderr, "no request was retried: the test proved nothing"
+    aliases, versions, tags = state()
+    assert aliases["staging"] == "2" and versions["2"].current_stage == "Staging"
+    assert versions["1"].current_stage == "Archived"
+    assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending")]
+    assert len([k for k in tags if k.endswith(".v2")]) == 1
+
+    # 2. Stopped right after the alias (the commit point); the server SIGKILLed, not back.
+    # One retry: the server is gone for good, so more would only wait longer.
+    mover = move("3", "stop:move.after_alias", MLGATE_TRACKING_RETRIES="1")
+    until_stopped(mover)
+    stoppable.signal(signal.SIGKILL)
+    os.kill(mover.pids[0], signal.SIGCONT)
+    (failed,) = mover.wait()
+    assert failed.returncode == 5, failed.stderr[-3000:]
+    assert "error: MLflow failed while reading the pointers of server-gone" in failed.stderr
+    assert "fix: start the server" in failed.stderr and "Traceback" not in failed.stderr
+    stoppable.start()  # the same store, the same port
+    aliases, versions, tags = state()
+    # As the crash left it: the alias moved, the rest pending on version 3; the dead mover's
+    # ticket left (its release failed too). Its lease runs out (aged, as kill_then_rerun does).
+    assert aliases["staging"] == "3" and versions["3"].current_stage == "None"
+    assert versions["2"].current_stage == "Staging"
+    assert "mlgate.pending.staging" in versions["3"].tags
+    (ticket,) = registry.tickets_of(lock_versions(client, name))
+    client.set_model_version_tag(
+        registry.lock_name(name), str(ticket.version), registry.EXPIRES, str(time.time() - 1)
+    )
+    (rerun,) = move("3").wait()
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    aliases, versions, tags = state()
+    assert aliases["staging"] == "3" and versions["3"].current_stage == "Staging"
+    assert versions["2"].current_stage == "Archived"
+    assert versions["3"].tags["mlgate.promotion"] == "staging"
+    assert versions["2"].tags["mlgate.promotion.superseded_by"] == "3"
+    assert not [k for v in versions.values() for k in v.tags if k.startswith("mlgate.pending")]
+    assert len([k for k in tags if k.endswith(".v3")]) == 1
+    assert lock_versions(client, name) == []

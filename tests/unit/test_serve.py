@@ -891,3 +891,37 @@ def test_a_worker_keeps_freed_memory_for_the_next_large_request() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], check=False)
     assert done.returncode == 0, "mallopt refused mlgate serve's thresholds"
+
+
+def test_a_bundle_that_is_not_the_images_own_never_starts(tmp_path: Path, capsys) -> None:
+    """The image sets serve.model_sha256 from the build argument its label carries; a bundle
+    copied over /model later (a derived image, the label and the variable inherited) holds
+    another booster, consistent with its own bundle.json: `mlgate serve` refuses to start
+    (exit 7), before any worker. The oracle: hashlib on the bundle's model file."""
+    import hashlib
+
+    from mlgate.serving import app as serving
+    from mlgate.serving.bundle import check_expected
+
+    path = make_bundle(tmp_path / "b", compile=False)
+    own = hashlib.sha256((path / "model.ubj").read_bytes()).hexdigest()
+    other = hashlib.sha256(b"the booster the image was built for").hexdigest()
+    env = {"MLGATE_SERVE_BUNDLE": str(path), "MLGATE_SERVE_MODEL_SHA256": other}
+    assert serving.main(["--port", "1"], env=env) == 7
+    err = capsys.readouterr().err
+    assert f"booster sha256 {own[:12]}, but this image was built for {other[:12]}" in err
+    assert "refusing to serve it" in err and "fix:" in err
+    check_expected(load_bundle(path), own)  # its own: no error
+    check_expected(load_bundle(path), None)  # a bundle served outside an image
+    bad = env | {"MLGATE_SERVE_MODEL_SHA256": "abc"}
+    assert serving.main(["--port", "1"], env=bad) == 2
+    assert "serve.model_sha256 'abc' is not a sha256" in capsys.readouterr().err
+
+
+def test_the_image_checks_its_bundle_against_its_build_argument() -> None:
+    from tests.conftest import REPO
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    env = dockerfile.index("ENV MLGATE_SERVE_MODEL_SHA256=${MODEL_SHA256}")
+    assert dockerfile.index("ARG MODEL_SHA256") < env < dockerfile.index("COPY bundle/ /model/")
+    assert 'dev.mlgate.model.sha256="${MODEL_SHA256}"' in dockerfile  # the label, same argument

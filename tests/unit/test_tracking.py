@@ -203,3 +203,95 @@ def test_the_public_registry_uri_is_the_one_the_client_resolved(
                 monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     finally:  # no global URI: MLflow reads MLFLOW_TRACKING_URI again, as monkeypatch restores it
         mlflow.set_tracking_uri(None)
+
+
+# --- one MLflow request's bound, and the lock margin that covers it ------------------------
+
+
+class Unavailable:
+    """A stand-in MLflow server on loopback that answers every request 503 with
+    `Retry-After: 3600` (an overloaded server or proxy), counting what it receives."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                outer.requests += 1
+                self.send_response(503)
+                self.send_header("Retry-After", "3600")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"MLGATE_TRACKING_RETRIES": "2", "MLGATE_TRACKING_BACKOFF": "3"}]
+)
+def test_one_mlflow_request_is_bounded_by_the_budget_the_lock_margin_covers(
+    overrides, monkeypatch, tmp_path
+) -> None:
+    """The oracle is MLflow's own client (its urllib3 retry object) on a server that answers
+    503 with Retry-After: 3600: the attempts it makes and the sleeps it asks for (recorded,
+    not slept), every attempt counted at its full timeout. Honouring Retry-After would sleep an
+    hour per retry, holding a lock far past its lease."""
+    import time
+
+    import mlflow
+    import urllib3.util.retry
+
+    from mlgate.registry import moves
+    from mlgate.settings import load_settings
+
+    settings = load_settings(env=overrides, cwd=tmp_path)
+    t = settings.tracking
+    for key, value in t.mlflow_env().items():  # what tracking.connect sets
+        monkeypatch.setenv(key, value)
+    sleeps: list[float] = []
+
+    class Clock:  # urllib3's `time`, its sleeps recorded instead of slept
+        def __getattr__(self, name: str) -> object:
+            return getattr(time, name)
+
+        def sleep(self, seconds: float) -> None:
+            sleeps.append(seconds)
+
+    monkeypatch.setattr(urllib3.util.retry, "time", Clock())
+    server = Unavailable()
+    try:
+        with pytest.raises(MlflowException):
+            mlflow.MlflowClient(server.uri).get_registered_model("m")
+    finally:
+        server.server.shutdown()
+    assert server.requests == t.retries + 1
+    assert max(sleeps, default=0) < 600, "Retry-After obeyed: one request without a bound"
+    worst = server.requests * t.timeout + sum(sleeps)
+    assert worst <= t.request_budget
+    lock = moves.pointer_lock(None, settings, "a move")
+    assert lock.margin >= t.request_budget  # a write started before the deadline lands in time
+
+
+def test_a_lease_too_short_for_one_request_is_refused_with_its_fix(tmp_path) -> None:
+    from mlgate.registry import moves
+    from mlgate.settings import load_settings
+
+    env = {"MLGATE_TRACKING_LOCK_LEASE": "60"}  # the default bounds: up to 68 s a request
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env=env, cwd=tmp_path)
+    assert "tracking.lock_lease (60 s) is too short for one MLflow request" in str(caught.value)
+    assert "raise tracking.lock_lease above 91 s" in caught.value.fix
+    fits = {"MLGATE_TRACKING_LOCK_LEASE": "60", "MLGATE_TRACKING_TIMEOUT": "5"}
+    lock = moves.pointer_lock(None, load_settings(env=fits, cwd=tmp_path), "a move")
+    assert lock.margin == 43.0  # 5 attempts of 5 s, sleeps of 0, 2, 4 and 8 s, jitter 4 x 1 s

@@ -182,32 +182,64 @@ class Approval:
 
 def required_reviewers(api: GitHubAPI, repository: str, environment: str) -> list[str]:
     """The logins and team slugs of the Environment's `required_reviewers` rules."""
-    return reviewer_names(api.json("GET", f"/repos/{repository}/environments/{environment}"))
+    path = f"/repos/{repository}/environments/{environment}"
+    try:
+        return reviewer_names(api.json("GET", path))
+    except ValueError as exc:  # a body that is not JSON, or not an Environment
+        raise ValueError(f"GET {path}: {exc}") from exc
 
 
-def reviewer_names(body: Mapping[str, Any]) -> list[str]:
-    """The required reviewers in an Environment as GitHub's GET answers it."""
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def reviewer_names(body: Any) -> list[str]:
+    """The required reviewers in an Environment as GitHub's GET answers it. An answer that is
+    not an Environment as GitHub's API describes it (another shape, a rule or reviewer that
+    is not an object, a reviewer without a name) raises ValueError: who must approve is then
+    unknown, never "nobody"."""
+    if not isinstance(body, Mapping):
+        raise ValueError(f"the answer is a {_kind(body)}, not an Environment object")
+    rules = body.get("protection_rules", [])
+    if not isinstance(rules, list):
+        raise ValueError(f"its protection_rules is a {_kind(rules)}, not a list")
     names = []
-    for rule in body.get("protection_rules") or []:
-        if not isinstance(rule, dict) or rule.get("type") != "required_reviewers":
+    for rule in rules:
+        if not isinstance(rule, Mapping):
+            raise ValueError(f"a protection rule is a {_kind(rule)}, not an object")
+        if rule.get("type") != "required_reviewers":
             continue
-        for entry in rule.get("reviewers") or []:
-            who = (entry or {}).get("reviewer") or {}
-            name = who.get("login") or who.get("slug") or who.get("name")
-            if name:
-                names.append(str(name))
+        entries = rule.get("reviewers", [])
+        if not isinstance(entries, list):
+            raise ValueError(f"its required_reviewers rule holds a {_kind(entries)}, not a list")
+        for entry in entries:
+            who = entry.get("reviewer") if isinstance(entry, Mapping) else None
+            name = (
+                who.get("login") or who.get("slug") or who.get("name")
+                if isinstance(who, Mapping)
+                else None
+            )
+            if not name:
+                raise ValueError(f"a required reviewer has no login, slug or name: {entry!r:.200}")
+            names.append(str(name))
     return names
 
 
 def run_approvers(api: GitHubAPI, repository: str, run_id: str, environment: str) -> list[str]:
     """Who approved this run's deployment to `environment` (names compared as GitHub does,
     without regard to case); approvals of other Environments of the run do not count."""
-    reviews = api.json("GET", f"/repos/{repository}/actions/runs/{run_id}/approvals")
-    return approvers(reviews, environment)
+    path = f"/repos/{repository}/actions/runs/{run_id}/approvals"
+    try:
+        return approvers(api.json("GET", path), environment)
+    except ValueError as exc:  # a body that is not JSON, or not a list of reviews
+        raise ValueError(f"GET {path}: {exc}") from exc
 
 
 def approvers(reviews: Any, environment: str) -> list[str]:
-    """The logins that approved `environment` in a run's approvals as GitHub answers them."""
+    """The logins that approved `environment` in a run's approvals as GitHub answers them. An
+    answer that is not a list of review objects raises ValueError (who approved is unknown)."""
+    if not isinstance(reviews, list) or not all(isinstance(r, Mapping) for r in reviews):
+        raise ValueError(f"the answer is a {_kind(reviews)}, not a list of review objects")
     wanted = environment.lower()
     return sorted(
         {
@@ -280,6 +312,15 @@ def require_approval(settings: Settings, given: Sequence[str] = ()) -> Approval:
     except GitHubError as exc:
         raise ApprovalRefused(
             f"cannot verify the approval of this deployment: {exc.message}", fix=exc.fix
+        ) from exc
+    except ValueError as exc:  # an answer GitHub's API does not give: unknown, never "none"
+        raise ApprovalRefused(
+            f"cannot verify the approval of this deployment: GitHub's answer about the {where} "
+            f"is not what its API describes ({exc}), so who must approve, or who did, is "
+            "unknown; nothing was built or moved (allow-unprotected-environment does not "
+            "apply to an answer that cannot be read)",
+            fix="check GITHUB_API_URL (a proxy or GitHub Enterprise Server answering "
+            "otherwise?) and re-run the job",
         ) from exc
     if who:
         return Approval(tuple(who), environment, tuple(reviewers))

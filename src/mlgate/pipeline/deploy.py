@@ -640,7 +640,8 @@ def deploy(
     ) as lock:
         # First finish whatever a killed move left half done, then decide on what holds.
         done = registry.converge(client, holder_model, lock=lock)
-        _still_the_version(client, name, model_version)
+        with _refusal_recorded(client, settings, version, lock):
+            _still_the_version(client, name, model_version)
         holder = version
         if separate:
             # The approved version, copied once into the production model and checked against
@@ -671,7 +672,8 @@ def deploy(
             # same version: no new comparison to check; it keeps what it replaced back then.
             previous = _version_or_none(current.tags.get("mlgate.production.previous"))
         else:
-            _check_deployable(client, settings, version, current)
+            with _refusal_recorded(client, settings, version, lock):
+                _check_deployable(client, settings, version, current)
             previous = None if current is None else current.version
         g = settings.github
         record = {
@@ -704,6 +706,29 @@ def deploy(
         previous=None if migrating else previous,
         reused_image=reused,
     )
+
+
+@contextmanager
+def _refusal_recorded(
+    client: Any, settings: Settings, version: str, lock: registry.PointerLock
+) -> Iterator[None]:
+    """A deploy refused under the lock (another deploy, promotion or rollback landed while it
+    built or waited: exit 6, or 12 for a lost Production) says so in the history of the
+    model holding Production, beside the move that won (`registry.record_refusal`)."""
+    try:
+        yield
+    except (GateFailed, ProductionLost) as exc:
+        name, holder_model = settings.model.name, settings.model.production_model
+        registry.record_refusal(
+            client,
+            holder_model,
+            version,
+            command="deploy",
+            reasons=exc.message,
+            lock=lock,
+            original=f"{name}/{version}" if holder_model != name else None,
+        )
+        raise
 
 
 def _judged(client: Any, settings: Settings, version: str, model: ModelDigest) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError, DeployError, GateFailed, ProductionLost
+from mlgate.errors import ConfigError, DeployError, GateFailed, ModelError, ProductionLost
 from mlgate.github import environment
 from mlgate.github import outputs as github
 from mlgate.github.environment import NOBODY, UNPROTECTED_TAG
@@ -119,13 +119,24 @@ def _rollback(
             reused_image=True,
         )
     if expected is not None and expected != current_version:
-        raise GateFailed(
+        refused = GateFailed(
             f"refusing to roll back {name}: Production holds version {current_version} now, not "
             f"version {expected} (--from): another deploy or rollback moved it since you "
             "looked; nothing was moved",
             fix=f"check `mlgate lineage {current_version}`; if version {current_version} must "
             f"go too, run the rollback again with --from {current_version}",
         )
+        # In the history beside the move that won, under the version it meant to withdraw.
+        registry.record_refusal(
+            client,
+            holder_model,
+            expected,
+            command="rollback",
+            reasons=refused.message,
+            lock=lock,
+            original=f"{name}/{expected}" if separate else None,
+        )
+        raise refused
     if to is None and not _exists(client, name, target):
         raise ConfigError(
             f"nothing to roll back to: version {target}, which {name} version "
@@ -296,7 +307,13 @@ def verified_target(
         raise DeployError(
             f"refusing to roll back {name} to version {target}: {ignored}", fix=redeploy
         )
-    model = model_digest(client, name, target)
+    try:
+        model = model_digest(client, name, target)
+    except ModelError as exc:  # its run's files are gone: nothing to verify the image against
+        raise ModelError(
+            f"refusing to roll back {name} to version {target}: {exc.message}; nothing was moved",
+            fix=exc.fix,
+        ) from exc
     why = verify_image(settings, connect_docker(), image, model)
     if why is not None:
         raise DeployError(

@@ -57,12 +57,29 @@ def logged_booster(client: Any, name: str, version: str) -> LoggedBooster:
                 registry_uri=mlflow.get_registry_uri(),
             )
         )
+        if not (local / "MLmodel").is_file():
+            raise ModelError(
+                f"the files of {name} version {version} are gone from the artifact store (no "
+                f"MLmodel under {str(model_version.source)[:200]}; its run "
+                f"{model_version.run_id} or its artifacts were deleted), so its booster cannot "
+                "be read back, and nothing it was checked against can be verified",
+                fix=f"{name} version {version} can no longer be proven nor rebuilt: use another "
+                "version (`mlgate rollback --to N`), or train, evaluate and deploy a new one",
+            )
         mlmodel = yaml.safe_load((local / "MLmodel").read_text())
         flavor = (mlmodel.get("flavors") or {}).get("xgboost") or {}
         if flavor.get("model_class") != "xgboost.core.Booster" or not flavor.get("data"):
             raise ModelError(
                 f"models:/{name}/{version} is not an XGBoost Booster logged by mlgate",
                 fix="register models with `mlgate train`",
+            )
+        if not (local / flavor["data"]).is_file():
+            raise ModelError(
+                f"the booster of {name} version {version} ({flavor['data']}) is gone from the "
+                "artifact store (its MLmodel is there): it cannot be read back or verified",
+                fix=f"find out who deleted it from run {model_version.run_id}'s artifacts; "
+                f"{name} version {version} can no longer be proven: use another version "
+                "(`mlgate rollback --to N`), or train, evaluate and deploy a new one",
             )
         inputs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
         features = [column["name"] for column in inputs]

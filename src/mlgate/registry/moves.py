@@ -33,9 +33,11 @@ caller of the same MLflow server, whatever runs them:
 
 Why that is safe: two processes hold at once only if the older holder's registry call lands
 after its lease ended, i.e. one registry call took longer than the margin (plus clock skew
-between the two machines). Leases are minutes long (tracking.lock_lease, 120 s; margin 30 s)
-while a registry call takes milliseconds and mlgate bounds each HTTP request
-(tracking.timeout): keep lock_lease > 4 x (tracking.timeout x (tracking.retries + 1)).
+between the two machines). So the margin is at least the longest one registry call can take
+with MLflow's retries under mlgate's bounds (tracking.request_budget: every attempt its
+tracking.timeout, the backoff between; a server's Retry-After is not obeyed), 68 s with the
+defaults (lease 120 s); settings refuse a lease shorter than 4/3 of it (exit 2). `check`
+tests the deadline again after its own read, so the write after it starts in time too.
 
 A move (`move_alias`) is a state machine whose commit point is the alias:
 
@@ -66,7 +68,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlgate import faults
-from mlgate.errors import ConfigError, ProductionLost, TrackingError
+from mlgate.errors import ConfigError, MlgateError, ProductionLost, TrackingError
 from mlgate.faults import ALL_FAULT_POINTS
 from mlgate.gate.decision import ModelRef
 from mlgate.registry.tracking import (
@@ -156,11 +158,15 @@ class PointerLock:
         lease: float,
         fault_point: str | None = None,
         denied: str | None = None,
+        call_budget: float = 0.0,
     ) -> None:
         self.client, self.name, self.lock = client, name, lock_name(name)
         self.denied = denied  # the fix of a PermissionDenied on the lock (Production's)
         self.holder = f"{holder} #{uuid.uuid4().hex[:12]}"
-        self.wait, self.lease, self.margin = wait, lease, lease / 4
+        # The margin: how long before its lease ends a holder stops. At least the longest one
+        # registry call can take with its retries (`call_budget`, tracking.request_budget), so
+        # a write started before the deadline lands before the lease ends.
+        self.wait, self.lease, self.margin = wait, lease, max(lease / 4, call_budget)
         self.fault_point = fault_point
         self.ticket: int | None = None
         self.deadline = 0.0  # time.monotonic() after which this holder moves nothing
@@ -359,6 +365,15 @@ class PointerLock:
             )
         with errors(f"checking the lock before {action}"):
             live = self._live_tickets()
+        if time.monotonic() >= self.deadline:
+            # The search itself took long (a server slow or coming back): the write that
+            # follows might land after the lease. Nothing more moves.
+            raise TrackingError(
+                f"the lock on {self.name}'s aliases ran out before {action} (the registry took "
+                "too long to answer); nothing more was moved",
+                fix="re-run once the MLflow server answers promptly (it completes what was left "
+                "half done); if this repeats, raise tracking.lock_lease",
+            )
         if not live or live[0].version != self.ticket:
             other = next((t for t in live if t.version != self.ticket), None)
             raise TrackingError(
@@ -399,16 +414,18 @@ def pointer_lock(
             f"tracking.fault_point '{point}' is not a fault point",
             fix="use one of: " + ", ".join(ALL_FAULT_POINTS + faults.TRAIN_POINTS),
         )
+    t = settings.tracking  # its lease fits its requests: checked when settings load
     g = settings.github
     who = f"{action} by {g.run_url or f'{socket.gethostname()} pid {os.getpid()}'}"
     return PointerLock(
         client,
         name or settings.model.name,
         holder=who,
-        wait=settings.tracking.lock_wait,
-        lease=settings.tracking.lock_lease,
+        wait=t.lock_wait,
+        lease=t.lock_lease,
         fault_point=point,
         denied=denied_fix(name) if name and name != settings.model.name else None,
+        call_budget=t.request_budget,
     )
 
 
@@ -753,6 +770,47 @@ def converged(
                 apply(client, name, finding, lock)
                 done.append(finding)
     return done, state
+
+
+REFUSED = "refused"  # mlgate.history.refused.STAMP.vN: a move refused under the lock
+
+
+def record_refusal(
+    client: Client,
+    model: str,
+    version: str,
+    *,
+    command: str,
+    reasons: str,
+    lock: PointerLock,
+    original: str | None = None,
+) -> None:
+    """A deploy or rollback refused under the lock (another move landed first: its decision
+    is stale, or Production is not what its operator saw) leaves one event in `model`'s
+    history, as a refused promotion does, so the audit says what happened to both racers:
+    `{"alias": null, "outcome": "refused", "version": N, "tags": {command, reason}}`.
+    `original`: "NAME/VERSION" when `model` is the production model (`mlgate.copy.of`, how
+    `mlgate lineage` maps it to model.name's numbers). Nothing else is written; a failure to
+    write it is said and never hides the refusal (the caller raises its own error)."""
+    at = datetime.now(UTC)
+    tags = {"mlgate.refused.command": command, "mlgate.refused.reason": reasons[:1000]}
+    if original is not None:
+        tags[COPY_OF] = original
+    event = {
+        "alias": None,
+        "outcome": REFUSED,
+        "version": str(version),
+        "previous": None,
+        "at": at.isoformat(timespec="microseconds"),
+        "tags": tags,
+    }
+    key = f"{HISTORY}{REFUSED}.{at:%Y%m%dT%H%M%S.%f}Z.v{version}"
+    try:
+        lock.check(f"recording the refused {command} of version {version}")
+        with errors(f"recording the refused {command} of version {version} in {model}"):
+            client.set_registered_model_tag(model, key, json.dumps(event, sort_keys=True))
+    except MlgateError as exc:
+        print(f"warning: the refusal is not in {model}'s history: {exc}", file=sys.stderr)
 
 
 def completed(findings: Iterable[Finding], alias: str) -> list[str]:

@@ -104,12 +104,7 @@ def connect(settings: Settings, *, experiment: bool = True) -> Client:  # an mlf
     t = settings.tracking
     # MLflow reads these from the environment only, at request time; they bound its retries.
     set_process_env(
-        {
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(t.retries),
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(math.ceil(t.backoff)),  # int there
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, t.timeout))),
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # progress bars clutter logs
-        }
+        t.mlflow_env() | {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # logs, not bars
     )
     scheme = urlparse(uri).scheme
     if scheme in {"http", "https"}:

@@ -62,7 +62,7 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
-from mlgate.serving.bundle import Bundle, load_bundle
+from mlgate.serving.bundle import Bundle, check_expected, load_bundle
 from mlgate.serving.formats import FORMATS, content_types, oip
 from mlgate.serving.formats.base import JSON_HEADERS, Request, Response
 from mlgate.serving.matrix import BadRequest, Limits, Matrices, NeedsProcess, released_gil_only
@@ -550,6 +550,7 @@ def create_app() -> App:
     settings = load_settings(env=process_env(), params_file=None)
     s, m = settings.serve, settings.monitor
     bundle = load_bundle(settings.path(s.bundle))
+    check_expected(bundle, s.model_sha256)
     log = None
     if settings.log_sink:
         from mlgate.serving.predlog import open_sink
@@ -610,6 +611,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         s = settings.serve
         bundle_dir = settings.path(s.bundle).resolve()
         bundle = load_bundle(bundle_dir)  # fail here, with the fix, not inside a worker
+        check_expected(bundle, s.model_sha256)  # the image's own model, or no start
         # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
         # previous handler: make that a no-op, so a stopped server exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)

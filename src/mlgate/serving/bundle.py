@@ -85,6 +85,23 @@ class Bundle:
         }
 
 
+def check_expected(bundle: Bundle, expected: str | None) -> None:
+    """Refuse a bundle whose booster is not the one the image was built for (serve.model_sha256,
+    from the build argument the image's label also carries). `load_bundle` proves the model
+    file matches bundle.json; this proves bundle.json is the image's own: an image derived from
+    a verified one with another bundle copied over /model (labels and this setting inherited)
+    does not start."""
+    if expected and bundle.model_sha256 != expected:
+        raise ModelError(
+            f"the bundle holds {bundle.name} version {bundle.version} with booster sha256 "
+            f"{bundle.model_sha256[:12]}, but this image was built for {expected[:12]} "
+            "(serve.model_sha256, its label dev.mlgate.model.sha256): its model was replaced "
+            "after the build; refusing to serve it",
+            fix="deploy by digest the image `mlgate deploy` recorded (mlgate.image.digest); find "
+            "out who pushed this one",
+        )
+
+
 def load_bundle(path: Path, threads: int | None = None) -> Bundle:
     meta_file, model_file = path / META_FILE, path / MODEL_FILE
     if not meta_file.is_file() or not model_file.is_file():
