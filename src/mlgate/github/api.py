@@ -112,7 +112,11 @@ class GitHubAPI:
             }
         )
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, allow: frozenset[int] = frozenset(), **kwargs: Any
+    ) -> requests.Response:
+        """The response; a status >= 400 raises GitHubError unless it is in `allow` (e.g. a 404
+        the caller handles: a comment deleted meanwhile)."""
         url = path if path.startswith(("http://", "https://")) else self.api_url + path
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
@@ -123,7 +127,7 @@ class GitHubAPI:
                 fix="check GITHUB_API_URL and the runner's network; transient errors were "
                 "already retried with backoff",
             ) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in allow:
             raise _error(
                 method, _route(url, self.api_url), response, self.max_wait, self.permission_hint
             )
