@@ -106,9 +106,10 @@ def test_two_racing_runs_end_with_one_comment(gate, github_api) -> None:
             for _ in range(2)
         ]
         posted = [racer.result(timeout=120) for racer in racers]
-    assert sorted(r.operation for r in github_api.requests if r.method == "POST") == [
-        "issues/create-comment"
-    ] * 2, "the race happened: both runs created a comment"
+    assert (
+        sorted(r.operation for r in github_api.requests if r.method == "POST")
+        == ["issues/create-comment"] * 2
+    ), "the race happened: both runs created a comment"
     (kept,) = ours(github_api)
     assert {p.comment_id for p in posted} == {kept["id"]}
     assert kept["id"] == min(p.comment_id for p in posted if p.created)
