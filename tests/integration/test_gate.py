@@ -270,6 +270,22 @@ def test_the_verdict_holds_with_every_core_busy(registry: Registry, tmp_path: Pa
     assert "latency (CPU ms/row)" in verdicts(quiet)
     assert loaded["latency_ms"]["engine"] == quiet["latency_ms"]["engine"] == "compiled"
 
+    def judged(record: dict) -> str:
+        """The record byte for byte, but for its time and the latency measurement's numbers
+        (a measurement: its verdict is compared above, its value moves by design)."""
+        record = {k: v for k, v in record.items() if k not in {"created_at", "latency_ms"}}
+        record["checks"] = [
+            c | {"value": None, "detail": None} if c["name"].startswith("latency") else c
+            for c in record["checks"]
+        ]
+        return json.dumps(record, sort_keys=True)
+
+    # metrics, thresholds, DeLong's interval and p-value, the statement, flags, digests: equal
+    assert judged(loaded) == judged(quiet)
+    assert quiet["significance"] is not None, "a champion was compared"
+    # the latency check's margin under load: the measured upper end is far below the limit
+    assert loaded["latency_ms"]["candidate"]["ci_high"] * 20 < 1.0
+
 
 def test_a_worse_model_is_rejected_and_the_champion_untouched(
     registry: Registry, tmp_path: Path, capsys
