@@ -305,10 +305,32 @@ def test_a_worse_model_is_rejected_and_the_champion_untouched(
 
 
 def test_dry_run_reports_without_failing_or_moving(registry: Registry, capsys) -> None:
+    """Also: the evaluation's decision tags are one request each (through a proxy that lists
+    the requests): MlflowClient would read the registered model before each, only to refuse
+    a prompt; evaluate reads it once."""
+    from tests import proxy
+
     champion = registry.staging()
     v4 = registry.train(*WEAK)
-    assert registry.evaluate(v4, *DECISION_ONLY, "--set", "gate.mode=dry-run") == 0
+    seen: list[str] = []
+
+    def around(method: str, path: str, send_on: proxy.SendOn) -> requests.Response:
+        seen.append(f"{method} {path.partition('?')[0]}")
+        return send_on()
+
+    uri, shutdown = proxy.start(registry.server, around)
+    try:
+        args = train_args(registry.project, uri, registry.model, *DECISION_ONLY)
+        dry = [*args, "--set", "gate.mode=dry-run", "--candidate-version", v4]
+        assert evaluate.main(dry, env=registry.env) == 0
+    finally:
+        shutdown()
     assert "::warning title=mlgate gate::" in capsys.readouterr().out
+    tagged = [i for i, r in enumerate(seen) if r.endswith("/model-versions/set-tag")]
+    assert len(tagged) == 6 and tagged == list(range(tagged[0], tagged[0] + 6)), seen
+    assert seen[tagged[0] - 1] == "GET /api/2.0/mlflow/registered-models/get", seen
+    version = registry.client.get_model_version(registry.model, v4)
+    assert version.tags["mlgate.decision.mode"] == "dry-run"
     assert registry.promote(v4) == 0
     assert "dry run: version" in capsys.readouterr().out
     assert registry.staging() == champion
