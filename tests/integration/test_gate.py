@@ -541,7 +541,10 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
     candidate = registry.train()
     champion_before = registry.staging()
     assert registry.evaluate(candidate, *DECISION_ONLY) == 7
-    assert "take different features" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "take different features" in err and "only the champion takes: a, b, c)" in err
+    assert "only the candidate takes: area_error, compactness_error," in err, err
+    assert ", ... (30 in all); only" in err, err
     assert registry.staging() == champion_before
     registry.client.delete_registered_model_alias(registry.model, "production")
 

@@ -540,10 +540,18 @@ def _assess(
         )
         same_positive_class(labelled, settings, champion_tags, champion.uri, positive)
         if set(input_names(champ_model)) != set(input_names(cand_model)):
-            missing = sorted(set(input_names(champ_model)) ^ set(input_names(cand_model)))
+            theirs, ours = set(input_names(champ_model)), set(input_names(cand_model))
+
+            def listed(names: set[str]) -> str:
+                shown = sorted(names)
+                more = f", ... ({len(shown)} in all)" if len(shown) > 10 else ""
+                return (", ".join(shown[:10]) + more) if shown else "none"
+
             raise ModelError(
                 f"candidate {candidate.uri} and champion {champion.uri} take "
-                f"different features (differing: {', '.join(missing[:10])})",
+                f"different features (only the candidate takes: {listed(ours - theirs)}; "
+                f"only the champion takes: {listed(theirs - ours)}): a column added, "
+                "dropped or renamed since the champion was trained",
                 fix="a model with new features cannot be compared on the same "
                 "rows: promote it deliberately (move the alias by hand) or keep "
                 "the features",
