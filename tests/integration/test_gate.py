@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 
@@ -686,3 +687,27 @@ def test_an_unloadable_champion_is_refused(registry: Registry, capsys) -> None:
     assert registry.evaluate(candidate, *DECISION_ONLY) == 7
     assert "cannot load the champion" in capsys.readouterr().err
     assert registry.staging() == champion
+
+
+def test_a_holdout_with_few_positive_rows_is_judged_and_flagged(
+    registry: Registry, breast_cancer, tmp_path: Path, capsys
+) -> None:
+    """Heavy imbalance (issue 19): 20 malignant rows among 357 benign ones (5%), so the holdout
+    holds a handful. The gate judges (at least 2 of each class: the stated rule) and the
+    decision, the summary and the PR comment's record flag it. A model of its own (no
+    champion: the module's champion is broken by the tests above)."""
+    rare = pd.concat(
+        [
+            breast_cancer[breast_cancer.diagnosis == 0],
+            breast_cancer[breast_cancer.diagnosis == 1][:20],
+        ]
+    )
+    push_data(registry.project, rare, message="data: 20 malignant rows")
+    alone = Registry(registry.project, registry.server, registry.env)
+    version = alone.train(*WEAK)
+    assert alone.evaluate(version, *DECISION_ONLY) in (0, 6)
+    out = capsys.readouterr().out
+    (flag,) = [f for f in alone.decision(version, tmp_path)["flags"] if "holdout holds" in f]
+    n = int(re.search(r"only (\d+) rows of the positive class '1'", flag).group(1))
+    assert 2 <= n < 10 and "raise split.holdout_fraction" in flag
+    assert f"::warning title=mlgate gate%3A flag::the holdout holds only {n} rows" in out

@@ -63,8 +63,9 @@ class GitHubRetry(Retry):
 
 
 PR_PERMISSIONS = (
-    "the commenting job needs `permissions: pull-requests: write`; pull requests from forks "
-    "only get a read-only token"
+    "the commenting job needs `permissions: pull-requests: write` (a caller's `permissions:` "
+    "caps what the PR gate's jobs get); pull requests from forks only get a read-only token. "
+    "The PR gate's check, the `mlgate gate` job, does not depend on the comment"
 )
 
 
