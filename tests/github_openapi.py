@@ -123,6 +123,7 @@ class OpenAPIStandIn:
         self.canned: dict[str, tuple[int, Any]] = {}  # operationId -> status, answer
         self.holds: dict[str, tuple[threading.Barrier, list[int]]] = {}  # operationId -> race
         self.befores: dict[str, Callable[[], None]] = {}  # operationId -> one-shot change
+        self.heads: dict[tuple[str, int], str] = {}  # (repo, PR) -> head sha, for pulls/get
         self.ids = itertools.count(1001)
         self.lock = threading.Lock()
         self.url = ""
@@ -159,6 +160,7 @@ class OpenAPIStandIn:
     def reset(self) -> None:
         with self.lock:
             self.befores.clear()
+            self.heads.clear()
             self.holds.clear()
             self.canned.clear()
             self.requests.clear()
@@ -341,6 +343,11 @@ class OpenAPIStandIn:
         if operation_id in DISPATCH:
             self.dispatches.append((repo, operation_id, {**path, **(body or {})}))
             return 204, {}, None
+        if operation_id == "pulls/get" and (repo, int(path["pull_number"])) in self.heads:
+            pull = self.example(operation, 200)  # the description's example, this PR's head
+            pull["number"] = int(path["pull_number"])
+            pull["head"]["sha"] = self.heads[(repo, int(path["pull_number"]))]
+            return 200, {}, pull
         if operation_id == "issues/list-for-repo":
             items = [
                 i

@@ -21,6 +21,7 @@ def gate(tmp_path: Path, github_api: OpenAPIStandIn):
     """Run `mlgate comment` as the PR gate's comment job does; returns (exit code, outputs)."""
     decision_file = tmp_path / "decision.json"
     decision_file.write_text(json.dumps(sample_decision()))
+    github_api.heads[(REPOSITORY, 7)] = "a" * 40  # the event's head (tests.unit.test_comment)
     env = {
         "GITHUB_API_URL": github_api.url,
         "GITHUB_TOKEN": VALID_TOKEN,
@@ -170,6 +171,22 @@ def test_a_comment_edited_or_deleted_by_a_person(gate, github_api) -> None:
     assert [r.status for r in github_api.requests if r.method == "PATCH"][-1] == 404
 
 
+def test_a_run_of_a_commit_no_longer_the_head_does_not_comment(gate, github_api) -> None:
+    """Two pushes: the newer commit's run commented; the older one's slower run ends later.
+    It must not replace the newer verdict: it reads the pull request's head, sees it moved,
+    and says so in its summary instead."""
+    assert gate()[0] == 0
+    (newer,) = ours(github_api)
+    github_api.heads[(REPOSITORY, 7)] = "b" * 40  # pushed since this run's event
+    gate.decision_file.write_text(json.dumps(sample_decision(passed=False)))
+    code, outputs = gate()
+    assert code == 0 and "commented=false" in outputs
+    assert ours(github_api) == [newer] and "✅ Gate PASS" in newer["body"]
+    assert writes(github_api) == ["POST issues/create-comment"]
+    summary = (gate.tmp_path / "summary").read_text()
+    assert "gated commit aaaaaaaaaaaa, but the pull request's head is now bbbbbbbbbbbb" in summary
+
+
 def test_no_decision_still_comments_what_failed(gate, github_api) -> None:
     gate.decision_file.unlink()
     code, _ = gate("--needs", json.dumps({"train": {"result": "failure", "outputs": {}}}))
@@ -215,8 +232,8 @@ def test_api_errors_are_clear_and_write_nothing(
 def test_server_errors_are_retried_with_backoff(gate, github_api) -> None:
     github_api.fail_next(502, operation="issues/list-comments", times=2)
     assert gate()[0] == 0
-    # the list, retried twice; the create; the list read again (a racer's comment?)
-    assert [r.status for r in github_api.requests] == [502, 502, 200, 201, 200]
+    # the PR's head; the list, retried twice; the create; the list read again (a racer's?)
+    assert [r.status for r in github_api.requests] == [200, 502, 502, 200, 201, 200]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ every push, so reviewers read the latest verdict instead of a thread of stale on
 rendered from the decision JSON the evaluate job uploaded; when there is none (training or
 evaluation failed), the comment says which job failed and links the run. Only a comment the
 token's own identity wrote is edited; two racing runs, and a person editing or deleting the
-comment, still end with one comment (`upsert`).
+comment, still end with one comment (`upsert`). A run of a commit that is no longer the pull
+request's head does not comment: a slow run of an older push never replaces a newer verdict.
 
 Pull requests from forks get a read-only token and no secrets: the comment is skipped and the
 job summary says why, so the gate still reports there.
@@ -43,6 +44,7 @@ class PullRequest:
     number: int
     head_sha: str | None
     from_fork: bool
+    head_from_event: bool = False  # head_sha is the pull request's head at the event
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def pull_request(context: GitHubContext, number: int | None = None) -> PullReque
         head_sha=(pr.get("head") or {}).get("sha") or context.sha,
         # A deleted fork has no head repo; treat it as a fork too.
         from_fork=bool(pr) and head_repo != base_repo,
+        head_from_event=bool((pr.get("head") or {}).get("sha")),
     )
 
 
@@ -204,6 +207,18 @@ def post(
         github.write_summary(context, f"> [!NOTE]\n> The gate did not comment: {why}.")
         return Posted(None, None, created=False, skipped=why)
     with GitHubAPI(context.api_url, context.token) as api:
+        if pr.head_from_event and pr.head_sha:
+            pull = api.json("GET", f"/repos/{pr.repository}/pulls/{pr.number}")
+            head = str((pull.get("head") or {}).get("sha") or "")
+            if head and head != pr.head_sha:
+                why = (
+                    f"this run gated commit {pr.head_sha[:12]}, but the pull request's head is "
+                    f"now {head[:12]}: the run of that commit writes the comment, so an older "
+                    "verdict never replaces a newer one"
+                )
+                github.annotate("notice", why, title="mlgate PR gate")
+                github.write_summary(context, f"> [!NOTE]\n> The gate did not comment: {why}.")
+                return Posted(None, None, created=False, skipped=why)
         return upsert(api, pr, MARKER.format(key=key), body, author)
 
 
