@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +45,7 @@ STATEFUL = {
     "issues/list-comments",
     "issues/create-comment",
     "issues/update-comment",
+    "issues/delete-comment",
     "issues/list-for-repo",
     "issues/create",
     "issues/update",
@@ -120,6 +121,9 @@ class OpenAPIStandIn:
         self.dispatches: list[tuple[str, str, dict[str, Any]]] = []  # repo, operation, body
         self.faults: list[Fault] = []
         self.canned: dict[str, tuple[int, Any]] = {}  # operationId -> status, answer
+        self.holds: dict[str, tuple[threading.Barrier, list[int]]] = {}  # operationId -> race
+        self.befores: dict[str, Callable[[], None]] = {}  # operationId -> one-shot change
+        self.heads: dict[tuple[str, int], str] = {}  # (repo, PR) -> head sha, for pulls/get
         self.ids = itertools.count(1001)
         self.lock = threading.Lock()
         self.url = ""
@@ -142,8 +146,22 @@ class OpenAPIStandIn:
         description's example. The answer is held to the operation's response schema."""
         self.canned[operation] = (status, payload)
 
+    def hold(self, operation: str, parties: int = 2) -> None:
+        """The next `parties` requests of `operation` each wait until all have arrived, then
+        are answered: a race made certain (every racer reads the same state before any
+        writes). A racer that never comes breaks the barrier after 60 s."""
+        self.holds[operation] = (threading.Barrier(parties, timeout=60), [parties])
+
+    def before(self, operation: str, change: Callable[[], None]) -> None:
+        """Run `change` (e.g. a person deleting a comment) just before the next request of
+        `operation` is answered: what happens between a client's two requests."""
+        self.befores[operation] = change
+
     def reset(self) -> None:
         with self.lock:
+            self.befores.clear()
+            self.heads.clear()
+            self.holds.clear()
             self.canned.clear()
             self.requests.clear()
             self.violations.clear()
@@ -193,6 +211,16 @@ class OpenAPIStandIn:
             method, parts.path, query, headers, body, found[1]["operationId"] if found else None
         )
         with self.lock:
+            held = self.holds.get(record.operation or "")
+            if held is not None and held[1][0] > 0:
+                held[1][0] -= 1
+            else:
+                held = None
+        if held is not None:
+            held[0].wait()  # outside the lock: the other racers' requests come in meanwhile
+        with self.lock:
+            if (change := self.befores.pop(record.operation or "", None)) is not None:
+                change()
             self.requests.append(record)
             status, out_headers, payload = self._answer(method, parts, headers, raw, body, found)
             record.status = status
@@ -255,7 +283,7 @@ class OpenAPIStandIn:
             body,
             operation,
         )
-        if operation["operationId"] in DISPATCH:
+        if operation["operationId"] in DISPATCH or status == 204:
             return status, out_headers, payload  # 204: no content to check
         response = MockResponse(
             json.dumps(payload).encode(),
@@ -268,7 +296,10 @@ class OpenAPIStandIn:
         # lack a property their own schema requires).
         checked = self.api.unmarshal_response(request, response)
         checked_ids = STATEFUL | set(self.canned)
-        if operation["operationId"] in checked_ids and checked.errors:
+        # GitHub answers 404 for a resource that is gone on every route, also where the
+        # description declares no 404 (PATCH or DELETE of a deleted comment)
+        declared = status != 404 or str(status) in operation["responses"]
+        if operation["operationId"] in checked_ids and declared and checked.errors:
             self.violations.append(
                 f"stand-in answer to {operation['operationId']}: "
                 + "; ".join(_explain(e) for e in checked.errors)
@@ -312,6 +343,11 @@ class OpenAPIStandIn:
         if operation_id in DISPATCH:
             self.dispatches.append((repo, operation_id, {**path, **(body or {})}))
             return 204, {}, None
+        if operation_id == "pulls/get" and (repo, int(path["pull_number"])) in self.heads:
+            pull = self.example(operation, 200)  # the description's example, this PR's head
+            pull["number"] = int(path["pull_number"])
+            pull["head"]["sha"] = self.heads[(repo, int(path["pull_number"]))]
+            return 200, {}, pull
         if operation_id == "issues/list-for-repo":
             items = [
                 i
@@ -374,6 +410,17 @@ class OpenAPIStandIn:
                 repo, int(path["issue_number"]), body["body"], "github-actions[bot]"
             )
             return 201, {"Location": comment["url"]}, comment
+        if operation_id == "issues/delete-comment":
+            for comments in self.comments.values():
+                for comment in comments:
+                    if comment["id"] == int(path["comment_id"]):
+                        comments.remove(comment)
+                        return 204, {}, None
+            return (
+                404,
+                {},
+                {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"},
+            )
         if operation_id == "issues/update-comment":
             for comment in itertools.chain.from_iterable(self.comments.values()):
                 if comment["id"] == int(path["comment_id"]):

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 
@@ -270,6 +271,22 @@ def test_the_verdict_holds_with_every_core_busy(registry: Registry, tmp_path: Pa
     assert "latency (CPU ms/row)" in verdicts(quiet)
     assert loaded["latency_ms"]["engine"] == quiet["latency_ms"]["engine"] == "compiled"
 
+    def judged(record: dict) -> str:
+        """The record byte for byte, but for its time and the latency measurement's numbers
+        (a measurement: its verdict is compared above, its value moves by design)."""
+        record = {k: v for k, v in record.items() if k not in {"created_at", "latency_ms"}}
+        record["checks"] = [
+            c | {"value": None, "detail": None} if c["name"].startswith("latency") else c
+            for c in record["checks"]
+        ]
+        return json.dumps(record, sort_keys=True)
+
+    # metrics, thresholds, DeLong's interval and p-value, the statement, flags, digests: equal
+    assert judged(loaded) == judged(quiet)
+    assert quiet["significance"] is not None, "a champion was compared"
+    # the latency check's margin under load: the measured upper end is far below the limit
+    assert loaded["latency_ms"]["candidate"]["ci_high"] * 20 < 1.0
+
 
 def test_a_worse_model_is_rejected_and_the_champion_untouched(
     registry: Registry, tmp_path: Path, capsys
@@ -289,10 +306,32 @@ def test_a_worse_model_is_rejected_and_the_champion_untouched(
 
 
 def test_dry_run_reports_without_failing_or_moving(registry: Registry, capsys) -> None:
+    """Also: the evaluation's decision tags are one request each (through a proxy that lists
+    the requests): MlflowClient would read the registered model before each, only to refuse
+    a prompt; evaluate reads it once."""
+    from tests import proxy
+
     champion = registry.staging()
     v4 = registry.train(*WEAK)
-    assert registry.evaluate(v4, *DECISION_ONLY, "--set", "gate.mode=dry-run") == 0
+    seen: list[str] = []
+
+    def around(method: str, path: str, send_on: proxy.SendOn) -> requests.Response:
+        seen.append(f"{method} {path.partition('?')[0]}")
+        return send_on()
+
+    uri, shutdown = proxy.start(registry.server, around)
+    try:
+        args = train_args(registry.project, uri, registry.model, *DECISION_ONLY)
+        dry = [*args, "--set", "gate.mode=dry-run", "--candidate-version", v4]
+        assert evaluate.main(dry, env=registry.env) == 0
+    finally:
+        shutdown()
     assert "::warning title=mlgate gate::" in capsys.readouterr().out
+    tagged = [i for i, r in enumerate(seen) if r.endswith("/model-versions/set-tag")]
+    assert len(tagged) == 6 and tagged == list(range(tagged[0], tagged[0] + 6)), seen
+    assert seen[tagged[0] - 1] == "GET /api/2.0/mlflow/registered-models/get", seen
+    version = registry.client.get_model_version(registry.model, v4)
+    assert version.tags["mlgate.decision.mode"] == "dry-run"
     assert registry.promote(v4) == 0
     assert "dry run: version" in capsys.readouterr().out
     assert registry.staging() == champion
@@ -503,7 +542,10 @@ def test_a_champion_with_other_features_is_refused(registry: Registry, capsys) -
     candidate = registry.train()
     champion_before = registry.staging()
     assert registry.evaluate(candidate, *DECISION_ONLY) == 7
-    assert "take different features" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "take different features" in err and "only the champion takes: a, b, c)" in err
+    assert "only the candidate takes: area_error, compactness_error," in err, err
+    assert ", ... (30 in all); only" in err, err
     assert registry.staging() == champion_before
     registry.client.delete_registered_model_alias(registry.model, "production")
 
@@ -645,3 +687,27 @@ def test_an_unloadable_champion_is_refused(registry: Registry, capsys) -> None:
     assert registry.evaluate(candidate, *DECISION_ONLY) == 7
     assert "cannot load the champion" in capsys.readouterr().err
     assert registry.staging() == champion
+
+
+def test_a_holdout_with_few_positive_rows_is_judged_and_flagged(
+    registry: Registry, breast_cancer, tmp_path: Path, capsys
+) -> None:
+    """Heavy imbalance (issue 19): 20 malignant rows among 357 benign ones (5%), so the holdout
+    holds a handful. The gate judges (at least 2 of each class: the stated rule) and the
+    decision, the summary and the PR comment's record flag it. A model of its own (no
+    champion: the module's champion is broken by the tests above)."""
+    rare = pd.concat(
+        [
+            breast_cancer[breast_cancer.diagnosis == 0],
+            breast_cancer[breast_cancer.diagnosis == 1][:20],
+        ]
+    )
+    push_data(registry.project, rare, message="data: 20 malignant rows")
+    alone = Registry(registry.project, registry.server, registry.env)
+    version = alone.train(*WEAK)
+    assert alone.evaluate(version, *DECISION_ONLY) in (0, 6)
+    out = capsys.readouterr().out
+    (flag,) = [f for f in alone.decision(version, tmp_path)["flags"] if "holdout holds" in f]
+    n = int(re.search(r"only (\d+) rows of the positive class '1'", flag).group(1))
+    assert 2 <= n < 10 and "raise split.holdout_fraction" in flag
+    assert f"::warning title=mlgate gate%3A flag::the holdout holds only {n} rows" in out

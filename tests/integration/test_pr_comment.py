@@ -21,6 +21,7 @@ def gate(tmp_path: Path, github_api: OpenAPIStandIn):
     """Run `mlgate comment` as the PR gate's comment job does; returns (exit code, outputs)."""
     decision_file = tmp_path / "decision.json"
     decision_file.write_text(json.dumps(sample_decision()))
+    github_api.heads[(REPOSITORY, 7)] = "a" * 40  # the event's head (tests.unit.test_comment)
     env = {
         "GITHUB_API_URL": github_api.url,
         "GITHUB_TOKEN": VALID_TOKEN,
@@ -39,6 +40,7 @@ def gate(tmp_path: Path, github_api: OpenAPIStandIn):
         return code, (tmp_path / "output").read_text()
 
     run.decision_file = decision_file  # type: ignore[attr-defined]
+    run.env = env  # type: ignore[attr-defined]
     run.tmp_path = tmp_path  # type: ignore[attr-defined]
     return run
 
@@ -68,14 +70,121 @@ def test_first_run_creates_then_later_runs_edit_the_same_comment(gate, github_ap
 
 
 def test_the_marker_is_found_past_the_first_page_and_per_key(gate, github_api) -> None:
-    for n in range(120):
+    for n in range(101):  # ours is the 102nd: on page 2 of 100
         github_api.add_comment(REPOSITORY, 7, f"comment {n}")
     gate("--key", "models/a.yaml")
     gate("--key", "models/b.yaml")
     gate("--key", "models/a.yaml")
     assert writes(github_api) == ["POST issues/create-comment"] * 2
     assert any("page=2" in r.path or r.query.get("page") == ["2"] for r in github_api.requests)
-    assert len(github_api.issue_comments(REPOSITORY, 7)) == 122
+    assert len(github_api.issue_comments(REPOSITORY, 7)) == 103
+
+
+def ours(stand_in: OpenAPIStandIn) -> list[dict]:
+    marker = comment.MARKER.format(key="default")
+    return [
+        c
+        for c in stand_in.issue_comments(REPOSITORY, 7)
+        if marker in c["body"] and c["user"]["login"] == comment.BOT
+    ]
+
+
+def test_two_racing_runs_end_with_one_comment(gate, github_api) -> None:
+    """Two gate runs of one PR (two pushes in quick succession): both list the comments before
+    either creates one (the stand-in holds both lists until both arrived), so both create.
+    Each reads the list again after its create; the newer comment is deleted and the older
+    one kept, and both runs report that one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlgate.settings import GitHubContext
+
+    github_api.hold("issues/list-comments", parties=2)
+    env = {k: v for k, v in gate.env.items() if k not in {"GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"}}
+    context = GitHubContext.from_env(env)
+    with ThreadPoolExecutor(2) as pool:
+        racers = [
+            pool.submit(comment.post, context, decision_file=gate.decision_file, key="default")
+            for _ in range(2)
+        ]
+        posted = [racer.result(timeout=120) for racer in racers]
+    assert (
+        sorted(r.operation for r in github_api.requests if r.method == "POST")
+        == ["issues/create-comment"] * 2
+    ), "the race happened: both runs created a comment"
+    (kept,) = ours(github_api)
+    assert {p.comment_id for p in posted} == {kept["id"]}
+    assert kept["id"] == min(p.comment_id for p in posted if p.created)
+    assert len(github_api.issue_comments(REPOSITORY, 7)) == 1
+    assert gate()[0] == 0 and len(ours(github_api)) == 1  # the next push edits that one
+
+
+def test_a_comment_by_someone_else_carrying_the_marker_is_never_taken_over(
+    gate, github_api, capsys
+) -> None:
+    """The marker is text anyone can paste: only a comment the token's own identity wrote is
+    edited. Another bot's or a person's comment with the marker stays as it is."""
+    marker = comment.MARKER.format(key="default")
+    github_api.add_comment(REPOSITORY, 7, f"{marker}\n### ✅ Gate PASS (not)", login="mallory")
+    github_api.add_comment(REPOSITORY, 7, f"{marker}\nsomething", login="other-bot[bot]")
+    assert gate()[0] == 0
+    gate.decision_file.write_text(json.dumps(sample_decision(passed=False)))
+    assert gate()[0] == 0
+    assert writes(github_api) == ["POST issues/create-comment", "PATCH issues/update-comment"]
+    (mine,) = ours(github_api)
+    assert "❌ Gate FAIL" in mine["body"]
+    theirs = {c["user"]["login"]: c["body"] for c in github_api.issue_comments(REPOSITORY, 7)}
+    assert theirs["mallory"].endswith("(not)") and theirs["other-bot[bot]"].endswith("something")
+    capsys.readouterr()
+    # told the wrong identity (--author), the run finds nothing of that author and creates a
+    # comment, sees who wrote it, deletes it and keeps the one written before; and it says so
+    assert gate("--author", "my-app[bot]")[0] == 0
+    assert ours(github_api) == [mine] and len(github_api.issue_comments(REPOSITORY, 7)) == 3
+    out = capsys.readouterr().out
+    assert "written by github-actions[bot], not my-app[bot]" in out and "::warning" in out
+    assert writes(github_api)[2:] == ["POST issues/create-comment", "DELETE issues/delete-comment"]
+
+
+def test_a_comment_edited_or_deleted_by_a_person(gate, github_api) -> None:
+    """A person edits the gate's comment: the next run writes the verdict back. A person
+    deletes it: the next run creates it again. Deleted between the run's list and its edit
+    (GitHub answers 404): the run creates it again, and nothing fails."""
+    assert gate()[0] == 0
+    (mine,) = ours(github_api)
+    rendered = mine["body"]
+    mine["body"] = mine["body"].replace("✅ Gate PASS", "✅ Gate PASS, says a person")
+    assert gate()[0] == 0
+    assert [c["body"] for c in ours(github_api)] == [rendered]
+
+    github_api.comments[(REPOSITORY, 7)].clear()
+    code, outputs = gate()
+    assert code == 0 and "commented=true" in outputs
+    (again,) = ours(github_api)
+    assert again["body"] == rendered and again["id"] != mine["id"]
+
+    gate.decision_file.write_text(json.dumps(sample_decision(passed=False)))
+    github_api.before("issues/update-comment", github_api.comments[(REPOSITORY, 7)].clear)
+    code, outputs = gate()
+    assert code == 0, outputs
+    (last,) = ours(github_api)
+    assert "❌ Gate FAIL" in last["body"] and f"comment-id={last['id']}" in outputs
+    assert writes(github_api)[-2:] == ["PATCH issues/update-comment", "POST issues/create-comment"]
+    assert [r.status for r in github_api.requests if r.method == "PATCH"][-1] == 404
+
+
+def test_a_run_of_a_commit_no_longer_the_head_does_not_comment(gate, github_api) -> None:
+    """Two pushes: the newer commit's run commented; the older one's slower run ends later.
+    It must not replace the newer verdict: it reads the pull request's head, sees it moved,
+    and says so in its summary instead."""
+    assert gate()[0] == 0
+    (newer,) = ours(github_api)
+    github_api.heads[(REPOSITORY, 7)] = "b" * 40  # pushed since this run's event
+    gate.decision_file.write_text(json.dumps(sample_decision(passed=False)))
+    code, outputs = gate()
+    assert code == 0 and "commented=false" in outputs
+    assert ours(github_api) == [newer] and "✅ Gate PASS" in newer["body"]
+    assert writes(github_api) == ["POST issues/create-comment"]
+    summary = (gate.tmp_path / "summary").read_text()
+    assert "gated commit aaaaaaaaaaaa, but the pull request's head is now bbbbbbbbbbbb" in summary
 
 
 def test_no_decision_still_comments_what_failed(gate, github_api) -> None:
@@ -123,7 +232,8 @@ def test_api_errors_are_clear_and_write_nothing(
 def test_server_errors_are_retried_with_backoff(gate, github_api) -> None:
     github_api.fail_next(502, operation="issues/list-comments", times=2)
     assert gate()[0] == 0
-    assert [r.status for r in github_api.requests] == [502, 502, 200, 201]
+    # the PR's head; the list, retried twice; the create; the list read again (a racer's?)
+    assert [r.status for r in github_api.requests] == [200, 502, 502, 200, 201, 200]
 
 
 @pytest.mark.parametrize(

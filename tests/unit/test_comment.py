@@ -149,6 +149,26 @@ def test_keys_that_would_break_the_marker_are_refused(key: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("login", "expected"),
+    [
+        ("", "github-actions[bot]"),
+        ("my-app[bot]", "my-app[bot]"),
+        ("octocat", "octocat"),
+        ("-x", None),
+        ("a b", None),
+        ("x[bot]]", None),
+        ("x" * 40, None),
+    ],
+)
+def test_the_author_is_a_login(login: str, expected: str | None) -> None:
+    if expected is not None:
+        assert comment._author(login) == expected
+        return
+    with pytest.raises(Exception, match="a GitHub login is"):
+        comment._author(login)
+
+
+@pytest.mark.parametrize(
     ("uri", "expected"),
     [
         ("sqlite:///mlflow.db", {}),

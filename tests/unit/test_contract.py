@@ -47,6 +47,10 @@ def contract(frame: pd.DataFrame, settings) -> dict[str, validate.Violation]:
         ([1.0, 2.0], "2", [0, 1]),
         (["CH", "MM"], "CH", [1, 0]),
         ([True, False], "False", [0, 1]),
+        (["0", "1"], None, [0, 1]),  # 1/0 read as text (a Parquet string column)
+        (["1", "0"], "0", [0, 1]),  # "1" listed first, "0" named positive
+        (["no", "yes"], "yes", [0, 1]),
+        (["stayed", "churned"], "churned", [0, 1]),
     ],
 )
 def test_two_classes_of_any_dtype_map_to_0_and_1(tmp_path, labels, positive, expected) -> None:
@@ -73,6 +77,9 @@ def test_an_unquoted_yes_in_params_yaml_still_names_the_yes_class(tmp_path) -> N
         ([1, 2], None, "holds 1, 2, not 0 and 1", 'positive_class: "2"'),
         (["No", "Yes"], "yes", '(did you mean "Yes"?)', 'set data.positive_class to "No" or'),
         (["a", "b", "c"], None, "holds 3 classes", "keep two classes"),
+        (["stayed", "churned"], None, "holds 'churned', 'stayed', not 0 and 1", "positive_class"),
+        (["1", "2"], None, "holds '1', '2', not 0 and 1", 'positive_class: "2"'),
+        (["yes", "no"], "Yes", '(did you mean "yes"?)', 'set data.positive_class to "no" or'),
     ],
 )
 def test_a_target_that_is_not_two_named_classes_says_how_to_fix_it(

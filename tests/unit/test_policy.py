@@ -343,3 +343,38 @@ def test_disparate_impact_counts_only_groups_with_rows(order: list[str]) -> None
     ratio, rates = disparate_impact(frame, proba, "group", 0.5)
     assert rates == {"a": 0.5, "b": 0.25}
     assert ratio == 0.5
+
+
+@pytest.mark.parametrize(
+    ("positives", "rows", "says"),
+    [
+        (0, 100, "holds no row of the positive class 'yes', so AUC is undefined"),
+        (1, 100, "holds 1 row of the positive class 'yes': the gate needs at least 2"),
+        (99, 100, "holds 1 row of the negative class: the gate needs at least 2"),
+        (2, 100, "only 2 rows of the positive class 'yes' (of 100)"),
+        (3, 300, "only 3 rows of the positive class 'yes' (of 300)"),
+        (9, 1000, "only 9 rows of the positive class 'yes'"),
+        (10, 1000, None),
+        (500, 1000, None),
+    ],
+)
+def test_a_holdout_with_few_rows_of_a_class(positives: int, rows: int, says: str | None) -> None:
+    """The stated rule: at least 2 rows of each class, with or without a champion, else exit
+    3; fewer than 10 is judged and flagged (1% positives: a heavy imbalance)."""
+    from mlgate.errors import DataError
+    from mlgate.pipeline.evaluate import RARE_ROWS, holdout_classes
+
+    y = np.zeros(rows, dtype=int)
+    y[np.random.default_rng(positives).choice(rows, positives, replace=False)] = 1
+    if positives < 2 or rows - positives < 2:
+        with pytest.raises(DataError) as info:
+            holdout_classes(y, "yes")
+        assert says in str(info.value) and info.value.exit_code == 3
+        assert "split.holdout_fraction" in info.value.fix
+        return
+    flags = holdout_classes(y, "yes")
+    if says is None:
+        assert flags == [] and positives >= RARE_ROWS
+    else:
+        (flag,) = flags
+        assert says in flag and "raise split.holdout_fraction" in flag

@@ -414,6 +414,8 @@ def test_the_pr_gate_comments_once_and_is_the_check(
         secrets={"GITHUB_TOKEN": VALID_TOKEN},
     )
 
+    # the pull request's head as GitHub answers it: the commit each run gates
+    github_api.heads[("acme/models", 12)] = git(repo, "rev-parse", "HEAD")
     first = run_act(
         repo,
         ".github/workflows/on-pull-request.yml",
@@ -437,6 +439,7 @@ def test_the_pr_gate_comments_once_and_is_the_check(
     params.setdefault("gate", {})["min_auc"] = 0.9999
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "commit", "-qam", "gate: demand the impossible")
+    github_api.heads[("acme/models", 12)] = git(repo, "rev-parse", "HEAD")
     second = run_act(
         repo,
         ".github/workflows/on-pull-request.yml",

@@ -63,8 +63,9 @@ class GitHubRetry(Retry):
 
 
 PR_PERMISSIONS = (
-    "the commenting job needs `permissions: pull-requests: write`; pull requests from forks "
-    "only get a read-only token"
+    "the commenting job needs `permissions: pull-requests: write` (a caller's `permissions:` "
+    "caps what the PR gate's jobs get); pull requests from forks only get a read-only token. "
+    "The PR gate's check, the `mlgate gate` job, does not depend on the comment"
 )
 
 
@@ -112,7 +113,11 @@ class GitHubAPI:
             }
         )
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, allow: frozenset[int] = frozenset(), **kwargs: Any
+    ) -> requests.Response:
+        """The response; a status >= 400 raises GitHubError unless it is in `allow` (e.g. a 404
+        the caller handles: a comment deleted meanwhile)."""
         url = path if path.startswith(("http://", "https://")) else self.api_url + path
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
@@ -123,7 +128,7 @@ class GitHubAPI:
                 fix="check GITHUB_API_URL and the runner's network; transient errors were "
                 "already retried with backoff",
             ) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in allow:
             raise _error(
                 method, _route(url, self.api_url), response, self.max_wait, self.permission_hint
             )

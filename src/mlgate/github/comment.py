@@ -3,7 +3,10 @@
 One comment per pull request and model, found again by a hidden marker and edited in place on
 every push, so reviewers read the latest verdict instead of a thread of stale ones. It is
 rendered from the decision JSON the evaluate job uploaded; when there is none (training or
-evaluation failed), the comment says which job failed and links the run.
+evaluation failed), the comment says which job failed and links the run. Only a comment the
+token's own identity wrote is edited; two racing runs, and a person editing or deleting the
+comment, still end with one comment (`upsert`). A run of a commit that is no longer the pull
+request's head does not comment: a slow run of an older push never replaces a newer verdict.
 
 Pull requests from forks get a read-only token and no secrets: the comment is skipped and the
 job summary says why, so the gate still reports there.
@@ -14,20 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlgate import cli
-from mlgate.errors import ConfigError
+from mlgate.errors import ConfigError, GitHubError
 from mlgate.gate import decision
 from mlgate.github import outputs as github
 from mlgate.github.api import GitHubAPI
 from mlgate.settings import GitHubContext, process_env
 
 MARKER = "<!-- mlgate:pr-gate key={key} -->"
+# The author of comments made with the workflow's own token (GITHUB_TOKEN); a GitHub App's
+# token writes as APP[bot], a personal token as its user (`--author`).
+BOT = "github-actions[bot]"
 KEY = re.compile(r"[A-Za-z0-9._/:@-]{1,200}")  # goes inside an HTML comment: no "-->"
+LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 MAX_BODY = 65_536  # GitHub's limit on a comment body, in characters
 
 
@@ -37,6 +44,7 @@ class PullRequest:
     number: int
     head_sha: str | None
     from_fork: bool
+    head_from_event: bool = False  # head_sha is the pull request's head at the event
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ def pull_request(context: GitHubContext, number: int | None = None) -> PullReque
         head_sha=(pr.get("head") or {}).get("sha") or context.sha,
         # A deleted fork has no head repo; treat it as a fork too.
         from_fork=bool(pr) and head_repo != base_repo,
+        head_from_event=bool((pr.get("head") or {}).get("sha")),
     )
 
 
@@ -104,22 +113,77 @@ def render(
     return text
 
 
-def upsert(api: GitHubAPI, pr: PullRequest, marker: str, body: str) -> Posted:
-    """Edit the comment carrying `marker`, or create it: exactly one per PR and key."""
+def upsert(api: GitHubAPI, pr: PullRequest, marker: str, body: str, author: str = BOT) -> Posted:
+    """Edit the comment carrying `marker` written by `author`, or create it: exactly one per PR
+    and key, whatever else happens meanwhile.
+
+    - A comment by anyone else is never taken over, even if it carries the marker text.
+    - Two gate runs of one PR racing (both find no comment, both create one): after creating,
+      the list is read again, and the oldest comment of ours is the one kept. A run whose new
+      comment is not the oldest deletes it and edits the oldest; the run that created the
+      oldest deletes the newer ones it sees. Every order of the two runs' requests ends with
+      one comment.
+    - A comment deleted by a person between the list and the edit (404) is created again.
+    """
     path = f"/repos/{pr.repository}/issues/{pr.number}/comments"
-    mine = next(
-        (c for c in api.paginate(path) if marker in (c.get("body") or "")),
-        None,
+    for _ in range(3):  # a comment deleted under us each time: give up after three rounds
+        ours = _ours(api.paginate(path), marker, author)
+        if ours:
+            keep, *extra = ours
+            _delete(api, pr, extra)  # a race of earlier runs left them
+            if keep.get("body") == body:
+                return Posted(keep["id"], keep.get("html_url"), created=False)
+            edited = api.request(
+                "PATCH",
+                f"/repos/{pr.repository}/issues/comments/{keep['id']}",
+                json={"body": body},
+                allow=frozenset({404}),
+            )
+            if edited.status_code != 404:
+                updated = edited.json()
+                return Posted(updated["id"], updated.get("html_url"), created=False)
+            continue  # deleted by a person meanwhile: look again
+        created = api.json("POST", path, json={"body": body})
+        login = (created.get("user") or {}).get("login") or author
+        if login != author:
+            github.annotate(
+                "warning",
+                f"the gate's comments are written by {login}, not {author}: pass "
+                f"`author: {login}` to the comment action (--author), or each run creates a "
+                "comment before it finds the one it wrote earlier",
+                title="mlgate PR gate",
+            )
+        again = _ours(api.paginate(path), marker, login)
+        oldest = again[0] if again else created
+        if oldest["id"] == created["id"]:
+            _delete(api, pr, again[1:])  # racers' newer comments
+            return Posted(created["id"], created.get("html_url"), created=True)
+        _delete(api, pr, [created])  # a racer created one first: edit that one instead
+        author = login
+    raise GitHubError(
+        f"the gate's comment on {pr.repository}#{pr.number} was deleted three times while "
+        "this run wrote it",
+        fix="re-run the comment job; if a bot deletes comments carrying the marker, exempt it",
     )
-    if mine is not None:
-        if mine.get("body") == body:
-            return Posted(mine["id"], mine.get("html_url"), created=False)
-        updated = api.json(
-            "PATCH", f"/repos/{pr.repository}/issues/comments/{mine['id']}", json={"body": body}
+
+
+def _ours(comments: Iterable[Mapping[str, Any]], marker: str, author: str) -> list[Any]:
+    """The comments carrying `marker` that `author` wrote, oldest first (GitHub's ids grow)."""
+    mine = [
+        c
+        for c in comments
+        if marker in (c.get("body") or "") and (c.get("user") or {}).get("login") == author
+    ]
+    return sorted(mine, key=lambda c: int(c["id"]))
+
+
+def _delete(api: GitHubAPI, pr: PullRequest, comments: Iterable[Mapping[str, Any]]) -> None:
+    for extra in comments:  # 404: another run deleted it first
+        api.request(
+            "DELETE",
+            f"/repos/{pr.repository}/issues/comments/{extra['id']}",
+            allow=frozenset({404}),
         )
-        return Posted(updated["id"], updated.get("html_url"), created=False)
-    created = api.json("POST", path, json={"body": body})
-    return Posted(created["id"], created.get("html_url"), created=True)
 
 
 def post(
@@ -129,6 +193,7 @@ def post(
     key: str,
     number: int | None = None,
     needs: Mapping[str, Mapping[str, Any]] | None = None,
+    author: str = BOT,
 ) -> Posted:
     pr = pull_request(context, number)
     record = decision.load(decision_file) if decision_file.is_file() else None
@@ -142,7 +207,19 @@ def post(
         github.write_summary(context, f"> [!NOTE]\n> The gate did not comment: {why}.")
         return Posted(None, None, created=False, skipped=why)
     with GitHubAPI(context.api_url, context.token) as api:
-        return upsert(api, pr, MARKER.format(key=key), body)
+        if pr.head_from_event and pr.head_sha:
+            pull = api.json("GET", f"/repos/{pr.repository}/pulls/{pr.number}")
+            head = str((pull.get("head") or {}).get("sha") or "")
+            if head and head != pr.head_sha:
+                why = (
+                    f"this run gated commit {pr.head_sha[:12]}, but the pull request's head is "
+                    f"now {head[:12]}: the run of that commit writes the comment, so an older "
+                    "verdict never replaces a newer one"
+                )
+                github.annotate("notice", why, title="mlgate PR gate")
+                github.write_summary(context, f"> [!NOTE]\n> The gate did not comment: {why}.")
+                return Posted(None, None, created=False, skipped=why)
+        return upsert(api, pr, MARKER.format(key=key), body, author)
 
 
 def _key(value: str) -> str:
@@ -152,6 +229,15 @@ def _key(value: str) -> str:
             f"{value!r}: a key is letters, digits and . _ / : @ - (at most 200)"
         )
     return key
+
+
+def _author(value: str) -> str:
+    login = value.strip() or BOT
+    if not LOGIN.fullmatch(login):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a GitHub login is letters, digits and - (a bot's ends in [bot])"
+        )
+    return login
 
 
 def _needs(value: str) -> dict[str, dict[str, Any]]:
@@ -191,6 +277,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metavar="JSON",
         help="toJSON(needs) of the calling job, to say which job failed",
     )
+    parser.add_argument(
+        "--author",
+        type=_author,
+        default=BOT,
+        metavar="LOGIN",
+        help="who the token writes as: only its comments are edited, never another's carrying "
+        f"the marker (default: {BOT}, the workflow token; a GitHub App: APP[bot])",
+    )
     args = parser.parse_args(argv)
 
     def action() -> int:
@@ -201,6 +295,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             key=args.key,
             number=args.pull_request,
             needs=args.needs,
+            author=args.author,
         )
         if posted.skipped is None:
             verb = "created" if posted.created else "updated"

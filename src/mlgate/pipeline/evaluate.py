@@ -162,6 +162,42 @@ def same_positive_class(
     return positive
 
 
+RARE_ROWS = 10  # fewer holdout rows of a class than this: flagged in the decision
+
+
+def holdout_classes(y: np.ndarray, positive: str) -> list[str]:
+    """The gate's rule for the holdout's classes, with or without a champion: at least 2 rows
+    of each class (DeLong's test needs 2, and an AUC on one row of a class is that row's rank,
+    not evidence), else the evaluation stops (exit 3); fewer than RARE_ROWS of a class is
+    judged, and flagged: the AUC and its interval rest on those few rows."""
+    labels = np.asarray(y).astype(bool)
+    counts = {
+        f"the positive class {positive!r}": int(labels.sum()),
+        "the negative class": int(len(labels) - labels.sum()),
+    }
+    rare = min(counts, key=lambda name: counts[name])
+    n = counts[rare]
+    if n == 0:
+        raise DataError(
+            f"the holdout ({len(labels)} rows) holds no row of {rare}, so AUC is undefined",
+            fix="raise split.holdout_fraction or add rows of the missing class",
+        )
+    if n < 2:
+        raise DataError(
+            f"the holdout ({len(labels)} rows) holds 1 row of {rare}: the gate needs at least "
+            "2 rows of each class to judge a model (an AUC on one row is that row's rank)",
+            fix="raise split.holdout_fraction or add rows of that class; with 1% positives, "
+            "a holdout of 1,000 rows holds about 10",
+        )
+    if n < RARE_ROWS:
+        return [
+            f"the holdout holds only {n} rows of {rare} (of {len(labels)}): the AUC and its "
+            "interval rest on them, so a champion comparison will rarely show non-inferiority; "
+            "raise split.holdout_fraction or add rows of that class"
+        ]
+    return []
+
+
 def booster_of(model: Any, ref: ModelRef, role: str) -> Any:  # an xgboost.Booster
     """The XGBoost booster inside a loaded pyfunc model (what the serving bundle carries)."""
     try:
@@ -474,17 +510,13 @@ def _assess(
         labelled = holdout
     rows = len(y)
     positive = same_positive_class(labelled, settings, tags, candidate.uri)
-    if len(np.unique(y)) < 2:
-        raise DataError(
-            "the holdout has a single class, so AUC is undefined",
-            fix="raise split.holdout_fraction or add rows of the missing class",
-        )
+    few = holdout_classes(y, positive)  # stops the gate, or flags a rare class
     features = features_of(holdout, settings)
     # a bad query fails before loading
     masks = remote.masks if remote is not None else slice_masks(holdout, settings.metrics.slices)
 
     cand_model, cand_sha256 = load_judged(candidate, "candidate")
-    flags: list[str] = []
+    flags: list[str] = list(few)
     threshold = model_threshold(tags, run.data.params, settings, "candidate", flags)
     cut = {"candidate": threshold}
     cand_proba = score(cand_model, features, "candidate", candidate, cluster_client, remote)
@@ -508,10 +540,18 @@ def _assess(
         )
         same_positive_class(labelled, settings, champion_tags, champion.uri, positive)
         if set(input_names(champ_model)) != set(input_names(cand_model)):
-            missing = sorted(set(input_names(champ_model)) ^ set(input_names(cand_model)))
+            theirs, ours = set(input_names(champ_model)), set(input_names(cand_model))
+
+            def listed(names: set[str]) -> str:
+                shown = sorted(names)
+                more = f", ... ({len(shown)} in all)" if len(shown) > 10 else ""
+                return (", ".join(shown[:10]) + more) if shown else "none"
+
             raise ModelError(
                 f"candidate {candidate.uri} and champion {champion.uri} take "
-                f"different features (differing: {', '.join(missing[:10])})",
+                f"different features (only the candidate takes: {listed(ours - theirs)}; "
+                f"only the champion takes: {listed(theirs - ours)}): a column added, "
+                "dropped or renamed since the champion was trained",
                 fix="a model with new features cannot be compared on the same "
                 "rows: promote it deliberately (move the alias by hand) or keep "
                 "the features",
@@ -843,6 +883,13 @@ def record(settings: Settings, client: Any, decision: Decision) -> Path:
         with tracking.errors("recording the decision"):
             path = str(private / "decision.json")
             client.log_artifact(decision.candidate.run_id, path, DECISION_ARTIFACT)
+            # MlflowClient.set_model_version_tag reads the registered model before each write
+            # only to refuse a prompt; MLflow has no public call that writes a version's tags
+            # at once or without that read. So the model is read once here, a prompt refused,
+            # and each tag is one request to MLflow's own registry client (7 requests, not 12)
+            name = decision.candidate.name
+            tracking.refuse_prompt(name, client.get_registered_model(name).tags)
+            registry = tracking.writes(client)
             for key, value in {
                 DIGEST_TAG: digest,
                 "mlgate.decision.verdict": decision.verdict,
@@ -852,9 +899,7 @@ def record(settings: Settings, client: Any, decision: Decision) -> Path:
                 or "all checks passed",
                 "mlgate.decision.created_at": decision.created_at,
             }.items():
-                client.set_model_version_tag(
-                    decision.candidate.name, decision.candidate.version, key, value
-                )
+                registry.set_model_version_tag(name, decision.candidate.version, key, value)
         out = outputs_dir(settings, decision.candidate)
         _publish(private, out)
     return out / "decision.json"
@@ -971,7 +1016,7 @@ def publish(decision: Decision, settings: Settings) -> None:
         },
     )
     for flag in decision.flags:
-        github.annotate("warning", flag, title="mlgate gate: threshold")
+        github.annotate("warning", flag, title="mlgate gate: flag")
 
 
 def enforce(decision: Decision, *, fail: bool = True) -> None:
