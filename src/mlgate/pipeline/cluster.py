@@ -798,10 +798,17 @@ def _stalled(what: str, seconds: float) -> ClusterError:
 
 
 def _worker_lost(lost: set[str], what: str) -> ClusterError:
+    disk = (
+        "; a worker whose local directory fills up while XGBoost writes its external-memory "
+        "pages aborts ('FileStream.Write incomplete' in its log): give it more room"
+        if what == "training"
+        else ""
+    )
     return ClusterError(
         f"Dask worker {', '.join(sorted(lost))} was lost during {what}",
         fix="re-run the job; if workers keep dying, give them more memory "
-        "(dask worker --memory-limit) or the cluster more workers. Nothing was registered",
+        f"(dask worker --memory-limit) or the cluster more workers{disk}. Nothing was "
+        "registered",
     )
 
 
