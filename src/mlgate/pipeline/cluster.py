@@ -11,10 +11,11 @@ the machine) and only submits work:
   partitioning;
 * `fit` trains with the same `train.params` and early stopping on the validation part, and
   returns the same `xgboost.Booster` the local engine does, cut at its best iteration, so
-  logging, registration, bundles and serving do not change: on a data version in the DVC
-  remote (`mlgate train`) in XGBoost's external memory, one task per worker over its share of
-  the shards (`fit_external`: the version need not fit in the cluster's memory); on data.path
-  with `xgboost.dask` (DaskQuantileDMatrix);
+  logging, registration, bundles and serving do not change. A data version in the DVC remote
+  (`mlgate train`) trains by the rule of `plan_training` (dask.training): in the workers'
+  memory with `xgboost.dask` when it fits comfortably (`fit_memory`), else in XGBoost's
+  external memory, one task per worker over its share of the shards (`fit_external`: the
+  version need not fit in the cluster's memory); data.path with `xgboost.dask` (`fit`);
 * the steps that go over the whole version (`survey`, `scored`, `holdout_facts`,
   `score_holdout`) read it a partition at a time (`on_partitions`): nothing is persisted;
 * `predict` scores the partitions of a dask DataFrame where they lie, every booster at once,
@@ -250,8 +251,8 @@ def fit(
     partition of a worker at once), from data.path on storage the workers share, with early
     stopping on the validation part; the booster cut at its best iteration, as `train.fit`
     returns it. `sample` is a few validated rows (their dtypes and the model's feature types).
-    A DVC version's shards (`mlgate train`, train.engine: dask) train in external memory
-    instead (`fit_external`); this is `make bench`'s dask-train figure."""
+    A DVC version's shards (`mlgate train`, train.engine: dask) train by `plan_training`
+    (`fit_memory` or `fit_external`); this is `make bench`'s dask-train figure."""
     from xgboost import dask as dxgb
 
     frame = read(settings.path(settings.data.path), sample.dtypes.to_dict())
