@@ -615,6 +615,7 @@ def test_the_survey_of_the_partitions_is_what_the_local_engine_takes_of_the_whol
             }
         ).persist()
         surveyed = cluster.survey(c, data, "diagnosis", ["kind"])
+        pieces = [data.get_partition(n).compute() for n in range(data.npartitions)]
     assert surveyed.categories == train.categories_of(frame, settings) == {"kind": list("pqrs")}
     for code, part in ((0, local.train), (1, local.validation), (2, local.holdout)):
         assert surveyed.rows[code] == len(part)
@@ -626,6 +627,26 @@ def test_the_survey_of_the_partitions_is_what_the_local_engine_takes_of_the_whol
             expected.reset_index(drop=True).astype(object),
         )
     assert holdout.digest(surveyed.columns, surveyed.hashes) == digest
+    # the sizes `plan_training` weighs: per partition, as pandas holds it, the whole partition
+    # and its train and validation rows (the oracle: the same partitions, cut here)
+    assert surveyed.sizes == tuple(
+        int(p.drop(columns=[cluster.PART]).memory_usage(deep=True).sum()) for p in pieces
+    )
+    assert surveyed.held == tuple(
+        sum(
+            int(
+                p[p[cluster.PART] == code]
+                .drop(columns=[cluster.PART])
+                .memory_usage(deep=True)
+                .sum()
+            )
+            for code in (0, 1)
+        )
+        for p in pieces
+    )
+    footprint = surveyed.footprint(2)
+    assert footprint.rows == len(local.train) + len(local.validation)
+    assert footprint.largest == max(surveyed.sizes) and footprint.features == 2
 
 
 @pytest.mark.parametrize("training", ["auto", "external"])
