@@ -28,9 +28,10 @@ Figures (see README "Benchmarks"; issue 8 lists the goals):
                          version with `mlflow models serve`: size, and container start to first
                          answer (needs a Docker engine and --base-image; not in quick mode)
   parity                 the served probabilities equal the registry model's (to 1e-6)
-  dask-train / dask-train-extmem / dask-rss / dask-scale / dask-gate  train.engine dask on a
-                         LocalCluster vs the local engine (xgboost.dask on a shared file, and
-                         external memory from a version's shards, as DVC versions train); the
+  dask-train / dask-train-shards / dask-train-extmem / dask-rss / dask-scale / dask-gate
+                         train.engine dask on a LocalCluster vs the local engine (xgboost.dask
+                         on a shared file; a version's shards that fit, trained in memory as
+                         dask.training auto chooses; the same forced into external memory); the
                          runner's peak RSS of `mlgate train` at 16x vs 1x
                          rows; its time vs rows; the gate on 10,000,000 holdout rows
                          (bench/dask_engine.py; not in --smoke)

@@ -124,6 +124,11 @@ class DaskSettings:
     tls_ca_file: Path | None = None
     tls_cert: Path | None = None  # the client's certificate ...
     tls_key: Path | None = None  # ... and key, for a scheduler that requires TLS (tls://)
+    # How `mlgate train` trains a DVC version's shards (docs/dask.md, "Training: in memory or
+    # in external memory"): auto (in memory when the version fits comfortably in the workers'
+    # memory, `cluster.plan_training`), memory (xgboost.dask) or external (XGBoost's external
+    # memory on the workers' local disks).
+    training: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -726,6 +731,7 @@ def _strip_optional(hint: Any) -> Any:
 
 
 ENGINES = ("local", "dask")
+TRAININGS = ("auto", "memory", "external")  # dask.training
 SCHEDULER = re.compile(r"(tcp|tls)://[^\s/]+:[0-9]+")
 
 
@@ -759,6 +765,13 @@ def _check_dask(s: Settings) -> None:
             f"the dask.tls_* files are set but dask.scheduler is {_unsecured(address)}",
             fix="a tls:// address takes dask.tls_ca_file, dask.tls_cert and dask.tls_key; a "
             "tcp:// one (or none) takes none: correct the address or unset the files",
+        )
+    if s.dask.training not in TRAININGS:
+        raise ConfigError(
+            f"dask.training must be one of {', '.join(TRAININGS)}, got {short(s.dask.training)}"
+            f"{did_you_mean(s.dask.training, TRAININGS)}",
+            fix="set dask.training to auto (in memory when the version fits the workers' "
+            "memory), memory or external (docs/dask.md)",
         )
     # A tls:// address without material is refused when connecting (`tls_material`), not
     # here: the jobs that never reach the cluster (promote, deploy) get no TLS secrets.

@@ -253,9 +253,16 @@ def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
         *("--set", "data.path=data"),
     ]
     assert train.main(args, env=clean_env) == 0
+    said = capsys.readouterr()
+    assert "training in memory (dask.training: auto)" in said.err
     c = client(mlflow_server)
     version = c.get_model_version(model, "1")
     assert version.tags["mlgate.data.objects"] == "1"
+    trained = c.get_run(version.run_id).data.tags
+    assert trained["mlgate.dask.training"] == "memory"  # the version fits: in memory
+    assert int(trained["mlgate.dask.training_estimate_bytes"]) <= int(
+        trained["mlgate.dask.training_room_bytes"]
+    )
     assert version.tags["mlgate.data.md5"].endswith(".dir")
     assert version.tags["mlgate.data.remote_url"] == f"s3://{bucket}/dvc"
     read = json.loads(
@@ -296,10 +303,23 @@ def test_mlgate_train_on_a_sharded_version_in_s3_reads_it_on_the_workers(
     assert overall["auc"] == pytest.approx(roc_auc_score(part["diagnosis"], proba), abs=1e-9)
     assert decision["metrics"]["candidate"]["slices"]["large_masses"]["rows"] == large.sum()
 
-    # a re-run splits the same rows into the same holdout
-    assert train.main(args, env=clean_env) == 0
+    # a re-run splits the same rows into the same holdout, here forced into external memory:
+    # the same holdout, a model as good (not the same booster: external memory's quantile
+    # sketch is built batch by batch, so its bins, and the trees, differ a little)
+    assert train.main([*args, "--set", "dask.training=external"], env=clean_env) == 0
     again = c.get_model_version(model, "2")
     assert again.tags["mlgate.split.holdout_digest"] == digest
+    assert c.get_run(again.run_id).data.tags["mlgate.dask.training"] == "external"
+    assert c.get_run(again.run_id).data.tags["mlgate.dask.training_rule"] == "forced"
+    external = mlflow.xgboost.load_model(f"models:/{model}/2")
+    auc = roc_auc_score(part["diagnosis"], proba)
+    auc_external = roc_auc_score(
+        part["diagnosis"], external.predict(xgb.DMatrix(part.drop(columns=["diagnosis"])))
+    )
+    assert auc_external == pytest.approx(auc, abs=0.02), (auc_external, auc)
+    assert c.get_run(again.run_id).data.metrics["holdout_auc"] == pytest.approx(
+        auc_external, abs=1e-9
+    )
 
     # the model's lineage naming another data version (three of its holdout rows gone): the
     # rebuilt holdout's digest differs, exit 3, and nothing is recorded
@@ -412,6 +432,7 @@ def test_train_evaluate_promote_on_the_cluster_match_the_local_engine(
 
     assert train.main([*args, *_dask(dask_cluster)], env=clean_env) == 0  # v2 on the cluster
     dask_v2 = c.get_model_version(model, "2")
+    assert c.get_run(dask_v2.run_id).data.tags["mlgate.dask.training"] == "memory"
     # the same lineage records and tags, the same booster type; and the objects the workers
     # read from the DVC remote (here the data file itself, its object in the remote)
     objects = {"mlgate.data.objects", "mlgate.data.objects_sha256"}
@@ -594,6 +615,7 @@ def test_the_survey_of_the_partitions_is_what_the_local_engine_takes_of_the_whol
             }
         ).persist()
         surveyed = cluster.survey(c, data, "diagnosis", ["kind"])
+        pieces = [data.get_partition(n).compute() for n in range(data.npartitions)]
     assert surveyed.categories == train.categories_of(frame, settings) == {"kind": list("pqrs")}
     for code, part in ((0, local.train), (1, local.validation), (2, local.holdout)):
         assert surveyed.rows[code] == len(part)
@@ -605,13 +627,35 @@ def test_the_survey_of_the_partitions_is_what_the_local_engine_takes_of_the_whol
             expected.reset_index(drop=True).astype(object),
         )
     assert holdout.digest(surveyed.columns, surveyed.hashes) == digest
+    # the sizes `plan_training` weighs: per partition, as pandas holds it, the whole partition
+    # and its train and validation rows (the oracle: the same partitions, cut here)
+    assert surveyed.sizes == tuple(
+        int(p.drop(columns=[cluster.PART]).memory_usage(deep=True).sum()) for p in pieces
+    )
+    assert surveyed.held == tuple(
+        sum(
+            int(
+                p[p[cluster.PART] == code]
+                .drop(columns=[cluster.PART])
+                .memory_usage(deep=True)
+                .sum()
+            )
+            for code in (0, 1)
+        )
+        for p in pieces
+    )
+    footprint = surveyed.footprint(2)
+    assert footprint.rows == len(local.train) + len(local.validation)
+    assert footprint.largest == max(surveyed.sizes) and footprint.features == 2
 
 
+@pytest.mark.parametrize("training", ["auto", "external"])
 def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
-    dask_cluster, mlflow_server, tmp_path, clean_env
+    dask_cluster, mlflow_server, tmp_path, clean_env, training
 ):
-    """SIGKILL of a real worker process while xgboost.dask trains (the training task seen
-    running on it): the stage exits 14 and no model version exists. Last in the module: the
+    """SIGKILL of a real worker process while it trains (the training task seen inside
+    XGBoost's boosting loop on it), in each path: in memory (auto, xgboost.dask: this version
+    fits) and in external memory: the stage exits 14 and no model version exists. The
     worker's nanny starts a new worker process behind it."""
     from distributed import Client
 
@@ -620,6 +664,7 @@ def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
     args = [
         *train_args(project, mlflow_server, model),
         *_dask(dask_cluster),
+        *("--set", f"dask.training={training}"),
         *("--set", "train.num_boost_round=1000000", "--set", "train.early_stopping_rounds=1000000"),
     ]
     log = tmp_path / "train.log"
@@ -650,6 +695,8 @@ def test_a_worker_killed_mid_training_fails_the_stage_and_registers_nothing(
             stage.kill()
             stage.wait()
     output = log.read_text()
+    path = "in memory" if training == "auto" else "in external memory"
+    assert f"training {path} (dask.training" in output  # the path the test means to kill
     assert "during training" in output  # the worker seen lost, or the task failing with it
     assert client(mlflow_server).search_model_versions(f"name='{model}'") == []
     experiment = client(mlflow_server).get_experiment_by_name(model)
@@ -674,6 +721,56 @@ def _local_shards(folder: Path, frames: dict[str, pd.DataFrame]) -> shards.Shard
         "csv",
         tuple(sorted(listed, key=lambda s: s.relpath)),
     )
+
+
+def test_training_in_memory_holds_nothing_after_it_and_learns_what_external_memory_learns(
+    dask_cluster, tmp_path, breast_cancer
+):
+    """`cluster.fit_memory` from the lazy prepared frame of three shards (one of them of one
+    row, so some partitions hold no validation row): afterwards the workers hold no key of it
+    (nothing persisted longer than training), and its booster scores the holdout as well as
+    the external-memory booster of the same shards (AUC within 0.02; not the same trees:
+    external memory's quantiles are sketched batch by batch). The oracle: scikit-learn's AUC on
+    the local engine's holdout."""
+    import xgboost as xgb
+    from distributed import Client
+    from sklearn.metrics import roc_auc_score
+
+    from mlgate.pipeline import holdout
+
+    frame = breast_cancer.reset_index(drop=True)
+    located = _local_shards(
+        tmp_path / "data",
+        {"a.csv": frame.iloc[:300], "b.csv": frame.iloc[300:301], "c.csv": frame.iloc[301:]},
+    )
+    split = ["split.seed=42", "split.validation_fraction=0.2", "split.holdout_fraction=0.25"]
+    settings = load_settings(
+        env={},
+        overrides=["data.target=diagnosis", "train.num_boost_round=40", *split],
+        cwd=tmp_path,
+    )
+    rule = holdout.Rule.of(settings, {c: str(t) for c, t in frame.dtypes.items()})
+    part, _ = _holdout_oracle(frame, seed=42, validation_fraction=0.2, holdout_fraction=0.25)
+    with Client(dask_cluster) as c:
+        data = cluster.prepared(c, located, rule)
+        sample = frame.iloc[:5]
+        before = {k for keys in c.has_what().values() for k in keys}
+        in_memory, _ = cluster.fit_memory(c, settings, {}, sample, data)
+        # nothing of training stays held: the client releases its futures as training ends,
+        # and the scheduler then has the workers drop them (a message away: polled, bounded)
+        for _ in range(300):
+            after = {k for keys in c.has_what().values() for k in keys}
+            if after <= before:
+                break
+            time.sleep(0.1)
+        assert after <= before, after - before
+        external, _ = cluster.fit_external(c, settings, {}, sample, located, rule)
+    x = xgb.DMatrix(part.drop(columns=["diagnosis"]))
+    auc = {
+        name: roc_auc_score(part["diagnosis"], booster.predict(x))
+        for name, booster in (("memory", in_memory), ("external", external))
+    }
+    assert auc["memory"] > 0.95 and auc["memory"] == pytest.approx(auc["external"], abs=0.02), auc
 
 
 def test_a_key_list_holdout_rebuilt_on_the_workers_is_the_runners(dask_cluster, tmp_path):
@@ -1026,12 +1123,17 @@ def test_validate_train_evaluate_promote_on_a_version_several_times_the_workers_
         before = c.run(os.getpid)
     assert validate.main(args, env=clean_env) == 0
     assert train.main(args, env=clean_env) == 0
+    c = client(mlflow_server)
+    trained = c.get_run(c.get_model_version(model, "1").run_id).data.tags
+    assert trained["mlgate.dask.training"] == "external"  # auto: the version does not fit
+    assert int(trained["mlgate.dask.training_estimate_bytes"]) > int(
+        trained["mlgate.dask.training_room_bytes"]
+    )
     assert evaluate.main([*args, "--candidate-version", "1"], env=clean_env) == 0
     decision = _decision(project, model, "1")
     assert decision["verdict"] == "pass"
     assert decision["metrics"]["candidate"]["overall"]["auc"] > 0.7
     assert promote.main([*args, "--candidate-version", "1"], env=clean_env) == 0
-    c = client(mlflow_server)
     assert str(c.get_model_version_by_alias(model, "staging").version) == "1"
     with Client(dask_cluster) as dc:
         assert dc.run(os.getpid) == before  # the same worker processes: none was restarted

@@ -31,6 +31,13 @@ def test_the_environment_sets_engine_and_scheduler(tmp_path):
     assert (s.train.engine, s.dask.scheduler) == ("dask", "tcp://10.0.0.5:8786")
 
 
+def test_dask_training_is_auto_unless_set(tmp_path):
+    assert settings(tmp_path).dask.training == "auto"
+    assert settings(tmp_path, "dask.training=memory").dask.training == "memory"
+    forced = settings(tmp_path, env={"MLGATE_DASK_TRAINING": "external"})
+    assert forced.dask.training == "external"
+
+
 def test_an_empty_scheduler_variable_is_a_local_cluster(tmp_path):
     s = settings(tmp_path, env={"MLGATE_TRAIN_ENGINE": "dask", "MLGATE_DASK_SCHEDULER": ""})
     assert s.dask.scheduler is None
@@ -55,6 +62,7 @@ def test_an_empty_scheduler_variable_is_a_local_cluster(tmp_path):
             "files are set but dask.scheduler is tcp://h:8786",
         ),
         (["train.engine=dask", "dask.connect_timeout=0"], "must be positive"),
+        (["train.engine=dask", "dask.training=memroy"], 'did you mean "memory"'),
         (["reports.drift_sample_rows=0"], "drift_sample_rows must be at least 1"),
     ],
 )

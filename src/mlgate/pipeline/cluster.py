@@ -11,10 +11,11 @@ the machine) and only submits work:
   partitioning;
 * `fit` trains with the same `train.params` and early stopping on the validation part, and
   returns the same `xgboost.Booster` the local engine does, cut at its best iteration, so
-  logging, registration, bundles and serving do not change: on a data version in the DVC
-  remote (`mlgate train`) in XGBoost's external memory, one task per worker over its share of
-  the shards (`fit_external`: the version need not fit in the cluster's memory); on data.path
-  with `xgboost.dask` (DaskQuantileDMatrix);
+  logging, registration, bundles and serving do not change. A data version in the DVC remote
+  (`mlgate train`) trains by the rule of `plan_training` (dask.training): in the workers'
+  memory with `xgboost.dask` when it fits comfortably (`fit_memory`), else in XGBoost's
+  external memory, one task per worker over its share of the shards (`fit_external`: the
+  version need not fit in the cluster's memory); data.path with `xgboost.dask` (`fit`);
 * the steps that go over the whole version (`survey`, `scored`, `holdout_facts`,
   `score_holdout`) read it a partition at a time (`on_partitions`): nothing is persisted;
 * `predict` scores the partitions of a dask DataFrame where they lie, every booster at once,
@@ -29,6 +30,7 @@ mlgate version as the runner.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 import time
@@ -249,8 +251,8 @@ def fit(
     partition of a worker at once), from data.path on storage the workers share, with early
     stopping on the validation part; the booster cut at its best iteration, as `train.fit`
     returns it. `sample` is a few validated rows (their dtypes and the model's feature types).
-    A DVC version's shards (`mlgate train`, train.engine: dask) train in external memory
-    instead (`fit_external`); this is `make bench`'s dask-train figure."""
+    A DVC version's shards (`mlgate train`, train.engine: dask) train by `plan_training`
+    (`fit_memory` or `fit_external`); this is `make bench`'s dask-train figure."""
     from xgboost import dask as dxgb
 
     frame = read(settings.path(settings.data.path), sample.dtypes.to_dict())
@@ -291,6 +293,163 @@ def fit(
     return trimmed, best
 
 
+def fit_memory(
+    client: Any,
+    settings: Settings,
+    categories: Mapping[str, Sequence[str]],
+    sample: pd.DataFrame,
+    data: Any,
+) -> tuple[Any, int]:
+    """Train a DVC version's shards in the workers' memory with xgboost.dask, from `data`
+    (`prepared`: lazy), as `fit` trains data.path: each partition's train and validation rows
+    (selected by the PART column), encoded as the local engine encodes them and their labels
+    by `part_labels_of`, computed in one pass over the shards (each shard read once for the
+    four collections) and held only while training (released when it ends, however it ends);
+    a `DaskQuantileDMatrix` per part, the validation part's with the train part's bins
+    (`ref=`), early stopping on it, the booster cut at its best iteration. Chosen by
+    `plan_training` when the version fits comfortably in the workers' memory."""
+    from xgboost import dask as dxgb
+
+    empty = sample.iloc[:0].assign(**{PART: np.int8(0)})
+    x_meta = _inputs(empty, settings, categories)
+    types = feature_types(x_meta, categories)
+    y_meta = pd.Series([], dtype="float32")
+
+    def work() -> Any:
+        wanted = []
+        for code in (TRAIN, VALIDATION):
+            rows = data[data[PART] == code]
+            wanted.append(rows.map_partitions(_inputs, settings, categories, meta=x_meta))
+            wanted.append(rows.map_partitions(_labels, settings, meta=y_meta))
+        x_train, y_train, x_valid, y_valid = client.persist(wanted)  # each shard read once
+        matrix = dxgb.DaskQuantileDMatrix(
+            client, x_train, y_train, feature_types=types, enable_categorical=types is not None
+        )
+        valid = dxgb.DaskQuantileDMatrix(
+            client,
+            x_valid,
+            y_valid,
+            feature_types=types,
+            enable_categorical=types is not None,
+            ref=matrix,
+        )
+        return dxgb.train(
+            client,
+            dict(settings.train.params),
+            matrix,
+            num_boost_round=settings.train.num_boost_round,
+            evals=[(matrix, "train"), (valid, "validation")],
+            early_stopping_rounds=settings.train.early_stopping_rounds,
+            verbose_eval=False,
+        )
+
+    try:
+        output = watched(client, work, "training")
+    finally:
+        # Nothing persisted longer than training: the collections and matrices went with
+        # `work`, but a DaskDMatrix refers to itself (its `_init`), so the collector frees
+        # them and with them their futures, which the scheduler then forgets. (Client.cancel
+        # of the futures tripped an assertion in the scheduler.)
+        gc.collect()
+    booster = output["booster"]
+    best = int(booster.best_iteration)
+    trimmed = booster[: best + 1]
+    trimmed.set_attr(best_iteration=str(best))
+    return trimmed, best
+
+
+# ---- Which way a DVC version's shards train (dask.training; docs/dask.md, "Training: in
+# ---- memory or in external memory"). The rule, in one place:
+#
+#   in memory when   SAFETY x (held + PARTITION_COPIES x largest + rows x (features x
+#                    BIN_BYTES + ROW_STATE)) <= min over workers (MEMORY_SHARE x limit - used)
+#
+# held: the train and validation rows (as pandas holds them, from the survey) of the
+# ceil(partitions / workers) largest partitions, what the busiest worker holds; largest: the
+# largest partition as read (a partition in the making is a few copies of it); rows: the
+# busiest worker's share of the train and validation rows, quantized (a byte a value) and with
+# XGBoost's per-row state while boosting; limit: the worker's --memory-limit, used: its process
+# memory now. A worker without a limit (0 or None) sets no bound; no worker with one: in memory.
+
+SAFETY = 2.0  # the estimate is doubled: partitions are not dealt evenly, pandas copies
+PARTITION_COPIES = 3  # a partition read, typed and split: its frame and two copies at most
+BIN_BYTES = 1  # a quantized feature value (max_bin <= 256: one byte)
+ROW_STATE = 64  # bytes per row XGBoost keeps while boosting (gradients, predictions, positions)
+MEMORY_SHARE = 0.7  # of a worker's limit: above it Dask spills (then pauses at 0.8)
+TRAININGS = ("memory", "external")
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What the in-memory training of a version would hold, from the survey."""
+
+    rows: int  # train and validation rows
+    features: int  # the model's input columns
+    held: tuple[int, ...]  # per partition: its train and validation rows' bytes in pandas
+    largest: int  # the largest partition's bytes in pandas, as read
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The training path chosen and why (logged on the training run and on stderr)."""
+
+    training: str  # memory | external
+    estimate: int  # bytes the busiest worker would hold training in memory
+    room: int | None  # bytes a worker may hold (None: no worker has a memory limit)
+    forced: bool  # dask.training named the path; else auto chose it
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "mlgate.dask.training": self.training,
+            "mlgate.dask.training_rule": "forced" if self.forced else "auto",
+            "mlgate.dask.training_estimate_bytes": str(self.estimate),
+            "mlgate.dask.training_room_bytes": "unlimited" if self.room is None else str(self.room),
+        }
+
+    def said(self) -> str:
+        room = "no memory limit" if self.room is None else f"room {self.room / 1e6:,.1f} MB"
+        why = "dask.training" if self.forced else "dask.training: auto"
+        return (
+            f"training {'in memory' if self.training == 'memory' else 'in external memory'} "
+            f"({why}): in-memory estimate {self.estimate / 1e6:,.1f} MB for the busiest "
+            f"worker, {room} per worker"
+        )
+
+
+def plan_training(
+    setting: str, footprint: Footprint, workers: Sequence[tuple[int | None, int]]
+) -> Plan:
+    """The rule above. `setting`: dask.training (auto | memory | external); `workers`: each
+    worker's (memory limit, process memory now) in bytes."""
+    count = max(1, len(workers))
+    share = -(-len(footprint.held) // count)
+    busiest = sum(sorted(footprint.held, reverse=True)[:share])
+    rows = -(-footprint.rows // count)
+    estimate = int(
+        SAFETY
+        * (
+            busiest
+            + PARTITION_COPIES * footprint.largest
+            + rows * (footprint.features * BIN_BYTES + ROW_STATE)
+        )
+    )
+    limited = [int(MEMORY_SHARE * limit) - used for limit, used in workers if limit]
+    room = min(limited) if limited else None
+    if setting in TRAININGS:
+        return Plan(setting, estimate, room, forced=True)
+    fits = room is None or estimate <= room
+    return Plan("memory" if fits else "external", estimate, room, forced=False)
+
+
+def worker_memory(client: Any) -> list[tuple[int | None, int]]:
+    """Each worker's (memory limit, process memory now), as the scheduler knows them."""
+    found = []
+    for info in _identities(client).values():
+        used = (info.get("metrics") or {}).get("memory") or 0
+        found.append((info.get("memory_limit") or None, int(used)))
+    return found
+
+
 TRACKER_TIMEOUT = 300  # s the tracker waits for every worker to join a training
 
 
@@ -304,11 +463,12 @@ def fit_external(
 ) -> tuple[Any, int]:
     """Train in external memory (XGBoost's `ExtMemQuantileDMatrix`), one task per worker inside
     one XGBoost collective: the shards are dealt to the workers in manifest order (round-robin
-    over the sorted worker addresses), each worker copies its shards' objects to its local
-    disk (md5-checked), then iterates over them one at a time (read, typed and split by
-    `rule`, the part's rows encoded as the local engine encodes them) into a quantized matrix
-    cached on its local disk (`dask worker --local-directory`), for the train part and, with
-    the train part as its reference, the validation part. A worker thus holds one shard in
+    over the sorted worker addresses), each worker reads each of its shards once from the
+    remote (md5-checked), types and splits it by `rule` and writes the train and validation
+    rows, encoded as the local engine encodes them, to its local disk (`_split_shard`); then
+    XGBoost iterates over those files a shard at a time into a quantized matrix cached on the
+    same disk (`dask worker --local-directory`), for the train part and, with the train part
+    as its reference, the validation part. A worker thus holds one shard in
     memory plus XGBoost's pages in use, whatever the size of the version; the tracker runs on
     the scheduler, as xgboost.dask starts it, so the runner need not be reachable from the
     workers. The booster is the one every member ends with, cut at its best iteration."""
@@ -350,7 +510,9 @@ def fit_external(
             )
             for n, w in enumerate(members)
         ]
-        wait_for(futures)
+        # a member that fails before it joins the collective (the remote, its disk) fails the
+        # stage now: its peers would wait for it until the tracker's timeout
+        wait_for(futures, first_error=True)
         boosters: list[Any] = client.gather(futures)
         return boosters
 
@@ -362,16 +524,54 @@ def fit_external(
     return trimmed, best
 
 
-def _part_batches(
-    local: Sequence[shards.Shard],
+def _split_shard(
+    shard: shards.Shard,
+    *,
     kind: str,
+    storage_options: Mapping[str, Any],
     rule: Rule,
     settings: Settings,
     categories: Mapping[str, Sequence[str]],
     columns: Sequence[str],
-    code: int,
-    cache: str,
+    directory: Path,
+) -> dict[int, tuple[Path, int]]:
+    """`shard` read once from the DVC remote (its md5 checked: `shards.read_shard`), typed and
+    split by `rule`, and its train and validation rows, encoded as the local engine encodes
+    them, written with their labels to the worker's local `directory` (uncompressed Parquet:
+    the dtypes kept, categories already codes): per part, the file
+    and its rows. The files are the task's own (a private temporary directory it removes):
+    XGBoost's passes over the parts read them, not the remote."""
+    typed = rule.typed(shards.read_shard(shard, kind, storage_options))
+    codes = rule.parts(typed)
+    out: dict[int, tuple[Path, int]] = {}
+    for code in (TRAIN, VALIDATION):
+        rows = typed[codes == code]
+        x = encode(features_of(rows, settings), categories)[list(columns)]
+        y = part_labels_of(rows, settings).astype("float32")
+        path = directory / f"{shard.md5}-{code}.parquet"
+        try:
+            x.assign(**{_LABEL: y}).to_parquet(path, index=False, compression=None)
+        except OSError as exc:
+            raise ClusterError(
+                f"cannot write shard {shard.relpath}'s split to the worker's disk "
+                f"({directory}): {type(exc).__name__}: {exc}",
+                fix="the workers need room on their local directory (`dask worker "
+                "--local-directory`) for their share of the version's train and validation "
+                "rows (about 8 bytes a value, uncompressed) and XGBoost's pages (docs/dask.md)",
+            ) from exc
+        out[code] = (path, len(rows))
+    del typed
+    shards.release_memory()
+    return out
+
+
+_LABEL = "__mlgate_label__"  # the labels' column in `_split_shard`'s files
+
+
+def _part_batches(
+    split: Sequence[tuple[Path, int]], categories: Mapping[str, Sequence[str]], cache: str
 ) -> Any:  # -> xgboost.DataIter
+    """XGBoost's iterator over one part's files (`_split_shard`), a file at a time."""
     import xgboost as xgb
 
     class Batches(xgb.DataIter):
@@ -385,25 +585,45 @@ def _part_batches(
             self._given = 0
 
         def next(self, input_data: Any) -> bool:
-            while self._next < len(local):
-                shard = local[self._next]
+            while self._next < len(split):
+                path, rows = split[self._next]
                 self._next += 1
-                typed = rule.typed(shards.read_shard(shard, kind, {}))
-                rows = typed[rule.parts(typed) == code]
-                if not len(rows) and (self._next < len(local) or self._given):
+                if not rows and (self._next < len(split) or self._given):
                     continue
-                x = encode(features_of(rows, settings), categories)[list(columns)]
-                types = feature_types(x, categories)
-                input_data(
-                    data=x,
-                    label=part_labels_of(rows, settings).astype("float32"),
-                    feature_types=types,
-                )
+                x = pd.read_parquet(path)  # written by this task, in its own directory
+                y = x.pop(_LABEL)
+                input_data(data=x, label=y, feature_types=feature_types(x, categories))
                 self._given += 1
                 return True
             return False
 
     return Batches()
+
+
+PAGE_BYTES = 1.5  # bytes of XGBoost's pages per train/validation value (1.1 measured, max_bin
+# <= 256; twice that above)
+
+
+def pages_room(rows: int, columns: int, max_bin: int | None) -> int:
+    """The local disk XGBoost's external-memory pages take for `rows` x `columns` values."""
+    wide = 2 if (max_bin or 256) > 256 else 1
+    return int(PAGE_BYTES * wide * rows * columns)
+
+
+def no_room(directory: str, needed: int, free: int) -> ClusterError | None:
+    """The error for a worker's local directory with less free room than XGBoost's pages need
+    (None: enough). Checked before the pages are written: XGBoost writes them from a thread of
+    its own, and a failed write (a full disk) aborts the worker process ("FileStream.Write
+    incomplete" in its log), which Dask sees as a lost worker."""
+    if free >= needed:
+        return None
+    return ClusterError(
+        f"the worker's local directory {directory} has {free / 1e6:,.1f} MB free; XGBoost's "
+        f"external-memory pages of its share of the version need about {needed / 1e6:,.1f} MB",
+        fix="give the workers more room on their local directory (`dask worker "
+        "--local-directory` on a larger disk), more workers (each takes a smaller share), or "
+        "dask.training: memory if the version fits in the workers' memory (docs/dask.md)",
+    )
 
 
 def _train_on_worker(
@@ -417,9 +637,11 @@ def _train_on_worker(
     columns: Sequence[str],
     collective: Mapping[str, Any],
 ) -> Any:
-    """One member of the external-memory training (on a worker): its shards copied to the
-    worker's local disk, the train and validation parts quantized there, boosting inside the
-    collective. The cache directory is removed when the task ends, however it ends."""
+    """One member of the external-memory training (on a worker): its shards read once from
+    the remote and split to the worker's local disk (`_split_shard`), the room for XGBoost's
+    pages checked (`no_room`), the train and validation parts quantized there, boosting
+    inside the collective. The directory is removed when the task ends, however it ends."""
+    import shutil
     import tempfile
 
     import xgboost as xgb
@@ -430,12 +652,29 @@ def _train_on_worker(
     threads = int(worker.state.nthreads)
     params = {**dict(settings.train.params), "nthread": threads}
     with tempfile.TemporaryDirectory(prefix="mlgate-extmem-", dir=worker.local_directory) as tmp:
-        local = [_copied(shard, storage_options, Path(tmp)) for shard in dealt]
+        split = [
+            _split_shard(
+                shard,
+                kind=kind,
+                storage_options=storage_options,
+                rule=rule,
+                settings=settings,
+                categories=categories,
+                columns=columns,
+                directory=Path(tmp),
+            )
+            for shard in dealt
+        ]
+        rows = sum(n for parts in split for _, n in parts.values())
+        needed = pages_room(rows, len(columns), params.get("max_bin"))
+        refused = no_room(tmp, needed, shutil.disk_usage(tmp).free)
+        if refused is not None:
+            raise refused
         with CommunicatorContext(**dict(collective)):
             matrices: dict[int, Any] = {}
             for code, name in ((TRAIN, "train"), (VALIDATION, "validation")):
                 batches = _part_batches(
-                    local, kind, rule, settings, categories, columns, code, f"{tmp}/{name}"
+                    [parts[code] for parts in split], categories, f"{tmp}/{name}"
                 )
                 matrices[code] = xgb.ExtMemQuantileDMatrix(
                     batches,
@@ -456,25 +695,6 @@ def _train_on_worker(
             del matrices
     shards.release_memory()
     return booster
-
-
-def _copied(
-    shard: shards.Shard, storage_options: Mapping[str, Any], directory: Path
-) -> shards.Shard:
-    """`shard`'s object copied from the DVC remote to `directory` (its md5 checked when it is
-    read: `shards.read_shard`); the shard as read from there."""
-    target = directory / f"{shard.md5}{Path(shard.relpath).suffix}"
-    raw = shards.fetch(shard, storage_options)
-    try:
-        target.write_bytes(raw)
-    except OSError as exc:
-        raise ClusterError(
-            f"cannot copy shard {shard.relpath} from {shard.url} to the worker's disk "
-            f"({directory}): {type(exc).__name__}: {exc}",
-            fix="the workers need the DVC remote and room on their local directory "
-            "(`dask worker --local-directory`) for their share of the version's objects",
-        ) from exc
-    return shards.Shard(shard.relpath, shard.md5, str(target))
 
 
 def workers(client: Any) -> set[str]:
@@ -579,10 +799,17 @@ def _stalled(what: str, seconds: float) -> ClusterError:
 
 
 def _worker_lost(lost: set[str], what: str) -> ClusterError:
+    disk = (
+        "; a worker whose local directory fills up while XGBoost writes its external-memory "
+        "pages aborts ('FileStream.Write incomplete' in its log): give it more room"
+        if what == "training"
+        else ""
+    )
     return ClusterError(
         f"Dask worker {', '.join(sorted(lost))} was lost during {what}",
         fix="re-run the job; if workers keep dying, give them more memory "
-        "(dask worker --memory-limit) or the cluster more workers. Nothing was registered",
+        f"(dask worker --memory-limit) or the cluster more workers{disk}. Nothing was "
+        "registered",
     )
 
 
@@ -676,10 +903,22 @@ class Survey:
     samples: dict[int, pd.DataFrame]  # per part: the rows train.schema_sample takes of it
     hashes: np.ndarray  # the holdout rows' hashes (holdout.row_hashes), uint64
     fingerprints: dict[int, str]  # per part: an order-free fingerprint of its rows
+    # per partition, as pandas holds it (`memory_usage(deep=True)`): its train and validation
+    # rows, and the whole partition (what `plan_training` weighs)
+    held: tuple[int, ...] = ()
+    sizes: tuple[int, ...] = ()
 
     @property
     def total(self) -> int:
         return sum(self.rows.values())
+
+    def footprint(self, features: int) -> Footprint:
+        return Footprint(
+            rows=self.rows[TRAIN] + self.rows[VALIDATION],
+            features=features,
+            held=self.held,
+            largest=max(self.sizes, default=0),
+        )
 
     def class_counts(self) -> dict[Any, int]:
         counts: dict[Any, int] = {}
@@ -724,6 +963,8 @@ def survey(
         samples=samples,
         hashes=np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64),
         fingerprints={c: f"{rows[c]}:{sums[c][0]:016x}:{sums[c][1]:016x}" for c in codes},
+        held=tuple(p["held"] for p in pieces),
+        sizes=tuple(p["size"] for p in pieces),
     )
 
 
@@ -731,7 +972,8 @@ def _survey_part(part: pd.DataFrame, target: str, categorical: Sequence[str]) ->
     codes = part[PART].to_numpy()
     data = part.drop(columns=[PART])
     hashed = row_hashes(data)
-    out: dict[str, Any] = {"rows": {}, "classes": {}, "samples": {}, "sums": {}}
+    out: dict[str, Any] = {"rows": {}, "classes": {}, "samples": {}, "sums": {}, "held": 0}
+    out["size"] = int(data.memory_usage(deep=True).sum())
     for code in (TRAIN, VALIDATION, HOLDOUT):
         keep = codes == code
         rows = data[keep]
@@ -744,6 +986,8 @@ def _survey_part(part: pd.DataFrame, target: str, categorical: Sequence[str]) ->
         mine = hashed[keep]
         xor = int(np.bitwise_xor.reduce(mine)) if len(mine) else 0
         out["sums"][code] = (int(mine.sum(dtype=np.uint64)), xor)
+        if code != HOLDOUT:
+            out["held"] += int(rows.memory_usage(deep=True).sum())
     out["hashes"] = hashed[codes == HOLDOUT]
     out["categories"] = {
         str(c): set(data[c].dropna().astype(str).unique().tolist())
@@ -909,10 +1153,20 @@ def on_partitions(client: Any, data: Any, function: Any, **kwargs: Any) -> list[
     return futures
 
 
-def wait_for(futures: Any) -> None:
+def wait_for(futures: Any, first_error: bool = False) -> None:
+    """Until every future is done (`first_error`: or one has failed, whose error is raised)."""
     from distributed import wait
 
-    wait(futures)  # type: ignore[no-untyped-call]
+    if not first_error:
+        wait(futures)  # type: ignore[no-untyped-call]
+        return
+    pending = list(futures)
+    while pending:
+        done, left = wait(pending, return_when="FIRST_COMPLETED")  # type: ignore[no-untyped-call]
+        for future in done:
+            if future.status == "error":
+                future.result()  # raises the task's error
+        pending = list(left)
 
 
 def holdout_facts(

@@ -14,8 +14,11 @@ The runner reads the version's manifest from the DVC remote (`shards.locate`), n
    signature, the input example and the logged datasets' schemas are the local engine's), and
    the holdout rows' hashes, from which the runner computes the holdout digest
    (`holdout.digest`);
-4. training in external memory, one XGBoost task per worker over its share of the shards
-   (`cluster.fit_external`);
+4. training, by the rule of `cluster.plan_training` (dask.training: auto) or as dask.training
+   says: in the workers' memory with xgboost.dask when the version fits comfortably
+   (`cluster.fit_memory`), else in external memory, one XGBoost task per worker over its
+   share of the shards (`cluster.fit_external`); the choice and its numbers are tags of the
+   training run (`mlgate.dask.training`, ...) and a line on stderr;
 5. the validation and holdout rows scored where they lie (`cluster.scored`): the threshold is
    chosen from the validation part's scores and labels, the holdout metrics and slices come from
    the holdout's scores, labels and slice masks, by the local engine's functions.
@@ -26,6 +29,7 @@ The split manifest (split/holdout.json) holds the rule and the digest, not the k
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -148,13 +152,26 @@ def _train(
 
     negative, positive, counts = classes
     categories = surveyed.categories
+    train_sample = surveyed.samples[cluster.TRAIN]
+    features = len(features_of(train_sample.iloc[:0], settings).columns)
+    plan = cluster.plan_training(
+        settings.dask.training,
+        surveyed.footprint(features),
+        cluster.worker_memory(cluster_client),
+    )
+    print(plan.said(), file=sys.stderr, flush=True)
     git = lineage.git_info(settings.project_dir, settings.github)
     with training_run(settings, client, version, git) as (run, lease):
         run_id = run.info.run_id
-        train_sample = surveyed.samples[cluster.TRAIN]
-        booster, best = cluster.fit_external(
-            cluster_client, settings, categories, train_sample, located, rule
-        )
+        mlflow.set_tags(plan.tags())
+        if plan.training == "memory":
+            booster, best = cluster.fit_memory(
+                cluster_client, settings, categories, train_sample, data
+            )
+        else:
+            booster, best = cluster.fit_external(
+                cluster_client, settings, categories, train_sample, located, rule
+            )
         scores = cluster.scored(cluster_client, data, booster, settings, categories)
         # The threshold is chosen on the validation part; the holdout judges it.
         chosen = thresholds.choose(
