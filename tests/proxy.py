@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import requests
 
@@ -53,3 +54,20 @@ def start(target: str, around: Around) -> tuple[str, Callable[[], None]]:
     proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{proxy.server_port}", proxy.shutdown
+
+
+@contextmanager
+def listing(target: str) -> Iterator[tuple[str, list[str]]]:
+    """A proxy to `target` that lists each request it forwards as "METHOD /path" (without the
+    query): its URI and the list, which grows while the proxy runs."""
+    seen: list[str] = []
+
+    def around(method: str, path: str, send_on: SendOn) -> requests.Response:
+        seen.append(f"{method} {path.partition('?')[0]}")
+        return send_on()
+
+    uri, shutdown = start(target, around)
+    try:
+        yield uri, seen
+    finally:
+        shutdown()

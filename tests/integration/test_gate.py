@@ -17,7 +17,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 
 from mlgate.gate.decision import DIGEST_TAG
 from mlgate.pipeline import evaluate, promote, train
@@ -161,14 +160,7 @@ def test_a_promotion_asks_the_registry_little_and_imports_only_what_mlflow_does(
 
     v1 = registry.staging()
     assert v1 is not None
-    seen: list[str] = []
-
-    def around(method: str, path: str, send_on: proxy.SendOn) -> requests.Response:
-        seen.append(f"{method} {path.partition('?')[0]}")
-        return send_on()
-
-    uri, shutdown = proxy.start(registry.server, around)
-    try:
+    with proxy.listing(registry.server) as (uri, seen):
         args = train_args(registry.project, uri, registry.model)
         done = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "mlgate", "promote", *args]
@@ -179,8 +171,6 @@ def test_a_promotion_asks_the_registry_little_and_imports_only_what_mlflow_does(
             cwd=registry.project,
             timeout=300,
         )
-    finally:
-        shutdown()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "nothing to do" in done.stdout
     # MlflowClient reads the registered model before each write only to refuse a prompt:
@@ -313,19 +303,10 @@ def test_dry_run_reports_without_failing_or_moving(registry: Registry, capsys) -
 
     champion = registry.staging()
     v4 = registry.train(*WEAK)
-    seen: list[str] = []
-
-    def around(method: str, path: str, send_on: proxy.SendOn) -> requests.Response:
-        seen.append(f"{method} {path.partition('?')[0]}")
-        return send_on()
-
-    uri, shutdown = proxy.start(registry.server, around)
-    try:
+    with proxy.listing(registry.server) as (uri, seen):
         args = train_args(registry.project, uri, registry.model, *DECISION_ONLY)
         dry = [*args, "--set", "gate.mode=dry-run", "--candidate-version", v4]
         assert evaluate.main(dry, env=registry.env) == 0
-    finally:
-        shutdown()
     assert "::warning title=mlgate gate::" in capsys.readouterr().out
     tagged = [i for i, r in enumerate(seen) if r.endswith("/model-versions/set-tag")]
     assert len(tagged) == 6 and tagged == list(range(tagged[0], tagged[0] + 6)), seen
